@@ -1,0 +1,142 @@
+"""The public functions re-exported by ``aiotrace``: instrument, name, stats, flush."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiotrace._recorder import RECORDER
+from aiotrace.exceptions import ConfigurationError
+from aiotrace.instrumentor import AiotraceInstrumentor
+from aiotrace.primitives._base import ref_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from opentelemetry.trace import TracerProvider
+
+T = TypeVar("T")
+
+
+def instrument(tracer_provider: TracerProvider | None = None, **options: Any) -> None:
+    """Start tracing asyncio's primitives; a second call warns and does nothing.
+
+    Args:
+        tracer_provider: where spans go. By default the global provider
+            (``opentelemetry.trace.get_tracer_provider()``) at the time spans
+            are built; aiotrace never replaces a provider you set.
+        **options: fields of :class:`aiotrace.Options` (``min_wait``,
+            ``min_hold``, ``tasks``, ``futures``, ``primitives``, ...).
+
+    Raises:
+        ConfigurationError: an unknown option or an invalid value.
+    """
+    AiotraceInstrumentor().instrument(tracer_provider=tracer_provider, **options)
+
+
+def uninstrument() -> None:
+    """Stop tracing, restore every patched class exactly, deliver what was recorded."""
+    AiotraceInstrumentor().uninstrument()
+
+
+def is_instrumented() -> bool:
+    """Whether :func:`instrument` is in effect."""
+    return bool(AiotraceInstrumentor().is_instrumented_by_opentelemetry)
+
+
+@contextlib.contextmanager
+def tracing(tracer_provider: TracerProvider | None = None, **options: Any) -> Iterator[None]:
+    """Instrument for the duration of a ``with`` block, then uninstrument and flush."""
+    instrument(tracer_provider, **options)
+    try:
+        yield
+    finally:
+        uninstrument()
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Build and deliver every span recorded so far; False if the sink timed out."""
+    pipeline = AiotraceInstrumentor().pipeline
+    if pipeline is None:
+        return True
+    return pipeline.flush(timeout)
+
+
+_NAMEABLE = (
+    "Lock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "Condition",
+    "Barrier",
+    "Queue",
+    "PriorityQueue",
+    "LifoQueue",
+    "Future",
+)
+
+
+def name(primitive: T, label: str) -> T:
+    """Give a primitive the name its spans and reports show; returns it, for chaining.
+
+    ``lock = aiotrace.name(asyncio.Lock(), "db-pool")``. Without a name, a
+    primitive is named after where it was created (``cache_lock (app.py:12)``).
+
+    Raises:
+        ConfigurationError: ``primitive`` is not an asyncio primitive or future.
+    """
+    import asyncio
+
+    kind = next(
+        (
+            k
+            for k in _NAMEABLE
+            if hasattr(asyncio, k) and isinstance(primitive, getattr(asyncio, k))
+        ),
+        None,
+    )
+    if kind is None or not isinstance(label, str):
+        raise ConfigurationError(
+            f"aiotrace.name() takes an asyncio primitive or future and a str, "
+            f"got {type(primitive).__name__} and {type(label).__name__}"
+        )
+    ref_of(primitive, kind).name = label
+    return primitive
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of aiotrace's own accounting (see :func:`stats`)."""
+
+    operations: int
+    """Operations observed on instrumented primitives (fast and slow paths)."""
+    below_threshold: int
+    """Operations counted but not spanned: shorter than ``min_wait``/``min_hold``."""
+    spans_built: int
+    """Spans built from records."""
+    spans_exported: int
+    """Spans delivered: to the exporter (aiotrace's sinks) or to your TracerProvider."""
+    spans_dropped: int
+    """Spans that will never be delivered; see ``dropped_reasons``."""
+    internal_errors: int
+    """Errors inside aiotrace; each disabled the family it happened in."""
+    buffered: int
+    """Records waiting for the pipeline."""
+    dropped_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def stats() -> Stats:
+    """Operations recorded, spans built, exported, dropped, internal errors."""
+    s = RECORDER.stats
+    fast = sum(site.n for site in list(RECORDER.sites))
+    return Stats(
+        operations=s.operations + fast,
+        below_threshold=s.below_threshold + fast,
+        spans_built=s.spans_built,
+        spans_exported=s.spans_exported,
+        spans_dropped=s.spans_dropped,
+        internal_errors=s.internal_errors,
+        buffered=len(RECORDER.buffer),
+        dropped_reasons=dict(s.dropped_reasons),
+    )

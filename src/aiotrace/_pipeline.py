@@ -1,0 +1,122 @@
+"""Move records off the hot path: a thread drains the buffer into a sink.
+
+The pipeline thread wakes every ``flush_interval`` seconds, or sooner when the
+buffer passes its high-water mark, assembles the records into drafts and hands
+them to the sink. Nothing is dropped by default: if records arrive faster
+than they are built, the thread that notices the buffer at four times its
+high-water mark drains it itself, slowing the program rather than losing spans
+(set ``max_buffered`` to bound memory and count drops instead).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiotrace._assemble import Assembler, SpanDraft
+from aiotrace._recorder import LOGGER, RECORDER, Recorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+class Sink(Protocol):
+    """Where span drafts go: a TracerProvider, OTLP, a trace file, memory."""
+
+    def export(self, drafts: list[SpanDraft]) -> None:
+        """Deliver a batch; count what is exported or dropped in ``RECORDER.stats``."""
+
+    def flush(self, timeout: float) -> bool:
+        """Push out anything buffered; False if it did not finish in time."""
+
+    def shutdown(self) -> None:
+        """Flush and release resources; the sink is not used afterwards."""
+
+
+class Pipeline:
+    """Drains :class:`Recorder` records through an :class:`Assembler` into a sink."""
+
+    def __init__(self, sink: Sink, recorder: Recorder = RECORDER, interval: float = 0.2) -> None:
+        self.sink = sink
+        self._recorder = recorder
+        self._interval = interval
+        self._assembler = Assembler(recorder)
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self.on_drained: list[Callable[[list[SpanDraft]], None]] = []
+
+    def start(self) -> None:
+        """Start the background thread (a daemon: it never keeps a program alive)."""
+        self._recorder.set_pressure_handler(self._pressure)
+        self._thread = threading.Thread(target=self._run, name="aiotrace-pipeline", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stopping:
+                break
+            self.drain()
+
+    def _pressure(self) -> None:
+        self._wake.set()
+        if len(self._recorder.buffer) > 4 * self._recorder.high_water:
+            # Back-pressure: the producer pays for building, nothing is lost.
+            self.drain(block=False)
+
+    def drain(self, block: bool = True) -> int:
+        """Process everything buffered now; returns how many records were taken."""
+        if getattr(self._local, "draining", False):
+            return 0  # a sink that itself used asyncio primitives: do not recurse
+        if not self._drain_lock.acquire(blocking=block):
+            return 0
+        self._local.draining = True
+        taken = 0
+        try:
+            buffer = self._recorder.buffer
+            while buffer:
+                batch: list[tuple[Any, ...]] = []
+                pop = buffer.popleft
+                try:
+                    for _ in range(8192):
+                        batch.append(pop())
+                except IndexError:
+                    pass
+                taken += len(batch)
+                drafts = self._assembler.process(batch)
+                if drafts:
+                    for hook in self.on_drained:
+                        hook(drafts)
+                    try:
+                        self.sink.export(drafts)
+                    except Exception as exc:  # a sink must not kill the pipeline
+                        self._recorder.stats.export_failures += 1
+                        self._recorder.stats.drop(len(drafts), "sink raised")
+                        LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+        finally:
+            self._local.draining = False
+            self._drain_lock.release()
+        return taken
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Build and deliver everything recorded so far."""
+        self.drain()
+        return self.sink.flush(timeout)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop the thread, deliver what is left, shut the sink down."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._recorder.set_pressure_handler(None)
+        self.drain()
+        self._assembler.finish()
+        try:
+            self.sink.flush(timeout)
+        finally:
+            self.sink.shutdown()

@@ -1,0 +1,228 @@
+"""The hot path's shared state: options, clock, ids, the record buffer and counters.
+
+Patched methods never build spans. They append small tuples ("records") to
+:attr:`Recorder.buffer`, a ``deque`` whose ``append`` is atomic under the GIL,
+and a pipeline thread turns records into spans in bulk. This module is the
+only thing both sides share.
+
+It also owns failure handling: if aiotrace's own bookkeeping raises, the error
+is counted, logged once per family on the ``aiotrace`` logger, and the family
+stops recording. The user's call proceeds as if aiotrace were not there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Final
+
+from aiotrace.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+LOGGER: Final = logging.getLogger("aiotrace")
+
+# Record kinds (first element of every record tuple). See _assemble.py for layouts.
+R_SPAN: Final = 0
+"""A finished operation that becomes a span if it passed its threshold."""
+R_HOLD: Final = 1
+"""A finished hold; may be dropped if short and never linked by a built wait."""
+R_EVENT: Final = 2
+"""A span event for a span aiotrace owns (a task span)."""
+R_TASK: Final = 3
+"""A finished task (its span's fields are in the task's placeholder span)."""
+R_SDK: Final = 4
+"""A finished span from the OpenTelemetry SDK, forwarded into aiotrace's own sinks."""
+
+PRIMITIVE_FAMILIES: Final = ("lock", "semaphore", "event", "condition", "barrier", "queue")
+"""Synchronisation primitives that the ``primitives`` option selects from."""
+FAMILIES: Final = (*PRIMITIVE_FAMILIES, "task", "future")
+"""Groups of patches that are enabled, and disabled on internal error, together."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to trace and when an operation is worth a span.
+
+    Thresholds are in seconds. An operation shorter than its threshold is
+    counted (see :func:`aiotrace.stats`) and summarised in reports, not spanned.
+    A hold that a spanned wait links to is always spanned, so "who blocked
+    me?" always has an answer.
+    """
+
+    min_wait: float = 0.001
+    """Shortest wait (lock, semaphore, event, condition, barrier, queue) that becomes a span."""
+    min_hold: float = 0.001
+    """Shortest lock or semaphore hold that becomes a span (unless a spanned wait links to it)."""
+    tasks: bool = True
+    """A span per task, current inside the task, so everything it does nests under it."""
+    futures: bool = True
+    """Spans for futures created by user code, and for tasks awaiting them."""
+    internal_futures: bool = False
+    """Also trace futures created inside asyncio itself (sleep, lock waiters, streams)."""
+    internal_primitives: bool = False
+    """Also trace primitives asyncio creates for itself (a Barrier's Condition, ...)."""
+    primitives: tuple[str, ...] = PRIMITIVE_FAMILIES
+    """Primitive families to patch; any subset of ``PRIMITIVE_FAMILIES``."""
+    max_buffered: int | None = None
+    """Bound on unprocessed records. ``None``: never drop, apply back-pressure instead."""
+    flush_interval: float = 0.2
+    """Seconds between pipeline runs."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_wait", "min_hold", "flush_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        unknown = set(self.primitives) - set(PRIMITIVE_FAMILIES)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown primitive families {sorted(unknown)}; "
+                f"valid: {', '.join(PRIMITIVE_FAMILIES)}"
+            )
+        if self.max_buffered is not None and self.max_buffered < 1:
+            raise ConfigurationError("max_buffered must be a positive number of records or None")
+
+    @classmethod
+    def from_kwargs(cls, base: Options | None = None, **kwargs: Any) -> Options:
+        """Build options from keyword arguments, naming the valid ones on a typo.
+
+        Raises:
+            ConfigurationError: an unknown option or an invalid value.
+        """
+        valid = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - valid
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option(s) {sorted(unknown)}; valid options: {', '.join(sorted(valid))}"
+            )
+        if "primitives" in kwargs:
+            kwargs["primitives"] = tuple(kwargs["primitives"])
+        return replace(base or cls(), **kwargs)
+
+
+@dataclass
+class Stats:
+    """Counters behind :func:`aiotrace.stats`; ints only, updated under the GIL."""
+
+    operations: int = 0
+    """Operations observed on the slow path (fast-path ones are summed from sites)."""
+    spans_built: int = 0
+    spans_exported: int = 0
+    spans_dropped: int = 0
+    internal_errors: int = 0
+    below_threshold: int = 0
+    records_dropped: int = 0
+    export_failures: int = 0
+    links_unresolved: int = 0
+    dropped_reasons: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, count: int, reason: str) -> None:
+        """Count spans that will never reach a sink, and why."""
+        self.spans_dropped += count
+        self.dropped_reasons[reason] = self.dropped_reasons.get(reason, 0) + count
+
+
+def _random_id_start() -> int:
+    # Span ids are a counter from a random 62-bit start: unique within a
+    # process, distinct between processes (xdist workers, children) sharing a
+    # trace, never 0 and never beyond 64 bits.
+    return random.SystemRandom().getrandbits(62) | 1
+
+
+class Recorder:
+    """Process-wide recording state shared by every patch and the pipeline."""
+
+    def __init__(self) -> None:
+        self.options = Options()
+        self.buffer: deque[tuple[Any, ...]] = deque()
+        self.stats = Stats()
+        self.enabled: dict[str, bool] = dict.fromkeys(FAMILIES, False)
+        self._ids = itertools.count(_random_id_start())
+        self.next_id: Callable[[], int] = self._ids.__next__
+        self.epoch_offset = time.time_ns() - time.perf_counter_ns()
+        self._logged: set[str] = set()
+        self._pressure: Callable[[], None] | None = None
+        self.high_water = 50_000
+        self.sites: list[Any] = []  # primitives._base.SiteStats, for operation totals
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # A forked child shares the trace but must not reuse the parent's ids
+        # or re-send the parent's buffered records.
+        self._ids = itertools.count(_random_id_start())
+        self.next_id = self._ids.__next__
+        self.buffer.clear()
+        self._lock = threading.Lock()
+
+    def configure(self, options: Options) -> None:
+        """Install options and (re)enable the families they select."""
+        self.options = options
+        self.epoch_offset = time.time_ns() - time.perf_counter_ns()
+        for family in PRIMITIVE_FAMILIES:
+            self.enabled[family] = family in options.primitives
+        self.enabled["task"] = options.tasks
+        self.enabled["future"] = options.futures
+
+    def disable_all(self) -> None:
+        """Stop recording everywhere (used when uninstrumenting)."""
+        for family in FAMILIES:
+            self.enabled[family] = False
+
+    def set_pressure_handler(self, handler: Callable[[], None] | None) -> None:
+        """Called when the buffer passes its high-water mark (the pipeline drains)."""
+        self._pressure = handler
+
+    def emit(self, record: tuple[Any, ...]) -> None:
+        """Queue one record; never raises into the caller."""
+        buffer = self.buffer
+        buffer.append(record)
+        if len(buffer) > self.high_water:
+            limit = self.options.max_buffered
+            if limit is not None and len(buffer) > limit:
+                try:
+                    buffer.popleft()
+                except IndexError:
+                    pass
+                else:
+                    self.stats.records_dropped += 1
+                    self.stats.drop(1, "buffer full (max_buffered)")
+                    return
+            handler = self._pressure
+            if handler is not None:
+                handler()
+
+    def fail(self, family: str, exc: BaseException) -> None:
+        """Record an internal error: count it, log once, stop tracing ``family``."""
+        self.stats.internal_errors += 1
+        self.enabled[family] = False
+        if family not in self._logged:
+            self._logged.add(family)
+            LOGGER.error(
+                "aiotrace: internal error while tracing %s; tracing of %s has been disabled "
+                "(the program is unaffected)",
+                family,
+                family,
+                exc_info=exc,
+            )
+
+    def to_epoch(self, perf_ns: int) -> int:
+        """Convert a ``perf_counter_ns`` reading to nanoseconds since the Unix epoch."""
+        return perf_ns + self.epoch_offset
+
+    def operations(self) -> int:
+        """All operations observed: slow-path ones plus fast-path counts per site."""
+        return self.stats.operations + int(sum(site.n for site in list(self.sites)))
+
+
+RECORDER: Final = Recorder()
+"""The one recorder of this process."""

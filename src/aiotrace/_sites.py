@@ -1,0 +1,202 @@
+"""Call sites: cheap to capture on the hot path, resolved to file and line later.
+
+Reading ``frame.f_lineno`` costs about 300 ns because CPython decodes the line
+table each time; reading ``f_code`` and ``f_lasti`` costs a few nanoseconds. So
+the hot path stores ``(code, lasti)`` and the pipeline turns it into a
+:class:`Site` once per distinct pair, off the hot path.
+
+Frames that belong to asyncio itself or to aiotrace are skipped, so a site is
+always the user's line (``async with lock`` in ``app.py``, not
+``asyncio/locks.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import linecache
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from types import CodeType, FrameType
+from typing import Final
+
+_ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
+_AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
+
+_internal_cache: dict[str, bool] = {}
+
+
+def is_internal_file(filename: str) -> bool:
+    """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
+    cached = _internal_cache.get(filename)
+    if cached is None:
+        cached = filename.startswith((_ASYNCIO_DIR, _AIOTRACE_DIR))
+        _internal_cache[filename] = cached
+    return cached
+
+
+def is_asyncio_file(filename: str) -> bool:
+    """Whether ``filename`` is one of asyncio's own modules."""
+    return filename.startswith(_ASYNCIO_DIR)
+
+
+def user_frame(depth: int = 0) -> FrameType | None:
+    """The innermost user frame calling into aiotrace, ``depth`` frames above the caller.
+
+    aiotrace's and asyncio's frames are skipped (``async with cond`` goes
+    through asyncio's ``__aenter__``). Reaching the event loop's callback
+    runner (``Handle._run``) means no user code made the call (a callback
+    scheduled with ``call_soon``, or a coroutine run directly as a task by
+    asyncio): then there is no user site and ``None`` is returned, rather than
+    the unrelated line that started the loop.
+    """
+    try:
+        frame: FrameType | None = sys._getframe(depth + 1)
+    except ValueError:
+        return None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not is_internal_file(filename):
+            return frame
+        if frame.f_code.co_name == "_run" and filename.endswith("events.py"):
+            return None
+        frame = frame.f_back
+    return None
+
+
+RawSite = tuple[CodeType, int]
+"""``(code, lasti)`` as captured on the hot path; see :func:`SiteTable.resolve`."""
+
+
+def capture(depth: int = 0) -> RawSite | None:
+    """The user's call site, as a cheap raw ``(code, lasti)`` pair."""
+    frame = user_frame(depth + 1)
+    if frame is None:
+        return None
+    return (frame.f_code, frame.f_lasti)
+
+
+def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool]:
+    """The site where ``obj`` was created, and whether asyncio itself created it.
+
+    Walks past aiotrace's frames and past ``__init__`` frames of ``obj`` itself
+    (``BoundedSemaphore.__init__`` calling ``Semaphore.__init__``, a user's
+    ``Lock`` subclass calling ``super().__init__()``), so the site is the line
+    that instantiated the class. If that line is inside asyncio (the Lock a
+    ``Condition`` makes, the Condition a ``Barrier`` makes) the primitive is
+    asyncio's implementation detail and is reported as internal.
+    """
+    try:
+        frame: FrameType | None = sys._getframe(depth + 1)
+    except ValueError:
+        return None, False
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename.startswith(_AIOTRACE_DIR):
+            frame = frame.f_back
+            continue
+        if code.co_name == "__init__" and frame.f_locals.get("self") is obj:
+            frame = frame.f_back
+            continue
+        break
+    if frame is None:
+        return None, False
+    internal = is_asyncio_file(frame.f_code.co_filename)
+    while frame is not None and is_internal_file(frame.f_code.co_filename):
+        if frame.f_code.co_name == "_run" and frame.f_code.co_filename.endswith("events.py"):
+            return None, internal
+        frame = frame.f_back
+    if frame is None:
+        return None, internal
+    return (frame.f_code, frame.f_lasti), internal
+
+
+@dataclass(frozen=True)
+class Site:
+    """A resolved call site."""
+
+    path: str
+    line: int
+    function: str
+
+    @property
+    def label(self) -> str:
+        """``file.py:12``: short enough for span attributes and reports."""
+        return f"{os.path.basename(self.path)}:{self.line}"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def line_of(code: CodeType, lasti: int) -> int:
+    """The source line of instruction offset ``lasti`` in ``code``."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+class SiteTable:
+    """Resolves raw sites, once per distinct ``(code, lasti)``.
+
+    Keys use ``id(code)`` (hashing a code object hashes its bytecode) and keep
+    the code object alive so the id cannot be reused while cached.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], tuple[CodeType, Site]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, raw: RawSite) -> Site:
+        """The :class:`Site` for a raw ``(code, lasti)``."""
+        code, lasti = raw
+        key = (id(code), lasti)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit[1]
+        site = Site(
+            code.co_filename, line_of(code, lasti), getattr(code, "co_qualname", code.co_name)
+        )
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key] = (code, site)
+        return site
+
+
+SITES: Final = SiteTable()
+"""The process-wide site cache."""
+
+_ASSIGN = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=(?!=)")
+_NAME_CACHE: dict[tuple[str, int], str | None] = {}
+
+
+def variable_name(site: Site) -> str | None:
+    """The variable or attribute the object created at ``site`` was assigned to, if obvious.
+
+    Reads one source line (``cache_lock = asyncio.Lock()`` gives ``cache_lock``,
+    ``self._lock: asyncio.Lock = asyncio.Lock()`` gives ``self._lock``). Cached;
+    returns ``None`` when the line is not a simple assignment.
+    """
+    key = (site.path, site.line)
+    if key in _NAME_CACHE:
+        return _NAME_CACHE[key]
+    text = linecache.getline(site.path, site.line)
+    name: str | None = None
+    match = _ASSIGN.match(text)
+    if match:
+        name = match.group("target")
+    if len(_NAME_CACHE) > 10_000:
+        _NAME_CACHE.clear()
+    _NAME_CACHE[key] = name
+    return name
+
+
+def default_name(site: Site | None) -> str:
+    """``cache_lock (app.py:12)``, or ``app.py:12`` when no variable is obvious."""
+    if site is None:
+        return "<unknown>"
+    var = variable_name(site)
+    return f"{var} ({site.label})" if var else site.label

@@ -1,0 +1,233 @@
+"""Run CPython's own asyncio test suites with and without aiotrace, and compare.
+
+``python -m aiotrace.selftest`` runs each module of ``test.test_asyncio`` twice,
+each run in a fresh interpreter: once untraced, once with aiotrace
+instrumented at thresholds of zero (every wait and hold becomes a span)
+through a real SDK ``TracerProvider`` and ``BatchSpanProcessor``. It prints
+per-module results and exits non-zero if any module's outcome differs: a test
+that passes untraced must pass traced, and vice versa. The traced run also
+fails if aiotrace recorded an internal error or built no spans at all.
+
+Run it on every installed Python, e.g. with pyenv::
+
+    for v in 3.10 3.11 3.12 3.13; do
+        "$(pyenv prefix $v)/bin/python" -m aiotrace.selftest
+    done
+
+(aiotrace and its dependencies must be importable by that interpreter; see
+``docs/transparency.md``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+DEFAULT_MODULES = (
+    "test_locks",
+    "test_queues",
+    "test_pep492",
+    "test_futures",
+    "test_futures2",
+    "test_tasks",
+    "test_taskgroups",
+    "test_timeouts",
+    "test_waitfor",
+)
+"""Modules run by default; those a Python version lacks are skipped."""
+
+
+@dataclass
+class ModuleResult:
+    """Outcome of one module in one run."""
+
+    module: str
+    run: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: int = 0
+    seconds: float = 0.0
+    spans: int = 0
+    internal_errors: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed
+
+
+class _Result(unittest.TextTestResult):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failed_ids: list[str] = []
+
+    def addFailure(self, test: unittest.TestCase, err: Any) -> None:
+        super().addFailure(test, err)
+        self.failed_ids.append(test.id())
+
+    def addError(self, test: unittest.TestCase, err: Any) -> None:
+        super().addError(test, err)
+        self.failed_ids.append(test.id())
+
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
+        super().addUnexpectedSuccess(test)
+        self.failed_ids.append(test.id())
+
+    def addSubTest(self, test: Any, subtest: Any, err: Any) -> None:
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self.failed_ids.append(subtest.id())
+
+
+def _child(module: str, traced: bool, out: str) -> int:
+    result = ModuleResult(module)
+    exporter_count = [0]
+    if traced:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        import aiotrace
+
+        class Counting(SpanExporter):
+            def export(self, spans: Sequence[Any]) -> SpanExportResult:
+                exporter_count[0] += len(spans)
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Counting(), max_queue_size=1 << 20))
+        aiotrace.instrument(provider, min_wait=0, min_hold=0, internal_futures=True)
+    started = time.perf_counter()
+    try:
+        suite = unittest.defaultTestLoader.loadTestsFromName(f"test.test_asyncio.{module}")
+        runner = unittest.TextTestRunner(
+            stream=sys.stderr, verbosity=0, resultclass=_Result, buffer=True
+        )
+        outcome: Any = runner.run(suite)
+        result.run = outcome.testsRun
+        result.failed = sorted(set(outcome.failed_ids))
+        result.skipped = len(outcome.skipped)
+    except Exception as exc:  # an import error is a result too
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - started
+    if traced:
+        import aiotrace
+
+        aiotrace.flush()
+        provider.force_flush()
+        stats = aiotrace.stats()
+        result.internal_errors = stats.internal_errors
+        result.spans = exporter_count[0]
+        aiotrace.uninstrument()
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(result.__dict__, fh)
+    return 0
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"test.test_asyncio.{module}") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def run_module(module: str, traced: bool, timeout: float = 900.0) -> ModuleResult:
+    """Run one module in a fresh interpreter and return its result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        cmd = [sys.executable, "-m", "aiotrace.selftest", "--child", module, "--out", out]
+        if traced:
+            cmd.append("--traced")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return ModuleResult(module, error=f"timed out after {timeout:.0f}s")
+        if not os.path.exists(out):
+            tail = (proc.stderr or "").strip().splitlines()[-5:]
+            return ModuleResult(
+                module, error=f"crashed (exit {proc.returncode}): {' | '.join(tail)}"
+            )
+        with open(out, encoding="utf-8") as fh:
+            return ModuleResult(**json.load(fh))
+
+
+def compare(modules: Sequence[str], verbose: bool = True) -> bool:
+    """Run every module untraced and traced; print a table; True if all outcomes match."""
+    all_same = True
+    version = ".".join(map(str, sys.version_info[:3]))
+    if verbose:
+        print(f"aiotrace selftest on Python {version}: CPython asyncio suites, untraced vs traced")
+        print(f"{'module':<16} {'tests':>6} {'untraced':>12} {'traced':>12} {'spans':>8}  verdict")
+    for module in modules:
+        if not _available(module):
+            if verbose:
+                print(f"{module:<16} {'-':>6} {'not in this Python':>26}")
+            continue
+        bare = run_module(module, traced=False)
+        traced = run_module(module, traced=True)
+        same = (
+            bare.error is None
+            and traced.error is None
+            and bare.run == traced.run
+            and bare.failed == traced.failed
+            and traced.internal_errors == 0
+            and traced.spans > 0
+        )
+        all_same &= same
+        if verbose:
+
+            def cell(r: ModuleResult) -> str:
+                if r.error:
+                    return "error"
+                return f"{len(r.failed)} fail" if r.failed else f"ok {r.seconds:.1f}s"
+
+            verdict = "same" if same else "DIFFERENT"
+            print(
+                f"{module:<16} {bare.run:>6} {cell(bare):>12} {cell(traced):>12} "
+                f"{traced.spans:>8}  {verdict}"
+            )
+            if not same:
+                for label, r in (("untraced", bare), ("traced", traced)):
+                    if r.error:
+                        print(f"    {label}: {r.error}")
+                    for test_id in r.failed:
+                        print(f"    {label} failed: {test_id}")
+                if traced.internal_errors:
+                    print(f"    traced: {traced.internal_errors} internal aiotrace errors")
+    if verbose:
+        print("all outcomes identical" if all_same else "OUTCOMES DIFFER")
+    return all_same
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m aiotrace.selftest``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aiotrace.selftest",
+        description="Run CPython's asyncio test suites untraced and traced; compare outcomes.",
+    )
+    parser.add_argument("modules", nargs="*", help=f"default: {' '.join(DEFAULT_MODULES)}")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child, args.traced, args.out)
+    return 0 if compare(args.modules or DEFAULT_MODULES) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
