@@ -129,10 +129,10 @@ class Stats:
 def stats() -> Stats:
     """Operations recorded, spans built, exported, dropped, internal errors."""
     s = RECORDER.stats
-    fast = sum(site.n for site in list(RECORDER.sites))
+    sites = list(RECORDER.sites)
     return Stats(
-        operations=s.operations + fast,
-        below_threshold=s.below_threshold + fast,
+        operations=s.operations + sum(site.operations for site in sites),
+        below_threshold=s.below_threshold + sum(site.below_threshold for site in sites),
         spans_built=s.spans_built,
         spans_exported=s.spans_exported,
         spans_dropped=s.spans_dropped,

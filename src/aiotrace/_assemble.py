@@ -99,8 +99,9 @@ class Assembler:
     def __init__(self, recorder: Recorder = RECORDER, memory: int = 200_000) -> None:
         self._recorder = recorder
         self._memory = memory
-        # span id -> (trace id, flags) of recent spans aiotrace allocated ids for
-        self._known: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        # span id -> (trace id, flags, task name, site label) of recent spans
+        # aiotrace allocated ids for (holds, waits, points, tasks)
+        self._known: OrderedDict[int, tuple[int, int, Any, Any]] = OrderedDict()
         # optional holds not built (yet): span id -> draft
         self._pending: OrderedDict[int, SpanDraft] = OrderedDict()
         self._wanted: set[int] = set()
@@ -137,15 +138,17 @@ class Assembler:
         return []
 
     # ------------------------------------------------------------------
-    def remember(self, span_id: int, trace_id: int, flags: int) -> None:
-        """Note an id aiotrace allocated so later links can find its trace."""
+    def remember(
+        self, span_id: int, trace_id: int, flags: int, task: Any = None, site: Any = None
+    ) -> None:
+        """Note an id aiotrace allocated so later links can find its trace (and holder)."""
         known = self._known
-        known[span_id] = (trace_id, flags)
+        known[span_id] = (trace_id, flags, task, site)
         if len(known) > self._memory:
             known.popitem(last=False)
 
-    def lookup(self, span_id: int) -> tuple[int, int] | None:
-        """Trace id and flags of a span aiotrace allocated ``span_id`` for, if recent."""
+    def lookup(self, span_id: int) -> tuple[int, int, Any, Any] | None:
+        """Trace id, flags, task name and site of a recent span aiotrace allocated."""
         return self._known.get(span_id)
 
     def start_draft(
@@ -166,6 +169,7 @@ class Assembler:
         return draft
 
     def _common(self, draft: SpanDraft, record: tuple[Any, ...]) -> None:
+        """Attributes every record kind shares; remembers the holder for links."""
         attrs = draft.attributes
         ref: PrimRef | None = record[8]
         if ref is not None:
@@ -178,11 +182,14 @@ class Assembler:
         if record[6] is not None:
             attrs[semconv.ATTR_TASK_NAME] = record[6]
         site = record[7]
+        label = None
         if site is not None:
             resolved = SITES.resolve(site)
+            label = resolved.label
             attrs[semconv.ATTR_CODE_FUNCTION_NAME] = resolved.function
             attrs[semconv.ATTR_CODE_FILE_PATH] = resolved.path
             attrs[semconv.ATTR_CODE_LINE_NUMBER] = resolved.line
+        self.remember(draft.span_id, draft.trace_id, draft.flags, record[6], label)
         if record[9] is not None:
             attrs[semconv.ATTR_OUTCOME] = record[9]
             if record[9] == semconv.OUTCOME_ERROR:
@@ -191,6 +198,16 @@ class Assembler:
         if extra:
             for key, value in extra.items():
                 attrs[key] = resolve_value(value)
+            holders = attrs.get(semconv.ATTR_HOLDERS)
+            if holders is not None:
+                attrs[semconv.ATTR_HOLDERS] = tuple(self._holder_name(h) for h in holders)
+
+    def _holder_name(self, holder: Any) -> str:
+        """A holder given as the id of its recorded hold span, named from that span."""
+        if isinstance(holder, int):
+            known = self._known.get(holder)
+            return str(known[2]) if known is not None and known[2] is not None else "?"
+        return str(holder)
 
     def _span(self, record: tuple[Any, ...], out: list[SpanDraft]) -> SpanDraft | None:
         draft = self.start_draft(record[1], record[4], record[5], record[2], record[3])
@@ -219,6 +236,12 @@ class Assembler:
                 draft.links.append((draft.trace_id, target, draft.flags, attrs))
                 return
             draft.links.append((known[0], target, known[1], attrs))
+            if link_kind == semconv.LINK_BLOCKER:
+                # Name the blocker from its hold span: "who blocked me?"
+                if known[2] is not None:
+                    draft.attributes.setdefault(semconv.ATTR_BLOCKER_TASK, known[2])
+                if known[3] is not None:
+                    draft.attributes.setdefault(semconv.ATTR_BLOCKER_SITE, known[3])
             return
         ids = ids_of(target)
         if ids is None:

@@ -142,6 +142,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.options = Options()
+        self.min_wait_ns = int(self.options.min_wait * 1e9)
+        self.min_hold_ns = int(self.options.min_hold * 1e9)
         self.buffer: deque[tuple[Any, ...]] = deque()
         self.stats = Stats()
         self.enabled: dict[str, bool] = dict.fromkeys(FAMILIES, False)
@@ -165,8 +167,15 @@ class Recorder:
         self._lock = threading.Lock()
 
     def configure(self, options: Options) -> None:
-        """Install options and (re)enable the families they select."""
+        """Install options, start counting from zero, enable the families selected."""
         self.options = options
+        self.min_wait_ns = int(options.min_wait * 1e9)
+        self.min_hold_ns = int(options.min_hold * 1e9)
+        self.stats = Stats()
+        self._logged.clear()
+        for site in list(self.sites):
+            site.n = site.quiet = site.waits = site.holds = 0
+            site.wait_ns = site.max_wait_ns = site.max_hold_ns = 0
         self.epoch_offset = time.time_ns() - time.perf_counter_ns()
         for family in PRIMITIVE_FAMILIES:
             self.enabled[family] = family in options.primitives
@@ -218,10 +227,6 @@ class Recorder:
     def to_epoch(self, perf_ns: int) -> int:
         """Convert a ``perf_counter_ns`` reading to nanoseconds since the Unix epoch."""
         return perf_ns + self.epoch_offset
-
-    def operations(self) -> int:
-        """All operations observed: slow-path ones plus fast-path counts per site."""
-        return self.stats.operations + int(sum(site.n for site in list(self.sites)))
 
 
 RECORDER: Final = Recorder()

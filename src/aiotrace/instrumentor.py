@@ -10,6 +10,7 @@ it found it, then delivers what was recorded.
 
 from __future__ import annotations
 
+import atexit
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # untyped package
@@ -17,6 +18,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from aiotrace._patching import Patch, PatchSet
 from aiotrace._pipeline import Pipeline, Sink
 from aiotrace._recorder import RECORDER, Options
+from aiotrace.primitives._base import retire_all
 from aiotrace.sinks import TracerProviderSink
 
 if TYPE_CHECKING:
@@ -48,6 +50,29 @@ def build_patches(options: Options) -> list[Patch]:
     return patches
 
 
+_exit_registered = False
+
+
+def _flush_at_exit() -> None:
+    """Deliver what was recorded when the interpreter exits while instrumented."""
+    pipeline = AiotraceInstrumentor._pipeline
+    if pipeline is not None:
+        try:
+            pipeline.flush(timeout=10.0)
+        except Exception as exc:  # exiting: report, never raise
+            RECORDER.fail("pipeline", exc)
+
+
+def _register_exit_flush() -> None:
+    # Registered at the first instrument(): atexit runs handlers last-in
+    # first-out, so a TracerProvider configured before us (as
+    # opentelemetry-instrument does) is still open when we flush into it.
+    global _exit_registered
+    if not _exit_registered:
+        _exit_registered = True
+        atexit.register(_flush_at_exit)
+
+
 class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped base class
     """Instrument asyncio's primitives; see :func:`aiotrace.instrument` for the options."""
 
@@ -74,15 +99,18 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
             pipeline.start()
         except BaseException:
             RECORDER.disable_all()
+            retire_all()
             patches.revert()
             raise
         type(self)._patches = patches
         type(self)._pipeline = pipeline
+        _register_exit_flush()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         patches, pipeline = type(self)._patches, type(self)._pipeline
         type(self)._patches = type(self)._pipeline = None
         RECORDER.disable_all()
+        retire_all()
         try:
             if patches is not None:
                 patches.revert()

@@ -67,6 +67,7 @@ class TracerProviderSink:
         self._ids: _PresetIds | None = None
         self._lock = threading.Lock()
         self._warned = False
+        self._warned_raise = False
 
     def _resolve(self) -> Any:
         provider = self._explicit or trace.get_tracer_provider()
@@ -101,7 +102,13 @@ class TracerProviderSink:
                 RECORDER.stats.drop(len(drafts), "no TracerProvider configured")
                 return
             for draft in drafts:
-                self._build(tracer, draft)
+                try:
+                    self._build(tracer, draft)
+                except Exception as exc:  # the user's processor or exporter raised
+                    RECORDER.stats.drop(1, "TracerProvider raised")
+                    if not self._warned_raise:
+                        self._warned_raise = True
+                        LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
 
     def _build(self, tracer: Any, draft: SpanDraft) -> None:
         ids = self._ids

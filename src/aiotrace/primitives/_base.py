@@ -23,14 +23,21 @@ import itertools
 import sys
 import threading
 import weakref
+from asyncio.events import _get_running_loop
 from time import perf_counter_ns
-from types import CodeType
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
 from aiotrace._context import current_span
 from aiotrace._recorder import R_HOLD, R_SPAN, RECORDER
-from aiotrace._sites import SITES, RawSite, capture, capture_creation, default_name
+from aiotrace._sites import (
+    SITES,
+    RawSite,
+    capture,
+    capture_creation,
+    default_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,18 +47,73 @@ next_pid: Final[Callable[[], int]] = _pid_counter.__next__
 
 CancelledError: Final = asyncio.CancelledError
 
-if sys.version_info >= (3, 12):  # pragma: no cover - version dependent
-    current_task: Callable[[], asyncio.Task[Any] | None] = asyncio.current_task
-else:  # pragma: no cover - version dependent
-    from asyncio.events import _get_running_loop as _running_loop
 
-    # The C accelerator's own dict of running tasks (3.10-3.11); reading it
-    # directly saves the Python-level call asyncio.current_task() makes there.
-    _tasks_by_loop: dict[Any, asyncio.Task[Any]] = asyncio.tasks._current_tasks  # type: ignore[attr-defined]  # private
+# asyncio's own dict of the task running in each loop, kept by the C
+# accelerator on 3.10-3.13. ``tasks_by_loop(running_loop())`` is two C calls,
+# cheaper than ``asyncio.current_task()`` (a Python function before 3.12), so
+# the fast paths inline it.
+running_loop: Final = _get_running_loop
+_current_tasks: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
+if isinstance(_current_tasks, dict):
+    tasks_by_loop: Callable[[Any], Any] = _current_tasks.get
+else:  # pragma: no cover - a future Python without the dict
 
-    def current_task() -> asyncio.Task[Any] | None:
-        """``asyncio.current_task()`` without raising outside a running loop."""
-        return _tasks_by_loop.get(_running_loop())
+    def tasks_by_loop(loop: Any) -> Any:
+        """``asyncio.current_task(loop)``, or ``None`` outside a loop."""
+        return asyncio.current_task(loop) if loop is not None else None
+
+
+def current_task() -> asyncio.Task[Any] | None:
+    """``asyncio.current_task()`` that returns ``None`` instead of raising outside a loop."""
+    return tasks_by_loop(running_loop())  # type: ignore[no-any-return]
+
+
+# Owners are frames: ``sys._getframe(1)`` costs ~20 ns where finding the current
+# task costs ~110 ns on 3.10-3.11. The frame of the coroutine that acquired a
+# primitive stays alive while it holds it, and maps back to its task when
+# someone asks (a span is built, a deadlock is diagnosed).
+
+
+def in_stack(target: FrameType, frame: FrameType | None, limit: int = 64) -> bool:
+    """Whether ``target`` is ``frame`` or one of its callers (the running stack)."""
+    while frame is not None and limit:
+        if frame is target:
+            return True
+        frame = frame.f_back
+        limit -= 1
+    return False
+
+
+def _awaits_frame(task: Any, target: FrameType) -> bool:
+    coro = task.get_coro()
+    for _ in range(128):
+        if coro is None:
+            return False
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is target:
+            return True
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return False
+
+
+def task_of_frame(target: FrameType | None) -> asyncio.Task[Any] | None:
+    """The task whose await chain contains ``target`` (None if it is no task's any more).
+
+    The running task is found through the Python stack (its ``cr_await`` is
+    not set while it runs); the others through their suspended await chains.
+    """
+    if target is None:
+        return None
+    loop = running_loop()
+    if loop is None:
+        return None
+    current = tasks_by_loop(loop)
+    if current is not None and in_stack(target, sys._getframe(1), 256):
+        return current  # type: ignore[no-any-return]
+    for task in asyncio.all_tasks(loop):
+        if task is not current and _awaits_frame(task, target):
+            return task
+    return None
 
 
 def task_name(task: asyncio.Task[Any] | None) -> str | None:
@@ -74,6 +136,7 @@ class SiteStats:
         "max_hold_ns",
         "max_wait_ns",
         "n",
+        "quiet",
         "raw",
         "wait_ns",
         "waits",
@@ -89,13 +152,26 @@ class SiteStats:
         self.wait_ns = 0
         self.max_wait_ns = 0
         self.holds = 0
+        """Holds that went through the slow path (waited for, or long)."""
         self.max_hold_ns = 0
+        self.quiet = 0
+        """Slow-path operations not spanned (below their threshold)."""
+
+    @property
+    def operations(self) -> int:
+        """Fast-path operations, holds and waits at this site."""
+        return self.n + self.holds + self.waits
+
+    @property
+    def below_threshold(self) -> int:
+        """Operations counted but not spanned."""
+        return self.n + self.quiet
 
 
 class PrimRef:
     """Identity of one primitive instance, without a reference back to it."""
 
-    __slots__ = ("kind", "name", "pid", "raw", "stats")
+    __slots__ = ("capacity", "kind", "name", "pid", "raw", "stats")
 
     def __init__(self, kind: str, raw: RawSite | None, stats: SiteStats) -> None:
         self.pid = next_pid()
@@ -103,10 +179,12 @@ class PrimRef:
         self.raw = raw
         self.stats = stats
         self.name: str | None = None
+        self.capacity: int | None = None
+        """A semaphore's initial value."""
 
 
 _SITE_LIMIT: Final = 50_000
-_site_stats: dict[tuple[int, int, str], SiteStats] = {}
+_site_stats: dict[tuple[int, int, str, bool], SiteStats] = {}
 _site_lock = threading.Lock()
 _overflow: dict[str, SiteStats] = {}
 PREEXISTING: Final[dict[str, SiteStats]] = {}
@@ -127,7 +205,7 @@ def stats_for(kind: str, raw: RawSite | None, internal: bool) -> SiteStats:
     """The shared :class:`SiteStats` of a creation site."""
     if raw is None:
         return preexisting_stats(kind)
-    key = (id(raw[0]), raw[1], kind)
+    key = (id(raw[0]), raw[1], kind, internal)
     stats = _site_stats.get(key)
     if stats is None:
         with _site_lock:
@@ -183,6 +261,33 @@ ref_suffix: Final[dict[int, tuple[PrimRef, str]]] = {}
 
 
 # --------------------------------------------------------------------------
+# Life after uninstrument()
+# --------------------------------------------------------------------------
+
+_LIVE: list[list[bool]] = []
+
+
+def live_flag() -> list[bool]:
+    """A one-element flag, true until :func:`retire_all`; read as ``live[0]``.
+
+    uninstrument() deletes the class-level defaults the fast paths rely on,
+    but patched functions survive as bound methods (a Condition binds its
+    Lock's ``acquire``/``release`` when created). A retired fast path therefore
+    checks this flag first and behaves exactly like the original.
+    """
+    flag = [True]
+    _LIVE.append(flag)
+    return flag
+
+
+def retire_all() -> None:
+    """Make every patched function created so far behave like the original."""
+    for flag in _LIVE:
+        flag[0] = False
+    _LIVE.clear()
+
+
+# --------------------------------------------------------------------------
 # Cancellation that was really a timeout
 # --------------------------------------------------------------------------
 
@@ -222,60 +327,62 @@ def outcome_of(exc: BaseException, task: asyncio.Task[Any] | None) -> str:
 # --------------------------------------------------------------------------
 
 
-class Wait:
-    """What a slow path captures when a task starts to wait.
+def wait_spanned(ref: PrimRef, t0: int, t1: int, outcome: str) -> bool:
+    """Account for a finished wait; True when it deserves a span.
 
-    Built only when the operation would block, so its cost (a frame walk, a
-    context read) is paid by contended operations alone.
+    Waits that succeeded in less than ``min_wait`` are only counted. Waits
+    that were abandoned (cancelled, timed out, broken) are always spanned.
     """
-
-    __slots__ = ("attrs", "links", "parent", "site", "t0", "task", "task_name")
-
-    def __init__(self, t0: int) -> None:
-        self.t0 = t0
-        self.task = current_task()
-        self.task_name = task_name(self.task)
-        self.parent = current_span()
-        self.site: RawSite | None = capture()
-        self.attrs: dict[str, Any] = {}
-        self.links: list[tuple[str, Any]] = []
-
-
-def finish_wait(
-    family: str,
-    ref: PrimRef,
-    wait: Wait,
-    t1: int,
-    name: str,
-    outcome: str,
-) -> None:
-    """Account for a finished wait and emit its span record if it passed ``min_wait``."""
-    duration = t1 - wait.t0
+    duration = t1 - t0
     stats = ref.stats
     stats.waits += 1
     stats.wait_ns += duration
+    if duration < RECORDER.min_wait_ns and outcome in _NORMAL:
+        stats.quiet += 1
+        return False
     if duration > stats.max_wait_ns:
         stats.max_wait_ns = duration
-    RECORDER.stats.operations += 1
-    if duration < RECORDER.options.min_wait * 1e9 and outcome_is_normal(outcome):
-        RECORDER.stats.below_threshold += 1
-        return
+    return True
+
+
+def emit_wait(
+    name: str,
+    ref: PrimRef,
+    t0: int,
+    t1: int,
+    outcome: str,
+    attrs: dict[str, Any] | None,
+    links: tuple[tuple[str, Any], ...] = (),
+    span_id: int | None = None,
+    optional: bool = False,
+) -> int:
+    """Emit a wait's span record, capturing the waiter's task, span and site now.
+
+    Called by the waiting task itself, after the wait: its task, current span
+    and call site are the same as when it began waiting, so nothing is
+    captured for waits that turn out too short to span.
+
+    Returns the span id, so that other spans can link to it.
+    """
+    task = current_task()
+    span_id = RECORDER.next_id() if span_id is None else span_id
     RECORDER.emit(
         (
-            R_SPAN,
+            R_HOLD if optional else R_SPAN,
             name,
-            wait.t0,
+            t0,
             t1,
-            RECORDER.next_id(),
-            wait.parent,
-            wait.task_name,
-            wait.site,
+            span_id,
+            current_span(),
+            task_name(task),
+            capture(),
             ref,
             outcome,
-            wait.attrs,
-            tuple(wait.links),
+            attrs,
+            True if optional else links,
         )
     )
+    return span_id
 
 
 _NORMAL: Final = frozenset(
@@ -327,7 +434,9 @@ def emit_hold(
     )
 
 
-def mark_point(name: str, attrs: dict[str, Any]) -> tuple[Any, str | None, RawSite | None, int]:
+def mark_point(
+    name: str, attrs: dict[str, Any], t: int | None = None
+) -> tuple[Any, str | None, RawSite | None, int]:
     """Record a waking call (``set()``, ``notify()``) as an event on the current span.
 
     Returns ``(span, task name, site, time)`` so woken waiters can link to it.
@@ -336,7 +445,8 @@ def mark_point(name: str, attrs: dict[str, Any]) -> tuple[Any, str | None, RawSi
     span current a zero-length span of that name is emitted instead, and
     returned as the link target.
     """
-    t = perf_counter_ns()
+    if t is None:
+        t = perf_counter_ns()
     task = current_task()
     tname = task_name(task)
     site = capture()

@@ -17,14 +17,17 @@ from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
-    Wait,
+    current_task,
     display_name,
-    finish_wait,
+    emit_wait,
+    live_flag,
     mark_point,
     on_create,
     outcome_of,
     preexisting_stats,
     ref_of,
+    task_name,
+    wait_spanned,
 )
 
 FAMILY_BARRIER: Final = "barrier"
@@ -36,6 +39,7 @@ def barrier_patches() -> list[Patch]:
     if Barrier is None:
         return []
     broken_error = asyncio.BrokenBarrierError
+    live = live_flag()
     orig_init = vars(Barrier)["__init__"]
     orig_wait = vars(Barrier)["wait"]
     orig_abort = vars(Barrier)["abort"]
@@ -55,58 +59,80 @@ def barrier_patches() -> list[Patch]:
 
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> int:
-        wait = ref = None
-        if enabled[FAMILY_BARRIER]:
-            try:
-                ref = ref_of(self, semconv.KIND_BARRIER)
-                if not ref.stats.internal:
-                    wait = Wait(pc())
-                    wait.attrs[semconv.ATTR_BARRIER_PARTIES] = self._parties
-                    wait.attrs[semconv.ATTR_WAITERS_AHEAD] = self._count
-            except Exception as exc:
-                rec.fail(FAMILY_BARRIER, exc)
-                wait = None
+        t0 = pc()
+        tracing = enabled[FAMILY_BARRIER] and live[0]
+        if tracing:
+            ahead = self._count
         try:
             index: int = await orig_wait(self)
         except BaseException as exc:
-            if wait is not None and ref is not None:
+            if tracing:
                 try:
+                    ref = ref_of(self, semconv.KIND_BARRIER)
                     outcome = (
                         semconv.OUTCOME_BROKEN
                         if isinstance(exc, broken_error)
-                        else outcome_of(exc, wait.task)
+                        else outcome_of(exc, current_task())
                     )
-                    finish_wait(FAMILY_BARRIER, ref, wait, pc(), semconv.SPAN_BARRIER_WAIT, outcome)
+                    t1 = pc()
+                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
+                        attrs = {
+                            semconv.ATTR_BARRIER_PARTIES: self._parties,
+                            semconv.ATTR_WAITERS_AHEAD: ahead,
+                        }
+                        emit_wait(semconv.SPAN_BARRIER_WAIT, ref, t0, t1, outcome, attrs)
                 except Exception as inner:
                     rec.fail(FAMILY_BARRIER, inner)
             raise
-        if wait is not None and ref is not None:
+        if tracing:
             try:
-                wait.attrs[semconv.ATTR_BARRIER_INDEX] = index
-                if index == self._parties - 1:
-                    # We released the barrier. Our wrapper runs before any other
-                    # party resumes: they must re-acquire the Condition we hold.
-                    self._aiotrace_releaser = (wait.parent, wait.task_name, wait.site, wait.t0)
-                    end = pc()
-                else:
-                    releaser = self.__dict__.get("_aiotrace_releaser")
-                    end = pc()
-                    if releaser is not None and releaser[3] >= wait.t0:
-                        end = max(releaser[3], wait.t0)
-                        if releaser[0] is not None:
-                            wait.links.append((semconv.LINK_RELEASER, releaser[0]))
-                        if releaser[1] is not None:
-                            wait.attrs[semconv.ATTR_WAKER_TASK] = releaser[1]
-                        if releaser[2] is not None:
-                            wait.attrs[semconv.ATTR_WAKER_SITE] = releaser[2]
-                finish_wait(
-                    FAMILY_BARRIER,
-                    ref,
-                    wait,
-                    end,
-                    semconv.SPAN_BARRIER_WAIT,
-                    semconv.OUTCOME_PASSED,
-                )
+                ref = ref_of(self, semconv.KIND_BARRIER)
+                if not ref.stats.internal:
+                    attrs = {
+                        semconv.ATTR_BARRIER_PARTIES: self._parties,
+                        semconv.ATTR_WAITERS_AHEAD: ahead,
+                        semconv.ATTR_BARRIER_INDEX: index,
+                    }
+                    if index == self._parties - 1:
+                        # We released the barrier. This wrapper runs before any
+                        # other party resumes (they must re-acquire the Condition
+                        # we hold), so they find us here. Our own wait is short:
+                        # it becomes a span only if a party links to it.
+                        t1 = pc()
+                        span_id = rec.next_id()
+                        self._aiotrace_releaser = (span_id, task_name(current_task()), t0)
+                        spanned = wait_spanned(ref, t0, t1, semconv.OUTCOME_PASSED)
+                        emit_wait(
+                            semconv.SPAN_BARRIER_WAIT,
+                            ref,
+                            t0,
+                            t1,
+                            semconv.OUTCOME_PASSED,
+                            attrs,
+                            span_id=span_id,
+                            optional=not spanned,
+                        )
+                    else:
+                        releaser = self._aiotrace_releaser
+                        if releaser is not None and releaser[2] >= t0:
+                            t1 = releaser[2]
+                        else:
+                            releaser, t1 = None, pc()
+                        if wait_spanned(ref, t0, t1, semconv.OUTCOME_PASSED):
+                            links: tuple[tuple[str, Any], ...] = ()
+                            if releaser is not None:
+                                links = ((semconv.LINK_RELEASER, releaser[0]),)
+                                if releaser[1] is not None:
+                                    attrs[semconv.ATTR_WAKER_TASK] = releaser[1]
+                            emit_wait(
+                                semconv.SPAN_BARRIER_WAIT,
+                                ref,
+                                t0,
+                                t1,
+                                semconv.OUTCOME_PASSED,
+                                attrs,
+                                links,
+                            )
             except Exception as exc:
                 rec.fail(FAMILY_BARRIER, exc)
         return index
@@ -145,6 +171,7 @@ def barrier_patches() -> list[Patch]:
     return [
         Patch(Barrier, "_aiotrace_ref", None),
         Patch(Barrier, "_aiotrace_stats", preexisting_stats(semconv.KIND_BARRIER)),
+        Patch(Barrier, "_aiotrace_releaser", None),
         Patch(Barrier, "__init__", __init__),
         Patch(Barrier, "wait", wait),
         Patch(Barrier, "abort", abort),

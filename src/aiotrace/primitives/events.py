@@ -1,20 +1,24 @@
 """Event and Condition: who waited, who set or notified, and whom that woke.
 
-A waking call (``Event.set()``, ``Condition.notify()``) is recorded as a span
-event on the waker's current span, and its identity is left on the primitive
-so every waiter it woke can link to it. Waking calls with nobody waiting are
-counted, not recorded.
+A blocked waiter appends its start time to ``_aiotrace_starts`` (a deque in
+wait order, which is also wake order). A waking call (``Event.set()``,
+``Condition.notify()``) looks at the oldest waiter it wakes: only if that one
+waited at least ``min_wait`` will any woken wait become a span, and only then
+is the waking call recorded, as a span event on the waker's current span, and
+left on the primitive for the woken waiters to link to. So a busy event costs
+a clock read and a deque operation per wait, and records nothing, until
+somebody actually waits long enough to matter.
 
-Condition waits end when the waiter is notified, not when ``wait()`` returns:
-re-acquiring the condition's lock afterwards is a separate wait on that lock
-and shows as the lock's own spans. Each ``notify(n)`` queues one "wake" per
-waiter it woke; woken waiters take them in FIFO order, the order asyncio wakes
-them in.
+A wait ends when it was woken, not when its task next ran: for a Condition,
+re-acquiring the lock afterwards is a separate wait on that lock and shows as
+the lock's own spans. Each ``notify(n)`` queues one wake per waiter it woke;
+woken waiters take them in FIFO order, the order asyncio wakes them in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
 from collections import deque
@@ -25,47 +29,88 @@ from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
-    Wait,
     adopt,
-    finish_wait,
+    current_task,
+    display_name,
+    emit_wait,
+    live_flag,
     mark_point,
     on_create,
     outcome_of,
     preexisting_stats,
     ref_of,
+    wait_spanned,
 )
 
 FAMILY_EVENT: Final = "event"
 FAMILY_CONDITION: Final = "condition"
 
-
-def _waiting(waiters: Any) -> int:
-    if not waiters:
-        return 0
-    return sum(1 for w in waiters if not w.done())
+Waker = tuple[Any, "str | None", Any, int]
+"""``(span or point-span id, task name, raw site, time)`` of a recorded waking call."""
 
 
-def _link_waker(wait: Wait, waker: tuple[Any, str | None, Any, int] | None) -> None:
-    """Attach a waker ``(span, task, site, time)`` to a wait that it ended."""
-    if waker is None or waker[3] < wait.t0:
-        return
+def prim_attrs(ref: Any) -> dict[str, Any]:
+    """Attributes naming a primitive on a span event."""
+    return {
+        semconv.ATTR_PRIMITIVE_KIND: ref.kind,
+        semconv.ATTR_PRIMITIVE_ID: ref.pid,
+        semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
+    }
+
+
+def start_waiting(prim: Any, t0: int, attr: str = "_aiotrace_starts") -> None:
+    """Note a blocked waiter's start time, in wake order."""
+    starts = getattr(prim, attr)
+    if starts is None:
+        setattr(prim, attr, deque((t0,)))
+    else:
+        starts.append(t0)
+
+
+def stop_waiting(prim: Any, t0: int, attr: str = "_aiotrace_starts") -> None:
+    """Forget a waiter that left without being woken (cancelled, timed out)."""
+    starts = getattr(prim, attr)
+    if starts:
+        with contextlib.suppress(ValueError):  # already taken by a waking call
+            starts.remove(t0)
+
+
+def oldest_woken(prim: Any, count: int | None, attr: str = "_aiotrace_starts") -> int | None:
+    """Pop the start times of the ``count`` waiters a waking call wakes (all if None)."""
+    starts = getattr(prim, attr)
+    if not starts:
+        return None
+    oldest: int = starts[0]
+    if count is None or count >= len(starts):
+        starts.clear()
+    else:
+        for _ in range(count):
+            starts.popleft()
+    return oldest
+
+
+def waker_links(waker: Waker | None, attrs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Link (and name) the recorded waking call that ended a wait."""
+    if waker is None:
+        return ()
     span, task, site, _ = waker
-    if span is not None:
-        wait.links.append((semconv.LINK_WAKER, span))
     if task is not None:
-        wait.attrs[semconv.ATTR_WAKER_TASK] = task
+        attrs[semconv.ATTR_WAKER_TASK] = task
     if site is not None:
-        wait.attrs[semconv.ATTR_WAKER_SITE] = site  # resolved to "file:line" by the pipeline
+        attrs[semconv.ATTR_WAKER_SITE] = site  # resolved to "file:line" by the pipeline
+    return ((semconv.LINK_WAKER, span),) if span is not None else ()
 
 
 def event_patches() -> list[Patch]:
     """Patches for ``asyncio.Event``."""
     Event = asyncio.Event
+    live = live_flag()
     orig_init = vars(Event)["__init__"]
     orig_wait = vars(Event)["wait"]
     orig_set = vars(Event)["set"]
     rec = RECORDER
     enabled = rec.enabled
+    min_wait = int(rec.options.min_wait * 1e9)
     pc = perf_counter_ns
 
     @functools.wraps(orig_init)
@@ -80,88 +125,85 @@ def event_patches() -> list[Patch]:
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
         if self._value:
-            self._aiotrace_stats.n += 1
+            if live[0]:
+                self._aiotrace_stats.n += 1
             return True
-        wait = ref = None
-        if enabled[FAMILY_EVENT]:
-            try:
-                ref = ref_of(self, semconv.KIND_EVENT)
-                if not ref.stats.internal:
-                    wait = Wait(pc())
-                    wait.attrs[semconv.ATTR_WAITERS_AHEAD] = _waiting(self._waiters)
-            except Exception as exc:
-                rec.fail(FAMILY_EVENT, exc)
-                wait = None
+        t0 = pc()
+        tracing = enabled[FAMILY_EVENT] and live[0]
+        if tracing:
+            ahead = len(self._waiters)
+            start_waiting(self, t0)
         try:
             result: bool = await orig_wait(self)
         except BaseException as exc:
-            if wait is not None and ref is not None:
+            if tracing:
                 try:
-                    finish_wait(
-                        FAMILY_EVENT,
-                        ref,
-                        wait,
-                        pc(),
-                        semconv.SPAN_EVENT_WAIT,
-                        outcome_of(exc, wait.task),
-                    )
+                    stop_waiting(self, t0)
+                    ref = ref_of(self, semconv.KIND_EVENT)
+                    outcome = outcome_of(exc, current_task())
+                    t1 = pc()
+                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
+                        attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                        emit_wait(semconv.SPAN_EVENT_WAIT, ref, t0, t1, outcome, attrs)
                 except Exception as inner:
                     rec.fail(FAMILY_EVENT, inner)
             raise
-        if wait is not None and ref is not None:
+        if tracing:
             try:
-                waker = self.__dict__.get("_aiotrace_waker")
-                _link_waker(wait, waker)
+                ref = ref_of(self, semconv.KIND_EVENT)
                 # The wait ended when the event was set; resuming is scheduling.
-                end = waker[3] if waker is not None and waker[3] >= wait.t0 else pc()
-                finish_wait(
-                    FAMILY_EVENT, ref, wait, end, semconv.SPAN_EVENT_WAIT, semconv.OUTCOME_SET
-                )
+                set_at = self._aiotrace_set_at
+                t1 = set_at if set_at >= t0 else pc()
+                if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_SET):
+                    waker = self._aiotrace_waker
+                    if waker is not None and waker[3] != set_at:
+                        waker = None
+                    attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                    links = waker_links(waker, attrs)
+                    emit_wait(
+                        semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
+                    )
             except Exception as exc:
                 rec.fail(FAMILY_EVENT, exc)
         return result
 
     @functools.wraps(orig_set)
     def set(self: Any) -> None:  # mirrors Event.set
-        woken = 0
-        if enabled[FAMILY_EVENT] and not self._value:
-            try:
-                woken = _waiting(self._waiters)
-            except Exception as exc:
-                rec.fail(FAMILY_EVENT, exc)
+        waking = not self._value and bool(self._waiters) and live[0] and enabled[FAMILY_EVENT]
         orig_set(self)
-        if woken:
+        if waking:
             try:
-                ref = ref_of(self, semconv.KIND_EVENT)
-                if not ref.stats.internal:
-                    self._aiotrace_waker = mark_point(
-                        semconv.SPAN_EVENT_SET,
-                        {**_prim_attrs(ref), semconv.ATTR_WOKEN: woken},
-                    )
+                t = self._aiotrace_set_at = pc()
+                woken = len(self._waiters)
+                oldest = oldest_woken(self, None)
+                if oldest is not None and t - oldest >= min_wait:
+                    ref = ref_of(self, semconv.KIND_EVENT)
+                    if not ref.stats.internal:
+                        point = mark_point(
+                            semconv.SPAN_EVENT_SET,
+                            {**prim_attrs(ref), semconv.ATTR_WOKEN: woken},
+                            t,
+                        )
+                        self._aiotrace_waker = (*point[:3], t)
             except Exception as exc:
                 rec.fail(FAMILY_EVENT, exc)
 
     return [
         Patch(Event, "_aiotrace_ref", None),
         Patch(Event, "_aiotrace_stats", preexisting_stats(semconv.KIND_EVENT)),
+        Patch(Event, "_aiotrace_starts", None),
+        Patch(Event, "_aiotrace_set_at", 0),
+        Patch(Event, "_aiotrace_waker", None),
         Patch(Event, "__init__", __init__),
         Patch(Event, "wait", wait),
         Patch(Event, "set", set),
     ]
 
 
-def _prim_attrs(ref: Any) -> dict[str, Any]:
-    """Attributes naming a primitive on a span event (resolved to text by the pipeline)."""
-    return {
-        semconv.ATTR_PRIMITIVE_KIND: ref.kind,
-        semconv.ATTR_PRIMITIVE_ID: ref.pid,
-        semconv.ATTR_PRIMITIVE_NAME: ref,
-    }
-
-
 def condition_patches() -> list[Patch]:
     """Patches for ``asyncio.Condition`` (its lock is traced by the lock family)."""
     Condition = asyncio.Condition
+    live = live_flag()
     orig_init = vars(Condition)["__init__"]
     orig_wait = vars(Condition)["wait"]
     orig_wait_for = vars(Condition)["wait_for"]
@@ -170,6 +212,7 @@ def condition_patches() -> list[Patch]:
     wait_for_code = orig_wait_for.__code__
     rec = RECORDER
     enabled = rec.enabled
+    min_wait = int(rec.options.min_wait * 1e9)
     pc = perf_counter_ns
     getframe = sys._getframe
 
@@ -188,98 +231,106 @@ def condition_patches() -> list[Patch]:
 
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
-        wait = ref = None
-        if enabled[FAMILY_CONDITION]:
-            try:
-                ref = ref_of(self, semconv.KIND_CONDITION)
-                if not ref.stats.internal:
-                    wait = Wait(pc())
-                    wait.attrs[semconv.ATTR_WAITERS_AHEAD] = _waiting(self._waiters)
-                    if getframe(1).f_code is wait_for_code:
-                        wait.attrs[semconv.ATTR_CONDITION_PREDICATE] = True
-            except Exception as exc:
-                rec.fail(FAMILY_CONDITION, exc)
-                wait = None
+        t0 = pc()
+        tracing = enabled[FAMILY_CONDITION] and live[0]
+        if tracing:
+            ahead = len(self._waiters)
+            predicate = getframe(1).f_code is wait_for_code
+            start_waiting(self, t0)
         try:
             result: bool = await orig_wait(self)
         except BaseException as exc:
-            if wait is not None and ref is not None:
+            if tracing:
                 try:
-                    finish_wait(
-                        FAMILY_CONDITION,
-                        ref,
-                        wait,
-                        pc(),
-                        semconv.SPAN_CONDITION_WAIT,
-                        outcome_of(exc, wait.task),
-                    )
+                    stop_waiting(self, t0)
+                    ref = ref_of(self, semconv.KIND_CONDITION)
+                    outcome = outcome_of(exc, current_task())
+                    t1 = pc()
+                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
+                        attrs: dict[str, Any] = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                        if predicate:
+                            attrs[semconv.ATTR_CONDITION_PREDICATE] = True
+                        emit_wait(semconv.SPAN_CONDITION_WAIT, ref, t0, t1, outcome, attrs)
                 except Exception as inner:
                     rec.fail(FAMILY_CONDITION, inner)
             raise
-        if wait is not None and ref is not None:
+        if tracing:
             try:
-                wakes = self.__dict__.get("_aiotrace_wakes")
-                waker = None
+                wakes = self._aiotrace_wakes
+                wake = None
                 while wakes:
                     candidate = wakes.popleft()
-                    if candidate[3] >= wait.t0:
-                        waker = candidate
+                    if candidate[1] >= t0:
+                        wake = candidate
                         break
-                _link_waker(wait, waker)
-                end = waker[3] if waker is not None else pc()
-                finish_wait(
-                    FAMILY_CONDITION,
-                    ref,
-                    wait,
-                    end,
-                    semconv.SPAN_CONDITION_WAIT,
-                    semconv.OUTCOME_NOTIFIED,
-                )
+                ref = ref_of(self, semconv.KIND_CONDITION)
+                t1 = wake[1] if wake is not None else pc()
+                if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_NOTIFIED):
+                    attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                    if predicate:
+                        attrs[semconv.ATTR_CONDITION_PREDICATE] = True
+                    links = waker_links(wake[0] if wake is not None else None, attrs)
+                    emit_wait(
+                        semconv.SPAN_CONDITION_WAIT,
+                        ref,
+                        t0,
+                        t1,
+                        semconv.OUTCOME_NOTIFIED,
+                        attrs,
+                        links,
+                    )
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
         return result
 
-    def _record_notify(self: Any, n: int | None, woken: int) -> None:
-        ref = ref_of(self, semconv.KIND_CONDITION)
-        if ref.stats.internal:
-            return
-        attrs = {**_prim_attrs(ref), semconv.ATTR_WOKEN: woken}
-        if n is not None:
-            attrs[semconv.ATTR_CONDITION_NOTIFY_N] = n
-        waker = mark_point(semconv.SPAN_CONDITION_NOTIFY, attrs)
-        wakes = self.__dict__.get("_aiotrace_wakes")
+    def _notified(self: Any, n: int | None, woken: int) -> None:
+        t = pc()
+        oldest = oldest_woken(self, woken)
+        waker = None
+        if oldest is not None and t - oldest >= min_wait:
+            ref = ref_of(self, semconv.KIND_CONDITION)
+            if not ref.stats.internal:
+                attrs = {**prim_attrs(ref), semconv.ATTR_WOKEN: woken}
+                if n is not None:
+                    attrs[semconv.ATTR_CONDITION_NOTIFY_N] = n
+                point = mark_point(semconv.SPAN_CONDITION_NOTIFY, attrs, t)
+                waker = (*point[:3], t)
+        wakes = self._aiotrace_wakes
         if wakes is None:
             wakes = self._aiotrace_wakes = deque(maxlen=65536)
-        wakes.extend([waker] * woken)
+        wakes.extend([(waker, t)] * woken)
 
     @functools.wraps(orig_notify)
     def notify(self: Any, n: int = 1) -> None:
         woken = 0
-        everyone = self.__dict__.get("_aiotrace_notify_all", False)
-        if enabled[FAMILY_CONDITION]:
-            try:
-                woken = min(n, _waiting(self._waiters))
-            except Exception as exc:
-                rec.fail(FAMILY_CONDITION, exc)
+        if live[0] and enabled[FAMILY_CONDITION] and self._waiters:
+            woken = min(n, sum(1 for w in self._waiters if not w.done()))
         orig_notify(self, n)  # raises RuntimeError if the lock is not held
         if woken:
             try:
-                _record_notify(self, None if everyone else n, woken)
+                everyone = self._aiotrace_notify_all
+                _notified(self, None if everyone else n, woken)
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
 
     @functools.wraps(orig_notify_all)
     def notify_all(self: Any) -> None:
         # notify_all() calls self.notify(len(waiters)); flag it so the event says "all".
+        if not live[0]:
+            return orig_notify_all(self)  # type: ignore[no-any-return]  # returns None
         self._aiotrace_notify_all = True
         try:
             orig_notify_all(self)
         finally:
             self._aiotrace_notify_all = False
+        return None
 
     return [
         Patch(Condition, "_aiotrace_ref", None),
         Patch(Condition, "_aiotrace_stats", preexisting_stats(semconv.KIND_CONDITION)),
+        Patch(Condition, "_aiotrace_starts", None),
+        Patch(Condition, "_aiotrace_wakes", None),
+        Patch(Condition, "_aiotrace_notify_all", False),
         Patch(Condition, "__init__", __init__),
         Patch(Condition, "wait", wait),
         Patch(Condition, "notify", notify),

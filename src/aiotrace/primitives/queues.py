@@ -2,9 +2,10 @@
 
 A ``get()`` blocked on an empty queue links to the ``put()`` that woke it; a
 ``put()`` blocked on a full queue links to the ``get()`` that freed a slot; a
-``join()`` links to the ``task_done()`` that finished the last item. The
-waking side is recorded only when someone was actually waiting, so an
-uncontended producer/consumer pair costs a comparison per operation.
+``join()`` links to the ``task_done()`` that finished the last item. As for
+events, the waking side is recorded only when the waiter it wakes waited at
+least ``min_wait``, so a busy pipeline costs a clock read and a deque
+operation per blocked call.
 
 The fast paths of ``get``/``put``/``join`` are inlined: when the queue is not
 empty (not full, has no unfinished items) CPython's methods reduce to
@@ -25,21 +26,35 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture
 from aiotrace.primitives._base import (
-    Wait,
     current_task,
-    display_name,
-    finish_wait,
+    emit_wait,
+    live_flag,
     mark_point,
     on_create,
     outcome_of,
     preexisting_stats,
     ref_of,
     task_name,
+    wait_spanned,
+)
+from aiotrace.primitives.events import (
+    oldest_woken,
+    prim_attrs,
+    start_waiting,
+    stop_waiting,
+    waker_links,
 )
 
 FAMILY_QUEUE: Final = "queue"
 _SHUTDOWN_ERROR: Final = getattr(asyncio, "QueueShutDown", None)  # added in 3.13
 
+_GET, _PUT, _JOIN = 0, 1, 2
+# Per kind of wait: start-times attribute, wakes attribute, outcome.
+_SLOTS: Final = (
+    ("_aiotrace_gstarts", "_aiotrace_feeds", semconv.OUTCOME_GOT),
+    ("_aiotrace_pstarts", "_aiotrace_frees", semconv.OUTCOME_PUT),
+    ("_aiotrace_jstarts", "_aiotrace_done", semconv.OUTCOME_JOINED),
+)
 _NAMES: Final = {
     semconv.KIND_QUEUE: (semconv.SPAN_QUEUE_GET, semconv.SPAN_QUEUE_PUT, semconv.SPAN_QUEUE_JOIN),
     semconv.KIND_PRIORITY_QUEUE: (
@@ -63,44 +78,16 @@ def _kind(queue: Any) -> str:
     return semconv.KIND_QUEUE
 
 
-def _waiting(waiters: Any) -> int:
-    if not waiters:
-        return 0
-    return sum(1 for w in waiters if not w.done())
-
-
-def _outcome(exc: BaseException, wait: Wait) -> str:
+def _outcome(exc: BaseException) -> str:
     if _SHUTDOWN_ERROR is not None and isinstance(exc, _SHUTDOWN_ERROR):
         return semconv.OUTCOME_SHUTDOWN
-    return outcome_of(exc, wait.task)
-
-
-def _take_waker(queue: Any, attr: str, wait: Wait) -> None:
-    """Link ``wait`` to the oldest waker queued under ``attr`` that happened after it began."""
-    wakers = queue.__dict__.get(attr)
-    while wakers:
-        span, task, site, t = wakers.popleft()
-        if t >= wait.t0:
-            if span is not None:
-                wait.links.append((semconv.LINK_WAKER, span))
-            if task is not None:
-                wait.attrs[semconv.ATTR_WAKER_TASK] = task
-            if site is not None:
-                wait.attrs[semconv.ATTR_WAKER_SITE] = site
-            return
-
-
-def _push_waker(queue: Any, attr: str, waker: tuple[Any, ...]) -> None:
-    wakers = queue.__dict__.get(attr)
-    if wakers is None:
-        wakers = deque(maxlen=65536)
-        setattr(queue, attr, wakers)
-    wakers.append(waker)
+    return outcome_of(exc, current_task())
 
 
 def queue_patches() -> list[Patch]:
     """Patches for ``asyncio.Queue``; the priority and LIFO queues inherit them."""
     Queue = asyncio.Queue
+    live = live_flag()
     orig_init = vars(Queue)["__init__"]
     orig_get = vars(Queue)["get"]
     orig_put = vars(Queue)["put"]
@@ -111,6 +98,7 @@ def queue_patches() -> list[Patch]:
     orig_shutdown = vars(Queue).get("shutdown")
     rec = RECORDER
     enabled = rec.enabled
+    min_wait = int(rec.options.min_wait * 1e9)
     pc = perf_counter_ns
 
     @functools.wraps(orig_init)
@@ -122,137 +110,169 @@ def queue_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_QUEUE, exc)
 
-    def _begin(self: Any, waiters: Any) -> tuple[Wait | None, Any]:
-        if not enabled[FAMILY_QUEUE]:
-            return None, None
+    def _begin(self: Any, which: int, waiters: Any) -> dict[str, Any] | None:
+        """Start of a blocked call: what must be read before waiting (cheap)."""
+        if not (live[0] and enabled[FAMILY_QUEUE]):
+            return None
+        attrs = {
+            semconv.ATTR_QUEUE_SIZE: self.qsize(),
+            semconv.ATTR_QUEUE_MAXSIZE: self.maxsize,
+            semconv.ATTR_WAITERS_AHEAD: len(waiters) if waiters else 0,
+        }
+        if which == _JOIN:
+            attrs[semconv.ATTR_QUEUE_UNFINISHED] = self._unfinished_tasks
+        return attrs
+
+    def _end(
+        self: Any, which: int, t0: int, attrs: dict[str, Any], exc: BaseException | None
+    ) -> None:
+        starts_attr, wakes_attr, ok = _SLOTS[which]
         try:
             ref = ref_of(self, _kind(self))
-            if ref.stats.internal:
-                return None, None
-            wait = Wait(pc())
-            wait.attrs[semconv.ATTR_QUEUE_SIZE] = self.qsize()
-            wait.attrs[semconv.ATTR_QUEUE_MAXSIZE] = self.maxsize
-            wait.attrs[semconv.ATTR_WAITERS_AHEAD] = _waiting(waiters)
-            return wait, ref
-        except Exception as exc:
-            rec.fail(FAMILY_QUEUE, exc)
-            return None, None
-
-    def _abort(wait: Wait | None, ref: Any, exc: BaseException, which: int) -> None:
-        if wait is not None:
-            try:
-                finish_wait(
-                    FAMILY_QUEUE, ref, wait, pc(), _NAMES[ref.kind][which], _outcome(exc, wait)
-                )
-            except Exception as inner:
-                rec.fail(FAMILY_QUEUE, inner)
-
-    def _done(wait: Wait | None, ref: Any, self: Any, attr: str, which: int, outcome: str) -> None:
-        if wait is not None:
-            try:
-                _take_waker(self, attr, wait)
-                finish_wait(FAMILY_QUEUE, ref, wait, pc(), _NAMES[ref.kind][which], outcome)
-            except Exception as exc:
-                rec.fail(FAMILY_QUEUE, exc)
+            if exc is not None:
+                stop_waiting(self, t0, starts_attr)
+                outcome, t1, wake = _outcome(exc), pc(), None
+            else:
+                outcome, wake = ok, None
+                wakes = getattr(self, wakes_attr)
+                while wakes:
+                    candidate = wakes.popleft() if which != _JOIN else wakes[-1]
+                    if candidate[1] >= t0:
+                        wake = candidate
+                        break
+                    if which == _JOIN:
+                        break
+                t1 = wake[1] if wake is not None else pc()
+            if ref.stats.internal or not wait_spanned(ref, t0, t1, outcome):
+                return
+            links = waker_links(wake[0] if wake is not None else None, attrs)
+            emit_wait(_NAMES[ref.kind][which], ref, t0, t1, outcome, attrs, links)
+        except Exception as inner:
+            rec.fail(FAMILY_QUEUE, inner)
 
     @functools.wraps(orig_get)
     async def get(self: Any) -> Any:
         if not self.empty():
-            self._aiotrace_stats.n += 1
+            if live[0]:
+                self._aiotrace_stats.n += 1
             return self.get_nowait()
-        wait, ref = _begin(self, self._getters)
+        t0 = pc()
+        attrs = _begin(self, _GET, self._getters)
+        if attrs is not None:
+            start_waiting(self, t0, "_aiotrace_gstarts")
         try:
             item = await orig_get(self)
         except BaseException as exc:
-            _abort(wait, ref, exc, 0)
+            if attrs is not None:
+                _end(self, _GET, t0, attrs, exc)
             raise
-        _done(wait, ref, self, "_aiotrace_feeds", 0, semconv.OUTCOME_GOT)
+        if attrs is not None:
+            _end(self, _GET, t0, attrs, None)
         return item
 
     @functools.wraps(orig_put)
     async def put(self: Any, item: Any) -> None:
         if not self.full():
-            self._aiotrace_stats.n += 1
+            if live[0]:
+                self._aiotrace_stats.n += 1
             self.put_nowait(item)
             return None
-        wait, ref = _begin(self, self._putters)
+        t0 = pc()
+        attrs = _begin(self, _PUT, self._putters)
+        if attrs is not None:
+            start_waiting(self, t0, "_aiotrace_pstarts")
         try:
             await orig_put(self, item)
         except BaseException as exc:
-            _abort(wait, ref, exc, 1)
+            if attrs is not None:
+                _end(self, _PUT, t0, attrs, exc)
             raise
-        _done(wait, ref, self, "_aiotrace_frees", 1, semconv.OUTCOME_PUT)
+        if attrs is not None:
+            _end(self, _PUT, t0, attrs, None)
         return None
 
     @functools.wraps(orig_join)
     async def join(self: Any) -> None:
         if self._unfinished_tasks <= 0:
             return None
-        wait, ref = _begin(self, getattr(self._finished, "_waiters", None))
-        if wait is not None:
-            wait.attrs[semconv.ATTR_QUEUE_UNFINISHED] = self._unfinished_tasks
+        t0 = pc()
+        attrs = _begin(self, _JOIN, getattr(self._finished, "_waiters", None))
+        if attrs is not None:
+            start_waiting(self, t0, "_aiotrace_jstarts")
         try:
             await orig_join(self)
         except BaseException as exc:
-            _abort(wait, ref, exc, 2)
+            if attrs is not None:
+                _end(self, _JOIN, t0, attrs, exc)
             raise
-        _done(wait, ref, self, "_aiotrace_done", 2, semconv.OUTCOME_JOINED)
+        if attrs is not None:
+            _end(self, _JOIN, t0, attrs, None)
         return None
 
-    def _wake_point(self: Any, attr: str, name: str | None, woken: int) -> None:
-        # Link target for the woken waiter: the waker's current span, or a
-        # point span when none is current. No span event: a pipeline's every
-        # put would add one.
+    def _woke(self: Any, which: int, count: int | None, point: str | None) -> None:
+        """A call woke ``count`` waiters of kind ``which``; record it if they waited long."""
+        starts_attr, wakes_attr, _ = _SLOTS[which]
         try:
-            ref = ref_of(self, _kind(self))
-            if ref.stats.internal:
-                return
-            waker: tuple[Any, ...]
-            if name is None:
-                waker = (current_span(), task_name(current_task()), capture(), pc())
-            else:
-                waker = mark_point(
-                    name,
-                    {
-                        semconv.ATTR_PRIMITIVE_KIND: ref.kind,
-                        semconv.ATTR_PRIMITIVE_ID: ref.pid,
-                        semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
-                        semconv.ATTR_WOKEN: woken,
-                    },
-                )
-            _push_waker(self, attr, waker)
+            t = pc()
+            oldest = oldest_woken(self, count, starts_attr)
+            waker = None
+            if oldest is not None and t - oldest >= min_wait:
+                ref = ref_of(self, _kind(self))
+                if not ref.stats.internal:
+                    if point is None:
+                        # No span event for a put or get: a pipeline would add one per item.
+                        waker = (current_span(), task_name(current_task()), capture(), t)
+                    else:
+                        attrs = {**prim_attrs(ref), semconv.ATTR_WOKEN: count}
+                        waker = (*mark_point(point, attrs, t)[:3], t)
+            wakes = getattr(self, wakes_attr)
+            if wakes is None:
+                wakes = deque(maxlen=65536)
+                setattr(self, wakes_attr, wakes)
+            wakes.append((waker, t))
         except Exception as exc:
             rec.fail(FAMILY_QUEUE, exc)
 
     @functools.wraps(orig_put_nowait)
     def put_nowait(self: Any, item: Any) -> None:
         getters = self._getters
-        woke = bool(getters) and enabled[FAMILY_QUEUE] and _waiting(getters) > 0
+        woke = (
+            bool(getters)
+            and live[0]
+            and enabled[FAMILY_QUEUE]
+            and any(not g.done() for g in getters)
+        )
         orig_put_nowait(self, item)
         if woke:
-            _wake_point(self, "_aiotrace_feeds", None, 1)
+            _woke(self, _GET, 1, None)
 
     @functools.wraps(orig_get_nowait)
     def get_nowait(self: Any) -> Any:
         putters = self._putters
-        woke = bool(putters) and enabled[FAMILY_QUEUE] and _waiting(putters) > 0
+        woke = (
+            bool(putters)
+            and live[0]
+            and enabled[FAMILY_QUEUE]
+            and any(not p.done() for p in putters)
+        )
         item = orig_get_nowait(self)
         if woke:
-            _wake_point(self, "_aiotrace_frees", None, 1)
+            _woke(self, _PUT, 1, None)
         return item
 
     @functools.wraps(orig_task_done)
     def task_done(self: Any) -> None:
         joiners = 0
-        if enabled[FAMILY_QUEUE] and self._unfinished_tasks == 1:
-            joiners = _waiting(getattr(self._finished, "_waiters", None))
+        if live[0] and enabled[FAMILY_QUEUE] and self._unfinished_tasks == 1:
+            joiners = len(getattr(self._finished, "_waiters", None) or ())
         orig_task_done(self)
         if joiners:
-            _wake_point(self, "_aiotrace_done", semconv.SPAN_QUEUE_TASK_DONE, joiners)
+            _woke(self, _JOIN, None, semconv.SPAN_QUEUE_TASK_DONE)
 
     patches = [
         Patch(Queue, "_aiotrace_ref", None),
         Patch(Queue, "_aiotrace_stats", preexisting_stats(semconv.KIND_QUEUE)),
+        *(Patch(Queue, attr, None) for slot in _SLOTS for attr in slot[:2]),
         Patch(Queue, "__init__", __init__),
         Patch(Queue, "get", get),
         Patch(Queue, "put", put),
@@ -266,18 +286,13 @@ def queue_patches() -> list[Patch]:
 
         @functools.wraps(orig_shutdown)
         def shutdown(self: Any, immediate: bool = False) -> None:
-            if enabled[FAMILY_QUEUE]:
+            if live[0] and enabled[FAMILY_QUEUE]:
                 try:
                     ref = ref_of(self, _kind(self))
                     if not ref.stats.internal:
                         mark_point(
                             semconv.SPAN_QUEUE_SHUTDOWN,
-                            {
-                                semconv.ATTR_PRIMITIVE_KIND: ref.kind,
-                                semconv.ATTR_PRIMITIVE_ID: ref.pid,
-                                semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
-                                semconv.ATTR_QUEUE_SIZE: self.qsize(),
-                            },
+                            {**prim_attrs(ref), semconv.ATTR_QUEUE_SIZE: self.qsize()},
                         )
                 except Exception as exc:
                     rec.fail(FAMILY_QUEUE, exc)

@@ -1,0 +1,153 @@
+"""Traced versus bare, in one process, interleaved, as ratios: ``python -m benchmarks.run``.
+
+Each repetition runs every workload once per mode, in a fresh event loop,
+alternating modes so that machine noise hits them alike; a mode's ratio is
+the median over repetitions of (mode time / bare time of the same repetition).
+Traced timings include delivering the spans (``aiotrace.flush()`` and the
+span processor's flush) so work moved off the hot path is still paid for.
+
+Modes:
+  bare       not instrumented
+  default    aiotrace.instrument() defaults: below-threshold operations are
+             counted, not spanned (the hot path)
+  full       min_wait=0, min_hold=0: every contended wait and every hold is
+             built as an SDK span (BatchSpanProcessor into a discarding exporter)
+
+Usage::
+
+    python -m benchmarks.run                 # every workload, 9 repetitions
+    python -m benchmarks.run --reps 15 --workload "contended lock, 10 tasks"
+    python -m benchmarks.run --markdown      # the table for docs/performance.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import aiotrace
+
+from .workloads import WORKLOADS, Workload
+
+
+class Discard(SpanExporter):
+    """Counts spans and throws them away: measures aiotrace, not an exporter."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+MODES: dict[str, dict[str, Any] | None] = {
+    "bare": None,
+    "default": {},
+    "full": {"min_wait": 0, "min_hold": 0},
+}
+
+
+def run_once(workload: Workload, n: int, options: dict[str, Any] | None) -> tuple[float, int, int]:
+    """Seconds per operation for one run, plus spans exported and operations done."""
+    exporter = Discard()
+    if options is not None:
+        provider = TracerProvider()
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=1 << 20, max_export_batch_size=4096)
+        )
+        aiotrace.instrument(provider, tasks=False, futures=False, **options)
+    gc.collect()
+    try:
+        start = time.perf_counter()
+        ops = asyncio.run(workload(n))
+        if options is not None:
+            aiotrace.flush()
+            provider.force_flush()
+        elapsed = time.perf_counter() - start
+    finally:
+        if options is not None:
+            aiotrace.uninstrument()
+            provider.shutdown()
+    return elapsed / ops, exporter.count, ops
+
+
+def measure(
+    name: str, workload: Workload, n: int, modes: Sequence[str], reps: int
+) -> dict[str, dict[str, float]]:
+    """Interleaved repetitions of every mode; returns median per-op time and ratio per mode."""
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    ratios: dict[str, list[float]] = {m: [] for m in modes}
+    spans: dict[str, int] = dict.fromkeys(modes, 0)
+    run_once(workload, n // 10, None)  # warm up imports and caches
+    for _ in range(reps):
+        this_rep: dict[str, float] = {}
+        for mode in modes:
+            per_op, exported, _ = run_once(workload, n, MODES[mode])
+            this_rep[mode] = per_op
+            times[mode].append(per_op)
+            spans[mode] = exported
+        for mode in modes:
+            ratios[mode].append(this_rep[mode] / this_rep["bare"])
+    return {
+        mode: {
+            "us_per_op": statistics.median(times[mode]) * 1e6,
+            "ratio": statistics.median(ratios[mode]),
+            "spans": spans[mode],
+        }
+        for mode in modes
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
+    parser.add_argument("--workload", action="append", help="only these workloads")
+    parser.add_argument("--modes", default="bare,default,full")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    if args.reps < 7:
+        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    modes = args.modes.split(",")
+    if modes[0] != "bare":
+        modes.insert(0, "bare")
+    chosen = args.workload or list(WORKLOADS)
+    print(
+        f"# aiotrace {aiotrace.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, {args.reps} interleaved repetitions, median ratios",
+        file=sys.stderr,
+    )
+    rows = []
+    for name in chosen:
+        workload, n = WORKLOADS[name]
+        result = measure(name, workload, int(n * args.scale), modes, args.reps)
+        rows.append((name, result))
+        cells = "  ".join(
+            f"{m} {result[m]['us_per_op']:.2f}us x{result[m]['ratio']:.2f}" for m in modes
+        )
+        print(f"{name:<32} {cells}", file=sys.stderr)
+    if args.markdown:
+        header = "| workload | bare µs/op | " + " | ".join(f"{m} (ratio)" for m in modes[1:]) + " |"
+        print(header)
+        print("|" + "---|" * (2 + len(modes) - 1))
+        for name, result in rows:
+            cells = " | ".join(
+                f"{result[m]['ratio']:.2f}× ({result[m]['spans']} spans)" for m in modes[1:]
+            )
+            print(f"| {name} | {result['bare']['us_per_op']:.2f} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The workloads every benchmark measures; each returns the number of operations it did.
+
+Kept free of aiotrace imports so that peers (and the bare run) execute exactly
+the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+Workload = Callable[[int], Awaitable[int]]
+
+
+async def uncontended_lock(n: int) -> int:
+    """``async with lock: pass`` with nobody else around: the hottest path."""
+    lock = asyncio.Lock()
+    for _ in range(n):
+        async with lock:
+            pass
+    return n
+
+
+async def contended_lock(n: int, tasks: int = 10) -> int:
+    """Ten tasks hand one lock around; each holds it across a yield to the loop."""
+    lock = asyncio.Lock()
+    rounds = max(1, n // tasks)
+
+    async def worker() -> None:
+        for _ in range(rounds):
+            async with lock:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return rounds * tasks
+
+
+async def semaphore_2_of_10(n: int, tasks: int = 10) -> int:
+    """Ten tasks through a Semaphore(2), each holding a permit across a yield."""
+    sem = asyncio.Semaphore(2)
+    rounds = max(1, n // tasks)
+
+    async def worker() -> None:
+        for _ in range(rounds):
+            async with sem:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return rounds * tasks
+
+
+async def event_fan_out(n: int, waiters: int = 10) -> int:
+    """One setter wakes ten waiters, over and over; an operation is one wake-up."""
+    rounds = max(1, n // waiters)
+    go = asyncio.Event()
+    arrived = asyncio.Event()
+    count = 0
+
+    async def waiter() -> None:
+        nonlocal count
+        for _ in range(rounds):
+            await go.wait()
+            count += 1
+            if count % waiters == 0:
+                arrived.set()
+            while go.is_set():
+                await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(waiter()) for _ in range(waiters)]
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+        go.set()
+        await arrived.wait()
+        arrived.clear()
+        go.clear()
+    await asyncio.gather(*tasks)
+    return rounds * waiters
+
+
+async def create_task_await(n: int) -> int:
+    """``await asyncio.create_task(trivial())``: the cost of one task."""
+
+    async def trivial() -> int:
+        return 1
+
+    for _ in range(n):
+        await asyncio.create_task(trivial())
+    return n
+
+
+async def gather_1000(n: int) -> int:
+    """``asyncio.gather`` of 1000 trivial coroutines; an operation is one coroutine."""
+
+    async def trivial() -> int:
+        return 1
+
+    rounds = max(1, n // 1000)
+    for _ in range(rounds):
+        await asyncio.gather(*(trivial() for _ in range(1000)))
+    return rounds * 1000
+
+
+async def ensure_future_of_future(n: int) -> int:
+    """``asyncio.ensure_future(fut)`` of an existing future: should cost nothing."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    fut.set_result(None)
+    for _ in range(n):
+        asyncio.ensure_future(fut)
+    return n
+
+
+WORKLOADS: dict[str, tuple[Workload, int]] = {
+    "uncontended lock (async with)": (uncontended_lock, 40_000),
+    "contended lock, 10 tasks": (contended_lock, 20_000),
+    "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000),
+    "Event fan-out to 10": (event_fan_out, 20_000),
+}
+"""Primitive workloads: name -> (coroutine function, operations per run)."""

@@ -1,0 +1,81 @@
+"""Shared fixtures: captured spans, and a check that every test leaves asyncio unpatched."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import aiotrace
+from aiotrace.testing import Captured, capture_spans
+
+pytest_plugins = ["pytester"]
+
+
+def _patched_owners() -> list[Any]:
+    owners: list[Any] = [
+        asyncio.Lock,
+        asyncio.Semaphore,
+        asyncio.BoundedSemaphore,
+        asyncio.Event,
+        asyncio.Condition,
+        asyncio.Queue,
+        asyncio.PriorityQueue,
+        asyncio.LifoQueue,
+        asyncio.BaseEventLoop,
+        asyncio.tasks,
+        asyncio.base_futures,
+        asyncio.futures,
+        asyncio,
+    ]
+    for name in ("Barrier",):
+        if hasattr(asyncio, name):
+            owners.append(getattr(asyncio, name))
+    timeouts = getattr(asyncio, "timeouts", None)
+    if timeouts is not None:
+        owners.append(timeouts.Timeout)
+    return owners
+
+
+def snapshot() -> dict[str, dict[str, int]]:
+    """Identity of every attribute of every class and module aiotrace may patch."""
+    return {
+        repr(owner): {name: id(value) for name, value in vars(owner).items()}
+        for owner in _patched_owners()
+    }
+
+
+PRISTINE = snapshot()
+
+
+@pytest.fixture(autouse=True)
+def _asyncio_left_unpatched() -> Iterator[None]:
+    """Every test must leave asyncio exactly as it found it."""
+    yield
+    if aiotrace.is_instrumented():
+        aiotrace.uninstrument()
+        pytest.fail("test left aiotrace instrumented")
+    assert snapshot() == PRISTINE
+
+
+@pytest.fixture
+def traced() -> Iterator[Captured]:
+    """Instrumented with thresholds at zero: every wait and hold becomes a span."""
+    with capture_spans(min_wait=0, min_hold=0) as captured:
+        yield captured
+
+
+def line_of(marker: str, obj: Any = None) -> int:
+    """Line number of the line containing ``marker`` in the calling test module."""
+    frame = inspect.currentframe()
+    assert frame is not None
+    assert frame.f_back is not None
+    module = inspect.getmodule(obj) if obj is not None else inspect.getmodule(frame.f_back)
+    assert module is not None
+    source = inspect.getsource(module).splitlines()
+    hits = [i + 1 for i, text in enumerate(source) if marker in text and "line_of(" not in text]
+    assert len(hits) == 1, f"marker {marker!r} found {len(hits)} times"
+    return hits[0]

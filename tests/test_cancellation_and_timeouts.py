@@ -1,0 +1,157 @@
+"""Cancelled and timed-out waits: outcome recorded, behaviour and lock state unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace.testing import Captured
+
+needs_timeout = pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
+
+
+def test_cancelled_lock_wait(traced: Captured) -> None:
+    """A waiter cancelled in acquire() is "cancelled" (not an error) and the queue moves on."""
+
+    async def main() -> list[str]:
+        lock = asyncio.Lock()
+        order: list[str] = []
+        await lock.acquire()
+
+        async def waiter(tag: str) -> None:
+            async with lock:
+                order.append(tag)
+
+        doomed = asyncio.create_task(waiter("doomed"), name="doomed")
+        patient = asyncio.create_task(waiter("patient"), name="patient")
+        await asyncio.sleep(0.005)
+        doomed.cancel()
+        await asyncio.sleep(0)
+        lock.release()
+        await patient
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        assert not lock.locked()
+        return order
+
+    assert asyncio.run(main()) == ["patient"]
+    waits = {w[semconv.ATTR_TASK_NAME]: w for w in traced.named(semconv.SPAN_LOCK_ACQUIRE)}
+    assert waits["doomed"][semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert waits["doomed"].span.status.is_ok
+    assert waits["patient"][semconv.ATTR_OUTCOME] == semconv.OUTCOME_ACQUIRED
+
+
+def test_wait_for_timeout_is_outcome_timeout(traced: Captured) -> None:
+    """wait_for() running out gives "timeout"; the caller still gets TimeoutError."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(lock.acquire(), 0.01)
+        ev = asyncio.Event()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), 0.01)
+        assert lock.locked()
+        lock.release()
+
+    asyncio.run(main())
+    outcomes = {
+        s.name: s[semconv.ATTR_OUTCOME]
+        for s in traced.spans
+        if "acquire" in s.name or "wait" in s.name
+    }
+    assert outcomes == {
+        semconv.SPAN_LOCK_ACQUIRE: semconv.OUTCOME_TIMEOUT,
+        semconv.SPAN_EVENT_WAIT: semconv.OUTCOME_TIMEOUT,
+    }
+
+
+def test_cancelling_the_waiter_of_wait_for_is_not_a_timeout(traced: Captured) -> None:
+    """Cancelling the task that runs wait_for() gives "cancelled", not "timeout"."""
+
+    async def main() -> None:
+        ev = asyncio.Event()
+        outer = asyncio.create_task(asyncio.wait_for(ev.wait(), 10))
+        await asyncio.sleep(0.005)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+
+    asyncio.run(main())
+    (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
+    assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+
+
+@needs_timeout
+def test_asyncio_timeout_is_outcome_timeout(traced: Captured) -> None:
+    """asyncio.timeout() expiring gives "timeout"; a later plain cancel gives "cancelled"."""
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(0)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                await sem.acquire()
+        task = asyncio.create_task(sem.acquire())
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    waits = traced.named(semconv.SPAN_SEMAPHORE_ACQUIRE)
+    assert [w[semconv.ATTR_OUTCOME] for w in waits] == [
+        semconv.OUTCOME_TIMEOUT,
+        semconv.OUTCOME_CANCELLED,
+    ]
+
+
+def test_exception_in_critical_section_releases_and_propagates(traced: Captured) -> None:
+    """An exception inside ``async with lock`` propagates unchanged and the hold ends."""
+
+    async def main() -> asyncio.Lock:
+        lock = asyncio.Lock()
+
+        async def critical() -> None:
+            async with lock:
+                await asyncio.sleep(0.002)
+                raise KeyError("boom")
+
+        with pytest.raises(KeyError, match="boom"):
+            await critical()
+        return lock
+
+    lock = asyncio.run(main())
+    assert not lock.locked()
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RELEASED
+
+
+def test_cancelled_condition_wait_reacquires_the_lock(traced: Captured) -> None:
+    """A condition wait cancelled while waiting still re-acquires its lock, as asyncio does."""
+
+    async def main() -> None:
+        cond = asyncio.Condition()
+        inside: list[bool] = []
+
+        async def waiter() -> None:
+            async with cond:
+                try:
+                    await cond.wait()
+                finally:
+                    inside.append(cond.locked())
+
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert inside == [True]
+        assert not cond.locked()
+
+    asyncio.run(main())
+    (wait,) = traced.named(semconv.SPAN_CONDITION_WAIT)
+    assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED

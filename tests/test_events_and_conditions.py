@@ -1,0 +1,147 @@
+"""Event and Condition spans: who waited, who set or notified, and the links between them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from aiotrace import semconv
+from aiotrace.testing import Captured, capture_spans
+from tests.conftest import line_of
+
+DELAY = 0.02
+
+
+def test_event_waiters_link_to_the_setter(traced: Captured) -> None:
+    """Two tasks wait for an event; both wait spans end at set() and link to it."""
+
+    async def main() -> None:
+        ready = asyncio.Event()
+
+        async def waiter() -> None:
+            await ready.wait()  # event-wait
+
+        tasks = [asyncio.create_task(waiter(), name=f"waiter{i}") for i in range(2)]
+        await asyncio.sleep(DELAY)
+        ready.set()  # event-set
+        await asyncio.gather(*tasks)
+        await ready.wait()  # already set: no span
+
+    asyncio.run(main())
+    (setter,) = traced.named(semconv.SPAN_EVENT_SET)
+    waits = traced.named(semconv.SPAN_EVENT_WAIT)
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["waiter0", "waiter1"]
+    assert setter[semconv.ATTR_WOKEN] == 2
+    assert setter[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-set")
+    assert setter.duration == 0
+    for wait in waits:
+        assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_SET
+        assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-wait")
+        assert wait.links == [(setter.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+        assert (
+            wait[semconv.ATTR_WAKER_SITE]
+            == f"{os.path.basename(__file__)}:{line_of('# event-set')}"
+        )
+        assert wait.span.end_time == setter.span.start_time
+        assert wait.duration >= DELAY * 0.9
+    assert waits[1][semconv.ATTR_WAITERS_AHEAD] == 1
+
+
+def test_event_set_is_an_event_on_the_setters_span() -> None:
+    """With a span current, set() is recorded on it and waiters link to that span."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.sleep(DELAY)
+        with tracer.start_as_current_span("loader"):
+            ready.set()
+        await waiter
+
+    with capture_spans(provider, min_wait=0, tasks=False) as captured:
+        asyncio.run(main())
+        spans = captured.spans
+    loader = next(s for s in spans if s.name == "loader")
+    (event,) = loader.span.events
+    assert event.name == semconv.SPAN_EVENT_SET
+    assert event.attributes[semconv.ATTR_WOKEN] == 1  # type: ignore[index]
+    assert event.attributes[semconv.ATTR_PRIMITIVE_KIND] == "Event"  # type: ignore[index]
+    assert str(event.attributes[semconv.ATTR_PRIMITIVE_NAME]).startswith("ready (")  # type: ignore[index]
+    (wait,) = [s for s in spans if s.name == semconv.SPAN_EVENT_WAIT]
+    assert wait.links == [(loader.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+    assert [s.name for s in spans if s.name == semconv.SPAN_EVENT_SET] == []
+
+
+async def _producer_consumer() -> list[int]:
+    cond = asyncio.Condition()  # cond-created
+    items: list[int] = []
+    seen: list[int] = []
+
+    async def consumer() -> None:
+        async with cond:
+            await cond.wait_for(lambda: bool(items))  # cond-wait
+            seen.append(items.pop())
+
+    async def producer() -> None:
+        await asyncio.sleep(DELAY)
+        async with cond:
+            items.append(1)
+            cond.notify()  # cond-notify
+        await asyncio.sleep(DELAY)
+        async with cond:
+            items.append(2)
+            cond.notify_all()
+
+    await asyncio.gather(
+        asyncio.create_task(consumer(), name="consumer1"),
+        asyncio.create_task(consumer(), name="consumer2"),
+        asyncio.create_task(producer(), name="producer"),
+    )
+    return seen
+
+
+def test_condition_waits_end_when_notified(traced: Captured) -> None:
+    """Condition waits end at notify(), link to the notifier; re-locking is the lock's span."""
+    assert asyncio.run(_producer_consumer()) == [1, 2]
+    notifies = traced.named(semconv.SPAN_CONDITION_NOTIFY)
+    waits = traced.named(semconv.SPAN_CONDITION_WAIT)
+    assert [n[semconv.ATTR_WOKEN] for n in notifies] == [1, 1]
+    assert notifies[0][semconv.ATTR_CONDITION_NOTIFY_N] == 1
+    assert semconv.ATTR_CONDITION_NOTIFY_N not in notifies[1].attributes  # notify_all
+    assert notifies[0][semconv.ATTR_CODE_LINE_NUMBER] == line_of("# cond-notify")
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["consumer1", "consumer2"]
+    for wait, notify in zip(waits, notifies, strict=True):
+        assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_NOTIFIED
+        assert wait[semconv.ATTR_CONDITION_PREDICATE] is True
+        assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# cond-wait")
+        assert wait.links == [(notify.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+        assert wait[semconv.ATTR_WAKER_TASK] == "producer"
+        assert wait.span.end_time == notify.span.start_time
+    # The condition's own lock is named after the condition.
+    created = line_of("# cond-created")
+    lock_spans = [s for s in traced.spans if s.name.startswith("asyncio.Lock")]
+    assert lock_spans
+    assert {s[semconv.ATTR_PRIMITIVE_NAME] for s in lock_spans} == {
+        f"cond ({os.path.basename(__file__)}:{created}).lock"
+    }
+    assert {s[semconv.ATTR_PRIMITIVE_NAME] for s in waits} == {
+        f"cond ({os.path.basename(__file__)}:{created})"
+    }
+
+
+def test_condition_with_explicit_lock_keeps_its_lock_name(traced: Captured) -> None:
+    """A Condition built on the user's lock leaves that lock's own name alone."""
+
+    async def main() -> None:
+        shared = asyncio.Lock()
+        cond = asyncio.Condition(shared)
+        async with cond:
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_PRIMITIVE_NAME].startswith("shared (")

@@ -1,0 +1,201 @@
+"""Lock spans: waits only when contended, holds, and links from each wait to its blocker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import aiotrace
+from aiotrace import semconv
+from aiotrace.testing import Captured, capture_spans
+from tests.conftest import line_of
+
+HOLD = 0.02
+# Code objects know their qualified name from 3.11 on.
+QUALNAME = "_three_contenders.<locals>.worker" if sys.version_info >= (3, 11) else "worker"
+
+
+async def _three_contenders() -> list[str]:
+    order: list[str] = []
+    cache_lock = asyncio.Lock()  # lock-created
+
+    async def worker() -> None:
+        async with cache_lock:  # lock-acquired
+            order.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+            await asyncio.sleep(HOLD)
+
+    tasks = [asyncio.create_task(worker(), name=f"w{i}") for i in range(1, 4)]
+    await asyncio.gather(*tasks)
+    return order
+
+
+def test_contended_lock_spans(traced: Captured) -> None:
+    """Three tasks on one lock give three holds and two waits linked to their blockers."""
+    order = asyncio.run(_three_contenders())
+    assert order == ["w1", "w2", "w3"]  # FIFO fairness untouched
+
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    waits = traced.named(semconv.SPAN_LOCK_ACQUIRE)
+    assert [h[semconv.ATTR_TASK_NAME] for h in holds] == ["w1", "w2", "w3"]
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["w2", "w3"]
+    hold_by_task = {h[semconv.ATTR_TASK_NAME]: h for h in holds}
+
+    created = line_of("# lock-created")
+    acquired = line_of("# lock-acquired")
+    name = f"cache_lock ({os.path.basename(__file__)}:{created})"
+    for span in holds + waits:
+        assert span[semconv.ATTR_PRIMITIVE_KIND] == "Lock"
+        assert span[semconv.ATTR_PRIMITIVE_NAME] == name
+        assert span[semconv.ATTR_CODE_LINE_NUMBER] == acquired
+        assert span[semconv.ATTR_CODE_FILE_PATH] == __file__
+        assert span[semconv.ATTR_CODE_FUNCTION_NAME] == QUALNAME
+    assert len({s[semconv.ATTR_PRIMITIVE_ID] for s in holds + waits}) == 1
+
+    w2, w3 = waits
+    assert w2[semconv.ATTR_OUTCOME] == semconv.OUTCOME_ACQUIRED
+    assert w2[semconv.ATTR_WAITERS_AHEAD] == 0
+    assert w2[semconv.ATTR_BLOCKER_TASK] == "w1"
+    assert w2.links == [
+        (hold_by_task["w1"].span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER})
+    ]
+    assert w3[semconv.ATTR_WAITERS_AHEAD] == 1
+    assert w3[semconv.ATTR_BLOCKER_TASK] == "w1"
+    assert w3.links == [
+        (hold_by_task["w1"].span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER}),
+        (hold_by_task["w2"].span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_HANDOFF}),
+    ]
+    assert hold_by_task["w1"][semconv.ATTR_WAITERS_DURING] == 2
+    assert hold_by_task["w2"][semconv.ATTR_WAITERS_DURING] == 1
+    assert semconv.ATTR_WAITERS_DURING not in hold_by_task["w3"].attributes
+    for hold in holds:
+        assert hold[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RELEASED
+        assert HOLD <= hold.duration < HOLD + 0.2
+    # w3 waited through two holds; its wait ends when w2 released.
+    assert w3.duration >= 2 * HOLD
+    assert w3.span.end_time <= hold_by_task["w3"].span.start_time + 1_000_000  # type: ignore[operator]
+
+
+def test_uncontended_short_holds_are_counted_not_spanned() -> None:
+    """Below min_hold and without waiters, a hold costs a counter, not a span."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        for _ in range(100):
+            async with lock:
+                pass
+
+    with capture_spans(min_hold=1.0, min_wait=1.0) as captured:
+        before = aiotrace.stats()
+        asyncio.run(main())
+        after = aiotrace.stats()
+        assert captured.spans == []
+    assert after.operations - before.operations == 100
+    assert after.below_threshold - before.below_threshold == 100
+
+
+def test_long_uncontended_hold_is_spanned_without_waiters(traced: Captured) -> None:
+    """A hold over min_hold is a span even when nobody waited for it."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        async with lock:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    (hold,) = traced.spans
+    assert hold.name == semconv.SPAN_LOCK_HOLD
+    assert semconv.ATTR_WAITERS_DURING not in hold.attributes
+    assert traced.named(semconv.SPAN_LOCK_ACQUIRE) == []
+
+
+def test_short_hold_is_spanned_when_a_spanned_wait_links_to_it() -> None:
+    """A contended hold under min_hold is still built, so "who blocked me?" has an answer."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+
+        async def first() -> None:
+            async with lock:
+                await asyncio.sleep(0.02)
+
+        async def second() -> None:
+            await asyncio.sleep(0)
+            async with lock:
+                pass
+
+        await asyncio.gather(first(), second())
+
+    with capture_spans(min_wait=0, min_hold=10.0) as captured:
+        asyncio.run(main())
+        spans = captured.spans
+    (wait,) = [s for s in spans if s.name == semconv.SPAN_LOCK_ACQUIRE]
+    holds = [s for s in spans if s.name == semconv.SPAN_LOCK_HOLD]
+    assert len(holds) == 1  # the blocker's; the second task's short hold is not linked
+    assert wait.links[0][0] == holds[0].span_id
+
+
+def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:
+    """A lock released by a task that did not acquire it names both, at the acquire site."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        await lock.acquire()  # explicit-acquire
+
+        async def releaser() -> None:
+            await asyncio.sleep(0.005)
+            lock.release()
+
+        await asyncio.create_task(releaser(), name="releaser")
+
+    asyncio.run(main(), debug=False)
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# explicit-acquire")
+    assert hold[semconv.ATTR_TASK_NAME] != "releaser"
+    assert hold[semconv.ATTR_RELEASER_TASK] == "releaser"
+
+
+def test_spans_nest_under_the_current_span() -> None:
+    """Waits and holds are children of the span current where they happened."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+
+    async def main() -> int:
+        lock = asyncio.Lock()
+
+        async def worker() -> None:
+            async with lock:
+                await asyncio.sleep(0.005)
+
+        with tracer.start_as_current_span("request") as request:
+            await asyncio.gather(worker(), worker())
+            return request.get_span_context().span_id
+
+    with capture_spans(provider, min_wait=0, min_hold=0, tasks=False) as captured:
+        request_id = asyncio.run(main())
+        spans = captured.spans
+    ours = [s for s in spans if s.name.startswith("asyncio.")]
+    assert {s.name for s in ours} == {semconv.SPAN_LOCK_ACQUIRE, semconv.SPAN_LOCK_HOLD}
+    assert len(ours) == 3
+    request_span = next(s for s in spans if s.name == "request")
+    for span in ours:
+        assert span.parent_id == request_id
+        assert span.span.context.trace_id == request_span.span.context.trace_id  # type: ignore[union-attr]
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_wait_is_not_spanned_when_the_lock_was_free(traced: Captured) -> None:
+    """acquire() on a free lock never produces a wait span, even at threshold zero."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        for _ in range(3):
+            await lock.acquire()
+            lock.release()
+
+    asyncio.run(main())
+    assert traced.named(semconv.SPAN_LOCK_ACQUIRE) == []
+    assert len(traced.named(semconv.SPAN_LOCK_HOLD)) == 3

@@ -1,0 +1,76 @@
+"""``opentelemetry-instrument python app.py`` traces a program with no code change."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+APP = textwrap.dedent(
+    """
+    import asyncio
+
+    async def main():
+        lock = asyncio.Lock()
+
+        async def worker():
+            async with lock:
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(worker(), worker())
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_entry_point_is_registered() -> None:
+    """aiotrace is listed under the opentelemetry_instrumentor entry point group."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "aiotrace"]
+    assert [ep.value for ep in found] == ["aiotrace.instrumentor:AiotraceInstrumentor"]
+
+
+def test_opentelemetry_instrument_traces_an_unmodified_program(tmp_path: Path) -> None:
+    """Spans reach the exporter configured by OTEL_* variables, flushed at exit."""
+    command = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    if command is None:  # pragma: no cover - installed with the test extras
+        pytest.fail("opentelemetry-instrument is not installed next to this Python")
+    (tmp_path / "app.py").write_text(APP)
+    env = dict(
+        os.environ,
+        OTEL_TRACES_EXPORTER="console",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OTEL_SERVICE_NAME="demo",
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    proc = subprocess.run(
+        [command, sys.executable, "app.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    decoder = json.JSONDecoder()
+    spans = []
+    text = proc.stdout
+    index = 0
+    while True:
+        start = text.find("{", index)
+        if start < 0:
+            break
+        obj, index = decoder.raw_decode(text, start)
+        spans.append(obj)
+    names = sorted(span["name"] for span in spans)
+    assert names == ["asyncio.Lock.acquire", "asyncio.Lock.hold", "asyncio.Lock.hold"]
+    assert all(span["resource"]["attributes"]["service.name"] == "demo" for span in spans)

@@ -1,0 +1,100 @@
+"""Semaphore and BoundedSemaphore spans: saturation, waits, hand-offs, capacity."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace.testing import Captured
+
+HOLD = 0.02
+
+
+async def _throttled(sem: asyncio.Semaphore, n: int) -> int:
+    running = 0
+    peak = 0
+
+    async def call() -> None:
+        nonlocal running, peak
+        async with sem:
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(HOLD)
+            running -= 1
+
+    await asyncio.gather(*(asyncio.create_task(call(), name=f"c{i}") for i in range(n)))
+    return peak
+
+
+def test_semaphore_waits_link_to_the_permit_they_got(traced: Captured) -> None:
+    """Four calls through Semaphore(2): two wait, each linked to the hold that freed a permit."""
+    peak = asyncio.run(_throttled(asyncio.Semaphore(2), 4))
+    assert peak == 2
+
+    holds = traced.named(semconv.SPAN_SEMAPHORE_HOLD)
+    waits = traced.named(semconv.SPAN_SEMAPHORE_ACQUIRE)
+    assert sorted(h[semconv.ATTR_TASK_NAME] for h in holds) == ["c0", "c1", "c2", "c3"]
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["c2", "c3"]
+    by_id = {h.span_id: h for h in holds}
+    by_task = {h[semconv.ATTR_TASK_NAME]: h for h in holds}
+    for wait in waits:
+        assert wait[semconv.ATTR_SEMAPHORE_VALUE] == 0
+        assert wait[semconv.ATTR_SEMAPHORE_CAPACITY] == 2
+        assert wait[semconv.ATTR_HOLDERS] == ("c0", "c1")
+        assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_ACQUIRED
+        kinds = {attrs[semconv.ATTR_LINK_KIND]: span_id for span_id, attrs in wait.links}
+        assert by_id[kinds[semconv.LINK_BLOCKER]][semconv.ATTR_TASK_NAME] == "c0"
+        handoff = kinds.get(semconv.LINK_HANDOFF, kinds[semconv.LINK_BLOCKER])
+        # The permit came from a hold that ended just before this wait did.
+        assert abs(by_id[handoff].span.end_time - wait.span.end_time) < 5_000_000  # type: ignore[operator]
+    assert waits[0][semconv.ATTR_WAITERS_AHEAD] == 0
+    assert waits[1][semconv.ATTR_WAITERS_AHEAD] == 1
+    assert by_task["c0"][semconv.ATTR_WAITERS_DURING] == 2
+    # Never more than two holds overlap.
+    edges = sorted(
+        [(h.span.start_time, 1) for h in holds] + [(h.span.end_time, -1) for h in holds],
+        key=lambda e: (e[0], e[1]),
+    )
+    level = peak_level = 0
+    for _, step in edges:
+        level += step
+        peak_level = max(peak_level, level)
+    assert peak_level == 2
+
+
+def test_bounded_semaphore_has_its_own_span_names(traced: Captured) -> None:
+    """BoundedSemaphore spans are named after it, and over-release still raises ValueError."""
+
+    async def main() -> None:
+        sem = asyncio.BoundedSemaphore(1)
+        await _throttled(sem, 2)
+        with pytest.raises(ValueError, match="released too many times"):
+            sem.release()
+
+    asyncio.run(main())
+    names = {s.name for s in traced.spans}
+    assert names == {semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE, semconv.SPAN_BOUNDED_SEMAPHORE_HOLD}
+    for span in traced.spans:
+        assert span[semconv.ATTR_PRIMITIVE_KIND] == semconv.KIND_BOUNDED_SEMAPHORE
+        assert span[semconv.ATTR_SEMAPHORE_CAPACITY] == 1
+
+
+def test_permit_released_by_another_task(traced: Captured) -> None:
+    """A permit given back by a different task is one hold, naming both tasks."""
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(1)
+        await sem.acquire()
+
+        async def giver() -> None:
+            await asyncio.sleep(0.005)
+            sem.release()
+
+        await asyncio.create_task(giver(), name="giver")
+
+    asyncio.run(main())
+    (hold,) = traced.named(semconv.SPAN_SEMAPHORE_HOLD)
+    assert hold[semconv.ATTR_RELEASER_TASK] == "giver"
+    assert hold[semconv.ATTR_TASK_NAME] != "giver"

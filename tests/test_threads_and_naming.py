@@ -1,0 +1,136 @@
+"""Event loops in two threads at once; naming primitives; options validation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+import aiotrace
+from aiotrace import semconv
+from aiotrace.testing import Captured, capture_spans
+from tests.conftest import line_of
+
+
+def test_two_loops_in_two_threads(traced: Captured) -> None:
+    """Contention in two threads at once gives separate, correct spans per loop."""
+    barrier = threading.Barrier(2)
+    results: dict[str, list[str]] = {}
+
+    def run(tag: str) -> None:
+        async def main() -> None:
+            lock = aiotrace.name(asyncio.Lock(), f"lock-{tag}")
+            order: list[str] = []
+
+            async def worker(i: int) -> None:
+                async with lock:
+                    order.append(f"{tag}{i}")
+                    await asyncio.sleep(0.003)
+
+            barrier.wait()
+            await asyncio.gather(
+                *(asyncio.create_task(worker(i), name=f"{tag}{i}") for i in range(3))
+            )
+            results[tag] = order
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {"a": ["a0", "a1", "a2"], "b": ["b0", "b1", "b2"]}
+    spans = traced.spans
+    by_id = {s.span_id: s for s in spans}
+    for tag in "ab":
+        mine = [s for s in spans if s[semconv.ATTR_PRIMITIVE_NAME] == f"lock-{tag}"]
+        assert sorted(s[semconv.ATTR_TASK_NAME] for s in mine if s.name.endswith("hold")) == [
+            f"{tag}0",
+            f"{tag}1",
+            f"{tag}2",
+        ]
+        waits = [s for s in mine if s.name == semconv.SPAN_LOCK_ACQUIRE]
+        assert len(waits) == 2
+        for wait in waits:
+            assert wait[semconv.ATTR_TASK_NAME].startswith(tag)
+            for span_id, _ in wait.links:
+                assert by_id[span_id][semconv.ATTR_PRIMITIVE_NAME] == f"lock-{tag}"
+
+
+class Cache:
+    def __init__(self) -> None:
+        self._lock: asyncio.Lock = asyncio.Lock()  # attribute-lock
+
+
+def test_default_names_use_the_variable_and_site(traced: Captured) -> None:
+    """Unnamed primitives are called after the variable or attribute they were assigned to."""
+
+    async def main() -> None:
+        cache = Cache()
+        async with cache._lock:
+            await asyncio.sleep(0.002)
+        async with asyncio.Lock():  # unnamed-lock
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    first, second = traced.named(semconv.SPAN_LOCK_HOLD)
+    base = os.path.basename(__file__)
+    assert (
+        first[semconv.ATTR_PRIMITIVE_NAME] == f"self._lock ({base}:{line_of('# attribute-lock')})"
+    )
+    assert second[semconv.ATTR_PRIMITIVE_NAME] == f"{base}:{line_of('# unnamed-lock')}"
+
+
+def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured) -> None:
+    """aiotrace.name() renames a primitive; a Condition's own lock follows its name."""
+
+    async def main() -> None:
+        pool = aiotrace.name(asyncio.Semaphore(1), "db-pool")
+        cond = aiotrace.name(asyncio.Condition(), "jobs")
+        async with pool:
+            await asyncio.sleep(0.002)
+        async with cond:
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    names = {s.name: s[semconv.ATTR_PRIMITIVE_NAME] for s in traced.spans}
+    assert names == {semconv.SPAN_SEMAPHORE_HOLD: "db-pool", semconv.SPAN_LOCK_HOLD: "jobs.lock"}
+
+
+def test_name_rejects_non_primitives() -> None:
+    """aiotrace.name() on something else is a clear error."""
+    with pytest.raises(aiotrace.ConfigurationError, match="asyncio primitive"):
+        aiotrace.name(object(), "x")
+
+
+def test_unknown_option_names_the_valid_ones() -> None:
+    """A typo in an option is an error that lists the valid options."""
+    with pytest.raises(aiotrace.ConfigurationError, match="min_hold"):
+        aiotrace.instrument(min_hodl=0.1)
+    assert not aiotrace.is_instrumented()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("min_wait", -1, "min_wait must be"),
+        ("flush_interval", "soon", "flush_interval must be"),
+        ("primitives", ["lock", "mutex"], "unknown primitive families"),
+        ("max_buffered", 0, "max_buffered"),
+    ],
+)
+def test_invalid_option_values(option: str, value: object, message: str) -> None:
+    """Invalid option values are rejected before anything is patched."""
+    with pytest.raises(aiotrace.ConfigurationError, match=message):
+        aiotrace.instrument(**{option: value})
+    assert not aiotrace.is_instrumented()
+
+
+def test_selecting_families() -> None:
+    """primitives=("event",) traces events and leaves locks untouched."""
+    with capture_spans(primitives=("event",), min_wait=0, min_hold=0):
+        assert "__aenter__" not in vars(asyncio.Lock)  # patching adds it
+        assert "wait" in vars(asyncio.Event)

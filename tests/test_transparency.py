@@ -1,0 +1,121 @@
+"""Tracing never changes what a program observes of asyncio's primitives."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aiotrace.testing import Captured
+
+
+def test_types_reprs_and_signatures_are_unchanged(traced: Captured) -> None:
+    """isinstance, type, repr, signatures and coroutine-function-ness are as before."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        assert type(lock) is asyncio.Lock
+        assert isinstance(asyncio.BoundedSemaphore(), asyncio.Semaphore)
+        assert repr(lock).endswith("[unlocked]>")
+        async with lock as bound:
+            assert bound is None
+            assert lock.locked()
+            assert repr(lock).endswith("[locked]>")
+        assert not lock.locked()
+        for cls, method in [
+            (asyncio.Lock, "acquire"),
+            (asyncio.Semaphore, "acquire"),
+            (asyncio.Event, "wait"),
+            (asyncio.Condition, "wait"),
+            (asyncio.Queue, "get"),
+            (asyncio.Queue, "put"),
+            (asyncio.Queue, "join"),
+        ]:
+            func = getattr(cls, method)
+            assert inspect.iscoroutinefunction(func), (cls, method)
+            assert func.__name__ == method
+            assert func.__doc__
+        assert str(inspect.signature(asyncio.Queue.put)) == "(self, item)"
+        assert str(inspect.signature(asyncio.Semaphore)) == "(value=1)" or sys.version_info < (
+            3,
+            11,
+        )
+
+    asyncio.run(main())
+
+
+def test_errors_are_exactly_asyncios(traced: Captured) -> None:
+    """Misuse raises the same exceptions with the same messages."""
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="Lock is not acquired"):
+            asyncio.Lock().release()
+        with pytest.raises(RuntimeError, match="cannot notify on un-acquired lock"):
+            asyncio.Condition().notify()
+        with pytest.raises(ValueError, match="BoundedSemaphore released too many times"):
+            asyncio.BoundedSemaphore(1).release()
+        with pytest.raises(ValueError, match="Semaphore initial value must be >= 0"):
+            asyncio.Semaphore(-1)
+        with pytest.raises(asyncio.QueueEmpty):
+            asyncio.Queue().get_nowait()
+        queue: asyncio.Queue[int] = asyncio.Queue(1)
+        queue.put_nowait(1)
+        with pytest.raises(asyncio.QueueFull):
+            queue.put_nowait(2)
+        with pytest.raises(ValueError, match="task_done"):
+            asyncio.Queue().task_done()
+
+    asyncio.run(main())
+
+
+def test_fifo_wakeup_order_is_kept(traced: Captured) -> None:
+    """Waiters are served in arrival order, for locks, semaphores and conditions."""
+
+    async def main() -> dict[str, list[int]]:
+        order: dict[str, list[int]] = {"lock": [], "sem": [], "cond": []}
+        lock, sem, cond = asyncio.Lock(), asyncio.Semaphore(1), asyncio.Condition()
+
+        async def use_lock(i: int) -> None:
+            async with lock:
+                order["lock"].append(i)
+                await asyncio.sleep(0)
+
+        async def use_sem(i: int) -> None:
+            async with sem:
+                order["sem"].append(i)
+                await asyncio.sleep(0)
+
+        async def use_cond(i: int) -> None:
+            async with cond:
+                await cond.wait()
+                order["cond"].append(i)
+
+        await asyncio.gather(*(use_lock(i) for i in range(5)), *(use_sem(i) for i in range(5)))
+        waiters = [asyncio.create_task(use_cond(i)) for i in range(5)]
+        await asyncio.sleep(0.001)
+        for _ in range(5):
+            async with cond:
+                cond.notify(1)
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*waiters)
+        return order
+
+    assert asyncio.run(main()) == {k: [0, 1, 2, 3, 4] for k in ("lock", "sem", "cond")}
+
+
+def test_importing_patches_nothing() -> None:
+    """``import aiotrace`` alone leaves asyncio untouched."""
+    code = textwrap.dedent(
+        """
+        import asyncio
+        before = {k: id(v) for k, v in vars(asyncio.Lock).items()}
+        import aiotrace, aiotrace.testing, aiotrace.selftest
+        assert {k: id(v) for k, v in vars(asyncio.Lock).items()} == before
+        assert not aiotrace.is_instrumented()
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
