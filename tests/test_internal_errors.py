@@ -34,7 +34,7 @@ def test_bookkeeping_error_is_swallowed_counted_logged_once(
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("bug in aiotrace")
 
-    monkeypatch.setattr(locks, "_record_linked", broken)
+    monkeypatch.setattr(locks, "_waited", broken)
     with (
         caplog.at_level(logging.ERROR, logger="aiotrace"),
         capture_spans(min_wait=0, min_hold=0) as captured,
@@ -61,7 +61,7 @@ def test_other_families_keep_working_after_one_fails(monkeypatch: pytest.MonkeyP
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(locks, "_emit_hold", broken)
+    monkeypatch.setattr(locks, "_record_hold", broken)
 
     async def main() -> None:
         await _contend()

@@ -198,16 +198,6 @@ class Assembler:
         if extra:
             for key, value in extra.items():
                 attrs[key] = resolve_value(value)
-            holders = attrs.get(semconv.ATTR_HOLDERS)
-            if holders is not None:
-                attrs[semconv.ATTR_HOLDERS] = tuple(self._holder_name(h) for h in holders)
-
-    def _holder_name(self, holder: Any) -> str:
-        """A holder given as the id of its recorded hold span, named from that span."""
-        if isinstance(holder, int):
-            known = self._known.get(holder)
-            return str(known[2]) if known is not None and known[2] is not None else "?"
-        return str(holder)
 
     def _span(self, record: tuple[Any, ...], out: list[SpanDraft]) -> SpanDraft | None:
         draft = self.start_draft(record[1], record[4], record[5], record[2], record[3])
@@ -236,8 +226,8 @@ class Assembler:
                 draft.links.append((draft.trace_id, target, draft.flags, attrs))
                 return
             draft.links.append((known[0], target, known[1], attrs))
-            if link_kind == semconv.LINK_BLOCKER:
-                # Name the blocker from its hold span: "who blocked me?"
+            if link_kind in (semconv.LINK_HANDOFF, semconv.LINK_BLOCKER):
+                # Name the holder from its hold span: "who blocked me?"
                 if known[2] is not None:
                     draft.attributes.setdefault(semconv.ATTR_BLOCKER_TASK, known[2])
                 if known[3] is not None:

@@ -153,6 +153,7 @@ class Recorder:
         self._logged: set[str] = set()
         self._pressure: Callable[[], None] | None = None
         self.high_water = 50_000
+        self._trigger = self.high_water
         self.sites: list[Any] = []  # primitives._base.SiteStats, for operation totals
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
@@ -171,6 +172,8 @@ class Recorder:
         self.options = options
         self.min_wait_ns = int(options.min_wait * 1e9)
         self.min_hold_ns = int(options.min_hold * 1e9)
+        limit = options.max_buffered
+        self._trigger = self.high_water if limit is None else min(self.high_water, limit)
         self.stats = Stats()
         self._logged.clear()
         for site in list(self.sites):
@@ -195,20 +198,23 @@ class Recorder:
         """Queue one record; never raises into the caller."""
         buffer = self.buffer
         buffer.append(record)
-        if len(buffer) > self.high_water:
-            limit = self.options.max_buffered
-            if limit is not None and len(buffer) > limit:
-                try:
-                    buffer.popleft()
-                except IndexError:
-                    pass
-                else:
-                    self.stats.records_dropped += 1
-                    self.stats.drop(1, "buffer full (max_buffered)")
-                    return
-            handler = self._pressure
-            if handler is not None:
-                handler()
+        if len(buffer) > self._trigger:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        buffer = self.buffer
+        limit = self.options.max_buffered
+        if limit is not None and len(buffer) > limit:
+            try:
+                buffer.pop()  # the newest: what is already buffered keeps its order
+            except IndexError:
+                return
+            self.stats.records_dropped += 1
+            self.stats.drop(1, "buffer full (max_buffered)")
+            return
+        handler = self._pressure
+        if handler is not None:
+            handler()
 
     def fail(self, family: str, exc: BaseException) -> None:
         """Record an internal error: count it, log once, stop tracing ``family``."""

@@ -58,9 +58,17 @@ def _span_context(trace_id: int, span_id: int, flags: int, remote: bool = False)
 
 
 class TracerProviderSink:
-    """Builds SDK spans through a ``TracerProvider`` (the user's, or the global one)."""
+    """Builds SDK spans through a ``TracerProvider`` (the user's, or the global one).
 
-    def __init__(self, provider: trace.TracerProvider | None = None) -> None:
+    The provider's ``BatchSpanProcessor`` drops spans when its queue (2048 by
+    default) is full, and aiotrace delivers in bursts. So after every
+    ``pace`` spans the sink calls ``provider.force_flush()``: the processor
+    exports what it holds, in this (pipeline) thread, before more arrive. A
+    slow exporter then slows the pipeline, and through the buffer's
+    back-pressure the program, instead of losing spans.
+    """
+
+    def __init__(self, provider: trace.TracerProvider | None = None, pace: int = 512) -> None:
         self._explicit = provider
         self._tracer: Any = None
         self._provider: Any = None
@@ -68,6 +76,8 @@ class TracerProviderSink:
         self._lock = threading.Lock()
         self._warned = False
         self._warned_raise = False
+        self._pace = pace
+        self._since_flush = 0
 
     def _resolve(self) -> Any:
         provider = self._explicit or trace.get_tracer_provider()
@@ -109,6 +119,10 @@ class TracerProviderSink:
                     if not self._warned_raise:
                         self._warned_raise = True
                         LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+                self._since_flush += 1
+                if self._since_flush >= self._pace:
+                    self._since_flush = 0
+                    self.flush(30.0)
 
     def _build(self, tracer: Any, draft: SpanDraft) -> None:
         ids = self._ids

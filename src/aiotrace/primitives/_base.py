@@ -19,7 +19,9 @@ creates a ref lazily. The class defaults are patches like any other, so
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+import re
 import sys
 import threading
 import weakref
@@ -66,6 +68,17 @@ else:  # pragma: no cover - a future Python without the dict
 def current_task() -> asyncio.Task[Any] | None:
     """``asyncio.current_task()`` that returns ``None`` instead of raising outside a loop."""
     return tasks_by_loop(running_loop())  # type: ignore[no-any-return]
+
+
+def current_task_name() -> str | None:
+    """Name of the running task, or ``None`` outside any task."""
+    task = tasks_by_loop(running_loop())
+    if task is None:
+        return None
+    try:
+        return task.get_name()  # type: ignore[no-any-return]
+    except Exception:  # a Task subclass with a broken get_name()
+        return None
 
 
 # Owners are frames: ``sys._getframe(1)`` costs ~20 ns where finding the current
@@ -258,6 +271,34 @@ def adopt(child: Any, parent_ref: PrimRef, suffix: str) -> None:
 
 ref_suffix: Final[dict[int, tuple[PrimRef, str]]] = {}
 """Helper primitives named after their owner: pid -> (owner ref, suffix)."""
+
+
+# --------------------------------------------------------------------------
+# Inlining asyncio's slow paths, only when they are the code we know
+# --------------------------------------------------------------------------
+
+
+def normalized_source(func: Any) -> str | None:
+    """``func``'s source without docstrings, comments, indentation or blank lines."""
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return None
+    source = re.sub(r'"""[\s\S]*?"""', "", source)
+    lines = (line.split("#")[0].strip() for line in source.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def source_is(func: Any, known: str) -> bool:
+    """Whether ``func`` is exactly the asyncio code we inline a copy of.
+
+    A patched method that awaits the original pays one coroutine per
+    blocking call. Where asyncio's code has been the same from 3.10 to 3.13
+    the patch runs a copy instead, but only after checking, at instrument
+    time, that the running Python's method is that very code; a future
+    Python that changes it gets the original awaited, not our copy.
+    """
+    return normalized_source(func) == known
 
 
 # --------------------------------------------------------------------------

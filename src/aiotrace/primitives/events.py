@@ -39,6 +39,7 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     ref_of,
+    source_is,
     wait_spanned,
 )
 
@@ -101,6 +102,20 @@ def waker_links(waker: Waker | None, attrs: dict[str, Any]) -> tuple[tuple[str, 
     return ((semconv.LINK_WAKER, span),) if span is not None else ()
 
 
+_KNOWN_EVENT_WAIT: Final = """\
+async def wait(self):
+if self._value:
+return True
+fut = self._get_loop().create_future()
+self._waiters.append(fut)
+try:
+await fut
+return True
+finally:
+self._waiters.remove(fut)"""
+"""CPython's Event.wait, normalized (see ``_base.source_is``): the same 3.10-3.13."""
+
+
 def event_patches() -> list[Patch]:
     """Patches for ``asyncio.Event``."""
     Event = asyncio.Event
@@ -110,8 +125,9 @@ def event_patches() -> list[Patch]:
     orig_set = vars(Event)["set"]
     rec = RECORDER
     enabled = rec.enabled
-    min_wait = int(rec.options.min_wait * 1e9)
+    min_wait = rec.min_wait_ns
     pc = perf_counter_ns
+    inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -132,9 +148,23 @@ def event_patches() -> list[Patch]:
         tracing = enabled[FAMILY_EVENT] and live[0]
         if tracing:
             ahead = len(self._waiters)
-            start_waiting(self, t0)
+            starts = self._aiotrace_starts
+            if starts is None:
+                self._aiotrace_starts = deque((t0,))
+            else:
+                starts.append(t0)
         try:
-            result: bool = await orig_wait(self)
+            if inline_slow_path:
+                # CPython's Event.wait from here on, verified at instrument time.
+                fut = self._get_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    await fut
+                    result = True
+                finally:
+                    self._waiters.remove(fut)
+            else:
+                result = await orig_wait(self)
         except BaseException as exc:
             if tracing:
                 try:
@@ -149,44 +179,52 @@ def event_patches() -> list[Patch]:
                     rec.fail(FAMILY_EVENT, inner)
             raise
         if tracing:
-            try:
-                ref = ref_of(self, semconv.KIND_EVENT)
-                # The wait ended when the event was set; resuming is scheduling.
-                set_at = self._aiotrace_set_at
-                t1 = set_at if set_at >= t0 else pc()
-                if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_SET):
-                    waker = self._aiotrace_waker
-                    if waker is not None and waker[3] != set_at:
-                        waker = None
-                    attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
-                    links = waker_links(waker, attrs)
-                    emit_wait(
-                        semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
-                    )
-            except Exception as exc:
-                rec.fail(FAMILY_EVENT, exc)
+            # The wait ended when the event was set; resuming is scheduling.
+            set_at = self._aiotrace_set_at
+            stats = self._aiotrace_stats
+            if t0 <= set_at < t0 + min_wait and not stats.internal:
+                stats.waits += 1
+                stats.wait_ns += set_at - t0
+                stats.quiet += 1
+            else:
+                try:
+                    ref = ref_of(self, semconv.KIND_EVENT)
+                    t1 = set_at if set_at >= t0 else pc()
+                    if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_SET):
+                        waker = self._aiotrace_waker
+                        if waker is not None and waker[3] != set_at:
+                            waker = None
+                        attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                        links = waker_links(waker, attrs)
+                        emit_wait(
+                            semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
+                        )
+                except Exception as exc:
+                    rec.fail(FAMILY_EVENT, exc)
         return result
 
     @functools.wraps(orig_set)
     def set(self: Any) -> None:  # mirrors Event.set
-        waking = not self._value and bool(self._waiters) and live[0] and enabled[FAMILY_EVENT]
+        waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
         orig_set(self)
         if waking:
-            try:
-                t = self._aiotrace_set_at = pc()
-                woken = len(self._waiters)
-                oldest = oldest_woken(self, None)
-                if oldest is not None and t - oldest >= min_wait:
-                    ref = ref_of(self, semconv.KIND_EVENT)
-                    if not ref.stats.internal:
-                        point = mark_point(
-                            semconv.SPAN_EVENT_SET,
-                            {**prim_attrs(ref), semconv.ATTR_WOKEN: woken},
-                            t,
-                        )
-                        self._aiotrace_waker = (*point[:3], t)
-            except Exception as exc:
-                rec.fail(FAMILY_EVENT, exc)
+            t = self._aiotrace_set_at = pc()
+            starts = self._aiotrace_starts
+            if starts:
+                oldest = starts[0]
+                starts.clear()  # every waiter is woken
+                if t - oldest >= min_wait:
+                    try:
+                        ref = ref_of(self, semconv.KIND_EVENT)
+                        if not ref.stats.internal:
+                            point = mark_point(
+                                semconv.SPAN_EVENT_SET,
+                                {**prim_attrs(ref), semconv.ATTR_WOKEN: len(self._waiters)},
+                                t,
+                            )
+                            self._aiotrace_waker = (*point[:3], t)
+                    except Exception as exc:
+                        rec.fail(FAMILY_EVENT, exc)
 
     return [
         Patch(Event, "_aiotrace_ref", None),

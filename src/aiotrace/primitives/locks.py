@@ -6,26 +6,31 @@ changes as CPython's ``Lock.acquire``/``release`` (identical from 3.10 to
 3.13), plus on entry one clock read and the owner's frame, and on exit one
 clock read, a comparison with ``min_hold`` and a counter increment.
 
-Contended operations pay a little more, still without touching OpenTelemetry
-unless the operation is worth a span:
+Contended operations stay cheap by deciding early what deserves a span:
 
-* a waiter notes when it started and how many were ahead, and gives the
-  current hold an id (so its span, if any, can link to it);
-* a hold that someone waited for but that was shorter than ``min_hold`` is
-  kept in a small per-primitive ring instead of being recorded; if a wait that
-  passes ``min_wait`` links to it, the waiter records it then.
+* a blocked waiter appends its start time to ``_aiotrace_starts`` (FIFO, the
+  order asyncio hands the primitive over in);
+* a release that wakes a waiter knows how long that waiter waited: it leaves
+  a hand-off note for it, keyed by the waiter's start time, holding the
+  release time and, only if the wait reached ``min_wait``, the id of the
+  hold span it records right there;
+* the woken waiter ends its wait at the hand-off (resuming afterwards is
+  scheduling, not waiting), so it makes the very same decision, and its span
+  links to the hold that handed it the primitive.
 
-So at default thresholds a contended hand-off produces no records, while every
-spanned wait still links to the hold that blocked it ("who blocked me?").
+So the release and the wait agree on what is spanned, links never dangle,
+and at default thresholds a contended hand-off records nothing at all.
 
 Ownership: ``_aiotrace_owner`` is the frame of the coroutine holding a Lock
-(see ``_base.owner_frame``); a Semaphore keeps a list of taken permits
-``[t0, owner frame, site, hold id, waiters]``.
+(its task is found from it on demand, see ``_base.task_of_frame``); a
+Semaphore keeps a list of taken permits ``[t0, owner frame, site]``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
 import sys
 from collections import deque
@@ -38,7 +43,9 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture, is_internal_file, user_frame
 from aiotrace.primitives._base import (
+    CancelledError,
     current_task,
+    current_task_name,
     emit_hold,
     emit_wait,
     in_stack,
@@ -47,6 +54,7 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     ref_of,
+    source_is,
     task_name,
     task_of_frame,
     wait_spanned,
@@ -54,45 +62,26 @@ from aiotrace.primitives._base import (
 
 FAMILY_LOCK: Final = "lock"
 FAMILY_SEMAPHORE: Final = "semaphore"
-RING: Final = 64
-"""Short contended holds remembered per primitive, for links from later waits."""
-
-# A remembered hold: (span id, t0, t1, parent span, holder (a name, or the
-# owner frame to name it from later), site, waiters during it, releaser name
-# or None); see _emit_hold.
-_H_ID: Final = 0
 
 
-def _hold_context(owner: Any, caller: Any) -> tuple[Any, Any, str | None]:
-    """(parent span, holder, releaser name if not the holder) at release time.
+def _hold_context(owner: Any, caller: Any) -> tuple[Any, str | None, str | None]:
+    """(parent span, holder name, releaser name if not the holder) at release time.
 
     ``caller`` is the frame that called ``release``/``__aexit__``. When the
     owner frame is on the running stack the holder is releasing its own lock
-    (the usual ``async with``): the parent is the current span, and the holder
-    is named later from it or from the owner frame (see ``_holder_name``).
-    Otherwise another task released it, and the hold is parented under the
-    holder's task span, if it has one.
+    (the usual ``async with``) and the parent is the current span. Otherwise
+    another task released it, and the hold is parented under the holder's
+    task span, if it has one.
     """
     if owner is None or owner is caller or in_stack(owner, caller):
-        return current_span(), owner, None
+        return current_span(), current_task_name(), None
     holder = task_of_frame(owner)
     span = task_span_of(holder)
     return (
         span if span is not None else current_span(),
         task_name(holder),
-        task_name(current_task()),
+        current_task_name(),
     )
-
-
-def _holder_name(holder: Any, parent: Any) -> str | None:
-    """The holder's task name: already a name, or from its task span or owner frame."""
-    if holder is None or isinstance(holder, str):
-        return holder
-    name = getattr(parent, "task_name", None)  # a task span knows its task's name
-    if name is not None:
-        return str(name)
-    task = task_of_frame(holder)
-    return task_name(task) if task is not None else task_name(current_task())
 
 
 def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
@@ -110,16 +99,26 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
     return (code, caller.f_lasti)
 
 
-def _remember(prim: Any, hold: tuple[Any, ...]) -> None:
-    ring = prim._aiotrace_ring
-    if ring is None:
-        ring = prim._aiotrace_ring = deque(maxlen=RING)
-    ring.append(hold)
+def _next_to_wake(starts: Any, handoffs: dict[int, Any]) -> int | None:
+    """Start time of the waiter a release wakes: the oldest not already handed one."""
+    for start in starts:
+        if start not in handoffs:
+            return int(start)
+    return None
 
 
-def _emit_hold(name: str, ref: Any, hold: tuple[Any, ...]) -> None:
-    hid, t0, t1, parent, holder, site, waiters, releaser = hold
-    holder = _holder_name(holder, parent)
+def _record_hold(
+    name: str,
+    ref: Any,
+    t0: int,
+    t1: int,
+    owner: Any,
+    caller: Any,
+    site: Any,
+    waiters: int,
+) -> int:
+    """Emit a hold span record (at release time, in the releasing task); returns its id."""
+    parent, holder, releaser = _hold_context(owner, caller)
     attrs: dict[str, Any] = {}
     if waiters:
         attrs[semconv.ATTR_WAITERS_DURING] = waiters
@@ -127,28 +126,70 @@ def _emit_hold(name: str, ref: Any, hold: tuple[Any, ...]) -> None:
         attrs[semconv.ATTR_RELEASER_TASK] = releaser
     if ref.capacity is not None:
         attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
+    hid = RECORDER.next_id()
     emit_hold(name, ref, hid, t0, t1, parent, holder, site, attrs or None, False)
+    return hid
 
 
-def _record_linked(prim: Any, name: str, ref: Any, hids: list[int]) -> None:
-    """Record remembered holds that a spanned wait links to (each at most once).
-
-    They go out before the wait itself, so links always point backwards in
-    the record stream and the pipeline resolves them in one pass.
-    """
-    ring = prim._aiotrace_ring
-    if not ring:
+def _waited(
+    prim: Any,
+    ref: Any,
+    t0: int,
+    outcome: str,
+    name: str,
+    attrs: dict[str, Any],
+) -> None:
+    """A wait that ended: end it at its hand-off, account for it, span it if long."""
+    starts = prim._aiotrace_starts
+    if starts:
+        if starts[0] == t0:
+            starts.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                starts.remove(t0)
+    handoffs = prim._aiotrace_handoffs
+    handoff = handoffs.pop(t0, None) if handoffs else None
+    if handoff is not None and outcome == semconv.OUTCOME_ACQUIRED:
+        hid, t1 = handoff
+    else:
+        hid, t1 = None, perf_counter_ns()
+    if ref.stats.internal or not wait_spanned(ref, t0, t1, outcome):
         return
-    for hold in list(ring):
-        if hold[_H_ID] in hids:
-            ring.remove(hold)
-            _emit_hold(name, ref, hold)
-            prim._aiotrace_stats.quiet -= 1
+    links: tuple[tuple[str, Any], ...] = ()
+    if hid is not None:
+        # The pipeline names the holder (task, site) from this hold's span.
+        links = ((semconv.LINK_HANDOFF, hid),)
+    emit_wait(name, ref, t0, t1, outcome, attrs, links)
 
 
 # ==========================================================================
 # Lock
 # ==========================================================================
+
+# CPython's Lock.acquire, without docstring, comments or indentation: the same
+# text from 3.10 to 3.13. Our acquire() inlines its slow path only if the
+# running Python's is this exact code; otherwise it awaits the original.
+_KNOWN_LOCK_ACQUIRE: Final = """\
+async def acquire(self):
+if (not self._locked and (self._waiters is None or
+all(w.cancelled() for w in self._waiters))):
+self._locked = True
+return True
+if self._waiters is None:
+self._waiters = collections.deque()
+fut = self._get_loop().create_future()
+self._waiters.append(fut)
+try:
+try:
+await fut
+finally:
+self._waiters.remove(fut)
+except exceptions.CancelledError:
+if not self._locked:
+self._wake_up_first()
+raise
+self._locked = True
+return True"""
 
 
 def lock_patches() -> list[Patch]:
@@ -160,16 +201,18 @@ def lock_patches() -> list[Patch]:
     orig_release = vars(Lock)["release"]
     rec = RECORDER
     enabled = rec.enabled
-    next_id = rec.next_id
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
+    inline_slow_path = source_is(orig_acquire, _KNOWN_LOCK_ACQUIRE)
     mixin = asyncio.locks._ContextManagerMixin
     # acquire() called from an __aenter__ (ours for a Lock, asyncio's for a
-    # Condition): the owner is that __aenter__'s caller.
-    via_aenter: set[Any] = {mixin.__aenter__.__code__}
+    # Condition): the owner is that __aenter__'s caller. (Compared by
+    # identity: hashing a code object hashes its bytecode.)
+    mixin_code = mixin.__aenter__.__code__
+    aenter_code: Any = None
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -191,7 +234,7 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0 = pc()
             if live[0]:
                 frame = getframe(1)
-                if frame.f_code in via_aenter:
+                if frame.f_code is aenter_code or frame.f_code is mixin_code:
                     self._aiotrace_owner = frame.f_back
                 else:
                     # An explicit acquire() may be released far away: remember
@@ -199,121 +242,123 @@ def lock_patches() -> list[Patch]:
                     self._aiotrace_owner = frame
                     self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
             return True
-        # Contended: note what the wait span would need, cheaply, then wait.
+        # Contended: queue our start time, then wait.
         t0 = pc()
         tracing = enabled[FAMILY_LOCK] and live[0]
         if tracing:
             ahead = len(waiters) if waiters else 0
-            blocker_hid = self._aiotrace_hid
-            if blocker_hid is None:
-                blocker_hid = self._aiotrace_hid = next_id()
-            self._aiotrace_nw += 1
+            starts = self._aiotrace_starts
+            if starts is None:
+                self._aiotrace_starts = deque((t0,))
+            else:
+                starts.append(t0)
         try:
-            result: bool = await orig_acquire(self)
+            if inline_slow_path:
+                # CPython's Lock.acquire from here on, verified identical at
+                # instrument time (see _base.source_is): one coroutine
+                # less per contended acquire than awaiting the original.
+                if self._waiters is None:
+                    self._waiters = collections.deque()
+                fut = self._get_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    try:
+                        await fut
+                    finally:
+                        self._waiters.remove(fut)
+                except CancelledError:
+                    if not self._locked:
+                        self._wake_up_first()
+                    raise
+                self._locked = True
+                result = True
+            else:
+                result = await orig_acquire(self)
         except BaseException as exc:
             if tracing:
                 try:
-                    t1 = pc()
-                    ref = ref_of(self, semconv.KIND_LOCK)
-                    outcome = outcome_of(exc, current_task())
-                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
-                        span_wait(self, ref, t0, t1, outcome, ahead, blocker_hid, None)
+                    _waited(
+                        self,
+                        ref_of(self, semconv.KIND_LOCK),
+                        t0,
+                        outcome_of(exc, current_task()),
+                        semconv.SPAN_LOCK_ACQUIRE,
+                        {semconv.ATTR_WAITERS_AHEAD: ahead},
+                    )
                 except Exception as inner:
                     rec.fail(FAMILY_LOCK, inner)
             raise
         t1 = self._aiotrace_t0 = pc()
         if tracing:
             frame = getframe(1)
-            if frame.f_code in via_aenter:
+            if frame.f_code is aenter_code or frame.f_code is mixin_code:
                 self._aiotrace_owner = frame.f_back
             else:
                 self._aiotrace_owner = frame
                 self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
-            handoff = self._aiotrace_last_hid
-            queued = len(self._waiters)
-            if queued:
-                # Our hold starts contended: the queued waiters will link to it.
-                self._aiotrace_hid = next_id()
-                self._aiotrace_nw = queued
+            # The common case inline: we were handed the lock and did not wait long.
+            handoffs = self._aiotrace_handoffs
+            handoff = handoffs.get(t0) if handoffs else None
             stats = self._aiotrace_stats
-            waited = t1 - t0
-            stats.waits += 1
-            stats.wait_ns += waited
-            if waited < min_wait:
+            if handoff is not None and handoff[0] is None and not stats.internal:
+                del handoffs[t0]
+                starts = self._aiotrace_starts
+                if starts[0] == t0:
+                    starts.popleft()
+                else:
+                    starts.remove(t0)
+                stats.waits += 1
+                stats.wait_ns += handoff[1] - t0
                 stats.quiet += 1
-            elif not stats.internal:
+            else:
                 try:
-                    if waited > stats.max_wait_ns:
-                        stats.max_wait_ns = waited
-                    ref = ref_of(self, semconv.KIND_LOCK)
-                    span_wait(
-                        self, ref, t0, t1, semconv.OUTCOME_ACQUIRED, ahead, blocker_hid, handoff
+                    _waited(
+                        self,
+                        ref_of(self, semconv.KIND_LOCK),
+                        t0,
+                        semconv.OUTCOME_ACQUIRED,
+                        semconv.SPAN_LOCK_ACQUIRE,
+                        {semconv.ATTR_WAITERS_AHEAD: ahead},
                     )
                 except Exception as exc:
                     rec.fail(FAMILY_LOCK, exc)
         return result
 
-    def span_wait(
-        self: Any,
-        ref: Any,
-        t0: int,
-        t1: int,
-        outcome: str,
-        ahead: int,
-        blocker_hid: int,
-        handoff: int | None,
-    ) -> None:
-        # The blocker's task and site are filled in by the pipeline from the
-        # hold span this links to: it is always recorded before this wait.
-        links: tuple[tuple[str, Any], ...] = ((semconv.LINK_BLOCKER, blocker_hid),)
-        if handoff is not None and handoff != blocker_hid:
-            links += ((semconv.LINK_HANDOFF, handoff),)
-        _record_linked(self, hold_name, ref, [hid for _, hid in links])
-        emit_wait(
-            semconv.SPAN_LOCK_ACQUIRE,
-            ref,
-            t0,
-            t1,
-            outcome,
-            {semconv.ATTR_WAITERS_AHEAD: ahead},
-            links,
-        )
-
-    def hold_end(self: Any, t0: int, t1: int, owner: Any) -> None:
-        hid = self._aiotrace_hid
-        self._aiotrace_hid = None
-        if hid is not None:
-            self._aiotrace_last_hid = hid
+    def hold_end(self: Any, t0: int, t1: int, owner: Any, starts: Any) -> None:
+        """The slow release: the hold was long, or someone is waiting for the lock."""
         if not enabled[FAMILY_LOCK]:
             return
         try:
-            nw = self._aiotrace_nw
-            self._aiotrace_nw = 0
             stats = self._aiotrace_stats
             if t0 == 0 or stats.internal:
                 return  # acquired before instrumentation, or asyncio's own lock
             stats.holds += 1
             dt = t1 - t0
-            caller = getframe(2)
-            parent, holder, releaser = _hold_context(owner, caller)
-            hold = (
-                hid if hid is not None else next_id(),
-                t0,
-                t1,
-                parent,
-                holder,
-                _site_at_release(self._aiotrace_asite, t0, caller),
-                nw,
-                releaser,
-            )
-            if dt < min_hold:
-                # Short but waited for: keep it in case a spanned wait links to it.
+            handoffs = self._aiotrace_handoffs
+            if handoffs is None:
+                handoffs = self._aiotrace_handoffs = {}
+            woken = _next_to_wake(starts, handoffs) if starts else None
+            long_wait = woken is not None and t1 - woken >= min_wait
+            if dt < min_hold and not long_wait:
                 stats.quiet += 1
-                _remember(self, hold)
+                if woken is not None:
+                    handoffs[woken] = (None, t1)
                 return
             if dt > stats.max_hold_ns:
                 stats.max_hold_ns = dt
-            _emit_hold(hold_name, ref_of(self, semconv.KIND_LOCK), hold)
+            caller = getframe(2)
+            hid = _record_hold(
+                hold_name,
+                ref_of(self, semconv.KIND_LOCK),
+                t0,
+                t1,
+                owner,
+                caller,
+                _site_at_release(self._aiotrace_asite, t0, caller),
+                len(starts) if starts else 0,
+            )
+            if woken is not None:
+                handoffs[woken] = (hid if long_wait else None, t1)
         except Exception as exc:
             rec.fail(FAMILY_LOCK, exc)
 
@@ -328,10 +373,11 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
-            if t1 - t0 < min_hold and self._aiotrace_hid is None:
+            starts = self._aiotrace_starts
+            if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
             else:
-                hold_end(self, t0, t1, owner)
+                hold_end(self, t0, t1, owner, starts)
         else:
             raise RuntimeError("Lock is not acquired.")
 
@@ -360,24 +406,35 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
-            if t1 - t0 < min_hold and self._aiotrace_hid is None:
-                self._aiotrace_stats.n += 1
-            else:
-                hold_end(self, t0, t1, owner)
+            starts = self._aiotrace_starts
+            if t1 - t0 < min_hold:
+                if not starts:
+                    self._aiotrace_stats.n += 1
+                    return
+                # Short hold handed to a waiter that has not waited long: the
+                # common contended case, settled here without a call.
+                head = starts[0]
+                handoffs = self._aiotrace_handoffs
+                if handoffs is not None and head not in handoffs and t1 - head < min_wait:
+                    stats = self._aiotrace_stats
+                    if t0 and enabled[FAMILY_LOCK] and not stats.internal:
+                        handoffs[head] = (None, t1)
+                        stats.holds += 1
+                        stats.quiet += 1
+                        return
+            hold_end(self, t0, t1, owner, starts)
         else:
             self.release()
 
-    via_aenter.add(cast(Any, __aenter__).__code__)
+    aenter_code = cast("Any", __aenter__).__code__
     return [
         Patch(Lock, "_aiotrace_ref", None),
         Patch(Lock, "_aiotrace_stats", preexisting_stats(semconv.KIND_LOCK)),
         Patch(Lock, "_aiotrace_t0", 0),
         Patch(Lock, "_aiotrace_owner", None),
-        Patch(Lock, "_aiotrace_hid", None),
-        Patch(Lock, "_aiotrace_nw", 0),
-        Patch(Lock, "_aiotrace_last_hid", None),
         Patch(Lock, "_aiotrace_asite", None),
-        Patch(Lock, "_aiotrace_ring", None),
+        Patch(Lock, "_aiotrace_starts", None),
+        Patch(Lock, "_aiotrace_handoffs", None),
         Patch(Lock, "__init__", __init__),
         Patch(Lock, "acquire", acquire),
         Patch(Lock, "release", release),
@@ -390,8 +447,8 @@ def lock_patches() -> list[Patch]:
 # Semaphore and BoundedSemaphore
 # ==========================================================================
 
-# A taken permit is a small list, cheaper to build than an object.
-_P_T0, _P_OWNER, _P_SITE, _P_HID, _P_NW = range(5)
+# A taken permit: [t0, owner frame, site].
+_P_T0, _P_OWNER, _P_SITE = range(3)
 
 
 def semaphore_patches() -> list[Patch]:
@@ -410,11 +467,15 @@ def semaphore_patches() -> list[Patch]:
     orig_release = vars(Semaphore)["release"]
     rec = RECORDER
     enabled = rec.enabled
-    next_id = rec.next_id
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
     getframe = sys._getframe
+    mixin_aenter_code = asyncio.locks._ContextManagerMixin.__aenter__.__code__
+    # Frames between the user and our release() (compared by identity: code
+    # equality compares bytecode).
+    mixin_aexit_code = asyncio.locks._ContextManagerMixin.__aexit__.__code__
+    bounded_release_code = vars(Bounded)["release"].__code__
 
     def _kind(self: Any) -> str:
         if isinstance(self, Bounded):
@@ -435,18 +496,19 @@ def semaphore_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
 
-    def take(self: Any, t0: int, frame: Any) -> list[Any]:
-        # ``frame`` is the acquirer; for ``async with sem`` it is asyncio's
-        # __aenter__, so the user frame is found above it.
-        if frame is not None and is_internal_file(frame.f_code.co_filename):
+    def take(self: Any, t0: int, frame: Any) -> None:
+        # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
+        # ``async with sem``, whose caller is then the user.
+        if frame.f_code is mixin_aenter_code:
+            frame = frame.f_back
+        elif is_internal_file(frame.f_code.co_filename):
             frame = user_frame(2)
-        permit = [t0, frame, None if frame is None else (frame.f_code, frame.f_lasti), None, 0]
+        permit = [t0, frame, None if frame is None else (frame.f_code, frame.f_lasti)]
         permits = self._aiotrace_permits
         if permits is None:
             self._aiotrace_permits = [permit]
         else:
             permits.append(permit)
-        return permit
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:
@@ -455,96 +517,84 @@ def semaphore_patches() -> list[Patch]:
             if live[0]:
                 take(self, pc(), getframe(1))
             return True
-        # Contended: note what the wait span would need, cheaply, then wait.
+        # Contended: queue our start time, then wait.
         t0 = pc()
         tracing = enabled[FAMILY_SEMAPHORE] and live[0]
         if tracing:
             waiters = self._waiters
             ahead = len(waiters) if waiters else 0
             value = self._value
-            permits = list(self._aiotrace_permits or ())
-            for permit in permits:
-                if permit[_P_HID] is None:
-                    permit[_P_HID] = next_id()
-                permit[_P_NW] += 1
+            starts = self._aiotrace_starts
+            if starts is None:
+                self._aiotrace_starts = deque((t0,))
+            else:
+                starts.append(t0)
         try:
             result: bool = await orig_acquire(self)
         except BaseException as exc:
             if tracing:
                 try:
-                    t1 = pc()
                     ref = ref_of(self, _kind(self))
-                    outcome = outcome_of(exc, current_task())
-                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
-                        span_wait(self, ref, t0, t1, outcome, ahead, value, permits, None)
+                    _waited(
+                        self,
+                        ref,
+                        t0,
+                        outcome_of(exc, current_task()),
+                        _names(ref.kind)[0],
+                        wait_attrs(ref, ahead, value),
+                    )
                 except Exception as inner:
                     rec.fail(FAMILY_SEMAPHORE, inner)
             raise
         t1 = pc()
         if tracing:
+            frame = getframe(1)
             handoffs = self._aiotrace_handoffs
-            handoff = handoffs.popleft() if handoffs else None
+            handoff = handoffs.get(t0) if handoffs else None
             stats = self._aiotrace_stats
-            waited = t1 - t0
-            stats.waits += 1
-            stats.wait_ns += waited
-            if waited < min_wait:
+            if handoff is not None and handoff[0] is None and not stats.internal:
+                del handoffs[t0]
+                starts = self._aiotrace_starts
+                if starts[0] == t0:
+                    starts.popleft()
+                else:
+                    starts.remove(t0)
+                stats.waits += 1
+                stats.wait_ns += handoff[1] - t0
                 stats.quiet += 1
-            elif not stats.internal:
+            else:
                 try:
-                    if waited > stats.max_wait_ns:
-                        stats.max_wait_ns = waited
                     ref = ref_of(self, _kind(self))
-                    span_wait(
-                        self, ref, t0, t1, semconv.OUTCOME_ACQUIRED, ahead, value, permits, handoff
+                    _waited(
+                        self,
+                        ref,
+                        t0,
+                        semconv.OUTCOME_ACQUIRED,
+                        _names(ref.kind)[0],
+                        wait_attrs(ref, ahead, value),
                     )
                 except Exception as exc:
                     rec.fail(FAMILY_SEMAPHORE, exc)
-            permit = take(self, t1, getframe(1))
-            queued = len(self._waiters)
-            if queued:
-                permit[_P_HID] = next_id()
-                permit[_P_NW] = queued
+            take(self, t1, frame)
         return result
 
-    def span_wait(
-        self: Any,
-        ref: Any,
-        t0: int,
-        t1: int,
-        outcome: str,
-        ahead: int,
-        value: int,
-        holders: list[list[Any]],
-        handoff: int | None,
-    ) -> None:
+    def wait_attrs(ref: Any, ahead: int, value: int) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             semconv.ATTR_WAITERS_AHEAD: ahead,
             semconv.ATTR_SEMAPHORE_VALUE: max(value, 0),
         }
         if ref.capacity is not None:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
-        # Name the tasks that held permits when we began: from the holds
-        # remembered in the ring, from the frames of those still holding, or
-        # (an int) from the hold span already recorded, which the pipeline knows.
-        ring = {hold[_H_ID]: _holder_name(hold[4], hold[3]) for hold in self._aiotrace_ring or ()}
-        names: list[Any] = []
-        for permit in holders:
-            name = ring.get(permit[_P_HID]) or task_name(task_of_frame(permit[_P_OWNER]))
-            names.append(name if name is not None else permit[_P_HID])
-        if names:
-            attrs[semconv.ATTR_HOLDERS] = tuple(names)
-        blocker_hid = holders[0][_P_HID] if holders else None
-        links: tuple[tuple[str, Any], ...] = ()
-        if blocker_hid is not None:
-            links += ((semconv.LINK_BLOCKER, blocker_hid),)
-        if handoff is not None and handoff != blocker_hid:
-            links += ((semconv.LINK_HANDOFF, handoff),)
-        _record_linked(self, _names(ref.kind)[1], ref, [hid for _, hid in links])
-        emit_wait(_names(ref.kind)[0], ref, t0, t1, outcome, attrs, links)
+        return attrs
 
     def released(self: Any, t1: int, woke: bool, permits: list[Any]) -> None:
-        caller = getframe(2)
+        caller: Any = getframe(2)
+        # Through ``async with`` (asyncio's __aexit__) or BoundedSemaphore.release:
+        # the user's frame is above.
+        while caller is not None and (
+            caller.f_code is mixin_aexit_code or caller.f_code is bounded_release_code
+        ):
+            caller = caller.f_back
         # The releasing coroutine gives back its own permit if it holds one,
         # else the oldest is taken to be the one released.
         index = 0
@@ -560,50 +610,55 @@ def semaphore_patches() -> list[Patch]:
                 index += 1
             else:
                 index = 0
-        permit = permits.pop(index)
-        hid = permit[_P_HID]
-        if woke:
-            if hid is None:
-                hid = permit[_P_HID] = next_id()
-            handoffs = self._aiotrace_handoffs
-            if handoffs is None:
-                handoffs = self._aiotrace_handoffs = deque(maxlen=4096)
-            handoffs.append(hid)
-        t0 = permit[_P_T0]
+        t0, owner, site = permits.pop(index)
         dt = t1 - t0
         stats = self._aiotrace_stats
-        if dt < min_hold and hid is None:
-            stats.n += 1
+        woken = None
+        long_wait = False
+        if woke:
+            handoffs = self._aiotrace_handoffs
+            if handoffs is None:
+                handoffs = self._aiotrace_handoffs = {}
+            starts = self._aiotrace_starts
+            woken = _next_to_wake(starts, handoffs) if starts else None
+            long_wait = woken is not None and t1 - woken >= min_wait
+        if dt < min_hold and not long_wait:
+            if woken is not None:
+                handoffs[woken] = (None, t1)
+                stats.quiet += 1
+                stats.holds += 1
+            else:
+                stats.n += 1
             return
         stats.holds += 1
         if stats.internal:
             return
-        parent, holder, releaser = _hold_context(permit[_P_OWNER], caller)
-        hold = (
-            hid if hid is not None else next_id(),
-            t0,
-            t1,
-            parent,
-            holder,
-            permit[_P_SITE] if permit[_P_SITE] is not None else capture(),
-            permit[_P_NW],
-            releaser,
-        )
-        if dt < min_hold:
-            stats.quiet += 1
-            _remember(self, hold)
-            return
         if dt > stats.max_hold_ns:
             stats.max_hold_ns = dt
         ref = ref_of(self, _kind(self))
-        _emit_hold(_names(ref.kind)[1], ref, hold)
+        starts = self._aiotrace_starts
+        hid = _record_hold(
+            _names(ref.kind)[1],
+            ref,
+            t0,
+            t1,
+            owner,
+            caller,
+            site if site is not None else capture(),
+            len(starts) if starts else 0,
+        )
+        if woken is not None:
+            handoffs[woken] = (hid if long_wait else None, t1)
 
     @functools.wraps(orig_release)
     def release(self: Any) -> None:
         if not live[0]:
             return orig_release(self)  # type: ignore[no-any-return]  # returns None
-        waiters = self._waiters
-        woke = bool(waiters) and any(not w.done() for w in waiters)
+        woke = False
+        for waiter in self._waiters or ():
+            if not waiter.done():
+                woke = True
+                break
         orig_release(self)
         permits = self._aiotrace_permits
         if permits and enabled[FAMILY_SEMAPHORE]:
@@ -617,8 +672,8 @@ def semaphore_patches() -> list[Patch]:
         Patch(Semaphore, "_aiotrace_ref", None),
         Patch(Semaphore, "_aiotrace_stats", preexisting_stats(semconv.KIND_SEMAPHORE)),
         Patch(Semaphore, "_aiotrace_permits", None),
+        Patch(Semaphore, "_aiotrace_starts", None),
         Patch(Semaphore, "_aiotrace_handoffs", None),
-        Patch(Semaphore, "_aiotrace_ring", None),
         Patch(Semaphore, "__init__", __init__),
         Patch(Semaphore, "acquire", acquire),
         Patch(Semaphore, "release", release),

@@ -1,0 +1,70 @@
+"""Nothing is lost silently: spans reach a default BatchSpanProcessor, or are counted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import aiotrace
+
+
+class Counting(SpanExporter):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+async def _storm(rounds: int) -> None:
+    lock = asyncio.Lock()
+
+    async def worker() -> None:
+        for _ in range(rounds):
+            async with lock:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(10)))
+
+
+def test_default_batch_processor_loses_nothing() -> None:
+    """A lock storm through a default-sized BatchSpanProcessor delivers every span built."""
+    exporter = Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # default queue: 2048
+    aiotrace.instrument(provider, min_wait=0, min_hold=0, flush_interval=5.0)
+    try:
+        asyncio.run(_storm(1000))  # 10,000 holds and about as many waits
+        aiotrace.flush()
+        provider.force_flush()
+        stats = aiotrace.stats()
+    finally:
+        aiotrace.uninstrument()
+        provider.shutdown()
+    assert stats.spans_built > 15_000
+    assert stats.spans_dropped == 0
+    assert exporter.count == stats.spans_built
+
+
+def test_bounded_buffer_counts_exactly_what_it_drops() -> None:
+    """With max_buffered set, records beyond the bound are dropped and counted, not lost."""
+    exporter = Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 20))
+    aiotrace.instrument(provider, min_wait=0, min_hold=0, flush_interval=3600, max_buffered=1000)
+    try:
+        asyncio.run(_storm(300))
+        aiotrace.flush()
+        provider.force_flush()
+        stats = aiotrace.stats()
+    finally:
+        aiotrace.uninstrument()
+        provider.shutdown()
+    assert exporter.count == stats.spans_built
+    assert stats.spans_dropped == stats.dropped_reasons["buffer full (max_buffered)"] > 0
+    assert stats.spans_built + stats.spans_dropped >= 5000
