@@ -29,15 +29,19 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import aiotrace
 
-from .workloads import WORKLOADS, Workload
+from .workloads import WORKLOADS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .workloads import Workload
 
 
 class Discard(SpanExporter):
@@ -143,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("|" + "---|" * (2 + len(modes) - 1))
         for name, result in rows:
             cells = " | ".join(
-                f"{result[m]['ratio']:.2f}× ({result[m]['spans']} spans)" for m in modes[1:]
+                f"{result[m]['ratio']:.2f}× ({result[m]['spans']} spans)"  # noqa: RUF001  # intended sign
+                for m in modes[1:]
             )
             print(f"| {name} | {result['bare']['us_per_op']:.2f} | {cells} |")
     return 0

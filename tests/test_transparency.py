@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from aiotrace.testing import Captured
+from aiotrace.testing import Captured, capture_spans
 
 
 def test_types_reprs_and_signatures_are_unchanged(traced: Captured) -> None:
@@ -72,7 +72,28 @@ def test_errors_are_exactly_asyncios(traced: Captured) -> None:
     asyncio.run(main())
 
 
-def test_fifo_wakeup_order_is_kept(traced: Captured) -> None:
+@pytest.fixture(params=["inlined", "awaited"])
+def slow_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run with asyncio's slow paths inlined (verified source) and with the originals awaited."""
+    if request.param == "awaited":
+        from aiotrace.primitives import events, locks
+
+        monkeypatch.setattr(locks, "source_is", lambda func, known: False)
+        monkeypatch.setattr(events, "source_is", lambda func, known: False)
+    return str(request.param)
+
+
+def test_inlined_slow_paths_match_this_python() -> None:
+    """The asyncio code aiotrace inlines is exactly this Python's (else it would await it)."""
+    from aiotrace.primitives import events, locks
+    from aiotrace.primitives._base import source_is
+
+    assert source_is(asyncio.Lock.acquire, locks._KNOWN_LOCK_ACQUIRE)
+    assert source_is(asyncio.Event.wait, events._KNOWN_EVENT_WAIT)
+    assert not source_is(asyncio.Lock.release, locks._KNOWN_LOCK_ACQUIRE)
+
+
+def test_fifo_wakeup_order_is_kept(slow_paths: str) -> None:
     """Waiters are served in arrival order, for locks, semaphores and conditions."""
 
     async def main() -> dict[str, list[int]]:
@@ -104,7 +125,10 @@ def test_fifo_wakeup_order_is_kept(traced: Captured) -> None:
         await asyncio.gather(*waiters)
         return order
 
-    assert asyncio.run(main()) == {k: [0, 1, 2, 3, 4] for k in ("lock", "sem", "cond")}
+    with capture_spans(min_wait=0, min_hold=0) as captured:
+        assert asyncio.run(main()) == {k: [0, 1, 2, 3, 4] for k in ("lock", "sem", "cond")}
+    waits = [s for s in captured.spans if s.name == "asyncio.Lock.acquire"]
+    assert len(waits) >= 4  # the slow path was taken and traced either way
 
 
 def test_importing_patches_nothing() -> None:

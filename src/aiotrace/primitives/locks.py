@@ -217,6 +217,12 @@ def lock_patches() -> list[Patch]:
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)
+        # Set in __init__, the fast path's attributes join the instance's
+        # shared key layout, which keeps every attribute access on the lock
+        # (asyncio's own included) on CPython's fast path.
+        self._aiotrace_t0 = 0
+        self._aiotrace_owner = None
+        self._aiotrace_starts = None
         if enabled[FAMILY_LOCK]:
             try:
                 on_create(self, semconv.KIND_LOCK)
