@@ -44,7 +44,7 @@ def test_barrier_parties_link_to_the_releasing_arrival(traced: Captured) -> None
         assert wait.span.end_time == p2.span.start_time
     assert p0.duration >= 2 * DELAY * 0.9
     # The Barrier's own Condition and Lock are asyncio internals: no spans of their own.
-    assert {s.name for s in traced.spans} == {semconv.SPAN_BARRIER_WAIT}
+    assert {s.name for s in traced.primitive_spans} == {semconv.SPAN_BARRIER_WAIT}
 
 
 @needs_barrier
@@ -62,7 +62,8 @@ def test_barrier_abort_breaks_waiters(traced: Captured) -> None:
     asyncio.run(main())
     (wait,) = traced.named(semconv.SPAN_BARRIER_WAIT)
     assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_BROKEN
-    (abort,) = traced.named(semconv.SPAN_BARRIER_ABORT)
+    ((aborter, abort),) = traced.events(semconv.SPAN_BARRIER_ABORT)
+    assert aborter.name == semconv.SPAN_TASK
     assert abort[semconv.ATTR_WAITERS_DURING] == 1
 
 
@@ -138,8 +139,9 @@ def test_blocked_put_and_join(traced: Captured) -> None:
     assert join[semconv.ATTR_OUTCOME] == semconv.OUTCOME_JOINED
     assert join[semconv.ATTR_QUEUE_UNFINISHED] == 1
     assert join[semconv.ATTR_WAKER_TASK] == "worker"
-    (done,) = traced.named(semconv.SPAN_QUEUE_TASK_DONE)
-    assert join.links == [(done.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+    ((worker, _),) = traced.events(semconv.SPAN_QUEUE_TASK_DONE)
+    assert worker[semconv.ATTR_TASK_NAME] == "worker"
+    assert join.links == [(worker.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
     assert join.duration >= DELAY * 0.9  # the first task_done() emptied it
 
 
@@ -158,5 +160,5 @@ def test_queue_shutdown_ends_blocked_gets(traced: Captured) -> None:
     asyncio.run(main())
     (get,) = traced.named(semconv.SPAN_QUEUE_GET)
     assert get[semconv.ATTR_OUTCOME] == semconv.OUTCOME_SHUTDOWN
-    (shutdown,) = traced.named(semconv.SPAN_QUEUE_SHUTDOWN)
+    ((_, shutdown),) = traced.events(semconv.SPAN_QUEUE_SHUTDOWN)
     assert shutdown[semconv.ATTR_QUEUE_SIZE] == 0

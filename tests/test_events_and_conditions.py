@@ -14,39 +14,62 @@ from tests.conftest import line_of
 DELAY = 0.02
 
 
-def test_event_waiters_link_to_the_setter(traced: Captured) -> None:
-    """Two tasks wait for an event; both wait spans end at set() and link to it."""
+async def _two_waiters_one_setter() -> None:
+    ready = asyncio.Event()
 
-    async def main() -> None:
-        ready = asyncio.Event()
+    async def waiter() -> None:
+        await ready.wait()  # event-wait
 
-        async def waiter() -> None:
-            await ready.wait()  # event-wait
+    tasks = [asyncio.create_task(waiter(), name=f"waiter{i}") for i in range(2)]
+    await asyncio.sleep(DELAY)
+    ready.set()  # event-set
+    await asyncio.gather(*tasks)
+    await ready.wait()  # already set: no span
 
-        tasks = [asyncio.create_task(waiter(), name=f"waiter{i}") for i in range(2)]
-        await asyncio.sleep(DELAY)
-        ready.set()  # event-set
-        await asyncio.gather(*tasks)
-        await ready.wait()  # already set: no span
 
-    asyncio.run(main())
-    (setter,) = traced.named(semconv.SPAN_EVENT_SET)
+def test_event_waiters_link_to_the_setters_task(traced: Captured) -> None:
+    """Two tasks wait for an event: set() is an event on the setter's task span, and both
+    waits end at set() and link to that span."""
+    asyncio.run(_two_waiters_one_setter())
+    ((setter, event),) = traced.events(semconv.SPAN_EVENT_SET)
+    assert setter.name == semconv.SPAN_TASK
+    assert setter[semconv.ATTR_TASK_COROUTINE] == "_two_waiters_one_setter"
+    assert event[semconv.ATTR_WOKEN] == 2
+    assert event[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-set")
     waits = traced.named(semconv.SPAN_EVENT_WAIT)
     assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["waiter0", "waiter1"]
-    assert setter[semconv.ATTR_WOKEN] == 2
-    assert setter[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-set")
-    assert setter.duration == 0
+    set_at = setter.span.events[0].timestamp
     for wait in waits:
         assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_SET
         assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-wait")
         assert wait.links == [(setter.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
-        assert (
-            wait[semconv.ATTR_WAKER_SITE]
-            == f"{os.path.basename(__file__)}:{line_of('# event-set')}"
+        assert wait[semconv.ATTR_WAKER_TASK] == setter[semconv.ATTR_TASK_NAME]
+        assert wait[semconv.ATTR_WAKER_SITE] == (
+            f"{os.path.basename(__file__)}:{line_of('# event-set')}"
         )
-        assert wait.span.end_time == setter.span.start_time
+        assert wait.span.end_time == set_at
         assert wait.duration >= DELAY * 0.9
+        # Each wait nests under its own task's span.
+        assert (
+            traced.by_id()[wait.parent_id][semconv.ATTR_TASK_NAME] == wait[semconv.ATTR_TASK_NAME]
+        )
     assert waits[1][semconv.ATTR_WAITERS_AHEAD] == 1
+
+
+def test_event_set_outside_any_span_is_a_point_span() -> None:
+    """With no span current (task spans off), set() becomes a zero-length span to link to."""
+    with capture_spans(min_wait=0, tasks=False) as captured:
+        asyncio.run(_two_waiters_one_setter())
+        spans = captured.spans
+    (setter,) = [s for s in spans if s.name == semconv.SPAN_EVENT_SET]
+    assert setter.duration == 0
+    assert setter[semconv.ATTR_WOKEN] == 2
+    assert setter[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# event-set")
+    waits = [s for s in spans if s.name == semconv.SPAN_EVENT_WAIT]
+    assert len(waits) == 2
+    for wait in waits:
+        assert wait.links == [(setter.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+        assert wait.span.end_time == setter.span.start_time
 
 
 def test_event_set_is_an_event_on_the_setters_span() -> None:
@@ -107,20 +130,24 @@ async def _producer_consumer() -> list[int]:
 def test_condition_waits_end_when_notified(traced: Captured) -> None:
     """Condition waits end at notify(), link to the notifier; re-locking is the lock's span."""
     assert asyncio.run(_producer_consumer()) == [1, 2]
-    notifies = traced.named(semconv.SPAN_CONDITION_NOTIFY)
+    notifies = traced.events(semconv.SPAN_CONDITION_NOTIFY)
     waits = traced.named(semconv.SPAN_CONDITION_WAIT)
-    assert [n[semconv.ATTR_WOKEN] for n in notifies] == [1, 1]
-    assert notifies[0][semconv.ATTR_CONDITION_NOTIFY_N] == 1
-    assert semconv.ATTR_CONDITION_NOTIFY_N not in notifies[1].attributes  # notify_all
-    assert notifies[0][semconv.ATTR_CODE_LINE_NUMBER] == line_of("# cond-notify")
+    assert [attrs[semconv.ATTR_WOKEN] for _, attrs in notifies] == [1, 1]
+    producer = notifies[0][0]
+    assert {span.span_id for span, _ in notifies} == {producer.span_id}
+    assert producer[semconv.ATTR_TASK_NAME] == "producer"
+    assert notifies[0][1][semconv.ATTR_CONDITION_NOTIFY_N] == 1
+    assert semconv.ATTR_CONDITION_NOTIFY_N not in notifies[1][1]  # notify_all
+    assert notifies[0][1][semconv.ATTR_CODE_LINE_NUMBER] == line_of("# cond-notify")
     assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["consumer1", "consumer2"]
-    for wait, notify in zip(waits, notifies, strict=True):
+    notified_at = [event.timestamp for event in producer.span.events]
+    for wait, when in zip(waits, notified_at, strict=True):
         assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_NOTIFIED
         assert wait[semconv.ATTR_CONDITION_PREDICATE] is True
         assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# cond-wait")
-        assert wait.links == [(notify.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+        assert wait.links == [(producer.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
         assert wait[semconv.ATTR_WAKER_TASK] == "producer"
-        assert wait.span.end_time == notify.span.start_time
+        assert wait.span.end_time == when
     # The condition's own lock is named after the condition.
     created = line_of("# cond-created")
     lock_spans = [s for s in traced.spans if s.name.startswith("asyncio.Lock")]

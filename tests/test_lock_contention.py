@@ -91,7 +91,7 @@ def test_uncontended_short_holds_are_counted_not_spanned() -> None:
         before = aiotrace.stats()
         asyncio.run(main())
         after = aiotrace.stats()
-        assert captured.spans == []
+        assert captured.primitive_spans == []
     assert after.operations - before.operations == 100
     assert after.below_threshold - before.below_threshold == 100
 
@@ -105,7 +105,7 @@ def test_long_uncontended_hold_is_spanned_without_waiters(traced: Captured) -> N
             await asyncio.sleep(0.01)
 
     asyncio.run(main())
-    (hold,) = traced.spans
+    (hold,) = traced.primitive_spans
     assert hold.name == semconv.SPAN_LOCK_HOLD
     assert semconv.ATTR_WAITERS_DURING not in hold.attributes
     assert traced.named(semconv.SPAN_LOCK_ACQUIRE) == []

@@ -72,5 +72,12 @@ def test_opentelemetry_instrument_traces_an_unmodified_program(tmp_path: Path) -
         obj, index = decoder.raw_decode(text, start)
         spans.append(obj)
     names = sorted(span["name"] for span in spans)
-    assert names == ["asyncio.Lock.acquire", "asyncio.Lock.hold", "asyncio.Lock.hold"]
+    assert names == [
+        "asyncio.Lock.acquire",
+        "asyncio.Lock.hold",
+        "asyncio.Lock.hold",
+        "asyncio.Task",  # main()
+        "asyncio.Task",  # the two workers gather() made
+        "asyncio.Task",
+    ]
     assert all(span["resource"]["attributes"]["service.name"] == "demo" for span in spans)

@@ -24,7 +24,7 @@ def test_primitive_created_before_instrument_is_traced() -> None:
 
     with capture_spans(min_wait=0, min_hold=0) as captured:
         asyncio.run(main())
-        spans = captured.spans
+        spans = captured.primitive_spans
     assert sorted(s.name for s in spans) == [
         semconv.SPAN_LOCK_ACQUIRE,
         semconv.SPAN_LOCK_HOLD,
@@ -45,7 +45,7 @@ def test_class_imported_before_instrument_is_traced() -> None:
 
     with capture_spans(min_hold=0) as captured:
         asyncio.run(main())
-        assert [s.name for s in captured.spans] == [semconv.SPAN_LOCK_HOLD]
+        assert [s.name for s in captured.primitive_spans] == [semconv.SPAN_LOCK_HOLD]
 
 
 def test_lock_held_across_instrument_has_no_bogus_hold() -> None:
@@ -56,7 +56,7 @@ def test_lock_held_across_instrument_has_no_bogus_hold() -> None:
         await lock.acquire()
         with capture_spans(min_hold=0) as captured:
             lock.release()
-            assert captured.spans == []
+            assert captured.primitive_spans == []
             assert not lock.locked()
 
     asyncio.run(main())
@@ -73,5 +73,7 @@ def test_event_made_early_wakes_waiters() -> None:
 
     with capture_spans(min_wait=0) as captured:
         asyncio.run(main())
-        names = sorted(s.name for s in captured.spans)
-    assert names == [semconv.SPAN_EVENT_SET, semconv.SPAN_EVENT_WAIT]
+        names = sorted(s.name for s in captured.primitive_spans)
+        setters = captured.events(semconv.SPAN_EVENT_SET)
+    assert names == [semconv.SPAN_EVENT_WAIT]
+    assert len(setters) == 1

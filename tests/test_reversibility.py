@@ -99,4 +99,4 @@ def test_spans_recorded_before_uninstrument_are_delivered() -> None:
 
     with capture_spans(min_hold=0, flush_interval=3600) as captured:
         asyncio.run(main())
-    assert [s.name for s in captured.spans] == [semconv.SPAN_LOCK_HOLD]
+    assert [s.name for s in captured.primitive_spans] == [semconv.SPAN_LOCK_HOLD]

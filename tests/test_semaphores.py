@@ -74,9 +74,9 @@ def test_bounded_semaphore_has_its_own_span_names(traced: Captured) -> None:
             sem.release()
 
     asyncio.run(main())
-    names = {s.name for s in traced.spans}
+    names = {s.name for s in traced.primitive_spans}
     assert names == {semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE, semconv.SPAN_BOUNDED_SEMAPHORE_HOLD}
-    for span in traced.spans:
+    for span in traced.primitive_spans:
         assert span[semconv.ATTR_PRIMITIVE_KIND] == semconv.KIND_BOUNDED_SEMAPHORE
         assert span[semconv.ATTR_SEMAPHORE_CAPACITY] == 1
 

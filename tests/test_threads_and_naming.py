@@ -43,7 +43,7 @@ def test_two_loops_in_two_threads(traced: Captured) -> None:
     for thread in threads:
         thread.join()
     assert results == {"a": ["a0", "a1", "a2"], "b": ["b0", "b1", "b2"]}
-    spans = traced.spans
+    spans = traced.primitive_spans
     by_id = {s.span_id: s for s in spans}
     for tag in "ab":
         mine = [s for s in spans if s[semconv.ATTR_PRIMITIVE_NAME] == f"lock-{tag}"]
@@ -96,7 +96,7 @@ def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured
             await asyncio.sleep(0.002)
 
     asyncio.run(main())
-    names = {s.name: s[semconv.ATTR_PRIMITIVE_NAME] for s in traced.spans}
+    names = {s.name: s[semconv.ATTR_PRIMITIVE_NAME] for s in traced.primitive_spans}
     assert names == {semconv.SPAN_SEMAPHORE_HOLD: "db-pool", semconv.SPAN_LOCK_HOLD: "jobs.lock"}
 
 

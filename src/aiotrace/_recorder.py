@@ -67,6 +67,9 @@ class Options:
     """Spans for futures created by user code, and for tasks awaiting them."""
     internal_futures: bool = False
     """Also trace futures created inside asyncio itself (sleep, lock waiters, streams)."""
+    internal_tasks: bool = False
+    """Also give a span to tasks running asyncio's own coroutines (``asyncio.run``'s
+    clean-up, ``to_thread``, a bare ``asyncio.sleep``)."""
     internal_primitives: bool = False
     """Also trace primitives asyncio creates for itself (a Barrier's Condition, ...)."""
     primitives: tuple[str, ...] = PRIMITIVE_FAMILIES

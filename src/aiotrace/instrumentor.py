@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def build_patches(options: Options) -> list[Patch]:
     """The patches ``options`` asks for, in application order."""
-    from aiotrace.primitives import barriers, events, locks, queues
+    from aiotrace.primitives import barriers, events, locks, queues, tasks
     from aiotrace.primitives._timeouts import timeout_patches
 
     families = set(options.primitives)
@@ -45,6 +45,10 @@ def build_patches(options: Options) -> list[Patch]:
         patches += barriers.barrier_patches()
     if "queue" in families:
         patches += queues.queue_patches()
+    if options.tasks:
+        patches += tasks.task_patches()
+    if options.futures:
+        patches += tasks.future_patches()
     if families or options.tasks or options.futures:
         patches += timeout_patches()
     return patches
@@ -58,6 +62,9 @@ def _flush_at_exit() -> None:
     pipeline = AiotraceInstrumentor._pipeline
     if pipeline is not None:
         try:
+            from aiotrace.primitives import tasks
+
+            tasks.report_pending()
             pipeline.flush(timeout=10.0)
         except Exception as exc:  # exiting: report, never raise
             RECORDER.fail("pipeline", exc)
@@ -98,8 +105,11 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
             patches.apply()
             pipeline.start()
         except BaseException:
+            from aiotrace.primitives import tasks
+
             RECORDER.disable_all()
             retire_all()
+            tasks.retire_futures()
             patches.revert()
             raise
         type(self)._patches = patches
@@ -109,8 +119,12 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
     def _uninstrument(self, **kwargs: Any) -> None:
         patches, pipeline = type(self)._patches, type(self)._pipeline
         type(self)._patches = type(self)._pipeline = None
+        from aiotrace.primitives import tasks
+
+        tasks.report_pending()  # futures never resolved: reported, not forgotten
         RECORDER.disable_all()
         retire_all()
+        tasks.retire_futures()
         try:
             if patches is not None:
                 patches.revert()

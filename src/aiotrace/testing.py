@@ -20,8 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aiotrace import _api
+from aiotrace import _api, semconv
 from aiotrace.exceptions import AiotraceError
+
+_TASK_AND_FUTURE = frozenset({semconv.SPAN_TASK, semconv.SPAN_FUTURE, semconv.SPAN_FUTURE_WAIT})
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -59,6 +61,11 @@ class CapturedSpan:
         """``(linked span id, link attributes)`` pairs."""
         return [(link.context.span_id, dict(link.attributes or {})) for link in self.span.links]
 
+    @property
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(name, attributes)`` of this span's events, in order."""
+        return [(e.name, dict(e.attributes or {})) for e in self.span.events]
+
     def __getitem__(self, key: str) -> Any:
         return self.attributes[key]
 
@@ -81,9 +88,23 @@ class Captured:
         _api.flush()
         return [CapturedSpan(s) for s in self._exporter.get_finished_spans()]
 
+    @property
+    def primitive_spans(self) -> list[CapturedSpan]:
+        """Spans of locks, semaphores, events, conditions, barriers and queues only."""
+        return [s for s in self.spans if s.name not in _TASK_AND_FUTURE]
+
+    @property
+    def task_spans(self) -> list[CapturedSpan]:
+        """The ``asyncio.Task`` spans."""
+        return self.named(semconv.SPAN_TASK)
+
     def named(self, *names: str) -> list[CapturedSpan]:
         """Spans with one of ``names``."""
         return [s for s in self.spans if s.name in names]
+
+    def events(self, name: str) -> list[tuple[CapturedSpan, dict[str, Any]]]:
+        """Every span event called ``name`` (a ``set()``, a ``notify()``), with its span."""
+        return [(s, attrs) for s in self.spans for event, attrs in s.events if event == name]
 
     def by_id(self) -> dict[int, CapturedSpan]:
         """Spans keyed by span id."""

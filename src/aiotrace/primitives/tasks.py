@@ -1,0 +1,733 @@
+"""Tasks and futures: a span per task that everything it does nests under, and
+a span per user future from creation to resolution, with who resolved it.
+
+Tasks
+    ``create_task`` is patched on the event loop classes (``BaseEventLoop``, and
+    uvloop's ``Loop`` when uvloop is installed), which every way of making a
+    task goes through: ``asyncio.create_task``, ``ensure_future``, ``gather``,
+    ``TaskGroup``, ``wait_for``, ``asyncio.run``, and a task factory the user
+    installed, before or after instrumenting, since ``create_task`` is what
+    calls it. The coroutine is never wrapped: the task is the user's, with
+    the user's coroutine.
+
+    The task's span is a :class:`TaskSpan`: an OpenTelemetry ``Span`` whose
+    ids are chosen at creation and which is made current inside the task by
+    setting OpenTelemetry's context variable in the context the task copies.
+    So everything the task does (our spans, the user's spans) nests under it
+    before it even ends. When the task finishes, a done callback hands the
+    TaskSpan to the pipeline, which builds the real span with those ids. The
+    callback is hidden from ``repr(task)``.
+
+Futures
+    ``loop.create_future()`` called by user code returns a :class:`TracedFuture`,
+    a subclass of asyncio's ``Future`` that records its resolution (who, where,
+    when) and the tasks that awaited it. ``asyncio.Future`` itself (the name in
+    the ``asyncio`` package) is bound to it while instrumented, so that
+    ``asyncio.Future()`` in user code is traced too; a metaclass keeps
+    ``isinstance(x, asyncio.Future)`` true for every asyncio future, as before.
+    Futures asyncio creates for itself (sleep, lock waiters, streams) stay
+    plain unless ``internal_futures=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sys
+import traceback
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+
+from aiotrace import semconv
+from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
+from aiotrace._patching import Patch
+from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
+from aiotrace._sites import capture, is_asyncio_file, is_internal_file
+from aiotrace.primitives._base import (
+    CancelledError,
+    PrimRef,
+    current_task,
+    current_task_name,
+    live_flag,
+    mark_point,
+    outcome_of,
+    preexisting_stats,
+    stats_for,
+    wait_spanned,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from opentelemetry.util import types
+
+FAMILY_TASK: Final = "task"
+FAMILY_FUTURE: Final = "future"
+
+_SAMPLED: Final = int(TraceFlags.SAMPLED)
+_ROOT_FLAGS: Final = _SAMPLED | int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
+
+
+class TaskSpan(trace.Span):
+    """The span of a task while it runs: current inside the task, built when it ends.
+
+    Its ids exist from creation, so children can name it as their parent. What
+    the user records on it (``trace.get_current_span().set_attribute(...)``
+    inside the task) is kept and merged into the built span.
+    """
+
+    __slots__ = (
+        "_context",
+        "attributes",
+        "coroutine",
+        "end_ns",
+        "events",
+        "exception",
+        "flags",
+        "links",
+        "name",
+        "outcome",
+        "parent_id",
+        "parent_remote",
+        "parent_task",
+        "site",
+        "span_id",
+        "start_ns",
+        "status",
+        "status_description",
+        "task_name",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        parent_id: int,
+        parent_remote: bool,
+        start_ns: int,
+    ) -> None:
+        self.name = semconv.SPAN_TASK
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.flags = flags
+        self.parent_id = parent_id
+        self.parent_remote = parent_remote
+        self.start_ns = start_ns
+        self.end_ns = 0
+        self._context: SpanContext | None = None
+        self.attributes: dict[str, Any] | None = None
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.links: list[tuple[int, int, int, dict[str, Any]]] | None = None
+        self.status: StatusCode | None = None
+        self.status_description: str | None = None
+        self.task_name: str | None = None
+        self.parent_task: str | None = None
+        self.coroutine: str | None = None
+        self.site: Any = None
+        self.outcome: str | None = None
+        self.exception: BaseException | None = None
+
+    # -- opentelemetry.trace.Span --------------------------------------
+    def get_span_context(self) -> SpanContext:
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = SpanContext(
+                self.trace_id, self.span_id, is_remote=False, trace_flags=TraceFlags(self.flags)
+            )
+        return ctx
+
+    def is_recording(self) -> bool:
+        return not self.end_ns
+
+    def end(self, end_time: int | None = None) -> None:
+        """Ignored: a task span ends when its task does."""
+
+    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if self.end_ns:
+            return
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
+
+    def add_event(
+        self,
+        name: str,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+    ) -> None:
+        if self.end_ns:
+            return
+        if self.events is None:
+            self.events = []
+        when = timestamp if timestamp is not None else RECORDER.to_epoch(perf_counter_ns())
+        self.events.append((name, when, dict(attributes or {})))
+
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        if self.end_ns or not context.is_valid:
+            return
+        if self.links is None:
+            self.links = []
+        self.links.append(
+            (context.trace_id, context.span_id, int(context.trace_flags), dict(attributes or {}))
+        )
+
+    def update_name(self, name: str) -> None:
+        if not self.end_ns:
+            self.name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self.end_ns:
+            return
+        if isinstance(status, Status):
+            self.status, self.status_description = status.status_code, status.description
+        else:
+            self.status, self.status_description = status, description
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        attrs = _exception_attributes(exception)
+        attrs.update(attributes or {})
+        self.add_event(semconv.EVENT_EXCEPTION, attrs, timestamp)
+
+    def __repr__(self) -> str:
+        return f"TaskSpan({self.task_name!r}, span_id={self.span_id:016x})"
+
+    # -- building ------------------------------------------------------
+    def to_draft(self, assembler: Any) -> Any:
+        """The finished span, for the pipeline (see ``_assemble.Assembler``)."""
+        from aiotrace._assemble import STATUS_ERROR, SpanDraft
+
+        rec = RECORDER
+        draft = SpanDraft(
+            self.name,
+            self.trace_id,
+            self.span_id,
+            rec.to_epoch(self.start_ns),
+            rec.to_epoch(self.end_ns),
+        )
+        draft.parent_id = self.parent_id
+        draft.parent_remote = self.parent_remote
+        draft.flags = self.flags
+        attrs = draft.attributes
+        if self.task_name is not None:
+            attrs[semconv.ATTR_TASK_NAME] = self.task_name
+        if self.coroutine is not None:
+            attrs[semconv.ATTR_TASK_COROUTINE] = self.coroutine
+        if self.parent_task is not None:
+            attrs[semconv.ATTR_TASK_PARENT] = self.parent_task
+        label = None
+        if self.site is not None:
+            from aiotrace._sites import SITES
+
+            site = SITES.resolve(self.site)
+            label = site.label
+            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = site.function
+            attrs[semconv.ATTR_CODE_FILE_PATH] = site.path
+            attrs[semconv.ATTR_CODE_LINE_NUMBER] = site.line
+        if self.outcome is not None:
+            attrs[semconv.ATTR_OUTCOME] = self.outcome
+        if self.attributes:
+            attrs.update(self.attributes)
+        if self.events:
+            draft.events.extend(self.events)
+        if self.exception is not None:
+            draft.events.append(
+                (semconv.EVENT_EXCEPTION, draft.end, _exception_attributes(self.exception))
+            )
+            draft.status = STATUS_ERROR
+            draft.status_description = f"{type(self.exception).__name__}: {self.exception}"
+        if self.status is StatusCode.ERROR:
+            draft.status = STATUS_ERROR
+            draft.status_description = self.status_description
+        if self.links:
+            draft.links.extend(self.links)
+        assembler.remember(self.span_id, self.trace_id, self.flags, self.task_name, label)
+        rec.stats.spans_built += 1
+        return draft
+
+
+def _exception_attributes(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    module = cls.__module__
+    return {
+        semconv.ATTR_EXCEPTION_TYPE: cls.__qualname__
+        if module in ("builtins", "__main__")
+        else f"{module}.{cls.__qualname__}",
+        semconv.ATTR_EXCEPTION_MESSAGE: str(exc),
+        semconv.ATTR_EXCEPTION_STACKTRACE: "".join(
+            traceback.format_exception(cls, exc, exc.__traceback__)
+        ),
+    }
+
+
+def start_task_span(coro: Any) -> TaskSpan | None:
+    """A span for a task about to be created, child of the current span."""
+    parent = current_span()
+    if parent is None:
+        span = TaskSpan(
+            _new_trace_id(), RECORDER.next_id(), _ROOT_FLAGS, 0, False, perf_counter_ns()
+        )
+    else:
+        if type(parent) is TaskSpan:
+            ids = (parent.trace_id, parent.span_id, parent.flags, False)
+        else:
+            ids = ids_of(parent)  # type: ignore[assignment]
+        if ids is None:
+            span = TaskSpan(
+                _new_trace_id(), RECORDER.next_id(), _ROOT_FLAGS, 0, False, perf_counter_ns()
+            )
+        elif not ids[2] & _SAMPLED:
+            return None  # the trace is not sampled: let the context flow as it is
+        else:
+            span = TaskSpan(ids[0], RECORDER.next_id(), ids[2], ids[1], ids[3], perf_counter_ns())
+        if type(parent) is TaskSpan:
+            span.parent_task = parent.task_name
+    span.coroutine = getattr(coro, "__qualname__", None)
+    span.site = capture()
+    return span
+
+
+def _new_trace_id() -> int:
+    import random
+
+    return random.getrandbits(128) or 1
+
+
+def _task_done(task: Any) -> None:
+    """Done callback of every traced task: end its span and hand it to the pipeline."""
+    span = TASK_SPANS.pop(id(task), None)
+    if span is None or span.end_ns:
+        return
+    try:
+        span.end_ns = perf_counter_ns()
+        with contextlib.suppress(Exception):  # a Task subclass with a broken get_name()
+            span.task_name = task.get_name()
+        if task.cancelled():
+            span.outcome = semconv.OUTCOME_CANCELLED
+        else:
+            # ``_exception``, not ``exception()``: reading it does not mark the
+            # exception as retrieved, so "exception was never retrieved" is
+            # still logged exactly as without aiotrace.
+            exc = getattr(task, "_exception", None)
+            if exc is not None:
+                span.outcome = semconv.OUTCOME_RAISED
+                span.exception = exc
+            else:
+                span.outcome = semconv.OUTCOME_COMPLETED
+        RECORDER.emit((R_TASK, span))
+    except Exception as exc:
+        RECORDER.fail(FAMILY_TASK, exc)
+
+
+def task_patches() -> list[Patch]:
+    """Patches that give every task a span, on every event loop class we know."""
+    if _CONTEXT_VAR is None:  # pragma: no cover - a non-contextvars OpenTelemetry runtime
+        RECORDER.fail(
+            FAMILY_TASK,
+            RuntimeError("OpenTelemetry's runtime context is not contextvars-based"),
+        )
+        return []
+    var = _CONTEXT_VAR
+    live = live_flag()
+    rec = RECORDER
+    enabled = rec.enabled
+    include_internal = rec.options.internal_tasks
+
+    def make(orig: Any) -> Any:
+        @functools.wraps(orig)
+        def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+            if not (live[0] and enabled[FAMILY_TASK]):
+                return orig(self, coro, *args, **kwargs)
+            code = getattr(coro, "cr_code", None)
+            if code is not None and not include_internal and is_asyncio_file(code.co_filename):
+                # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
+                return orig(self, coro, *args, **kwargs)
+            try:
+                span = start_task_span(coro)
+            except Exception as exc:
+                rec.fail(FAMILY_TASK, exc)
+                span = None
+            if span is None:
+                return orig(self, coro, *args, **kwargs)
+            current = var.get()
+            ctx = Context(current)
+            dict.__setitem__(ctx, SPAN_KEY, span)
+            context = kwargs.get("context")
+            if context is None:
+                token = var.set(ctx)
+                try:
+                    task = orig(self, coro, *args, **kwargs)
+                finally:
+                    var.reset(token)
+            else:
+                # If that context is running right now, it cannot be entered:
+                # the task then nests under its creator's span instead.
+                with contextlib.suppress(RuntimeError):
+                    context.run(var.set, ctx)
+                task = orig(self, coro, *args, **kwargs)
+            try:
+                span.task_name = task.get_name()
+                if task.done():  # an eager task (3.12+) that finished in create_task
+                    TASK_SPANS[id(task)] = span
+                    _task_done(task)
+                else:
+                    TASK_SPANS[id(task)] = span
+                    task.add_done_callback(_task_done)
+            except Exception as exc:
+                rec.fail(FAMILY_TASK, exc)
+            return task
+
+        return create_task
+
+    patches = [
+        Patch(
+            asyncio.BaseEventLoop, "create_task", make(vars(asyncio.BaseEventLoop)["create_task"])
+        )
+    ]
+    uvloop_loop = _uvloop_loop()
+    if uvloop_loop is not None:
+        patches.append(Patch(uvloop_loop, "create_task", make(uvloop_loop.create_task)))
+    patches.append(_repr_patch())
+    return patches
+
+
+def _uvloop_loop() -> Any:
+    """uvloop's Python-level ``Loop`` class, if uvloop is installed."""
+    import importlib.util
+
+    if "uvloop" not in sys.modules and importlib.util.find_spec("uvloop") is None:
+        return None
+    try:
+        import uvloop
+    except Exception:  # a broken install must not break instrumentation
+        return None
+    loop = getattr(uvloop, "Loop", None)
+    return loop if isinstance(loop, type) else None
+
+
+def _repr_patch() -> Patch:
+    """Hide our done callback from ``repr(task)``, which lists callbacks as ``cb=[...]``."""
+    base_futures = asyncio.base_futures
+    orig = vars(base_futures)["_future_repr_info"]
+    format_callbacks = base_futures._format_callbacks
+
+    @functools.wraps(orig)
+    def _future_repr_info(future: Any) -> list[str]:
+        info: list[str] = orig(future)
+        callbacks = future._callbacks
+        if callbacks and any(entry[0] is _task_done for entry in callbacks):
+            shown = format_callbacks(callbacks)
+            mine = [entry for entry in callbacks if entry[0] is not _task_done]
+            if shown in info:
+                index = info.index(shown)
+                if mine:
+                    info[index] = format_callbacks(mine)
+                else:
+                    del info[index]
+        return info
+
+    return Patch(base_futures, "_future_repr_info", _future_repr_info)
+
+
+# ==========================================================================
+# Futures
+# ==========================================================================
+
+_CFuture: Final[type] = asyncio.futures.Future
+
+
+class _FutureMeta(type):
+    """Keeps ``isinstance(x, asyncio.Future)`` meaning what it meant before."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        if cls is TracedFuture:
+            return isinstance(instance, _CFuture)
+        return type.__instancecheck__(cls, instance)
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        if cls is TracedFuture:
+            return issubclass(subclass, _CFuture)
+        return type.__subclasscheck__(cls, subclass)
+
+
+class _FutureState:
+    """What a traced future remembers until it resolves."""
+
+    __slots__ = ("creator", "parent", "site", "span_id", "t0", "waiters")
+
+    def __init__(self, t0: int, span_id: int, parent: Any, creator: str | None, site: Any) -> None:
+        self.t0 = t0
+        self.span_id = span_id
+        self.parent = parent
+        self.creator = creator
+        self.site = site
+        self.waiters = 0
+
+
+PENDING: Final[dict[int, tuple[_FutureState, PrimRef]]] = {}
+"""Traced futures not resolved yet: ``id(future)`` -> (state, ref). No reference to the future."""
+
+_FUTURE_LIVE: list[bool] = [False]
+
+
+class TracedFuture(_CFuture, metaclass=_FutureMeta):  # type: ignore[misc]  # _CFuture is a C type
+    """An ``asyncio.Future`` that records who resolved it, and who waited for it."""
+
+    __slots__ = ("_aiotrace_ref", "_aiotrace_resolved", "_aiotrace_state", "_aiotrace_stats")
+
+    def __init__(self, *, loop: Any = None) -> None:
+        super().__init__(loop=loop)
+        if _FUTURE_LIVE[0] and RECORDER.enabled[FAMILY_FUTURE]:
+            try:
+                _future_created(self)
+            except Exception as exc:
+                RECORDER.fail(FAMILY_FUTURE, exc)
+
+    def set_result(self, result: Any, /) -> None:
+        super().set_result(result)
+        _future_resolved(self, semconv.OUTCOME_RESULT)
+
+    def set_exception(self, exception: Any, /) -> None:
+        super().set_exception(exception)
+        _future_resolved(self, semconv.OUTCOME_EXCEPTION)
+
+    def cancel(self, msg: Any = None) -> bool:
+        cancelled: bool = super().cancel(msg)
+        if cancelled:
+            _future_resolved(self, semconv.OUTCOME_CANCELLED)
+        return cancelled
+
+    def __await__(self) -> Any:
+        if self.done() or not _FUTURE_LIVE[0]:
+            return (yield from super().__await__())
+        t0 = perf_counter_ns()
+        state = getattr(self, "_aiotrace_state", None)
+        if state is not None:
+            state.waiters += 1
+        try:
+            result = yield from super().__await__()
+        except BaseException as exc:
+            _future_waited(
+                self,
+                t0,
+                outcome_of(exc, current_task())
+                if isinstance(exc, CancelledError)
+                else semconv.OUTCOME_EXCEPTION,
+            )
+            raise
+        _future_waited(self, t0, semconv.OUTCOME_RESULT)
+        return result
+
+    __iter__ = __await__
+
+    def __del__(self) -> None:
+        try:
+            if _FUTURE_LIVE[0] and not self.done():
+                _future_resolved(self, semconv.OUTCOME_COLLECTED)
+        except Exception:  # a finaliser never raises
+            pass
+        super().__del__()
+
+
+TracedFuture.__name__ = TracedFuture.__qualname__ = "Future"
+TracedFuture.__module__ = "asyncio.futures"
+
+
+def _future_created(fut: TracedFuture) -> None:
+    raw = capture()
+    stats = stats_for(semconv.KIND_FUTURE, raw, False)
+    ref = PrimRef(semconv.KIND_FUTURE, raw, stats)
+    fut._aiotrace_ref = ref
+    fut._aiotrace_stats = stats
+    state = _FutureState(
+        perf_counter_ns(), RECORDER.next_id(), current_span(), current_task_name(), raw
+    )
+    fut._aiotrace_state = state
+    PENDING[id(fut)] = (state, ref)
+
+
+def _future_resolved(fut: TracedFuture, outcome: str) -> None:
+    """Record the future's span: from creation to now, resolved by the calling task."""
+    state = getattr(fut, "_aiotrace_state", None)
+    if state is None or not RECORDER.enabled[FAMILY_FUTURE]:
+        return
+    try:
+        fut._aiotrace_state = None
+        entry = PENDING.pop(id(fut), None)
+        ref = entry[1] if entry is not None else getattr(fut, "_aiotrace_ref", None)
+        t = perf_counter_ns()
+        attrs: dict[str, Any] = {
+            semconv.ATTR_FUTURE_ID: ref.pid if ref is not None else 0,
+            semconv.ATTR_FUTURE_TIME_TO_RESOLVE: (t - state.t0) / 1e6,
+            semconv.ATTR_FUTURE_WAITERS: state.waiters,
+        }
+        links: tuple[tuple[str, Any], ...] = ()
+        if outcome in (semconv.OUTCOME_COLLECTED, semconv.OUTCOME_PENDING):
+            pass  # nobody resolved it
+        else:
+            # The resolver's call, as an event on its span; our span links to it.
+            point = mark_point(
+                semconv.SPAN_FUTURE_RESOLVE,
+                {
+                    semconv.ATTR_PRIMITIVE_KIND: semconv.KIND_FUTURE,
+                    semconv.ATTR_FUTURE_ID: attrs[semconv.ATTR_FUTURE_ID],
+                    semconv.ATTR_OUTCOME: outcome,
+                },
+                t,
+            )
+            if point[1] is not None:
+                attrs[semconv.ATTR_WAKER_TASK] = point[1]
+            if point[2] is not None:
+                attrs[semconv.ATTR_WAKER_SITE] = point[2]
+            if point[0] is not None:
+                links = ((semconv.LINK_WAKER, point[0]),)
+            fut._aiotrace_resolved = (state.span_id, t, point[1], point[2])
+        if ref is not None:
+            ref.stats.holds += 1
+        RECORDER.emit(
+            (
+                R_SPAN,
+                semconv.SPAN_FUTURE,
+                state.t0,
+                t,
+                state.span_id,
+                state.parent,
+                state.creator,
+                state.site,
+                ref,
+                outcome,
+                attrs,
+                links,
+            )
+        )
+    except Exception as exc:
+        RECORDER.fail(FAMILY_FUTURE, exc)
+
+
+def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
+    """A task's ``await future`` ended: span it (linked to the future's span) if long enough."""
+    if not RECORDER.enabled[FAMILY_FUTURE]:
+        return
+    try:
+        ref = getattr(fut, "_aiotrace_ref", None)
+        if ref is None:
+            return
+        resolved = getattr(fut, "_aiotrace_resolved", None)
+        t1 = resolved[1] if resolved is not None and resolved[1] >= t0 else perf_counter_ns()
+        if not wait_spanned(ref, t0, t1, outcome):
+            return
+        attrs: dict[str, Any] = {semconv.ATTR_FUTURE_ID: ref.pid}
+        links: tuple[tuple[str, Any], ...] = ()
+        if resolved is not None:
+            links = ((semconv.LINK_FUTURE, resolved[0]),)
+            if resolved[2] is not None:
+                attrs[semconv.ATTR_WAKER_TASK] = resolved[2]
+            if resolved[3] is not None:
+                attrs[semconv.ATTR_WAKER_SITE] = resolved[3]
+        from aiotrace.primitives._base import emit_wait
+
+        emit_wait(semconv.SPAN_FUTURE_WAIT, ref, t0, t1, outcome, attrs, links)
+    except Exception as exc:
+        RECORDER.fail(FAMILY_FUTURE, exc)
+
+
+def report_pending() -> int:
+    """At shutdown: emit a span for every traced future still pending; returns how many."""
+    count = 0
+    for key in list(PENDING):
+        entry = PENDING.pop(key, None)
+        if entry is None:
+            continue
+        state, ref = entry
+        t = perf_counter_ns()
+        RECORDER.emit(
+            (
+                R_SPAN,
+                semconv.SPAN_FUTURE,
+                state.t0,
+                t,
+                state.span_id,
+                state.parent,
+                state.creator,
+                state.site,
+                ref,
+                semconv.OUTCOME_PENDING,
+                {
+                    semconv.ATTR_FUTURE_ID: ref.pid,
+                    semconv.ATTR_FUTURE_WAITERS: state.waiters,
+                },
+                (),
+            )
+        )
+        count += 1
+    return count
+
+
+def future_patches() -> list[Patch]:
+    """``loop.create_future()`` from user code, and ``asyncio.Future``, give traced futures."""
+    rec = RECORDER
+    include_internal = rec.options.internal_futures
+    getframe = sys._getframe
+
+    def make(orig: Any) -> Any:
+        @functools.wraps(orig)
+        def create_future(self: Any) -> Any:
+            if (
+                _FUTURE_LIVE[0]
+                and rec.enabled[FAMILY_FUTURE]
+                and (include_internal or not is_internal_file(getframe(1).f_code.co_filename))
+            ):
+                return TracedFuture(loop=self)
+            return orig(self)
+
+        return create_future
+
+    patches = [
+        Patch(
+            asyncio.BaseEventLoop,
+            "create_future",
+            make(vars(asyncio.BaseEventLoop)["create_future"]),
+        ),
+        Patch(asyncio, "Future", TracedFuture),
+    ]
+    uvloop_loop = _uvloop_loop()
+    if uvloop_loop is not None:
+        patches.append(Patch(uvloop_loop, "create_future", make(uvloop_loop.create_future)))
+    _FUTURE_LIVE[0] = True
+    return patches
+
+
+def retire_futures() -> None:
+    """After uninstrument(): traced futures still around behave as plain ones."""
+    _FUTURE_LIVE[0] = False
+    PENDING.clear()
+
+
+__all__ = [
+    "PENDING",
+    "TaskSpan",
+    "TracedFuture",
+    "future_patches",
+    "preexisting_stats",
+    "report_pending",
+    "retire_futures",
+    "start_task_span",
+    "task_patches",
+]
