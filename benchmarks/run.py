@@ -62,7 +62,9 @@ MODES: dict[str, dict[str, Any] | None] = {
 }
 
 
-def run_once(workload: Workload, n: int, options: dict[str, Any] | None) -> tuple[float, int, int]:
+def run_once(
+    workload: Workload, n: int, options: dict[str, Any] | None, traced: dict[str, Any]
+) -> tuple[float, int, int]:
     """Seconds per operation for one run, plus spans exported and operations done."""
     exporter = Discard()
     if options is not None:
@@ -70,7 +72,7 @@ def run_once(workload: Workload, n: int, options: dict[str, Any] | None) -> tupl
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=1 << 20, max_export_batch_size=4096)
         )
-        aiotrace.instrument(provider, tasks=False, futures=False, **options)
+        aiotrace.instrument(provider, **traced, **options)
     gc.collect()
     try:
         start = time.perf_counter()
@@ -87,17 +89,17 @@ def run_once(workload: Workload, n: int, options: dict[str, Any] | None) -> tupl
 
 
 def measure(
-    name: str, workload: Workload, n: int, modes: Sequence[str], reps: int
+    workload: Workload, n: int, traced: dict[str, Any], modes: Sequence[str], reps: int
 ) -> dict[str, dict[str, float]]:
     """Interleaved repetitions of every mode; returns median per-op time and ratio per mode."""
     times: dict[str, list[float]] = {m: [] for m in modes}
     ratios: dict[str, list[float]] = {m: [] for m in modes}
     spans: dict[str, int] = dict.fromkeys(modes, 0)
-    run_once(workload, n // 10, None)  # warm up imports and caches
+    run_once(workload, n // 10, None, traced)  # warm up imports and caches
     for _ in range(reps):
         this_rep: dict[str, float] = {}
         for mode in modes:
-            per_op, exported, _ = run_once(workload, n, MODES[mode])
+            per_op, exported, _ = run_once(workload, n, MODES[mode], traced)
             this_rep[mode] = per_op
             times[mode].append(per_op)
             spans[mode] = exported
@@ -134,8 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rows = []
     for name in chosen:
-        workload, n = WORKLOADS[name]
-        result = measure(name, workload, int(n * args.scale), modes, args.reps)
+        workload, n, traced = WORKLOADS[name]
+        result = measure(workload, int(n * args.scale), traced, modes, args.reps)
         rows.append((name, result))
         cells = "  ".join(
             f"{m} {result[m]['us_per_op']:.2f}us x{result[m]['ratio']:.2f}" for m in modes

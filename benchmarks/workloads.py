@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 Workload = Callable[[int], Awaitable[int]]
 
@@ -110,10 +111,16 @@ async def ensure_future_of_future(n: int) -> int:
     return n
 
 
-WORKLOADS: dict[str, tuple[Workload, int]] = {
-    "uncontended lock (async with)": (uncontended_lock, 40_000),
-    "contended lock, 10 tasks": (contended_lock, 20_000),
-    "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000),
-    "Event fan-out to 10": (event_fan_out, 20_000),
+PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
+TASKS: dict[str, Any] = {"tasks": True, "futures": True}
+
+WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
+    "uncontended lock (async with)": (uncontended_lock, 40_000, PRIMITIVES),
+    "contended lock, 10 tasks": (contended_lock, 20_000, PRIMITIVES),
+    "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000, PRIMITIVES),
+    "Event fan-out to 10": (event_fan_out, 20_000, PRIMITIVES),
+    "create_task + await": (create_task_await, 20_000, TASKS),
+    "gather of 1000": (gather_1000, 20_000, TASKS),
+    "ensure_future(fut)": (ensure_future_of_future, 100_000, TASKS),
 }
-"""Primitive workloads: name -> (coroutine function, operations per run)."""
+"""name -> (coroutine function, operations per run, what is traced)."""

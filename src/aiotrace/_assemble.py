@@ -96,7 +96,7 @@ def new_trace_id() -> int:
 class Assembler:
     """Stateful converter from records to drafts (keeps recent ids for links)."""
 
-    def __init__(self, recorder: Recorder = RECORDER, memory: int = 200_000) -> None:
+    def __init__(self, recorder: Recorder = RECORDER, memory: int = 20_000) -> None:
         self._recorder = recorder
         self._memory = memory
         # span id -> (trace id, flags, task name, site label) of recent spans

@@ -456,22 +456,21 @@ def emit_hold(
     attrs: dict[str, Any] | None,
     optional: bool,
 ) -> None:
-    """Emit a hold record; ``optional`` holds are spanned only if a spanned wait links them."""
+    """Emit a hold record; ``optional`` holds are spanned only if a spanned wait links them.
+
+    Called from ``release()``: if an exception is being handled there (the
+    body of ``async with`` raised, or the task was cancelled inside it) the
+    hold's outcome says so.
+    """
+    exc = sys.exc_info()[1]
+    if exc is None:
+        outcome = semconv.OUTCOME_RELEASED
+    elif isinstance(exc, CancelledError):
+        outcome = semconv.OUTCOME_CANCELLED
+    else:
+        outcome = semconv.OUTCOME_RAISED
     RECORDER.emit(
-        (
-            R_HOLD,
-            name,
-            t0,
-            t1,
-            span_id,
-            parent,
-            holder,
-            site,
-            ref,
-            semconv.OUTCOME_RELEASED,
-            attrs,
-            optional,
-        )
+        (R_HOLD, name, t0, t1, span_id, parent, holder, site, ref, outcome, attrs, optional)
     )
 
 

@@ -38,7 +38,7 @@ def barrier_patches() -> list[Patch]:
     Barrier = getattr(asyncio, "Barrier", None)
     if Barrier is None:
         return []
-    broken_error = asyncio.BrokenBarrierError
+    broken_error = asyncio.BrokenBarrierError  # type: ignore[attr-defined, unused-ignore]  # 3.11+
     live = live_flag()
     orig_init = vars(Barrier)["__init__"]
     orig_wait = vars(Barrier)["wait"]

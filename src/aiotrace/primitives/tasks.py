@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import sys
 import traceback
+from random import getrandbits as _getrandbits
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
@@ -82,28 +84,19 @@ class TaskSpan(trace.Span):
     inside the task) is kept and merged into the built span.
     """
 
-    __slots__ = (
-        "_context",
-        "attributes",
-        "coroutine",
-        "end_ns",
-        "events",
-        "exception",
-        "flags",
-        "links",
-        "name",
-        "outcome",
-        "parent_id",
-        "parent_remote",
-        "parent_task",
-        "site",
-        "span_id",
-        "start_ns",
-        "status",
-        "status_description",
-        "task_name",
-        "trace_id",
-    )
+    # Fields a task rarely or never sets are class-level defaults: creating a
+    # TaskSpan sets only what every task has (it is on create_task's path).
+    name: str = semconv.SPAN_TASK
+    end_ns: int = 0
+    _context: SpanContext | None = None
+    attributes: dict[str, Any] | None = None
+    events: list[tuple[str, int, dict[str, Any]]] | None = None
+    links: list[tuple[int, int, int, dict[str, Any]]] | None = None
+    status: StatusCode | None = None
+    status_description: str | None = None
+    task_name: str | None = None
+    outcome: str | None = None
+    exception: BaseException | None = None
 
     def __init__(
         self,
@@ -113,27 +106,19 @@ class TaskSpan(trace.Span):
         parent_id: int,
         parent_remote: bool,
         start_ns: int,
+        coroutine: str | None,
+        site: Any,
+        parent_task: str | None,
     ) -> None:
-        self.name = semconv.SPAN_TASK
         self.trace_id = trace_id
         self.span_id = span_id
         self.flags = flags
         self.parent_id = parent_id
         self.parent_remote = parent_remote
         self.start_ns = start_ns
-        self.end_ns = 0
-        self._context: SpanContext | None = None
-        self.attributes: dict[str, Any] | None = None
-        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
-        self.links: list[tuple[int, int, int, dict[str, Any]]] | None = None
-        self.status: StatusCode | None = None
-        self.status_description: str | None = None
-        self.task_name: str | None = None
-        self.parent_task: str | None = None
-        self.coroutine: str | None = None
-        self.site: Any = None
-        self.outcome: str | None = None
-        self.exception: BaseException | None = None
+        self.coroutine = coroutine
+        self.site = site
+        self.parent_task = parent_task
 
     # -- opentelemetry.trace.Span --------------------------------------
     def get_span_context(self) -> SpanContext:
@@ -277,37 +262,39 @@ def _exception_attributes(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def start_task_span(coro: Any) -> TaskSpan | None:
+def start_task_span(coro: Any, site: Any) -> TaskSpan | None:
     """A span for a task about to be created, child of the current span."""
     parent = current_span()
     if parent is None:
-        span = TaskSpan(
-            _new_trace_id(), RECORDER.next_id(), _ROOT_FLAGS, 0, False, perf_counter_ns()
-        )
+        trace_id, parent_id, flags, remote = _new_trace_id(), 0, _ROOT_FLAGS, False
+    elif type(parent) is TaskSpan:
+        trace_id, parent_id, flags, remote = parent.trace_id, parent.span_id, parent.flags, False
     else:
-        if type(parent) is TaskSpan:
-            ids = (parent.trace_id, parent.span_id, parent.flags, False)
-        else:
-            ids = ids_of(parent)  # type: ignore[assignment]
+        ids = ids_of(parent)
         if ids is None:
-            span = TaskSpan(
-                _new_trace_id(), RECORDER.next_id(), _ROOT_FLAGS, 0, False, perf_counter_ns()
-            )
-        elif not ids[2] & _SAMPLED:
-            return None  # the trace is not sampled: let the context flow as it is
+            trace_id, parent_id, flags, remote = _new_trace_id(), 0, _ROOT_FLAGS, False
         else:
-            span = TaskSpan(ids[0], RECORDER.next_id(), ids[2], ids[1], ids[3], perf_counter_ns())
-        if type(parent) is TaskSpan:
-            span.parent_task = parent.task_name
-    span.coroutine = getattr(coro, "__qualname__", None)
-    span.site = capture()
-    return span
+            trace_id, parent_id, flags, remote = ids
+    if not flags & _SAMPLED:
+        return None  # the trace is not sampled: let the context flow as it is
+    return TaskSpan(
+        trace_id,
+        RECORDER.next_id(),
+        flags,
+        parent_id,
+        remote,
+        perf_counter_ns(),
+        getattr(coro, "__qualname__", None),
+        site,
+        current_task_name(),  # live, so a name set after creation shows
+    )
 
 
 def _new_trace_id() -> int:
-    import random
+    return _getrandbits(128) or 1
 
-    return random.getrandbits(128) or 1
+
+_EMPTY_CONTEXT: Final = contextvars.Context()
 
 
 def _task_done(task: Any) -> None:
@@ -349,6 +336,8 @@ def task_patches() -> list[Patch]:
     rec = RECORDER
     enabled = rec.enabled
     include_internal = rec.options.internal_tasks
+    getframe = sys._getframe
+    internal = is_internal_file
 
     def make(orig: Any) -> Any:
         @functools.wraps(orig)
@@ -360,14 +349,18 @@ def task_patches() -> list[Patch]:
                 # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
                 return orig(self, coro, *args, **kwargs)
             try:
-                span = start_task_span(coro)
+                # The creation site, cheaply: the first frame above asyncio's.
+                frame: Any = getframe(1)
+                while frame is not None and internal(frame.f_code.co_filename):
+                    frame = frame.f_back
+                site = (frame.f_code, frame.f_lasti) if frame is not None else None
+                span = start_task_span(coro, site)
             except Exception as exc:
                 rec.fail(FAMILY_TASK, exc)
                 span = None
             if span is None:
                 return orig(self, coro, *args, **kwargs)
-            current = var.get()
-            ctx = Context(current)
+            ctx = Context(var.get())
             dict.__setitem__(ctx, SPAN_KEY, span)
             context = kwargs.get("context")
             if context is None:
@@ -383,13 +376,11 @@ def task_patches() -> list[Patch]:
                     context.run(var.set, ctx)
                 task = orig(self, coro, *args, **kwargs)
             try:
-                span.task_name = task.get_name()
-                if task.done():  # an eager task (3.12+) that finished in create_task
-                    TASK_SPANS[id(task)] = span
-                    _task_done(task)
-                else:
-                    TASK_SPANS[id(task)] = span
-                    task.add_done_callback(_task_done)
+                TASK_SPANS[id(task)] = span
+                # Also for an eager task (3.12+) already done: the callback then
+                # runs soon, after asyncio.create_task() has set its name. It
+                # runs in a fixed empty context: no copy of the current one.
+                task.add_done_callback(_task_done, context=_EMPTY_CONTEXT)
             except Exception as exc:
                 rec.fail(FAMILY_TASK, exc)
             return task

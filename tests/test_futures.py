@@ -1,0 +1,204 @@
+"""Future spans: creation to resolution, who resolved it, who waited; leaks reported."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from typing import Any
+
+import pytest
+
+import aiotrace
+from aiotrace import semconv
+from aiotrace.testing import Captured, capture_spans
+from tests.conftest import line_of
+
+DELAY = 0.02
+
+
+async def _tutorial() -> str:
+    """The tutorial's first lesson: a task sets a future's value after a delay."""
+
+    async def set_after(fut: asyncio.Future[str], delay: float, value: str) -> None:
+        await asyncio.sleep(delay)
+        fut.set_result(value)  # resolved-here
+
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()  # future-created
+    setter = asyncio.create_task(set_after(fut, DELAY, "... world"), name="setter")
+    value = await fut  # future-awaited
+    await setter
+    return value
+
+
+def test_tutorial_future_span_tree(traced: Captured) -> None:
+    """The future's span names its resolver; the awaiting task's wait links to it."""
+    assert asyncio.run(_tutorial()) == "... world"
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    (wait,) = traced.named(semconv.SPAN_FUTURE_WAIT)
+    tasks = {s[semconv.ATTR_TASK_COROUTINE].rsplit(".", 1)[-1]: s for s in traced.task_spans}
+    main, setter = tasks["_tutorial"], tasks["set_after"]
+    base = os.path.basename(__file__)
+
+    assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RESULT
+    assert future[semconv.ATTR_PRIMITIVE_NAME] == f"fut ({base}:{line_of('# future-created')})"
+    assert future[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# future-created")
+    assert future[semconv.ATTR_WAKER_TASK] == "setter"
+    assert future[semconv.ATTR_WAKER_SITE] == f"{base}:{line_of('# resolved-here')}"
+    assert future[semconv.ATTR_FUTURE_WAITERS] == 1
+    assert future[semconv.ATTR_FUTURE_TIME_TO_RESOLVE] >= DELAY * 1000 * 0.9
+    assert future.parent_id == main.span_id  # created in main
+    assert future.links == [(setter.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
+    # The setter's task span carries the resolution as an event.
+    (resolve,) = [attrs for name, attrs in setter.events if name == semconv.SPAN_FUTURE_RESOLVE]
+    assert resolve[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RESULT
+    assert resolve[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# resolved-here")
+
+    assert wait.parent_id == main.span_id
+    assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# future-awaited")
+    assert wait.links == [(future.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_FUTURE})]
+    assert wait[semconv.ATTR_WAKER_TASK] == "setter"
+    assert wait.span.end_time == future.span.end_time  # the wait ended at the resolution
+    assert wait.duration >= DELAY * 0.9
+
+
+def test_asyncio_future_constructor_is_traced_and_isinstance_holds(traced: Captured) -> None:
+    """``asyncio.Future()`` in user code is traced; isinstance/type behave as before."""
+
+    async def main() -> None:
+        fut: asyncio.Future[int] = asyncio.Future()
+        plain = asyncio.futures.Future()  # asyncio's own class, not traced
+        task = asyncio.ensure_future(asyncio.sleep(0))
+        for obj in (fut, plain, task):
+            assert isinstance(obj, asyncio.Future)
+            assert asyncio.isfuture(obj)
+        assert issubclass(asyncio.Task, asyncio.Future)
+        assert type(fut) is asyncio.Future
+        assert repr(fut) == "<Future pending>"
+        fut.set_result(3)
+        assert await fut == 3
+        await task
+
+    asyncio.run(main())
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RESULT
+
+
+def test_asyncios_own_futures_are_not_traced_by_default() -> None:
+    """sleep() and lock waiters use futures; they produce no future spans unless asked."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        async with lock:
+            waiter = asyncio.create_task(lock.acquire())
+            await asyncio.sleep(0.001)
+        await waiter
+        lock.release()
+
+    with capture_spans(min_wait=0) as captured:
+        asyncio.run(main())
+        assert captured.named(semconv.SPAN_FUTURE, semconv.SPAN_FUTURE_WAIT) == []
+    with capture_spans(internal_futures=True, min_wait=0) as captured:
+        asyncio.run(main())
+        assert captured.named(semconv.SPAN_FUTURE)  # the lock waiter's and sleep's futures
+
+
+@pytest.mark.parametrize("how", ["exception", "cancel"])
+def test_future_outcomes(traced: Captured, how: str) -> None:
+    """set_exception() and cancel() are outcomes of the future and of its waiter."""
+
+    async def main() -> None:
+        fut = asyncio.get_running_loop().create_future()
+
+        async def resolve() -> None:
+            await asyncio.sleep(0.002)
+            if how == "exception":
+                fut.set_exception(LookupError("nope"))
+            else:
+                fut.cancel()
+
+        resolver = asyncio.create_task(resolve(), name="resolver")
+        expected = LookupError if how == "exception" else asyncio.CancelledError
+        with pytest.raises(expected):
+            await fut
+        await resolver
+
+    asyncio.run(main())
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    (wait,) = traced.named(semconv.SPAN_FUTURE_WAIT)
+    if how == "exception":
+        assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_EXCEPTION
+        assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_EXCEPTION
+    else:
+        assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+        assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert future[semconv.ATTR_WAKER_TASK] == "resolver"
+
+
+def test_garbage_collected_pending_future_is_reported(traced: Captured) -> None:
+    """A future dropped while pending becomes a span with outcome "collected"."""
+
+    async def main() -> None:
+        orphan = asyncio.get_running_loop().create_future()  # orphan-created
+        del orphan
+        gc.collect()
+
+    asyncio.run(main())
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COLLECTED
+    assert future[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# orphan-created")
+
+
+def test_future_pending_at_shutdown_is_reported() -> None:
+    """A future still pending when tracing stops is reported with its waiters."""
+    keep: list[Any] = []
+
+    async def main() -> None:
+        fut = asyncio.get_running_loop().create_future()  # never-resolved
+        keep.append(fut)
+        waiter = asyncio.create_task(asyncio.wait_for(asyncio.shield(fut), 0.001))
+        with pytest.raises(asyncio.TimeoutError):
+            await waiter
+
+    with capture_spans() as captured:
+        asyncio.run(main())
+    (future,) = captured.named(semconv.SPAN_FUTURE)
+    assert future[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING
+    assert future[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# never-resolved")
+    assert not keep[0].done()
+
+
+def test_traced_futures_keep_working_after_uninstrument() -> None:
+    """A traced future made while instrumented still resolves and awaits after uninstrument."""
+
+    async def make() -> asyncio.Future[int]:
+        return asyncio.get_running_loop().create_future()
+
+    loop = asyncio.new_event_loop()
+    try:
+        with capture_spans():
+            fut = loop.run_until_complete(make())
+        assert type(fut).__name__ == "Future"
+
+        async def use() -> int:
+            loop.call_soon(fut.set_result, 5)
+            return await fut
+
+        assert loop.run_until_complete(use()) == 5
+    finally:
+        loop.close()
+    assert asyncio.Future is asyncio.futures.Future  # the name is restored
+
+
+def test_naming_a_future(traced: Captured) -> None:
+    """aiotrace.name() works on traced futures too."""
+
+    async def main() -> None:
+        fut = aiotrace.name(asyncio.get_running_loop().create_future(), "config-loaded")
+        fut.set_result(None)
+        await fut
+
+    asyncio.run(main())
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    assert future[semconv.ATTR_PRIMITIVE_NAME] == "config-loaded"

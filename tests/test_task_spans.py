@@ -1,0 +1,308 @@
+"""Task spans: one per task, true parentage, every way tasks are made, never a wrapped coroutine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from aiotrace import semconv
+from aiotrace.testing import Captured, CapturedSpan, capture_spans
+from tests.conftest import line_of
+
+needs_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup/context= are 3.11+")
+
+
+def _by_task(spans: list[CapturedSpan]) -> dict[str, CapturedSpan]:
+    return {s[semconv.ATTR_TASK_NAME]: s for s in spans if s.name == semconv.SPAN_TASK}
+
+
+def test_nested_tasks_three_levels_deep(traced: Captured) -> None:
+    """Each task's span is the child of the span current where it was created."""
+
+    async def grandchild() -> int:
+        await asyncio.sleep(0.001)
+        return 3
+
+    async def child() -> int:
+        return await asyncio.create_task(grandchild(), name="grandchild")  # grandchild-made
+
+    async def parent() -> int:
+        return await asyncio.create_task(child(), name="child")
+
+    async def main() -> int:
+        return await asyncio.create_task(parent(), name="parent")
+
+    assert asyncio.run(main()) == 3
+    tasks = _by_task(traced.task_spans)
+    main_span = next(
+        s for s in traced.task_spans if s[semconv.ATTR_TASK_COROUTINE].endswith("main")
+    )
+    assert main_span.parent_id is None  # asyncio.run's task: a root
+    assert tasks["parent"].parent_id == main_span.span_id
+    assert tasks["child"].parent_id == tasks["parent"].span_id
+    assert tasks["grandchild"].parent_id == tasks["child"].span_id
+    trace_ids = {s.span.context.trace_id for s in traced.task_spans}  # type: ignore[union-attr]
+    assert len(trace_ids) == 1
+    grandchild_span = tasks["grandchild"]
+    assert grandchild_span[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
+    assert grandchild_span[semconv.ATTR_TASK_COROUTINE] == (
+        "test_nested_tasks_three_levels_deep.<locals>.grandchild"
+    )
+    assert grandchild_span[semconv.ATTR_TASK_PARENT] == "child"
+    assert grandchild_span[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# grandchild-made")
+    assert grandchild_span[semconv.ATTR_CODE_FUNCTION_NAME].endswith("child")
+    # Parents end after their children.
+    assert tasks["child"].span.end_time >= grandchild_span.span.end_time  # type: ignore[operator]
+
+
+def test_everything_a_task_does_nests_under_it(traced: Captured) -> None:
+    """Primitive spans and the user's own spans inside a task are children of its span."""
+    tracer = trace.get_tracer("test")  # the global (no-op) provider: only the context matters
+
+    async def worker(lock: asyncio.Lock) -> trace.SpanContext:
+        async with lock:
+            await asyncio.sleep(0.002)
+        current = trace.get_current_span()
+        current.set_attribute("app.order", 42)
+        current.add_event("checkpoint", {"step": 1})
+        with tracer.start_as_current_span("inner"):
+            pass
+        return current.get_span_context()
+
+    async def main() -> trace.SpanContext:
+        return await asyncio.create_task(worker(asyncio.Lock()), name="worker")
+
+    ctx = asyncio.run(main())
+    worker_span = _by_task(traced.task_spans)["worker"]
+    assert ctx.span_id == worker_span.span_id
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold.parent_id == worker_span.span_id
+    assert worker_span["app.order"] == 42
+    assert ("checkpoint", {"step": 1}) in worker_span.events
+
+
+def test_task_spanned_inside_a_user_span_nests_there() -> None:
+    """A task created inside the user's span is that span's child."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+
+    async def main() -> None:
+        with tracer.start_as_current_span("request"):
+            await asyncio.create_task(_noop(), name="job")
+
+    with capture_spans(provider) as captured:
+        asyncio.run(main())
+        spans = captured.spans
+    request = next(s for s in spans if s.name == "request")
+    job = _by_task(spans)["job"]
+    assert job.parent_id == request.span_id
+
+
+async def _noop() -> None:
+    await asyncio.sleep(0)
+
+
+@needs_311
+def test_taskgroup_with_a_failing_child(traced: Captured) -> None:
+    """The failing child is "raised" with the exception recorded; its siblings "cancelled"."""
+
+    async def fail() -> None:
+        await asyncio.sleep(0.001)
+        raise KeyError("missing")
+
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+            group.create_task(fail(), name="fail")
+            group.create_task(slow(), name="slow1")
+            group.create_task(slow(), name="slow2")
+
+    with pytest.raises(ExceptionGroup):  # type: ignore[name-defined]  # noqa: F821  # 3.11+
+        asyncio.run(main())
+    tasks = _by_task(traced.task_spans)
+    failed = tasks["fail"]
+    assert failed[semconv.ATTR_OUTCOME] == semconv.OUTCOME_RAISED
+    assert not failed.span.status.is_ok
+    ((_, event),) = [e for e in failed.events if e[0] == semconv.EVENT_EXCEPTION]
+    assert event[semconv.ATTR_EXCEPTION_TYPE] == "KeyError"
+    assert event[semconv.ATTR_EXCEPTION_MESSAGE] == "'missing'"
+    assert "raise KeyError" in event[semconv.ATTR_EXCEPTION_STACKTRACE]
+    for sibling in ("slow1", "slow2"):
+        assert tasks[sibling][semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+        assert tasks[sibling].span.status.is_ok  # cancellation is not an error
+
+
+def test_gather_with_return_exceptions(traced: Captured) -> None:
+    """gather() makes a task per coroutine; one that raised is "raised", the result unchanged."""
+
+    async def ok() -> int:
+        return 1
+
+    async def bad() -> int:
+        raise ValueError("bad")
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(ok(), bad(), return_exceptions=True)
+
+    result = asyncio.run(main())
+    assert result[0] == 1
+    assert isinstance(result[1], ValueError)
+    outcomes = sorted(
+        (s[semconv.ATTR_TASK_COROUTINE].rsplit(".", 1)[-1], s[semconv.ATTR_OUTCOME])
+        for s in traced.task_spans
+    )
+    assert outcomes == [("bad", "raised"), ("main", "completed"), ("ok", "completed")]
+    main_span = next(
+        s for s in traced.task_spans if s[semconv.ATTR_TASK_COROUTINE].endswith("main")
+    )
+    for span in traced.task_spans:
+        if span.span_id != main_span.span_id:
+            assert span.parent_id == main_span.span_id
+
+
+def test_task_cancelled_while_holding_a_lock(traced: Captured) -> None:
+    """The hold span ends when the cancelled task leaves ``async with``: outcome cancelled."""
+
+    async def main() -> bool:
+        lock = asyncio.Lock()
+
+        async def holder() -> None:
+            async with lock:
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(holder(), name="holder")
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return lock.locked()
+
+    assert asyncio.run(main()) is False
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert hold[semconv.ATTR_TASK_NAME] == "holder"
+    holder = _by_task(traced.task_spans)["holder"]
+    assert holder[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert hold.parent_id == holder.span_id
+    assert hold.span.end_time <= holder.span.end_time  # type: ignore[operator]
+
+
+def test_every_way_of_making_a_task(traced: Captured) -> None:
+    """create_task, ensure_future, loop.create_task, wait_for, timeout: each task has a span."""
+
+    async def job(tag: str) -> str:
+        await asyncio.sleep(0)
+        return tag
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        results = [
+            await asyncio.create_task(job("create_task")),
+            await asyncio.ensure_future(job("ensure_future")),
+            await loop.create_task(job("loop.create_task")),
+            await asyncio.wait_for(asyncio.create_task(job("wait_for")), 1),
+        ]
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(1):  # type: ignore[attr-defined]
+                results.append(await asyncio.create_task(job("timeout")))
+            ctx = contextvars.copy_context()
+            results.append(await asyncio.create_task(job("context"), context=ctx))  # type: ignore[call-arg]
+        return results
+
+    results = asyncio.run(main())
+    jobs = [s for s in traced.task_spans if s[semconv.ATTR_TASK_COROUTINE].endswith("job")]
+    assert len(jobs) == len(results)
+    main_span = next(
+        s for s in traced.task_spans if s[semconv.ATTR_TASK_COROUTINE].endswith("main")
+    )
+    assert all(s.parent_id == main_span.span_id for s in jobs)
+
+
+def test_task_identity_is_untouched(traced: Captured) -> None:
+    """get_coro() is the user's coroutine; the name, repr and current_task() are unchanged."""
+
+    async def work() -> asyncio.Task[Any] | None:
+        await asyncio.sleep(0)
+        return asyncio.current_task()
+
+    async def main() -> None:
+        coro = work()
+        task = asyncio.create_task(coro, name="mine")
+        assert task.get_coro() is coro
+        assert task.get_name() == "mine"
+        text = repr(task)
+        assert "cb=[" not in text  # our done callback is not shown
+        assert text.startswith("<Task pending name='mine' coro=<test_task_identity_is_untouched")
+        task.add_done_callback(id)
+        assert repr(task).endswith(" cb=[id()]>")  # the user's is, as asyncio shows it
+        assert await task is task
+
+    asyncio.run(main())
+
+
+def test_user_task_factory_is_chained_and_restored() -> None:
+    """A task factory set before or after instrumenting still runs, and still gets spans."""
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def job() -> None:
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.create_task(job())
+        asyncio.get_running_loop().set_task_factory(factory)  # installed while traced
+        await asyncio.create_task(job())
+
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(factory)  # installed before tracing
+    try:
+        with capture_spans() as captured:
+            loop.run_until_complete(main())
+            spans = captured.task_spans
+        assert loop.get_task_factory() is factory
+    finally:
+        loop.close()
+    prefix = "test_user_task_factory_is_chained_and_restored.<locals>."
+    assert made == [prefix + "main", prefix + "job", prefix + "job"]
+    assert len([s for s in spans if s[semconv.ATTR_TASK_COROUTINE].endswith("job")]) == 2
+
+
+def test_eager_tasks_get_spans() -> None:
+    """Tasks that run (and finish) eagerly inside create_task are spanned too (3.12+)."""
+    if sys.version_info < (3, 12):
+        pytest.skip("eager_task_factory is 3.12+")
+
+    async def quick() -> int:
+        return 1
+
+    async def main() -> int:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        task = asyncio.create_task(quick(), name="eager")
+        assert task.done()
+        return await task
+
+    with capture_spans() as captured:
+        assert asyncio.run(main()) == 1
+        eager = _by_task(captured.task_spans)["eager"]
+    assert eager[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
+
+
+def test_tasks_off_leaves_create_task_alone() -> None:
+    """tasks=False patches nothing on the event loop."""
+    with capture_spans(tasks=False):
+        assert "create_task" in vars(asyncio.BaseEventLoop)
+        assert vars(asyncio.BaseEventLoop)["create_task"] is _ORIGINAL_CREATE_TASK
+
+
+_ORIGINAL_CREATE_TASK = vars(asyncio.BaseEventLoop)["create_task"]

@@ -1,0 +1,61 @@
+"""The same scenarios under uvloop: primitives, task spans and future spans all work."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace.testing import Captured
+from tests.test_events_and_conditions import _producer_consumer, _two_waiters_one_setter
+from tests.test_futures import _tutorial
+from tests.test_lock_contention import _three_contenders
+from tests.test_semaphores import _throttled
+
+uvloop = pytest.importorskip("uvloop", reason="uvloop is a test dependency")
+
+
+def test_uvloop_is_the_loop_in_use(traced: Captured) -> None:
+    """Sanity: these tests really run on uvloop's loop."""
+
+    async def main() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert uvloop.run(main()).startswith("uvloop")
+
+
+def test_lock_contention_on_uvloop(traced: Captured) -> None:
+    """Waits, holds, hand-off links and task parentage under uvloop."""
+    assert uvloop.run(_three_contenders()) == ["w1", "w2", "w3"]
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    waits = traced.named(semconv.SPAN_LOCK_ACQUIRE)
+    tasks = {s[semconv.ATTR_TASK_NAME]: s for s in traced.task_spans}
+    assert [h[semconv.ATTR_TASK_NAME] for h in holds] == ["w1", "w2", "w3"]
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["w2", "w3"]
+    by_id = {h.span_id: h for h in holds}
+    for wait, giver in zip(waits, ("w1", "w2"), strict=True):
+        ((target, _),) = wait.links
+        assert by_id[target][semconv.ATTR_TASK_NAME] == giver
+        assert wait.parent_id == tasks[wait[semconv.ATTR_TASK_NAME]].span_id
+
+
+def test_semaphore_event_condition_on_uvloop(traced: Captured) -> None:
+    """Semaphore saturation, event wake-ups and condition notifications under uvloop."""
+    assert uvloop.run(_throttled(asyncio.Semaphore(2), 4)) == 2
+    uvloop.run(_two_waiters_one_setter())
+    assert uvloop.run(_producer_consumer()) == [1, 2]
+    assert len(traced.named(semconv.SPAN_SEMAPHORE_ACQUIRE)) == 2
+    assert len(traced.named(semconv.SPAN_EVENT_WAIT)) == 2
+    assert len(traced.events(semconv.SPAN_EVENT_SET)) == 1
+    waits = traced.named(semconv.SPAN_CONDITION_WAIT)
+    assert [w[semconv.ATTR_WAKER_TASK] for w in waits] == ["producer", "producer"]
+
+
+def test_futures_on_uvloop(traced: Captured) -> None:
+    """loop.create_future() on uvloop's loop gives a traced future with its resolver."""
+    assert uvloop.run(_tutorial()) == "... world"
+    (future,) = traced.named(semconv.SPAN_FUTURE)
+    assert future[semconv.ATTR_WAKER_TASK] == "setter"
+    (wait,) = traced.named(semconv.SPAN_FUTURE_WAIT)
+    assert wait.links[0][0] == future.span_id
