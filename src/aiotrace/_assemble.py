@@ -1,27 +1,20 @@
-"""Turn hot-path records into span drafts: the one place the span model is built.
+"""Turn wire records into span drafts: the one place the span model is built.
 
 Both export paths start here. The SDK path feeds drafts to a user's
-``TracerProvider``; aiotrace's own sinks turn them into ``ReadableSpan``s for
-OTLP and the trace file. Because both consume the same :class:`SpanDraft`, a
-span has the same name, ids, parent, links, attributes and timestamps
-whichever path exported it.
+``TracerProvider``; aiotrace's own sinks turn them into OTLP and the trace
+file. Because both consume the same :class:`SpanDraft`, a span has the same
+name, ids, parent, links, attributes and timestamps whichever path exported
+it. The input is the plain data of ``_wire`` (see there for the layouts), so
+this runs in the traced process or in a collector process alike.
 
-Record layouts (tuples, first element the kind from ``_recorder``)::
-
-    R_SPAN  (kind, name, t0, t1, span_id, parent, task, site, ref, outcome, attrs, links)
-    R_HOLD  (kind, name, t0, t1, span_id, parent, task, site, ref, outcome, attrs, optional)
-    R_TASK  (kind, task_span)                       -- see primitives/tasks.py
-    R_SDK   (kind, readable_span)                   -- SDK spans forwarded to our sinks
-
-``parent`` is the OpenTelemetry span that was current (or ``None``); ``site``
-a raw ``(code, lasti)``; ``ref`` a ``PrimRef``; link targets are either span
-objects or ints, the ids aiotrace gave to holds and point spans. Links only
-ever point backwards in the record stream (a wait ends after the release that
-woke it), so one ordered pass resolves them.
+Links only ever point backwards in the record stream (a wait ends after the
+release that woke it, a future's waiters after its resolution), so one
+ordered pass resolves them.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
@@ -29,21 +22,28 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry.trace import TraceFlags
 
 from aiotrace import semconv
-from aiotrace._context import ids_of
-from aiotrace._recorder import R_HOLD, R_SDK, R_SPAN, R_TASK, RECORDER, Recorder
-from aiotrace._sites import SITES
-from aiotrace.primitives._base import PrimRef, display_name, resolve_value
+from aiotrace._wire import (
+    STATUS_ERROR,
+    STATUS_UNSET,
+    W_FULL,
+    W_HOLD,
+    W_PRIM,
+    W_SITE,
+    W_SPAN,
+    Encoder,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from aiotrace._recorder import Stats
 
 SAMPLED: Final = int(TraceFlags.SAMPLED)
 RANDOM_TRACE_ID: Final = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 ROOT_FLAGS: Final = SAMPLED | RANDOM_TRACE_ID
 """Flags of a root span aiotrace starts: sampled, random trace id (as the SDK sets them)."""
 
-STATUS_UNSET: Final = 0
-STATUS_ERROR: Final = 2
+__all__ = ["ROOT_FLAGS", "STATUS_ERROR", "STATUS_UNSET", "Assembler", "SpanDraft", "new_trace_id"]
 
 
 class SpanDraft:
@@ -54,11 +54,12 @@ class SpanDraft:
         "end",
         "events",
         "flags",
+        "kind",
         "links",
         "name",
         "parent_id",
         "parent_remote",
-        "source",
+        "scope",
         "span_id",
         "start",
         "status",
@@ -80,7 +81,8 @@ class SpanDraft:
         self.links: list[tuple[int, int, int, dict[str, Any]]] = []
         self.status = STATUS_UNSET
         self.status_description: str | None = None
-        self.source: Any = None  # an SDK ReadableSpan forwarded as-is (R_SDK)
+        self.scope: tuple[str, str | None] | None = None  # None: aiotrace's own
+        self.kind = 0  # SpanKind.INTERNAL
 
     def __repr__(self) -> str:
         return (
@@ -94,15 +96,19 @@ def new_trace_id() -> int:
 
 
 class Assembler:
-    """Stateful converter from records to drafts (keeps recent ids for links)."""
+    """Stateful converter from wire records to drafts (keeps recent ids for links)."""
 
-    def __init__(self, recorder: Recorder = RECORDER, memory: int = 20_000) -> None:
-        self._recorder = recorder
+    def __init__(self, stats: Stats, memory: int = 20_000) -> None:
+        self.stats = stats
         self._memory = memory
+        self._sites: dict[int, tuple[str, int, str, str]] = {}  # id -> path, line, func, label
+        # pid -> kind, name, site label; least recently used forgotten, at twice
+        # the encoder's bound, so whatever it does not define again is here.
+        self._prims: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
         # span id -> (trace id, flags, task name, site label) of recent spans
-        # aiotrace allocated ids for (holds, waits, points, tasks)
+        # aiotrace allocated ids for (holds, waits, points, tasks, futures)
         self._known: OrderedDict[int, tuple[int, int, Any, Any]] = OrderedDict()
-        # optional holds not built (yet): span id -> draft
+        # optional records not built (yet): span id -> draft
         self._pending: OrderedDict[int, SpanDraft] = OrderedDict()
         self._wanted: set[int] = set()
 
@@ -110,32 +116,36 @@ class Assembler:
     def process(self, records: Iterable[tuple[Any, ...]]) -> list[SpanDraft]:
         """Convert records in order; returns the drafts to export."""
         out: list[SpanDraft] = []
-        stats = self._recorder.stats
         for record in records:
             kind = record[0]
             try:
-                if kind == R_SPAN:
+                if kind == W_SPAN:
                     draft = self._span(record, out)
                     if draft is not None:
                         out.append(draft)
-                elif kind == R_HOLD:
+                elif kind == W_HOLD:
                     self._hold(record, out)
-                elif kind == R_TASK:
-                    draft = record[1].to_draft(self)
-                    if draft is not None:
-                        out.append(draft)
-                elif kind == R_SDK:
-                    out.append(self.from_sdk(record[1]))
-            except Exception as exc:
-                self._recorder.fail("pipeline", exc)
-                stats.drop(1, "internal error while building")
+                elif kind == W_FULL:
+                    out.append(self._full(record))
+                elif kind == W_SITE:
+                    path, line, function = record[2], record[3], record[4]
+                    label = f"{os.path.basename(path)}:{line}"
+                    self._sites[record[1]] = (path, line, function, label)
+                elif kind == W_PRIM:
+                    prims = self._prims
+                    prims[record[1]] = (record[2], record[3], record[4])
+                    prims.move_to_end(record[1])
+                    if len(prims) > 2 * Encoder.PRIMS:
+                        prims.popitem(last=False)
+            except Exception:
+                self.stats.internal_errors += 1
+                self.stats.drop(1, "internal error while building")
         return out
 
-    def finish(self) -> list[SpanDraft]:
-        """At shutdown: pending optional holds are below threshold; forget them."""
+    def finish(self) -> None:
+        """At shutdown: optional records nobody linked to stay unbuilt; forget them."""
         self._pending.clear()
         self._wanted.clear()
-        return []
 
     # ------------------------------------------------------------------
     def remember(
@@ -151,115 +161,119 @@ class Assembler:
         """Trace id, flags, task name and site of a recent span aiotrace allocated."""
         return self._known.get(span_id)
 
-    def start_draft(
-        self, name: str, span_id: int, parent: Any, t0: int, t1: int
-    ) -> SpanDraft | None:
-        """A draft with ids, parent and times; ``None`` if the parent is not sampled."""
-        rec = self._recorder
-        draft = SpanDraft(name, 0, span_id, rec.to_epoch(t0), rec.to_epoch(t1))
-        ids = ids_of(parent) if parent is not None else None
-        if ids is None:
+    def site_label(self, site_id: int) -> str | None:
+        """``file.py:12`` for a site number, if defined."""
+        site = self._sites.get(site_id)
+        return site[3] if site is not None else None
+
+    def _start(self, record: tuple[Any, ...]) -> SpanDraft | None:
+        draft = SpanDraft(record[1], 0, record[4], record[2], record[3])
+        parent = record[5]
+        if parent is None:
             draft.trace_id = new_trace_id()
         else:
-            draft.trace_id, draft.parent_id, draft.flags, draft.parent_remote = ids
+            draft.trace_id, draft.parent_id, draft.flags, draft.parent_remote = parent
             if not draft.flags & SAMPLED:
-                rec.stats.drop(1, "parent not sampled")
+                self.stats.drop(1, "parent not sampled")
                 return None
-        self.remember(span_id, draft.trace_id, draft.flags)
-        return draft
-
-    def _common(self, draft: SpanDraft, record: tuple[Any, ...]) -> None:
-        """Attributes every record kind shares; remembers the holder for links."""
         attrs = draft.attributes
-        ref: PrimRef | None = record[8]
-        if ref is not None:
-            attrs[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
-            attrs[semconv.ATTR_PRIMITIVE_ID] = ref.pid
-            attrs[semconv.ATTR_PRIMITIVE_NAME] = display_name(ref)
-            attrs[semconv.ATTR_PRIMITIVE_SITE] = (
-                SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
-            )
+        prim = self._prims.get(record[8]) if record[8] else None
+        if prim is not None:
+            self._prims.move_to_end(record[8])
+            attrs[semconv.ATTR_PRIMITIVE_KIND] = prim[0]
+            attrs[semconv.ATTR_PRIMITIVE_ID] = record[8]
+            attrs[semconv.ATTR_PRIMITIVE_NAME] = prim[1]
+            attrs[semconv.ATTR_PRIMITIVE_SITE] = prim[2]
         if record[6] is not None:
             attrs[semconv.ATTR_TASK_NAME] = record[6]
-        site = record[7]
+        site = self._sites.get(record[7]) if record[7] else None
         label = None
         if site is not None:
-            resolved = SITES.resolve(site)
-            label = resolved.label
-            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = resolved.function
-            attrs[semconv.ATTR_CODE_FILE_PATH] = resolved.path
-            attrs[semconv.ATTR_CODE_LINE_NUMBER] = resolved.line
-        self.remember(draft.span_id, draft.trace_id, draft.flags, record[6], label)
+            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = site[2]
+            attrs[semconv.ATTR_CODE_FILE_PATH] = site[0]
+            attrs[semconv.ATTR_CODE_LINE_NUMBER] = site[1]
+            label = site[3]
         if record[9] is not None:
             attrs[semconv.ATTR_OUTCOME] = record[9]
             if record[9] == semconv.OUTCOME_ERROR:
                 draft.status = STATUS_ERROR
-        extra = record[10]
-        if extra:
-            for key, value in extra.items():
-                attrs[key] = resolve_value(value)
+        if record[10]:
+            attrs.update(record[10])
+        self.remember(draft.span_id, draft.trace_id, draft.flags, record[6], label)
+        return draft
 
     def _span(self, record: tuple[Any, ...], out: list[SpanDraft]) -> SpanDraft | None:
-        draft = self.start_draft(record[1], record[4], record[5], record[2], record[3])
+        draft = self._start(record)
         if draft is None:
             return None
-        self._common(draft, record)
         for link_kind, target in record[11]:
             self._link(draft, link_kind, target, out)
-        self._recorder.stats.spans_built += 1
+        self.stats.spans_built += 1
         return draft
 
     def _link(self, draft: SpanDraft, link_kind: str, target: Any, out: list[SpanDraft]) -> None:
         attrs = {semconv.ATTR_LINK_KIND: link_kind}
-        if isinstance(target, int):
-            pending = self._pending.pop(target, None)
-            if pending is not None:
-                out.append(pending)  # a short hold that this wait makes worth showing
-                self._recorder.stats.spans_built += 1
-                self._recorder.stats.below_threshold -= 1
-            known = self._known.get(target)
-            if known is None:
-                # Not seen yet (a semaphore permit still held): build it when it comes.
-                self._wanted.add(target)
-                if len(self._wanted) > self._memory:
-                    self._wanted.clear()
-                draft.links.append((draft.trace_id, target, draft.flags, attrs))
-                return
-            draft.links.append((known[0], target, known[1], attrs))
-            if link_kind in (semconv.LINK_HANDOFF, semconv.LINK_BLOCKER):
-                # Name the holder from its hold span: "who blocked me?"
-                if known[2] is not None:
-                    draft.attributes.setdefault(semconv.ATTR_BLOCKER_TASK, known[2])
-                if known[3] is not None:
-                    draft.attributes.setdefault(semconv.ATTR_BLOCKER_SITE, known[3])
+        if not isinstance(target, int):
+            trace_id, span_id, flags = target
+            draft.links.append((trace_id, span_id, flags, attrs))
             return
-        ids = ids_of(target)
-        if ids is None:
-            self._recorder.stats.links_unresolved += 1
+        pending = self._pending.pop(target, None)
+        if pending is not None:
+            out.append(pending)  # an optional span that this one makes worth showing
+            self.stats.spans_built += 1
+            self.stats.below_threshold -= 1
+        known = self._known.get(target)
+        if known is None:
+            # Not seen yet: build it when it comes.
+            self._wanted.add(target)
+            if len(self._wanted) > self._memory:
+                self._wanted.clear()
+            draft.links.append((draft.trace_id, target, draft.flags, attrs))
             return
-        draft.links.append((ids[0], ids[1], ids[2], attrs))
+        draft.links.append((known[0], target, known[1], attrs))
+        if link_kind in (semconv.LINK_HANDOFF, semconv.LINK_BLOCKER):
+            # Name the holder from its hold span: "who blocked me?"
+            if known[2] is not None:
+                draft.attributes.setdefault(semconv.ATTR_BLOCKER_TASK, known[2])
+            if known[3] is not None:
+                draft.attributes.setdefault(semconv.ATTR_BLOCKER_SITE, known[3])
 
     def _hold(self, record: tuple[Any, ...], out: list[SpanDraft]) -> None:
-        draft = self.start_draft(record[1], record[4], record[5], record[2], record[3])
+        draft = self._start(record)
         if draft is None:
             return
-        self._common(draft, record)
-        optional = record[11]
-        if optional and record[4] not in self._wanted:
+        if record[11] and record[4] not in self._wanted:
             pending = self._pending
             pending[record[4]] = draft
-            self._recorder.stats.below_threshold += 1
+            self.stats.below_threshold += 1
             if len(pending) > self._memory:
                 pending.popitem(last=False)
             return
         self._wanted.discard(record[4])
-        self._recorder.stats.spans_built += 1
+        self.stats.spans_built += 1
         out.append(draft)
 
-    # ------------------------------------------------------------------
-    def from_sdk(self, span: Any) -> SpanDraft:
-        """A draft that carries an SDK span through aiotrace's own sinks unchanged."""
-        ctx = span.context
-        draft = SpanDraft(span.name, ctx.trace_id, ctx.span_id, span.start_time, span.end_time)
-        draft.source = span
+    def _full(self, record: tuple[Any, ...]) -> SpanDraft:
+        draft = SpanDraft(record[1], record[5], record[4], record[2], record[3])
+        draft.parent_id = record[6]
+        draft.flags = record[7]
+        draft.parent_remote = record[8]
+        draft.attributes = record[9]
+        draft.events = list(record[10])
+        draft.links = list(record[11])
+        draft.status = record[12]
+        draft.status_description = record[13]
+        draft.scope = record[14]
+        draft.kind = record[15]
+        if draft.scope is None:
+            # One of ours (a task span): later links may point at it.
+            attrs = draft.attributes
+            label = None
+            if semconv.ATTR_CODE_LINE_NUMBER in attrs:
+                path = str(attrs.get(semconv.ATTR_CODE_FILE_PATH, ""))
+                label = f"{os.path.basename(path)}:{attrs[semconv.ATTR_CODE_LINE_NUMBER]}"
+            self.remember(
+                draft.span_id, draft.trace_id, draft.flags, attrs.get(semconv.ATTR_TASK_NAME), label
+            )
+            self.stats.spans_built += 1
         return draft

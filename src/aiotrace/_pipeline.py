@@ -1,20 +1,29 @@
-"""Move records off the hot path: a thread drains the buffer into a sink.
+"""Move records off the hot path: a thread drains the buffer to a consumer.
 
 The pipeline thread wakes every ``flush_interval`` seconds, or sooner when the
-buffer passes its high-water mark, assembles the records into drafts and hands
-them to the sink. Nothing is dropped by default: if records arrive faster
-than they are built, the thread that notices the buffer at four times its
-high-water mark drains it itself, slowing the program rather than losing spans
-(set ``max_buffered`` to bound memory and count drops instead).
+buffer passes its high-water mark, encodes the records as plain data (see
+``_wire``) and hands them to a :class:`Consumer`:
+
+* :class:`Building` assembles spans right here and gives them to a
+  :class:`Sink` (the user's TracerProvider, or aiotrace's own exporters);
+* ``aiotrace._collector.Shipping`` sends them to a collector process, which
+  builds and exports them on another core.
+
+Nothing is dropped by default: if records arrive faster than they are
+consumed, the thread that finds the buffer at four times its high-water mark
+drains it itself, slowing the program rather than losing spans (set
+``max_buffered`` to bound memory and count drops instead).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiotrace._assemble import Assembler, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, Recorder
+from aiotrace._wire import Encoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,20 +42,69 @@ class Sink(Protocol):
         """Flush and release resources; the sink is not used afterwards."""
 
 
-class Pipeline:
-    """Drains :class:`Recorder` records through an :class:`Assembler` into a sink."""
+class Consumer(Protocol):
+    """What the pipeline hands encoded records to."""
 
-    def __init__(self, sink: Sink, recorder: Recorder = RECORDER, interval: float = 0.2) -> None:
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        """Take a batch of wire records, in order."""
+
+    def flush(self, timeout: float) -> bool:
+        """Deliver everything consumed so far."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Deliver everything and release resources."""
+
+
+class Building:
+    """Assembles spans in this process and exports them to a :class:`Sink`."""
+
+    def __init__(self, sink: Sink, recorder: Recorder = RECORDER) -> None:
         self.sink = sink
         self._recorder = recorder
+        self.assembler = Assembler(recorder.stats)
+        self.on_drafts: list[Callable[[list[SpanDraft]], None]] = []
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        self.assembler.stats = self._recorder.stats  # reset by each instrument()
+        drafts = self.assembler.process(records)
+        if not drafts:
+            return
+        for hook in self.on_drafts:
+            hook(drafts)
+        try:
+            self.sink.export(drafts)
+        except Exception as exc:  # a sink must not kill the pipeline
+            self._recorder.stats.export_failures += 1
+            self._recorder.stats.drop(len(drafts), "sink raised")
+            LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+
+    def flush(self, timeout: float) -> bool:
+        return self.sink.flush(timeout)
+
+    def shutdown(self, timeout: float) -> None:
+        self.assembler.finish()
+        try:
+            self.sink.flush(timeout)
+        finally:
+            self.sink.shutdown()
+
+
+class Pipeline:
+    """Drains :class:`Recorder` records through an :class:`Encoder` to a consumer."""
+
+    def __init__(
+        self, consumer: Consumer, recorder: Recorder = RECORDER, interval: float = 0.2
+    ) -> None:
+        self.consumer = consumer
+        self._recorder = recorder
         self._interval = interval
-        self._assembler = Assembler(recorder)
+        self._encoder = Encoder(recorder)
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._local = threading.local()
-        self.on_drained: list[Callable[[list[SpanDraft]], None]] = []
+        self._pid = os.getpid()
 
     def start(self) -> None:
         """Start the background thread (a daemon: it never keeps a program alive)."""
@@ -60,7 +118,10 @@ class Pipeline:
             self._wake.clear()
             if self._stopping:
                 break
-            self.drain()
+            try:
+                self.drain()
+            except Exception as exc:  # the thread must survive anything
+                self._recorder.fail("pipeline", exc)
 
     def _pressure(self) -> None:
         self._wake.set()
@@ -87,16 +148,7 @@ class Pipeline:
                 except IndexError:
                     pass
                 taken += len(batch)
-                drafts = self._assembler.process(batch)
-                if drafts:
-                    for hook in self.on_drained:
-                        hook(drafts)
-                    try:
-                        self.sink.export(drafts)
-                    except Exception as exc:  # a sink must not kill the pipeline
-                        self._recorder.stats.export_failures += 1
-                        self._recorder.stats.drop(len(drafts), "sink raised")
-                        LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+                self.consumer.consume(self._encoder.encode(batch))
         finally:
             self._local.draining = False
             self._drain_lock.release()
@@ -105,18 +157,14 @@ class Pipeline:
     def flush(self, timeout: float = 30.0) -> bool:
         """Build and deliver everything recorded so far."""
         self.drain()
-        return self.sink.flush(timeout)
+        return self.consumer.flush(timeout)
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop the thread, deliver what is left, shut the sink down."""
+        """Stop the thread, deliver what is left, shut the consumer down."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._recorder.set_pressure_handler(None)
         self.drain()
-        self._assembler.finish()
-        try:
-            self.sink.flush(timeout)
-        finally:
-            self.sink.shutdown()
+        self.consumer.shutdown(timeout)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # untyped package
 
 from aiotrace._patching import Patch, PatchSet
-from aiotrace._pipeline import Pipeline, Sink
+from aiotrace._pipeline import Building, Consumer, Pipeline, Sink
 from aiotrace._recorder import RECORDER, Options
 from aiotrace.primitives._base import retire_all
 from aiotrace.sinks import TracerProviderSink
@@ -93,12 +93,11 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
     def _instrument(self, **kwargs: Any) -> None:
         provider = kwargs.pop("tracer_provider", None)
         sink: Sink | None = kwargs.pop("sink", None)
+        consumer: Consumer | None = kwargs.pop("consumer", None)
         options = Options.from_kwargs(**kwargs)
-        pipeline = Pipeline(
-            sink if sink is not None else TracerProviderSink(provider),
-            RECORDER,
-            options.flush_interval,
-        )
+        if consumer is None:
+            consumer = Building(sink if sink is not None else TracerProviderSink(provider))
+        pipeline = Pipeline(consumer, RECORDER, options.flush_interval)
         RECORDER.configure(options)
         patches = PatchSet(build_patches(options))
         try:

@@ -36,7 +36,6 @@ import contextlib
 import contextvars
 import functools
 import sys
-import traceback
 from random import getrandbits as _getrandbits
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -187,79 +186,14 @@ class TaskSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        attrs = _exception_attributes(exception)
+        from aiotrace._wire import exception_attributes  # _wire imports us
+
+        attrs = exception_attributes(exception)
         attrs.update(attributes or {})
         self.add_event(semconv.EVENT_EXCEPTION, attrs, timestamp)
 
     def __repr__(self) -> str:
         return f"TaskSpan({self.task_name!r}, span_id={self.span_id:016x})"
-
-    # -- building ------------------------------------------------------
-    def to_draft(self, assembler: Any) -> Any:
-        """The finished span, for the pipeline (see ``_assemble.Assembler``)."""
-        from aiotrace._assemble import STATUS_ERROR, SpanDraft
-
-        rec = RECORDER
-        draft = SpanDraft(
-            self.name,
-            self.trace_id,
-            self.span_id,
-            rec.to_epoch(self.start_ns),
-            rec.to_epoch(self.end_ns),
-        )
-        draft.parent_id = self.parent_id
-        draft.parent_remote = self.parent_remote
-        draft.flags = self.flags
-        attrs = draft.attributes
-        if self.task_name is not None:
-            attrs[semconv.ATTR_TASK_NAME] = self.task_name
-        if self.coroutine is not None:
-            attrs[semconv.ATTR_TASK_COROUTINE] = self.coroutine
-        if self.parent_task is not None:
-            attrs[semconv.ATTR_TASK_PARENT] = self.parent_task
-        label = None
-        if self.site is not None:
-            from aiotrace._sites import SITES
-
-            site = SITES.resolve(self.site)
-            label = site.label
-            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = site.function
-            attrs[semconv.ATTR_CODE_FILE_PATH] = site.path
-            attrs[semconv.ATTR_CODE_LINE_NUMBER] = site.line
-        if self.outcome is not None:
-            attrs[semconv.ATTR_OUTCOME] = self.outcome
-        if self.attributes:
-            attrs.update(self.attributes)
-        if self.events:
-            draft.events.extend(self.events)
-        if self.exception is not None:
-            draft.events.append(
-                (semconv.EVENT_EXCEPTION, draft.end, _exception_attributes(self.exception))
-            )
-            draft.status = STATUS_ERROR
-            draft.status_description = f"{type(self.exception).__name__}: {self.exception}"
-        if self.status is StatusCode.ERROR:
-            draft.status = STATUS_ERROR
-            draft.status_description = self.status_description
-        if self.links:
-            draft.links.extend(self.links)
-        assembler.remember(self.span_id, self.trace_id, self.flags, self.task_name, label)
-        rec.stats.spans_built += 1
-        return draft
-
-
-def _exception_attributes(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    module = cls.__module__
-    return {
-        semconv.ATTR_EXCEPTION_TYPE: cls.__qualname__
-        if module in ("builtins", "__main__")
-        else f"{module}.{cls.__qualname__}",
-        semconv.ATTR_EXCEPTION_MESSAGE: str(exc),
-        semconv.ATTR_EXCEPTION_STACKTRACE: "".join(
-            traceback.format_exception(cls, exc, exc.__traceback__)
-        ),
-    }
 
 
 def start_task_span(coro: Any, site: Any) -> TaskSpan | None:

@@ -1,0 +1,275 @@
+"""Records as plain data: what crosses from the traced program to the span builder.
+
+Hot-path records hold live objects (the current span, a code object, the
+primitive's ref, a task's span). :class:`Encoder` turns them, in the traced
+process and off the hot path, into tuples of ints, strings, floats, tuples
+and dicts only, so the :class:`~aiotrace._assemble.Assembler` can run in
+this process or in a collector process (``marshal``-able, no pickling).
+Sites and primitives are sent once each, as definitions, and referred to by
+number afterwards.
+
+Wire records (first element the kind)::
+
+    W_SITE  (kind, site id, path, line, function)
+    W_PRIM  (kind, pid, primitive kind, display name, creation site label, capacity)
+    W_SPAN  (kind, name, t0, t1, span id, parent, task, site id, pid, outcome, attrs, links)
+    W_HOLD  like W_SPAN, with ``optional`` (bool) instead of links
+    W_FULL  (kind, name, t0, t1, span id, trace id, parent id, flags, remote,
+             attrs, events, links, status, status description, scope, span kind)
+
+Times are nanoseconds since the Unix epoch. ``parent`` is ``None`` (a root)
+or ``(trace id, span id, flags, remote)``. A link target is an int (a span id
+aiotrace allocated, whose trace the assembler knows) or ``(trace id, span
+id, flags)``. W_FULL carries spans that are complete already: task spans and
+spans from the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import OrderedDict
+from types import CodeType
+from typing import Any, Final
+
+from aiotrace import semconv
+from aiotrace._context import ids_of
+from aiotrace._recorder import R_HOLD, R_SDK, R_SPAN, R_TASK, Recorder
+from aiotrace._sites import SITES, default_name
+from aiotrace.primitives._base import PrimRef, display_name
+
+W_SPAN: Final = 0
+W_HOLD: Final = 1
+W_FULL: Final = 3
+W_SITE: Final = 10
+W_PRIM: Final = 11
+
+STATUS_UNSET: Final = 0
+STATUS_ERROR: Final = 2
+
+
+class Encoder:
+    """Stateful: remembers which sites and primitives the receiver already knows."""
+
+    PRIMS: Final = 10_000
+    """Primitives whose definition the receiver is sure to still have (LRU on use)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._sites: dict[tuple[int, int], tuple[CodeType, int]] = {}
+        # pid -> display name sent. Futures are primitives of their own, so a
+        # long run makes millions: bounded, least recently used forgotten (and
+        # defined again if used again; the receiver keeps twice as many).
+        self._prims: OrderedDict[int, str] = OrderedDict()
+        self._next_site = 1
+
+    def reset(self) -> None:
+        """Forget what was sent (a new receiver, e.g. after a fork)."""
+        self._sites.clear()
+        self._prims.clear()
+
+    # ------------------------------------------------------------------
+    def encode(self, records: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Wire records for ``records``, definitions first where needed."""
+        out: list[tuple[Any, ...]] = []
+        offset = self._recorder.epoch_offset
+        for record in records:
+            kind = record[0]
+            try:
+                if kind in (R_SPAN, R_HOLD):
+                    out.append(self._span(record, out, offset))
+                elif kind == R_TASK:
+                    out.append(self._task(record[1], offset))
+                elif kind == R_SDK:
+                    out.append(full_from_sdk(record[1]))
+            except Exception as exc:
+                self._recorder.fail("pipeline", exc)
+                self._recorder.stats.drop(1, "internal error while encoding")
+        return out
+
+    def site(self, raw: Any, out: list[tuple[Any, ...]]) -> int:
+        """The number of a raw ``(code, lasti)`` site, defining it on first use."""
+        if raw is None:
+            return 0
+        code, lasti = raw
+        key = (id(code), lasti)
+        entry = self._sites.get(key)
+        if entry is not None:
+            return entry[1]
+        number = self._next_site
+        self._next_site += 1
+        self._sites[key] = (code, number)  # keeps the code alive: its id stays unique
+        site = SITES.resolve(raw)
+        out.append((W_SITE, number, site.path, site.line, site.function))
+        return number
+
+    def prim(self, ref: PrimRef | None, out: list[tuple[Any, ...]]) -> int:
+        """The pid of a primitive, (re)defining it when new or renamed."""
+        if ref is None:
+            return 0
+        name = display_name(ref)
+        prims = self._prims
+        pid = ref.pid
+        if prims.get(pid) != name:
+            prims[pid] = name
+            label = SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
+            out.append((W_PRIM, pid, ref.kind, name, label, ref.capacity))
+            if len(prims) > self.PRIMS:
+                prims.popitem(last=False)
+        prims.move_to_end(pid)
+        return pid
+
+    def value(self, value: Any) -> Any:
+        """An attribute value as OpenTelemetry accepts it."""
+        if isinstance(value, PrimRef):
+            return display_name(value)
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], CodeType):
+            return SITES.resolve(value).label
+        return value
+
+    def _span(
+        self, record: tuple[Any, ...], out: list[tuple[Any, ...]], offset: int
+    ) -> tuple[Any, ...]:
+        parent = record[5]
+        if parent is None:
+            parent_ids = None
+        elif type(parent).__name__ == "TaskSpan":
+            parent_ids = (parent.trace_id, parent.span_id, parent.flags, False)
+        else:
+            parent_ids = ids_of(parent)
+        attrs = record[10]
+        if attrs:
+            value = self.value
+            attrs = {key: value(v) for key, v in attrs.items()}
+        ref = record[8]
+        if ref is not None and ref.kind == semconv.KIND_FUTURE:
+            # A future is a primitive of its own: millions in a long run. Its
+            # identity travels as attributes, not as a definition to remember.
+            attrs = dict(attrs) if attrs else {}
+            attrs[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
+            attrs[semconv.ATTR_PRIMITIVE_ID] = ref.pid
+            attrs[semconv.ATTR_PRIMITIVE_NAME] = display_name(ref)
+            attrs[semconv.ATTR_PRIMITIVE_SITE] = (
+                SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
+            )
+            ref = None
+        tail = record[11]
+        if record[0] == R_SPAN and tail:
+            links: list[tuple[str, Any]] = []
+            for link_kind, target in tail:
+                if isinstance(target, int):
+                    links.append((link_kind, target))
+                else:
+                    ids = ids_of(target)
+                    if ids is not None:
+                        links.append((link_kind, (ids[0], ids[1], ids[2])))
+            tail = tuple(links)
+        return (
+            W_SPAN if record[0] == R_SPAN else W_HOLD,
+            record[1],
+            record[2] + offset,
+            record[3] + offset,
+            record[4],
+            parent_ids,
+            record[6],
+            self.site(record[7], out),
+            self.prim(ref, out),
+            record[9],
+            attrs,
+            tail,
+        )
+
+    def _task(self, span: Any, offset: int) -> tuple[Any, ...]:
+        attrs: dict[str, Any] = {}
+        if span.task_name is not None:
+            attrs[semconv.ATTR_TASK_NAME] = span.task_name
+        if span.coroutine is not None:
+            attrs[semconv.ATTR_TASK_COROUTINE] = span.coroutine
+        if span.parent_task is not None:
+            attrs[semconv.ATTR_TASK_PARENT] = span.parent_task
+        if span.site is not None:
+            site = SITES.resolve(span.site)
+            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = site.function
+            attrs[semconv.ATTR_CODE_FILE_PATH] = site.path
+            attrs[semconv.ATTR_CODE_LINE_NUMBER] = site.line
+        if span.outcome is not None:
+            attrs[semconv.ATTR_OUTCOME] = span.outcome
+        if span.attributes:
+            attrs.update(span.attributes)
+        end = span.end_ns + offset
+        events = list(span.events or ())
+        status, description = STATUS_UNSET, None
+        if span.exception is not None:
+            events.append((semconv.EVENT_EXCEPTION, end, exception_attributes(span.exception)))
+            status = STATUS_ERROR
+            description = f"{type(span.exception).__name__}: {span.exception}"
+        if span.status is not None and int(span.status.value) == STATUS_ERROR:
+            status, description = STATUS_ERROR, span.status_description
+        return (
+            W_FULL,
+            span.name,
+            span.start_ns + offset,
+            end,
+            span.span_id,
+            span.trace_id,
+            span.parent_id,
+            span.flags,
+            span.parent_remote,
+            attrs,
+            tuple(events),
+            tuple(span.links or ()),
+            status,
+            description,
+            None,
+            0,
+        )
+
+
+def exception_attributes(exc: BaseException) -> dict[str, Any]:
+    """The semantic-convention attributes of an ``exception`` span event."""
+    cls = type(exc)
+    module = cls.__module__
+    return {
+        semconv.ATTR_EXCEPTION_TYPE: cls.__qualname__
+        if module in ("builtins", "__main__")
+        else f"{module}.{cls.__qualname__}",
+        semconv.ATTR_EXCEPTION_MESSAGE: str(exc),
+        semconv.ATTR_EXCEPTION_STACKTRACE: "".join(
+            traceback.format_exception(cls, exc, exc.__traceback__)
+        ),
+    }
+
+
+def full_from_sdk(span: Any) -> tuple[Any, ...]:
+    """A W_FULL record from an SDK ``ReadableSpan`` (the user's own spans)."""
+    ctx = span.context
+    parent = span.parent
+    scope = span.instrumentation_scope
+    return (
+        W_FULL,
+        span.name,
+        span.start_time,
+        span.end_time,
+        ctx.span_id,
+        ctx.trace_id,
+        parent.span_id if parent is not None else 0,
+        int(ctx.trace_flags),
+        bool(parent.is_remote) if parent is not None else False,
+        dict(span.attributes or {}),
+        tuple((e.name, e.timestamp, dict(e.attributes or {})) for e in span.events),
+        tuple(
+            (
+                link.context.trace_id,
+                link.context.span_id,
+                int(link.context.trace_flags),
+                dict(link.attributes or {}),
+            )
+            for link in span.links
+        ),
+        int(span.status.status_code.value),
+        span.status.description,
+        (scope.name, scope.version) if scope is not None else None,
+        int(span.kind.value),
+    )
+
+
+__all__ = ["Encoder", "default_name", "exception_attributes", "full_from_sdk"]
