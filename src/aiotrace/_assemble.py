@@ -265,6 +265,7 @@ class Assembler:
         draft.status_description = record[13]
         draft.scope = record[14]
         draft.kind = record[15]
+        self.stats.spans_built += 1
         if draft.scope is None:
             # One of ours (a task span): later links may point at it.
             attrs = draft.attributes

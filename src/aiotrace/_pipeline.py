@@ -112,6 +112,16 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="aiotrace-pipeline", daemon=True)
         self._thread.start()
 
+    def after_fork(self) -> None:
+        """In a forked child: a thread of our own, and the consumer reconnected."""
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._local = threading.local()
+        self._encoder.reset()
+        if self._thread is not None and not self._stopping:
+            self._thread = None
+            self.start()
+
     def _run(self) -> None:
         while not self._stopping:
             self._wake.wait(self._interval)

@@ -11,6 +11,7 @@ it found it, then delivers what was recorded.
 from __future__ import annotations
 
 import atexit
+import os
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # untyped package
@@ -70,6 +71,19 @@ def _flush_at_exit() -> None:
             RECORDER.fail("pipeline", exc)
 
 
+def _after_fork_in_child() -> None:
+    pipeline = AiotraceInstrumentor._pipeline
+    if pipeline is None:
+        return
+    try:
+        pipeline.after_fork()
+        from aiotrace._child import after_fork
+
+        after_fork(pipeline.consumer)
+    except Exception as exc:  # a fork must never fail because of us
+        RECORDER.fail("pipeline", exc)
+
+
 def _register_exit_flush() -> None:
     # Registered at the first instrument(): atexit runs handlers last-in
     # first-out, so a TracerProvider configured before us (as
@@ -78,6 +92,8 @@ def _register_exit_flush() -> None:
     if not _exit_registered:
         _exit_registered = True
         atexit.register(_flush_at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped base class

@@ -79,6 +79,14 @@ SPAN_FUTURE_WAIT: Final = "asyncio.Future.wait"
 SPAN_FUTURE_RESOLVE: Final = "asyncio.Future.resolve"
 """Span event on the resolver's current span when it set a traced future."""
 
+SPAN_RUN: Final = "aiotrace.run"
+"""The root span of ``aiotrace run``: the whole program."""
+SPAN_PROCESS: Final = "aiotrace.process"
+"""A child process of a traced program, traced too (its tasks nest under it)."""
+EVENT_PRIMITIVE_SUMMARY: Final = "aiotrace.primitive"
+"""Event on a run/process/session span: totals for one primitive (by creation site),
+below-threshold operations included."""
+
 # --------------------------------------------------------------------------
 # Standard (semantic-convention) attribute keys
 # --------------------------------------------------------------------------
@@ -161,7 +169,31 @@ ATTR_FUTURE_WAITERS: Final = "aiotrace.future.waiters"
 ATTR_LINK_KIND: Final = "aiotrace.link.kind"
 """On a link: why the linked span is related, one of the ``LINK_*`` values."""
 ATTR_DROPPED: Final = "aiotrace.dropped"
-"""On the run/session span: operations aiotrace counted but did not span."""
+"""On the run/session span: spans aiotrace could not deliver (see ``aiotrace.stats()``)."""
+ATTR_INTERNAL_ERRORS: Final = "aiotrace.internal_errors"
+"""On the run/session span: internal errors (each disabled a family of tracing)."""
+ATTR_BELOW_THRESHOLD: Final = "aiotrace.below_threshold"
+"""On the run/session span: operations counted but not spanned (under a threshold)."""
+ATTR_OPERATIONS: Final = "aiotrace.operations"
+"""On a run span, or a primitive summary: operations observed."""
+ATTR_PROGRAM: Final = "aiotrace.program"
+"""On the run span: the script or module run (``locks.py``, ``-m app``)."""
+ATTR_EXIT_CODE: Final = "aiotrace.exit_code"
+"""On the run span: the program's exit status."""
+ATTR_ARGV: Final = "process.command_args"
+"""On the run span: the program's arguments (semconv ``process.command_args``)."""
+ATTR_PID: Final = "process.pid"
+"""On run and process spans: the process id (semconv ``process.pid``)."""
+ATTR_SUMMARY_WAITS: Final = "aiotrace.waits"
+"""In a primitive summary: waits that blocked, spanned or not."""
+ATTR_SUMMARY_WAIT_MS: Final = "aiotrace.wait_ms"
+"""In a primitive summary: total time waited, in milliseconds."""
+ATTR_SUMMARY_MAX_WAIT_MS: Final = "aiotrace.max_wait_ms"
+"""In a primitive summary: the longest wait, in milliseconds."""
+ATTR_SUMMARY_HOLDS: Final = "aiotrace.holds"
+"""In a primitive summary: holds that were waited for or passed ``min_hold``."""
+ATTR_SUMMARY_MAX_HOLD_MS: Final = "aiotrace.max_hold_ms"
+"""In a primitive summary: the longest of those holds, in milliseconds."""
 
 # --------------------------------------------------------------------------
 # Attribute values

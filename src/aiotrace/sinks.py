@@ -1,5 +1,10 @@
 """Where spans go: the user's TracerProvider (SDK path), or aiotrace's own exporters.
 
+**Own path** (:class:`OwnedSink`): used by ``aiotrace run`` and the pytest
+plugin, which own the whole export: drafts go to the OTLP/JSON trace file,
+to OTLP (the official exporters, from a thread of their own) and to the
+report, without building SDK span objects on the way.
+
 **SDK path** (:class:`TracerProviderSink`): used when the user passes a
 ``TracerProvider`` or has set a global one. Each draft becomes a real SDK span
 through that provider, so the user's processors, samplers and exporters see
@@ -11,8 +16,13 @@ duration of one ``start_span`` call.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import queue
+import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -24,6 +34,10 @@ from aiotrace import semconv
 from aiotrace._assemble import STATUS_ERROR, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER
 from aiotrace._version import __version__
+from aiotrace.exceptions import EndpointError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
 
 
 class _PresetIds(IdGenerator):
@@ -170,3 +184,206 @@ class TracerProviderSink:
 
     def shutdown(self) -> None:
         """The provider is the user's: flushed, never shut down."""
+
+
+# ===========================================================================
+# aiotrace's own exporters: the trace file, OTLP, the report
+# ===========================================================================
+
+OTLP_PROTOCOLS: Final = ("grpc", "http/protobuf")
+"""The OTLP transports aiotrace exports over."""
+
+
+def otlp_exporter(endpoint: str | None, protocol: str, timeout: float | None = None) -> Any:
+    """The official OTLP span exporter for ``protocol``; ``endpoint`` None means OTEL_* vars.
+
+    Headers, TLS, compression and timeouts come from the standard
+    ``OTEL_EXPORTER_OTLP_*`` variables, as the exporters read them.
+
+    Raises:
+        EndpointError: an unknown protocol.
+    """
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        insecure = None
+        if endpoint is not None:
+            insecure = urlsplit(endpoint).scheme != "https"
+        return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        if endpoint is not None and not urlsplit(endpoint).path.rstrip("/").endswith("v1/traces"):
+            endpoint = endpoint.rstrip("/") + "/v1/traces"
+        return HttpExporter(endpoint=endpoint, timeout=timeout)
+    raise EndpointError(f"unknown OTLP protocol {protocol!r}; valid: {', '.join(OTLP_PROTOCOLS)}")
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Validate an OTLP endpoint URL; returns it.
+
+    Raises:
+        EndpointError: not an http(s) URL with a host.
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise EndpointError(
+            f"invalid OTLP endpoint {endpoint!r}: expected http://host:port or https://host:port"
+        )
+    try:
+        parts.port  # noqa: B018  # raises ValueError for a bad port
+    except ValueError:
+        raise EndpointError(f"invalid OTLP endpoint {endpoint!r}: bad port") from None
+    return endpoint
+
+
+def reachable(endpoint: str, timeout: float = 1.0) -> str | None:
+    """``None`` if something accepts TCP connections at ``endpoint``, else why not."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
+
+
+class _Capture(logging.Handler):
+    """Keeps the exporters' complaints, instead of letting them print tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < 5:
+            self.messages.append(record.getMessage().splitlines()[0])
+
+
+class OtlpForwarder:
+    """Exports drafts over OTLP from a thread of its own; stops at the first failure.
+
+    A failed export is reported once, in :attr:`error`; everything after it is
+    counted as not exported (it is still in the trace file, for ``aiotrace
+    send``). Nothing here ever raises into the pipeline.
+    """
+
+    BATCH: Final = 512
+
+    def __init__(self, exporter: Any, resource: Resource, stats: Any, endpoint: str) -> None:
+        self._exporter = exporter
+        self._resource = resource
+        self._stats = stats
+        self.endpoint = endpoint
+        self.error: str | None = None
+        self.exported = 0
+        self.failed = 0
+        self._queue: queue.Queue[list[SpanDraft] | None] = queue.Queue(maxsize=256)
+        self._thread = threading.Thread(target=self._run, name="aiotrace-otlp", daemon=True)
+        self._thread.start()
+
+    def submit(self, drafts: list[SpanDraft]) -> None:
+        """Queue a batch (blocks when far behind: back-pressure, not loss)."""
+        if self.error is not None:
+            self.failed += len(drafts)
+            return
+        self._queue.put(list(drafts))
+
+    def _run(self) -> None:
+        from aiotrace._otlp import draft_to_readable
+
+        capture = _Capture()
+        loggers = [
+            logging.getLogger(name) for name in ("opentelemetry.exporter", "opentelemetry.sdk")
+        ]
+        for logger in loggers:
+            logger.addHandler(capture)
+            logger.propagate = False
+        try:
+            while True:
+                batch = self._queue.get()
+                if batch is None:
+                    return
+                if self.error is not None:
+                    self.failed += len(batch)
+                    continue
+                for start in range(0, len(batch), self.BATCH):
+                    chunk = batch[start : start + self.BATCH]
+                    try:
+                        spans = [draft_to_readable(d, self._resource) for d in chunk]
+                        result = self._exporter.export(spans)
+                        ok = getattr(result, "name", "") == "SUCCESS"
+                    except Exception as exc:  # an exporter must not break the run
+                        capture.messages.append(f"{type(exc).__name__}: {exc}")
+                        ok = False
+                    if ok:
+                        self.exported += len(chunk)
+                    else:
+                        self.error = (
+                            capture.messages[-1] if capture.messages else "the exporter failed"
+                        )
+                        self.failed += len(batch) - start
+                        break
+        finally:
+            for logger in loggers:
+                logger.removeHandler(capture)
+                logger.propagate = True
+
+    def close(self, timeout: float) -> None:
+        """Export what is queued (within ``timeout``) and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.error = self.error or f"export did not finish within {timeout:.0f} s"
+        with contextlib.suppress(Exception):
+            self._exporter.shutdown()
+
+
+class OwnedSink:
+    """aiotrace's own destination: the trace file, OTLP, and the report, fed in one pass."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        trace_file: str | None = None,
+        otlp: OtlpForwarder | None = None,
+        stats: Any = None,
+    ) -> None:
+        from aiotrace._otlp import TraceFileWriter
+        from aiotrace.report import ReportBuilder
+
+        self.resource = resource
+        self.stats = stats if stats is not None else RECORDER.stats
+        self.writer = TraceFileWriter(trace_file, dict(resource.attributes)) if trace_file else None
+        self.otlp = otlp
+        self.report = ReportBuilder()
+        self.extra: list[Any] = []  # more sinks (tests, the HTML timeline)
+
+    def export(self, drafts: list[SpanDraft]) -> None:
+        self.report.add(drafts)
+        if self.writer is not None:
+            self.writer.write(drafts)
+        if self.otlp is not None:
+            self.otlp.submit(drafts)
+        for sink in self.extra:
+            sink.export(drafts)
+
+    def flush(self, timeout: float) -> bool:
+        if self.writer is not None:
+            self.writer.flush()
+        return True
+
+    def shutdown(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish everything: the file closed, OTLP flushed."""
+        self.shutdown()
+        if self.otlp is not None:
+            self.otlp.close(timeout)

@@ -1,0 +1,111 @@
+"""Child processes of a traced program: traced into the same collector and trace.
+
+Two ways a child comes about:
+
+* a new interpreter (``subprocess``, multiprocessing's spawn and forkserver):
+  ``_bootstrap/sitecustomize.py`` calls :func:`start`;
+* a fork of an instrumented process (multiprocessing's default on Linux,
+  ``os.fork``): the parent's patches are already there, and
+  :func:`after_fork` (registered by the instrumentor) reconnects the pipeline.
+
+Either way the child gets an ``aiotrace.process`` span, a child of the span
+that was current where it was started (``TRACEPARENT``), under which its
+tasks nest, and ships everything at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from aiotrace import _api, semconv
+from aiotrace._version import __version__
+
+_state: dict[str, Any] = {}
+
+
+def start() -> None:
+    """Instrument a freshly started child Python process (see ``_bootstrap``)."""
+    from opentelemetry.sdk.resources import Resource
+
+    from aiotrace._collector import Shipping
+    from aiotrace._session import (
+        ENV_COLLECTOR,
+        ENV_OPTIONS,
+        ENV_RESOURCE,
+        install_provider,
+        parent_from_env,
+    )
+
+    if _api.is_instrumented():
+        return
+    shipping = Shipping(os.environ[ENV_COLLECTOR])
+    resource = Resource(json.loads(os.environ.get(ENV_RESOURCE) or "{}"))
+    provider = install_provider(resource)
+    options = json.loads(os.environ.get(ENV_OPTIONS) or "{}")
+    _begin(shipping, provider, parent_from_env())
+    _api.instrument(consumer=shipping, **options)
+    atexit.register(finish)
+
+
+def _begin(shipping: Any, provider: Any, parent: otel_context.Context) -> None:
+    tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+    span = tracer.start_span(
+        semconv.SPAN_PROCESS,
+        context=parent,
+        attributes={
+            semconv.ATTR_PID: os.getpid(),
+            semconv.ATTR_ARGV: list(sys.argv),
+        },
+    )
+    token = otel_context.attach(trace.set_span_in_context(span))
+    _state.update(shipping=shipping, provider=provider, span=span, token=token)
+
+
+def finish() -> None:
+    """At the child's exit: end its span, ship everything, disconnect."""
+    from aiotrace._session import producer_stats, summary_events
+    from aiotrace.primitives.tasks import report_pending
+
+    span = _state.pop("span", None)
+    if span is None:
+        return
+    with contextlib.suppress(Exception):
+        report_pending()
+    for name, attrs in summary_events():
+        span.add_event(name, attrs)
+    with contextlib.suppress(Exception):
+        otel_context.detach(_state.pop("token"))
+    span.end()
+    shipping = _state.get("shipping")
+    if shipping is not None:
+        shipping.send_stats(producer_stats())
+    if _api.is_instrumented():
+        _api.uninstrument()
+    provider = _state.get("provider")
+    if provider is not None:
+        with contextlib.suppress(Exception):
+            provider.shutdown()
+
+
+def after_fork(consumer: Any) -> None:
+    """In the child of a fork: our own connection, and a span for this process."""
+    reconnect = getattr(consumer, "reconnect", None)
+    if reconnect is None:
+        return  # an in-process sink (the user's TracerProvider): nothing to reconnect
+    reconnect()
+    _begin(consumer, None, otel_context.get_current())
+    atexit.register(finish)
+    # multiprocessing's forked workers leave through os._exit(), which skips
+    # atexit; their finalizers still run.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        with contextlib.suppress(Exception):
+            mp_util.Finalize(None, finish, exitpriority=-100)

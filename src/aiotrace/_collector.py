@@ -1,0 +1,396 @@
+"""The collector: a helper process that builds and exports the spans of traced processes.
+
+``aiotrace run`` and the pytest plugin start one collector. Every traced
+process (the program, its child processes, xdist workers) connects to it
+over a Unix socket and streams wire records (``_wire``) as length-prefixed
+``marshal`` frames. The collector assembles spans, writes the trace file,
+exports over OTLP and aggregates the report, on another core than the
+program's. Because it outlives the program, a program that crashes or is
+killed still leaves a complete, valid trace file of everything it shipped.
+
+Control is over the collector's stdin/stdout: the parent writes the config
+as one JSON line, reads ``READY <socket path>``, and at the end writes
+``finish`` and reads ``DONE <report json>``. If stdin closes without
+``finish`` (the parent died), the collector finishes anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import marshal
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import IO, Any, Final
+
+from aiotrace._assemble import Assembler
+from aiotrace._recorder import LOGGER, Stats
+
+FRAME: Final = struct.Struct("!I")
+MAX_FRAME: Final = 256 * 1024 * 1024
+
+# Producer -> collector messages (first element of the marshal'd tuple).
+MSG_RECORDS: Final = "R"
+MSG_STATS: Final = "S"
+MSG_BYE: Final = "B"
+
+
+# ===========================================================================
+# Producer side: the pipeline's consumer in every traced process
+# ===========================================================================
+
+
+class Shipping:
+    """Sends wire records to a collector (a pipeline :class:`~aiotrace._pipeline.Consumer`)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._broken = False
+        self.sent = 0
+        self.lost = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.address)
+        self._sock = sock
+        self._broken = False
+
+    def reconnect(self) -> None:
+        """After a fork: the inherited socket belongs to the parent; open our own."""
+        self._lock = threading.Lock()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.detach()  # do not close the parent's connection
+        try:
+            self._connect()
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._broken:
+            self._broken = True
+            LOGGER.warning(
+                "aiotrace: lost the connection to the collector (%s); "
+                "spans recorded from now on are lost",
+                exc,
+            )
+
+    def _send(self, message: tuple[Any, ...]) -> bool:
+        payload = marshal.dumps(message)
+        with self._lock:
+            sock = self._sock
+            if sock is None or self._broken:
+                return False
+            try:
+                sock.sendall(FRAME.pack(len(payload)) + payload)
+            except OSError as exc:
+                self._fail(exc)
+                return False
+        return True
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        if not records:
+            return
+        if self._send((MSG_RECORDS, records)):
+            self.sent += len(records)
+        else:
+            self.lost += len(records)
+
+    def send_stats(self, stats: dict[str, Any]) -> None:
+        """This process's counters (what the collector cannot see for itself)."""
+        self._send((MSG_STATS, stats))
+
+    def flush(self, timeout: float) -> bool:
+        return not self._broken
+
+    def shutdown(self, timeout: float) -> None:
+        self._send((MSG_BYE,))
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+# ===========================================================================
+# Collector side
+# ===========================================================================
+
+
+class _Producer:
+    __slots__ = ("assembler", "buffer", "pid", "stats")
+
+    def __init__(self, stats: Stats) -> None:
+        self.buffer = bytearray()
+        self.assembler = Assembler(stats)
+        self.stats: dict[str, Any] = {}
+        self.pid = 0
+
+
+class Collector:
+    """Receives, assembles, exports. One thread does it all but OTLP's network I/O."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from opentelemetry.sdk.resources import Resource
+
+        from aiotrace.sinks import OtlpForwarder, OwnedSink, otlp_exporter, reachable
+
+        self.config = config
+        self.stats = Stats()
+        self.resource = Resource(config.get("resource") or {})
+        self.notes: list[str] = []
+        otlp = None
+        otlp_config = config.get("otlp")
+        self.otlp_down: str | None = None
+        if otlp_config:
+            endpoint = otlp_config.get("endpoint")
+            probe = otlp_config.get("probe")
+            self.otlp_down = reachable(probe) if probe else None
+            if self.otlp_down is None:
+                exporter = otlp_exporter(
+                    endpoint, otlp_config["protocol"], otlp_config.get("timeout")
+                )
+                otlp = OtlpForwarder(
+                    exporter, self.resource, self.stats, otlp_config.get("shown", "")
+                )
+        self.sink = OwnedSink(self.resource, config.get("trace_file"), otlp, self.stats)
+        self.directory = tempfile.mkdtemp(prefix="aiotrace-")
+        self.address = os.path.join(self.directory, "collector.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.address)
+        self.listener.listen(64)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.producers: dict[socket.socket, _Producer] = {}
+        self.finished_producers: list[_Producer] = []
+        self.connections = 0
+
+    # ------------------------------------------------------------------
+    def serve(self, control: IO[str], out: IO[str]) -> None:
+        """Run until told to finish (or until the parent goes away)."""
+        out.write(f"READY {self.address}\n")
+        out.flush()
+        finish = threading.Event()
+        threading.Thread(target=self._watch, args=(control, finish), daemon=True).start()
+        while not finish.is_set():
+            self._poll(0.05)
+        linger = float(self.config.get("linger", 5.0))
+        deadline = time.monotonic() + linger
+        while self.producers and time.monotonic() < deadline:
+            self._poll(0.05)
+        if self.producers:
+            self.notes.append(
+                f"{len(self.producers)} traced process(es) still running when the report was "
+                "made: their later spans are not in it"
+            )
+        report = self.close()
+        out.write("DONE " + json.dumps(report) + "\n")
+        out.flush()
+
+    def _watch(self, control: IO[str], finish: threading.Event) -> None:
+        for line in control:
+            if line.strip() == "finish":
+                break
+        finish.set()
+
+    def _poll(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                conn, _ = self.listener.accept()
+                conn.setblocking(False)
+                self.producers[conn] = _Producer(self.stats)
+                self.connections += 1
+                self.selector.register(conn, selectors.EVENT_READ, True)
+            else:
+                self._read(key.fileobj)  # type: ignore[arg-type]
+
+    def _read(self, conn: socket.socket) -> None:
+        producer = self.producers[conn]
+        try:
+            chunk = conn.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            producer.buffer += chunk
+            self._frames(producer)
+            return
+        self._frames(producer)
+        self.selector.unregister(conn)
+        conn.close()
+        del self.producers[conn]
+        self.finished_producers.append(producer)
+        if producer.buffer:
+            self.notes.append("a traced process disconnected in the middle of a message")
+
+    def _frames(self, producer: _Producer) -> None:
+        buffer = producer.buffer
+        offset = 0
+        while len(buffer) - offset >= FRAME.size:
+            (size,) = FRAME.unpack_from(buffer, offset)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes")
+            end = offset + FRAME.size + size
+            if len(buffer) < end:
+                break
+            message = marshal.loads(bytes(buffer[offset + FRAME.size : end]))
+            offset = end
+            self._handle(producer, message)
+        if offset:
+            del buffer[:offset]
+
+    def _handle(self, producer: _Producer, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == MSG_RECORDS:
+            drafts = producer.assembler.process(message[1])
+            if drafts:
+                self.sink.export(drafts)
+        elif kind == MSG_STATS:
+            producer.stats = dict(message[1])
+
+    # ------------------------------------------------------------------
+    def close(self) -> dict[str, Any]:
+        """Finish the file and OTLP, and return the report as JSON data."""
+        for conn in list(self.producers):
+            self.selector.unregister(conn)
+            conn.close()
+            self.finished_producers.append(self.producers.pop(conn))
+        self.selector.close()
+        self.listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.address)
+            os.rmdir(self.directory)
+        otlp = self.sink.otlp
+        self.sink.close(float(self.config.get("otlp_timeout", 30.0)))
+        stats = self.stats
+        totals: dict[str, int] = {
+            "spans_built": stats.spans_built,
+            "spans_dropped": stats.spans_dropped,
+            "internal_errors": stats.internal_errors,
+            "below_threshold": stats.below_threshold,
+            "processes": self.connections,
+        }
+        for producer in self.finished_producers:
+            for key in ("spans_dropped", "internal_errors", "below_threshold", "operations"):
+                totals[key] = totals.get(key, 0) + int(producer.stats.get(key, 0))
+        written = self.sink.writer.spans_written if self.sink.writer is not None else 0
+        export_error = self.otlp_down
+        if otlp is not None:
+            totals["spans_exported"] = otlp.exported
+            export_error = otlp.error
+            if otlp.failed:
+                totals["spans_not_exported"] = otlp.failed
+        else:
+            totals["spans_exported"] = written
+        report = self.sink.report.build(
+            stats=totals,
+            trace_file=self.sink.writer.path if self.sink.writer is not None else None,
+            otlp_endpoint=(self.config.get("otlp") or {}).get("shown"),
+            jaeger_url=self.config.get("jaeger_url") if self.config.get("otlp") else None,
+            export_error=export_error,
+            notes=self.notes,
+        )
+        return report.to_json()
+
+
+def main() -> int:
+    """``python -m aiotrace._collector``: config on stdin's first line."""
+    line = sys.stdin.readline()
+    if not line:
+        return 2
+    collector = Collector(json.loads(line))
+    try:
+        collector.serve(sys.stdin, sys.stdout)
+    except Exception as exc:
+        sys.stderr.write(f"aiotrace collector failed: {type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+# ===========================================================================
+# Parent side: starting one and getting the report
+# ===========================================================================
+
+
+class CollectorError(RuntimeError):
+    """The collector process could not start or did not answer."""
+
+
+class CollectorHandle:
+    """A running collector process."""
+
+    def __init__(self, config: dict[str, Any], startup_timeout: float = 30.0) -> None:
+        env = dict(os.environ)
+        # The collector must not trace itself, nor be traced by an inherited setup.
+        for key in ("AIOTRACE_COLLECTOR", "TRACEPARENT"):
+            env.pop(key, None)
+        self.process = subprocess.Popen(  # our own module, same interpreter
+            [sys.executable, "-m", "aiotrace._collector"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal is the program's, not ours
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps(config) + "\n")
+        self.process.stdin.flush()
+        answer = _readline(self.process.stdout, startup_timeout)
+        if not answer.startswith("READY "):
+            self.process.kill()
+            raise CollectorError("the aiotrace collector did not start")
+        self.address = answer[len("READY ") :].strip()
+
+    def finish(self, timeout: float = 60.0) -> dict[str, Any] | None:
+        """Tell it to finish; the report data, or ``None`` if it died or hung."""
+        process = self.process
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            process.stdin.write("finish\n")
+            process.stdin.flush()
+        except OSError:
+            pass
+        answer = _readline(process.stdout, timeout)
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if answer.startswith("DONE "):
+            data: dict[str, Any] = json.loads(answer[len("DONE ") :])
+            return data
+        return None
+
+
+def _readline(stream: IO[str], timeout: float) -> str:
+    result: list[str] = []
+
+    def read() -> None:
+        with contextlib.suppress(Exception):
+            result.append(stream.readline())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0] if result else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Spans as OTLP: the JSON trace file (written as it goes, read back), and SDK spans.
+
+The trace file is one OTLP/JSON ``ExportTraceServiceRequest`` object: the
+format OpenTelemetry collectors and Jaeger's UI ("Upload" / "JSON File")
+accept. Ids are hex strings, 64-bit integers decimal strings, enums numbers,
+as the OTLP/JSON encoding specifies. It is written incrementally, one
+``scopeSpans`` entry per batch, so memory does not grow with the trace and a
+file interrupted by a crash is still closed properly by whoever finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.status import Status, StatusCode
+
+from aiotrace import semconv
+from aiotrace._assemble import SpanDraft
+from aiotrace._version import __version__
+from aiotrace.exceptions import TraceFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from opentelemetry.sdk.resources import Resource
+
+AIOTRACE_SCOPE: Final = (semconv.SCOPE_NAME, __version__)
+
+# ---------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------
+
+
+def value_to_json(value: Any) -> dict[str, Any]:
+    """An ``AnyValue`` in OTLP/JSON."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, (list, tuple)):
+        return {"arrayValue": {"values": [value_to_json(v) for v in value]}}
+    if isinstance(value, bytes):
+        import base64
+
+        return {"bytesValue": base64.b64encode(value).decode()}
+    return {"stringValue": str(value)}
+
+
+def attributes_to_json(attributes: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """``KeyValue`` list in OTLP/JSON."""
+    if not attributes:
+        return []
+    return [{"key": key, "value": value_to_json(value)} for key, value in attributes.items()]
+
+
+def draft_to_json(draft: SpanDraft) -> dict[str, Any]:
+    """One OTLP/JSON ``Span``."""
+    span: dict[str, Any] = {
+        "traceId": f"{draft.trace_id:032x}",
+        "spanId": f"{draft.span_id:016x}",
+        "name": draft.name,
+        "kind": draft.kind + 1,  # SDK SpanKind.INTERNAL is 0, OTLP's is 1
+        "startTimeUnixNano": str(draft.start),
+        "endTimeUnixNano": str(draft.end),
+        "attributes": attributes_to_json(draft.attributes),
+        "flags": draft.flags | 0x100 | (0x200 if draft.parent_remote else 0),
+    }
+    if draft.parent_id:
+        span["parentSpanId"] = f"{draft.parent_id:016x}"
+    if draft.events:
+        span["events"] = [
+            {"timeUnixNano": str(ts), "name": name, "attributes": attributes_to_json(attrs)}
+            for name, ts, attrs in draft.events
+        ]
+    if draft.links:
+        span["links"] = [
+            {
+                "traceId": f"{trace_id:032x}",
+                "spanId": f"{span_id:016x}",
+                "attributes": attributes_to_json(attrs),
+                "flags": flags | 0x100,
+            }
+            for trace_id, span_id, flags, attrs in draft.links
+        ]
+    if draft.status:
+        status: dict[str, Any] = {"code": draft.status}
+        if draft.status_description:
+            status["message"] = draft.status_description
+        span["status"] = status
+    else:
+        span["status"] = {}
+    return span
+
+
+def scope_to_json(scope: tuple[str, str | None] | None) -> dict[str, Any]:
+    """An ``InstrumentationScope``; ``None`` is aiotrace's own."""
+    name, version = scope if scope is not None else AIOTRACE_SCOPE
+    return {"name": name, "version": version} if version else {"name": name}
+
+
+class TraceFileWriter:
+    """Writes the trace file incrementally; :meth:`close` makes it one valid JSON object."""
+
+    def __init__(self, path: str, resource: Mapping[str, Any]) -> None:
+        self.path = path
+        self.spans_written = 0
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        self._fh: IO[str] | None = open(path, "w", encoding="utf-8")  # noqa: SIM115  # closed in close()
+        self._first = True
+        head = {"resource": {"attributes": attributes_to_json(resource)}}
+        # The head with its closing brace cut off, then the scopeSpans array.
+        self._fh.write('{"resourceSpans":[' + json.dumps(head)[:-1] + ',"scopeSpans":[')
+
+    def write(self, drafts: Iterable[SpanDraft]) -> None:
+        """Append a batch, one ``scopeSpans`` entry per instrumentation scope."""
+        fh = self._fh
+        if fh is None:
+            return
+        by_scope: dict[Any, list[dict[str, Any]]] = {}
+        for draft in drafts:
+            by_scope.setdefault(draft.scope, []).append(draft_to_json(draft))
+        for scope, spans in by_scope.items():
+            entry = json.dumps(
+                {"scope": scope_to_json(scope), "spans": spans}, separators=(",", ":")
+            )
+            fh.write(entry if self._first else "," + entry)
+            self._first = False
+            self.spans_written += len(spans)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        """Finish the JSON object and close the file (idempotent)."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.write("]}]}\n")
+            fh.close()
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _value_from_json(value: Mapping[str, Any]) -> Any:
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "arrayValue" in value:
+        return tuple(_value_from_json(v) for v in value["arrayValue"].get("values", []))
+    if "bytesValue" in value:
+        import base64
+
+        return base64.b64decode(value["bytesValue"])
+    return None
+
+
+def attributes_from_json(items: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A ``KeyValue`` list back to a dict."""
+    return {item["key"]: _value_from_json(item.get("value", {})) for item in items or ()}
+
+
+def _hex(value: Any, width: int) -> int:
+    if not isinstance(value, str) or len(value) != width:
+        raise ValueError(f"expected {width} hex digits, got {value!r}")
+    return int(value, 16)
+
+
+def draft_from_json(span: Mapping[str, Any], scope: tuple[str, str | None] | None) -> SpanDraft:
+    """One OTLP/JSON span back to a draft."""
+    draft = SpanDraft(
+        str(span["name"]),
+        _hex(span["traceId"], 32),
+        _hex(span["spanId"], 16),
+        int(span.get("startTimeUnixNano", 0)),
+        int(span.get("endTimeUnixNano", 0)),
+    )
+    parent = span.get("parentSpanId") or ""
+    draft.parent_id = _hex(parent, 16) if parent else 0
+    flags = int(span.get("flags", 0x101))
+    draft.flags = flags & 0xFF
+    draft.parent_remote = bool(flags & 0x200)
+    draft.kind = max(int(span.get("kind", 1)) - 1, 0)
+    draft.attributes = attributes_from_json(span.get("attributes"))
+    draft.events = [
+        (
+            str(e.get("name", "")),
+            int(e.get("timeUnixNano", 0)),
+            attributes_from_json(e.get("attributes")),
+        )
+        for e in span.get("events", ())
+    ]
+    draft.links = [
+        (
+            _hex(link["traceId"], 32),
+            _hex(link["spanId"], 16),
+            int(link.get("flags", 1)) & 0xFF,
+            attributes_from_json(link.get("attributes")),
+        )
+        for link in span.get("links", ())
+    ]
+    status = span.get("status") or {}
+    draft.status = int(status.get("code", 0))
+    draft.status_description = status.get("message")
+    draft.scope = (
+        None if scope == AIOTRACE_SCOPE or (scope and scope[0] == semconv.SCOPE_NAME) else scope
+    )
+    return draft
+
+
+class TraceData:
+    """The content of a trace file: its resource and its spans."""
+
+    def __init__(self, resource: dict[str, Any], drafts: list[SpanDraft]) -> None:
+        self.resource = resource
+        self.drafts = drafts
+
+
+def read_trace_file(path: str) -> TraceData:
+    """Read an OTLP/JSON trace file (ours, or any collector's).
+
+    Raises:
+        TraceFileError: the file is missing, unreadable, not JSON, or not OTLP.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise TraceFileError(f"trace file not found: {path}") from None
+    except OSError as exc:
+        raise TraceFileError(f"cannot read trace file {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TraceFileError(f"{path} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("resourceSpans"), list):
+        raise TraceFileError(f"{path} is not an OTLP JSON trace (no resourceSpans)")
+    resource: dict[str, Any] = {}
+    drafts: list[SpanDraft] = []
+    try:
+        for resource_spans in data["resourceSpans"]:
+            attrs = attributes_from_json((resource_spans.get("resource") or {}).get("attributes"))
+            resource = resource or attrs
+            for scope_spans in resource_spans.get("scopeSpans", ()):
+                scope_json = scope_spans.get("scope") or {}
+                scope = (str(scope_json.get("name", "")), scope_json.get("version"))
+                for span in scope_spans.get("spans", ()):
+                    drafts.append(draft_from_json(span, scope))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TraceFileError(f"{path} is not a valid OTLP JSON trace: {exc}") from None
+    return TraceData(resource, drafts)
+
+
+# ---------------------------------------------------------------------------
+# SDK spans
+# ---------------------------------------------------------------------------
+
+_KINDS: Final = list(SpanKind)
+
+
+def draft_to_readable(draft: SpanDraft, resource: Resource) -> ReadableSpan:
+    """A draft as the SDK's ``ReadableSpan``, for the OTLP exporters."""
+    parent = (
+        SpanContext(
+            draft.trace_id,
+            draft.parent_id,
+            is_remote=draft.parent_remote,
+            trace_flags=TraceFlags(draft.flags),
+        )
+        if draft.parent_id
+        else None
+    )
+    name, version = draft.scope if draft.scope is not None else AIOTRACE_SCOPE
+    return ReadableSpan(
+        name=draft.name,
+        context=SpanContext(
+            draft.trace_id, draft.span_id, is_remote=False, trace_flags=TraceFlags(draft.flags)
+        ),
+        parent=parent,
+        resource=resource,
+        attributes=draft.attributes,
+        events=[Event(name, attrs, ts) for name, ts, attrs in draft.events],
+        links=[
+            Link(SpanContext(t, s, is_remote=False, trace_flags=TraceFlags(f)), attrs)
+            for t, s, f, attrs in draft.links
+        ],
+        kind=_KINDS[draft.kind] if 0 <= draft.kind < len(_KINDS) else SpanKind.INTERNAL,
+        status=Status(StatusCode(draft.status), draft.status_description)
+        if draft.status
+        else Status(StatusCode.UNSET),
+        start_time=draft.start,
+        end_time=draft.end,
+        instrumentation_scope=InstrumentationScope(name, version),
+    )

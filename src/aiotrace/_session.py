@@ -1,0 +1,235 @@
+"""A traced session: what ``aiotrace run`` and ``pytest --aiotrace`` share.
+
+A session starts a collector (``_collector``), instruments this process to
+ship to it, sets up an OpenTelemetry ``TracerProvider`` whose spans (the
+program's own) join aiotrace's in the collector, opens the root span (a child
+of ``TRACEPARENT`` if set), and arranges for child Python processes to be
+traced into the same collector and the same trace. :meth:`TraceSession.finish`
+closes it all in order and returns the :class:`~aiotrace.report.Report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aiotrace import _api, semconv
+from aiotrace._recorder import R_SDK, RECORDER
+from aiotrace._sites import SITES, default_name
+from aiotrace._version import __version__
+
+if TYPE_CHECKING:
+    from aiotrace.report import Report
+
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(__file__), "_bootstrap")
+"""Holds the ``sitecustomize.py`` that traces child Python processes."""
+
+ENV_COLLECTOR = "AIOTRACE_COLLECTOR"
+ENV_OPTIONS = "AIOTRACE_CHILD_OPTIONS"
+ENV_RESOURCE = "AIOTRACE_CHILD_RESOURCE"
+
+
+class ForwardingProcessor(SpanProcessor):
+    """Sends the program's own SDK spans down aiotrace's pipeline, to the same sinks."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if _api.is_instrumented():
+            RECORDER.emit((R_SDK, span))
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def make_resource(default_service: str) -> Resource:
+    """The resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES first, else our default."""
+    resource = Resource.create(
+        {"telemetry.distro.name": "aiotrace", "telemetry.distro.version": __version__}
+    )
+    service = str(resource.attributes.get("service.name", ""))
+    if not service or service.startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": default_service}))
+    return resource
+
+
+def resource_json(resource: Resource) -> dict[str, Any]:
+    """The resource's attributes as JSON-safe data."""
+    out: dict[str, Any] = {}
+    for key, value in resource.attributes.items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def install_provider(resource: Resource) -> TracerProvider | None:
+    """Route the program's spans to us: our provider, or our processor on theirs."""
+    current = trace.get_tracer_provider()
+    processor = ForwardingProcessor()
+    if isinstance(current, TracerProvider):
+        current.add_span_processor(processor)  # never replace the user's provider
+        return None
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def parent_from_env() -> otel_context.Context:
+    """The context ``TRACEPARENT`` (and ``TRACESTATE``) describe, or an empty one."""
+    carrier = {}
+    if os.environ.get("TRACEPARENT"):
+        carrier["traceparent"] = os.environ["TRACEPARENT"]
+        if os.environ.get("TRACESTATE"):
+            carrier["tracestate"] = os.environ["TRACESTATE"]
+    return TraceContextTextMapPropagator().extract(carrier, context=otel_context.Context())
+
+
+def summary_events() -> list[tuple[str, dict[str, Any]]]:
+    """One event per primitive (by creation site) with totals, below-threshold included."""
+    events = []
+    for stats in list(RECORDER.sites):
+        if stats.internal or not (stats.waits or stats.holds or stats.n):
+            continue
+        if stats.kind == semconv.KIND_FUTURE:
+            continue  # futures are reported from their own spans
+        if stats.raw is not None:
+            site = SITES.resolve(stats.raw)
+            label, name = site.label, default_name(site)
+        else:
+            label = name = semconv.UNKNOWN_SITE
+        attrs: dict[str, Any] = {
+            semconv.ATTR_PRIMITIVE_KIND: stats.kind,
+            semconv.ATTR_PRIMITIVE_NAME: name,
+            semconv.ATTR_PRIMITIVE_SITE: label,
+            semconv.ATTR_OPERATIONS: stats.n + stats.holds,
+            semconv.ATTR_SUMMARY_WAITS: stats.waits,
+            semconv.ATTR_SUMMARY_WAIT_MS: round(stats.wait_ns / 1e6, 3),
+            semconv.ATTR_SUMMARY_MAX_WAIT_MS: round(stats.max_wait_ns / 1e6, 3),
+            semconv.ATTR_SUMMARY_HOLDS: stats.holds,
+            semconv.ATTR_SUMMARY_MAX_HOLD_MS: round(stats.max_hold_ns / 1e6, 3),
+        }
+        events.append((semconv.EVENT_PRIMITIVE_SUMMARY, attrs))
+    return events
+
+
+def producer_stats() -> dict[str, int]:
+    """What this process knows of its own losses and counts, for the collector."""
+    stats = _api.stats()
+    return {
+        "spans_dropped": stats.spans_dropped,
+        "internal_errors": stats.internal_errors,
+        "below_threshold": stats.below_threshold,
+        "operations": stats.operations,
+    }
+
+
+@dataclass
+class SessionConfig:
+    """Everything a session needs to know."""
+
+    service_name: str
+    root_name: str = semconv.SPAN_RUN
+    root_attributes: dict[str, Any] = field(default_factory=dict)
+    trace_file: str | None = None
+    otlp: dict[str, Any] | None = None
+    jaeger_url: str = "http://localhost:16686"
+    options: dict[str, Any] = field(default_factory=dict)
+    trace_children: bool = True
+    linger: float = 5.0
+
+
+class TraceSession:
+    """Start: collector, provider, root span, instrumentation. Finish: the report."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        from aiotrace._collector import CollectorHandle, Shipping
+
+        self.config = config
+        self.resource = make_resource(config.service_name)
+        self.collector = CollectorHandle(
+            {
+                "trace_file": config.trace_file,
+                "otlp": config.otlp,
+                "resource": resource_json(self.resource),
+                "jaeger_url": config.jaeger_url,
+                "linger": config.linger,
+            }
+        )
+        self.shipping = Shipping(self.collector.address)
+        self.provider = install_provider(self.resource)
+        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        self.root = tracer.start_span(
+            config.root_name,
+            context=parent_from_env(),
+            attributes={semconv.ATTR_PID: os.getpid(), **config.root_attributes},
+        )
+        self._token = otel_context.attach(trace.set_span_in_context(self.root))
+        self._saved_env: dict[str, str | None] = {}
+        if config.trace_children:
+            self._export_env()
+        _api.instrument(consumer=self.shipping, **config.options)
+        self.started = time.perf_counter()
+
+    def _export_env(self) -> None:
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(self.root))
+        pythonpath = os.environ.get("PYTHONPATH")
+        updates = {
+            "TRACEPARENT": carrier.get("traceparent"),
+            ENV_COLLECTOR: self.collector.address,
+            ENV_OPTIONS: json.dumps(self.config.options),
+            ENV_RESOURCE: json.dumps(resource_json(self.resource)),
+            "PYTHONPATH": BOOTSTRAP_DIR + (os.pathsep + pythonpath if pythonpath else ""),
+        }
+        for key, value in updates.items():
+            self._saved_env[key] = os.environ.get(key)
+            if value is not None:
+                os.environ[key] = value
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    def finish(self, exit_code: int | None = None, timeout: float = 60.0) -> Report | None:
+        """End the root span, deliver everything, stop the collector, return the report."""
+        from aiotrace.primitives.tasks import report_pending
+        from aiotrace.report import Report
+
+        self._restore_env()
+        with contextlib.suppress(Exception):
+            report_pending()
+        root = self.root
+        for name, attrs in summary_events():
+            root.add_event(name, attrs)
+        if exit_code is not None:
+            root.set_attribute(semconv.ATTR_EXIT_CODE, exit_code)
+        stats = producer_stats()
+        root.set_attribute(semconv.ATTR_DROPPED, stats["spans_dropped"])
+        root.set_attribute(semconv.ATTR_INTERNAL_ERRORS, stats["internal_errors"])
+        root.set_attribute(semconv.ATTR_BELOW_THRESHOLD, stats["below_threshold"])
+        root.set_attribute(semconv.ATTR_OPERATIONS, stats["operations"])
+        with contextlib.suppress(Exception):
+            otel_context.detach(self._token)
+        root.end()
+        self.shipping.send_stats(producer_stats())
+        _api.uninstrument()  # drains the pipeline into the collector, then says goodbye
+        if self.provider is not None:
+            with contextlib.suppress(Exception):
+                self.provider.shutdown()
+        data = self.collector.finish(timeout)
+        return Report.from_json(data) if data is not None else None
+
+
+__all__ = ["SessionConfig", "TraceSession", "sys"]

@@ -1,0 +1,621 @@
+"""The ``aiotrace`` command: ``run`` a program traced, ``report`` or ``send`` a saved trace.
+
+``aiotrace run script.py args`` behaves like ``python script.py args``: the
+same ``sys.argv``, ``__main__``, ``sys.path[0]``, output, traceback and exit
+status. Around the program it starts a collector, traces everything, and at
+the end prints a report on stderr (stdout stays the program's) and the path
+of the trace file. Every option can also be set by an ``AIOTRACE_*``
+variable; the standard ``OTEL_*`` variables are honoured.
+
+Usage errors exit with status 2 and one line on stderr; everything else exits
+with the program's own status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import runpy
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from aiotrace._version import __version__
+from aiotrace.exceptions import AiotraceError, EndpointError, TraceFileError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from aiotrace.report import Report
+
+EXIT_USAGE = 2
+DEFAULT_JAEGER = "http://localhost:16686"
+DEFAULT_ENDPOINTS = {
+    "grpc": "http://localhost:4317",
+    "http/protobuf": "http://localhost:4318/v1/traces",
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class UsageError(AiotraceError):
+    """Bad input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and a pointer to --help), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise UsageError(f"{name}={value!r}: expected 1/true/yes or 0/false/no")
+
+
+def _env_float(name: str, flag: str) -> float | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r}: {flag} takes a number of seconds") from None
+    if number < 0:
+        raise UsageError(f"{name}={value!r}: {flag} cannot be negative")
+    return number
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aiotrace`` argument parser."""
+    parser = _Parser(
+        prog="aiotrace",
+        description="See which asyncio task held which lock, who waited, who woke whom.",
+    )
+    parser.add_argument("--version", action="version", version=f"aiotrace {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="run a Python program traced (like python script.py / python -m module)",
+        description=(
+            "Run a program traced, like `python script.py` or `python -m module`. The report "
+            "goes to stderr; the trace is written to an OTLP JSON file and, with --otlp, "
+            "exported to Jaeger or any OTLP collector. Each option has an AIOTRACE_* variable."
+        ),
+        usage="aiotrace run [options] (script.py | -m module) [args ...]",
+    )
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m does")
+    out = run.add_argument_group("where the trace goes")
+    out.add_argument(
+        "--trace-file",
+        metavar="PATH",
+        help="OTLP JSON trace file (AIOTRACE_TRACE_FILE; default: "
+        "aiotrace-<program>-<time>.json in the current directory)",
+    )
+    out.add_argument(
+        "--no-trace-file", action="store_true", help="write no trace file (AIOTRACE_NO_TRACE_FILE)"
+    )
+    out.add_argument(
+        "--otlp",
+        nargs="?",
+        const="",
+        metavar="ENDPOINT",
+        help="export over OTLP, to ENDPOINT or to OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else "
+        "localhost:4317 (gRPC) / :4318 (HTTP) (AIOTRACE_OTLP)",
+    )
+    out.add_argument(
+        "--protocol",
+        choices=("grpc", "http/protobuf"),
+        help="OTLP transport (AIOTRACE_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL; "
+        "default grpc)",
+    )
+    out.add_argument(
+        "--jaeger-url",
+        metavar="URL",
+        help=f"Jaeger UI to link traces to (AIOTRACE_JAEGER_URL; default {DEFAULT_JAEGER})",
+    )
+    out.add_argument(
+        "--service-name", metavar="NAME", help="service.name (OTEL_SERVICE_NAME; default: program)"
+    )
+    out.add_argument("--quiet", "-q", action="store_true", help="no report (AIOTRACE_QUIET)")
+    out.add_argument(
+        "--report-json", metavar="PATH", help="also write the report as JSON (AIOTRACE_REPORT_JSON)"
+    )
+    what = run.add_argument_group("what is traced")
+    what.add_argument(
+        "--min-wait",
+        type=_seconds,
+        metavar="SECONDS",
+        help="shortest wait that becomes a span (AIOTRACE_MIN_WAIT; default 0.001)",
+    )
+    what.add_argument(
+        "--min-hold",
+        type=_seconds,
+        metavar="SECONDS",
+        help="shortest hold that becomes a span (AIOTRACE_MIN_HOLD; default 0.001)",
+    )
+    what.add_argument("--no-tasks", action="store_true", help="no task spans (AIOTRACE_NO_TASKS)")
+    what.add_argument(
+        "--no-futures", action="store_true", help="no future spans (AIOTRACE_NO_FUTURES)"
+    )
+    what.add_argument(
+        "--internal",
+        action="store_true",
+        help="also trace asyncio's own futures, tasks and primitives (AIOTRACE_INTERNAL)",
+    )
+    what.add_argument(
+        "--no-children",
+        action="store_true",
+        help="do not trace child Python processes (AIOTRACE_NO_CHILDREN)",
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="print the report of a saved trace file",
+        description="Print the report of an OTLP JSON trace file (aiotrace's, or any collector's).",
+    )
+    report.add_argument("trace_file", metavar="TRACE_FILE")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    send = commands.add_parser(
+        "send",
+        help="export a saved trace file to an OTLP collector",
+        description="Replay a saved trace file to Jaeger or another OTLP collector.",
+    )
+    send.add_argument("trace_file", metavar="TRACE_FILE")
+    send.add_argument(
+        "--otlp",
+        metavar="ENDPOINT",
+        help="where to send (default: OTEL_* variables, else localhost)",
+    )
+    send.add_argument("--protocol", choices=("grpc", "http/protobuf"))
+    return parser
+
+
+def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Options before the program (ours) and the program's own arguments.
+
+    ``aiotrace run --min-hold 0 script.py --verbose``: ``script.py --verbose``
+    is the program's. Ours end before the first positional argument (the
+    script), or after ``-m MOD``.
+    """
+    takes_value = {
+        "--trace-file",
+        "--protocol",
+        "--jaeger-url",
+        "--service-name",
+        "--report-json",
+        "--min-wait",
+        "--min-hold",
+    }
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            return argv[:index], argv[index + 1 :]
+        if arg == "-m":
+            return argv[: index + 2], argv[index + 2 :]
+        if arg.startswith("-m") and len(arg) > 2:  # -mpackage.module
+            return argv[: index + 1], argv[index + 1 :]
+        if arg == "--otlp":
+            # an optional value: take it if it looks like a URL
+            if index + 1 < len(argv) and "://" in argv[index + 1]:
+                index += 2
+            else:
+                index += 1
+            continue
+        if arg in takes_value:
+            index += 2
+            continue
+        if arg.startswith("-"):
+            index += 1
+            continue
+        return argv[:index], argv[index:]
+    return argv, []
+
+
+# ---------------------------------------------------------------------------
+# aiotrace run
+# ---------------------------------------------------------------------------
+
+
+def _otlp_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Whether and where to export over OTLP, from flags, AIOTRACE_* and OTEL_* variables."""
+    from aiotrace.sinks import check_endpoint
+
+    flag = args.otlp
+    if flag is None and os.environ.get("AIOTRACE_OTLP") is not None:
+        value = os.environ["AIOTRACE_OTLP"].strip()
+        if value.lower() in _TRUE:
+            flag = ""
+        elif value.lower() not in _FALSE:
+            flag = value
+    exporters = {
+        e.strip() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()
+    }
+    protocol = (
+        args.protocol
+        or os.environ.get("AIOTRACE_OTLP_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    )
+    if protocol not in DEFAULT_ENDPOINTS:
+        raise UsageError(f"unknown OTLP protocol {protocol!r}; valid: grpc, http/protobuf")
+    env_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if flag is None:
+        if "none" in exporters or ("otlp" not in exporters and not (env_endpoint or base_endpoint)):
+            return None
+        flag = ""
+    if flag:
+        endpoint = flag
+    elif env_endpoint:
+        endpoint = env_endpoint
+    elif base_endpoint:
+        endpoint = base_endpoint
+        if protocol == "http/protobuf":
+            endpoint = base_endpoint.rstrip("/") + "/v1/traces"
+    else:
+        endpoint = DEFAULT_ENDPOINTS[protocol]
+    try:
+        check_endpoint(endpoint)
+    except EndpointError as exc:
+        raise UsageError(str(exc)) from None
+    if protocol == "http/protobuf" and flag and not endpoint.rstrip("/").endswith("/v1/traces"):
+        endpoint = endpoint.rstrip("/") + "/v1/traces"
+    timeout = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TIMEOUT"
+    )
+    return {
+        "endpoint": endpoint,
+        "protocol": protocol,
+        "shown": f"{endpoint} ({protocol})",
+        "probe": endpoint,
+        "timeout": float(timeout) if timeout else 10.0,
+    }
+
+
+def _program(args: argparse.Namespace, program: list[str]) -> tuple[str, str, list[str]]:
+    """(kind, target, argv) of the program to run; usage errors for a missing one."""
+    if args.module:
+        module = args.module
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            raise UsageError(f"cannot run module {module!r}: {exc}") from None
+        if spec is None:
+            raise UsageError(f"no module named {module!r}")
+        return "module", module, [module, *program]
+    if not program:
+        raise UsageError("nothing to run: give a script or -m module (see aiotrace run --help)")
+    script, rest = program[0], program[1:]
+    if not os.path.exists(script):
+        raise UsageError(f"can't open file {script!r}: no such file or directory")
+    if os.path.isdir(script) and not os.path.exists(os.path.join(script, "__main__.py")):
+        raise UsageError(f"can't find '__main__' module in {script!r}")
+    return "script", script, [script, *rest]
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"flush_interval": 0.1}
+    min_wait = (
+        args.min_wait
+        if args.min_wait is not None
+        else _env_float("AIOTRACE_MIN_WAIT", "--min-wait")
+    )
+    min_hold = (
+        args.min_hold
+        if args.min_hold is not None
+        else _env_float("AIOTRACE_MIN_HOLD", "--min-hold")
+    )
+    if min_wait is not None:
+        options["min_wait"] = min_wait
+    if min_hold is not None:
+        options["min_hold"] = min_hold
+    if args.no_tasks or _env_flag("AIOTRACE_NO_TASKS"):
+        options["tasks"] = False
+    if args.no_futures or _env_flag("AIOTRACE_NO_FUTURES"):
+        options["futures"] = False
+    if args.internal or _env_flag("AIOTRACE_INTERNAL"):
+        options.update(internal_futures=True, internal_tasks=True, internal_primitives=True)
+    return options
+
+
+def _trace_file(args: argparse.Namespace, label: str) -> str | None:
+    if args.no_trace_file or _env_flag("AIOTRACE_NO_TRACE_FILE"):
+        return None
+    path = args.trace_file or os.environ.get("AIOTRACE_TRACE_FILE")
+    if not path:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label) or "program"
+        path = f"aiotrace-{safe}-{stamp}.json"
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise UsageError(f"cannot write the trace file: no directory {directory!r}")
+    return path
+
+
+def _trim(tb: TracebackType | None) -> TracebackType | None:
+    """Drop aiotrace's and runpy's frames from the top of a traceback, as python shows it."""
+    ours = (os.path.dirname(__file__), os.path.dirname(runpy.__file__) + os.sep + "runpy.py")
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
+        tb = tb.tb_next
+    return tb
+
+
+def _exit_status(code: object) -> int:
+    """What ``sys.exit(code)`` makes the process exit with, printing a message as Python does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if code >= 0 else code % 256
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _run_program(kind: str, target: str, argv: list[str]) -> tuple[int, bool]:
+    """Run it as python would; (exit status, interrupted by Ctrl-C)."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = argv
+    try:
+        if kind == "module":
+            sys.path[0] = os.getcwd()
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            sys.path[0] = os.path.dirname(os.path.abspath(target))
+            runpy.run_path(target, run_name="__main__")
+        return 0, False
+    except SystemExit as exc:
+        return _exit_status(exc.code), False
+    except KeyboardInterrupt as exc:
+        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        return 130, True
+    except BaseException as exc:
+        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        return 1, False
+    finally:
+        _join_threads()
+        sys.argv = saved_argv
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+
+
+def _join_threads() -> None:
+    """Wait for the program's non-daemon threads, as the interpreter would before exiting."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon and thread.is_alive():
+            with contextlib.suppress(Exception):
+                thread.join()
+
+
+def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
+    """``aiotrace run``."""
+    from aiotrace import semconv
+    from aiotrace._session import SessionConfig, TraceSession
+
+    kind, target, argv = _program(args, program)
+    label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
+    otlp = _otlp_settings(args)
+    trace_file = _trace_file(args, label)
+    options = _options(args)
+    service = args.service_name or label
+    if args.service_name:
+        os.environ["OTEL_SERVICE_NAME"] = args.service_name
+    quiet = args.quiet or _env_flag("AIOTRACE_QUIET")
+    report_json = args.report_json or os.environ.get("AIOTRACE_REPORT_JSON")
+    config = SessionConfig(
+        service_name=service,
+        root_attributes={
+            semconv.ATTR_PROGRAM: f"-m {target}" if kind == "module" else os.path.basename(target),
+            semconv.ATTR_ARGV: list(argv),
+        },
+        trace_file=trace_file,
+        otlp=otlp,
+        jaeger_url=args.jaeger_url or os.environ.get("AIOTRACE_JAEGER_URL") or DEFAULT_JAEGER,
+        options=options,
+        trace_children=not (args.no_children or _env_flag("AIOTRACE_NO_CHILDREN")),
+    )
+    try:
+        session = TraceSession(config)
+    except Exception as exc:
+        sys.stderr.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
+        code, interrupted = _run_program(kind, target, argv)
+        return _finish_exit(code, interrupted)
+    code, interrupted = _run_program(kind, target, argv)
+    report = None
+    try:
+        # Ctrl-C while we deliver must not lose the spans: ignore it until done.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            report = session.finish(exit_code=code)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    except Exception as exc:
+        sys.stderr.write(f"aiotrace: could not finish the trace: {exc}\n")
+    if report is None:
+        sys.stderr.write(
+            "aiotrace: the collector did not report"
+            + (f"; the trace file may be incomplete: {trace_file}" if trace_file else "")
+            + "\n"
+        )
+    else:
+        _print_report(report, quiet, trace_file, otlp)
+        if report_json:
+            with open(report_json, "w", encoding="utf-8") as fh:
+                json.dump(report.to_json(), fh, indent=2)
+    return _finish_exit(code, interrupted)
+
+
+def _print_report(
+    report: Report, quiet: bool, trace_file: str | None, otlp: dict[str, Any] | None
+) -> None:
+    from rich.console import Console
+
+    from aiotrace.report import render
+
+    console = Console(stderr=True, highlight=False)
+    if not quiet:
+        render(report, console)
+    elif trace_file:
+        console.print(f"aiotrace: trace file {trace_file}")
+    if otlp is not None and report.export_error:
+        endpoint = otlp["endpoint"]
+        console.print(
+            f"aiotrace: could not export to {endpoint}: {report.export_error}. "
+            + (
+                f"The spans are in {trace_file}; send them later with: "
+                f"aiotrace send {trace_file} --otlp {endpoint} --protocol {otlp['protocol']}"
+                if trace_file
+                else "Run with a trace file to keep them."
+            )
+        )
+
+
+def _finish_exit(code: int, interrupted: bool) -> int:
+    if interrupted:
+        # Exit the way python does after an uncaught KeyboardInterrupt: killed by SIGINT.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code
+
+
+# ---------------------------------------------------------------------------
+# aiotrace report / send
+# ---------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``aiotrace report``: the report of a saved trace."""
+    from rich.console import Console
+
+    from aiotrace._otlp import read_trace_file
+    from aiotrace.report import ReportBuilder, render
+
+    try:
+        data = read_trace_file(args.trace_file)
+    except TraceFileError as exc:
+        raise UsageError(str(exc)) from None
+    builder = ReportBuilder()
+    builder.add(data.drafts)
+    report = builder.build(trace_file=os.path.abspath(args.trace_file))
+    if not report.title:
+        report.title = str(data.resource.get("service.name", os.path.basename(args.trace_file)))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        render(report, Console(highlight=False))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """``aiotrace send``: replay a saved trace to an OTLP collector."""
+    from opentelemetry.sdk.resources import Resource
+
+    from aiotrace._otlp import draft_to_readable, read_trace_file
+    from aiotrace.sinks import _Capture, otlp_exporter
+
+    namespace = argparse.Namespace(
+        otlp=args.otlp if args.otlp is not None else "", protocol=args.protocol
+    )
+    settings = _otlp_settings(namespace)
+    assert settings is not None
+    try:
+        data = read_trace_file(args.trace_file)
+    except TraceFileError as exc:
+        raise UsageError(str(exc)) from None
+    resource = Resource(data.resource)
+    exporter = otlp_exporter(settings["endpoint"], settings["protocol"], settings["timeout"])
+    capture = _Capture()
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("opentelemetry.exporter", "opentelemetry.sdk")]
+    for logger in loggers:
+        logger.addHandler(capture)
+        logger.propagate = False
+    sent = 0
+    try:
+        for start in range(0, len(data.drafts), 512):
+            chunk = [draft_to_readable(d, resource) for d in data.drafts[start : start + 512]]
+            result = exporter.export(chunk)
+            if getattr(result, "name", "") != "SUCCESS":
+                reason = capture.messages[-1] if capture.messages else "the exporter failed"
+                sys.stderr.write(
+                    f"aiotrace: could not send to {settings['endpoint']}: {reason} "
+                    f"({sent} of {len(data.drafts)} spans sent)\n"
+                )
+                return 1
+            sent += len(chunk)
+    finally:
+        with contextlib.suppress(Exception):
+            exporter.shutdown()
+        for logger in loggers:
+            logger.removeHandler(capture)
+            logger.propagate = True
+    sys.stderr.write(f"aiotrace: sent {sent} spans to {settings['shown']}\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aiotrace`` command; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        program: list[str] = []
+        if arguments[:1] == ["run"]:
+            ours, program = split_run_args(arguments[1:])
+            args = parser.parse_args(["run", *ours])
+        else:
+            args = parser.parse_args(arguments)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        if args.command == "run":
+            return cmd_run(args, program)
+        if args.command == "report":
+            return cmd_report(args)
+        return cmd_send(args)
+    except UsageError as exc:
+        sys.stderr.write(f"aiotrace: error: {exc}\n")
+        return EXIT_USAGE
+
+
+__all__ = ["build_parser", "main", "split_run_args"]

@@ -1,0 +1,455 @@
+"""The report: what a run's spans say, condensed to what a person asks first.
+
+:class:`ReportBuilder` consumes span drafts as they are built (or read back
+from a trace file) and keeps only aggregates, so a trace of millions of
+spans costs a few kilobytes here. :class:`Report` is plain data (it crosses
+from the collector process to the CLI as JSON); :func:`render` prints it with
+rich. The same report serves ``aiotrace run``, ``aiotrace report`` and the
+pytest plugin's summary.
+
+Totals per primitive come from two sources: the spans (waits and holds that
+passed their thresholds) and the summary events on the run span, which count
+every wait, spanned or not. The summary wins where both exist.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from aiotrace import semconv
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from rich.console import Console
+
+    from aiotrace._assemble import SpanDraft
+
+_WAIT_SPANS: Final = frozenset(
+    {
+        semconv.SPAN_LOCK_ACQUIRE,
+        semconv.SPAN_SEMAPHORE_ACQUIRE,
+        semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+        semconv.SPAN_EVENT_WAIT,
+        semconv.SPAN_CONDITION_WAIT,
+        semconv.SPAN_BARRIER_WAIT,
+        semconv.SPAN_QUEUE_GET,
+        semconv.SPAN_QUEUE_PUT,
+        semconv.SPAN_QUEUE_JOIN,
+        semconv.SPAN_PRIORITY_QUEUE_GET,
+        semconv.SPAN_PRIORITY_QUEUE_PUT,
+        semconv.SPAN_PRIORITY_QUEUE_JOIN,
+        semconv.SPAN_LIFO_QUEUE_GET,
+        semconv.SPAN_LIFO_QUEUE_PUT,
+        semconv.SPAN_LIFO_QUEUE_JOIN,
+    }
+)
+_HOLD_SPANS: Final = frozenset(
+    {
+        semconv.SPAN_LOCK_HOLD,
+        semconv.SPAN_SEMAPHORE_HOLD,
+        semconv.SPAN_BOUNDED_SEMAPHORE_HOLD,
+    }
+)
+_SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
+_ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
+
+
+@dataclass
+class PrimitiveRow:
+    """Totals for one primitive (all instances created at one site)."""
+
+    name: str
+    kind: str
+    site: str
+    operations: int = 0
+    waits: int = 0
+    wait_ms: float = 0.0
+    max_wait_ms: float = 0.0
+    holds: int = 0
+    max_hold_ms: float = 0.0
+    capacity: int | None = None
+    max_waiters: int = 0
+    abandoned: int = 0
+
+
+@dataclass
+class HoldRow:
+    """One long hold: for how long, of what, by whom, from where."""
+
+    ms: float
+    primitive: str
+    holder: str
+    site: str
+    waiters: int
+
+
+@dataclass
+class Report:
+    """Plain data; see :func:`render`."""
+
+    title: str = ""
+    duration_s: float | None = None
+    exit_code: int | None = None
+    trace_id: str | None = None
+    spans: int = 0
+    primitives: list[PrimitiveRow] = field(default_factory=list)
+    longest_holds: list[HoldRow] = field(default_factory=list)
+    futures: dict[str, int] = field(default_factory=dict)
+    future_p50_ms: float | None = None
+    future_max_ms: float | None = None
+    unresolved_futures: list[tuple[str, str, int]] = field(default_factory=list)
+    tasks: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    trace_file: str | None = None
+    otlp_endpoint: str | None = None
+    jaeger_url: str | None = None
+    export_error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A dict of plain types (for the collector to hand the report over)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """The inverse of :meth:`to_json`."""
+        report = cls(**{k: v for k, v in data.items() if k not in ("primitives", "longest_holds")})
+        report.primitives = [PrimitiveRow(**row) for row in data.get("primitives", ())]
+        report.longest_holds = [HoldRow(**row) for row in data.get("longest_holds", ())]
+        report.unresolved_futures = [tuple(f) for f in report.unresolved_futures]  # type: ignore[misc]
+        return report
+
+
+def _ms(draft: SpanDraft) -> float:
+    return (draft.end - draft.start) / 1e6
+
+
+class ReportBuilder:
+    """Aggregates drafts into a :class:`Report`, keeping only bounded state."""
+
+    KEEP_HOLDS: Final = 5
+    KEEP_FUTURES: Final = 20
+    KEEP_TTR: Final = 100_000
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], PrimitiveRow] = {}
+        self._summary: dict[tuple[str, str], PrimitiveRow] = {}
+        self._named: dict[tuple[str, str], str] = {}
+        self._holds: list[tuple[float, int, HoldRow]] = []
+        self._counter = 0
+        self._futures: dict[str, int] = {}
+        self._ttr: list[float] = []
+        self._unresolved: list[tuple[str, str, int]] = []
+        self._tasks: dict[str, int] = {}
+        self._spans = 0
+        self._run: SpanDraft | None = None
+        self._trace_ids: dict[int, int] = {}
+
+    def add(self, drafts: Iterable[SpanDraft]) -> None:
+        """Take a batch of finished spans."""
+        for draft in drafts:
+            self._spans += 1
+            name = draft.name
+            attrs = draft.attributes
+            if len(self._trace_ids) < 64 or draft.trace_id in self._trace_ids:
+                self._trace_ids[draft.trace_id] = self._trace_ids.get(draft.trace_id, 0) + 1
+            if name in _WAIT_SPANS:
+                row = self._row(attrs)
+                if row is not None:
+                    ms = _ms(draft)
+                    row.waits += 1
+                    row.wait_ms += ms
+                    row.max_wait_ms = max(row.max_wait_ms, ms)
+                    row.max_waiters = max(
+                        row.max_waiters, int(attrs.get(semconv.ATTR_WAITERS_AHEAD, 0)) + 1
+                    )
+                    if attrs.get(semconv.ATTR_OUTCOME) in _ABANDONED:
+                        row.abandoned += 1
+                    capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
+                    if capacity is not None:
+                        row.capacity = int(capacity)
+            elif name in _HOLD_SPANS:
+                row = self._row(attrs)
+                if row is not None:
+                    ms = _ms(draft)
+                    row.holds += 1
+                    row.max_hold_ms = max(row.max_hold_ms, ms)
+                    self._hold(ms, row, attrs)
+            elif name == semconv.SPAN_FUTURE:
+                self._future(draft)
+            elif name == semconv.SPAN_TASK:
+                outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
+                self._tasks[outcome] = self._tasks.get(outcome, 0) + 1
+            elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS):
+                if name == semconv.SPAN_RUN:
+                    self._run = draft
+                self._summaries(draft)
+
+    def _row(self, attrs: dict[str, Any]) -> PrimitiveRow | None:
+        site = attrs.get(semconv.ATTR_PRIMITIVE_SITE)
+        kind = attrs.get(semconv.ATTR_PRIMITIVE_KIND)
+        if site is None or kind is None:
+            return None
+        key = (str(kind), str(site))
+        row = self._rows.get(key)
+        name = str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site))
+        if row is None:
+            row = self._rows[key] = PrimitiveRow(name=name, kind=key[0], site=key[1])
+        if not name.endswith(f"({site})") and name != site:
+            self._named[key] = name  # an explicit aiotrace.name(): show it
+        return row
+
+    def _hold(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
+        path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
+        line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
+        site = f"{os.path.basename(str(path))}:{line}" if path and line else "?"
+        entry = HoldRow(
+            ms=round(ms, 3),
+            primitive=row.name,
+            holder=str(attrs.get(semconv.ATTR_TASK_NAME, "?")),
+            site=site,
+            waiters=int(attrs.get(semconv.ATTR_WAITERS_DURING, 0)),
+        )
+        self._counter += 1
+        item = (ms, self._counter, entry)
+        if len(self._holds) < self.KEEP_HOLDS:
+            heapq.heappush(self._holds, item)
+        elif ms > self._holds[0][0]:
+            heapq.heapreplace(self._holds, item)
+
+    def _future(self, draft: SpanDraft) -> None:
+        attrs = draft.attributes
+        outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
+        self._futures[outcome] = self._futures.get(outcome, 0) + 1
+        if outcome in (semconv.OUTCOME_PENDING, semconv.OUTCOME_COLLECTED):
+            if len(self._unresolved) < self.KEEP_FUTURES:
+                self._unresolved.append(
+                    (
+                        str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "?")),
+                        outcome,
+                        int(attrs.get(semconv.ATTR_FUTURE_WAITERS, 0)),
+                    )
+                )
+            return
+        ttr = attrs.get(semconv.ATTR_FUTURE_TIME_TO_RESOLVE)
+        if ttr is not None and len(self._ttr) < self.KEEP_TTR:
+            self._ttr.append(float(ttr))
+
+    def _summaries(self, draft: SpanDraft) -> None:
+        for name, _, attrs in draft.events:
+            if name != semconv.EVENT_PRIMITIVE_SUMMARY:
+                continue
+            kind = str(attrs.get(semconv.ATTR_PRIMITIVE_KIND, "?"))
+            site = str(attrs.get(semconv.ATTR_PRIMITIVE_SITE, "?"))
+            key = (kind, site)
+            row = self._summary.get(key)
+            if row is None:
+                row = self._summary[key] = PrimitiveRow(
+                    name=str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site)), kind=kind, site=site
+                )
+            row.operations += int(attrs.get(semconv.ATTR_OPERATIONS, 0))
+            row.waits += int(attrs.get(semconv.ATTR_SUMMARY_WAITS, 0))
+            row.wait_ms += float(attrs.get(semconv.ATTR_SUMMARY_WAIT_MS, 0.0))
+            row.max_wait_ms = max(
+                row.max_wait_ms, float(attrs.get(semconv.ATTR_SUMMARY_MAX_WAIT_MS, 0.0))
+            )
+            row.holds += int(attrs.get(semconv.ATTR_SUMMARY_HOLDS, 0))
+            row.max_hold_ms = max(
+                row.max_hold_ms, float(attrs.get(semconv.ATTR_SUMMARY_MAX_HOLD_MS, 0.0))
+            )
+            capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
+            if capacity is not None:
+                row.capacity = int(capacity)
+
+    def build(self, **extra: Any) -> Report:
+        """The report so far; ``extra`` sets fields such as ``trace_file`` or ``stats``."""
+        rows: dict[tuple[str, str], PrimitiveRow] = {}
+        for key, row in self._rows.items():
+            rows[key] = PrimitiveRow(**asdict(row))
+        for key, total in self._summary.items():
+            spanned = rows.get(key)
+            merged = PrimitiveRow(**asdict(total))
+            if spanned is not None:
+                # The summary counts every wait; spans add queue depth and abandonment.
+                merged.max_waiters = spanned.max_waiters
+                merged.abandoned = spanned.abandoned
+                merged.max_wait_ms = max(merged.max_wait_ms, spanned.max_wait_ms)
+                merged.max_hold_ms = max(merged.max_hold_ms, spanned.max_hold_ms)
+                merged.capacity = merged.capacity or spanned.capacity
+            rows[key] = merged
+        for key, name in self._named.items():
+            if key in rows:
+                rows[key].name = name
+        ranked = sorted(
+            (r for r in rows.values() if r.waits or r.holds),
+            key=lambda r: (r.wait_ms, r.max_hold_ms),
+            reverse=True,
+        )
+        for row in ranked:
+            row.wait_ms = round(row.wait_ms, 3)
+            row.max_wait_ms = round(row.max_wait_ms, 3)
+            row.max_hold_ms = round(row.max_hold_ms, 3)
+        report = Report(
+            spans=self._spans,
+            primitives=ranked,
+            longest_holds=[entry for _, _, entry in sorted(self._holds, reverse=True)],
+            futures=dict(self._futures),
+            unresolved_futures=list(self._unresolved),
+            tasks=dict(self._tasks),
+        )
+        if self._ttr:
+            ordered = sorted(self._ttr)
+            report.future_p50_ms = round(ordered[len(ordered) // 2], 3)
+            report.future_max_ms = round(ordered[-1], 3)
+        run = self._run
+        if run is not None:
+            report.duration_s = round((run.end - run.start) / 1e9, 3)
+            report.trace_id = f"{run.trace_id:032x}"
+            code = run.attributes.get(semconv.ATTR_EXIT_CODE)
+            report.exit_code = int(code) if code is not None else None
+            report.title = str(
+                run.attributes.get("service.name") or run.attributes.get("aiotrace.program", "")
+            )
+        elif self._trace_ids:
+            busiest = max(self._trace_ids.items(), key=lambda item: item[1])[0]
+            report.trace_id = f"{busiest:032x}"
+        for field_name, value in extra.items():
+            setattr(report, field_name, value)
+        return report
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------
+
+
+def _duration(ms: float) -> str:
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    if ms >= 10:
+        return f"{ms:.0f} ms"
+    return f"{ms:.1f} ms"
+
+
+def jaeger_link(base: str, trace_id: str) -> str:
+    """Where Jaeger's UI shows a trace."""
+    return f"{base.rstrip('/')}/trace/{trace_id}"
+
+
+def render(report: Report, console: Console, limit: int = 10) -> None:
+    """Print the report: findings first, then contention, futures, tasks, delivery."""
+    from rich import box  # rich is imported only to print
+    from rich.table import Table
+
+    title = report.title or "aiotrace"
+    head = f"aiotrace: {title}"
+    if report.duration_s is not None:
+        head += f" ran {report.duration_s:.2f} s"
+    if report.exit_code not in (None, 0):
+        head += f", exit status {report.exit_code}"
+    console.rule(f"[bold]{head}")
+
+    for finding in report.findings:
+        console.print(f"[bold red]{finding.get('severity', '!')}[/] {finding.get('text', '')}")
+
+    if report.primitives:
+        table = Table(
+            title="Primitives, by total time waited", box=box.SIMPLE_HEAD, title_justify="left"
+        )
+        for column in (
+            "primitive",
+            "kind",
+            "waits",
+            "waited",
+            "longest wait",
+            "holds",
+            "longest hold",
+        ):
+            table.add_column(column, justify="left" if column in ("primitive", "kind") else "right")
+        for row in report.primitives[:limit]:
+            table.add_row(
+                row.name,
+                row.kind,
+                str(row.waits),
+                _duration(row.wait_ms) if row.waits else "-",
+                _duration(row.max_wait_ms) if row.waits else "-",
+                str(row.holds) if row.holds else "-",
+                _duration(row.max_hold_ms) if row.holds else "-",
+            )
+        console.print(table)
+        if len(report.primitives) > limit:
+            console.print(f"  ... and {len(report.primitives) - limit} more")
+    else:
+        console.print("No contention: no wait or hold passed its threshold.")
+
+    if report.longest_holds:
+        console.print("[bold]Longest holds")
+        for hold in report.longest_holds:
+            waiting = f" ({hold.waiters} waiting)" if hold.waiters else ""
+            console.print(
+                f"  {_duration(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
+                f"at {hold.site}{waiting}"
+            )
+
+    semaphores = [r for r in report.primitives if r.kind in _SEMAPHORES]
+    if semaphores:
+        console.print("[bold]Semaphores")
+        for row in semaphores:
+            capacity = f"capacity {row.capacity}" if row.capacity is not None else "capacity ?"
+            acquisitions = row.operations or row.holds
+            share = f" ({100 * row.waits / acquisitions:.0f}%)" if acquisitions else ""
+            console.print(
+                f"  {row.name}: {capacity}; {row.waits} of {acquisitions or '?'} acquisitions "
+                f"waited{share}, {_duration(row.wait_ms)} in total, up to {row.max_waiters} queued"
+            )
+
+    if report.futures:
+        total = sum(report.futures.values())
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(report.futures.items()))
+        line = f"[bold]Futures[/]: {total} ({parts})"
+        if report.future_p50_ms is not None and report.future_max_ms is not None:
+            line += (
+                f"; time to resolve p50 {_duration(report.future_p50_ms)}, "
+                f"max {_duration(report.future_max_ms)}"
+            )
+        console.print(line)
+        for name, outcome, waiters in report.unresolved_futures:
+            what = (
+                "never resolved"
+                if outcome == semconv.OUTCOME_PENDING
+                else "garbage-collected unresolved"
+            )
+            console.print(f"  [yellow]{name}[/]: {what}, {waiters} task(s) were waiting")
+
+    if report.tasks:
+        total = sum(report.tasks.values())
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(report.tasks.items()))
+        console.print(f"[bold]Tasks[/]: {total} ({parts})")
+
+    stats = report.stats
+    if stats:
+        console.print(
+            f"[bold]Spans[/]: {stats.get('spans_built', report.spans)} built, "
+            f"{stats.get('spans_exported', 0)} exported, {stats.get('spans_dropped', 0)} dropped; "
+            f"{stats.get('below_threshold', 0)} operations below threshold"
+            + (
+                f"; [red]{stats['internal_errors']} internal errors[/]"
+                if stats.get("internal_errors")
+                else ""
+            )
+        )
+    for note in report.notes:
+        console.print(f"[yellow]{note}")
+    if report.trace_file:
+        console.print(f"Trace file: {report.trace_file}")
+    if report.export_error:
+        console.print(f"[red]OTLP export failed[/]: {report.export_error}")
+    elif report.otlp_endpoint:
+        console.print(f"Exported over OTLP to {report.otlp_endpoint}")
+    if report.jaeger_url and report.trace_id and not report.export_error:
+        console.print(f"Jaeger: {jaeger_link(report.jaeger_url, report.trace_id)}")
