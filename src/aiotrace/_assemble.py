@@ -276,5 +276,4 @@ class Assembler:
             self.remember(
                 draft.span_id, draft.trace_id, draft.flags, attrs.get(semconv.ATTR_TASK_NAME), label
             )
-            self.stats.spans_built += 1
         return draft
