@@ -287,15 +287,16 @@ class Collector:
         for producer in self.finished_producers:
             for key in ("spans_dropped", "internal_errors", "below_threshold", "operations"):
                 totals[key] = totals.get(key, 0) + int(producer.stats.get(key, 0))
-        written = self.sink.writer.spans_written if self.sink.writer is not None else 0
+        if self.sink.writer is not None:
+            totals["spans_written"] = self.sink.writer.spans_written
         export_error = self.otlp_down
         if otlp is not None:
             totals["spans_exported"] = otlp.exported
             export_error = otlp.error
             if otlp.failed:
                 totals["spans_not_exported"] = otlp.failed
-        else:
-            totals["spans_exported"] = written
+        elif export_error is not None:
+            totals["spans_exported"] = 0
         report = self.sink.report.build(
             stats=totals,
             trace_file=self.sink.writer.path if self.sink.writer is not None else None,

@@ -483,11 +483,9 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
 def _print_report(
     report: Report, quiet: bool, trace_file: str | None, otlp: dict[str, Any] | None
 ) -> None:
-    from rich.console import Console
+    from aiotrace.report import console_for, render
 
-    from aiotrace.report import render
-
-    console = Console(stderr=True, highlight=False)
+    console = console_for()
     if not quiet:
         render(report, console)
     elif trace_file:
@@ -522,10 +520,8 @@ def _finish_exit(code: int, interrupted: bool) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``aiotrace report``: the report of a saved trace."""
-    from rich.console import Console
-
     from aiotrace._otlp import read_trace_file
-    from aiotrace.report import ReportBuilder, render
+    from aiotrace.report import ReportBuilder, console_for, render
 
     try:
         data = read_trace_file(args.trace_file)
@@ -539,7 +535,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        render(report, Console(highlight=False))
+        render(report, console_for(stderr=False))
     return 0
 
 

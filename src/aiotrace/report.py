@@ -341,6 +341,16 @@ def jaeger_link(base: str, trace_id: str) -> str:
     return f"{base.rstrip('/')}/trace/{trace_id}"
 
 
+def console_for(stderr: bool = True) -> Console:
+    """A console at least 100 columns wide: reports go to CI logs as often as terminals."""
+    import shutil
+
+    from rich.console import Console
+
+    width = max(shutil.get_terminal_size((120, 24)).columns, 100)
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
 def render(report: Report, console: Console, limit: int = 10) -> None:
     """Print the report: findings first, then contention, futures, tasks, delivery."""
     from rich import box  # rich is imported only to print
@@ -433,16 +443,20 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
 
     stats = report.stats
     if stats:
-        console.print(
-            f"[bold]Spans[/]: {stats.get('spans_built', report.spans)} built, "
-            f"{stats.get('spans_exported', 0)} exported, {stats.get('spans_dropped', 0)} dropped; "
-            f"{stats.get('below_threshold', 0)} operations below threshold"
-            + (
-                f"; [red]{stats['internal_errors']} internal errors[/]"
-                if stats.get("internal_errors")
-                else ""
-            )
-        )
+        counts = [f"{stats.get('spans_built', report.spans)} built"]
+        if "spans_written" in stats:
+            counts.append(f"{stats['spans_written']} written to the trace file")
+        if "spans_exported" in stats:
+            counts.append(f"{stats['spans_exported']} exported over OTLP")
+        if stats.get("spans_not_exported"):
+            counts.append(f"[red]{stats['spans_not_exported']} not exported[/]")
+        dropped = stats.get("spans_dropped", 0)
+        counts.append(f"[red]{dropped} dropped[/]" if dropped else "0 dropped")
+        line = f"[bold]Spans[/]: {', '.join(counts)}; "
+        line += f"{stats.get('below_threshold', 0)} operations below threshold"
+        if stats.get("internal_errors"):
+            line += f"; [red]{stats['internal_errors']} internal errors[/]"
+        console.print(line)
     for note in report.notes:
         console.print(f"[yellow]{note}")
     if report.trace_file:
