@@ -30,6 +30,9 @@ from aiotrace._version import __version__
 
 _state: dict[str, Any] = {}
 
+FOLLOW_FORKS: list[bool] = [True]
+"""False under ``--no-children``: a forked child records nothing and ships nothing."""
+
 
 def start() -> None:
     """Instrument a freshly started child Python process (see ``_bootstrap``)."""
@@ -40,19 +43,21 @@ def start() -> None:
         ENV_COLLECTOR,
         ENV_OPTIONS,
         ENV_RESOURCE,
+        SIGTERM_DELIVERY,
         install_provider,
         parent_from_env,
     )
 
     if _api.is_instrumented():
         return
-    shipping = Shipping(os.environ[ENV_COLLECTOR])
+    shipping = Shipping(os.environ[ENV_COLLECTOR], lazy=True)
     resource = Resource(json.loads(os.environ.get(ENV_RESOURCE) or "{}"))
     provider = install_provider(resource)
     options = json.loads(os.environ.get(ENV_OPTIONS) or "{}")
     _begin(shipping, provider, parent_from_env())
     _api.instrument(consumer=shipping, **options)
     atexit.register(finish)
+    SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
 
 
 def _begin(shipping: Any, provider: Any, parent: otel_context.Context) -> None:
@@ -70,7 +75,21 @@ def _begin(shipping: Any, provider: Any, parent: otel_context.Context) -> None:
 
 
 def finish() -> None:
-    """At the child's exit: end its span, ship everything, disconnect."""
+    """At the child's exit: end its span, ship everything, disconnect.
+
+    A process that did nothing traced (multiprocessing's resource tracker, a
+    forkserver, a worker that never touched asyncio) never connected, and
+    leaves without connecting: no empty process span, and no complaint if
+    it outlives the collector.
+    """
+    from aiotrace._session import SIGTERM_DELIVERY
+
+    with SIGTERM_DELIVERY.delivering():
+        _finish()
+
+
+def _finish() -> None:
+    from aiotrace._recorder import RECORDER
     from aiotrace._session import producer_stats, summary_events
     from aiotrace.primitives.tasks import report_pending
 
@@ -79,14 +98,24 @@ def finish() -> None:
         return
     with contextlib.suppress(Exception):
         report_pending()
-    for name, attrs in summary_events():
-        span.add_event(name, attrs)
     with contextlib.suppress(Exception):
         otel_context.detach(_state.pop("token"))
-    span.end()
     shipping = _state.get("shipping")
-    if shipping is not None:
-        shipping.send_stats(producer_stats())
+    events = summary_events()
+    if _api.is_instrumented():
+        _api.flush(5.0)
+    idle = (
+        shipping is not None
+        and not getattr(shipping, "connected", True)
+        and not events
+        and RECORDER.stats.operations == 0
+    )
+    if not idle:
+        for name, attrs in events:
+            span.add_event(name, attrs)
+        span.end()
+        if shipping is not None:
+            shipping.send_stats(producer_stats())
     if _api.is_instrumented():
         _api.uninstrument()
     provider = _state.get("provider")
@@ -101,11 +130,36 @@ def after_fork(consumer: Any) -> None:
     if reconnect is None:
         return  # an in-process sink (the user's TracerProvider): nothing to reconnect
     reconnect()
+    if not FOLLOW_FORKS[0]:
+        from aiotrace._recorder import RECORDER
+
+        RECORDER.disable_all()  # the patches stay (inherited), on their cheapest path
+        consumer.shutdown(0.0)  # never connected: closes without a word
+        return
     _begin(consumer, None, otel_context.get_current())
     atexit.register(finish)
+    from aiotrace._session import SIGTERM_DELIVERY
+
+    SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
     # multiprocessing's forked workers leave through os._exit(), which skips
-    # atexit; their finalizers still run.
+    # atexit; their finalizers still run. But a new multiprocessing.Process
+    # clears the finalizers it inherited before it runs its after-fork hooks:
+    # register the finalizer from such a hook too.
     mp_util = sys.modules.get("multiprocessing.util")
     if mp_util is not None:
         with contextlib.suppress(Exception):
             mp_util.Finalize(None, finish, exitpriority=-100)
+            mp_util.register_after_fork(_MP_HOOK, _finalize_at_mp_exit)
+
+
+class _Hook:
+    """A weak-referenceable owner for multiprocessing's after-fork registry."""
+
+
+_MP_HOOK = _Hook()
+
+
+def _finalize_at_mp_exit(_: object) -> None:
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and "span" in _state:
+        mp_util.Finalize(None, finish, exitpriority=-100)

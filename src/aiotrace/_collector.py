@@ -48,34 +48,49 @@ MSG_BYE: Final = "B"
 
 
 class Shipping:
-    """Sends wire records to a collector (a pipeline :class:`~aiotrace._pipeline.Consumer`)."""
+    """Sends wire records to a collector (a pipeline :class:`~aiotrace._pipeline.Consumer`).
 
-    def __init__(self, address: str) -> None:
+    ``lazy`` connects on the first message instead of at once: child
+    processes use it, so that helpers which never touch asyncio
+    (multiprocessing's resource tracker, a forkserver) never connect, never
+    hold the collector's end open, and never complain when they outlive it.
+    """
+
+    def __init__(self, address: str, lazy: bool = False) -> None:
         self.address = address
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._broken = False
+        self._closed = False
         self.sent = 0
         self.lost = 0
-        self._connect()
+        if not lazy:
+            self._connect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process has ever reached the collector (and not lost it)."""
+        return self._sock is not None
 
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(self.address)
+        try:
+            sock.connect(self.address)
+        except OSError:
+            sock.close()
+            raise
         self._sock = sock
         self._broken = False
 
     def reconnect(self) -> None:
-        """After a fork: the inherited socket belongs to the parent; open our own."""
+        """After a fork: the inherited socket belongs to the parent; ours comes when needed."""
         self._lock = threading.Lock()
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.detach()  # do not close the parent's connection
-        try:
-            self._connect()
-        except OSError as exc:
-            self._fail(exc)
+        self._broken = False
+        self.sent = self.lost = 0
 
     def _fail(self, exc: BaseException) -> None:
         if not self._broken:
@@ -89,9 +104,16 @@ class Shipping:
     def _send(self, message: tuple[Any, ...]) -> bool:
         payload = marshal.dumps(message)
         with self._lock:
-            sock = self._sock
-            if sock is None or self._broken:
+            if self._broken or self._closed:
                 return False
+            if self._sock is None:
+                try:
+                    self._connect()
+                except OSError as exc:
+                    self._fail(exc)
+                    return False
+            sock = self._sock
+            assert sock is not None
             try:
                 sock.sendall(FRAME.pack(len(payload)) + payload)
             except OSError as exc:
@@ -115,8 +137,10 @@ class Shipping:
         return not self._broken
 
     def shutdown(self, timeout: float) -> None:
-        self._send((MSG_BYE,))
+        if self._sock is not None:
+            self._send((MSG_BYE,))
         with self._lock:
+            self._closed = True
             sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -146,7 +170,13 @@ class Collector:
     def __init__(self, config: dict[str, Any]) -> None:
         from opentelemetry.sdk.resources import Resource
 
-        from aiotrace.sinks import OtlpForwarder, OwnedSink, otlp_exporter, reachable
+        from aiotrace.sinks import (
+            ConsoleSink,
+            OtlpForwarder,
+            OwnedSink,
+            otlp_exporter,
+            reachable,
+        )
 
         self.config = config
         self.stats = Stats()
@@ -167,6 +197,8 @@ class Collector:
                     exporter, self.resource, self.stats, otlp_config.get("shown", "")
                 )
         self.sink = OwnedSink(self.resource, config.get("trace_file"), otlp, self.stats)
+        if config.get("console"):
+            self.sink.extra.append(ConsoleSink(self.resource))
         self.directory = tempfile.mkdtemp(prefix="aiotrace-")
         self.address = os.path.join(self.directory, "collector.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

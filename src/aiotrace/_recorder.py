@@ -163,12 +163,20 @@ class Recorder:
             os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
-        # A forked child shares the trace but must not reuse the parent's ids
-        # or re-send the parent's buffered records.
+        # A forked child shares the trace but must not reuse the parent's ids,
+        # re-send the parent's buffered records, or report the parent's counts
+        # as its own (the collector adds up every process's).
         self._ids = itertools.count(_random_id_start())
         self.next_id = self._ids.__next__
         self.buffer.clear()
         self._lock = threading.Lock()
+        self.stats.__init__()  # type: ignore[misc]  # in place: sinks hold this object
+        self._reset_sites()
+
+    def _reset_sites(self) -> None:
+        for site in list(self.sites):
+            site.n = site.quiet = site.waits = site.holds = 0
+            site.wait_ns = site.max_wait_ns = site.max_hold_ns = 0
 
     def configure(self, options: Options) -> None:
         """Install options, start counting from zero, enable the families selected."""
@@ -179,9 +187,7 @@ class Recorder:
         self._trigger = self.high_water if limit is None else min(self.high_water, limit)
         self.stats = Stats()
         self._logged.clear()
-        for site in list(self.sites):
-            site.n = site.quiet = site.waits = site.holds = 0
-            site.wait_ns = site.max_wait_ns = site.max_hold_ns = 0
+        self._reset_sites()
         self.epoch_offset = time.time_ns() - time.perf_counter_ns()
         for family in PRIMITIVE_FAMILIES:
             self.enabled[family] = family in options.primitives

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -25,11 +26,14 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiotrace import _api, semconv
+from aiotrace._child import FOLLOW_FORKS
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
 from aiotrace._version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from aiotrace.report import Report
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(__file__), "_bootstrap")
@@ -93,6 +97,78 @@ def parent_from_env() -> otel_context.Context:
     return TraceContextTextMapPropagator().extract(carrier, context=otel_context.Context())
 
 
+class SigtermDelivery:
+    """Make SIGTERM deliver the spans first, then kill the process as it would have.
+
+    SIGTERM's default action kills without any clean-up, so everything still
+    buffered would be lost: a CI timeout, ``docker stop``, and
+    ``multiprocessing.Pool`` ending its workers all send it. Installed only
+    where SIGTERM has that default action (or aiotrace's handler, inherited
+    through fork); a program's own handler is left alone. The process still
+    dies by SIGTERM, with the same status.
+
+    A SIGTERM that arrives while the spans are being delivered anyway (at a
+    normal exit) waits for that delivery to end, instead of cutting it short.
+    """
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[], object] | None = None
+        self._depth = 0
+        self._pending = False
+
+    def install(self, deliver: Callable[[], object]) -> None:
+        """Deliver with ``deliver`` on SIGTERM (main thread only, as Python requires)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._deliver, self._depth, self._pending = deliver, 0, False
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            current = signal.getsignal(signal.SIGTERM)
+            if current is signal.SIG_DFL or current == self._handle:
+                signal.signal(signal.SIGTERM, self._handle)
+
+    def restore(self) -> None:
+        """SIGTERM back to its default action, if aiotrace's handler is still there."""
+        self._deliver = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            if signal.getsignal(signal.SIGTERM) == self._handle:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @contextlib.contextmanager
+    def delivering(self) -> Iterator[None]:
+        """Around a delivery: a SIGTERM meanwhile takes effect only after it."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending:
+                self._die()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._depth:
+            self._pending = True
+            return
+        try:
+            if self._deliver is not None:
+                with self.delivering():
+                    self._deliver()
+        except Exception:  # dying anyway: nothing may stop that
+            pass
+        finally:
+            self._die()
+
+    @staticmethod
+    def _die() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+SIGTERM_DELIVERY: Final = SigtermDelivery()
+"""The process's one SIGTERM handler (the run's, or a child process's)."""
+
+
 def summary_events() -> list[tuple[str, dict[str, Any]]]:
     """One event per primitive (by creation site) with totals, below-threshold included."""
     events = []
@@ -141,6 +217,7 @@ class SessionConfig:
     root_attributes: dict[str, Any] = field(default_factory=dict)
     trace_file: str | None = None
     otlp: dict[str, Any] | None = None
+    console: bool = False
     jaeger_url: str = "http://localhost:16686"
     options: dict[str, Any] = field(default_factory=dict)
     trace_children: bool = True
@@ -159,6 +236,7 @@ class TraceSession:
             {
                 "trace_file": config.trace_file,
                 "otlp": config.otlp,
+                "console": config.console,
                 "resource": resource_json(self.resource),
                 "jaeger_url": config.jaeger_url,
                 "linger": config.linger,
@@ -174,6 +252,7 @@ class TraceSession:
         )
         self._token = otel_context.attach(trace.set_span_in_context(self.root))
         self._saved_env: dict[str, str | None] = {}
+        FOLLOW_FORKS[0] = config.trace_children
         if config.trace_children:
             self._export_env()
         _api.instrument(consumer=self.shipping, **config.options)
@@ -208,6 +287,7 @@ class TraceSession:
         from aiotrace.report import Report
 
         self._restore_env()
+        FOLLOW_FORKS[0] = True
         with contextlib.suppress(Exception):
             report_pending()
         root = self.root
@@ -232,4 +312,4 @@ class TraceSession:
         return Report.from_json(data) if data is not None else None
 
 
-__all__ = ["SessionConfig", "TraceSession", "sys"]
+__all__ = ["SIGTERM_DELIVERY", "SessionConfig", "SigtermDelivery", "TraceSession"]

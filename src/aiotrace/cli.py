@@ -14,15 +14,20 @@ with the program's own status.
 from __future__ import annotations
 
 import argparse
+import builtins
 import contextlib
 import datetime
+import importlib.machinery
 import importlib.util
+import io
 import json
 import os
 import runpy
+import shlex
 import signal
 import sys
 import threading
+import types
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiotrace._version import __version__
@@ -249,8 +254,33 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------------------
 
 
-def _otlp_settings(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Whether and where to export over OTLP, from flags, AIOTRACE_* and OTEL_* variables."""
+KNOWN_EXPORTERS = frozenset({"otlp", "console", "none"})
+
+
+def traces_exporters() -> set[str]:
+    """``OTEL_TRACES_EXPORTER``'s values; ones aiotrace cannot honour get a one-line warning."""
+    exporters = {
+        e.strip().lower()
+        for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+        if e.strip()
+    }
+    unknown = sorted(exporters - KNOWN_EXPORTERS)
+    if unknown:
+        sys.stderr.write(
+            f"aiotrace: OTEL_TRACES_EXPORTER={','.join(unknown)} is not supported "
+            "(otlp, console, none are); ignored\n"
+        )
+    return exporters & KNOWN_EXPORTERS
+
+
+def _otlp_settings(
+    args: argparse.Namespace, exporters: set[str] | frozenset[str] = frozenset()
+) -> dict[str, Any] | None:
+    """Whether and where to export over OTLP, from flags, AIOTRACE_* and OTEL_* variables.
+
+    ``exporters`` is what ``OTEL_TRACES_EXPORTER`` asks for: ``otlp`` turns
+    export on with no flag, ``none`` turns it off unless a flag insists.
+    """
     from aiotrace.sinks import check_endpoint
 
     flag = args.otlp
@@ -260,9 +290,6 @@ def _otlp_settings(args: argparse.Namespace) -> dict[str, Any] | None:
             flag = ""
         elif value.lower() not in _FALSE:
             flag = value
-    exporters = {
-        e.strip() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()
-    }
     protocol = (
         args.protocol
         or os.environ.get("AIOTRACE_OTLP_PROTOCOL")
@@ -369,10 +396,18 @@ def _trace_file(args: argparse.Namespace, label: str) -> str | None:
 
 def _trim(tb: TracebackType | None) -> TracebackType | None:
     """Drop aiotrace's and runpy's frames from the top of a traceback, as python shows it."""
-    ours = (os.path.dirname(__file__), os.path.dirname(runpy.__file__) + os.sep + "runpy.py")
+    ours = (os.path.dirname(__file__), runpy.__file__, "<frozen runpy>")
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
         tb = tb.tb_next
     return tb
+
+
+def _print_uncaught(exc: BaseException) -> None:
+    """Print an uncaught exception as python would, through ``sys.excepthook``."""
+    # The hook prints the exception's own __traceback__ when it has one, not
+    # the one passed: trim that.
+    exc.__traceback__ = _trim(exc.__traceback__)
+    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def _exit_status(code: object) -> int:
@@ -386,6 +421,36 @@ def _exit_status(code: object) -> int:
     return 1
 
 
+def _run_script(target: str) -> None:
+    """Run a file as ``python target`` does.
+
+    runpy.run_path would do, but it puts ``target`` in ``sys.argv[0]`` and
+    ``__file__`` as given, where python makes ``__file__`` (and so every
+    traceback) absolute and leaves ``argv[0]`` alone; and ``sys.path[0]``
+    is the script's real directory, symbolic links resolved.
+    """
+    path = target if os.path.isabs(target) else os.path.join(os.getcwd(), target)
+    if not os.path.isfile(path):  # a directory or zip file with a __main__.py
+        sys.path[0] = os.path.realpath(path)
+        runpy.run_path(target, run_name="__main__")
+        return
+    sys.path[0] = os.path.dirname(os.path.realpath(path))
+    with io.open_code(path) as fh:
+        source = fh.read()
+    code = compile(source, path, "exec", dont_inherit=True)  # not our __future__ imports
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=path,
+        __cached__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", path),
+        __spec__=None,
+        __package__=None,
+        __builtins__=builtins,
+    )
+    sys.modules["__main__"] = main  # the program's from now on, as under python
+    exec(code, main.__dict__)
+
+
 def _run_program(kind: str, target: str, argv: list[str]) -> tuple[int, bool]:
     """Run it as python would; (exit status, interrupted by Ctrl-C)."""
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
@@ -395,16 +460,15 @@ def _run_program(kind: str, target: str, argv: list[str]) -> tuple[int, bool]:
             sys.path[0] = os.getcwd()
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            sys.path[0] = os.path.dirname(os.path.abspath(target))
-            runpy.run_path(target, run_name="__main__")
+            _run_script(target)
         return 0, False
     except SystemExit as exc:
         return _exit_status(exc.code), False
     except KeyboardInterrupt as exc:
-        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        _print_uncaught(exc)
         return 130, True
     except BaseException as exc:
-        sys.excepthook(type(exc), exc, _trim(exc.__traceback__))
+        _print_uncaught(exc)
         return 1, False
     finally:
         _join_threads()
@@ -425,11 +489,12 @@ def _join_threads() -> None:
 def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     """``aiotrace run``."""
     from aiotrace import semconv
-    from aiotrace._session import SessionConfig, TraceSession
+    from aiotrace._session import SIGTERM_DELIVERY, SessionConfig, TraceSession
 
     kind, target, argv = _program(args, program)
     label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
-    otlp = _otlp_settings(args)
+    exporters = traces_exporters()
+    otlp = _otlp_settings(args, exporters)
     trace_file = _trace_file(args, label)
     options = _options(args)
     service = args.service_name or label
@@ -445,6 +510,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         },
         trace_file=trace_file,
         otlp=otlp,
+        console="console" in exporters,
         jaeger_url=args.jaeger_url or os.environ.get("AIOTRACE_JAEGER_URL") or DEFAULT_JAEGER,
         options=options,
         trace_children=not (args.no_children or _env_flag("AIOTRACE_NO_CHILDREN")),
@@ -455,51 +521,66 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         sys.stderr.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
         code, interrupted = _run_program(kind, target, argv)
         return _finish_exit(code, interrupted)
-    code, interrupted = _run_program(kind, target, argv)
-    report = None
-    try:
-        # Ctrl-C while we deliver must not lose the spans: ignore it until done.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def conclude(code: int) -> None:
+        report = None
         try:
-            report = session.finish(exit_code=code)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    except Exception as exc:
-        sys.stderr.write(f"aiotrace: could not finish the trace: {exc}\n")
-    if report is None:
-        sys.stderr.write(
-            "aiotrace: the collector did not report"
-            + (f"; the trace file may be incomplete: {trace_file}" if trace_file else "")
-            + "\n"
-        )
-    else:
+            with SIGTERM_DELIVERY.delivering():
+                report = session.finish(exit_code=code)
+        except Exception as exc:
+            sys.stderr.write(f"aiotrace: could not finish the trace: {exc}\n")
+        if report is None:
+            sys.stderr.write(
+                "aiotrace: the collector did not report"
+                + (f"; the trace file may be incomplete: {trace_file}" if trace_file else "")
+                + "\n"
+            )
+            return
         _print_report(report, quiet, trace_file, otlp)
         if report_json:
-            with open(report_json, "w", encoding="utf-8") as fh:
-                json.dump(report.to_json(), fh, indent=2)
+            try:
+                with open(report_json, "w", encoding="utf-8") as fh:
+                    json.dump(report.to_json(), fh, indent=2)
+            except OSError as exc:
+                sys.stderr.write(f"aiotrace: could not write {report_json}: {exc.strerror}\n")
+
+    # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
+    SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
+    code, interrupted = _run_program(kind, target, argv)
+    # Ctrl-C while we deliver must not lose the spans: ignore it until done
+    # (and a SIGTERM waits for the delivery).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        conclude(code)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        SIGTERM_DELIVERY.restore()
     return _finish_exit(code, interrupted)
 
 
 def _print_report(
     report: Report, quiet: bool, trace_file: str | None, otlp: dict[str, Any] | None
 ) -> None:
-    from aiotrace.report import console_for, render
+    from aiotrace.report import console_for, print_plain, render
 
     console = console_for()
     if not quiet:
         render(report, console)
     elif trace_file:
-        console.print(f"aiotrace: trace file {trace_file}")
+        print_plain(console, f"aiotrace: trace file {trace_file}")
     if otlp is not None and report.export_error:
         endpoint = otlp["endpoint"]
-        console.print(
+        print_plain(
+            console,
             f"aiotrace: could not export to {endpoint}: {report.export_error}. "
             + (
-                f"The spans are in {trace_file}; send them later with: "
-                f"aiotrace send {trace_file} --otlp {endpoint} --protocol {otlp['protocol']}"
+                f"The spans are in {trace_file}; send them later with: aiotrace send "
+                f"{shlex.quote(trace_file)} --otlp {shlex.quote(endpoint)} "
+                f"--protocol {otlp['protocol']}"
                 if trace_file
                 else "Run with a trace file to keep them."
-            )
+            ),
+            "yellow",
         )
 
 

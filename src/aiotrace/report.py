@@ -351,6 +351,11 @@ def console_for(stderr: bool = True) -> Console:
     return Console(stderr=stderr, highlight=False, width=width)
 
 
+def print_plain(console: Console, text: str, style: str | None = None) -> None:
+    """A line users copy (paths, URLs, commands): never wrapped, never read as markup."""
+    console.print(text, style=style, soft_wrap=True, markup=False, highlight=False)
+
+
 def render(report: Report, console: Console, limit: int = 10) -> None:
     """Print the report: findings first, then contention, futures, tasks, delivery."""
     from rich import box  # rich is imported only to print
@@ -460,10 +465,10 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
     for note in report.notes:
         console.print(f"[yellow]{note}")
     if report.trace_file:
-        console.print(f"Trace file: {report.trace_file}")
+        print_plain(console, f"Trace file: {report.trace_file}")
     if report.export_error:
-        console.print(f"[red]OTLP export failed[/]: {report.export_error}")
+        print_plain(console, f"OTLP export failed: {report.export_error}", "red")
     elif report.otlp_endpoint:
-        console.print(f"Exported over OTLP to {report.otlp_endpoint}")
+        print_plain(console, f"Exported over OTLP to {report.otlp_endpoint}")
     if report.jaeger_url and report.trace_id and not report.export_error:
-        console.print(f"Jaeger: {jaeger_link(report.jaeger_url, report.trace_id)}")
+        print_plain(console, f"Jaeger: {jaeger_link(report.jaeger_url, report.trace_id)}")

@@ -234,7 +234,7 @@ OUTCOME_RESULT: Final = "result"
 OUTCOME_EXCEPTION: Final = "exception"
 """A future was resolved with ``set_exception``."""
 OUTCOME_PENDING: Final = "pending"
-"""Still pending at shutdown (a future never resolved)."""
+"""Still pending when tracing stopped: a future never resolved, a task still running."""
 OUTCOME_COLLECTED: Final = "collected"
 """A future garbage-collected while still pending."""
 

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import socket
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -342,6 +343,26 @@ class OtlpForwarder:
             self.error = self.error or f"export did not finish within {timeout:.0f} s"
         with contextlib.suppress(Exception):
             self._exporter.shutdown()
+
+
+class ConsoleSink:
+    """Spans printed as JSON on stderr, as ``OTEL_TRACES_EXPORTER=console`` asks.
+
+    Uses the SDK's own ``ConsoleSpanExporter``, so the output is what any
+    other OpenTelemetry program prints for that setting.
+    """
+
+    def __init__(self, resource: Resource, out: Any = None) -> None:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        self._resource = resource
+        self._exporter = ConsoleSpanExporter(out=out if out is not None else sys.stderr)
+
+    def export(self, drafts: list[SpanDraft]) -> None:
+        from aiotrace._otlp import draft_to_readable
+
+        with contextlib.suppress(Exception):  # a closed stderr must not break the run
+            self._exporter.export([draft_to_readable(d, self._resource) for d in drafts])
 
 
 class OwnedSink:

@@ -31,8 +31,11 @@ def _chain() -> None:
 if os.environ.get("AIOTRACE_COLLECTOR"):
     try:
         from aiotrace._child import start
-
-        start()
+    except ImportError:  # another interpreter, without aiotrace: run it untraced
+        start = None  # type: ignore[assignment]
+    try:
+        if start is not None:
+            start()
     except Exception as exc:  # tracing must never stop the program from running
         sys.stderr.write(f"aiotrace: could not trace child process {os.getpid()}: {exc}\n")
 _chain()

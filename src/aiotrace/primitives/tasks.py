@@ -574,7 +574,44 @@ def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
 
 
 def report_pending() -> int:
-    """At shutdown: emit a span for every traced future still pending; returns how many."""
+    """At shutdown: spans for every traced future and task still pending; returns how many.
+
+    A task still running when the program ends (killed, or a loop stopped
+    with tasks left) would otherwise never get its span, and every span
+    inside it would name a parent that does not exist.
+    """
+    return _report_pending_tasks() + _report_pending_futures()
+
+
+def _live_task_names() -> dict[int, str]:
+    # asyncio keeps every live task in a weak set (3.12+ splits it in two);
+    # asyncio.all_tasks() would need a running loop, which an exit has not.
+    names: dict[int, str] = {}
+    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        with contextlib.suppress(Exception):
+            for task in list(getattr(asyncio.tasks, attr, None) or ()):
+                names[id(task)] = task.get_name()
+    return names
+
+
+def _report_pending_tasks() -> int:
+    if not TASK_SPANS:
+        return 0
+    names = _live_task_names()
+    count = 0
+    for key in list(TASK_SPANS):
+        span = TASK_SPANS.pop(key, None)
+        if span is None or span.end_ns:
+            continue
+        span.end_ns = perf_counter_ns()
+        span.task_name = names.get(key) or span.task_name
+        span.outcome = semconv.OUTCOME_PENDING
+        RECORDER.emit((R_TASK, span))
+        count += 1
+    return count
+
+
+def _report_pending_futures() -> int:
     count = 0
     for key in list(PENDING):
         entry = PENDING.pop(key, None)

@@ -1,0 +1,103 @@
+"""Running ``aiotrace`` (and plain ``python``) in subprocesses, and reading what they left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiotrace._assemble import SpanDraft
+from aiotrace._otlp import read_trace_file
+
+PROGRAMS = Path(__file__).parent / "programs"
+"""Small programs the CLI tests run."""
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any OTEL_*, AIOTRACE_* or TRACEPARENT that would steer a run."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "AIOTRACE_"))
+        and key not in ("TRACEPARENT", "TRACESTATE", "PYTHONPATH")
+    }
+    env.update(COLUMNS="160", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
+    env.update(extra)
+    return env
+
+
+def aiotrace(
+    *args: str | os.PathLike[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m aiotrace ARGS``, as the user would type ``aiotrace ARGS``."""
+    return subprocess.run(
+        [sys.executable, "-m", "aiotrace", *map(str, args)],
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def python(
+    *args: str | os.PathLike[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """The same program without aiotrace, to compare with."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Trace:
+    """A trace file's spans, with the look-ups the tests need."""
+
+    def __init__(self, path: Path) -> None:
+        data = read_trace_file(str(path))
+        self.resource = data.resource
+        self.spans: list[SpanDraft] = data.drafts
+
+    def names(self) -> Counter[str]:
+        return Counter(span.name for span in self.spans)
+
+    def named(self, name: str) -> list[SpanDraft]:
+        return [span for span in self.spans if span.name == name]
+
+    def one(self, name: str, **attrs: Any) -> SpanDraft:
+        hits = [
+            span
+            for span in self.named(name)
+            if all(span.attributes.get(key.replace("__", ".")) == v for key, v in attrs.items())
+        ]
+        assert len(hits) == 1, f"{len(hits)} spans {name} {attrs}: {self.names()}"
+        return hits[0]
+
+    def by_id(self, span_id: int) -> SpanDraft:
+        return next(span for span in self.spans if span.span_id == span_id)
+
+    @property
+    def root(self) -> SpanDraft:
+        return self.one("aiotrace.run")
+
+
+def report_lines(stderr: str) -> list[str]:
+    """stderr's lines with trailing spaces dropped."""
+    return [line.rstrip() for line in stderr.splitlines()]

@@ -1,0 +1,577 @@
+"""``aiotrace run``/``report``/``send``: as transparent as ``python``, nothing lost, clear errors.
+
+Every test runs the real command in a subprocess. OTLP goes to real gRPC and
+HTTP receivers built from ``opentelemetry-proto`` (``tests/receivers.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace.cli import build_parser
+from tests.cli_support import PROGRAMS, Trace, aiotrace, clean_env, python
+from tests.receivers import GrpcReceiver, HttpReceiver, ReceivedSpan
+
+CONTEND = PROGRAMS / "contend.py"
+EXITS = PROGRAMS / "exits.py"
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[GrpcReceiver]:
+    receiver = GrpcReceiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver()
+    yield receiver
+    receiver.stop()
+
+
+def free_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def line_in(path: Path, text: str, occurrence: int = 0) -> int:
+    hits = [i + 1 for i, line in enumerate(path.read_text().splitlines()) if text in line]
+    return hits[occurrence]
+
+
+# ---------------------------------------------------------------------------
+# Running programs exactly as python does
+# ---------------------------------------------------------------------------
+
+
+def test_help_documents_every_option_and_its_variable() -> None:
+    result = aiotrace("run", "--help", cwd=PROGRAMS)
+    assert result.returncode == 0, result.stderr
+    assert "usage: aiotrace run" in result.stdout
+    run = next(
+        action.choices["run"]
+        for action in build_parser()._actions
+        if isinstance(action.choices, dict) and "run" in action.choices
+    )
+    for action in run._actions:
+        if action.option_strings and action.dest not in ("help", "module"):
+            assert action.help is not None
+            assert "AIOTRACE_" in action.help or "OTEL_" in action.help, action.option_strings
+
+
+def test_script_sees_argv_main_and_path_as_under_python(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(PROGRAMS / "show_argv.py", tmp_path / "sub" / "prog.py")
+    args = ["sub/prog.py", "a", "--flag", "-m", "x"]
+    plain = python(*args, cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", *args, cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout) == json.loads(plain.stdout)
+    assert json.loads(plain.stdout)["argv"] == args
+    assert traced.stderr == plain.stderr == "to stderr\n"
+
+
+@pytest.mark.parametrize("module", ["pkg.prog", "pkg"])
+def test_module_sees_what_python_dash_m_gives_it(tmp_path: Path, module: str) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copy(PROGRAMS / "show_argv.py", package / "prog.py")
+    shutil.copy(PROGRAMS / "show_argv.py", package / "__main__.py")
+    plain = python("-m", module, "x", "-y", cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", "-m", module, "x", "-y", cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout) == json.loads(plain.stdout)
+    assert traced.stderr == plain.stderr
+
+
+def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "aiotrace"
+    assert script.exists(), "the aiotrace console script is installed next to python"
+    for command in ([str(script)], [sys.executable, "-m", "aiotrace"]):
+        result = subprocess.run(
+            [*command, "run", "--trace-file", "t.json", str(CONTEND), "z"],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "done ['z']\n"  # the report is on stderr, never stdout
+        assert "Trace file: " in result.stderr
+        assert Trace(tmp_path / "t.json").names()[semconv.SPAN_LOCK_HOLD] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["return"], 0),
+        (["code", "0"], 0),
+        (["code", "3"], 3),
+        (["code", "300"], 300 & 0xFF),
+        (["message"], 1),
+        (["raise"], 1),
+        (["nested"], 1),
+    ],
+)
+def test_exit_status_output_and_traceback_are_pythons(
+    tmp_path: Path, args: list[str], status: int
+) -> None:
+    plain = python(EXITS, *args, cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", EXITS, *args, cwd=tmp_path)
+    assert plain.returncode == status
+    assert traced.returncode == status
+    assert traced.stdout == plain.stdout
+    assert traced.stderr == plain.stderr  # the same traceback, frame for frame
+
+
+@pytest.mark.parametrize("how", ["raise", "code"])
+def test_spans_are_delivered_when_the_program_fails_or_exits(tmp_path: Path, how: str) -> None:
+    result = aiotrace(
+        "run", "--min-hold", "0", "--trace-file", "t.json", EXITS, how, "7", cwd=tmp_path
+    )
+    expected = 1 if how == "raise" else 7
+    assert result.returncode == expected
+    assert "Traceback" in result.stderr if how == "raise" else "Traceback" not in result.stderr
+    trace = Trace(tmp_path / "t.json")
+    hold = trace.one(semconv.SPAN_LOCK_HOLD)
+    assert hold.attributes[semconv.ATTR_OUTCOME] == (
+        semconv.OUTCOME_RAISED if how == "raise" else semconv.OUTCOME_RELEASED
+    )
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == expected
+    assert f"exit status {expected}" in result.stderr
+
+
+def _interrupt(command: list[str], cwd: Path, sig: int) -> subprocess.CompletedProcess[str]:
+    """Start ``command``, wait until it prints ``ready``, send it ``sig``."""
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, process.returncode, "ready\n" + stdout, stderr)
+
+
+def test_ctrl_c_delivers_the_spans_and_exits_as_python_does(tmp_path: Path) -> None:
+    program = str(PROGRAMS / "sigint.py")
+    plain = _interrupt([sys.executable, program], tmp_path, signal.SIGINT)
+    traced = _interrupt(
+        [sys.executable, "-m", "aiotrace", "run", "--min-hold=0", "--trace-file=t.json", program],
+        tmp_path,
+        signal.SIGINT,
+    )
+    assert plain.returncode == traced.returncode == -signal.SIGINT
+    assert plain.stderr.splitlines()[-1] == "KeyboardInterrupt"
+    # The program's traceback comes first, unchanged; then the report.
+    assert traced.stderr.startswith(plain.stderr)
+    trace = Trace(tmp_path / "t.json")
+    hold = trace.one(semconv.SPAN_LOCK_HOLD)  # held for the whole run, ended by the interrupt
+    assert hold.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 130
+
+
+def test_sigterm_delivers_the_spans_and_dies_by_it(tmp_path: Path) -> None:
+    program = str(PROGRAMS / "sigint.py")
+    traced = _interrupt(
+        [sys.executable, "-m", "aiotrace", "run", "--trace-file", "t.json", program],
+        tmp_path,
+        signal.SIGTERM,
+    )
+    assert traced.returncode == -signal.SIGTERM  # as untraced: killed by the signal
+    trace = Trace(tmp_path / "t.json")
+    task = trace.one(semconv.SPAN_TASK)
+    assert task.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING  # never finished
+    assert task.parent_id == trace.root.span_id
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 128 + signal.SIGTERM
+    assert "Trace file:" in traced.stderr
+
+
+# ---------------------------------------------------------------------------
+# Where spans go: the trace file and the report
+# ---------------------------------------------------------------------------
+
+
+def test_default_run_writes_a_trace_file_named_after_the_program(tmp_path: Path) -> None:
+    result = aiotrace("run", CONTEND, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    files = list(tmp_path.glob("aiotrace-contend-*.json"))
+    assert len(files) == 1
+    assert f"Trace file: {files[0]}" in result.stderr
+    data = json.loads(files[0].read_text())
+    assert list(data) == ["resourceSpans"]  # one OTLP JSON object: Jaeger's upload format
+    trace = Trace(files[0])
+    assert trace.resource["service.name"] == "contend"  # the service defaults to the script
+    assert trace.root.attributes[semconv.ATTR_PROGRAM] == "contend.py"
+
+
+def test_the_report_points_at_the_lock_the_holder_and_the_line(tmp_path: Path) -> None:
+    result = aiotrace("run", "--report-json", "r.json", "--no-trace-file", CONTEND, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    hold_line = line_in(CONTEND, "async with lock:", 0)
+    assert f"db held by holder at contend.py:{hold_line} (1 waiting)" in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    (row,) = report["primitives"]
+    assert (row["name"], row["kind"], row["waits"], row["holds"]) == ("db", "Lock", 1, 1)
+    assert 30 < row["wait_ms"] < 5000
+    assert report["tasks"] == {"completed": 3}
+    assert report["stats"]["spans_dropped"] == 0
+
+
+def test_aiotrace_variables_set_every_option(tmp_path: Path) -> None:
+    env = clean_env(
+        AIOTRACE_TRACE_FILE=str(tmp_path / "from-env.json"),
+        AIOTRACE_QUIET="1",
+        AIOTRACE_MIN_HOLD="0",
+        AIOTRACE_NO_TASKS="yes",
+    )
+    result = aiotrace("run", CONTEND, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"aiotrace: trace file {tmp_path / 'from-env.json'}\n"
+    names = Trace(tmp_path / "from-env.json").names()
+    assert names[semconv.SPAN_LOCK_HOLD] == 2  # the waiter's short hold too: min_hold 0
+    assert names[semconv.SPAN_TASK] == 0
+
+
+def test_otel_console_exporter_prints_spans(tmp_path: Path) -> None:
+    env = clean_env(OTEL_TRACES_EXPORTER="console")
+    result = aiotrace("run", "-q", "--no-trace-file", CONTEND, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '"name": "asyncio.Lock.acquire"' in result.stderr
+    assert result.stdout == "done []\n"
+
+
+def test_report_and_send_replay_a_saved_trace(tmp_path: Path, grpc_receiver: GrpcReceiver) -> None:
+    run = aiotrace(
+        "run", "--trace-file", "t.json", "--report-json", "r.json", CONTEND, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    again = aiotrace("report", "t.json", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    saved, replayed = json.loads((tmp_path / "r.json").read_text()), json.loads(again.stdout)
+    for key in ("primitives", "longest_holds", "tasks", "futures", "trace_id"):
+        assert replayed[key] == saved[key], key
+    printed = aiotrace("report", "t.json", cwd=tmp_path)
+    assert printed.returncode == 0
+    assert "db held by holder" in printed.stdout
+
+    sent = aiotrace("send", "t.json", "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stderr == f"aiotrace: sent 7 spans to {grpc_receiver.endpoint} (grpc)\n"
+    trace = Trace(tmp_path / "t.json")
+    assert _identities(grpc_receiver.spans) == {
+        (s.name, s.trace_id, s.span_id, s.parent_id) for s in trace.spans
+    }
+    assert grpc_receiver.spans[0].resource == trace.resource
+
+
+def _identities(spans: list[ReceivedSpan]) -> set[tuple[str, int, int, int]]:
+    return {(s.name, s.trace_id, s.span_id, s.parent_id) for s in spans}
+
+
+# ---------------------------------------------------------------------------
+# OTLP to a real receiver, both protocols
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_otlp_delivers_the_exact_spans_parents_links_and_resource(
+    tmp_path: Path,
+    grpc_receiver: GrpcReceiver,
+    http_receiver: HttpReceiver,
+    protocol: str,
+) -> None:
+    receiver = grpc_receiver if protocol == "grpc" else http_receiver
+    env = clean_env(
+        OTEL_SERVICE_NAME="shop",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=test,team=core",
+        OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme",
+    )
+    result = aiotrace(
+        "run",
+        "--otlp",
+        receiver.endpoint,
+        "--protocol",
+        protocol,
+        "--trace-file",
+        "t.json",
+        CONTEND,
+        "x",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done ['x']\n"
+    spans = receiver.spans
+    assert Counter(s.name for s in spans) == {
+        semconv.SPAN_RUN: 1,
+        semconv.SPAN_TASK: 3,
+        semconv.SPAN_LOCK_HOLD: 1,
+        semconv.SPAN_LOCK_ACQUIRE: 1,
+        "app.fetch": 1,
+    }
+    assert _identities(spans) == _identities_of_file(tmp_path / "t.json")
+    by_name = {(s.name, s.get(semconv.ATTR_TASK_NAME)): s for s in spans}
+    root = by_name[semconv.SPAN_RUN, None]
+    main = by_name[semconv.SPAN_TASK, "Task-1"]
+    holder = by_name[semconv.SPAN_TASK, "holder"]
+    waiter = by_name[semconv.SPAN_TASK, "waiter"]
+    hold = by_name[semconv.SPAN_LOCK_HOLD, "holder"]
+    wait = by_name[semconv.SPAN_LOCK_ACQUIRE, "waiter"]
+    fetch = by_name["app.fetch", None]
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    parents = {
+        root.span_id: 0,
+        main.span_id: root.span_id,
+        holder.span_id: main.span_id,
+        waiter.span_id: main.span_id,
+        hold.span_id: holder.span_id,
+        fetch.span_id: waiter.span_id,  # the program's own span, inside its task
+        wait.span_id: fetch.span_id,  # the wait happened inside it
+    }
+    assert {s.span_id: s.parent_id for s in spans} == parents
+    assert wait.links == [(hold.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_HANDOFF})]
+    assert wait[semconv.ATTR_BLOCKER_TASK] == "holder"
+    assert hold[semconv.ATTR_PRIMITIVE_NAME] == wait[semconv.ATTR_PRIMITIVE_NAME] == "db"
+    assert hold[semconv.ATTR_CODE_LINE_NUMBER] == line_in(CONTEND, "async with lock:", 0)
+    assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_in(CONTEND, "async with lock:", 1)
+    assert hold[semconv.ATTR_CODE_FILE_PATH] == str(CONTEND)
+    assert hold[semconv.ATTR_WAITERS_DURING] == 1
+    assert hold.end - hold.start >= 45_000_000
+    assert root[semconv.ATTR_PROGRAM] == "contend.py"
+    assert root[semconv.ATTR_ARGV] == (str(CONTEND), "x")
+    assert root[semconv.ATTR_EXIT_CODE] == 0
+    assert {s.scope for s in spans} == {"aiotrace", "app"}
+    assert fetch.scope == "app"
+    resource = spans[0].resource
+    assert resource["service.name"] == "shop"
+    assert resource["deployment.environment"] == "test"
+    assert resource["team"] == "core"
+    assert resource["telemetry.distro.name"] == "aiotrace"
+    assert all(s.resource == resource for s in spans)
+    assert all(headers.get("x-tenant") == "acme" for headers in receiver.headers)
+    assert f"Jaeger: http://localhost:16686/trace/{root.trace_id:032x}" in result.stderr
+    assert f"Exported over OTLP to {receiver.endpoint}" in result.stderr
+
+
+def _identities_of_file(path: Path) -> set[tuple[str, int, int, int]]:
+    return {(s.name, s.trace_id, s.span_id, s.parent_id) for s in Trace(path).spans}
+
+
+def test_otel_endpoint_variables_turn_export_on(
+    tmp_path: Path, http_receiver: HttpReceiver
+) -> None:
+    env = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint,  # the base: /v1/traces is added
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+    )
+    result = aiotrace(
+        "run", "--no-trace-file", "--jaeger-url", "http://jaeger:1", CONTEND, cwd=tmp_path, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(http_receiver.spans) == 7
+    assert "Jaeger: http://jaeger:1/trace/" in result.stderr
+
+    off = clean_env(
+        OTEL_EXPORTER_OTLP_ENDPOINT=http_receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_EXPORTER="none",
+    )
+    result = aiotrace("run", "--no-trace-file", CONTEND, cwd=tmp_path, env=off)
+    assert result.returncode == 0, result.stderr
+    assert len(http_receiver.spans) == 7  # nothing more: "none" means no export
+
+
+def test_traceparent_makes_the_run_a_child_of_an_outer_trace(tmp_path: Path) -> None:
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    env = clean_env(TRACEPARENT=f"00-{trace_id}-{parent_id}-01")
+    result = aiotrace("run", "--trace-file", "t.json", CONTEND, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    trace = Trace(tmp_path / "t.json")
+    assert trace.root.parent_id == int(parent_id, 16)
+    assert {s.trace_id for s in trace.spans} == {int(trace_id, 16)}
+
+
+def test_child_processes_join_the_same_trace(tmp_path: Path) -> None:
+    result = aiotrace(
+        "run",
+        "--min-hold=0",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        PROGRAMS / "spawner.py",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["parent", "subprocess", "fork", "spawn"]
+    assert "still running" not in result.stderr
+    assert "lost" not in result.stderr
+    trace = Trace(tmp_path / "t.json")
+    assert len({s.trace_id for s in trace.spans}) == 1
+    root = trace.root
+    processes = trace.named(semconv.SPAN_PROCESS)
+    assert len(processes) == 3
+    assert {p.parent_id for p in processes} == {root.span_id}
+    pids = {p.attributes[semconv.ATTR_PID] for p in processes}
+    assert len(pids) == 3
+    assert root.attributes[semconv.ATTR_PID] not in pids
+
+    def process_of(span_id: int) -> int:
+        span = trace.by_id(span_id)
+        while span.name not in (semconv.SPAN_PROCESS, semconv.SPAN_RUN):
+            span = trace.by_id(span.parent_id)
+        return int(span.attributes[semconv.ATTR_PID])
+
+    holds = trace.named(semconv.SPAN_LOCK_HOLD)
+    by_process = {s.attributes[semconv.ATTR_TASK_NAME]: process_of(s.span_id) for s in holds}
+    assert set(by_process) == {
+        f"{tag}-{x}" for tag in ("parent", "subprocess", "fork", "spawn") for x in "ab"
+    }
+    assert by_process["parent-a"] == root.attributes[semconv.ATTR_PID]
+    assert len({by_process[f"{tag}-a"] for tag in ("subprocess", "fork", "spawn")}) == 3
+    (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+    assert (row["waits"], row["holds"]) == (4, 8)  # the report adds up every process
+
+    alone = aiotrace(
+        "run", "--no-children", "--trace-file", "n.json", PROGRAMS / "spawner.py", cwd=tmp_path
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert Trace(tmp_path / "n.json").names()[semconv.SPAN_PROCESS] == 0
+
+
+# ---------------------------------------------------------------------------
+# Nothing lost when the collector is down; clear errors for bad input
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_unreachable_collector_keeps_the_spans_and_says_how_to_send_them(
+    tmp_path: Path, grpc_receiver: GrpcReceiver, protocol: str
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    result = aiotrace(
+        "run",
+        "--otlp",
+        down,
+        "--protocol",
+        protocol,
+        "--trace-file",
+        "t.json",
+        CONTEND,
+        "q",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0
+    assert result.stdout == "done ['q']\n"
+    assert "Traceback" not in result.stderr
+    complaints = [line for line in result.stderr.splitlines() if "could not export" in line]
+    assert len(complaints) == 1, result.stderr
+    path = tmp_path / "t.json"
+    assert f"aiotrace send {path} --otlp" in complaints[0]
+    assert len(Trace(path).spans) == 7
+    # ... and sending later, as told, delivers every span.
+    sent = aiotrace("send", path, "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    assert _identities(grpc_receiver.spans) == _identities_of_file(path)
+
+
+def test_send_to_an_unreachable_collector_fails_in_one_line(tmp_path: Path) -> None:
+    run = aiotrace("run", "-q", "--trace-file", "t.json", CONTEND, cwd=tmp_path)
+    assert run.returncode == 0
+    env = clean_env(OTEL_EXPORTER_OTLP_TIMEOUT="2")
+    result = aiotrace(
+        "send",
+        "t.json",
+        "--otlp",
+        f"http://127.0.0.1:{free_port()}",
+        "--protocol",
+        "http/protobuf",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("aiotrace: could not send to ")
+    assert "0 of 7 spans sent" in result.stderr
+
+
+def _bad_inputs(tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
+    (tmp / "empty.json").write_text("")
+    (tmp / "not-otlp.json").write_text('{"spans": []}')
+    (tmp / "broken.json").write_text('{"resourceSpans": [{"scopeSpans": [{"spans": [{}]}]}]}')
+    (tmp / "dir").mkdir()
+    script = str(CONTEND)
+    return [
+        (["run", "missing.py"], {}, "can't open file 'missing.py'"),
+        (["run", "-m", "no_such_module_here"], {}, "no module named 'no_such_module_here'"),
+        (["run"], {}, "nothing to run"),
+        (["run", "--bogus", script], {}, "unrecognized arguments: --bogus"),
+        (["run", "--min-hold", "soon", script], {}, "expected a number of seconds"),
+        (["run", "--otlp=localhost:4317", script], {}, "invalid OTLP endpoint"),
+        (["run", "--otlp", "http://host:99999", script], {}, "bad port"),
+        (["run", "--protocol", "udp", script], {}, "invalid choice: 'udp'"),
+        (["run", "--trace-file", "nowhere/t.json", script], {}, "no directory"),
+        (["run", "dir"], {}, "can't find '__main__' module"),
+        (["run", script], {"AIOTRACE_MIN_WAIT": "x"}, "AIOTRACE_MIN_WAIT='x'"),
+        (["run", script], {"AIOTRACE_QUIET": "maybe"}, "AIOTRACE_QUIET='maybe'"),
+        (
+            ["run", "--otlp", script],
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"},
+            "unknown OTLP protocol 'carrier-pigeon'",
+        ),
+        (["report", "missing.json"], {}, "trace file not found"),
+        (["report", "empty.json"], {}, "is not JSON"),
+        (["report", "not-otlp.json"], {}, "not an OTLP JSON trace"),
+        (["report", "broken.json"], {}, "not a valid OTLP JSON trace"),
+        (["report", "dir"], {}, "cannot read trace file"),
+        (["send", "not-otlp.json", "--otlp", "http://127.0.0.1:4317"], {}, "not an OTLP"),
+        (["send", "empty.json", "--otlp", "ftp://collector"], {}, "invalid OTLP endpoint"),
+        (["frobnicate"], {}, "invalid choice: 'frobnicate'"),
+    ]
+
+
+def test_bad_input_gets_one_clear_line_and_status_2(tmp_path: Path) -> None:
+    failures = []
+    for args, extra, message in _bad_inputs(tmp_path):
+        result = aiotrace(*args, cwd=tmp_path, env=clean_env(**extra))
+        lines = result.stderr.splitlines()
+        ok = (
+            result.returncode == 2
+            and len(lines) == 1
+            and lines[0].startswith("aiotrace: error: ")
+            and message in lines[0]
+            and result.stdout == ""
+        )
+        if not ok:
+            failures.append((args, extra, result.returncode, result.stderr))
+    assert not failures
+    assert not list(tmp_path.glob("aiotrace-*.json"))  # nothing ran, nothing written
+
+
+def test_no_command_prints_help_with_status_2(tmp_path: Path) -> None:
+    result = aiotrace(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage: aiotrace" in result.stderr
+    assert os.listdir(tmp_path) == []
