@@ -10,9 +10,11 @@ What to look for:
 * ``asyncio.Condition.wait`` spans in the consumers, each ending when the
   producer notified, linked (``waker``) to the ``producer`` task's span,
   which has an ``asyncio.Condition.notify`` event per notification;
-* the condition's own lock as ``items_changed (conditions.py:NN).lock``:
-  re-acquiring it after being notified shows as that lock's spans, not as
-  part of the condition wait;
+* the condition's own lock as ``items_changed (conditions.py:26).lock``:
+  re-acquiring it after being notified is that lock's business, not part
+  of the condition wait. Its holds here are far below a millisecond, so
+  they are only counted (the report's "used ... times, never waited on"
+  line); run with ``--min-hold 0`` to see every one of them as a span;
 * ``aiotrace.condition.predicate = true``: the waits were rounds of
   ``wait_for(...)``.
 """

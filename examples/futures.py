@@ -7,13 +7,13 @@ delay. Run it traced::
 
 What to look for in the trace:
 
-* an ``asyncio.Future`` span, named ``fut (futures.py:NN)``, from the moment
+* an ``asyncio.Future`` span, named ``fut (futures.py:30)``, from the moment
   the future was created to the moment it was resolved, with
   ``aiotrace.waker.task = setter`` and ``aiotrace.waker.site`` pointing at
   the ``set_result`` line: *who* resolved it, and *where*;
 * an ``asyncio.Future.wait`` span in the ``main`` task, as long as the
   delay, linked to the future's span: "this task waited 0.2 s for the value
-  that task ``setter`` set at line NN";
+  that task ``setter`` set at line 25";
 * the ``setter`` task's span carries an ``asyncio.Future.resolve`` event.
 """
 

@@ -12,7 +12,7 @@ What to look for:
 * three ``asyncio.Lock.acquire`` spans: the customers that had to wait, the
   last one about 150 ms. Each links (``handoff``) to the hold that let it
   in, and names that holder in ``aiotrace.blocker.task``/``.site``;
-* in the report, ``stock_lock (locks.py:NN)`` tops the list of primitives
+* in the report, ``stock_lock (locks.py:24)`` tops the list of primitives
   by time waited, and the longest holds point at the ``async with`` line:
   the culprit is the slow write made while holding the lock.
 """

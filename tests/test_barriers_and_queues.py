@@ -139,8 +139,9 @@ def test_blocked_put_and_join(traced: Captured) -> None:
     assert join[semconv.ATTR_OUTCOME] == semconv.OUTCOME_JOINED
     assert join[semconv.ATTR_QUEUE_UNFINISHED] == 1
     assert join[semconv.ATTR_WAKER_TASK] == "worker"
-    ((worker, _),) = traced.events(semconv.SPAN_QUEUE_TASK_DONE)
+    ((worker, done),) = traced.events(semconv.SPAN_QUEUE_TASK_DONE)
     assert worker[semconv.ATTR_TASK_NAME] == "worker"
+    assert done[semconv.ATTR_WOKEN] == 1  # the one join() waiting
     assert join.links == [(worker.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
     assert join.duration >= DELAY * 0.9  # the first task_done() emptied it
 

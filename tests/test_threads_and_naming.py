@@ -100,6 +100,31 @@ def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured
     assert names == {semconv.SPAN_SEMAPHORE_HOLD: "db-pool", semconv.SPAN_LOCK_HOLD: "jobs.lock"}
 
 
+def test_names_reach_the_totals_of_operations_never_spanned() -> None:
+    """The run's per-site totals (the report's source) carry given and derived names."""
+    from aiotrace._session import summary_events
+
+    with capture_spans():  # default thresholds: these short holds are only counted
+
+        async def main() -> None:
+            cond = asyncio.Condition()
+            pool = aiotrace.name(asyncio.Semaphore(2), "db-pool")
+            for _ in range(3):
+                async with cond, pool:
+                    pass
+
+        asyncio.run(main())
+        totals = {
+            attrs[semconv.ATTR_PRIMITIVE_NAME]: attrs[semconv.ATTR_OPERATIONS]
+            for _, attrs in summary_events()
+        }
+    site = line_of("cond = asyncio.Condition()")
+    assert totals == {  # the Condition itself was never waited on: no line of its own
+        f"cond (test_threads_and_naming.py:{site}).lock": 3,
+        "db-pool": 3,
+    }
+
+
 def test_name_rejects_non_primitives() -> None:
     """aiotrace.name() on something else is a clear error."""
     with pytest.raises(aiotrace.ConfigurationError, match="asyncio primitive"):

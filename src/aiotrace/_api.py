@@ -101,7 +101,9 @@ def name(primitive: T, label: str) -> T:
             f"aiotrace.name() takes an asyncio primitive or future and a str, "
             f"got {type(primitive).__name__} and {type(label).__name__}"
         )
-    ref_of(primitive, kind).name = label
+    ref = ref_of(primitive, kind)
+    ref.name = label
+    ref.stats.label = label  # the report's totals for its site carry the name too
     return primitive
 
 

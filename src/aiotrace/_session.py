@@ -179,7 +179,8 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             continue  # futures are reported from their own spans
         if stats.raw is not None:
             site = SITES.resolve(stats.raw)
-            label, name = site.label, default_name(site)
+            label = site.label
+            name = stats.display_name(lambda site=site: default_name(site))
         else:
             label = name = semconv.UNKNOWN_SITE
         attrs: dict[str, Any] = {

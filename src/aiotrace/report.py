@@ -97,6 +97,9 @@ class Report:
     trace_id: str | None = None
     spans: int = 0
     primitives: list[PrimitiveRow] = field(default_factory=list)
+    uncontended: int = 0
+    """Primitives used only briefly and never waited on: not in ``primitives``."""
+    uncontended_operations: int = 0
     longest_holds: list[HoldRow] = field(default_factory=list)
     futures: dict[str, int] = field(default_factory=dict)
     future_p50_ms: float | None = None
@@ -294,9 +297,12 @@ class ReportBuilder:
             row.wait_ms = round(row.wait_ms, 3)
             row.max_wait_ms = round(row.max_wait_ms, 3)
             row.max_hold_ms = round(row.max_hold_ms, 3)
+        quiet = [r for r in rows.values() if not (r.waits or r.holds) and r.operations]
         report = Report(
             spans=self._spans,
             primitives=ranked,
+            uncontended=len(quiet),
+            uncontended_operations=sum(r.operations for r in quiet),
             longest_holds=[entry for _, _, entry in sorted(self._holds, reverse=True)],
             futures=dict(self._futures),
             unresolved_futures=list(self._unresolved),
@@ -401,6 +407,11 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             console.print(f"  ... and {len(report.primitives) - limit} more")
     else:
         console.print("No contention: no wait or hold passed its threshold.")
+    if report.uncontended:
+        console.print(
+            f"  {report.uncontended} {'other ' if report.primitives else ''}primitive(s) used "
+            f"{report.uncontended_operations} times, never waited on and never held long"
+        )
 
     if report.longest_holds:
         console.print("[bold]Longest holds")

@@ -146,9 +146,11 @@ class SiteStats:
         "holds",
         "internal",
         "kind",
+        "label",
         "max_hold_ns",
         "max_wait_ns",
         "n",
+        "owner",
         "quiet",
         "raw",
         "wait_ns",
@@ -169,6 +171,17 @@ class SiteStats:
         self.max_hold_ns = 0
         self.quiet = 0
         """Slow-path operations not spanned (below their threshold)."""
+        self.label: str | None = None
+        """The name given with ``aiotrace.name()`` (the last one, if several)."""
+        self.owner: tuple[SiteStats, str] | None = None
+        """For a helper (a Condition's own Lock): its owner's stats and the name suffix."""
+
+    def display_name(self, default: Callable[[], str]) -> str:
+        """The name reports show for this site: given, derived from an owner, or ``default()``."""
+        if self.owner is not None:
+            owner, suffix = self.owner
+            return owner.display_name(default) + suffix
+        return self.label if self.label is not None else default()
 
     @property
     def operations(self) -> int:
@@ -264,6 +277,7 @@ def adopt(child: Any, parent_ref: PrimRef, suffix: str) -> None:
     ref = ref_of(child, semconv.KIND_LOCK)
     ref.raw = parent_ref.raw
     ref.stats = stats_for(ref.kind, parent_ref.raw, parent_ref.stats.internal)
+    ref.stats.owner = (parent_ref.stats, suffix)
     child._aiotrace_stats = ref.stats
     ref.name = None if parent_ref.name is None else parent_ref.name + suffix
     ref_suffix[ref.pid] = (parent_ref, suffix)

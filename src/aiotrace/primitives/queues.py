@@ -214,6 +214,8 @@ def queue_patches() -> list[Patch]:
         starts_attr, wakes_attr, _ = _SLOTS[which]
         try:
             t = pc()
+            if count is None:  # every waiter of that kind (join)
+                count = len(getattr(self, starts_attr) or ())
             oldest = oldest_woken(self, count, starts_attr)
             waker = None
             if oldest is not None and t - oldest >= min_wait:
