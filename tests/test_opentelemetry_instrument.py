@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import aiotrace
+
 APP = textwrap.dedent(
     """
     import asyncio
@@ -81,3 +83,27 @@ def test_opentelemetry_instrument_traces_an_unmodified_program(tmp_path: Path) -
         "asyncio.Task",
     ]
     assert all(span["resource"]["attributes"]["service.name"] == "demo" for span in spans)
+
+
+def test_aiotrace_variables_set_options_and_arguments_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``opentelemetry-instrument`` can pass no arguments: the AIOTRACE_* variables do."""
+    from aiotrace._recorder import RECORDER
+
+    monkeypatch.setenv("AIOTRACE_MIN_HOLD", "0.25")
+    monkeypatch.setenv("AIOTRACE_NO_TASKS", "1")
+    with aiotrace.tracing():
+        assert RECORDER.options.min_hold == 0.25
+        assert RECORDER.options.tasks is False
+    with aiotrace.tracing(min_hold=0.5):
+        assert RECORDER.options.min_hold == 0.5
+
+
+def test_a_bad_variable_is_ignored_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiotrace._recorder import RECORDER
+
+    monkeypatch.setenv("AIOTRACE_MIN_WAIT", "soon")
+    with aiotrace.tracing():
+        assert RECORDER.options.min_wait == 0.001
+    assert "AIOTRACE_MIN_WAIT='soon'" in caplog.text

@@ -55,13 +55,19 @@ class ForwardingProcessor(SpanProcessor):
         return True
 
 
-def make_resource(default_service: str) -> Resource:
-    """The resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES first, else our default."""
+def make_resource(default_service: str, override: str | None = None) -> Resource:
+    """The resource: OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES, else our default.
+
+    ``override`` (``--service-name``) wins over both, without touching the
+    environment the program sees.
+    """
     resource = Resource.create(
         {"telemetry.distro.name": "aiotrace", "telemetry.distro.version": __version__}
     )
     service = str(resource.attributes.get("service.name", ""))
-    if not service or service.startswith("unknown_service"):
+    if override:
+        resource = resource.merge(Resource({"service.name": override}))
+    elif not service or service.startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": default_service}))
     return resource
 
@@ -214,6 +220,9 @@ class SessionConfig:
     """Everything a session needs to know."""
 
     service_name: str
+    """The default service.name (the program's name), if the environment sets none."""
+    service_override: str | None = None
+    """A service.name that wins over the environment's (``--service-name``)."""
     root_name: str = semconv.SPAN_RUN
     root_attributes: dict[str, Any] = field(default_factory=dict)
     trace_file: str | None = None
@@ -232,7 +241,7 @@ class TraceSession:
         from aiotrace._collector import CollectorHandle, Shipping
 
         self.config = config
-        self.resource = make_resource(config.service_name)
+        self.resource = make_resource(config.service_name, config.service_override)
         self.collector = CollectorHandle(
             {
                 "trace_file": config.trace_file,

@@ -30,8 +30,14 @@ import threading
 import types
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from aiotrace import _env
 from aiotrace._version import __version__
-from aiotrace.exceptions import AiotraceError, EndpointError, TraceFileError
+from aiotrace.exceptions import (
+    AiotraceError,
+    ConfigurationError,
+    EndpointError,
+    TraceFileError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,8 +51,6 @@ DEFAULT_ENDPOINTS = {
     "grpc": "http://localhost:4317",
     "http/protobuf": "http://localhost:4318/v1/traces",
 }
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 class UsageError(AiotraceError):
@@ -66,28 +70,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _env_flag(name: str) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return False
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise UsageError(f"{name}={value!r}: expected 1/true/yes or 0/false/no")
-
-
-def _env_float(name: str, flag: str) -> float | None:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
     try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"{name}={value!r}: {flag} takes a number of seconds") from None
-    if number < 0:
-        raise UsageError(f"{name}={value!r}: {flag} cannot be negative")
-    return number
+        return _env.flag(name)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -150,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Jaeger UI to link traces to (AIOTRACE_JAEGER_URL; default {DEFAULT_JAEGER})",
     )
     out.add_argument(
-        "--service-name", metavar="NAME", help="service.name (OTEL_SERVICE_NAME; default: program)"
+        "--service-name",
+        metavar="NAME",
+        help="service.name (AIOTRACE_SERVICE_NAME, then OTEL_SERVICE_NAME; default: the program)",
     )
     out.add_argument("--quiet", "-q", action="store_true", help="no report (AIOTRACE_QUIET)")
     out.add_argument(
@@ -286,9 +274,9 @@ def _otlp_settings(
     flag = args.otlp
     if flag is None and os.environ.get("AIOTRACE_OTLP") is not None:
         value = os.environ["AIOTRACE_OTLP"].strip()
-        if value.lower() in _TRUE:
+        if value.lower() in _env.TRUE:
             flag = ""
-        elif value.lower() not in _FALSE:
+        elif value.lower() not in _env.FALSE:
             flag = value
     protocol = (
         args.protocol
@@ -355,26 +343,21 @@ def _program(args: argparse.Namespace, program: list[str]) -> tuple[str, str, li
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"flush_interval": 0.1}
-    min_wait = (
-        args.min_wait
-        if args.min_wait is not None
-        else _env_float("AIOTRACE_MIN_WAIT", "--min-wait")
-    )
-    min_hold = (
-        args.min_hold
-        if args.min_hold is not None
-        else _env_float("AIOTRACE_MIN_HOLD", "--min-hold")
-    )
-    if min_wait is not None:
-        options["min_wait"] = min_wait
-    if min_hold is not None:
-        options["min_hold"] = min_hold
-    if args.no_tasks or _env_flag("AIOTRACE_NO_TASKS"):
+    """What to trace: the AIOTRACE_* variables, then the flags over them."""
+    try:
+        options = _env.options_from_env()
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    options["flush_interval"] = 0.1
+    if args.min_wait is not None:
+        options["min_wait"] = args.min_wait
+    if args.min_hold is not None:
+        options["min_hold"] = args.min_hold
+    if args.no_tasks:
         options["tasks"] = False
-    if args.no_futures or _env_flag("AIOTRACE_NO_FUTURES"):
+    if args.no_futures:
         options["futures"] = False
-    if args.internal or _env_flag("AIOTRACE_INTERNAL"):
+    if args.internal:
         options.update(internal_futures=True, internal_tasks=True, internal_primitives=True)
     return options
 
@@ -497,13 +480,12 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     otlp = _otlp_settings(args, exporters)
     trace_file = _trace_file(args, label)
     options = _options(args)
-    service = args.service_name or label
-    if args.service_name:
-        os.environ["OTEL_SERVICE_NAME"] = args.service_name
+    service = args.service_name or os.environ.get("AIOTRACE_SERVICE_NAME") or None
     quiet = args.quiet or _env_flag("AIOTRACE_QUIET")
     report_json = args.report_json or os.environ.get("AIOTRACE_REPORT_JSON")
     config = SessionConfig(
-        service_name=service,
+        service_name=label,
+        service_override=service,
         root_attributes={
             semconv.ATTR_PROGRAM: f"-m {target}" if kind == "module" else os.path.basename(target),
             semconv.ATTR_ARGV: list(argv),

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # untyped package
 
+from aiotrace._env import options_from_env
 from aiotrace._patching import Patch, PatchSet
 from aiotrace._pipeline import Building, Consumer, Pipeline, Sink
-from aiotrace._recorder import RECORDER, Options
+from aiotrace._recorder import LOGGER, RECORDER, Options
+from aiotrace.exceptions import ConfigurationError
 from aiotrace.primitives._base import retire_all
 from aiotrace.sinks import TracerProviderSink
 
@@ -84,6 +86,19 @@ def _after_fork_in_child() -> None:
         RECORDER.fail("pipeline", exc)
 
 
+def _environment_options() -> dict[str, Any]:
+    """``AIOTRACE_*`` options (``opentelemetry-instrument`` has no other way to pass them).
+
+    Arguments given to ``instrument()`` win over them; a bad value is logged
+    and ignored rather than stopping the program.
+    """
+    try:
+        return options_from_env()
+    except ConfigurationError as exc:
+        LOGGER.warning("aiotrace: ignoring the environment: %s", exc)
+        return {}
+
+
 def _register_exit_flush() -> None:
     # Registered at the first instrument(): atexit runs handlers last-in
     # first-out, so a TracerProvider configured before us (as
@@ -110,7 +125,7 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
         provider = kwargs.pop("tracer_provider", None)
         sink: Sink | None = kwargs.pop("sink", None)
         consumer: Consumer | None = kwargs.pop("consumer", None)
-        options = Options.from_kwargs(**kwargs)
+        options = Options.from_kwargs(**{**_environment_options(), **kwargs})
         if consumer is None:
             consumer = Building(sink if sink is not None else TracerProviderSink(provider))
         pipeline = Pipeline(consumer, RECORDER, options.flush_interval)
