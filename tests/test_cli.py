@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +172,7 @@ def _interrupt(command: list[str], cwd: Path, sig: int) -> subprocess.CompletedP
     )
     assert process.stdout is not None
     assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)  # into the await that follows the print: one place for the signal to land
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, "ready\n" + stdout, stderr)
