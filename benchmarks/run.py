@@ -9,9 +9,14 @@ span processor's flush) so work moved off the hot path is still paid for.
 Modes:
   bare       not instrumented
   default    aiotrace.instrument() defaults: below-threshold operations are
-             counted, not spanned (the hot path)
+             counted, not spanned (the hot path); spans built in this process
+             as SDK spans (BatchSpanProcessor into a discarding exporter)
+  run        the defaults as ``aiotrace run`` applies them: records encoded
+             and shipped to a collector process, which builds the spans on
+             another core (and writes nothing); the time ends when everything
+             has been shipped
   full       min_wait=0, min_hold=0: every contended wait and every hold is
-             built as an SDK span (BatchSpanProcessor into a discarding exporter)
+             built as an SDK span
 
 Usage::
 
@@ -35,6 +40,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import aiotrace
+from aiotrace._collector import CollectorHandle, Shipping
 
 from .workloads import WORKLOADS
 
@@ -58,6 +64,7 @@ class Discard(SpanExporter):
 MODES: dict[str, dict[str, Any] | None] = {
     "bare": None,
     "default": {},
+    "run": {"collector": True},
     "full": {"min_wait": 0, "min_hold": 0},
 }
 
@@ -67,25 +74,36 @@ def run_once(
 ) -> tuple[float, int, int]:
     """Seconds per operation for one run, plus spans exported and operations done."""
     exporter = Discard()
-    if options is not None:
-        provider = TracerProvider()
+    provider = TracerProvider()
+    collector = None
+    if options is not None and options.get("collector"):
+        collector = CollectorHandle({"linger": 0})
+        aiotrace.instrument(consumer=Shipping(collector.address), **traced)
+    elif options is not None:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=1 << 20, max_export_batch_size=4096)
         )
         aiotrace.instrument(provider, **traced, **options)
     gc.collect()
+    spans = 0
     try:
         start = time.perf_counter()
         ops = asyncio.run(workload(n))
-        if options is not None:
+        if collector is not None:
+            aiotrace.uninstrument()  # everything encoded and shipped
+        elif options is not None:
             aiotrace.flush()
             provider.force_flush()
+            spans = exporter.count
         elapsed = time.perf_counter() - start
+        if collector is not None:
+            report = collector.finish()
+            spans = int((report or {}).get("stats", {}).get("spans_built", 0))
     finally:
-        if options is not None:
+        if aiotrace.is_instrumented():
             aiotrace.uninstrument()
-            provider.shutdown()
-    return elapsed / ops, exporter.count, ops
+        provider.shutdown()
+    return elapsed / ops, spans, ops
 
 
 def measure(
@@ -119,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
     parser.add_argument("--workload", action="append", help="only these workloads")
-    parser.add_argument("--modes", default="bare,default,full")
+    parser.add_argument("--modes", default="bare,default,run,full")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)

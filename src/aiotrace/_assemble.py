@@ -30,6 +30,7 @@ from aiotrace._wire import (
     W_PRIM,
     W_SITE,
     W_SPAN,
+    W_TASK,
     Encoder,
 )
 
@@ -125,6 +126,8 @@ class Assembler:
                         out.append(draft)
                 elif kind == W_HOLD:
                     self._hold(record, out)
+                elif kind == W_TASK:
+                    out.append(self._task(record))
                 elif kind == W_FULL:
                     out.append(self._full(record))
                 elif kind == W_SITE:
@@ -252,6 +255,41 @@ class Assembler:
         self._wanted.discard(record[4])
         self.stats.spans_built += 1
         out.append(draft)
+
+    def _task(self, record: tuple[Any, ...]) -> SpanDraft:
+        draft = SpanDraft(record[18], record[4], record[3], record[1], record[2])
+        draft.parent_id = record[5]
+        draft.flags = record[6]
+        draft.parent_remote = record[7]
+        attrs: dict[str, Any] = {}
+        task_name = record[9]
+        if task_name is not None:
+            attrs[semconv.ATTR_TASK_NAME] = task_name
+        if record[10] is not None:
+            attrs[semconv.ATTR_TASK_COROUTINE] = record[10]
+        if record[11] is not None:
+            attrs[semconv.ATTR_TASK_PARENT] = record[11]
+        site = self._sites.get(record[8]) if record[8] else None
+        label = None
+        if site is not None:
+            path, line, function, label = site
+            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = function
+            attrs[semconv.ATTR_CODE_FILE_PATH] = path
+            attrs[semconv.ATTR_CODE_LINE_NUMBER] = line
+        if record[12] is not None:
+            attrs[semconv.ATTR_OUTCOME] = record[12]
+        if record[13]:
+            attrs.update(record[13])
+        draft.attributes = attrs
+        if record[14]:
+            draft.events = list(record[14])
+        if record[15]:
+            draft.links = list(record[15])
+        draft.status = record[16]
+        draft.status_description = record[17]
+        self.stats.spans_built += 1
+        self.remember(draft.span_id, draft.trace_id, draft.flags, task_name, label)
+        return draft
 
     def _full(self, record: tuple[Any, ...]) -> SpanDraft:
         draft = SpanDraft(record[1], record[5], record[4], record[2], record[3])

@@ -37,9 +37,15 @@ def is_internal_file(filename: str) -> bool:
     return cached
 
 
+_asyncio_cache: dict[str, bool] = {}
+
+
 def is_asyncio_file(filename: str) -> bool:
     """Whether ``filename`` is one of asyncio's own modules."""
-    return filename.startswith(_ASYNCIO_DIR)
+    cached = _asyncio_cache.get(filename)
+    if cached is None:
+        cached = _asyncio_cache[filename] = filename.startswith(_ASYNCIO_DIR)
+    return cached
 
 
 def user_frame(depth: int = 0) -> FrameType | None:

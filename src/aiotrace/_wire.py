@@ -40,6 +40,7 @@ from aiotrace.primitives._base import PrimRef, display_name
 W_SPAN: Final = 0
 W_HOLD: Final = 1
 W_FULL: Final = 3
+W_TASK: Final = 4
 W_SITE: Final = 10
 W_PRIM: Final = 11
 
@@ -78,7 +79,7 @@ class Encoder:
                 if kind in (R_SPAN, R_HOLD):
                     out.append(self._span(record, out, offset))
                 elif kind == R_TASK:
-                    out.append(self._task(record[1], offset))
+                    out.append(self._task(record[1], out, offset))
                 elif kind == R_SDK:
                     out.append(full_from_sdk(record[1]))
             except Exception as exc:
@@ -178,35 +179,24 @@ class Encoder:
             tail,
         )
 
-    def _task(self, span: Any, offset: int) -> tuple[Any, ...]:
-        attrs: dict[str, Any] = {}
-        if span.task_name is not None:
-            attrs[semconv.ATTR_TASK_NAME] = span.task_name
-        if span.coroutine is not None:
-            attrs[semconv.ATTR_TASK_COROUTINE] = span.coroutine
-        if span.parent_task is not None:
-            attrs[semconv.ATTR_TASK_PARENT] = span.parent_task
-        if span.site is not None:
-            site = SITES.resolve(span.site)
-            attrs[semconv.ATTR_CODE_FUNCTION_NAME] = site.function
-            attrs[semconv.ATTR_CODE_FILE_PATH] = site.path
-            attrs[semconv.ATTR_CODE_LINE_NUMBER] = site.line
-        if span.outcome is not None:
-            attrs[semconv.ATTR_OUTCOME] = span.outcome
-        if span.attributes:
-            attrs.update(span.attributes)
+    def _task(self, span: Any, out: list[tuple[Any, ...]], offset: int) -> tuple[Any, ...]:
+        # Compact: a task is the commonest span of all, so no attribute dict
+        # and no site lookup here; the receiver expands it (Assembler._task).
         end = span.end_ns + offset
-        events = list(span.events or ())
+        events = span.events
         status, description = STATUS_UNSET, None
-        if span.exception is not None:
-            events.append((semconv.EVENT_EXCEPTION, end, exception_attributes(span.exception)))
+        exception = span.exception
+        if exception is not None:
+            events = [
+                *(events or ()),
+                (semconv.EVENT_EXCEPTION, end, exception_attributes(exception)),
+            ]
             status = STATUS_ERROR
-            description = f"{type(span.exception).__name__}: {span.exception}"
+            description = f"{type(exception).__name__}: {exception}"
         if span.status is not None and int(span.status.value) == STATUS_ERROR:
             status, description = STATUS_ERROR, span.status_description
         return (
-            W_FULL,
-            span.name,
+            W_TASK,
             span.start_ns + offset,
             end,
             span.span_id,
@@ -214,13 +204,17 @@ class Encoder:
             span.parent_id,
             span.flags,
             span.parent_remote,
-            attrs,
-            tuple(events),
-            tuple(span.links or ()),
+            self.site(span.site, out),
+            span.task_name,
+            span.coroutine,
+            span.parent_task,
+            span.outcome,
+            span.attributes,
+            tuple(events) if events else None,
+            tuple(span.links) if span.links else None,
             status,
             description,
-            None,
-            0,
+            span.name,
         )
 
 

@@ -60,6 +60,7 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     stats_for,
+    tasks_by_loop,
     wait_spanned,
 )
 
@@ -252,9 +253,12 @@ def _task_done(task: Any) -> None:
                 span.exception = exc
             else:
                 span.outcome = semconv.OUTCOME_COMPLETED
-        RECORDER.emit((R_TASK, span))
+        _emit((R_TASK, span))
     except Exception as exc:
         RECORDER.fail(FAMILY_TASK, exc)
+
+
+_emit: Final = RECORDER.emit
 
 
 def task_patches() -> list[Patch]:
@@ -272,6 +276,9 @@ def task_patches() -> list[Patch]:
     include_internal = rec.options.internal_tasks
     getframe = sys._getframe
     internal = is_internal_file
+    asyncio_file = is_asyncio_file
+    next_id = rec.next_id
+    tasks_of = tasks_by_loop
 
     def make(orig: Any) -> Any:
         @functools.wraps(orig)
@@ -279,22 +286,39 @@ def task_patches() -> list[Patch]:
             if not (live[0] and enabled[FAMILY_TASK]):
                 return orig(self, coro, *args, **kwargs)
             code = getattr(coro, "cr_code", None)
-            if code is not None and not include_internal and is_asyncio_file(code.co_filename):
+            if code is not None and not include_internal and asyncio_file(code.co_filename):
                 # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
                 return orig(self, coro, *args, **kwargs)
+            current = var.get()
+            span: TaskSpan | None
             try:
                 # The creation site, cheaply: the first frame above asyncio's.
                 frame: Any = getframe(1)
                 while frame is not None and internal(frame.f_code.co_filename):
                     frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if frame is not None else None
-                span = start_task_span(coro, site)
+                parent = current.get(SPAN_KEY)
+                if type(parent) is TaskSpan:  # the common case: a task made by a task
+                    creator = tasks_of(self)  # self is the running loop
+                    span = TaskSpan(
+                        parent.trace_id,
+                        next_id(),
+                        parent.flags,
+                        parent.span_id,
+                        False,
+                        perf_counter_ns(),
+                        getattr(coro, "__qualname__", None),
+                        site,
+                        creator.get_name() if creator is not None else None,
+                    )
+                else:
+                    span = start_task_span(coro, site)
             except Exception as exc:
                 rec.fail(FAMILY_TASK, exc)
                 span = None
             if span is None:
                 return orig(self, coro, *args, **kwargs)
-            ctx = Context(var.get())
+            ctx = Context(current)
             dict.__setitem__(ctx, SPAN_KEY, span)
             context = kwargs.get("context")
             if context is None:
