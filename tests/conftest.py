@@ -53,12 +53,27 @@ PRISTINE = snapshot()
 
 @pytest.fixture(autouse=True)
 def _asyncio_left_unpatched() -> Iterator[None]:
-    """Every test must leave asyncio exactly as it found it."""
+    """Every test must leave asyncio exactly as it found it.
+
+    Pristine, normally; under ``pytest --aiotrace`` (this suite traced by
+    itself) as the plugin's instrumentation has it, nested instrumentations
+    of the test undone.
+    """
+    from aiotrace.instrumentor import AiotraceInstrumentor
+
+    instrumentor = AiotraceInstrumentor()
+    was_instrumented, depth, before = aiotrace.is_instrumented(), instrumentor.depth, snapshot()
+    if not was_instrumented:
+        assert before == PRISTINE
     yield
-    if aiotrace.is_instrumented():
+    if aiotrace.is_instrumented() and not was_instrumented:
         aiotrace.uninstrument()
         pytest.fail("test left aiotrace instrumented")
-    assert snapshot() == PRISTINE
+    if instrumentor.depth > depth:
+        while instrumentor.depth > depth:
+            instrumentor.pop()
+        pytest.fail("test left a nested aiotrace instrumentation running")
+    assert snapshot() == before
 
 
 @pytest.fixture

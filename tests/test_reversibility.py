@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 import aiotrace
 from aiotrace import _patching, semconv
+from aiotrace._wire import W_PRIM
 from aiotrace.testing import capture_spans
 from tests.conftest import PRISTINE, snapshot
 
@@ -100,3 +102,51 @@ def test_spans_recorded_before_uninstrument_are_delivered() -> None:
     with capture_spans(min_hold=0, flush_interval=3600) as captured:
         asyncio.run(main())
     assert [s.name for s in captured.primitive_spans] == [semconv.SPAN_LOCK_HOLD]
+
+
+def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing() -> None:
+    """A test calling instrument() under ``pytest --aiotrace`` gets its own tracing, then not."""
+    from aiotrace._pipeline import Consumer
+    from aiotrace.instrumentor import AiotraceInstrumentor
+
+    class Keep(Consumer):
+        def __init__(self) -> None:
+            self.records: list[tuple[Any, ...]] = []
+
+        def consume(self, records: list[tuple[Any, ...]]) -> None:
+            self.records.extend(records)
+
+        def flush(self, timeout: float) -> bool:
+            return True
+
+        def shutdown(self, timeout: float) -> None:
+            pass
+
+    async def contend(name: str) -> None:
+        lock = aiotrace.name(asyncio.Lock(), name)
+
+        async def hold() -> None:
+            async with lock:
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(hold(), hold())
+
+    session = Keep()
+    aiotrace.instrument(consumer=session, nestable=True, min_hold=0)
+    try:
+        session_patches = snapshot()
+        asyncio.run(contend("before"))
+        with capture_spans(tasks=False, primitives=("lock",)) as inner:
+            assert AiotraceInstrumentor().depth == 1
+            asyncio.run(contend("inner"))
+        assert AiotraceInstrumentor().depth == 0
+        assert snapshot() == session_patches  # the session's patches, exactly, are back
+        asyncio.run(contend("after"))
+        aiotrace.flush()
+    finally:
+        aiotrace.uninstrument()
+    assert snapshot() == PRISTINE
+    assert {s[semconv.ATTR_PRIMITIVE_NAME] for s in inner.primitive_spans} == {"inner"}
+    assert inner.task_spans == []  # its own options: tasks=False
+    names = {defn[3] for defn in session.records if defn[0] == W_PRIM}
+    assert names == {"before", "after"}  # the session saw its own, not the nested one's

@@ -32,12 +32,27 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     Raises:
         ConfigurationError: an unknown option or an invalid value.
     """
-    AiotraceInstrumentor().instrument(tracer_provider=tracer_provider, **options)
+    instrumentor = AiotraceInstrumentor()
+    if instrumentor.nestable:
+        # Inside ``pytest --aiotrace`` or ``aiotrace run``: this call's own
+        # tracing, until its uninstrument(); then the session's again.
+        instrumentor.push(tracer_provider=tracer_provider, **options)
+        return
+    instrumentor.instrument(tracer_provider=tracer_provider, **options)
 
 
 def uninstrument() -> None:
-    """Stop tracing, restore every patched class exactly, deliver what was recorded."""
-    AiotraceInstrumentor().uninstrument()
+    """Stop tracing, restore every patched class exactly, deliver what was recorded.
+
+    Inside a session (``pytest --aiotrace``, ``aiotrace run``) it ends the
+    instrumentation that the matching :func:`instrument` call started, and
+    the session's tracing resumes.
+    """
+    instrumentor = AiotraceInstrumentor()
+    if instrumentor.depth:
+        instrumentor.pop()
+        return
+    instrumentor.uninstrument()
 
 
 def is_instrumented() -> bool:

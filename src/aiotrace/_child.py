@@ -36,42 +36,71 @@ FOLLOW_FORKS: list[bool] = [True]
 
 def start() -> None:
     """Instrument a freshly started child Python process (see ``_bootstrap``)."""
-    from opentelemetry.sdk.resources import Resource
-
-    from aiotrace._collector import Shipping
-    from aiotrace._session import (
-        ENV_COLLECTOR,
-        ENV_OPTIONS,
-        ENV_RESOURCE,
-        SIGTERM_DELIVERY,
-        install_provider,
-        parent_from_env,
-    )
+    from aiotrace._session import ENV_COLLECTOR, ENV_OPTIONS, ENV_RESOURCE
 
     if _api.is_instrumented():
         return
-    shipping = Shipping(os.environ[ENV_COLLECTOR], lazy=True)
-    resource = Resource(json.loads(os.environ.get(ENV_RESOURCE) or "{}"))
-    provider = install_provider(resource)
-    options = json.loads(os.environ.get(ENV_OPTIONS) or "{}")
-    _begin(shipping, provider, parent_from_env())
-    _api.instrument(consumer=shipping, **options)
+    begin(
+        os.environ[ENV_COLLECTOR],
+        json.loads(os.environ.get(ENV_RESOURCE) or "{}"),
+        json.loads(os.environ.get(ENV_OPTIONS) or "{}"),
+        None,  # TRACEPARENT and TRACESTATE, from the environment
+        semconv.SPAN_PROCESS,
+        {semconv.ATTR_ARGV: list(sys.argv)},
+    )
     atexit.register(finish)
+
+
+def begin(
+    address: str,
+    resource: dict[str, Any],
+    options: dict[str, Any],
+    traceparent: str | None,
+    span_name: str,
+    attributes: dict[str, Any],
+) -> None:
+    """Trace this process into the collector at ``address``, under ``traceparent``.
+
+    A span ``span_name`` covers the process until :func:`finish`, and
+    everything the process does nests under it. Used by child processes and
+    by pytest-xdist workers.
+    """
+    from opentelemetry.sdk.resources import Resource
+
+    from aiotrace._collector import Shipping
+    from aiotrace._session import SIGTERM_DELIVERY, install_provider, parent_from_env
+
+    shipping = Shipping(address, lazy=True)
+    provider = install_provider(Resource(resource))
+    _begin(shipping, provider, parent_from_env(traceparent), span_name, attributes)
+    _api.instrument(consumer=shipping, nestable=True, **options)
     SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
 
 
-def _begin(shipping: Any, provider: Any, parent: otel_context.Context) -> None:
+def _begin(
+    shipping: Any,
+    provider: Any,
+    parent: otel_context.Context,
+    span_name: str = semconv.SPAN_PROCESS,
+    attributes: dict[str, Any] | None = None,
+) -> None:
     tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
     span = tracer.start_span(
-        semconv.SPAN_PROCESS,
+        span_name,
         context=parent,
         attributes={
             semconv.ATTR_PID: os.getpid(),
             semconv.ATTR_ARGV: list(sys.argv),
+            **(attributes or {}),
         },
     )
     token = otel_context.attach(trace.set_span_in_context(span))
     _state.update(shipping=shipping, provider=provider, span=span, token=token)
+
+
+def current_span() -> Any:
+    """This process's span (``aiotrace.process``, ``pytest.worker``), while it runs."""
+    return _state.get("span")
 
 
 def finish() -> None:
@@ -117,7 +146,9 @@ def _finish() -> None:
         if shipping is not None:
             shipping.send_stats(producer_stats())
     if _api.is_instrumented():
-        _api.uninstrument()
+        from aiotrace.instrumentor import AiotraceInstrumentor
+
+        AiotraceInstrumentor().uninstrument()
     provider = _state.get("provider")
     if provider is not None:
         with contextlib.suppress(Exception):

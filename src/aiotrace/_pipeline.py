@@ -26,7 +26,7 @@ from aiotrace._recorder import LOGGER, RECORDER, Recorder
 from aiotrace._wire import Encoder
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 
 class Sink(Protocol):
@@ -93,12 +93,20 @@ class Pipeline:
     """Drains :class:`Recorder` records through an :class:`Encoder` to a consumer."""
 
     def __init__(
-        self, consumer: Consumer, recorder: Recorder = RECORDER, interval: float = 0.2
+        self,
+        consumer: Consumer,
+        recorder: Recorder = RECORDER,
+        interval: float = 0.2,
+        encoder: Encoder | None = None,
+        taps: Sequence[Callable[[list[tuple[Any, ...]]], None]] = (),
     ) -> None:
         self.consumer = consumer
         self._recorder = recorder
         self._interval = interval
-        self._encoder = Encoder(recorder)
+        # A nested pipeline feeding the same receiver must share its encoder:
+        # the receiver knows sites and primitives by the numbers it gave them.
+        self.encoder = self._encoder = encoder if encoder is not None else Encoder(recorder)
+        self._taps = tuple(taps)
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -111,6 +119,21 @@ class Pipeline:
         self._recorder.set_pressure_handler(self._pressure)
         self._thread = threading.Thread(target=self._run, name="aiotrace-pipeline", daemon=True)
         self._thread.start()
+
+    def pause(self) -> None:
+        """Deliver what is buffered and stop the thread; the consumer stays open."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+        self._recorder.set_pressure_handler(None)
+        self.drain()
+
+    def resume(self) -> None:
+        """Start again after :meth:`pause`."""
+        self._stopping = False
+        self.start()
 
     def after_fork(self) -> None:
         """In a forked child: a thread of our own, and the consumer reconnected."""
@@ -158,6 +181,8 @@ class Pipeline:
                 except IndexError:
                     pass
                 taken += len(batch)
+                for tap in self._taps:
+                    tap(batch)
                 self.consumer.consume(self._encoder.encode(batch))
         finally:
             self._local.draining = False

@@ -30,6 +30,7 @@ from aiotrace._child import FOLLOW_FORKS
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
 from aiotrace._version import __version__
+from aiotrace.instrumentor import AiotraceInstrumentor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -93,10 +94,12 @@ def install_provider(resource: Resource) -> TracerProvider | None:
     return provider
 
 
-def parent_from_env() -> otel_context.Context:
-    """The context ``TRACEPARENT`` (and ``TRACESTATE``) describe, or an empty one."""
+def parent_from_env(traceparent: str | None = None) -> otel_context.Context:
+    """The context ``traceparent`` (else ``TRACEPARENT``, ``TRACESTATE``) describes, or none."""
     carrier = {}
-    if os.environ.get("TRACEPARENT"):
+    if traceparent:
+        carrier["traceparent"] = traceparent
+    elif os.environ.get("TRACEPARENT"):
         carrier["traceparent"] = os.environ["TRACEPARENT"]
         if os.environ.get("TRACESTATE"):
             carrier["tracestate"] = os.environ["TRACESTATE"]
@@ -232,6 +235,8 @@ class SessionConfig:
     options: dict[str, Any] = field(default_factory=dict)
     trace_children: bool = True
     linger: float = 5.0
+    traceparent: str | None = None
+    """The outer trace to join; ``TRACEPARENT`` when None."""
 
 
 class TraceSession:
@@ -257,7 +262,7 @@ class TraceSession:
         tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
         self.root = tracer.start_span(
             config.root_name,
-            context=parent_from_env(),
+            context=parent_from_env(config.traceparent),
             attributes={semconv.ATTR_PID: os.getpid(), **config.root_attributes},
         )
         self._token = otel_context.attach(trace.set_span_in_context(self.root))
@@ -265,12 +270,17 @@ class TraceSession:
         FOLLOW_FORKS[0] = config.trace_children
         if config.trace_children:
             self._export_env()
-        _api.instrument(consumer=self.shipping, **config.options)
+        _api.instrument(consumer=self.shipping, nestable=True, **config.options)
         self.started = time.perf_counter()
 
-    def _export_env(self) -> None:
+    def traceparent(self) -> str | None:
+        """The root span as a W3C ``traceparent``: for processes that join this trace."""
         carrier: dict[str, str] = {}
         TraceContextTextMapPropagator().inject(carrier, trace.set_span_in_context(self.root))
+        return carrier.get("traceparent")
+
+    def _export_env(self) -> None:
+        carrier = {"traceparent": self.traceparent()}
         pythonpath = os.environ.get("PYTHONPATH")
         updates = {
             "TRACEPARENT": carrier.get("traceparent"),
@@ -314,7 +324,9 @@ class TraceSession:
             otel_context.detach(self._token)
         root.end()
         self.shipping.send_stats(producer_stats())
-        _api.uninstrument()  # drains the pipeline into the collector, then says goodbye
+        # Everything, nested instrumentations included: drains the pipeline
+        # into the collector, then says goodbye.
+        AiotraceInstrumentor().uninstrument()
         if self.provider is not None:
             with contextlib.suppress(Exception):
                 self.provider.shutdown()

@@ -28,32 +28,8 @@ if TYPE_CHECKING:
 
     from aiotrace._assemble import SpanDraft
 
-_WAIT_SPANS: Final = frozenset(
-    {
-        semconv.SPAN_LOCK_ACQUIRE,
-        semconv.SPAN_SEMAPHORE_ACQUIRE,
-        semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
-        semconv.SPAN_EVENT_WAIT,
-        semconv.SPAN_CONDITION_WAIT,
-        semconv.SPAN_BARRIER_WAIT,
-        semconv.SPAN_QUEUE_GET,
-        semconv.SPAN_QUEUE_PUT,
-        semconv.SPAN_QUEUE_JOIN,
-        semconv.SPAN_PRIORITY_QUEUE_GET,
-        semconv.SPAN_PRIORITY_QUEUE_PUT,
-        semconv.SPAN_PRIORITY_QUEUE_JOIN,
-        semconv.SPAN_LIFO_QUEUE_GET,
-        semconv.SPAN_LIFO_QUEUE_PUT,
-        semconv.SPAN_LIFO_QUEUE_JOIN,
-    }
-)
-_HOLD_SPANS: Final = frozenset(
-    {
-        semconv.SPAN_LOCK_HOLD,
-        semconv.SPAN_SEMAPHORE_HOLD,
-        semconv.SPAN_BOUNDED_SEMAPHORE_HOLD,
-    }
-)
+_WAIT_SPANS: Final = semconv.WAIT_SPANS
+_HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
 

@@ -83,6 +83,43 @@ SPAN_RUN: Final = "aiotrace.run"
 """The root span of ``aiotrace run``: the whole program."""
 SPAN_PROCESS: Final = "aiotrace.process"
 """A child process of a traced program, traced too (its tasks nest under it)."""
+WAIT_SPANS: Final = frozenset(
+    {
+        SPAN_LOCK_ACQUIRE,
+        SPAN_SEMAPHORE_ACQUIRE,
+        SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+        SPAN_EVENT_WAIT,
+        SPAN_CONDITION_WAIT,
+        SPAN_BARRIER_WAIT,
+        SPAN_QUEUE_GET,
+        SPAN_QUEUE_PUT,
+        SPAN_QUEUE_JOIN,
+        SPAN_PRIORITY_QUEUE_GET,
+        SPAN_PRIORITY_QUEUE_PUT,
+        SPAN_PRIORITY_QUEUE_JOIN,
+        SPAN_LIFO_QUEUE_GET,
+        SPAN_LIFO_QUEUE_PUT,
+        SPAN_LIFO_QUEUE_JOIN,
+    }
+)
+"""Spans of a task blocked on a primitive."""
+HOLD_SPANS: Final = frozenset({SPAN_LOCK_HOLD, SPAN_SEMAPHORE_HOLD, SPAN_BOUNDED_SEMAPHORE_HOLD})
+"""Spans of a task holding a lock or a semaphore permit."""
+
+SPAN_TEST_SESSION: Final = "pytest.session"
+"""The root span of ``pytest --aiotrace``: the whole test session."""
+SPAN_TEST_WORKER: Final = "pytest.worker"
+"""A pytest-xdist worker process, under the session span; its tests nest under it."""
+SPAN_TEST: Final = "pytest.test"
+"""One test item, from setup to teardown."""
+SPAN_TEST_SETUP: Final = "pytest.setup"
+"""A test's setup phase (its fixtures); child of its test span."""
+SPAN_TEST_CALL: Final = "pytest.call"
+"""A test's call phase (the test function); child of its test span."""
+SPAN_TEST_TEARDOWN: Final = "pytest.teardown"
+"""A test's teardown phase; child of its test span."""
+EVENT_LEAK: Final = "aiotrace.leak"
+"""Event on a test span: the test left a lock held, a permit taken or a future unresolved."""
 EVENT_PRIMITIVE_SUMMARY: Final = "aiotrace.primitive"
 """Event on a run/process/session span: totals for one primitive (by creation site),
 below-threshold operations included."""
@@ -184,6 +221,28 @@ ATTR_ARGV: Final = "process.command_args"
 """On the run span: the program's arguments (semconv ``process.command_args``)."""
 ATTR_PID: Final = "process.pid"
 """On run and process spans: the process id (semconv ``process.pid``)."""
+ATTR_TEST_CASE_NAME: Final = "test.case.name"
+"""On a test span: the test's node id (semconv ``test.case.name``)."""
+ATTR_TEST_CASE_RESULT: Final = "test.case.result.status"
+"""On a test span: ``pass`` or ``fail`` (semconv ``test.case.result.status``)."""
+ATTR_TEST_SUITE_NAME: Final = "test.suite.name"
+"""On the session span: the project (rootdir) name (semconv ``test.suite.name``)."""
+ATTR_TEST_SUITE_RUN_STATUS: Final = "test.suite.run.status"
+"""On the session span: ``success`` or ``failure`` (semconv ``test.suite.run.status``)."""
+ATTR_TEST_OUTCOME: Final = "aiotrace.test.outcome"
+"""On a test span: pytest's outcome: passed, failed, error, skipped, xfailed, xpassed."""
+ATTR_TEST_PHASE_OUTCOME: Final = "aiotrace.test.phase_outcome"
+"""On a phase span: passed, failed or skipped."""
+ATTR_TEST_WAIT_MS: Final = "aiotrace.test.wait_ms"
+"""On a test span: time its tasks spent waiting on primitives, in milliseconds."""
+ATTR_TEST_WAITS: Final = "aiotrace.test.waits"
+"""On a test span: how many waits blocked."""
+ATTR_XDIST_WORKER: Final = "aiotrace.xdist.worker"
+"""On worker and test spans: the pytest-xdist worker id (``gw0``)."""
+ATTR_LEAK_KIND: Final = "aiotrace.leak.kind"
+"""On a leak event: ``lock held``, ``permit taken`` or ``future unresolved``."""
+ATTR_LEAK_DETAIL: Final = "aiotrace.leak.detail"
+"""On a leak event: what was left, and by whom, in words."""
 ATTR_SUMMARY_WAITS: Final = "aiotrace.waits"
 """In a primitive summary: waits that blocked, spanned or not."""
 ATTR_SUMMARY_WAIT_MS: Final = "aiotrace.wait_ms"

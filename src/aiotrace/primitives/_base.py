@@ -249,6 +249,14 @@ def stats_for(kind: str, raw: RawSite | None, internal: bool) -> SiteStats:
     return stats
 
 
+WATCHED: Final[list[weakref.WeakSet[Any] | None]] = [None]
+"""Locks and semaphores created while a leak check watches (see ``_leaks.watch``)."""
+
+_WATCHED_KINDS: Final = frozenset(
+    {semconv.KIND_LOCK, semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE}
+)
+
+
 def on_create(prim: Any, kind: str) -> PrimRef:
     """Give a new primitive its identity; called from patched ``__init__``."""
     raw, internal = capture_creation(0, prim)
@@ -258,6 +266,9 @@ def on_create(prim: Any, kind: str) -> PrimRef:
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
     prim._aiotrace_stats = stats
+    watched = WATCHED[0]
+    if watched is not None and kind in _WATCHED_KINDS:
+        watched.add(prim)
     return ref
 
 
@@ -337,9 +348,19 @@ def live_flag() -> list[bool]:
 
 def retire_all() -> None:
     """Make every patched function created so far behave like the original."""
-    for flag in _LIVE:
+    retire_since(0)
+
+
+def live_mark() -> int:
+    """A mark for :func:`retire_since`: the patched functions created so far."""
+    return len(_LIVE)
+
+
+def retire_since(mark: int) -> None:
+    """Retire the patched functions created after ``mark`` (a nested instrumentation's)."""
+    for flag in _LIVE[mark:]:
         flag[0] = False
-    _LIVE.clear()
+    del _LIVE[mark:]
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from aiotrace import semconv
+from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
@@ -55,6 +55,7 @@ from aiotrace.primitives._base import (
     PrimRef,
     current_task,
     current_task_name,
+    display_name,
     live_flag,
     mark_point,
     outcome_of,
@@ -529,7 +530,8 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
         }
         links: tuple[tuple[str, Any], ...] = ()
         if outcome in (semconv.OUTCOME_COLLECTED, semconv.OUTCOME_PENDING):
-            pass  # nobody resolved it
+            if outcome == semconv.OUTCOME_COLLECTED and ref is not None:
+                _leaks.future_collected(state.t0, display_name(ref), state.waiters)
         else:
             # The resolver's call, as an event on its span; our span links to it.
             point = mark_point(
@@ -597,14 +599,16 @@ def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
         RECORDER.fail(FAMILY_FUTURE, exc)
 
 
-def report_pending() -> int:
+def report_pending(since: int = 0) -> int:
     """At shutdown: spans for every traced future and task still pending; returns how many.
 
     A task still running when the program ends (killed, or a loop stopped
     with tasks left) would otherwise never get its span, and every span
-    inside it would name a parent that does not exist.
+    inside it would name a parent that does not exist. ``since`` (a
+    ``perf_counter_ns()``) limits it to those created after that moment: a
+    nested instrumentation ends only its own.
     """
-    return _report_pending_tasks() + _report_pending_futures()
+    return _report_pending_tasks(since) + _report_pending_futures(since)
 
 
 def _live_task_names() -> dict[int, str]:
@@ -618,14 +622,17 @@ def _live_task_names() -> dict[int, str]:
     return names
 
 
-def _report_pending_tasks() -> int:
+def _report_pending_tasks(since: int = 0) -> int:
     if not TASK_SPANS:
         return 0
     names = _live_task_names()
     count = 0
     for key in list(TASK_SPANS):
-        span = TASK_SPANS.pop(key, None)
-        if span is None or span.end_ns:
+        span = TASK_SPANS.get(key)
+        if span is None or span.start_ns < since:
+            continue
+        del TASK_SPANS[key]
+        if span.end_ns:
             continue
         span.end_ns = perf_counter_ns()
         span.task_name = names.get(key) or span.task_name
@@ -635,12 +642,13 @@ def _report_pending_tasks() -> int:
     return count
 
 
-def _report_pending_futures() -> int:
+def _report_pending_futures(since: int = 0) -> int:
     count = 0
     for key in list(PENDING):
-        entry = PENDING.pop(key, None)
-        if entry is None:
+        entry = PENDING.get(key)
+        if entry is None or entry[0].t0 < since:
             continue
+        del PENDING[key]
         state, ref = entry
         t = perf_counter_ns()
         RECORDER.emit(

@@ -1,0 +1,174 @@
+"""What a finished piece of work left behind: locks held, permits taken, futures unresolved.
+
+The pytest plugin asks after every test. Nothing here is on a hot path:
+:func:`watch` makes primitive creation remember locks and semaphores in a
+weak set (only while someone watches), and a test's end walks that set once.
+
+A lock is *leaked* when it is still held and no pending task is running the
+coroutine that acquired it: that coroutine finished (or was destroyed)
+without releasing it, so nobody ever will. The same for a semaphore permit.
+A future is *unresolved* when it was created after the mark and is still
+pending, or was garbage-collected pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiotrace import semconv
+from aiotrace._sites import SITES
+from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
+
+COLLECTED: Final[deque[tuple[int, str, int]]] = deque(maxlen=1000)
+"""Futures garbage-collected unresolved while watching: (created ns, name, waiters)."""
+
+
+@dataclass(frozen=True)
+class Leak:
+    """One thing left behind."""
+
+    kind: str
+    """``lock held``, ``permit taken`` or ``future unresolved``."""
+    primitive: str
+    """Its name, as reports show it (``cache_lock (app.py:12)``)."""
+    detail: str
+    """By whom, where, in words."""
+    key: tuple[int, int]
+    """Identity, so that the same leak is reported once."""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.primitive}: {self.detail}"
+
+
+LOCK_HELD: Final = "lock held"
+PERMIT_TAKEN: Final = "permit taken"
+FUTURE_UNRESOLVED: Final = "future unresolved"
+
+
+def watch() -> None:
+    """Start remembering the locks and semaphores created from now on."""
+    if WATCHED[0] is None:
+        WATCHED[0] = weakref.WeakSet()
+
+
+def unwatch() -> None:
+    """Stop; forget them."""
+    WATCHED[0] = None
+    COLLECTED.clear()
+
+
+def future_collected(created_ns: int, name: str, waiters: int) -> None:
+    """Called when a traced future is garbage-collected unresolved, while watching."""
+    if WATCHED[0] is not None:
+        COLLECTED.append((created_ns, name, waiters))
+
+
+def _where(frame: Any) -> str:
+    code = frame.f_code
+    function = getattr(code, "co_qualname", code.co_name)
+    return f"{function} ({os.path.basename(code.co_filename)}:{frame.f_lineno})"
+
+
+def _pending_tasks() -> list[Any]:
+    """Every task not done whose loop is not closed, on any loop of any thread.
+
+    asyncio keeps all tasks in weak sets (3.12+ splits them in two);
+    ``asyncio.all_tasks()`` would need each loop, and a running one.
+    """
+    tasks = []
+    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        with contextlib.suppress(Exception):
+            for task in list(getattr(asyncio.tasks, attr, None) or ()):
+                if not task.done() and not task.get_loop().is_closed():
+                    tasks.append(task)
+    return tasks
+
+
+def _held_by_pending_task(owner: Any, pending: list[Any]) -> bool:
+    """Whether a task that can still run is running ``owner`` (the acquiring coroutine)."""
+    return any(_awaits_frame(task, owner) for task in pending)
+
+
+def find(since_ns: int) -> list[Leak]:
+    """Everything left behind now: held locks and permits, and futures made after ``since_ns``."""
+    from aiotrace.primitives.tasks import PENDING
+
+    leaks: list[Leak] = []
+    watched = list(WATCHED[0] or ())
+    pending = _pending_tasks() if watched else []
+    for prim in watched:
+        try:
+            leaks.extend(_prim_leaks(prim, pending))
+        except Exception:  # a half-built or foreign object: not ours to judge
+            continue
+    for state, ref in list(PENDING.values()):
+        if state.t0 >= since_ns:
+            site = SITES.resolve(state.site).label if state.site is not None else "?"
+            leaks.append(
+                Leak(
+                    FUTURE_UNRESOLVED,
+                    display_name(ref),
+                    f"created at {site}{f' by {state.creator}' if state.creator else ''}, "
+                    f"still pending, {state.waiters} task(s) waiting",
+                    (id(state), 0),
+                )
+            )
+    for created_ns, name, waiters in list(COLLECTED):
+        if created_ns >= since_ns:
+            leaks.append(
+                Leak(
+                    FUTURE_UNRESOLVED,
+                    name,
+                    f"garbage-collected unresolved, {waiters} task(s) were waiting",
+                    (created_ns, waiters),
+                )
+            )
+    return leaks
+
+
+def _prim_leaks(prim: Any, pending: list[Any]) -> list[Leak]:
+    if isinstance(prim, asyncio.Lock):
+        owner = getattr(prim, "_aiotrace_owner", None)
+        if not prim.locked() or owner is None or _held_by_pending_task(owner, pending):
+            return []
+        name = display_name(ref_of(prim, semconv.KIND_LOCK))
+        return [
+            Leak(
+                LOCK_HELD,
+                name,
+                f"acquired by {_where(owner)}, which finished without releasing it",
+                (id(prim), id(owner)),
+            )
+        ]
+    permits = getattr(prim, "_aiotrace_permits", None)
+    if not permits:
+        return []
+    kind = (
+        semconv.KIND_BOUNDED_SEMAPHORE
+        if isinstance(prim, asyncio.BoundedSemaphore)
+        else semconv.KIND_SEMAPHORE
+    )
+    name = display_name(ref_of(prim, kind))
+    out = []
+    for _, owner, site in list(permits):
+        if owner is None or _held_by_pending_task(owner, pending):
+            continue
+        where = SITES.resolve(site).label if site is not None else _where(owner)
+        out.append(
+            Leak(
+                PERMIT_TAKEN,
+                name,
+                f"taken at {where} by {_where(owner)}, which finished without releasing it",
+                (id(prim), id(owner)),
+            )
+        )
+    return out
+
+
+__all__ = ["Leak", "find", "unwatch", "watch"]

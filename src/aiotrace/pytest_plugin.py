@@ -1,0 +1,940 @@
+"""``pytest --aiotrace``: one trace per test session, a span per test, contention per test.
+
+Registered through the ``pytest11`` entry point and inert unless enabled
+(``--aiotrace``, or ``aiotrace = true`` in the ini file): importing this
+module patches nothing and imports nothing heavy. ``-p no:aiotrace`` removes
+it entirely.
+
+Enabled, it starts the same collector as ``aiotrace run`` (trace file, OTLP,
+report), opens a ``pytest.session`` span (a child of ``TRACEPARENT`` or
+``--aiotrace-traceparent``), and gives every test a ``pytest.test`` span with
+``pytest.setup``/``pytest.call``/``pytest.teardown`` children, current while
+they run, so the primitives' and tasks' spans nest under the test that made
+them. pytest-xdist workers join the controller's collector and trace. After
+the run, a terminal section ranks the tests by time spent waiting and lists
+the most contended primitives and anything a test left behind (a lock held,
+a permit taken, a future unresolved), which ``--aiotrace-strict`` (or the
+``aiotrace_strict`` marker) turns into test errors.
+
+The ``aiotrace_spans`` fixture gives a test its own spans and per-primitive
+statistics, with or without ``--aiotrace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
+
+    from aiotrace._leaks import Leak
+    from aiotrace._session import TraceSession
+    from aiotrace.report import Report
+    from aiotrace.testing import SpanLog
+
+PLUGIN_NAME: Final = "aiotrace-session"
+"""Name of the registered plugin object, while enabled."""
+
+STRICT_MARKER: Final = "aiotrace_strict"
+_PROTOCOLS: Final = ("grpc", "http/protobuf")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_TRACEPARENT: Final = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+_WORKER_KEY: Final = "aiotrace"
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options under an ``aiotrace`` group, each with an ini fallback."""
+    group = parser.getgroup("aiotrace", "aiotrace: trace asyncio primitives, tasks and futures")
+
+    def option(
+        name: str, ini_type: str, help_text: str, default: Any = None, **kwargs: Any
+    ) -> None:
+        ini = name.replace("-", "_")
+        group.addoption(
+            f"--{name}", dest=ini, default=None, help=f"{help_text} (ini: {ini})", **kwargs
+        )
+        parser.addini(ini, help_text, type=ini_type, default=default)  # type: ignore[arg-type]
+
+    option(
+        "aiotrace",
+        "bool",
+        "trace the session: a span per test, primitives nested in it",
+        default=False,
+        action="store_const",
+        const=True,
+    )
+    option(
+        "aiotrace-trace-file",
+        "string",
+        "OTLP JSON trace file, or 'none' "
+        "(default: aiotrace-<project>-<time>.json in the current directory)",
+        metavar="PATH",
+    )
+    option(
+        "aiotrace-otlp",
+        "string",
+        "export over OTLP: an endpoint, or 'true' for the "
+        "OTEL_EXPORTER_OTLP_* endpoint (else localhost)",
+        metavar="ENDPOINT",
+        nargs="?",
+        const="true",
+    )
+    option(
+        "aiotrace-protocol", "string", "OTLP transport: grpc or http/protobuf", metavar="PROTOCOL"
+    )
+    option(
+        "aiotrace-jaeger-url",
+        "string",
+        "Jaeger UI to link the trace to (default http://localhost:16686)",
+        metavar="URL",
+    )
+    option(
+        "aiotrace-service-name",
+        "string",
+        "service.name (default: OTEL_SERVICE_NAME, else the project's directory name)",
+        metavar="NAME",
+    )
+    option(
+        "aiotrace-traceparent",
+        "string",
+        "W3C traceparent of an outer trace to join (default: TRACEPARENT)",
+        metavar="TRACEPARENT",
+    )
+    option(
+        "aiotrace-min-wait",
+        "string",
+        "shortest wait that becomes a span, in seconds (default 0.001)",
+        metavar="SECONDS",
+    )
+    option(
+        "aiotrace-min-hold",
+        "string",
+        "shortest hold that becomes a span, in seconds (default 0.001)",
+        metavar="SECONDS",
+    )
+    option(
+        "aiotrace-strict",
+        "bool",
+        "fail (as a teardown error) every test that leaves a "
+        "lock held, a permit taken or a future unresolved; else they are reported",
+        default=False,
+        action="store_const",
+        const=True,
+    )
+    option(
+        "aiotrace-summary",
+        "string",
+        "how many tests and primitives the terminal summary lists; 0 for none (default 10)",
+        metavar="N",
+    )
+    option(
+        "aiotrace-children",
+        "bool",
+        "also trace child Python processes the tests start",
+        default=False,
+        action="store_const",
+        const=True,
+    )
+
+
+def _raw(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name)
+    return value if value is not None else config.getini(name)
+
+
+@dataclass
+class Settings:
+    """The plugin's options, validated."""
+
+    enabled: bool = False
+    trace_file: str | None = None
+    otlp: str | None = None
+    protocol: str | None = None
+    jaeger_url: str = "http://localhost:16686"
+    service_name: str | None = None
+    traceparent: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    summary: int = 10
+    children: bool = False
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        """Read and check every option; a bad value is a ``pytest.UsageError`` naming valid ones."""
+        settings = cls(enabled=_flag(config, "aiotrace"))
+        settings.strict = _flag(config, "aiotrace_strict")
+        settings.children = _flag(config, "aiotrace_children")
+        trace_file = _text(config, "aiotrace_trace_file")
+        if trace_file is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = re.sub(r"[^\w.-]", "_", config.rootpath.name) or "pytest"
+            trace_file = str(config.invocation_params.dir / f"aiotrace-{name}-{stamp}.json")
+        elif trace_file.lower() == "none":
+            trace_file = None
+        else:
+            trace_file = os.path.abspath(trace_file)
+            if not os.path.isdir(os.path.dirname(trace_file)):
+                raise pytest.UsageError(
+                    f"aiotrace_trace_file: no directory {os.path.dirname(trace_file)!r}"
+                )
+        settings.trace_file = trace_file
+        otlp = _text(config, "aiotrace_otlp")
+        if otlp is not None and otlp.lower() not in _FALSE:
+            settings.otlp = "" if otlp.lower() in _TRUE else otlp
+        protocol = _text(config, "aiotrace_protocol")
+        if protocol is not None and protocol not in _PROTOCOLS:
+            raise pytest.UsageError(
+                f"aiotrace_protocol: {protocol!r} is not valid; valid values: grpc, http/protobuf"
+            )
+        settings.protocol = protocol
+        settings.jaeger_url = _text(config, "aiotrace_jaeger_url") or settings.jaeger_url
+        settings.service_name = _text(config, "aiotrace_service_name")
+        traceparent = _text(config, "aiotrace_traceparent")
+        if traceparent is not None and not _TRACEPARENT.match(traceparent):
+            raise pytest.UsageError(
+                f"aiotrace_traceparent: {traceparent!r} is not a W3C traceparent "
+                "(valid: 00-<32 hex digits>-<16 hex digits>-<2 hex digits>)"
+            )
+        settings.traceparent = traceparent
+        for name in ("min_wait", "min_hold"):
+            value = _text(config, f"aiotrace_{name}")
+            if value is not None:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = -1.0
+                if number < 0:
+                    raise pytest.UsageError(
+                        f"aiotrace_{name}: {value!r} is not valid; valid values: "
+                        "a number of seconds, 0 or more"
+                    )
+                settings.options[name] = number
+        summary = _text(config, "aiotrace_summary")
+        if summary is not None:
+            if not summary.isdigit():
+                raise pytest.UsageError(
+                    f"aiotrace_summary: {summary!r} is not valid; valid values: 0, 1, 2, ..."
+                )
+            settings.summary = int(summary)
+        return settings
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    value = _raw(config, name)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE or text == "":
+        return False
+    raise pytest.UsageError(f"{name}: {value!r} is not valid; valid values: true, false")
+
+
+def _text(config: pytest.Config, name: str) -> str | None:
+    value = _raw(config, name)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+# ---------------------------------------------------------------------------
+# Enabling
+# ---------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; if enabled, start tracing (a session, or an xdist worker's part)."""
+    config.addinivalue_line(
+        "markers",
+        f"{STRICT_MARKER}: fail this test (teardown error) if it leaves a lock held, a "
+        "semaphore permit taken, or a future unresolved (needs --aiotrace)",
+    )
+    settings = Settings.from_config(config)
+    if not settings.enabled:
+        return
+    plugin = AiotracePlugin(config, settings)
+    config.pluginmanager.register(plugin, PLUGIN_NAME)
+    plugin.start()
+
+
+# ---------------------------------------------------------------------------
+# Per-test data
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TestRecord:
+    """What one test did, as the summary shows it (travels from xdist workers as JSON)."""
+
+    nodeid: str
+    outcome: str = ""
+    wait_ms: float = 0.0
+    waits: int = 0
+    top: list[tuple[str, float]] = field(default_factory=list)
+    leaks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "outcome": self.outcome,
+            "wait_ms": self.wait_ms,
+            "waits": self.waits,
+            "top": [list(t) for t in self.top],
+            "leaks": list(self.leaks),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TestRecord:
+        return cls(
+            nodeid=str(data["nodeid"]),
+            outcome=str(data.get("outcome", "")),
+            wait_ms=float(data.get("wait_ms", 0.0)),
+            waits=int(data.get("waits", 0)),
+            top=[(str(n), float(ms)) for n, ms in data.get("top", ())],
+            leaks=[str(leak) for leak in data.get("leaks", ())],
+        )
+
+
+@dataclass
+class _Running:
+    """A test in progress: its spans and what the counters said when it began."""
+
+    span: Any
+    token: object
+    started: int
+    counters: dict[int, tuple[int, int]]
+    reports: dict[str, pytest.TestReport] = field(default_factory=dict)
+    phase: Any = None
+    record: TestRecord | None = None
+
+
+def _wait_counters() -> dict[int, tuple[int, int]]:
+    from aiotrace._recorder import RECORDER
+
+    return {id(site): (site.waits, site.wait_ns) for site in RECORDER.sites if site.waits}
+
+
+def _site_name(site: Any) -> str:
+    from aiotrace._sites import SITES, default_name
+
+    if site.raw is None:
+        return f"{site.kind} (created before tracing)"
+    resolved = SITES.resolve(site.raw)
+    return str(site.display_name(lambda: default_name(resolved)))
+
+
+def _outcome(reports: dict[str, pytest.TestReport]) -> str:
+    setup, call, teardown = (reports.get(w) for w in ("setup", "call", "teardown"))
+    if setup is not None and setup.failed:
+        return "error"
+    if setup is not None and setup.skipped:
+        return "xfailed" if hasattr(setup, "wasxfail") else "skipped"
+    outcome = "passed"
+    if call is not None:
+        if hasattr(call, "wasxfail"):
+            outcome = "xfailed" if call.skipped else "xpassed" if call.passed else "failed"
+        else:
+            outcome = call.outcome
+    if teardown is not None and teardown.failed and outcome == "passed":
+        return "error"
+    return outcome
+
+
+# ---------------------------------------------------------------------------
+# The plugin
+# ---------------------------------------------------------------------------
+
+
+class AiotracePlugin:
+    """Everything ``--aiotrace`` does, for one pytest process (controller, worker or both)."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.session: TraceSession | None = None
+        self.report: Report | None = None
+        self.worker_id: str | None = None
+        self.parent: Any = None  # the OpenTelemetry context tests nest under
+        self.records: list[TestRecord] = []
+        self.reported_leaks: set[tuple[int, int]] = set()
+        self.error: str | None = None
+        self.attached = False
+        self._finished = False
+
+    # -- start and finish ----------------------------------------------
+    def start(self) -> None:
+        """Start tracing this process; a failure warns and leaves the session untraced."""
+        from opentelemetry import context as otel_context
+
+        from aiotrace import _api, _leaks
+
+        try:
+            workerinput = getattr(self.config, "workerinput", None)
+            if workerinput is not None:
+                self._start_worker(workerinput)
+            elif _api.is_instrumented():
+                # Under ``aiotrace run -m pytest``: its collector, its trace.
+                self.attached = True
+                self.parent = otel_context.get_current()
+            else:
+                self._start_session()
+            _leaks.watch()
+        except pytest.UsageError:
+            raise
+        except Exception as exc:  # tracing must never stop the test run
+            self.error = f"{type(exc).__name__}: {exc}"
+            sys.stderr.write(f"aiotrace: could not start tracing ({self.error}); untraced\n")
+
+    def _start_session(self) -> None:
+        from opentelemetry import trace
+
+        from aiotrace import semconv
+        from aiotrace._session import SessionConfig, TraceSession
+        from aiotrace.cli import UsageError, _otlp_settings, traces_exporters
+
+        settings = self.settings
+        exporters = traces_exporters()
+        import argparse
+
+        try:
+            otlp = _otlp_settings(
+                argparse.Namespace(otlp=settings.otlp, protocol=settings.protocol), exporters
+            )
+        except UsageError as exc:
+            raise pytest.UsageError(f"aiotrace_otlp: {exc}") from None
+        project = self.config.rootpath.name or "pytest"
+        self.session = TraceSession(
+            SessionConfig(
+                service_name=project,
+                service_override=settings.service_name,
+                root_name=semconv.SPAN_TEST_SESSION,
+                root_attributes={
+                    semconv.ATTR_TEST_SUITE_NAME: project,
+                    semconv.ATTR_ARGV: [*sys.argv],
+                },
+                trace_file=settings.trace_file,
+                otlp=otlp,
+                console="console" in exporters,
+                jaeger_url=settings.jaeger_url,
+                options={"flush_interval": 0.1, **settings.options},
+                trace_children=settings.children,
+                traceparent=settings.traceparent,
+            )
+        )
+        self.parent = trace.set_span_in_context(self.session.root)
+
+    def _start_worker(self, workerinput: dict[str, Any]) -> None:
+        from opentelemetry import trace
+
+        from aiotrace import _child, semconv
+
+        info = workerinput.get(_WORKER_KEY)
+        if info is None:
+            raise RuntimeError("the xdist controller is not tracing")
+        self.worker_id = str(workerinput.get("workerid", "gw?"))
+        _child.begin(
+            info["collector"],
+            info["resource"],
+            info["options"],
+            info["traceparent"],
+            semconv.SPAN_TEST_WORKER,
+            {semconv.ATTR_XDIST_WORKER: self.worker_id},
+        )
+        self.parent = trace.set_span_in_context(_child.current_span())
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: tell each worker where the collector is and which trace to join."""
+        from aiotrace._recorder import RECORDER
+        from aiotrace._session import resource_json
+
+        session = self.session
+        if session is None:
+            return
+        options = {
+            "min_wait": RECORDER.options.min_wait,
+            "min_hold": RECORDER.options.min_hold,
+            "flush_interval": RECORDER.options.flush_interval,
+        }
+        node.workerinput[_WORKER_KEY] = {
+            "collector": session.collector.address,
+            "traceparent": session.traceparent(),
+            "resource": resource_json(session.resource),
+            "options": options,
+        }
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Deliver everything (after xdist's workers are done) and make the report."""
+        self.finish(int(exitstatus))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.finish(None)
+
+    def finish(self, exitstatus: int | None) -> None:
+        """End the session's (or worker's) tracing; idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        from aiotrace import _child, _leaks, semconv
+
+        _leaks.unwatch()
+        try:
+            if self.session is not None:
+                root = self.session.root
+                if exitstatus is not None:
+                    root.set_attribute(
+                        semconv.ATTR_TEST_SUITE_RUN_STATUS,
+                        "success" if exitstatus == 0 else "failure",
+                    )
+                self.report = self.session.finish(exit_code=exitstatus)
+            elif self.worker_id is not None:
+                _child.finish()
+        except Exception as exc:  # the run's outcome is the tests', not ours
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    # -- tests -----------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        running = self._begin_test(item)
+        try:
+            return (yield)
+        finally:
+            if running is not None:
+                self._end_test(item, running)
+
+    def _begin_test(self, item: pytest.Item) -> _Running | None:
+        if self.parent is None or self._finished:
+            return None
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+
+        from aiotrace import semconv
+        from aiotrace._version import __version__
+
+        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        _, line, function = item.location
+        attributes: dict[str, Any] = {
+            semconv.ATTR_TEST_CASE_NAME: item.nodeid,
+            semconv.ATTR_CODE_FILE_PATH: str(item.path),
+            semconv.ATTR_CODE_FUNCTION_NAME: function,
+        }
+        if line is not None:
+            attributes[semconv.ATTR_CODE_LINE_NUMBER] = line + 1
+        if self.worker_id is not None:
+            attributes[semconv.ATTR_XDIST_WORKER] = self.worker_id
+        span = tracer.start_span(semconv.SPAN_TEST, context=self.parent, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
+        running = _Running(span, token, time.perf_counter_ns(), _wait_counters())
+        item.stash[_RUNNING] = running
+        return running
+
+    def _end_test(self, item: pytest.Item, running: _Running) -> None:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import Status, StatusCode
+
+        from aiotrace import semconv
+
+        span = running.span
+        record = running.record or self._measure(item, running)
+        record.outcome = _outcome(running.reports)
+        span.set_attribute(semconv.ATTR_TEST_OUTCOME, record.outcome)
+        if record.outcome in ("passed", "xfailed", "xpassed"):
+            span.set_attribute(semconv.ATTR_TEST_CASE_RESULT, "pass")
+        elif record.outcome in ("failed", "error"):
+            span.set_attribute(semconv.ATTR_TEST_CASE_RESULT, "fail")
+            span.set_status(Status(StatusCode.ERROR, f"test {record.outcome}"))
+        span.set_attribute(semconv.ATTR_TEST_WAIT_MS, record.wait_ms)
+        span.set_attribute(semconv.ATTR_TEST_WAITS, record.waits)
+        with contextlib.suppress(Exception):  # a test that detached our context itself
+            otel_context.detach(running.token)  # type: ignore[arg-type]
+        span.end()
+        if self.worker_id is None:
+            self.records.append(record)
+
+    def _measure(self, item: pytest.Item, running: _Running) -> TestRecord:
+        """Waits since the test began (every wait, spanned or not), and what it left behind."""
+        from aiotrace import _leaks, semconv
+        from aiotrace._recorder import RECORDER
+
+        before = running.counters
+        waits = wait_ns = 0
+        per_site: list[tuple[float, str]] = []
+        for site in list(RECORDER.sites):
+            if not site.waits or site.internal or site.kind == semconv.KIND_FUTURE:
+                continue  # awaiting a future is not waiting on a primitive
+            w0, ns0 = before.get(id(site), (0, 0))
+            if site.waits > w0:
+                waits += site.waits - w0
+                wait_ns += site.wait_ns - ns0
+                per_site.append(((site.wait_ns - ns0) / 1e6, _site_name(site)))
+        per_site.sort(reverse=True)
+        record = TestRecord(
+            nodeid=item.nodeid,
+            wait_ms=round(wait_ns / 1e6, 3),
+            waits=waits,
+            top=[(name, round(ms, 3)) for ms, name in per_site[:3]],
+        )
+        leaks: list[Leak] = []
+        try:
+            leaks = [
+                leak for leak in _leaks.find(running.started) if leak.key not in self.reported_leaks
+            ]
+        except Exception:  # never let the check itself fail a test
+            leaks = []
+        for leak in leaks:
+            self.reported_leaks.add(leak.key)
+            record.leaks.append(str(leak))
+            running.span.add_event(
+                semconv.EVENT_LEAK,
+                {
+                    semconv.ATTR_LEAK_KIND: leak.kind,
+                    semconv.ATTR_PRIMITIVE_NAME: leak.primitive,
+                    semconv.ATTR_LEAK_DETAIL: leak.detail,
+                },
+            )
+        running.record = record
+        return record
+
+    # -- phases -----------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        with self._phase(item, "setup"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        with self._phase(item, "call"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        with self._phase(item, "teardown"):
+            result = yield
+            # After every fixture's teardown: what is still held now stays held.
+            running = item.stash.get(_RUNNING, None)
+            if running is not None:
+                record = self._measure(item, running)
+                strict = self.settings.strict or item.get_closest_marker(STRICT_MARKER) is not None
+                if strict and record.leaks:
+                    pytest.fail(
+                        "aiotrace: the test left behind:\n  " + "\n  ".join(record.leaks),
+                        pytrace=False,
+                    )
+        return result
+
+    def _phase(self, item: pytest.Item, when: str) -> _Phase:
+        return _Phase(item.stash.get(_RUNNING, None), when)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        running = item.stash.get(_RUNNING, None)
+        if running is not None:
+            running.reports[report.when] = report
+            if report.when == "teardown" and running.record is not None:
+                record = running.record
+                record.outcome = _outcome(running.reports)
+                # Travels with the report from an xdist worker to the controller.
+                report.aiotrace = record.to_json()  # type: ignore[attr-defined]
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Controller: collect the per-test records xdist workers send with their reports."""
+        if self.worker_id is not None or report.when != "teardown":
+            return
+        data = getattr(report, "aiotrace", None)
+        if isinstance(data, dict) and getattr(report, "node", None) is not None:
+            self.records.append(TestRecord.from_json(data))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+        """An ``async def`` test run by a long-lived runner task (anyio) nests under the test.
+
+        anyio runs every test coroutine inside one task created at the first
+        test; without this the test's spans would nest under that first test.
+        """
+        running = pyfuncitem.stash.get(_RUNNING, None)
+        original = pyfuncitem.obj
+        if running is None or not inspect.iscoroutinefunction(original):
+            return (yield)
+        context = _current_context()
+        pyfuncitem.obj = _in_context(original, context)
+        try:
+            return (yield)
+        finally:
+            pyfuncitem.obj = original
+
+    # -- the summary --------------------------------------------------------
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.worker_id is not None:
+            return
+        limit = self.settings.summary
+        write = terminalreporter.write_line
+        terminalreporter.write_sep("=", "aiotrace")
+        if self.error is not None:
+            write(f"tracing failed: {self.error}")
+        waiting = sorted((r for r in self.records if r.waits), key=lambda r: -r.wait_ms)
+        if limit and waiting:
+            write("Tests by time spent waiting on asyncio primitives:")
+            for record in waiting[:limit]:
+                top = ", ".join(f"{name} {_ms(ms)}" for name, ms in record.top)
+                waits = f"{record.waits} wait{'s' if record.waits != 1 else ''}"
+                write(f"  {_ms(record.wait_ms):>9}  {record.nodeid}  ({waits}: {top})")
+            if len(waiting) > limit:
+                write(f"  ... and {len(waiting) - limit} more tests that waited")
+        elif limit:
+            write("No test waited on an asyncio primitive.")
+        report = self.report
+        if report is not None and limit and report.primitives:
+            write("Most contended primitives:")
+            for row in report.primitives[:limit]:
+                if row.waits:
+                    waits = f"{row.waits} wait{'s' if row.waits != 1 else ''}"
+                    line = f"{waits}, {_ms(row.wait_ms)} in total, longest {_ms(row.max_wait_ms)}"
+                    if row.holds:
+                        line += f"; longest hold {_ms(row.max_hold_ms)}"
+                else:
+                    line = f"never waited on; longest hold {_ms(row.max_hold_ms)}"
+                write(f"  {row.name}  {row.kind}: {line}")
+        leaky = [r for r in self.records if r.leaks]
+        if leaky:
+            verdict = (
+                "each failed the test"
+                if self.settings.strict
+                else "failed where strict, else reported; --aiotrace-strict fails them all"
+            )
+            write(f"Left behind by tests ({verdict}):")
+            for record in leaky[: max(limit, 1) * 3]:
+                for leak in record.leaks:
+                    write(f"  {record.nodeid}: {leak}")
+        if report is not None:
+            stats = report.stats
+            dropped = stats.get("spans_dropped", 0)
+            write(
+                f"Spans: {stats.get('spans_built', report.spans)} built, {dropped} dropped"
+                + (
+                    f", {stats['spans_not_exported']} not exported"
+                    if stats.get("spans_not_exported")
+                    else ""
+                )
+            )
+            if report.trace_id:
+                write(f"Trace id: {report.trace_id}")
+            if report.trace_file:
+                write(f"Trace file: {report.trace_file}")
+            if report.export_error:
+                write(f"OTLP export failed: {report.export_error}")
+                if report.trace_file:
+                    endpoint = (
+                        (self.session.config.otlp or {}).get("endpoint") if self.session else ""
+                    )
+                    write(f"  send it later: aiotrace send {report.trace_file} --otlp {endpoint}")
+            elif report.otlp_endpoint and report.jaeger_url and report.trace_id:
+                from aiotrace.report import jaeger_link
+
+                write(f"Exported over OTLP to {report.otlp_endpoint}")
+                write(f"Jaeger: {jaeger_link(report.jaeger_url, report.trace_id)}")
+        elif self.attached:
+            write("Traced by the enclosing `aiotrace run`: see its report.")
+
+
+def _ms(ms: float) -> str:
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    if ms >= 10:
+        return f"{ms:.0f} ms"
+    return f"{ms:.1f} ms"
+
+
+_RUNNING: Final = pytest.StashKey[_Running]()
+
+
+class _Phase:
+    """A phase span (setup, call, teardown), current while the phase runs."""
+
+    def __init__(self, running: _Running | None, when: str) -> None:
+        self.running = running
+        self.when = when
+        self.span: Any = None
+        self.token: object = None
+
+    def __enter__(self) -> _Phase:
+        running = self.running
+        if running is None:
+            return self
+        from opentelemetry import context as otel_context
+        from opentelemetry import trace
+
+        from aiotrace import semconv
+        from aiotrace._version import __version__
+
+        name = {
+            "setup": semconv.SPAN_TEST_SETUP,
+            "call": semconv.SPAN_TEST_CALL,
+            "teardown": semconv.SPAN_TEST_TEARDOWN,
+        }[self.when]
+        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        parent = trace.set_span_in_context(running.span, otel_context.Context())
+        self.span = tracer.start_span(name, context=parent)
+        self.token = otel_context.attach(trace.set_span_in_context(self.span, parent))
+        running.phase = self.span
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.span is None or self.running is None:
+            return
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import Status, StatusCode
+
+        from aiotrace import semconv
+
+        if exc is not None:
+            skipped = type(exc).__name__ in ("Skipped", "XFailed")
+            self.span.set_attribute(
+                semconv.ATTR_TEST_PHASE_OUTCOME, "skipped" if skipped else "failed"
+            )
+            if not skipped:
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, "passed")
+        with contextlib.suppress(Exception):  # a test that detached our context itself
+            otel_context.detach(self.token)  # type: ignore[arg-type]
+        self.span.end()
+        self.running.phase = None
+
+
+def _current_context() -> Any:
+    from opentelemetry import context as otel_context
+
+    return otel_context.get_current()
+
+
+def _in_context(function: Callable[..., Any], context: Any) -> Callable[..., Any]:
+    """``function`` (a coroutine function) running with ``context`` current inside."""
+    import functools
+
+    @functools.wraps(function)
+    async def traced_test(*args: Any, **kwargs: Any) -> Any:
+        from opentelemetry import context as otel_context
+
+        token = otel_context.attach(context)
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            with contextlib.suppress(Exception):  # the test moved between contexts
+                otel_context.detach(token)
+
+    return traced_test
+
+
+# ---------------------------------------------------------------------------
+# The fixture
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aiotrace_spans() -> Iterator[SpanLog]:
+    """This test's spans, every wait and hold spanned, with per-primitive statistics.
+
+    Works with and without ``--aiotrace``; under it, the spans also go to the
+    session's trace as usual::
+
+        async def test_cache_lock_is_short(aiotrace_spans):
+            await warm_cache()
+            assert aiotrace_spans.primitive("cache_lock").max_hold < 0.050
+
+        def test_at_most_two_requests(aiotrace_spans):
+            asyncio.run(fetch_all())
+            assert aiotrace_spans.primitive("api").max_concurrent_holds <= 2
+    """
+    from dataclasses import fields
+
+    from aiotrace import _api
+    from aiotrace._recorder import RECORDER
+    from aiotrace.instrumentor import AiotraceInstrumentor
+    from aiotrace.testing import SpanLog
+
+    log = SpanLog()
+    instrumentor = AiotraceInstrumentor()
+    if instrumentor.nestable:
+        pipeline = instrumentor.pipeline
+        assert pipeline is not None
+        options = {f.name: getattr(RECORDER.options, f.name) for f in fields(RECORDER.options)}
+        options.update(min_wait=0, min_hold=0)
+        instrumentor.push(
+            merge_counts=True,
+            consumer=_Borrowed(pipeline.consumer),
+            encoder=pipeline.encoder,
+            taps=[log.tap],
+            **options,
+        )
+    elif _api.is_instrumented():
+        pytest.fail(
+            "aiotrace_spans: aiotrace is already instrumented by this test's own "
+            "aiotrace.instrument(); use one or the other",
+            pytrace=False,
+        )
+    else:
+        _api.instrument(consumer=_Discard(), taps=[log.tap], min_wait=0, min_hold=0)
+    try:
+        yield log
+    finally:
+        _api.uninstrument()
+
+
+class _Borrowed:
+    """The session's consumer, lent to the fixture's nested pipeline: never shut down."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        self._consumer.consume(records)
+
+    def flush(self, timeout: float) -> bool:
+        return bool(self._consumer.flush(timeout))
+
+    def shutdown(self, timeout: float) -> None:
+        self._consumer.flush(timeout)
+
+
+class _Discard:
+    """A consumer for records that only the fixture's tap wants."""
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        pass
+
+
+__all__ = ["AiotracePlugin", "Settings", "TestRecord", "aiotrace_spans"]
