@@ -49,6 +49,8 @@ def snapshot() -> dict[str, dict[str, int]]:
 
 
 PRISTINE = snapshot()
+ORIGINAL_CREATE_TASK = vars(asyncio.BaseEventLoop)["create_task"]
+"""As asyncio has it, before any plugin (``pytest --aiotrace``) patched it."""
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from aiotrace import semconv
@@ -56,6 +57,7 @@ def test_event_waiters_link_to_the_setters_task(traced: Captured) -> None:
     assert waits[1][semconv.ATTR_WAITERS_AHEAD] == 1
 
 
+@pytest.mark.pristine
 def test_event_set_outside_any_span_is_a_point_span() -> None:
     """With no span current (task spans off), set() becomes a zero-length span to link to."""
     with capture_spans(min_wait=0, tasks=False) as captured:

@@ -169,6 +169,7 @@ def test_future_pending_at_shutdown_is_reported() -> None:
     assert not keep[0].done()
 
 
+@pytest.mark.pristine
 def test_traced_futures_keep_working_after_uninstrument() -> None:
     """A traced future made while instrumented still resolves and awaits after uninstrument."""
 

@@ -79,6 +79,7 @@ def test_other_families_keep_working_after_one_fails(monkeypatch: pytest.MonkeyP
     assert semconv.SPAN_LOCK_HOLD not in names
 
 
+@pytest.mark.pristine
 def test_broken_sink_does_not_break_the_program(caplog: pytest.LogCaptureFixture) -> None:
     """A TracerProvider whose processor raises loses spans (counted), not the program."""
     from opentelemetry.sdk.trace import TracerProvider

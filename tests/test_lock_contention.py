@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -160,6 +161,7 @@ def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:
     assert hold[semconv.ATTR_RELEASER_TASK] == "releaser"
 
 
+@pytest.mark.pristine
 def test_spans_nest_under_the_current_span() -> None:
     """Waits and holds are children of the span current where they happened."""
     provider = TracerProvider()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from asyncio import Lock  # imported before instrumentation on purpose
 
+import pytest
+
 from aiotrace import semconv
 from aiotrace.testing import capture_spans
 
@@ -12,6 +14,7 @@ EARLY_LOCK = asyncio.Lock()
 EARLY_EVENT = asyncio.Event()
 
 
+@pytest.mark.pristine
 def test_primitive_created_before_instrument_is_traced() -> None:
     """A lock made before instrument() gets spans, named as pre-existing."""
 
@@ -48,6 +51,7 @@ def test_class_imported_before_instrument_is_traced() -> None:
         assert [s.name for s in captured.primitive_spans] == [semconv.SPAN_LOCK_HOLD]
 
 
+@pytest.mark.pristine
 def test_lock_held_across_instrument_has_no_bogus_hold() -> None:
     """A hold that began before instrumentation is not reported with a made-up start."""
 

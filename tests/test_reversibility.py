@@ -15,6 +15,7 @@ from aiotrace.testing import capture_spans
 from tests.conftest import PRISTINE, snapshot
 
 
+@pytest.mark.pristine
 def test_round_trip_restores_every_class_exactly() -> None:
     """After uninstrument(), vars() of every patched class and module is what it was."""
     aiotrace.instrument()
@@ -29,6 +30,7 @@ def test_round_trip_restores_every_class_exactly() -> None:
     assert "__aenter__" not in vars(asyncio.Lock)
 
 
+@pytest.mark.pristine
 def test_instrument_is_idempotent(caplog: pytest.LogCaptureFixture) -> None:
     """A second instrument() warns and changes nothing; so does a second uninstrument()."""
     aiotrace.instrument()
@@ -46,6 +48,7 @@ def test_instrument_is_idempotent(caplog: pytest.LogCaptureFixture) -> None:
     assert not aiotrace.is_instrumented()
 
 
+@pytest.mark.pristine
 def test_failed_patch_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """If one patch cannot be applied, those already applied are reverted and the error raised."""
     real_apply = _patching.Patch.apply
@@ -64,9 +67,11 @@ def test_failed_patch_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_tracing_context_manager() -> None:
     """aiotrace.tracing() instruments for the block only."""
+    before = snapshot(), aiotrace.is_instrumented()
     with aiotrace.tracing():
         assert aiotrace.is_instrumented()
-    assert not aiotrace.is_instrumented()
+        assert snapshot() != before[0]
+    assert (snapshot(), aiotrace.is_instrumented()) == before
 
 
 def test_primitives_made_while_instrumented_work_after_uninstrument() -> None:
@@ -104,6 +109,7 @@ def test_spans_recorded_before_uninstrument_are_delivered() -> None:
     assert [s.name for s in captured.primitive_spans] == [semconv.SPAN_LOCK_HOLD]
 
 
+@pytest.mark.pristine
 def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing() -> None:
     """A test calling instrument() under ``pytest --aiotrace`` gets its own tracing, then not."""
     from aiotrace._pipeline import Consumer

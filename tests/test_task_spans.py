@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from aiotrace import semconv
 from aiotrace.testing import Captured, CapturedSpan, capture_spans
-from tests.conftest import line_of
+from tests.conftest import ORIGINAL_CREATE_TASK, line_of
 
 needs_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup/context= are 3.11+")
 
@@ -22,6 +22,7 @@ def _by_task(spans: list[CapturedSpan]) -> dict[str, CapturedSpan]:
     return {s[semconv.ATTR_TASK_NAME]: s for s in spans if s.name == semconv.SPAN_TASK}
 
 
+@pytest.mark.pristine
 def test_nested_tasks_three_levels_deep(traced: Captured) -> None:
     """Each task's span is the child of the span current where it was created."""
 
@@ -302,7 +303,4 @@ def test_tasks_off_leaves_create_task_alone() -> None:
     """tasks=False patches nothing on the event loop."""
     with capture_spans(tasks=False):
         assert "create_task" in vars(asyncio.BaseEventLoop)
-        assert vars(asyncio.BaseEventLoop)["create_task"] is _ORIGINAL_CREATE_TASK
-
-
-_ORIGINAL_CREATE_TASK = vars(asyncio.BaseEventLoop)["create_task"]
+        assert vars(asyncio.BaseEventLoop)["create_task"] is ORIGINAL_CREATE_TASK

@@ -11,7 +11,7 @@ import pytest
 import aiotrace
 from aiotrace import semconv
 from aiotrace.testing import Captured, capture_spans
-from tests.conftest import line_of
+from tests.conftest import line_of, snapshot
 
 
 def test_two_loops_in_two_threads(traced: Captured) -> None:
@@ -133,9 +133,10 @@ def test_name_rejects_non_primitives() -> None:
 
 def test_unknown_option_names_the_valid_ones() -> None:
     """A typo in an option is an error that lists the valid options."""
+    before = aiotrace.is_instrumented()
     with pytest.raises(aiotrace.ConfigurationError, match="min_hold"):
         aiotrace.instrument(min_hodl=0.1)
-    assert not aiotrace.is_instrumented()
+    assert aiotrace.is_instrumented() == before  # nothing changed
 
 
 @pytest.mark.parametrize(
@@ -149,9 +150,10 @@ def test_unknown_option_names_the_valid_ones() -> None:
 )
 def test_invalid_option_values(option: str, value: object, message: str) -> None:
     """Invalid option values are rejected before anything is patched."""
+    before = snapshot(), aiotrace.is_instrumented()
     with pytest.raises(aiotrace.ConfigurationError, match=message):
         aiotrace.instrument(**{option: value})
-    assert not aiotrace.is_instrumented()
+    assert (snapshot(), aiotrace.is_instrumented()) == before  # nothing changed
 
 
 def test_selecting_families() -> None:

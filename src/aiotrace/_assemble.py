@@ -14,7 +14,6 @@ ordered pass resolves them.
 
 from __future__ import annotations
 
-import os
 import random
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from opentelemetry.trace import TraceFlags
 
 from aiotrace import semconv
+from aiotrace._sites import short_path
 from aiotrace._wire import (
     STATUS_ERROR,
     STATUS_UNSET,
@@ -132,7 +132,7 @@ class Assembler:
                     out.append(self._full(record))
                 elif kind == W_SITE:
                     path, line, function = record[2], record[3], record[4]
-                    label = f"{os.path.basename(path)}:{line}"
+                    label = f"{short_path(path)}:{line}"
                     self._sites[record[1]] = (path, line, function, label)
                 elif kind == W_PRIM:
                     prims = self._prims
@@ -310,7 +310,7 @@ class Assembler:
             label = None
             if semconv.ATTR_CODE_LINE_NUMBER in attrs:
                 path = str(attrs.get(semconv.ATTR_CODE_FILE_PATH, ""))
-                label = f"{os.path.basename(path)}:{attrs[semconv.ATTR_CODE_LINE_NUMBER]}"
+                label = f"{short_path(path)}:{attrs[semconv.ATTR_CODE_LINE_NUMBER]}"
             self.remember(
                 draft.span_id, draft.trace_id, draft.flags, attrs.get(semconv.ATTR_TASK_NAME), label
             )

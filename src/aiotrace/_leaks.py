@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiotrace import semconv
-from aiotrace._sites import SITES
+from aiotrace._sites import SITES, short_path
 from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
 
 COLLECTED: Final[deque[tuple[int, str, int]]] = deque(maxlen=1000)
@@ -72,7 +71,7 @@ def future_collected(created_ns: int, name: str, waiters: int) -> None:
 def _where(frame: Any) -> str:
     code = frame.f_code
     function = getattr(code, "co_qualname", code.co_name)
-    return f"{function} ({os.path.basename(code.co_filename)}:{frame.f_lineno})"
+    return f"{function} ({short_path(code.co_filename)}:{frame.f_lineno})"
 
 
 def _pending_tasks() -> list[Any]:

@@ -50,7 +50,7 @@ class ForwardingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if _api.is_instrumented():
-            RECORDER.emit((R_SDK, span))
+            AiotraceInstrumentor().forward_sdk((R_SDK, span))
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -27,6 +27,17 @@ _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
 _internal_cache: dict[str, bool] = {}
 
+_AMBIGUOUS: Final = frozenset({"__init__.py", "__main__.py", "conftest.py"})
+
+
+def short_path(path: str) -> str:
+    """A file as labels show it: its name, with its directory for ``__init__.py`` and the like."""
+    name = os.path.basename(path)
+    if name in _AMBIGUOUS:
+        parent = os.path.basename(os.path.dirname(path))
+        return f"{parent}/{name}" if parent else name
+    return name
+
 
 def is_internal_file(filename: str) -> bool:
     """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
@@ -130,7 +141,7 @@ class Site:
     @property
     def label(self) -> str:
         """``file.py:12``: short enough for span attributes and reports."""
-        return f"{os.path.basename(self.path)}:{self.line}"
+        return f"{short_path(self.path)}:{self.line}"
 
     def __str__(self) -> str:
         return self.label

@@ -165,6 +165,7 @@ class _Outer:
     futures_live: bool
     started: int
     merge: bool = False
+    nestable: bool = False
 
 
 class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped base class
@@ -174,6 +175,7 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
     _pipeline: Pipeline | None = None
     _nestable = False
     _stack: ClassVar[list[_Outer]] = []
+    _deferred: ClassVar[list[tuple[Any, ...]]] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """asyncio is part of the standard library: nothing to check."""
@@ -262,10 +264,10 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
             futures_live=_futures_live(),
             started=perf_counter_ns(),
             merge=merge_counts,
+            nestable=cls._nestable,
         )
         if saved.patches is not None:
             saved.patches.revert()
-        nestable = cls._nestable
         cls._patches = cls._pipeline = None
         try:
             self._instrument(**kwargs)
@@ -273,8 +275,15 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
             cls._stack.append(saved)
             self._restore()
             raise
-        cls._nestable = nestable
+        cls._nestable = saved.nestable
         cls._stack.append(saved)
+
+    def forward_sdk(self, record: tuple[Any, ...]) -> None:
+        """A span of the session's own provider: to the session's pipeline, not a nested one."""
+        if type(self)._stack:
+            type(self)._deferred.append(record)  # delivered when the session resumes
+        else:
+            RECORDER.emit(record)
 
     def pop(self) -> None:
         """End the innermost nested instrumentation; the session's comes back."""
@@ -309,6 +318,11 @@ class AiotraceInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # untyped b
         if saved.patches is not None:
             saved.patches.apply()
         cls._patches, cls._pipeline = saved.patches, saved.pipeline
+        cls._nestable = saved.nestable
+        if not cls._stack:
+            deferred, cls._deferred[:] = list(cls._deferred), []
+            for record in deferred:
+                RECORDER.emit(record)
         if saved.pipeline is not None:
             saved.pipeline.resume()
 

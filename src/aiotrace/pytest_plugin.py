@@ -73,7 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
     option(
         "aiotrace",
-        "bool",
+        "string",
         "trace the session: a span per test, primitives nested in it",
         default=False,
         action="store_const",
@@ -130,7 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     option(
         "aiotrace-strict",
-        "bool",
+        "string",
         "fail (as a teardown error) every test that leaves a "
         "lock held, a permit taken or a future unresolved; else they are reported",
         default=False,
@@ -145,7 +145,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     option(
         "aiotrace-children",
-        "bool",
+        "string",
         "also trace child Python processes the tests start",
         default=False,
         action="store_const",

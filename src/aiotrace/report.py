@@ -15,11 +15,11 @@ every wait, spanned or not. The summary wins where both exist.
 from __future__ import annotations
 
 import heapq
-import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
+from aiotrace._sites import short_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -186,7 +186,7 @@ class ReportBuilder:
     def _hold(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
         path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
         line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
-        site = f"{os.path.basename(str(path))}:{line}" if path and line else "?"
+        site = f"{short_path(str(path))}:{line}" if path and line else "?"
         entry = HoldRow(
             ms=round(ms, 3),
             primitive=row.name,

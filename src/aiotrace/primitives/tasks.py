@@ -520,8 +520,11 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
         return
     try:
         fut._aiotrace_state = None
-        entry = PENDING.pop(id(fut), None)
-        ref = entry[1] if entry is not None else getattr(fut, "_aiotrace_ref", None)
+        entry = PENDING.get(id(fut))
+        if entry is None or entry[0] is not state:
+            return  # already reported (pending when a tracing ended): once is enough
+        del PENDING[id(fut)]
+        ref = entry[1]
         t = perf_counter_ns()
         attrs: dict[str, Any] = {
             semconv.ATTR_FUTURE_ID: ref.pid if ref is not None else 0,

@@ -1,0 +1,666 @@
+"""``pytest --aiotrace``: pytester runs of small suites, traced and untraced, compared.
+
+Every run is a subprocess (the plugin instruments the whole process and sets
+the global TracerProvider); spans are read back from the trace file.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace._assemble import SpanDraft
+from tests.cli_support import Trace
+from tests.receivers import GrpcReceiver
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestDeprecationWarning")
+
+INI = """
+[pytest]
+asyncio_default_fixture_loop_scope = function
+addopts = -p no:cacheprovider
+"""
+
+MIXED = """
+import asyncio
+import pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture failed")
+
+def test_pass():
+    asyncio.run(asyncio.sleep(0))
+
+def test_fail():
+    assert 1 == 2
+
+def test_error(broken):
+    pass
+
+@pytest.mark.skip(reason="no")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    assert False
+
+@pytest.mark.xfail(reason="known")
+def test_xpass():
+    pass
+
+@pytest.mark.asyncio
+async def test_async_pass():
+    lock = asyncio.Lock()
+    async with lock:
+        await asyncio.sleep(0.002)
+
+@pytest.mark.asyncio
+async def test_async_fail():
+    await asyncio.sleep(0)
+    raise ValueError("async failure")
+"""
+
+CONTENDED = """
+import asyncio
+import pytest
+
+async def contend(lock, hold):
+    async def worker():
+        async with lock:
+            await asyncio.sleep(hold)
+    await asyncio.gather(worker(), worker(), worker())
+
+def test_slow():
+    async def main():
+        slow_lock = asyncio.Lock()
+        await contend(slow_lock, 0.03)
+    asyncio.run(main())
+
+def test_fast():
+    async def main():
+        fast_lock = asyncio.Lock()
+        await contend(fast_lock, 0.005)
+    asyncio.run(main())
+
+def test_none():
+    pass
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeini(INI)
+    return pytester
+
+
+def run(
+    pytester: pytest.Pytester, *args: str, trace: str | None = "trace.json"
+) -> pytest.RunResult:
+    extra = [f"--aiotrace-trace-file={trace}"] if trace else []
+    return pytester.runpytest_subprocess(*args, *extra, timeout=120)
+
+
+def trace_of(pytester: pytest.Pytester, name: str = "trace.json") -> Trace:
+    return Trace(pytester.path / name)
+
+
+def line_in(pytester: pytest.Pytester, name: str, text: str) -> int:
+    lines = (pytester.path / name).read_text().splitlines()
+    return next(i + 1 for i, line in enumerate(lines) if text in line)
+
+
+def spans_by_test(trace: Trace) -> dict[str, SpanDraft]:
+    return {
+        str(s.attributes[semconv.ATTR_TEST_CASE_NAME]).split("::")[-1]: s
+        for s in trace.named(semconv.SPAN_TEST)
+    }
+
+
+def ancestors(trace: Trace, span: SpanDraft) -> list[str]:
+    ids = {s.span_id: s for s in trace.spans}
+    names = []
+    while span.parent_id in ids:
+        span = ids[span.parent_id]
+        names.append(span.name)
+    return names
+
+
+def owning_test(trace: Trace, span: SpanDraft) -> str | None:
+    ids = {s.span_id: s for s in trace.spans}
+    while span.parent_id in ids:
+        span = ids[span.parent_id]
+        if span.name == semconv.SPAN_TEST:
+            return str(span.attributes[semconv.ATTR_TEST_CASE_NAME]).split("::")[-1]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Inert unless enabled; outcomes identical
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.pristine
+def test_importing_the_plugin_patches_nothing() -> None:
+    import aiotrace.pytest_plugin  # noqa: F401  # the import is the test
+    from tests.conftest import PRISTINE, snapshot
+
+    assert snapshot() == PRISTINE
+
+
+def test_inert_without_the_flag_and_gone_with_no_aiotrace(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_mixed=MIXED)
+    plain = run(suite, trace=None)
+    assert "= aiotrace =" not in plain.stdout.str()
+    assert not list(suite.path.glob("aiotrace-*.json"))
+    gone = run(suite, "-p", "no:aiotrace", "--aiotrace", trace=None)
+    assert gone.ret == pytest.ExitCode.USAGE_ERROR  # the option does not even exist
+    assert "unrecognized arguments: --aiotrace" in gone.stderr.str()
+
+
+def test_outcomes_are_identical_with_and_without_tracing(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_mixed=MIXED)
+    plain = run(suite, trace=None)
+    traced = run(suite, "--aiotrace")
+    expected = {"passed": 2, "failed": 2, "errors": 1, "skipped": 1, "xfailed": 1, "xpassed": 1}
+    assert plain.parseoutcomes() == traced.parseoutcomes() == expected
+    assert plain.ret == traced.ret == pytest.ExitCode.TESTS_FAILED
+    outcomes = {
+        name: span.attributes[semconv.ATTR_TEST_OUTCOME]
+        for name, span in spans_by_test(trace_of(suite)).items()
+    }
+    assert outcomes == {
+        "test_pass": "passed",
+        "test_fail": "failed",
+        "test_error": "error",
+        "test_skip": "skipped",
+        "test_xfail": "xfailed",
+        "test_xpass": "xpassed",
+        "test_async_pass": "passed",
+        "test_async_fail": "failed",
+    }
+
+
+def test_enabled_from_the_ini_file(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI + "aiotrace = true\naiotrace_trace_file = from-ini.json\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess(timeout=120)
+    result.assert_outcomes(passed=1)
+    assert "Trace file: " in result.stdout.str()
+    assert trace_of(pytester, "from-ini.json").named(semconv.SPAN_TEST)
+
+
+# ---------------------------------------------------------------------------
+# Spans: one trace, a span per test, primitives nested in the test that made them
+# ---------------------------------------------------------------------------
+
+
+def test_a_span_per_test_with_its_phases_and_primitives_nested(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_mixed=MIXED)
+    run(suite, "--aiotrace")
+    trace = trace_of(suite)
+    (session,) = trace.named(semconv.SPAN_TEST_SESSION)
+    assert session.parent_id == 0
+    assert session.attributes[semconv.ATTR_TEST_SUITE_RUN_STATUS] == "failure"
+    assert len({s.trace_id for s in trace.spans}) == 1
+    tests = spans_by_test(trace)
+    assert {t.parent_id for t in tests.values()} == {session.span_id}
+    passed = tests["test_pass"]
+    assert passed.attributes[semconv.ATTR_TEST_CASE_RESULT] == "pass"
+    assert passed.attributes[semconv.ATTR_CODE_FILE_PATH].endswith("test_mixed.py")
+    assert passed.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line_in(
+        suite, "test_mixed.py", "def test_pass"
+    )
+    assert tests["test_fail"].attributes[semconv.ATTR_TEST_CASE_RESULT] == "fail"
+    assert tests["test_fail"].status == 2  # ERROR
+    phases = {
+        (owning_test(trace, s), s.name)
+        for s in trace.spans
+        if s.name in (semconv.SPAN_TEST_SETUP, semconv.SPAN_TEST_CALL, semconv.SPAN_TEST_TEARDOWN)
+    }
+    assert {p for p in phases if p[0] == "test_pass"} == {
+        ("test_pass", semconv.SPAN_TEST_SETUP),
+        ("test_pass", semconv.SPAN_TEST_CALL),
+        ("test_pass", semconv.SPAN_TEST_TEARDOWN),
+    }
+    (setup,) = [
+        s for s in trace.named(semconv.SPAN_TEST_SETUP) if owning_test(trace, s) == "test_error"
+    ]
+    assert setup.attributes[semconv.ATTR_TEST_PHASE_OUTCOME] == "failed"
+    assert "fixture failed" in str(setup.events[0][2][semconv.ATTR_EXCEPTION_MESSAGE])
+    (hold,) = trace.named(semconv.SPAN_LOCK_HOLD)
+    assert owning_test(trace, hold) == "test_async_pass"
+    assert ancestors(trace, hold)[:3] == [
+        semconv.SPAN_TASK,
+        semconv.SPAN_TEST_CALL,
+        semconv.SPAN_TEST,
+    ]
+
+
+def test_the_session_joins_an_outer_trace(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(test_one="def test_one():\n    pass\n")
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-{parent}-01")
+    run(suite, "--aiotrace")
+    (session,) = trace_of(suite).named(semconv.SPAN_TEST_SESSION)
+    assert (session.trace_id, session.parent_id) == (int(trace_id, 16), int(parent, 16))
+    other = "11111111111111111111111111111111"
+    run(suite, "--aiotrace", f"--aiotrace-traceparent=00-{other}-2222222222222222-01")
+    (session,) = trace_of(suite).named(semconv.SPAN_TEST_SESSION)
+    assert session.trace_id == int(other, 16)  # the option wins over the variable
+
+
+PYTEST_ASYNCIO = """
+import asyncio
+import pytest
+
+async def contend(name):
+    lock = asyncio.Lock()
+    async def worker():
+        async with lock:
+            await asyncio.sleep(0.003)
+    await asyncio.gather(worker(), worker())
+
+@pytest.fixture
+async def prepared():
+    await contend("fixture")
+    yield
+
+async def test_first(prepared):
+    await contend("first")
+
+async def test_second():
+    await contend("second")
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_module_loop_a():
+    await contend("module a")
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_module_loop_b():
+    await contend("module b")
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict"])
+def test_pytest_asyncio_tests_nest_under_their_own_test(suite: pytest.Pytester, mode: str) -> None:
+    source = PYTEST_ASYNCIO
+    if mode == "strict":
+        source = source.replace("@pytest.fixture\nasync", "@pytest_asyncio.fixture\nasync")
+        source = source.replace("\nasync def test_", "\n@pytest.mark.asyncio\nasync def test_")
+        source = "import pytest_asyncio\n" + source
+    suite.makepyfile(test_pa=source)
+    result = run(suite, "--aiotrace", f"--asyncio-mode={mode}", "--aiotrace-min-hold=0")
+    result.assert_outcomes(passed=4)
+    trace = trace_of(suite)
+    holds = trace.named(semconv.SPAN_LOCK_HOLD)
+    where = sorted((owning_test(trace, h), ancestors(trace, h)[2]) for h in holds)
+    assert where == [
+        ("test_first", semconv.SPAN_TEST_CALL),
+        ("test_first", semconv.SPAN_TEST_CALL),
+        ("test_first", semconv.SPAN_TEST_SETUP),  # the async fixture's, in setup
+        ("test_first", semconv.SPAN_TEST_SETUP),
+        ("test_module_loop_a", semconv.SPAN_TEST_CALL),
+        ("test_module_loop_a", semconv.SPAN_TEST_CALL),
+        ("test_module_loop_b", semconv.SPAN_TEST_CALL),
+        ("test_module_loop_b", semconv.SPAN_TEST_CALL),
+        ("test_second", semconv.SPAN_TEST_CALL),
+        ("test_second", semconv.SPAN_TEST_CALL),
+    ]
+
+
+ANYIO = """
+import asyncio
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+@pytest.fixture(scope="module")
+def anyio_backend():
+    return "asyncio"
+
+async def contend():
+    lock = asyncio.Lock()
+    async def worker():
+        async with lock:
+            await asyncio.sleep(0.003)
+    await asyncio.gather(worker(), worker())
+
+async def test_first():
+    await contend()
+
+async def test_second():
+    await contend()
+
+def test_sync_with_asyncio_run():
+    asyncio.run(contend())
+"""
+
+
+def test_anyio_and_asyncio_run_tests_nest_under_their_own_test(suite: pytest.Pytester) -> None:
+    """anyio runs every test in one long-lived task; each test's spans still nest under it."""
+    suite.makepyfile(test_anyio=ANYIO)
+    result = run(suite, "--aiotrace", "-p", "no:asyncio")
+    result.assert_outcomes(passed=3)
+    trace = trace_of(suite)
+    owners = sorted(owning_test(trace, h) or "?" for h in trace.named(semconv.SPAN_LOCK_HOLD))
+    assert owners == ["test_first"] * 2 + ["test_second"] * 2 + ["test_sync_with_asyncio_run"] * 2
+
+
+def test_xdist_workers_share_the_sessions_trace(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_contended=CONTENDED, test_mixed=MIXED)
+    result = run(suite, "--aiotrace", "-n", "2")
+    result.assert_outcomes(passed=5, failed=2, errors=1, skipped=1, xfailed=1, xpassed=1)
+    trace = trace_of(suite)
+    assert len({s.trace_id for s in trace.spans}) == 1
+    (session,) = trace.named(semconv.SPAN_TEST_SESSION)
+    workers = trace.named(semconv.SPAN_TEST_WORKER)
+    assert sorted(w.attributes[semconv.ATTR_XDIST_WORKER] for w in workers) == ["gw0", "gw1"]
+    assert {w.parent_id for w in workers} == {session.span_id}
+    tests = trace.named(semconv.SPAN_TEST)
+    assert len(tests) == 11
+    assert {t.parent_id for t in tests} <= {w.span_id for w in workers}
+    slow = [h for h in trace.named(semconv.SPAN_LOCK_HOLD) if owning_test(trace, h) == "test_slow"]
+    assert len(slow) == 3
+    out = result.stdout.str()
+    assert "test_contended.py::test_slow" in out  # per-test records came from the workers
+    assert out.index("test_contended.py::test_slow") < out.index("test_contended.py::test_fast")
+
+
+# ---------------------------------------------------------------------------
+# The terminal summary and OTLP
+# ---------------------------------------------------------------------------
+
+
+def test_summary_ranks_tests_and_primitives_and_says_where_the_trace_went(
+    suite: pytest.Pytester,
+) -> None:
+    receiver = GrpcReceiver()
+    try:
+        suite.makepyfile(test_contended=CONTENDED)
+        result = run(suite, "--aiotrace", f"--aiotrace-otlp={receiver.endpoint}")
+    finally:
+        receiver.stop()
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    section = out[out.index("= aiotrace =") :]
+    lines = section.splitlines()
+    ranked = [line for line in lines if "test_contended.py::" in line]
+    assert [re.search(r"::(\w+)", line).group(1) for line in ranked] == [  # type: ignore[union-attr]
+        "test_slow",
+        "test_fast",
+    ]
+    slow = f"slow_lock (test_contended.py:{line_in(suite, 'test_contended.py', 'slow_lock =')})"
+    fast = f"fast_lock (test_contended.py:{line_in(suite, 'test_contended.py', 'fast_lock =')})"
+    assert f"(2 waits: {slow} " in ranked[0]
+    assert f"(2 waits: {fast} " in ranked[1]
+    assert "Most contended primitives:" in section
+    assert section.index(f"{slow}  Lock: 2 waits") < section.index(f"{fast}  Lock: 2 waits")
+    trace = trace_of(suite)
+    (session,) = trace.named(semconv.SPAN_TEST_SESSION)
+    trace_id = f"{session.trace_id:032x}"
+    assert f"Trace file: {suite.path / 'trace.json'}" in section
+    assert f"Jaeger: http://localhost:16686/trace/{trace_id}" in section
+    assert {(s.name, s.span_id) for s in receiver.spans} == {
+        (s.name, s.span_id) for s in trace.spans
+    }
+    test_slow = next(
+        s
+        for s in trace.named(semconv.SPAN_TEST)
+        if "test_slow" in s.attributes[semconv.ATTR_TEST_CASE_NAME]
+    )
+    assert test_slow.attributes[semconv.ATTR_TEST_WAITS] == 2
+    assert test_slow.attributes[semconv.ATTR_TEST_WAIT_MS] >= 80
+
+
+def test_ini_options_apply_and_command_line_options_win(suite: pytest.Pytester) -> None:
+    suite.makeini(
+        INI
+        + "aiotrace = true\naiotrace_min_hold = 0\naiotrace_summary = 1\n"
+        + "aiotrace_service_name = from-ini\n"
+    )
+    suite.makepyfile(test_contended=CONTENDED)
+    result = run(suite)
+    trace = trace_of(suite)
+    assert trace.resource["service.name"] == "from-ini"
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 6  # min_hold 0: the short ones too
+    assert "... and 1 more tests that waited" in result.stdout.str()  # summary 1
+    run(
+        suite, "--aiotrace-min-hold=1", "--aiotrace-min-wait=1", "--aiotrace-service-name=from-flag"
+    )
+    trace = trace_of(suite)
+    assert trace.resource["service.name"] == "from-flag"
+    assert trace.named(semconv.SPAN_LOCK_HOLD) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--aiotrace-protocol=udp"], "aiotrace_protocol: 'udp' is not valid; valid values: grpc"),
+        (["--aiotrace-min-wait=soon"], "aiotrace_min_wait: 'soon' is not valid"),
+        (["--aiotrace-summary=-1"], "aiotrace_summary: '-1' is not valid; valid values: 0, 1"),
+        (["--aiotrace-traceparent=abc"], "aiotrace_traceparent: 'abc' is not a W3C traceparent"),
+        (["--aiotrace-trace-file=nowhere/t.json"], "aiotrace_trace_file: no directory"),
+        (["--aiotrace-otlp=ftp://x"], "aiotrace_otlp: invalid OTLP endpoint 'ftp://x'"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_the_valid_ones(
+    suite: pytest.Pytester, args: list[str], message: str
+) -> None:
+    suite.makepyfile(test_one="def test_one():\n    pass\n")
+    result = run(suite, "--aiotrace", *args, trace=None)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_a_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI + "aiotrace = maybe\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    result = pytester.runpytest_subprocess(timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "aiotrace: 'maybe' is not valid; valid values: true, false" in result.stderr.str()
+
+
+# ---------------------------------------------------------------------------
+# The fixture
+# ---------------------------------------------------------------------------
+
+FIXTURE = """
+import asyncio
+import aiotrace
+import pytest
+
+def test_first(aiotrace_spans):
+    async def main():
+        api = aiotrace.name(asyncio.Semaphore(2), "api")
+        async def call():
+            async with api:
+                await asyncio.sleep(0.002)
+        await asyncio.gather(*(call() for _ in range(5)))
+    asyncio.run(main())
+    stats = aiotrace_spans.primitive("api")
+    assert stats.holds == 5
+    assert stats.max_concurrent_holds == 2
+    assert stats.waits == 3
+    assert stats.kind == "Semaphore"
+    assert stats.max_hold < 0.5
+
+@pytest.mark.asyncio
+async def test_second(aiotrace_spans):
+    cache = aiotrace.name(asyncio.Lock(), "cache")
+    async with cache:
+        pass
+    assert set(aiotrace_spans.primitives()) == {"cache"}  # nothing of test_first
+    assert aiotrace_spans.primitive("cache").holds == 1  # even a short hold is a span
+    assert aiotrace_spans.primitive("cache").max_hold < 0.05
+    with pytest.raises(KeyError, match="seen: \\\\['cache'\\\\]"):
+        aiotrace_spans.primitive("api")
+
+def test_uses_capture_spans_inside():
+    from aiotrace.testing import capture_spans
+    with capture_spans(min_hold=0, tasks=False) as captured:
+        async def main():
+            lock = aiotrace.name(asyncio.Lock(), "inner")
+            async with lock:
+                pass
+        asyncio.run(main())
+    assert [s.name for s in captured.spans] == ["asyncio.Lock.hold"]
+"""
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_the_fixture_gives_each_test_its_own_spans(suite: pytest.Pytester, traced: bool) -> None:
+    suite.makepyfile(test_fixture=FIXTURE)
+    result = run(suite, *(["--aiotrace"] if traced else []), trace="trace.json" if traced else None)
+    result.assert_outcomes(passed=3)
+    if traced:
+        trace = trace_of(suite)
+        holds = trace.named(semconv.SPAN_SEMAPHORE_HOLD)
+        assert len(holds) == 5  # the session's trace has them too
+        assert {owning_test(trace, h) for h in holds} == {"test_first"}
+        names = {s.attributes.get(semconv.ATTR_PRIMITIVE_NAME) for s in trace.spans}
+        assert "inner" not in names  # capture_spans() inside a test keeps its spans to itself
+        summary = [
+            attrs
+            for name, _, attrs in trace.named(semconv.SPAN_TEST_SESSION)[0].events
+            if name == semconv.EVENT_PRIMITIVE_SUMMARY
+        ]
+        assert {a[semconv.ATTR_PRIMITIVE_NAME] for a in summary} >= {"api", "cache"}
+
+
+# ---------------------------------------------------------------------------
+# Leaks: reported by default, failed when strict
+# ---------------------------------------------------------------------------
+
+LEAKS = """
+import asyncio
+import pytest
+
+def test_clean():
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            pass
+    asyncio.run(main())
+
+def test_lock_left_held():
+    async def main():
+        cache_lock = asyncio.Lock()
+        await cache_lock.acquire()
+    asyncio.run(main())
+
+def test_permit_left_taken():
+    async def main():
+        pool = asyncio.Semaphore(3)
+        await pool.acquire()
+    asyncio.run(main())
+
+def test_future_never_resolved():
+    loop = asyncio.new_event_loop()
+    reply = loop.create_future()
+    loop.close()
+    test_future_never_resolved.keep = reply
+
+@pytest.mark.aiotrace_strict
+def test_strict_and_leaky():
+    async def main():
+        marked_lock = asyncio.Lock()
+        await marked_lock.acquire()
+    asyncio.run(main())
+
+@pytest.mark.aiotrace_strict
+def test_strict_and_clean():
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            pass
+    asyncio.run(main())
+"""
+
+
+def test_leaks_are_reported_by_default_and_fail_strict_tests(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_leaks=LEAKS)
+    result = run(suite, "--aiotrace")
+    result.assert_outcomes(passed=6, errors=1)
+    out = result.stdout.str()
+    assert "ERROR at teardown of test_strict_and_leaky" in out
+
+    def at(text: str) -> str:
+        return f"test_leaks.py:{line_in(suite, 'test_leaks.py', text)}"
+
+    assert f"lock held: marked_lock ({at('marked_lock =')})" in out
+    section = out[out.index("= aiotrace =") :]
+    assert (
+        f"test_leaks.py::test_lock_left_held: lock held: cache_lock ({at('cache_lock =')})"
+        in section
+    )
+    assert f"test_leaks.py::test_permit_left_taken: permit taken: pool ({at('pool =')})" in section
+    assert (
+        "test_leaks.py::test_future_never_resolved: future unresolved: "
+        f"reply ({at('reply =')})" in section
+    )
+    assert "test_clean:" not in section
+    trace = trace_of(suite)
+    leaky = spans_by_test(trace)["test_lock_left_held"]
+    ((name, _, attrs),) = leaky.events
+    assert name == semconv.EVENT_LEAK
+    assert attrs[semconv.ATTR_LEAK_KIND] == "lock held"
+
+
+def test_the_strict_option_fails_every_leaky_test(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_leaks=LEAKS)
+    result = run(suite, "--aiotrace", "--aiotrace-strict")
+    result.assert_outcomes(passed=6, errors=4)
+    errors = set(re.findall(r"ERROR at teardown of (\w+)", result.stdout.str()))
+    assert errors == {
+        "test_lock_left_held",
+        "test_permit_left_taken",
+        "test_future_never_resolved",
+        "test_strict_and_leaky",
+    }
+
+
+# ---------------------------------------------------------------------------
+# Under `aiotrace run -m pytest`
+# ---------------------------------------------------------------------------
+
+
+def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester) -> None:
+    import subprocess
+    import sys
+
+    from tests.cli_support import clean_env
+
+    suite.makepyfile(test_contended=CONTENDED)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aiotrace",
+            "run",
+            "--trace-file=run.json",
+            "-m",
+            "pytest",
+            "--aiotrace",
+            "-q",
+        ],
+        cwd=suite.path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    trace = trace_of(suite, "run.json")
+    (root,) = trace.named(semconv.SPAN_RUN)
+    tests = trace.named(semconv.SPAN_TEST)
+    assert len(tests) == 3
+    assert {t.parent_id for t in tests} == {root.span_id}
+    assert "Traced by the enclosing `aiotrace run`" in result.stdout
