@@ -50,8 +50,25 @@ PERMIT_TAKEN: Final = "permit taken"
 FUTURE_UNRESOLVED: Final = "future unresolved"
 
 
-def watch() -> None:
-    """Start remembering the locks and semaphores created from now on."""
+def watch(every_kind: bool = False) -> None:
+    """Start remembering the locks and semaphores created from now on.
+
+    ``every_kind`` remembers events, conditions, barriers and queues too
+    (the wait-for graph maps a task's waiter future back to them).
+    """
+    from aiotrace.primitives._base import _WATCHED_KINDS
+
+    if every_kind:
+        _WATCHED_KINDS.update(
+            {
+                semconv.KIND_EVENT,
+                semconv.KIND_CONDITION,
+                semconv.KIND_BARRIER,
+                semconv.KIND_QUEUE,
+                semconv.KIND_PRIORITY_QUEUE,
+                semconv.KIND_LIFO_QUEUE,
+            }
+        )
     if WATCHED[0] is None:
         WATCHED[0] = weakref.WeakSet()
 

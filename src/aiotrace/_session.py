@@ -35,6 +35,7 @@ from aiotrace.instrumentor import AiotraceInstrumentor
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig, Finding
     from aiotrace.report import Report
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(__file__), "_bootstrap")
@@ -237,12 +238,16 @@ class SessionConfig:
     linger: float = 5.0
     traceparent: str | None = None
     """The outer trace to join; ``TRACEPARENT`` when None."""
+    diagnosis: DiagnosisConfig | None = None
+    """Deadlock, hang, leak, lock-order and loop-block checks; None for none."""
 
 
 class TraceSession:
     """Start: collector, provider, root span, instrumentation. Finish: the report."""
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(
+        self, config: SessionConfig, on_hang: Callable[[Finding], None] | None = None
+    ) -> None:
         from aiotrace._collector import CollectorHandle, Shipping
 
         self.config = config
@@ -272,6 +277,17 @@ class TraceSession:
             self._export_env()
         _api.instrument(consumer=self.shipping, nestable=True, **config.options)
         self.started = time.perf_counter()
+        self.diagnoser: Diagnoser | None = None
+        if config.diagnosis is not None:
+            from aiotrace.diagnosis import Diagnoser
+
+            self.diagnoser = Diagnoser(
+                config.diagnosis, trace.set_span_in_context(self.root), on_hang=on_hang
+            )
+            self.diagnoser.start()
+        self.findings: list[Finding] = []
+        self._report: Report | None = None
+        self._finished = False
 
     def traceparent(self) -> str | None:
         """The root span as a W3C ``traceparent``: for processes that join this trace."""
@@ -306,6 +322,12 @@ class TraceSession:
         from aiotrace.primitives.tasks import report_pending
         from aiotrace.report import Report
 
+        if self._finished:
+            return self._report
+        self._finished = True
+        if self.diagnoser is not None:
+            with contextlib.suppress(Exception):
+                self.findings = self.diagnoser.finish()
         self._restore_env()
         FOLLOW_FORKS[0] = True
         with contextlib.suppress(Exception):
@@ -331,7 +353,8 @@ class TraceSession:
             with contextlib.suppress(Exception):
                 self.provider.shutdown()
         data = self.collector.finish(timeout)
-        return Report.from_json(data) if data is not None else None
+        self._report = Report.from_json(data) if data is not None else None
+        return self._report
 
 
 __all__ = ["SIGTERM_DELIVERY", "SessionConfig", "SigtermDelivery", "TraceSession"]

@@ -40,12 +40,17 @@ from aiotrace.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
+    from aiotrace.diagnosis import DiagnosisConfig, Finding
     from aiotrace.report import Report
 
 EXIT_USAGE = 2
+EXIT_FINDINGS = 3
+"""``--check``: the program exited 0, but aiotrace found a problem."""
+EXIT_HANG = 124
+"""``--hang-timeout``: the program hung and was stopped (as ``timeout`` exits)."""
 DEFAULT_JAEGER = "http://localhost:16686"
 DEFAULT_ENDPOINTS = {
     "grpc": "http://localhost:4317",
@@ -172,6 +177,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not trace child Python processes (AIOTRACE_NO_CHILDREN)",
     )
 
+    diagnosis = run.add_argument_group("diagnosis (findings lead the report)")
+    diagnosis.add_argument(
+        "--hang-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="declare a hang past this time, or as soon as no task can make progress: dump "
+        f"every task's wait and stack, stop the program, exit {EXIT_HANG} (AIOTRACE_HANG_TIMEOUT)",
+    )
+    diagnosis.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit {EXIT_FINDINGS} if there is any finding and the program exited 0 "
+        "(AIOTRACE_CHECK)",
+    )
+    diagnosis.add_argument(
+        "--block-threshold",
+        type=_seconds,
+        metavar="SECONDS",
+        help="report callbacks that block the event loop longer than this; 0: do not watch "
+        "(AIOTRACE_BLOCK_THRESHOLD; default 0.1)",
+    )
+    diagnosis.add_argument(
+        "--no-lock-order",
+        action="store_true",
+        help="do not check the order locks are taken in (AIOTRACE_NO_LOCK_ORDER)",
+    )
+    diagnosis.add_argument(
+        "--no-diagnosis",
+        action="store_true",
+        help="no deadlock, hang, leak, lock-order or loop-block checks (AIOTRACE_NO_DIAGNOSIS)",
+    )
+
     report = commands.add_parser(
         "report",
         help="print the report of a saved trace file",
@@ -210,6 +247,8 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
         "--report-json",
         "--min-wait",
         "--min-hold",
+        "--hang-timeout",
+        "--block-threshold",
     }
     index = 0
     while index < len(argv):
@@ -362,6 +401,32 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _diagnosis(args: argparse.Namespace) -> DiagnosisConfig | None:
+    """The checks asked for, from flags and AIOTRACE_* variables."""
+    from aiotrace.diagnosis import DiagnosisConfig
+
+    if args.no_diagnosis or _env_flag("AIOTRACE_NO_DIAGNOSIS"):
+        return None
+    hang = args.hang_timeout
+    if hang is None:
+        hang = _env_seconds("AIOTRACE_HANG_TIMEOUT")
+    block = args.block_threshold
+    if block is None:
+        block = _env_seconds("AIOTRACE_BLOCK_THRESHOLD")
+    return DiagnosisConfig(
+        hang_timeout=hang if hang else None,
+        block_threshold=0.1 if block is None else (block or None),
+        lock_order=not (args.no_lock_order or _env_flag("AIOTRACE_NO_LOCK_ORDER")),
+    )
+
+
+def _env_seconds(name: str) -> float | None:
+    try:
+        return _env.seconds(name)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _trace_file(args: argparse.Namespace, label: str) -> str | None:
     if args.no_trace_file or _env_flag("AIOTRACE_NO_TRACE_FILE"):
         return None
@@ -434,8 +499,14 @@ def _run_script(target: str) -> None:
     exec(code, main.__dict__)
 
 
-def _run_program(kind: str, target: str, argv: list[str]) -> tuple[int, bool]:
-    """Run it as python would; (exit status, interrupted by Ctrl-C)."""
+def _run_program(
+    kind: str, target: str, argv: list[str], stopped: Callable[[], bool] = lambda: False
+) -> tuple[int, bool]:
+    """Run it as python would; (exit status, interrupted by Ctrl-C).
+
+    ``stopped()`` true means aiotrace itself interrupted the program (a
+    hang): the KeyboardInterrupt that stopped it is ours, not printed.
+    """
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = argv
     try:
@@ -448,6 +519,8 @@ def _run_program(kind: str, target: str, argv: list[str]) -> tuple[int, bool]:
     except SystemExit as exc:
         return _exit_status(exc.code), False
     except KeyboardInterrupt as exc:
+        if stopped():
+            return EXIT_HANG, False
         _print_uncaught(exc)
         return 130, True
     except BaseException as exc:
@@ -496,15 +569,40 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         jaeger_url=args.jaeger_url or os.environ.get("AIOTRACE_JAEGER_URL") or DEFAULT_JAEGER,
         options=options,
         trace_children=not (args.no_children or _env_flag("AIOTRACE_NO_CHILDREN")),
+        diagnosis=_diagnosis(args),
     )
+    check = args.check or _env_flag("AIOTRACE_CHECK")
+    hung: list[Finding] = []
+    concluded = threading.Event()
+
+    def on_hang(finding: Finding) -> None:
+        """From the watchdog: stop the program as Ctrl-C would; if it will not stop, end it."""
+        import _thread
+
+        hung.append(finding)
+        _thread.interrupt_main()
+
+        def last_resort() -> None:
+            if not concluded.wait(10.0):
+                sys.stderr.write("aiotrace: the hung program did not stop; ending it\n")
+                conclude(EXIT_HANG)
+                os._exit(EXIT_HANG)
+
+        threading.Thread(target=last_resort, name="aiotrace-hang-exit", daemon=True).start()
+
     try:
-        session = TraceSession(config)
+        session = TraceSession(config, on_hang=on_hang)
     except Exception as exc:
         sys.stderr.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
         code, interrupted = _run_program(kind, target, argv)
         return _finish_exit(code, interrupted)
 
+    findings = [0]
+
     def conclude(code: int) -> None:
+        if concluded.is_set():
+            return
+        concluded.set()
         report = None
         try:
             with SIGTERM_DELIVERY.delivering():
@@ -518,6 +616,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
                 + "\n"
             )
             return
+        findings[0] = len(report.findings)
         _print_report(report, quiet, trace_file, otlp)
         if report_json:
             try:
@@ -528,7 +627,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
 
     # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
     SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
-    code, interrupted = _run_program(kind, target, argv)
+    code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
     # Ctrl-C while we deliver must not lose the spans: ignore it until done
     # (and a SIGTERM waits for the delivery).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -537,6 +636,14 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         SIGTERM_DELIVERY.restore()
+    if hung:
+        sys.stderr.write(f"aiotrace: stopped: {hung[0].summary} (exit status {EXIT_HANG})\n")
+        return EXIT_HANG
+    if check and findings[0] and code == 0 and not interrupted:
+        sys.stderr.write(
+            f"aiotrace: --check: {findings[0]} finding(s); exit status {EXIT_FINDINGS}\n"
+        )
+        return EXIT_FINDINGS
     return _finish_exit(code, interrupted)
 
 

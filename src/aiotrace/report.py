@@ -112,6 +112,7 @@ class ReportBuilder:
     """Aggregates drafts into a :class:`Report`, keeping only bounded state."""
 
     KEEP_HOLDS: Final = 5
+    KEEP_FINDINGS: Final = 200
     KEEP_FUTURES: Final = 20
     KEEP_TTR: Final = 100_000
 
@@ -127,6 +128,7 @@ class ReportBuilder:
         self._tasks: dict[str, int] = {}
         self._spans = 0
         self._run: SpanDraft | None = None
+        self._findings: list[dict[str, Any]] = []
         self._trace_ids: dict[int, int] = {}
 
     def add(self, drafts: Iterable[SpanDraft]) -> None:
@@ -164,7 +166,16 @@ class ReportBuilder:
             elif name == semconv.SPAN_TASK:
                 outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
                 self._tasks[outcome] = self._tasks.get(outcome, 0) + 1
-            elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS):
+            elif name == semconv.SPAN_FINDING:
+                if len(self._findings) < self.KEEP_FINDINGS:
+                    self._findings.append(
+                        {
+                            "kind": str(attrs.get(semconv.ATTR_FINDING_KIND, "?")),
+                            "summary": str(attrs.get(semconv.ATTR_FINDING_SUMMARY, "")),
+                            "details": str(attrs.get(semconv.ATTR_FINDING_DETAIL, "")).split("\n"),
+                        }
+                    )
+            elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS, semconv.SPAN_TEST_SESSION):
                 if name == semconv.SPAN_RUN:
                     self._run = draft
                 self._summaries(draft)
@@ -283,6 +294,7 @@ class ReportBuilder:
             futures=dict(self._futures),
             unresolved_futures=list(self._unresolved),
             tasks=dict(self._tasks),
+            findings=_by_severity(self._findings),
         )
         if self._ttr:
             ordered = sorted(self._ttr)
@@ -308,6 +320,19 @@ class ReportBuilder:
 # ---------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------
+
+
+_URGENT: Final = frozenset({semconv.FINDING_DEADLOCK, semconv.FINDING_HANG})
+
+
+def _by_severity(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = semconv.FINDING_SEVERITY
+
+    def rank(finding: dict[str, Any]) -> int:
+        kind = finding.get("kind")
+        return order.index(kind) if kind in order else len(order)
+
+    return sorted(findings, key=rank)
 
 
 def _duration(ms: float) -> str:
@@ -351,8 +376,17 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         head += f", exit status {report.exit_code}"
     console.rule(f"[bold]{head}")
 
-    for finding in report.findings:
-        console.print(f"[bold red]{finding.get('severity', '!')}[/] {finding.get('text', '')}")
+    if report.findings:
+        console.print(f"[bold red]Findings ({len(report.findings)}), most severe first")
+        for finding in report.findings[: limit * 3]:
+            style = "bold red" if finding["kind"] in _URGENT else "bold yellow"
+            console.print(f"[{style}]{finding['kind'].upper()}[/]: ", end="")
+            print_plain(console, finding["summary"])
+            for line in finding.get("details", [])[:40]:
+                if line:
+                    print_plain(console, f"    {line}")
+        if len(report.findings) > limit * 3:
+            console.print(f"  ... and {len(report.findings) - limit * 3} more findings")
 
     if report.primitives:
         table = Table(

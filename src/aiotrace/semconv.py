@@ -118,6 +118,10 @@ SPAN_TEST_CALL: Final = "pytest.call"
 """A test's call phase (the test function); child of its test span."""
 SPAN_TEST_TEARDOWN: Final = "pytest.teardown"
 """A test's teardown phase; child of its test span."""
+SPAN_FINDING: Final = "aiotrace.finding"
+"""A problem diagnosed (deadlock, hang, leak, lock order, loop blocked); links to the tasks."""
+SPAN_LOOP_BLOCKED: Final = "asyncio.loop.blocked"
+"""A callback or task step that kept the event loop from running anything else."""
 EVENT_LEAK: Final = "aiotrace.leak"
 """Event on a test span: the test left a lock held, a permit taken or a future unresolved."""
 EVENT_PRIMITIVE_SUMMARY: Final = "aiotrace.primitive"
@@ -239,6 +243,27 @@ ATTR_TEST_WAITS: Final = "aiotrace.test.waits"
 """On a test span: how many waits blocked."""
 ATTR_XDIST_WORKER: Final = "aiotrace.xdist.worker"
 """On worker and test spans: the pytest-xdist worker id (``gw0``)."""
+FINDING_DEADLOCK: Final = "deadlock"
+FINDING_HANG: Final = "hang"
+FINDING_LEAK: Final = "leak"
+FINDING_LOCK_ORDER: Final = "lock order"
+FINDING_LOOP_BLOCKED: Final = "loop blocked"
+FINDING_SEVERITY: Final = (
+    FINDING_DEADLOCK,
+    FINDING_HANG,
+    FINDING_LEAK,
+    FINDING_LOCK_ORDER,
+    FINDING_LOOP_BLOCKED,
+)
+"""Values of ``aiotrace.finding.kind``, most severe first (reports list findings in this order)."""
+ATTR_FINDING_KIND: Final = "aiotrace.finding.kind"
+"""On a finding span: deadlock, hang, leak, lock order, loop blocked."""
+ATTR_FINDING_SUMMARY: Final = "aiotrace.finding.summary"
+"""On a finding span: the problem in one line."""
+ATTR_FINDING_DETAIL: Final = "aiotrace.finding.detail"
+"""On a finding span: the tasks, primitives and lines involved, one per line."""
+ATTR_BLOCKED_STACK: Final = "code.stacktrace"
+"""On a loop-blocked span: the loop thread's stack as it blocked (semconv ``code.stacktrace``)."""
 ATTR_LEAK_KIND: Final = "aiotrace.leak.kind"
 """On a leak event: ``lock held``, ``permit taken`` or ``future unresolved``."""
 ATTR_LEAK_DETAIL: Final = "aiotrace.leak.detail"

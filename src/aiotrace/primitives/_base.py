@@ -150,6 +150,7 @@ class SiteStats:
         "max_hold_ns",
         "max_wait_ns",
         "n",
+        "no_lock_order",
         "owner",
         "quiet",
         "raw",
@@ -173,6 +174,8 @@ class SiteStats:
         """Slow-path operations not spanned (below their threshold)."""
         self.label: str | None = None
         """The name given with ``aiotrace.name()`` (the last one, if several)."""
+        self.no_lock_order = False
+        """Left out of lock-order checking (``aiotrace.ignore_lock_order``)."""
         self.owner: tuple[SiteStats, str] | None = None
         """For a helper (a Condition's own Lock): its owner's stats and the name suffix."""
 
@@ -252,9 +255,12 @@ def stats_for(kind: str, raw: RawSite | None, internal: bool) -> SiteStats:
 WATCHED: Final[list[weakref.WeakSet[Any] | None]] = [None]
 """Locks and semaphores created while a leak check watches (see ``_leaks.watch``)."""
 
-_WATCHED_KINDS: Final = frozenset(
-    {semconv.KIND_LOCK, semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE}
-)
+_WATCHED_KINDS: Final[set[str]] = {
+    semconv.KIND_LOCK,
+    semconv.KIND_SEMAPHORE,
+    semconv.KIND_BOUNDED_SEMAPHORE,
+}
+"""Kinds remembered while watching; diagnosis adds every kind (for its wait-for graph)."""
 
 
 def on_create(prim: Any, kind: str) -> PrimRef:

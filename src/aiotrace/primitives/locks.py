@@ -42,6 +42,7 @@ from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture, is_internal_file, user_frame
+from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     CancelledError,
     current_task,
@@ -59,6 +60,7 @@ from aiotrace.primitives._base import (
     task_of_frame,
     wait_spanned,
 )
+from aiotrace.primitives._lock_order import LOCK_ORDER
 
 FAMILY_LOCK: Final = "lock"
 FAMILY_SEMAPHORE: Final = "semaphore"
@@ -206,6 +208,9 @@ def lock_patches() -> list[Patch]:
     pc = perf_counter_ns
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
+    lock_order = LOCK_ORDER
+    order_acquired = _lock_order.acquired
+    order_released = _lock_order.released
     inline_slow_path = source_is(orig_acquire, _KNOWN_LOCK_ACQUIRE)
     mixin = asyncio.locks._ContextManagerMixin
     # acquire() called from an __aenter__ (ours for a Lock, asyncio's for a
@@ -222,6 +227,7 @@ def lock_patches() -> list[Patch]:
         # (asyncio's own included) on CPython's fast path.
         self._aiotrace_t0 = 0
         self._aiotrace_owner = None
+        self._aiotrace_olasti = 0
         self._aiotrace_starts = None
         if enabled[FAMILY_LOCK]:
             try:
@@ -239,14 +245,17 @@ def lock_patches() -> list[Patch]:
             self._locked = True
             t0 = self._aiotrace_t0 = pc()
             if live[0]:
-                frame = getframe(1)
+                frame: Any = getframe(1)
                 if frame.f_code is aenter_code or frame.f_code is mixin_code:
-                    self._aiotrace_owner = frame.f_back
+                    frame = frame.f_back
                 else:
                     # An explicit acquire() may be released far away: remember
                     # where it was taken (``async with`` gets it at release).
-                    self._aiotrace_owner = frame
                     self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
+                self._aiotrace_owner = frame
+                self._aiotrace_olasti = frame.f_lasti
+                if lock_order[0]:
+                    order_acquired(self, frame)
             return True
         # Contended: queue our start time, then wait.
         t0 = pc()
@@ -296,12 +305,15 @@ def lock_patches() -> list[Patch]:
             raise
         t1 = self._aiotrace_t0 = pc()
         if tracing:
-            frame = getframe(1)
+            frame: Any = getframe(1)  # type: ignore[no-redef]  # the same variable
             if frame.f_code is aenter_code or frame.f_code is mixin_code:
-                self._aiotrace_owner = frame.f_back
+                frame = frame.f_back
             else:
-                self._aiotrace_owner = frame
                 self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
+            self._aiotrace_owner = frame
+            self._aiotrace_olasti = frame.f_lasti
+            if lock_order[0]:
+                order_acquired(self, frame)
             # The common case inline: we were handed the lock and did not wait long.
             handoffs = self._aiotrace_handoffs
             handoff = handoffs.get(t0) if handoffs else None
@@ -379,6 +391,8 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
+            if lock_order[0]:
+                order_released(self, owner)
             starts = self._aiotrace_starts
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
@@ -397,7 +411,10 @@ def lock_patches() -> list[Patch]:
         ):
             self._locked = True
             self._aiotrace_t0 = pc()
-            self._aiotrace_owner = getframe(1)
+            frame = self._aiotrace_owner = getframe(1)
+            self._aiotrace_olasti = frame.f_lasti
+            if lock_order[0]:
+                order_acquired(self, frame)
             return None
         await self.acquire()
         # asyncio's __aenter__ returns None: "async with lock as x" binds None.
@@ -412,6 +429,8 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
+            if lock_order[0]:
+                order_released(self, owner)
             starts = self._aiotrace_starts
             if t1 - t0 < min_hold:
                 if not starts:
@@ -438,6 +457,7 @@ def lock_patches() -> list[Patch]:
         Patch(Lock, "_aiotrace_stats", preexisting_stats(semconv.KIND_LOCK)),
         Patch(Lock, "_aiotrace_t0", 0),
         Patch(Lock, "_aiotrace_owner", None),
+        Patch(Lock, "_aiotrace_olasti", 0),
         Patch(Lock, "_aiotrace_asite", None),
         Patch(Lock, "_aiotrace_starts", None),
         Patch(Lock, "_aiotrace_handoffs", None),
@@ -515,6 +535,8 @@ def semaphore_patches() -> list[Patch]:
             self._aiotrace_permits = [permit]
         else:
             permits.append(permit)
+        if LOCK_ORDER[0]:
+            _lock_order.acquired(self, frame)
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:
@@ -617,6 +639,8 @@ def semaphore_patches() -> list[Patch]:
             else:
                 index = 0
         t0, owner, site = permits.pop(index)
+        if LOCK_ORDER[0]:
+            _lock_order.released(self, owner)
         dt = t1 - t0
         stats = self._aiotrace_stats
         woken = None

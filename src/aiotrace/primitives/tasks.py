@@ -61,6 +61,7 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     stats_for,
+    task_name,
     tasks_by_loop,
     wait_spanned,
 )
@@ -420,15 +421,25 @@ class _FutureMeta(type):
 class _FutureState:
     """What a traced future remembers until it resolves."""
 
-    __slots__ = ("creator", "parent", "site", "span_id", "t0", "waiters")
+    __slots__ = ("creator", "creator_id", "parent", "site", "span_id", "t0", "waiters")
 
-    def __init__(self, t0: int, span_id: int, parent: Any, creator: str | None, site: Any) -> None:
+    def __init__(
+        self,
+        t0: int,
+        span_id: int,
+        parent: Any,
+        creator: str | None,
+        site: Any,
+        creator_id: int = 0,
+    ) -> None:
         self.t0 = t0
         self.span_id = span_id
         self.parent = parent
         self.creator = creator
         self.site = site
         self.waiters = 0
+        self.creator_id = creator_id
+        """``id()`` of the task that created the future (0 outside a task): its likely resolver."""
 
 
 PENDING: Final[dict[int, tuple[_FutureState, PrimRef]]] = {}
@@ -506,8 +517,14 @@ def _future_created(fut: TracedFuture) -> None:
     ref = PrimRef(semconv.KIND_FUTURE, raw, stats)
     fut._aiotrace_ref = ref
     fut._aiotrace_stats = stats
+    task = current_task()
     state = _FutureState(
-        perf_counter_ns(), RECORDER.next_id(), current_span(), current_task_name(), raw
+        perf_counter_ns(),
+        RECORDER.next_id(),
+        current_span(),
+        task_name(task),
+        raw,
+        id(task) if task is not None else 0,
     )
     fut._aiotrace_state = state
     PENDING[id(fut)] = (state, ref)

@@ -1,0 +1,1020 @@
+"""Diagnosis: name the culprit: deadlocks, hangs, leaks, lock-order inversions, loop blocks.
+
+Spans say what happened; this module says what went wrong. Its pieces:
+
+* the **wait-for graph** (:func:`snapshot`): every pending task, what it is
+  blocked on (``task._fut_waiter`` mapped back to the lock, semaphore,
+  event, condition, queue, task or future behind it), and which tasks could
+  end that wait: the holder of a lock, the holders of a semaphore's permits,
+  an awaited task, the creator of an awaited future. A set of tasks none of
+  which can be released from outside the set is a **deadlock**; cycles are
+  found with an AND/OR knot test, so a semaphore wait is stuck only if every
+  permit holder is, and a ``gather`` as soon as one child is;
+* the **watchdog** (:class:`Watchdog`), a thread that pings every event
+  loop it finds: a ping that does not run within ``block_threshold`` means a
+  callback or task step is blocking the loop, and the loop thread's stack is
+  sampled *while it blocks*; every half second the ping also checks the
+  graph for deadlocks, and whether the loop can make progress at all (no
+  ready callbacks, no timers, no I/O, no busy executor or other thread): a
+  **hang**. ``hang_timeout`` also bounds the whole run;
+* **findings** (:class:`Finding`): one per problem, most severe first,
+  printed at once when urgent, and emitted as ``aiotrace.finding`` spans
+  (linked to the spans of the tasks involved) so Jaeger users see them and
+  reports rebuild them from a trace file.
+
+Lock-order checking lives next to the locks (``primitives/_lock_order``);
+this module turns its inversions into findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from aiotrace import semconv
+from aiotrace._sites import SITES, default_name, is_internal_file, line_of, short_path
+from aiotrace.primitives import _base
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import FrameType
+
+    from aiotrace.primitives._lock_order import Nesting
+
+DEADLOCK: Final = semconv.FINDING_DEADLOCK
+HANG: Final = semconv.FINDING_HANG
+LEAK: Final = semconv.FINDING_LEAK
+LOCK_ORDER: Final = semconv.FINDING_LOCK_ORDER
+LOOP_BLOCKED: Final = semconv.FINDING_LOOP_BLOCKED
+SEVERITY: Final = semconv.FINDING_SEVERITY
+
+_LABELS: Final = {
+    semconv.KIND_LOCK: "lock",
+    semconv.KIND_SEMAPHORE: "semaphore",
+    semconv.KIND_BOUNDED_SEMAPHORE: "semaphore",
+    semconv.KIND_EVENT: "event",
+    semconv.KIND_CONDITION: "condition",
+    semconv.KIND_BARRIER: "barrier",
+    semconv.KIND_QUEUE: "queue",
+    semconv.KIND_PRIORITY_QUEUE: "queue",
+    semconv.KIND_LIFO_QUEUE: "queue",
+    semconv.KIND_FUTURE: "future",
+}
+
+
+# ===========================================================================
+# Findings
+# ===========================================================================
+
+
+@dataclass
+class Finding:
+    """One problem, in words: a one-line summary and the lines that explain it."""
+
+    kind: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+    tasks: list[Any] = field(default_factory=list)
+    """The live tasks involved (for links to their spans; not serialised)."""
+
+    @property
+    def severity(self) -> int:
+        """Position in :data:`SEVERITY`: lower is worse."""
+        return SEVERITY.index(self.kind) if self.kind in SEVERITY else len(SEVERITY)
+
+    def attributes(self) -> dict[str, Any]:
+        """The finding as span attributes."""
+        return {
+            semconv.ATTR_FINDING_KIND: self.kind,
+            semconv.ATTR_FINDING_SUMMARY: self.summary,
+            semconv.ATTR_FINDING_DETAIL: "\n".join(self.details),
+        }
+
+    def text(self) -> str:
+        """Summary and details, as the terminal shows them."""
+        return "\n".join(
+            [f"{self.kind.upper()}: {self.summary}", *(f"  {d}" for d in self.details)]
+        )
+
+
+def _task_label(task: Any) -> str:
+    try:
+        name = task.get_name()
+    except Exception:  # a Task subclass with a broken get_name()
+        name = "?"
+    coro = getattr(task, "get_coro", lambda: None)()
+    qualname = getattr(coro, "__qualname__", None)
+    return f'task "{name}"' + (f" ({qualname})" if qualname and qualname != name else "")
+
+
+def _where(code: Any, line: int | None) -> str:
+    function = getattr(code, "co_qualname", code.co_name)
+    return f"{short_path(code.co_filename)}:{line} in {function}"
+
+
+# ===========================================================================
+# The wait-for graph
+# ===========================================================================
+
+
+@dataclass
+class Wait:
+    """What one pending task is blocked on, and who could end that."""
+
+    task: Any
+    what: str
+    """In words: ``lock cache_lock (app.py:3)``, ``task "fetch"``, ``a sleep``."""
+    releasers: list[Any] | None
+    """Tasks that could end the wait; ``[]`` none left; ``None`` unknown (anyone, a timer)."""
+    mode: str = "any"
+    """``any``: one releaser is enough (lock, semaphore); ``all``: each must finish (gather)."""
+    held_at: dict[int, str] = field(default_factory=dict)
+    """id(releaser) -> where it took what it holds (``bank.py:14 in transfer``)."""
+
+
+def await_frames(task: Any) -> list[FrameType]:
+    """The frames of ``task``'s await chain, outermost first (like a call stack)."""
+    frames: list[FrameType] = []
+    try:
+        coro = task.get_coro()
+    except Exception:
+        return frames
+    for _ in range(256):
+        if coro is None:
+            break
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
+        if frame is not None:
+            frames.append(frame)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    if not frames or task is _current_task_here():
+        # A running task's suspended chain stops at the running coroutine;
+        # its callers are on this thread's stack.
+        stack: list[FrameType] = []
+        frame = sys._getframe(1)
+        while frame is not None:
+            stack.append(frame)
+            frame = frame.f_back
+        own = {id(f) for f in frames}
+        frames.extend(f for f in reversed(stack) if id(f) not in own)
+    return frames
+
+
+def _current_task_here() -> Any:
+    loop = _base.running_loop()
+    return _base.tasks_by_loop(loop) if loop is not None else None
+
+
+class Graph:
+    """The wait-for graph of every pending task, at one moment."""
+
+    def __init__(self, tasks: list[Any], waits: dict[int, Wait | None]) -> None:
+        self.tasks = tasks
+        self.waits = waits
+
+    def wait_of(self, task: Any) -> Wait | None:
+        """What ``task`` waits on (None: it is runnable, or waits on nothing we know)."""
+        return self.waits.get(id(task))
+
+    def deadlocked(self) -> list[Any]:
+        """Tasks that can never proceed: every way out leads back into the set."""
+        blocked = {id(w.task): w for w in self.waits.values() if w is not None and w.releasers}
+        changed = True
+        while changed:
+            changed = False
+            for key, wait in list(blocked.items()):
+                inside = [id(r) in blocked for r in wait.releasers or ()]
+                stuck = all(inside) if wait.mode == "any" else any(inside)
+                if not stuck:
+                    del blocked[key]
+                    changed = True
+        return [w.task for w in blocked.values()]
+
+    def cycles(self) -> list[list[Any]]:
+        """The deadlocked tasks as cycles (each task once), for a readable chain."""
+        stuck = {id(t): t for t in self.deadlocked()}
+        seen: set[int] = set()
+        cycles: list[list[Any]] = []
+        for start in list(stuck.values()):
+            if id(start) in seen:
+                continue
+            path: list[Any] = []
+            index: dict[int, int] = {}
+            task = start
+            while id(task) not in index and id(task) not in seen:
+                index[id(task)] = len(path)
+                path.append(task)
+                wait = self.waits.get(id(task))
+                nxt = (
+                    next((r for r in (wait.releasers or ()) if id(r) in stuck), None)
+                    if wait
+                    else None
+                )
+                if nxt is None:
+                    break
+                task = nxt
+            if id(task) in index:
+                cycle = path[index[id(task)] :]
+                cycles.append(cycle)
+            seen.update(id(t) for t in path)
+        return cycles
+
+    def describe_wait(self, task: Any) -> str:
+        """One line: the task, what it waits on, who holds it and since where."""
+        wait = self.waits.get(id(task))
+        if wait is None:
+            return f"{_task_label(task)} is not waiting on anything aiotrace knows"
+        line = f"{_task_label(task)} waits for {wait.what}"
+        if wait.releasers:
+            holders = ", ".join(
+                _task_label(r)
+                + (f" (taken at {wait.held_at[id(r)]})" if id(r) in wait.held_at else "")
+                for r in wait.releasers
+            )
+            verb = (
+                "held by" if wait.what.split(" ")[0] in ("lock", "semaphore") else "to be ended by"
+            )
+            line += f", {verb} {holders}"
+        elif wait.releasers == []:
+            line += ", which no pending task can end"
+        return line
+
+    def format(self) -> list[str]:
+        """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``)."""
+        lines: list[str] = []
+        for task in self.tasks:
+            lines.append(self.describe_wait(task))
+            for frame in await_frames(task):
+                code = frame.f_code
+                if is_internal_file(code.co_filename):
+                    continue
+                lines.append(f"    {_where(code, frame.f_lineno)}")
+        return lines
+
+
+def _pending_tasks() -> list[Any]:
+    from aiotrace._leaks import _pending_tasks as pending
+
+    return pending()
+
+
+def _waiter_index() -> dict[int, tuple[Any, str, str]]:
+    """id(waiter future) -> (primitive, kind, role) for every watched primitive."""
+    index: dict[int, tuple[Any, str, str]] = {}
+    watched = _base.WATCHED[0]
+    for prim in list(watched or ()):
+        with contextlib.suppress(Exception):
+            ref = getattr(prim, "_aiotrace_ref", None)
+            kind = ref.kind if ref is not None else type(prim).__name__
+            if isinstance(prim, asyncio.Queue):
+                for fut in getattr(prim, "_getters", None) or ():
+                    index[id(fut)] = (prim, kind, "get")
+                for fut in getattr(prim, "_putters", None) or ():
+                    index[id(fut)] = (prim, kind, "put")
+                finished = getattr(prim, "_finished", None)
+                for fut in getattr(finished, "_waiters", None) or ():
+                    index[id(fut)] = (prim, kind, "join")
+                continue
+            barrier_cond = getattr(prim, "_cond", None)
+            if barrier_cond is not None and not isinstance(prim, asyncio.Condition):
+                for fut in getattr(barrier_cond, "_waiters", None) or ():
+                    index[id(fut)] = (prim, kind, "wait")
+                continue
+            for fut in getattr(prim, "_waiters", None) or ():
+                index.setdefault(id(fut), (prim, kind, "wait"))
+    return index
+
+
+def _name(prim: Any, kind: str) -> str:
+    ref = getattr(prim, "_aiotrace_ref", None)
+    return _base.display_name(ref) if ref is not None else f"{kind} (created before tracing)"
+
+
+def snapshot(tasks: Iterable[Any] | None = None) -> Graph:
+    """The wait-for graph now. Safe from the loop's thread; best effort from another."""
+    pending = list(tasks) if tasks is not None else _pending_tasks()
+    by_frame: dict[int, Any] = {}
+    for task in pending:
+        for frame in await_frames(task):
+            by_frame.setdefault(id(frame), task)
+    live = {id(t): t for t in pending}
+    waiters = _waiter_index()
+    waits: dict[int, Wait | None] = {}
+    for task in pending:
+        try:
+            waits[id(task)] = _classify(task, by_frame, live, waiters)
+        except Exception:  # a task in a state we do not know: leave it out
+            waits[id(task)] = None
+    return Graph(pending, waits)
+
+
+def _classify(
+    task: Any,
+    by_frame: dict[int, Any],
+    live: dict[int, Any],
+    waiters: dict[int, tuple[Any, str, str]],
+) -> Wait | None:
+    fut = getattr(task, "_fut_waiter", None)
+    if fut is None:
+        return None
+    if isinstance(fut, asyncio.Task):
+        return Wait(task, _task_label(fut), [fut] if not fut.done() else None)
+    children = getattr(fut, "_children", None)
+    if children is not None:  # gather()
+        pending = [c for c in children if not c.done()]
+        if pending and all(isinstance(c, asyncio.Task) for c in pending):
+            names = ", ".join(_task_label(c) for c in pending[:5])
+            return Wait(task, f"gather({names})", pending, mode="all")
+        return Wait(task, "gather(...)", None)
+    entry = waiters.get(id(fut))
+    if entry is not None:
+        prim, kind, role = entry
+        what = f"{_LABELS.get(kind, kind.lower())} {_name(prim, kind)}"
+        if role != "wait":
+            what = f"{what} ({role})"
+        if isinstance(prim, asyncio.Lock):
+            return _lock_wait(task, prim, what, by_frame)
+        if isinstance(prim, asyncio.Semaphore):
+            return _semaphore_wait(task, prim, what, by_frame)
+        return Wait(task, what, None)
+    state = getattr(fut, "_aiotrace_state", None)
+    if state is not None:
+        ref = getattr(fut, "_aiotrace_ref", None)
+        what = f"future {_base.display_name(ref)}" if ref is not None else "a future"
+        creator = live.get(state.creator_id) if state.creator_id else None
+        if creator is not None and creator is not task:
+            return Wait(task, what, [creator])
+        if state.creator_id and creator is None:
+            return Wait(task, what, [])  # its creator is gone: who else would resolve it?
+        return Wait(task, what, None)
+    return Wait(task, "an asyncio internal future (a sleep, I/O, a thread)", None)
+
+
+def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wait:
+    owner = getattr(lock, "_aiotrace_owner", None)
+    if owner is None or not lock.locked():
+        return Wait(task, what, None)  # released just now, or taken before tracing
+    holder = by_frame.get(id(owner))
+    if holder is None:
+        return Wait(task, what, [])  # held by a coroutine that is no task's any more
+    lasti = getattr(lock, "_aiotrace_olasti", owner.f_lasti)
+    site = _where(owner.f_code, line_of(owner.f_code, lasti))
+    return Wait(task, what, [holder], held_at={id(holder): site})
+
+
+def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) -> Wait:
+    permits = getattr(sem, "_aiotrace_permits", None) or []
+    holders: list[Any] = []
+    held_at: dict[int, str] = {}
+    unknown = False
+    for _, owner, site in list(permits):
+        holder = by_frame.get(id(owner)) if owner is not None else None
+        if holder is None:
+            unknown = unknown or owner is None
+            continue
+        if holder not in holders:
+            holders.append(holder)
+            if site is not None:
+                resolved = SITES.resolve(site)
+                held_at[id(holder)] = f"{resolved.label} in {resolved.function}"
+    if unknown or (not holders and not permits):
+        return Wait(task, what, None)
+    return Wait(task, what, holders, held_at=held_at)
+
+
+# ===========================================================================
+# Findings from the graph
+# ===========================================================================
+
+
+def deadlock_findings(graph: Graph) -> list[Finding]:
+    """A finding per cycle of tasks waiting for each other."""
+    findings = []
+    for cycle in graph.cycles():
+        names = " -> ".join(f'"{t.get_name()}"' for t in [*cycle, cycle[0]])
+        details = [graph.describe_wait(t) for t in cycle]
+        for task in cycle:
+            details.append(f"{_task_label(task)}, stack:")
+            details.extend(
+                f"    {_where(f.f_code, f.f_lineno)}"
+                for f in await_frames(task)
+                if not is_internal_file(f.f_code.co_filename)
+            )
+        findings.append(
+            Finding(DEADLOCK, f"{len(cycle)} tasks wait for each other: {names}", details, cycle)
+        )
+    return findings
+
+
+def lock_order_finding(earlier: Nesting, now: Nesting) -> Finding:
+    """The finding for two nestings of the same two primitive classes in opposite orders."""
+
+    def name(stats: Any) -> str:
+        site = SITES.resolve(stats.raw) if stats.raw is not None else None
+        return str(stats.display_name(lambda: default_name(site))) if site else str(stats.kind)
+
+    def at(site: tuple[Any, int] | None) -> str:
+        if site is None:
+            return "?"
+        resolved = SITES.resolve(site)
+        return f"{resolved.label} in {resolved.function}"
+
+    a, b = name(earlier.first), name(earlier.second)
+    return Finding(
+        LOCK_ORDER,
+        f"{a} and {b} are taken in both orders: a possible deadlock",
+        [
+            f'task "{earlier.task}" took {a} at {at(earlier.first_site)}, '
+            f"then {b} at {at(earlier.second_site)}",
+            f'task "{now.task}" took {b} at {at(now.first_site)}, '
+            f"then {a} at {at(now.second_site)}",
+            "if both run at once, each can hold one and wait forever for the other",
+        ],
+    )
+
+
+# ===========================================================================
+# The watchdog
+# ===========================================================================
+
+
+@dataclass
+class _LoopState:
+    sent: float = 0.0
+    pending: bool = False
+    thread_id: int | None = None
+    blocked: bool = False
+    sample: list[str] = field(default_factory=list)
+    sample_task: str | None = None
+    sample_coro: str | None = None
+    last_graph: float = 0.0
+    stuck_since: float | None = None
+
+
+class Watchdog:
+    """Pings event loops from a thread: blocked loops, deadlocks, hangs.
+
+    ``report(finding)`` receives every finding (from any thread);
+    ``blocked(...)`` every loop block as it ends; ``hung(finding)`` once, when
+    a hang is established: what to do then (interrupt, exit) is the caller's.
+    """
+
+    def __init__(
+        self,
+        report: Callable[[Finding], None],
+        blocked: Callable[[float, float, str | None, str | None, list[str], Any], None],
+        hung: Callable[[Finding], None] | None = None,
+        hang_timeout: float | None = None,
+        block_threshold: float = 0.1,
+        interval: float = 0.05,
+        graph_interval: float = 0.5,
+    ) -> None:
+        self._report = report
+        self._blocked = blocked
+        self._hung = hung
+        self.hang_timeout = hang_timeout
+        self.block_threshold = block_threshold
+        self.interval = min(interval, block_threshold / 2)
+        self.graph_interval = graph_interval
+        self.started = time.monotonic()
+        self._loops: dict[int, tuple[Any, _LoopState]] = {}
+        self._stop = threading.Event()
+        self._reported: set[frozenset[int]] = set()
+        self._hang_reported = False
+        self.deadline: float | None = (
+            self.started + hang_timeout if hang_timeout is not None else None
+        )
+        self.thread = threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(2.0)
+
+    def restart_clock(self, hang_timeout: float | None) -> None:
+        """A new deadline from now (the pytest plugin: per test)."""
+        self.hang_timeout = hang_timeout
+        self.deadline = time.monotonic() + hang_timeout if hang_timeout is not None else None
+        self._hang_reported = False
+        for _, state in self._loops.values():
+            state.stuck_since = None
+
+    # -- the thread --------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # the watchdog must outlive anything
+                self._tick()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        for task in _pending_tasks():
+            with contextlib.suppress(Exception):
+                loop = task.get_loop()
+                if id(loop) not in self._loops:
+                    self._loops[id(loop)] = (loop, _LoopState())
+        for key, (loop, state) in list(self._loops.items()):
+            if loop.is_closed():
+                del self._loops[key]
+                continue
+            if state.pending:
+                if now - state.sent >= self.block_threshold and loop.is_running():
+                    self._sample(loop, state)
+                continue
+            if not loop.is_running():
+                continue
+            state.pending = True
+            state.sent = now
+            try:
+                loop.call_soon_threadsafe(self._ping, loop, state)
+            except RuntimeError:  # closed in between
+                state.pending = False
+        if self.deadline is not None and now >= self.deadline and not self._hang_reported:
+            self._timeout()
+
+    def _sample(self, loop: Any, state: _LoopState) -> None:
+        """The loop has not run our ping: sample its thread's stack, while it blocks."""
+        if state.blocked or state.thread_id is None:
+            return
+        frame = sys._current_frames().get(state.thread_id)
+        if frame is None:
+            return
+        state.blocked = True
+        state.sample = [
+            line.rstrip()
+            for line in traceback.format_stack(frame)
+            if "asyncio" + os.sep not in line.split("\n")[0]
+        ][-12:]
+        task = _base.tasks_by_loop(loop)
+        state.sample_task = task.get_name() if task is not None else None
+        coro = task.get_coro() if task is not None else None
+        state.sample_coro = getattr(coro, "__qualname__", None)
+
+    def _ping(self, loop: Any, state: _LoopState) -> None:
+        """In the loop's thread: the loop is alive. Ends a block; checks the graph."""
+        try:
+            self._pinged(loop, state)
+        finally:
+            state.pending = False  # only now: no second ping while this one runs
+
+    def _pinged(self, loop: Any, state: _LoopState) -> None:
+        now = time.monotonic()
+        state.thread_id = threading.get_ident()
+        if state.blocked:
+            state.blocked = False
+            with contextlib.suppress(Exception):
+                self._blocked(
+                    state.sent,
+                    now,
+                    state.sample_task,
+                    state.sample_coro,
+                    state.sample,
+                    loop,
+                )
+        if now - state.last_graph < self.graph_interval:
+            return
+        state.last_graph = now
+        tasks = [t for t in _pending_tasks() if t.get_loop() is loop]
+        if not tasks:
+            state.stuck_since = None
+            return
+        graph = snapshot(tasks)
+        for finding in deadlock_findings(graph):
+            key = frozenset(id(t) for t in finding.tasks)
+            if key not in self._reported:
+                self._reported.add(key)
+                self._report(finding)
+        if _can_progress(loop):
+            state.stuck_since = None
+            return
+        if state.stuck_since is None:
+            state.stuck_since = now
+        elif now - state.stuck_since >= self._stuck_grace() and not self._hang_reported:
+            self._hang(
+                graph,
+                f"no task can make progress: {len(tasks)} pending, every one waiting, "
+                "no callback, timer, I/O or thread that could wake them",
+            )
+
+    def _stuck_grace(self) -> float:
+        limit = 1.0
+        return min(limit, self.hang_timeout) if self.hang_timeout is not None else limit
+
+    def _timeout(self) -> None:
+        limit = self.hang_timeout or 0.0
+        graph = self._graph_from_any_thread()
+        self._hang(graph, f"still running after the hang timeout of {limit:g} s")
+
+    def _graph_from_any_thread(self) -> Graph:
+        for loop, _ in list(self._loops.values()):
+            if not loop.is_running():
+                continue
+            done = threading.Event()
+            box: list[Graph] = []
+
+            def build(box: list[Graph] = box, done: threading.Event = done) -> None:
+                box.append(snapshot())
+                done.set()
+
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(build)
+                if done.wait(1.0):
+                    return box[0]
+        return snapshot()  # the loop is blocked: read it from here, best effort
+
+    def _hang(self, graph: Graph, why: str) -> None:
+        self._hang_reported = True
+        deadlocks = deadlock_findings(graph)
+        details = []
+        if deadlocks:
+            details.append("deadlocked: " + deadlocks[0].summary)
+        details.extend(graph.format())
+        finding = Finding(HANG, why, details, list(graph.tasks))
+        self._report(finding)
+        if self._hung is not None:
+            self._hung(finding)
+
+
+def _can_progress(loop: Any) -> bool:
+    """Whether anything could still wake a task: ready callbacks, timers, I/O, threads."""
+    ready = getattr(loop, "_ready", None)
+    if ready and any(not _ours(handle) for handle in list(ready)):
+        return True
+    if getattr(loop, "_scheduled", None):
+        return True
+    selector = getattr(loop, "_selector", None)
+    if selector is not None:
+        own = {getattr(loop, "_ssock", None), getattr(loop, "_csock", None)}
+        own_fds = {s.fileno() for s in own if s is not None}
+        with contextlib.suppress(Exception):
+            if any(key.fd not in own_fds for key in selector.get_map().values()):
+                return True
+    elif not hasattr(loop, "_ready"):
+        return True  # a loop we cannot see into (uvloop): assume it can
+    return _other_threads_busy()
+
+
+def _ours(handle: Any) -> bool:
+    """Our ping, or the loop reading its self-pipe because we pinged: not the program's work."""
+    callback = getattr(handle, "_callback", None)
+    return isinstance(getattr(callback, "__self__", None), Watchdog) or (
+        getattr(callback, "__name__", None) == "_read_from_self"
+    )
+
+
+def _other_threads_busy() -> bool:
+    """A thread other than ours and idle pool workers: it may call back into the loop."""
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.name.startswith("aiotrace-"):
+            continue
+        frame = frames.get(thread.ident or -1)
+        if frame is None:
+            continue
+        if thread is threading.main_thread():
+            continue  # the loop's own thread, usually: its state is what we judged
+        if _idle_pool_worker(frame):
+            continue
+        return True
+    return False
+
+
+def _idle_pool_worker(frame: FrameType) -> bool:
+    """A ThreadPoolExecutor worker waiting for work (not running any)."""
+    names = []
+    f: FrameType | None = frame
+    while f is not None:
+        names.append(f.f_code.co_name)
+        f = f.f_back
+    return "_worker" in names and "run" not in names[: names.index("_worker")]
+
+
+def leak_findings(since_ns: int = 0) -> list[Finding]:
+    """Locks held, permits taken and futures pending that nobody will ever release."""
+    from aiotrace import _leaks
+
+    findings = []
+    for leak in _leaks.find(since_ns):
+        findings.append(Finding(LEAK, f"{leak.kind}: {leak.primitive}", [leak.detail]))
+    return findings
+
+
+def stranded_findings(graph: Graph) -> list[Finding]:
+    """Pending tasks waiting on something no pending task can end (a finished holder)."""
+    findings = []
+    for task in graph.tasks:
+        wait = graph.wait_of(task)
+        if wait is not None and wait.releasers == []:
+            findings.append(
+                Finding(
+                    LEAK, f"{_task_label(task)} is stranded", [graph.describe_wait(task)], [task]
+                )
+            )
+    return findings
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Most severe first, then in the order found."""
+    return sorted(findings, key=lambda f: f.severity)
+
+
+# ===========================================================================
+# Diagnosing a traced process: what aiotrace run and pytest --aiotrace use
+# ===========================================================================
+
+
+@dataclass
+class DiagnosisConfig:
+    """What to watch for."""
+
+    hang_timeout: float | None = None
+    """Seconds: a hang is declared past this (and as soon as no task can progress)."""
+    block_threshold: float | None = 0.1
+    """Seconds a callback may block the loop before it is a finding; None: not watched."""
+    lock_order: bool = True
+    deadlocks: bool = True
+    dump_signals: bool = True
+    """SIGUSR1 (and SIGINT) print the wait-for graph and every task's stack."""
+
+
+class Diagnoser:
+    """Runs every check for one traced process and turns results into findings and spans.
+
+    ``parent`` is the OpenTelemetry context finding spans go under (the run's
+    or the session's span); ``on_hang`` decides what a hang does to the
+    program. Findings are also kept in :attr:`findings`, most severe first
+    when read through :meth:`sorted`.
+    """
+
+    def __init__(
+        self,
+        config: DiagnosisConfig,
+        parent: Any,
+        on_hang: Callable[[Finding], None] | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.parent = parent
+        self.on_hang = on_hang
+        self.echo = echo if echo is not None else _stderr
+        self.findings: list[Finding] = []
+        self._lock = threading.Lock()
+        self._blocks: dict[str, list[Any]] = {}
+        self.watchdog: Watchdog | None = None
+        self._saved_signals: list[tuple[int, Any]] = []
+        self._runner_patch: Any = None
+        self.hung: Finding | None = None
+
+    def start(self) -> None:
+        from aiotrace import _leaks
+        from aiotrace.primitives import _lock_order
+
+        _leaks.watch(every_kind=True)
+        if self.config.lock_order:
+            _lock_order.enable(lambda a, b: self.report(lock_order_finding(a, b)))
+        if self.config.deadlocks or self.config.hang_timeout or self.config.block_threshold:
+            self.watchdog = Watchdog(
+                self.report,
+                self._loop_blocked,
+                self._hung,
+                hang_timeout=self.config.hang_timeout,
+                block_threshold=self.config.block_threshold or 3600.0,
+            )
+            self.watchdog.start()
+        if self.config.dump_signals:
+            self._install_dumps()
+
+    def finish(self, at_exit: bool = True) -> list[Finding]:
+        """Stop watching; leaks left at the end become findings. Returns them all, sorted."""
+        from aiotrace.primitives import _lock_order
+
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        _lock_order.disable()
+        self._restore_dumps()
+        if at_exit:
+            with contextlib.suppress(Exception):
+                graph = snapshot()
+                for finding in stranded_findings(graph):
+                    self.report(finding, echo=False)
+            with contextlib.suppress(Exception):
+                for finding in leak_findings():
+                    self.report(finding, echo=False)
+        self._report_blocks()
+        return self.sorted()
+
+    def sorted(self) -> list[Finding]:
+        with self._lock:
+            return sort_findings(self.findings)
+
+    # -- findings --------------------------------------------------------
+    def report(self, finding: Finding, echo: bool = True) -> None:
+        """Keep a finding, emit its span, and print it now if it is urgent."""
+        with self._lock:
+            self.findings.append(finding)
+        with contextlib.suppress(Exception):
+            self._span(finding)
+        if echo and finding.kind in (DEADLOCK, HANG, LOCK_ORDER):
+            with contextlib.suppress(Exception):
+                self.echo(f"aiotrace: {finding.text()}")
+
+    def _span(self, finding: Finding) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+        from aiotrace._context import TASK_SPANS
+        from aiotrace._version import __version__
+
+        links = []
+        for task in finding.tasks:
+            span = TASK_SPANS.get(id(task))
+            if span is not None:
+                context = SpanContext(
+                    span.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(span.flags)
+                )
+                links.append(Link(context, {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER}))
+        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        span = tracer.start_span(
+            semconv.SPAN_FINDING, context=self.parent, attributes=finding.attributes(), links=links
+        )
+        span.end()
+
+    # -- loop blocks -------------------------------------------------------
+    def _loop_blocked(
+        self,
+        start: float,
+        end: float,
+        task: str | None,
+        coroutine: str | None,
+        stack: list[str],
+        loop: Any,
+    ) -> None:
+        from opentelemetry import trace
+
+        from aiotrace._context import TASK_SPANS
+        from aiotrace._version import __version__
+
+        epoch = time.time_ns() - time.monotonic_ns()
+        start_ns, end_ns = int(start * 1e9) + epoch, int(end * 1e9) + epoch
+        running = _base.tasks_by_loop(loop)
+        parent = self.parent
+        task_span = TASK_SPANS.get(id(running)) if running is not None else None
+        if task_span is not None:
+            parent = trace.set_span_in_context(task_span)
+        attributes: dict[str, Any] = {semconv.ATTR_BLOCKED_STACK: "\n".join(stack)}
+        if task is not None:
+            attributes[semconv.ATTR_TASK_NAME] = task
+        if coroutine is not None:
+            attributes[semconv.ATTR_TASK_COROUTINE] = coroutine
+        where = _blocking_line(stack)
+        if where is not None:
+            attributes[semconv.ATTR_CODE_FILE_PATH] = where[0]
+            attributes[semconv.ATTR_CODE_LINE_NUMBER] = where[1]
+        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        span = tracer.start_span(
+            semconv.SPAN_LOOP_BLOCKED, context=parent, attributes=attributes, start_time=start_ns
+        )
+        span.end(end_time=end_ns)
+        label = f"{short_path(where[0])}:{where[1]}" if where is not None else "?"
+        with self._lock:
+            self._blocks.setdefault(label, []).append((end - start, task, coroutine, stack))
+
+    def _report_blocks(self) -> None:
+        with self._lock:
+            blocks, self._blocks = self._blocks, {}
+        for label, items in sorted(blocks.items(), key=lambda kv: -max(i[0] for i in kv[1])):
+            longest = max(items, key=lambda i: i[0])
+            seconds, task, coroutine, stack = longest
+            who = (
+                f'task "{task}"' + (f" ({coroutine})" if coroutine else "")
+                if task
+                else "a callback"
+            )
+            self.report(
+                Finding(
+                    LOOP_BLOCKED,
+                    f"the event loop was blocked {len(items)} time(s), up to "
+                    f"{seconds * 1000:.0f} ms, at {label} in {who}",
+                    ["stack while it blocked:", *stack[-6:]],
+                ),
+                echo=False,
+            )
+
+    # -- hangs and dumps -------------------------------------------------------
+    def _hung(self, finding: Finding) -> None:
+        # Without a hang timeout a stuck program is reported, not stopped.
+        self.hung = finding
+        if self.on_hang is not None and self.config.hang_timeout is not None:
+            self.on_hang(finding)
+
+    def dump(self, why: str) -> None:
+        """Print the wait-for graph and every pending task's stack (SIGUSR1, SIGINT)."""
+        with contextlib.suppress(Exception):
+            graph = snapshot()
+            lines = [f"aiotrace: {why}: {len(graph.tasks)} pending task(s)"]
+            for finding in deadlock_findings(graph):
+                lines.append(f"  DEADLOCK: {finding.summary}")
+            lines.extend(f"  {line}" for line in graph.format())
+            self.echo("\n".join(lines))
+
+    def _install_dumps(self) -> None:
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        usr1 = getattr(signal, "SIGUSR1", None)
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            if usr1 is not None and signal.getsignal(usr1) is signal.SIG_DFL:
+                self._saved_signals.append((usr1, signal.SIG_DFL))
+                signal.signal(usr1, lambda signum, frame: self.dump("SIGUSR1"))
+        # Ctrl-C: asyncio.run() of 3.11+ handles SIGINT itself (cancelling the
+        # main task); we dump first by wrapping that handler. Before 3.11 the
+        # default handler raises KeyboardInterrupt: ours dumps, then does the same.
+        runner = getattr(asyncio.runners, "Runner", None)
+        if runner is not None and hasattr(runner, "_on_sigint"):
+            original = runner._on_sigint
+
+            def _on_sigint(self_: Any, signum: int, frame: Any, main_task: Any) -> Any:
+                if getattr(self_, "_interrupt_count", 0) == 0 and self.hung is None:
+                    self.dump("interrupted (Ctrl-C)")
+                return original(self_, signum, frame, main_task)
+
+            runner._on_sigint = _on_sigint
+            self._runner_patch = (runner, original)
+        else:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+
+                    def on_sigint(signum: int, frame: Any) -> None:
+                        if self.hung is None:
+                            self.dump("interrupted (Ctrl-C)")
+                        signal.default_int_handler(signum, frame)
+
+                    self._saved_signals.append((signal.SIGINT, signal.default_int_handler))
+                    signal.signal(signal.SIGINT, on_sigint)
+
+    def _restore_dumps(self) -> None:
+        import signal
+
+        for signum, handler in self._saved_signals:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)
+        self._saved_signals.clear()
+        if self._runner_patch is not None:
+            runner, original = self._runner_patch
+            runner._on_sigint = original
+            self._runner_patch = None
+
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _blocking_line(stack: list[str]) -> tuple[str, int] | None:
+    """The innermost user frame of a formatted stack: (path, line)."""
+    import re
+
+    for entry in reversed(stack):
+        match = re.search(r'File "([^"]+)", line (\d+)', entry)
+        if match and not is_internal_file(match.group(1)):
+            return match.group(1), int(match.group(2))
+    return None
+
+
+__all__ = [
+    "DEADLOCK",
+    "HANG",
+    "LEAK",
+    "LOCK_ORDER",
+    "LOOP_BLOCKED",
+    "Diagnoser",
+    "DiagnosisConfig",
+    "Finding",
+    "Graph",
+    "Wait",
+    "Watchdog",
+    "await_frames",
+    "deadlock_findings",
+    "leak_findings",
+    "lock_order_finding",
+    "snapshot",
+    "sort_findings",
+    "stranded_findings",
+]

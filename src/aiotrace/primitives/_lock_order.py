@@ -1,0 +1,151 @@
+"""Lock-order checking (lockdep for asyncio): who takes which lock while holding which.
+
+While enabled (``LOCK_ORDER[0]``), every lock acquisition and semaphore
+permit notes its owner frame in :data:`HELD`; an acquisition whose frame, or
+one of its callers, already holds another primitive records the nesting
+"A then B" between the two primitives' *classes* (their creation sites). The
+first time the opposite nesting "B then A" is seen, on any code path, the
+reporter is told: a possible deadlock, even if this run never hung.
+
+Nestings of two primitives of the same class (locks made at one line, such
+as one per account) are not checked: their order is by instance, which a
+class cannot tell. ``aiotrace.ignore_lock_order(primitive)`` exempts a class.
+
+Costs: a dict look-up and update per acquisition and release while enabled;
+the walk up the callers (at most :data:`DEPTH` frames) only when something
+is held at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+
+LOCK_ORDER: Final[list[bool]] = [False]
+"""On/off, read by the patched fast paths."""
+
+DEPTH: Final = 8
+"""How many callers up an acquisition looks for primitives already held."""
+
+HELD: Final[dict[Any, list[Any]]] = {}
+"""Owner frame -> primitives it holds (locks, or semaphores for their permits)."""
+
+
+@dataclass(frozen=True)
+class Nesting:
+    """One observed "first, then second": the classes, and where and who."""
+
+    first: Any  # SiteStats of the class held
+    second: Any  # SiteStats of the class then taken
+    first_site: tuple[Any, int] | None  # (code, lasti) where the first was taken
+    second_site: tuple[Any, int]  # where the second was taken
+    task: str | None
+
+
+_EDGES: Final[dict[tuple[int, int], Nesting]] = {}
+_REPORTED: Final[set[frozenset[int]]] = set()
+_reporter: list[Callable[[Nesting, Nesting], None] | None] = [None]
+
+
+def enable(reporter: Callable[[Nesting, Nesting], None]) -> None:
+    """Start checking; ``reporter(earlier, now)`` is called once per inverted pair."""
+    _reporter[0] = reporter
+    LOCK_ORDER[0] = True
+
+
+def disable() -> None:
+    """Stop checking and forget what was seen."""
+    LOCK_ORDER[0] = False
+    _reporter[0] = None
+    HELD.clear()
+    _EDGES.clear()
+    _REPORTED.clear()
+
+
+def acquired(prim: Any, frame: FrameType | None) -> None:
+    """``prim`` was just taken by ``frame`` (called from the fast paths when enabled)."""
+    if frame is None:
+        return
+    if HELD:
+        with contextlib.suppress(Exception):  # never fail an acquire
+            _check(prim, frame)
+    held = HELD.get(frame)
+    if held is None:
+        HELD[frame] = [prim]
+    else:
+        held.append(prim)
+
+
+def released(prim: Any, owner: FrameType | None) -> None:
+    """``prim`` (one hold of it) was released; ``owner`` is the frame that took it."""
+    held = HELD.get(owner) if owner is not None else None
+    if held is None:
+        return
+    with contextlib.suppress(ValueError):
+        held.remove(prim)
+    if not held:
+        del HELD[owner]
+
+
+def _check(prim: Any, frame: FrameType) -> None:
+    stats = getattr(prim, "_aiotrace_stats", None)
+    if stats is None or stats.internal or getattr(stats, "no_lock_order", False):
+        return
+    f: FrameType | None = frame
+    depth = 0
+    while f is not None and depth < DEPTH:
+        for other in HELD.get(f, ()):
+            if other is not prim:
+                _nested(other, prim, stats, frame)
+        f = f.f_back
+        depth += 1
+
+
+def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> None:
+    first_stats = getattr(first, "_aiotrace_stats", None)
+    if (
+        first_stats is None
+        or first_stats is second_stats
+        or first_stats.internal
+        or getattr(first_stats, "no_lock_order", False)
+    ):
+        return
+    key = (id(first_stats), id(second_stats))
+    if key in _EDGES:
+        return
+    from aiotrace.primitives._base import current_task_name
+
+    nesting = Nesting(
+        first_stats,
+        second_stats,
+        _acquire_site(first),
+        (frame.f_code, frame.f_lasti),
+        current_task_name(),
+    )
+    _EDGES[key] = nesting
+    reverse = _EDGES.get((key[1], key[0]))
+    pair = frozenset(key)
+    if reverse is not None and pair not in _REPORTED:
+        _REPORTED.add(pair)
+        reporter = _reporter[0]
+        if reporter is not None:
+            reporter(reverse, nesting)
+
+
+def _acquire_site(prim: Any) -> tuple[Any, int] | None:
+    owner = getattr(prim, "_aiotrace_owner", None)
+    if owner is not None:
+        return (owner.f_code, getattr(prim, "_aiotrace_olasti", owner.f_lasti))
+    permits = getattr(prim, "_aiotrace_permits", None)
+    if permits:
+        site = permits[-1][2]
+        return site if site is not None else None
+    return None
+
+
+__all__ = ["HELD", "LOCK_ORDER", "Nesting", "acquired", "disable", "enable", "released"]
