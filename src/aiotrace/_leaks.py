@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiotrace import semconv
-from aiotrace._sites import SITES, short_path
+from aiotrace._sites import SITES, line_of, short_path
 from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
 
-COLLECTED: Final[deque[tuple[int, str, int]]] = deque(maxlen=1000)
-"""Futures garbage-collected unresolved while watching: (created ns, name, waiters)."""
+COLLECTED: Final[deque[tuple[int, str, int, str | None]]] = deque(maxlen=1000)
+"""Futures garbage-collected unresolved while watching: (created ns, name, waiters, creator)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,15 @@ def unwatch() -> None:
     COLLECTED.clear()
 
 
-def future_collected(created_ns: int, name: str, waiters: int) -> None:
+def future_collected(created_ns: int, name: str, waiters: int, creator: str | None) -> None:
     """Called when a traced future is garbage-collected unresolved, while watching."""
     if WATCHED[0] is not None:
-        COLLECTED.append((created_ns, name, waiters))
+        COLLECTED.append((created_ns, name, waiters, creator))
+
+
+def _function(frame: Any) -> str:
+    code = frame.f_code
+    return str(getattr(code, "co_qualname", code.co_name))
 
 
 def _where(frame: Any) -> str:
@@ -135,13 +140,14 @@ def find(since_ns: int) -> list[Leak]:
                     (id(state), 0),
                 )
             )
-    for created_ns, name, waiters in list(COLLECTED):
+    for created_ns, name, waiters, creator in list(COLLECTED):
         if created_ns >= since_ns:
+            by = f'created by task "{creator}", ' if creator else ""
             leaks.append(
                 Leak(
                     FUTURE_UNRESOLVED,
                     name,
-                    f"garbage-collected unresolved, {waiters} task(s) were waiting",
+                    f"{by}garbage-collected unresolved, {waiters} task(s) were waiting",
                     (created_ns, waiters),
                 )
             )
@@ -154,11 +160,13 @@ def _prim_leaks(prim: Any, pending: list[Any]) -> list[Leak]:
         if not prim.locked() or owner is None or _held_by_pending_task(owner, pending):
             return []
         name = display_name(ref_of(prim, semconv.KIND_LOCK))
+        line = line_of(owner.f_code, getattr(prim, "_aiotrace_olasti", owner.f_lasti))
         return [
             Leak(
                 LOCK_HELD,
                 name,
-                f"acquired by {_where(owner)}, which finished without releasing it",
+                f"acquired at {short_path(owner.f_code.co_filename)}:{line} in "
+                f"{_function(owner)}, which finished without releasing it",
                 (id(prim), id(owner)),
             )
         ]
@@ -180,7 +188,7 @@ def _prim_leaks(prim: Any, pending: list[Any]) -> list[Leak]:
             Leak(
                 PERMIT_TAKEN,
                 name,
-                f"taken at {where} by {_where(owner)}, which finished without releasing it",
+                f"taken at {where} in {_function(owner)}, which finished without releasing it",
                 (id(prim), id(owner)),
             )
         )

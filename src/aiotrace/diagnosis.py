@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -174,6 +173,19 @@ def await_frames(task: Any) -> list[FrameType]:
     return frames
 
 
+def _creation_order(task: Any) -> tuple[float, str]:
+    """Older tasks first (by their span's start), then by name."""
+    from aiotrace._context import TASK_SPANS
+
+    span = TASK_SPANS.get(id(task))
+    started = float(span.start_ns) if span is not None else float("inf")
+    try:
+        name = str(task.get_name())
+    except Exception:  # a Task subclass with a broken get_name()
+        name = ""
+    return started, name
+
+
 def _current_task_here() -> Any:
     loop = _base.running_loop()
     return _base.tasks_by_loop(loop) if loop is not None else None
@@ -229,12 +241,17 @@ class Graph:
                 task = nxt
             if id(task) in index:
                 cycle = path[index[id(task)] :]
-                cycles.append(cycle)
+                first = min(range(len(cycle)), key=lambda i: _creation_order(cycle[i]))
+                cycles.append(cycle[first:] + cycle[:first])  # the same chain every time
             seen.update(id(t) for t in path)
         return cycles
 
-    def describe_wait(self, task: Any) -> str:
-        """One line: the task, what it waits on, who holds it and since where."""
+    def describe_wait(self, task: Any, stuck: bool = False) -> str:
+        """One line: the task, what it waits on, who holds it and since where.
+
+        ``stuck``: nothing in the program can make progress, so a wait with
+        no known releaser (an event, a queue) will never end either.
+        """
         wait = self.waits.get(id(task))
         if wait is None:
             return f"{_task_label(task)} is not waiting on anything aiotrace knows"
@@ -249,15 +266,15 @@ class Graph:
                 "held by" if wait.what.split(" ")[0] in ("lock", "semaphore") else "to be ended by"
             )
             line += f", {verb} {holders}"
-        elif wait.releasers == []:
+        elif wait.releasers == [] or stuck:
             line += ", which no pending task can end"
         return line
 
-    def format(self) -> list[str]:
+    def format(self, stuck: bool = False) -> list[str]:
         """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``)."""
         lines: list[str] = []
         for task in self.tasks:
-            lines.append(self.describe_wait(task))
+            lines.append(self.describe_wait(task, stuck))
             for frame in await_frames(task):
                 code = frame.f_code
                 if is_internal_file(code.co_filename):
@@ -461,6 +478,7 @@ class _LoopState:
     sample: list[str] = field(default_factory=list)
     sample_task: str | None = None
     sample_coro: str | None = None
+    sample_task_ref: Any = None
     last_graph: float = 0.0
     stuck_since: float | None = None
 
@@ -550,18 +568,20 @@ class Watchdog:
 
     def _sample(self, loop: Any, state: _LoopState) -> None:
         """The loop has not run our ping: sample its thread's stack, while it blocks."""
-        if state.blocked or state.thread_id is None:
+        thread_id = state.thread_id or getattr(loop, "_thread_id", None)
+        if state.blocked or thread_id is None:
             return
-        frame = sys._current_frames().get(state.thread_id)
+        frame = sys._current_frames().get(thread_id)
         if frame is None:
             return
         state.blocked = True
         state.sample = [
-            line.rstrip()
-            for line in traceback.format_stack(frame)
-            if "asyncio" + os.sep not in line.split("\n")[0]
+            entry.rstrip()
+            for entry, f in zip(traceback.format_stack(frame), _stack_frames(frame), strict=False)
+            if not is_internal_file(f.f_code.co_filename) and "runpy" not in f.f_code.co_filename
         ][-12:]
         task = _base.tasks_by_loop(loop)
+        state.sample_task_ref = task
         state.sample_task = task.get_name() if task is not None else None
         coro = task.get_coro() if task is not None else None
         state.sample_coro = getattr(coro, "__qualname__", None)
@@ -585,8 +605,9 @@ class Watchdog:
                     state.sample_task,
                     state.sample_coro,
                     state.sample,
-                    loop,
+                    state.sample_task_ref,
                 )
+            state.sample_task_ref = None
         if now - state.last_graph < self.graph_interval:
             return
         state.last_graph = now
@@ -610,6 +631,7 @@ class Watchdog:
                 graph,
                 f"no task can make progress: {len(tasks)} pending, every one waiting, "
                 "no callback, timer, I/O or thread that could wake them",
+                stuck=True,
             )
 
     def _stuck_grace(self) -> float:
@@ -638,13 +660,13 @@ class Watchdog:
                     return box[0]
         return snapshot()  # the loop is blocked: read it from here, best effort
 
-    def _hang(self, graph: Graph, why: str) -> None:
+    def _hang(self, graph: Graph, why: str, stuck: bool = False) -> None:
         self._hang_reported = True
         deadlocks = deadlock_findings(graph)
         details = []
         if deadlocks:
             details.append("deadlocked: " + deadlocks[0].summary)
-        details.extend(graph.format())
+        details.extend(graph.format(stuck))
         finding = Finding(HANG, why, details, list(graph.tasks))
         self._report(finding)
         if self._hung is not None:
@@ -779,6 +801,7 @@ class Diagnoser:
         self.watchdog: Watchdog | None = None
         self._saved_signals: list[tuple[int, Any]] = []
         self._runner_patch: Any = None
+        self._pending_dump: str | None = None
         self.hung: Finding | None = None
 
     def start(self) -> None:
@@ -806,6 +829,7 @@ class Diagnoser:
 
         if self.watchdog is not None:
             self.watchdog.stop()
+        self.flush_dump()
         _lock_order.disable()
         self._restore_dumps()
         if at_exit:
@@ -863,7 +887,7 @@ class Diagnoser:
         task: str | None,
         coroutine: str | None,
         stack: list[str],
-        loop: Any,
+        running: Any,
     ) -> None:
         from opentelemetry import trace
 
@@ -872,7 +896,6 @@ class Diagnoser:
 
         epoch = time.time_ns() - time.monotonic_ns()
         start_ns, end_ns = int(start * 1e9) + epoch, int(end * 1e9) + epoch
-        running = _base.tasks_by_loop(loop)
         parent = self.parent
         task_span = TASK_SPANS.get(id(running)) if running is not None else None
         if task_span is not None:
@@ -924,14 +947,42 @@ class Diagnoser:
             self.on_hang(finding)
 
     def dump(self, why: str) -> None:
-        """Print the wait-for graph and every pending task's stack (SIGUSR1, SIGINT)."""
-        with contextlib.suppress(Exception):
+        """Print the wait-for graph and every pending task's stack (SIGUSR1)."""
+        text = self._dump_text(why)
+        if text:
+            self.echo(text)
+
+    def dump_later(self, why: str) -> None:
+        """On Ctrl-C: the graph as it is now, printed once the program has printed its own
+        traceback (:meth:`flush_dump`), or in 2 s if the program does not stop."""
+        text = self._dump_text(why)
+        if not text:
+            return
+        self._pending_dump = text
+        timer = threading.Timer(2.0, self.flush_dump)
+        timer.daemon = True
+        timer.name = "aiotrace-dump"
+        timer.start()
+
+    def flush_dump(self) -> None:
+        """Print a deferred Ctrl-C dump, if any (once)."""
+        with self._lock:
+            text, self._pending_dump = self._pending_dump, None
+        if text:
+            self.echo(text)
+
+    def _dump_text(self, why: str) -> str | None:
+        try:
             graph = snapshot()
-            lines = [f"aiotrace: {why}: {len(graph.tasks)} pending task(s)"]
-            for finding in deadlock_findings(graph):
-                lines.append(f"  DEADLOCK: {finding.summary}")
-            lines.extend(f"  {line}" for line in graph.format())
-            self.echo("\n".join(lines))
+        except Exception:  # a dump is best effort
+            return None
+        if not graph.tasks:
+            return None
+        lines = [f"aiotrace: {why}: {len(graph.tasks)} pending task(s)"]
+        for finding in deadlock_findings(graph):
+            lines.append(f"  DEADLOCK: {finding.summary}")
+        lines.extend(f"  {line}" for line in graph.format())
+        return "\n".join(lines)
 
     def _install_dumps(self) -> None:
         import signal
@@ -952,7 +1003,7 @@ class Diagnoser:
 
             def _on_sigint(self_: Any, signum: int, frame: Any, main_task: Any) -> Any:
                 if getattr(self_, "_interrupt_count", 0) == 0 and self.hung is None:
-                    self.dump("interrupted (Ctrl-C)")
+                    self.dump_later("interrupted (Ctrl-C)")
                 return original(self_, signum, frame, main_task)
 
             runner._on_sigint = _on_sigint
@@ -963,7 +1014,7 @@ class Diagnoser:
 
                     def on_sigint(signum: int, frame: Any) -> None:
                         if self.hung is None:
-                            self.dump("interrupted (Ctrl-C)")
+                            self.dump_later("interrupted (Ctrl-C)")
                         signal.default_int_handler(signum, frame)
 
                     self._saved_signals.append((signal.SIGINT, signal.default_int_handler))
@@ -980,6 +1031,15 @@ class Diagnoser:
             runner, original = self._runner_patch
             runner._on_sigint = original
             self._runner_patch = None
+
+
+def _stack_frames(frame: Any) -> list[Any]:
+    """``frame`` and its callers, outermost first (as ``traceback.format_stack`` lists them)."""
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames[::-1]
 
 
 def _stderr(text: str) -> None:

@@ -1,0 +1,284 @@
+"""Findings: each bug program gets exactly its finding, and its fixed twin none.
+
+The programs are in ``tests/programs/diag/``; each takes a flag that turns
+the bug off. They run under ``aiotrace run --hang-timeout 5 --check``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiotrace import semconv
+from aiotrace.cli import EXIT_FINDINGS, EXIT_HANG
+from tests.cli_support import PROGRAMS, Trace, aiotrace, clean_env
+
+DIAG = PROGRAMS / "diag"
+
+
+def line(program: str, text: str, occurrence: int = 0) -> int:
+    lines = (DIAG / program).read_text().splitlines()
+    return [i + 1 for i, source in enumerate(lines) if text in source][occurrence]
+
+
+def diagnose(
+    tmp_path: Path, program: str, *args: str, flags: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], Trace]:
+    result = aiotrace(
+        "run",
+        "--hang-timeout=5",
+        "--check",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        *flags,
+        DIAG / program,
+        *args,
+        cwd=tmp_path,
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    return result, report["findings"], Trace(tmp_path / "t.json")
+
+
+def kinds(findings: list[dict[str, Any]]) -> list[str]:
+    return [f["kind"] for f in findings]
+
+
+TWINS = [
+    ("deadlock_locks.py", "--ordered"),
+    ("deadlock_condition.py", "--ordered"),
+    ("deadlock_future.py", "--ordered"),
+    ("hang_event.py", "--sets"),
+    ("leaks.py", "--tidy"),
+    ("lock_order.py", "--consistent"),
+    ("loop_blocked.py", "--awaits"),
+]
+
+
+@pytest.mark.parametrize(("program", "fix"), TWINS)
+def test_the_fixed_twin_has_no_finding(tmp_path: Path, program: str, fix: str) -> None:
+    result, findings, trace = diagnose(tmp_path, program, fix)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("done")
+    assert findings == []
+    assert trace.named(semconv.SPAN_FINDING) == []
+    assert "Findings" not in result.stderr
+
+
+def test_deadlock_between_two_locks(tmp_path: Path) -> None:
+    result, findings, trace = diagnose(tmp_path, "deadlock_locks.py")
+    assert result.returncode == EXIT_HANG
+    assert kinds(findings) == ["deadlock", "hang"]
+    deadlock = findings[0]
+    assert deadlock["summary"] == (
+        '2 tasks wait for each other: "to-savings" -> "to-checking" -> "to-savings"'
+    )
+    taken = line("deadlock_locks.py", "async with first:")
+    assert deadlock["details"][:2] == [
+        'task "to-savings" (main.<locals>.transfer) waits for lock savings '
+        f"(deadlock_locks.py:{line('deadlock_locks.py', 'savings = ')}), held by task "
+        '"to-checking" (main.<locals>.transfer) '
+        f"(taken at deadlock_locks.py:{taken} in main.<locals>.transfer)",
+        'task "to-checking" (main.<locals>.transfer) waits for lock checking '
+        f"(deadlock_locks.py:{line('deadlock_locks.py', 'checking = ')}), held by task "
+        '"to-savings" (main.<locals>.transfer) '
+        f"(taken at deadlock_locks.py:{taken} in main.<locals>.transfer)",
+    ]
+    # Printed at once (before the hang), and a span linking both tasks' spans.
+    assert result.stderr.index("aiotrace: DEADLOCK:") < result.stderr.index("aiotrace: HANG:")
+    (span,) = [
+        s
+        for s in trace.named(semconv.SPAN_FINDING)
+        if s.attributes[semconv.ATTR_FINDING_KIND] == "deadlock"
+    ]
+    tasks = {
+        s.span_id: s.attributes[semconv.ATTR_TASK_NAME] for s in trace.named(semconv.SPAN_TASK)
+    }
+    assert sorted(tasks[link[1]] for link in span.links) == ["to-checking", "to-savings"]
+    assert span.parent_id == trace.root.span_id
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == EXIT_HANG
+
+
+def test_deadlock_through_a_condition(tmp_path: Path) -> None:
+    result, findings, _ = diagnose(tmp_path, "deadlock_condition.py")
+    assert result.returncode == EXIT_HANG
+    assert kinds(findings) == ["deadlock", "hang"]
+    details = findings[0]["details"]
+    jobs = line("deadlock_condition.py", "jobs = asyncio.Condition()")
+    assert findings[0]["summary"] == (
+        '2 tasks wait for each other: "scheduler" -> "auditor" -> "scheduler"'
+    )
+    assert details[0].startswith(
+        'task "scheduler" (main.<locals>.scheduler) waits for lock registry'
+    )
+    assert details[1].startswith(
+        f'task "auditor" (main.<locals>.auditor) waits for lock jobs (deadlock_condition.py:{jobs})'
+        '.lock, held by task "scheduler"'
+    )
+
+
+def test_deadlock_through_a_future_awaited_in_a_cycle(tmp_path: Path) -> None:
+    result, findings, _ = diagnose(tmp_path, "deadlock_future.py")
+    assert result.returncode == EXIT_HANG
+    assert kinds(findings) == ["deadlock", "hang"]
+    created = line("deadlock_future.py", "loaded = asyncio.get_running_loop()")
+    assert findings[0]["details"][:2] == [
+        'task "loader" (main.<locals>.loader) waits for lock config_lock '
+        f"(deadlock_future.py:{line('deadlock_future.py', 'config_lock = ')}), held by task "
+        '"reader" (main.<locals>.reader) '
+        f"(taken at deadlock_future.py:{line('deadlock_future.py', 'async with config_lock', 1)} "
+        "in main.<locals>.reader)",
+        'task "reader" (main.<locals>.reader) waits for future loaded '
+        f'(deadlock_future.py:{created}), to be ended by task "loader" (main.<locals>.loader)',
+    ]
+
+
+def test_a_hang_without_a_cycle_names_the_wait_nobody_will_end(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result, findings, _ = diagnose(tmp_path, "hang_event.py")
+    assert time.monotonic() - started < 5  # detected when stuck, well before the timeout
+    assert result.returncode == EXIT_HANG
+    assert kinds(findings) == ["hang"]
+    hang = findings[0]
+    assert hang["summary"].startswith("no task can make progress: 1 pending")
+    ready = line("hang_event.py", "ready = asyncio.Event()")
+    assert hang["details"] == [
+        f'task "Task-1" (main) waits for event ready (hang_event.py:{ready}), '
+        "which no pending task can end",
+        f"    hang_event.py:{line('hang_event.py', 'await ready.wait()')} in main",
+    ]
+    assert "aiotrace: stopped: no task can make progress" in result.stderr
+    assert "KeyboardInterrupt" not in result.stderr  # our interrupt, not the program's
+
+
+def test_a_program_running_past_the_hang_timeout_is_stopped(tmp_path: Path) -> None:
+    program = tmp_path / "slow.py"
+    program.write_text(
+        "import asyncio\n\nasync def main():\n    await asyncio.sleep(60)\n\nasyncio.run(main())\n"
+    )
+    result = aiotrace("run", "--hang-timeout=1", "--report-json=r.json", program, cwd=tmp_path)
+    assert result.returncode == EXIT_HANG
+    (hang,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    assert hang["summary"] == "still running after the hang timeout of 1 s"
+    assert 'task "Task-1" (main) waits for an asyncio internal future' in hang["details"][0]
+
+
+def test_leaked_ownership_is_reported_with_sites(tmp_path: Path) -> None:
+    result, findings, _ = diagnose(tmp_path, "leaks.py")
+    assert result.returncode == EXIT_FINDINGS  # --check: the program exited 0, but...
+    assert f"--check: 3 finding(s); exit status {EXIT_FINDINGS}" in result.stderr
+    summaries = {f["summary"]: f["details"] for f in findings}
+    at = {text: line("leaks.py", text) for text in ("cache_lock =", "pool =", "reply =")}
+    assert summaries == {
+        f"lock held: cache_lock (leaks.py:{at['cache_lock =']})": [
+            f"acquired at leaks.py:{line('leaks.py', 'await cache_lock.acquire()')} in "
+            "main.<locals>.refresh, which finished without releasing it"
+        ],
+        f"permit taken: pool (leaks.py:{at['pool =']})": [
+            f"taken at leaks.py:{line('leaks.py', 'await pool.acquire()')} in "
+            "main.<locals>.query, which finished without releasing it"
+        ],
+        f"future unresolved: reply (leaks.py:{at['reply =']})": [
+            'created by task "request", garbage-collected unresolved, 0 task(s) were waiting'
+        ],
+    }
+    assert set(kinds(findings)) == {"leak"}
+
+
+def test_lock_order_inversion_is_found_though_nothing_hung(tmp_path: Path) -> None:
+    result, findings, _ = diagnose(tmp_path, "lock_order.py")
+    assert result.returncode == EXIT_FINDINGS
+    assert result.stdout.strip() == "done"
+    (finding,) = findings
+    users = f"users_lock (lock_order.py:{line('lock_order.py', 'users_lock = ')})"
+    orders = f"orders_lock (lock_order.py:{line('lock_order.py', 'orders_lock = ')})"
+    assert finding["kind"] == "lock order"
+    assert (
+        finding["summary"] == f"{users} and {orders} are taken in both orders: a possible deadlock"
+    )
+    at = {
+        key: f"lock_order.py:{line('lock_order.py', text, n)} in main.<locals>.{function}"
+        for key, text, n, function in (
+            ("users 1", "async with users_lock:", 0, "rename_user"),
+            ("orders 1", "async with orders_lock:", 0, "rename_user"),
+            ("orders 2", "async with orders_lock:", 1, "cancel_order"),
+            ("users 2", "async with users_lock:", 1, "cancel_order"),
+        )
+    }
+    assert finding["details"][:2] == [
+        f'task "rename-user" took {users} at {at["users 1"]}, then {orders} at {at["orders 1"]}',
+        f'task "cancel-order" took {orders} at {at["orders 2"]}, then {users} at {at["users 2"]}',
+    ]
+    quiet, findings, _ = diagnose(tmp_path, "lock_order.py", flags=("--no-lock-order",))
+    assert quiet.returncode == 0
+    assert findings == []
+
+
+def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None:
+    result, findings, trace = diagnose(tmp_path, "loop_blocked.py")
+    assert result.returncode == EXIT_FINDINGS
+    (finding,) = findings
+    sleep = line("loop_blocked.py", "time.sleep(0.3)")
+    assert finding["kind"] == "loop blocked"
+    assert (
+        f'at loop_blocked.py:{sleep} in task "compress" (main.<locals>.compress)'
+        in finding["summary"]
+    )
+    assert "time.sleep(0.3)" in "\n".join(finding["details"])
+    (span,) = trace.named(semconv.SPAN_LOOP_BLOCKED)
+    assert span.attributes[semconv.ATTR_TASK_NAME] == "compress"
+    assert span.attributes[semconv.ATTR_CODE_LINE_NUMBER] == sleep
+    assert "time.sleep(0.3)" in span.attributes[semconv.ATTR_BLOCKED_STACK]
+    assert 0.2 <= (span.end - span.start) / 1e9 <= 0.35  # sampled while it blocked
+    (task,) = [
+        s
+        for s in trace.named(semconv.SPAN_TASK)
+        if s.attributes[semconv.ATTR_TASK_NAME] == "compress"
+    ]
+    assert span.parent_id == task.span_id
+
+
+def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
+    result, _, _ = diagnose(tmp_path, "deadlock_locks.py")
+    report = result.stderr[result.stderr.index("─ aiotrace:") :]
+    assert report.index("Findings (2), most severe first") < report.index("Primitives, by total")
+    assert report.index("DEADLOCK:") < report.index("HANG:")
+    again = aiotrace("report", "t.json", cwd=tmp_path)  # rebuilt from the spans
+    assert again.stdout.index("DEADLOCK:") < again.stdout.index("HANG:")
+
+
+def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
+    program = tmp_path / "waits.py"
+    program.write_text(
+        "import asyncio\n\n"
+        "async def main():\n"
+        "    gate = asyncio.Event()\n"
+        "    print('ready', flush=True)\n"
+        "    await gate.wait()\n\n"
+        "asyncio.run(main())\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aiotrace", "run", "--no-trace-file", "-q", str(program)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert "aiotrace: SIGUSR1: 1 pending task(s)" in stderr
+    assert 'task "Task-1" (main) waits for event gate (waits.py:4)' in stderr
+    assert "waits.py:6 in main" in stderr
+    assert "aiotrace: interrupted (Ctrl-C): 1 pending task(s)" in stderr
