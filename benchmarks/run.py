@@ -15,6 +15,8 @@ Modes:
              and shipped to a collector process, which builds the spans on
              another core (and writes nothing); the time ends when everything
              has been shipped
+  checks     as ``run``, plus the diagnosis ``aiotrace run`` does by default:
+             lock-order checking and the watchdog (deadlocks, hangs, blocks)
   full       min_wait=0, min_hold=0: every contended wait and every hold is
              built as an SDK span
 
@@ -41,6 +43,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import aiotrace
 from aiotrace._collector import CollectorHandle, Shipping
+from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
 from .workloads import WORKLOADS
 
@@ -65,6 +68,7 @@ MODES: dict[str, dict[str, Any] | None] = {
     "bare": None,
     "default": {},
     "run": {"collector": True},
+    "checks": {"collector": True, "diagnosis": True},
     "full": {"min_wait": 0, "min_hold": 0},
 }
 
@@ -76,9 +80,13 @@ def run_once(
     exporter = Discard()
     provider = TracerProvider()
     collector = None
+    diagnoser = None
     if options is not None and options.get("collector"):
         collector = CollectorHandle({"linger": 0})
         aiotrace.instrument(consumer=Shipping(collector.address), **traced)
+        if options.get("diagnosis"):
+            diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
+            diagnoser.start()
     elif options is not None:
         provider.add_span_processor(
             BatchSpanProcessor(exporter, max_queue_size=1 << 20, max_export_batch_size=4096)
@@ -90,6 +98,8 @@ def run_once(
         start = time.perf_counter()
         ops = asyncio.run(workload(n))
         if collector is not None:
+            if diagnoser is not None:
+                diagnoser.finish(at_exit=False)
             aiotrace.uninstrument()  # everything encoded and shipped
         elif options is not None:
             aiotrace.flush()
@@ -137,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
     parser.add_argument("--workload", action="append", help="only these workloads")
-    parser.add_argument("--modes", default="bare,default,run,full")
+    parser.add_argument("--modes", default="bare,default,run,checks,full")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)

@@ -7,10 +7,10 @@ the same code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-Workload = Callable[[int], Awaitable[int]]
+Workload = Callable[[int], Coroutine[Any, Any, int]]
 
 
 async def uncontended_lock(n: int) -> int:

@@ -282,3 +282,17 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
     assert 'task "Task-1" (main) waits for event gate (waits.py:4)' in stderr
     assert "waits.py:6 in main" in stderr
     assert "aiotrace: interrupted (Ctrl-C): 1 pending task(s)" in stderr
+
+
+def test_a_class_left_out_of_lock_order_checking(tmp_path: Path) -> None:
+    source = (DIAG / "lock_order.py").read_text()
+    marked = source.replace(
+        "    users_lock = asyncio.Lock()",
+        "    import aiotrace\n\n    users_lock = aiotrace.ignore_lock_order(asyncio.Lock())",
+    )
+    (tmp_path / "lock_order.py").write_text(marked)
+    result = aiotrace(
+        "run", "--check", "--report-json=r.json", tmp_path / "lock_order.py", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["findings"] == []

@@ -664,3 +664,66 @@ def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester
     assert len(tests) == 3
     assert {t.parent_id for t in tests} == {root.span_id}
     assert "Traced by the enclosing `aiotrace run`" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Diagnosis per test
+# ---------------------------------------------------------------------------
+
+DIAGNOSED = """
+import asyncio
+import pytest
+
+def test_hangs():
+    async def main():
+        ready = asyncio.Event()
+        await ready.wait()
+    asyncio.run(main())
+
+async def test_deadlocks():
+    first = asyncio.Lock()
+    second = asyncio.Lock()
+    async def transfer(x, y):
+        async with x:
+            await asyncio.sleep(0.02)
+            async with y:
+                pass
+    await asyncio.gather(transfer(first, second), transfer(second, first))
+
+def test_inverts_lock_order():
+    async def main():
+        users = asyncio.Lock()
+        orders = asyncio.Lock()
+        async with users:
+            async with orders:
+                pass
+        async with orders:
+            async with users:
+                pass
+    asyncio.run(main())
+
+def test_fine_afterwards():
+    asyncio.run(asyncio.sleep(0.01))
+"""
+
+
+def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_diagnosed=DIAGNOSED)
+    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=5", "--asyncio-mode=auto")
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "FAILED test_diagnosed.py::test_hangs - aiotrace: HANG" in out
+    assert "FAILED test_diagnosed.py::test_deadlocks - aiotrace: HANG" in out
+    section = out[out.index("= aiotrace =") :]
+    findings = section[: section.index("Tests by time spent waiting")]
+    lines = [line.strip() for line in findings.splitlines()]
+    heads = [line for line in lines if line.split(":")[0] in ("DEADLOCK", "HANG", "LOCK ORDER")]
+    assert [h.split(":")[0] for h in heads] == ["DEADLOCK", "HANG", "HANG", "LOCK ORDER"]
+    assert heads[0].endswith("[test_diagnosed.py::test_deadlocks]")
+    assert "users (test_diagnosed.py:22) and orders (test_diagnosed.py:23)" in heads[3]
+    assert heads[3].endswith("[test_diagnosed.py::test_inverts_lock_order]")
+    trace = trace_of(suite)
+    kinds = sorted(
+        s.attributes[semconv.ATTR_FINDING_KIND] for s in trace.named(semconv.SPAN_FINDING)
+    )
+    assert kinds == ["deadlock", "hang", "hang", "lock order"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiotrace._api import (
     Stats,
     flush,
+    ignore_lock_order,
     instrument,
     is_instrumented,
     name,
@@ -29,6 +30,7 @@ __all__ = [
     "Stats",
     "__version__",
     "flush",
+    "ignore_lock_order",
     "instrument",
     "is_instrumented",
     "name",

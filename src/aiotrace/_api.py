@@ -122,6 +122,28 @@ def name(primitive: T, label: str) -> T:
     return primitive
 
 
+def ignore_lock_order(primitive: T) -> T:
+    """Leave a lock's (or semaphore's) class out of lock-order checking; returns it.
+
+    The class is every primitive created at the same line. Use it where two
+    locks are taken in both orders on purpose, with something else
+    preventing the deadlock.
+
+    Raises:
+        ConfigurationError: ``primitive`` is not an asyncio lock or semaphore.
+    """
+    import asyncio
+
+    if not isinstance(primitive, (asyncio.Lock, asyncio.Semaphore)):
+        raise ConfigurationError(
+            f"aiotrace.ignore_lock_order() takes an asyncio Lock or Semaphore, "
+            f"got {type(primitive).__name__}"
+        )
+    kind = "Lock" if isinstance(primitive, asyncio.Lock) else type(primitive).__name__
+    ref_of(primitive, kind).stats.no_lock_order = True
+    return primitive
+
+
 @dataclass(frozen=True)
 class Stats:
     """A snapshot of aiotrace's own accounting (see :func:`stats`)."""

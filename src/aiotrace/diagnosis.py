@@ -773,6 +773,8 @@ class DiagnosisConfig:
     deadlocks: bool = True
     dump_signals: bool = True
     """SIGUSR1 (and SIGINT) print the wait-for graph and every task's stack."""
+    leaks_at_exit: bool = True
+    """Report what is still held at the end (the pytest plugin checks after each test)."""
 
 
 class Diagnoser:
@@ -832,7 +834,7 @@ class Diagnoser:
         self.flush_dump()
         _lock_order.disable()
         self._restore_dumps()
-        if at_exit:
+        if at_exit and self.config.leaks_at_exit:
             with contextlib.suppress(Exception):
                 graph = snapshot()
                 for finding in stranded_findings(graph):

@@ -144,6 +144,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
     )
     option(
+        "aiotrace-hang-timeout",
+        "string",
+        "fail a test that runs past this many seconds, or whose tasks can no longer make "
+        "progress, with every task's wait and stack (default: no limit)",
+        metavar="SECONDS",
+    )
+    option(
+        "aiotrace-block-threshold",
+        "string",
+        "report callbacks that block the event loop longer than this; 0: do not watch "
+        "(default 0.1)",
+        metavar="SECONDS",
+    )
+    option(
+        "aiotrace-no-lock-order",
+        "string",
+        "do not check the order locks are taken in",
+        default=False,
+        action="store_const",
+        const=True,
+    )
+    option(
         "aiotrace-children",
         "string",
         "also trace child Python processes the tests start",
@@ -173,6 +195,9 @@ class Settings:
     strict: bool = False
     summary: int = 10
     children: bool = False
+    hang_timeout: float | None = None
+    block_threshold: float | None = 0.1
+    lock_order: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -213,18 +238,15 @@ class Settings:
             )
         settings.traceparent = traceparent
         for name in ("min_wait", "min_hold"):
-            value = _text(config, f"aiotrace_{name}")
-            if value is not None:
-                try:
-                    number = float(value)
-                except ValueError:
-                    number = -1.0
-                if number < 0:
-                    raise pytest.UsageError(
-                        f"aiotrace_{name}: {value!r} is not valid; valid values: "
-                        "a number of seconds, 0 or more"
-                    )
+            number = _seconds(config, f"aiotrace_{name}")
+            if number is not None:
                 settings.options[name] = number
+        hang = _seconds(config, "aiotrace_hang_timeout")
+        settings.hang_timeout = hang if hang else None
+        block = _seconds(config, "aiotrace_block_threshold")
+        if block is not None:
+            settings.block_threshold = block or None
+        settings.lock_order = not _flag(config, "aiotrace_no_lock_order")
         summary = _text(config, "aiotrace_summary")
         if summary is not None:
             if not summary.isdigit():
@@ -233,6 +255,21 @@ class Settings:
                 )
             settings.summary = int(summary)
         return settings
+
+
+def _seconds(config: pytest.Config, name: str) -> float | None:
+    value = _text(config, name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise pytest.UsageError(
+            f"{name}: {value!r} is not valid; valid values: a number of seconds, 0 or more"
+        )
+    return number
 
 
 def _flag(config: pytest.Config, name: str) -> bool:
@@ -290,6 +327,8 @@ class TestRecord:
     waits: int = 0
     top: list[tuple[str, float]] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    """Summaries of the findings made while the test ran (deadlocks, hangs, lock order...)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -299,6 +338,7 @@ class TestRecord:
             "waits": self.waits,
             "top": [list(t) for t in self.top],
             "leaks": list(self.leaks),
+            "findings": list(self.findings),
         }
 
     @classmethod
@@ -310,6 +350,7 @@ class TestRecord:
             waits=int(data.get("waits", 0)),
             top=[(str(n), float(ms)) for n, ms in data.get("top", ())],
             leaks=[str(leak) for leak in data.get("leaks", ())],
+            findings=[str(f) for f in data.get("findings", ())],
         )
 
 
@@ -324,6 +365,7 @@ class _Running:
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
     phase: Any = None
     record: TestRecord | None = None
+    findings_before: int = 0
 
 
 def _wait_counters() -> dict[int, tuple[int, int]]:
@@ -378,6 +420,8 @@ class AiotracePlugin:
         self.error: str | None = None
         self.attached = False
         self._finished = False
+        self.worker_diagnoser: Any = None
+        self.hung: Any = None  # the hang finding of the test running now
 
     # -- start and finish ----------------------------------------------
     def start(self) -> None:
@@ -437,7 +481,9 @@ class AiotracePlugin:
                 options={"flush_interval": 0.1, **settings.options},
                 trace_children=settings.children,
                 traceparent=settings.traceparent,
-            )
+                diagnosis=self._diagnosis_config(),
+            ),
+            on_hang=self._on_hang,
         )
         self.parent = trace.set_span_in_context(self.session.root)
 
@@ -459,6 +505,39 @@ class AiotracePlugin:
             {semconv.ATTR_XDIST_WORKER: self.worker_id},
         )
         self.parent = trace.set_span_in_context(_child.current_span())
+        from aiotrace.diagnosis import Diagnoser
+
+        self.worker_diagnoser = Diagnoser(
+            self._diagnosis_config(), self.parent, on_hang=self._on_hang
+        )
+        self.worker_diagnoser.start()
+
+    def _diagnosis_config(self) -> Any:
+        from aiotrace.diagnosis import DiagnosisConfig
+
+        settings = self.settings
+        return DiagnosisConfig(
+            hang_timeout=settings.hang_timeout,
+            block_threshold=settings.block_threshold,
+            lock_order=settings.lock_order,
+            leaks_at_exit=False,  # checked after every test instead
+        )
+
+    @property
+    def diagnoser(self) -> Any:
+        """This process's diagnoser (the session's, or an xdist worker's own)."""
+        if self.session is not None:
+            return self.session.diagnoser
+        return self.worker_diagnoser
+
+    def _on_hang(self, finding: Any) -> None:
+        """From the watchdog: the running test hung. Cancel its tasks; the test fails."""
+        self.hung = finding
+        from aiotrace._leaks import _pending_tasks
+
+        for task in _pending_tasks():
+            with contextlib.suppress(RuntimeError):
+                task.get_loop().call_soon_threadsafe(task.cancel)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -507,6 +586,8 @@ class AiotracePlugin:
                     )
                 self.report = self.session.finish(exit_code=exitstatus)
             elif self.worker_id is not None:
+                if self.worker_diagnoser is not None:
+                    self.worker_diagnoser.finish(at_exit=False)
                 _child.finish()
         except Exception as exc:  # the run's outcome is the tests', not ours
             self.error = f"{type(exc).__name__}: {exc}"
@@ -546,6 +627,12 @@ class AiotracePlugin:
         span = tracer.start_span(semconv.SPAN_TEST, context=self.parent, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
         running = _Running(span, token, time.perf_counter_ns(), _wait_counters())
+        diagnoser = self.diagnoser
+        if diagnoser is not None:
+            self.hung = None
+            running.findings_before = len(diagnoser.findings)
+            if diagnoser.watchdog is not None:
+                diagnoser.watchdog.restart_clock(self.settings.hang_timeout)
         item.stash[_RUNNING] = running
         return running
 
@@ -613,6 +700,12 @@ class AiotracePlugin:
                     semconv.ATTR_LEAK_DETAIL: leak.detail,
                 },
             )
+        diagnoser = self.diagnoser
+        if diagnoser is not None:
+            for finding in list(diagnoser.findings)[running.findings_before :]:
+                record.findings.append(f"{finding.kind}: {finding.summary}")
+                running.span.add_event(semconv.SPAN_FINDING, finding.attributes())
+            running.findings_before = len(diagnoser.findings)
         running.record = record
         return record
 
@@ -654,6 +747,10 @@ class AiotracePlugin:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         running = item.stash.get(_RUNNING, None)
+        if running is not None and report.when == "call" and self.hung is not None:
+            report.outcome = "failed"
+            report.longrepr = f"aiotrace: {self.hung.text()}"
+            self.hung = None
         if running is not None:
             running.reports[report.when] = report
             if report.when == "teardown" and running.record is not None:
@@ -690,6 +787,28 @@ class AiotracePlugin:
             pyfuncitem.obj = original
 
     # -- the summary --------------------------------------------------------
+    def _write_findings(self, write: Callable[[str], None], limit: int) -> None:
+        """Findings first, most severe first: from the collector, so every worker's."""
+        report = self.report
+        findings = list(report.findings) if report is not None else []
+        if not findings:
+            return
+        where: dict[str, str] = {}
+        for record in self.records:
+            for text in record.findings:
+                where.setdefault(text, record.nodeid)
+        write(f"Findings ({len(findings)}), most severe first:")
+        for finding in findings[: max(limit, 1) * 3]:
+            text = f"{finding['kind']}: {finding['summary']}"
+            test = where.get(text)
+            write(
+                f"  {finding['kind'].upper()}: {finding['summary']}"
+                + (f"  [{test}]" if test else "")
+            )
+            for line in finding.get("details", [])[:6]:
+                if line:
+                    write(f"      {line}")
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_id is not None:
             return
@@ -698,6 +817,7 @@ class AiotracePlugin:
         terminalreporter.write_sep("=", "aiotrace")
         if self.error is not None:
             write(f"tracing failed: {self.error}")
+        self._write_findings(write, limit)
         waiting = sorted((r for r in self.records if r.waits), key=lambda r: -r.wait_ms)
         if limit and waiting:
             write("Tests by time spent waiting on asyncio primitives:")

@@ -32,8 +32,12 @@ LOCK_ORDER: Final[list[bool]] = [False]
 DEPTH: Final = 8
 """How many callers up an acquisition looks for primitives already held."""
 
-HELD: Final[dict[Any, list[Any]]] = {}
-"""Owner frame -> primitives it holds (locks, or semaphores for their permits)."""
+HELD: Final[dict[Any, Any]] = {}
+"""Owner frame -> the primitive it holds, or a list when it holds several.
+
+The common case (one lock per frame) stores the primitive itself: the fast
+paths add and remove it inline, with no call and no list.
+"""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,10 @@ def disable() -> None:
 
 
 def acquired(prim: Any, frame: FrameType | None) -> None:
-    """``prim`` was just taken by ``frame`` (called from the fast paths when enabled)."""
+    """``prim`` was just taken by ``frame``, while something is held somewhere.
+
+    (With nothing held at all, the fast paths just store ``HELD[frame] = prim``.)
+    """
     if frame is None:
         return
     if HELD:
@@ -76,9 +83,11 @@ def acquired(prim: Any, frame: FrameType | None) -> None:
             _check(prim, frame)
     held = HELD.get(frame)
     if held is None:
-        HELD[frame] = [prim]
-    else:
+        HELD[frame] = prim
+    elif type(held) is list:
         held.append(prim)
+    else:
+        HELD[frame] = [held, prim]
 
 
 def released(prim: Any, owner: FrameType | None) -> None:
@@ -86,10 +95,16 @@ def released(prim: Any, owner: FrameType | None) -> None:
     held = HELD.get(owner) if owner is not None else None
     if held is None:
         return
-    with contextlib.suppress(ValueError):
-        held.remove(prim)
-    if not held:
+    if held is prim:
         del HELD[owner]
+        return
+    if type(held) is list:
+        with contextlib.suppress(ValueError):
+            held.remove(prim)
+        if len(held) == 1:
+            HELD[owner] = held[0]
+        elif not held:
+            del HELD[owner]
 
 
 def _check(prim: Any, frame: FrameType) -> None:
@@ -99,9 +114,11 @@ def _check(prim: Any, frame: FrameType) -> None:
     f: FrameType | None = frame
     depth = 0
     while f is not None and depth < DEPTH:
-        for other in HELD.get(f, ()):
-            if other is not prim:
-                _nested(other, prim, stats, frame)
+        held = HELD.get(f)
+        if held is not None:
+            for other in held if type(held) is list else (held,):
+                if other is not prim:
+                    _nested(other, prim, stats, frame)
         f = f.f_back
         depth += 1
 

@@ -209,6 +209,7 @@ def lock_patches() -> list[Patch]:
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
     lock_order = LOCK_ORDER
+    held = _lock_order.HELD
     order_acquired = _lock_order.acquired
     order_released = _lock_order.released
     inline_slow_path = source_is(orig_acquire, _KNOWN_LOCK_ACQUIRE)
@@ -255,7 +256,10 @@ def lock_patches() -> list[Patch]:
                 self._aiotrace_owner = frame
                 self._aiotrace_olasti = frame.f_lasti
                 if lock_order[0]:
-                    order_acquired(self, frame)
+                    if held:
+                        order_acquired(self, frame)
+                    else:
+                        held[frame] = self
             return True
         # Contended: queue our start time, then wait.
         t0 = pc()
@@ -392,7 +396,10 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                order_released(self, owner)
+                if held.get(owner) is self:
+                    del held[owner]
+                else:
+                    order_released(self, owner)
             starts = self._aiotrace_starts
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
@@ -414,7 +421,10 @@ def lock_patches() -> list[Patch]:
             frame = self._aiotrace_owner = getframe(1)
             self._aiotrace_olasti = frame.f_lasti
             if lock_order[0]:
-                order_acquired(self, frame)
+                if held:
+                    order_acquired(self, frame)
+                else:
+                    held[frame] = self
             return None
         await self.acquire()
         # asyncio's __aenter__ returns None: "async with lock as x" binds None.
@@ -430,7 +440,10 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                order_released(self, owner)
+                if held.get(owner) is self:
+                    del held[owner]
+                else:
+                    order_released(self, owner)
             starts = self._aiotrace_starts
             if t1 - t0 < min_hold:
                 if not starts:
