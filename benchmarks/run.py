@@ -69,6 +69,7 @@ MODES: dict[str, dict[str, Any] | None] = {
     "default": {},
     "run": {"collector": True},
     "checks": {"collector": True, "diagnosis": True},
+    "run-full": {"collector": True, "min_wait": 0, "min_hold": 0},
     "full": {"min_wait": 0, "min_hold": 0},
 }
 
@@ -83,7 +84,8 @@ def run_once(
     diagnoser = None
     if options is not None and options.get("collector"):
         collector = CollectorHandle({"linger": 0})
-        aiotrace.instrument(consumer=Shipping(collector.address), **traced)
+        thresholds = {k: v for k, v in options.items() if k in ("min_wait", "min_hold")}
+        aiotrace.instrument(consumer=Shipping(collector.address), **traced, **thresholds)
         if options.get("diagnosis"):
             diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
             diagnoser.start()

@@ -713,8 +713,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     """``aiotrace send``: replay a saved trace to an OTLP collector."""
     from opentelemetry.sdk.resources import Resource
 
-    from aiotrace._otlp import draft_to_readable, read_trace_file
-    from aiotrace.sinks import _Capture, otlp_exporter
+    from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable, read_trace_file
+    from aiotrace._otlp_bulk import BulkEncoder
+    from aiotrace.sinks import _Capture, bulk_sender, otlp_exporter
 
     namespace = argparse.Namespace(
         otlp=args.otlp if args.otlp is not None else "", protocol=args.protocol
@@ -736,10 +737,17 @@ def cmd_send(args: argparse.Namespace) -> int:
         logger.propagate = False
     sent = 0
     try:
+        send = bulk_sender(exporter)
+        encoder = BulkEncoder(dict(resource.attributes))
         for start in range(0, len(data.drafts), 512):
-            chunk = [draft_to_readable(d, resource) for d in data.drafts[start : start + 512]]
-            result = exporter.export(chunk)
-            if getattr(result, "name", "") != "SUCCESS":
+            drafts = data.drafts[start : start + 512]
+            if send is not None:
+                ok = send(encoder.request(drafts, AIOTRACE_SCOPE), len(drafts))
+            else:
+                result = exporter.export([draft_to_readable(d, resource) for d in drafts])
+                ok = getattr(result, "name", "") == "SUCCESS"
+            chunk = drafts
+            if not ok:
                 reason = capture.messages[-1] if capture.messages else "the exporter failed"
                 sys.stderr.write(
                     f"aiotrace: could not send to {settings['endpoint']}: {reason} "

@@ -38,6 +38,8 @@ from aiotrace._version import __version__
 from aiotrace.exceptions import EndpointError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opentelemetry.sdk.resources import Resource
 
 
@@ -266,6 +268,55 @@ class _Capture(logging.Handler):
             self.messages.append(record.getMessage().splitlines()[0])
 
 
+def bulk_sender(exporter: Any) -> Callable[[bytes, int], bool] | None:
+    """Send ready-made ``ExportTraceServiceRequest`` bytes through an SDK OTLP exporter.
+
+    The exporter keeps doing what it does well (endpoint, headers, TLS,
+    compression, timeouts and retries, all from the ``OTEL_*`` variables);
+    only the encoding is ours. Its hooks for that are not public API, so
+    they are looked for, and ``None`` (use the SDK encoding) is returned
+    when an exporter version lacks them.
+    """
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    client = getattr(exporter, "_client", None)
+    if type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.http"):
+        if client is not None and callable(getattr(client, "export", None)):
+
+            def send_http(payload: bytes, count: int) -> bool:
+                return bool(getattr(client.export(payload), "success", False))
+
+            return send_http
+        export = getattr(exporter, "_export", None)
+        if callable(export):  # SDK releases before the transport rework
+
+            def send_http_old(payload: bytes, count: int) -> bool:
+                return bool(getattr(export(payload), "ok", False))
+
+            return send_http_old
+        return None
+    if type(exporter).__module__.startswith("opentelemetry.exporter.otlp.proto.grpc"):
+        if not callable(getattr(exporter, "_export", None)) or not hasattr(
+            exporter, "_translate_data"
+        ):
+            return None
+        # The mixin's _export() does retries and backoff around _translate_data():
+        # hand it a request already made.
+        exporter._translate_data = lambda data: data
+        exporter._count_data = lambda data: sum(
+            len(scope.spans) for rs in data.resource_spans for scope in rs.scope_spans
+        )
+
+        def send_grpc(payload: bytes, count: int) -> bool:
+            result = exporter._export(ExportTraceServiceRequest.FromString(payload))
+            return getattr(result, "name", "") == "SUCCESS"
+
+        return send_grpc
+    return None
+
+
 class OtlpForwarder:
     """Exports drafts over OTLP from a thread of its own; stops at the first failure.
 
@@ -278,6 +329,9 @@ class OtlpForwarder:
 
     def __init__(self, exporter: Any, resource: Resource, stats: Any, endpoint: str) -> None:
         self._exporter = exporter
+        self._send = bulk_sender(exporter)
+        self.path = "bulk" if self._send is not None else "sdk"
+        """How spans are encoded: ``bulk`` (straight to protobuf) or ``sdk`` (ReadableSpans)."""
         self._resource = resource
         self._stats = stats
         self.endpoint = endpoint
@@ -296,7 +350,10 @@ class OtlpForwarder:
         self._queue.put(list(drafts))
 
     def _run(self) -> None:
-        from aiotrace._otlp import draft_to_readable
+        from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable
+        from aiotrace._otlp_bulk import BulkEncoder
+
+        encoder = BulkEncoder(dict(self._resource.attributes))
 
         capture = _Capture()
         loggers = [
@@ -316,9 +373,12 @@ class OtlpForwarder:
                 for start in range(0, len(batch), self.BATCH):
                     chunk = batch[start : start + self.BATCH]
                     try:
-                        spans = [draft_to_readable(d, self._resource) for d in chunk]
-                        result = self._exporter.export(spans)
-                        ok = getattr(result, "name", "") == "SUCCESS"
+                        if self._send is not None:
+                            ok = self._send(encoder.request(chunk, AIOTRACE_SCOPE), len(chunk))
+                        else:
+                            spans = [draft_to_readable(d, self._resource) for d in chunk]
+                            result = self._exporter.export(spans)
+                            ok = getattr(result, "name", "") == "SUCCESS"
                     except Exception as exc:  # an exporter must not break the run
                         capture.messages.append(f"{type(exc).__name__}: {exc}")
                         ok = False

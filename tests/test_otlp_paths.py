@@ -1,0 +1,186 @@
+"""The span content is the same on every path: bulk protobuf, SDK spans, the trace file.
+
+aiotrace builds spans three ways: as SDK spans in the traced process (a
+``TracerProvider`` of the user's), as OTLP protobuf bytes written directly
+from drafts (the collector's export), and as OTLP JSON (the trace file).
+These tests pin them to each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+
+from aiotrace import semconv
+from aiotrace._assemble import SpanDraft
+from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable, read_trace_file
+from aiotrace._otlp_bulk import BulkEncoder
+from aiotrace.testing import capture_spans
+from tests.cli_support import EXAMPLES, clean_env
+
+
+def _draft(name: str, span_id: int, **fields: Any) -> SpanDraft:
+    draft = SpanDraft(name, 0x0AF7651916CD43DD8448EB211C80319C, span_id, 1_000, 2_500)
+    for key, value in fields.items():
+        setattr(draft, key, value)
+    return draft
+
+
+def _variety() -> list[SpanDraft]:
+    """Drafts with every feature a span can have."""
+    return [
+        _draft("aiotrace.run", 1, attributes={"process.command_args": ("app.py", "-v")}),
+        _draft(
+            semconv.SPAN_LOCK_ACQUIRE,
+            2,
+            parent_id=1,
+            attributes={
+                semconv.ATTR_PRIMITIVE_NAME: "cache_lock (app.py:3)",
+                semconv.ATTR_WAITERS_AHEAD: 0,
+                "negative": -5,
+                "ratio": 0.25,
+                "flag": True,
+                "unicode": "ünïcødé ✓",
+                "ints": (1, 2, 3),
+                "empty": "",
+            },
+            links=[(0x0AF7651916CD43DD8448EB211C80319C, 3, 1, {semconv.ATTR_LINK_KIND: "handoff"})],
+        ),
+        _draft(
+            semconv.SPAN_TASK,
+            3,
+            parent_id=0xB7AD6B7169203331,
+            parent_remote=True,
+            status=2,
+            status_description="ValueError: boom",
+            events=[
+                ("exception", 2_400, {"exception.type": "ValueError", "exception.message": "boom"}),
+                ("marker", 2_450, {}),
+            ],
+        ),
+        _draft("GET /users", 4, parent_id=3, kind=2, scope=("app.http", "1.2")),
+        _draft("user.span", 5, parent_id=3, scope=("app", None)),
+    ]
+
+
+def test_bulk_bytes_parse_into_exactly_what_the_sdk_encoder_makes() -> None:
+    resource = {"service.name": "svc", "deployment.environment": "ci", "tags": ("a", "b")}
+    drafts = _variety()
+    ours = ExportTraceServiceRequest.FromString(
+        BulkEncoder(resource).request(drafts, AIOTRACE_SCOPE)
+    )
+    theirs = encode_spans([draft_to_readable(d, Resource(resource)) for d in drafts])
+    assert _by_scope(ours) == _by_scope(theirs)
+    assert ours.resource_spans[0].resource == theirs.resource_spans[0].resource
+
+
+def _by_scope(request: ExportTraceServiceRequest) -> dict[tuple[str, str], list[Any]]:
+    """Spans per scope: the SDK and we may order the scopes differently."""
+    out: dict[tuple[str, str], list[Any]] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            key = (scope_spans.scope.name, scope_spans.scope.version)
+            out.setdefault(key, []).extend(scope_spans.spans)
+    return out
+
+
+def test_the_encoder_reuses_repeated_attributes_without_mixing_them_up() -> None:
+    """The same key=value on a span and on an event is encoded under each one's own tag."""
+    drafts = [
+        _draft(
+            "s",
+            7,
+            attributes={"k": "v"},
+            events=[("e", 1_200, {"k": "v"})],
+            links=[(1, 2, 1, {"k": "v"})],
+        )
+    ]
+    encoder = BulkEncoder({})
+    for _ in range(3):  # the second and third requests come from the cache
+        request = ExportTraceServiceRequest.FromString(encoder.request(drafts, AIOTRACE_SCOPE))
+        (span,) = request.resource_spans[0].scope_spans[0].spans
+        assert [kv.key for kv in span.attributes] == ["k"]
+        assert [kv.key for kv in span.events[0].attributes] == ["k"]
+        assert [kv.key for kv in span.links[0].attributes] == ["k"]
+
+
+def test_the_trace_file_round_trips_every_field(tmp_path: Path) -> None:
+    from aiotrace._otlp import TraceFileWriter
+
+    drafts = _variety()
+    writer = TraceFileWriter(str(tmp_path / "t.json"), {"service.name": "svc"})
+    writer.write(drafts)
+    writer.close()
+    back = read_trace_file(str(tmp_path / "t.json")).drafts
+    resource = Resource({"service.name": "svc"})
+    assert _by_scope(encode_spans([draft_to_readable(d, resource) for d in back])) == _by_scope(
+        encode_spans([draft_to_readable(d, resource) for d in drafts])
+    )
+
+
+VOLATILE = frozenset(
+    {
+        semconv.ATTR_PID,
+        semconv.ATTR_FUTURE_TIME_TO_RESOLVE,
+        semconv.ATTR_ARGV,
+        semconv.ATTR_CODE_FILE_PATH,  # run through a copied path below: compare basenames
+    }
+)
+
+
+def _shape(spans: list[tuple[str, int, int, dict[str, Any], list[int]]]) -> list[Any]:
+    """Spans without ids or times: name, parent's name, attributes, linked spans' names."""
+    names = {span_id: name for name, span_id, _, _, _ in spans}
+    shape = []
+    for name, _, parent, attributes, links in spans:
+        attrs = {k: v for k, v in attributes.items() if k not in VOLATILE}
+        if semconv.ATTR_CODE_FILE_PATH in attributes:
+            attrs["file"] = Path(str(attributes[semconv.ATTR_CODE_FILE_PATH])).name
+        if name == semconv.SPAN_TASK and parent not in names:
+            # The main task: asyncio.run() was called from this test in one case,
+            # from the example's last line in the other.
+            attrs = {k: v for k, v in attrs.items() if not k.startswith("code.") and k != "file"}
+        shape.append(
+            (
+                name,
+                names.get(parent) or "",
+                json.dumps(attrs, sort_keys=True, default=list),
+                sorted(names.get(link, "?") for link in links),
+            )
+        )
+    return sorted(shape)
+
+
+def test_sdk_spans_in_process_and_the_collectors_spans_are_the_same(tmp_path: Path) -> None:
+    """examples/locks.py traced into a user's TracerProvider, and under `aiotrace run`."""
+    source = EXAMPLES / "locks.py"
+    namespace: dict[str, Any] = {"__name__": "locks_example"}
+    exec(compile(source.read_text(), str(source), "exec"), namespace)
+    with capture_spans() as captured:
+        asyncio.run(namespace["main"]())
+        in_process = [
+            (s.name, s.span_id, s.parent_id or 0, s.attributes, [link for link, _ in s.links])
+            for s in captured.spans
+        ]
+    subprocess.run(
+        [sys.executable, "-m", "aiotrace", "run", "-q", "--trace-file=t.json", str(source)],
+        cwd=tmp_path,
+        env=clean_env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    collected = [
+        (d.name, d.span_id, d.parent_id, d.attributes, [link[1] for link in d.links])
+        for d in read_trace_file(str(tmp_path / "t.json")).drafts
+        if d.name != semconv.SPAN_RUN  # the run's own root: only `aiotrace run` has one
+    ]
+    assert _shape(in_process) == _shape(collected)
