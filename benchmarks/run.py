@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -70,20 +74,121 @@ MODES: dict[str, dict[str, Any] | None] = {
     "run": {"collector": True},
     "checks": {"collector": True, "diagnosis": True},
     "run-full": {"collector": True, "min_wait": 0, "min_hold": 0},
+    "otlp-full": {"collector": True, "otlp": True, "min_wait": 0, "min_hold": 0},
     "full": {"min_wait": 0, "min_hold": 0},
+    "otel-asyncio": {"peer": "otel-asyncio"},
+    "viztracer": {"peer": "viztracer"},
 }
+PEERS = ("otel-asyncio", "viztracer")
+
+
+class Receiver:
+    """``benchmarks.receiver`` in its own process: an OTLP/HTTP endpoint that counts spans."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.receiver"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.port = int(line.split()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def count(self) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=10) as r:
+            return int(r.read())
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+_RECEIVER: list[Receiver] = []
+
+
+def receiver() -> Receiver:
+    """One receiver for the whole benchmark run (stopped at exit)."""
+    if not _RECEIVER:
+        _RECEIVER.append(Receiver())
+        atexit.register(_RECEIVER[0].stop)
+    return _RECEIVER[0]
+
+
+def _peer(name: str) -> tuple[Any, Any]:
+    """(start, stop) for a peer tool; ImportError when it is not installed (bench extra)."""
+    if name == "otel-asyncio":
+        from opentelemetry.instrumentation.asyncio import (  # type: ignore[import-not-found,unused-ignore]
+            AsyncioInstrumentor,
+        )
+
+        provider = TracerProvider()
+        exporter = Discard()
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=1 << 20, max_export_batch_size=4096)
+        )
+        instrumentor = AsyncioInstrumentor()
+
+        def start() -> None:
+            instrumentor.instrument(tracer_provider=provider)
+
+        def stop() -> int:
+            instrumentor.uninstrument()
+            provider.force_flush()
+            provider.shutdown()
+            return exporter.count
+
+        return start, stop
+    from viztracer import VizTracer  # type: ignore[import-not-found,unused-ignore]
+
+    tracer = VizTracer(log_async=True, verbose=0, tracer_entries=5_000_000)
+
+    def vstart() -> None:
+        tracer.start()
+
+    def vstop() -> int:
+        tracer.stop()
+        count = int(getattr(tracer, "buffer_size", 0) or 0)
+        tracer.clear()
+        return count
+
+    return vstart, vstop
 
 
 def run_once(
     workload: Workload, n: int, options: dict[str, Any] | None, traced: dict[str, Any]
 ) -> tuple[float, int, int]:
-    """Seconds per operation for one run, plus spans exported and operations done."""
+    """Seconds per operation for one run, plus spans delivered and operations done.
+
+    The time includes delivering every span: to the discarding exporter, to
+    the collector, or (otlp-full) all the way to the receiver, which must
+    have counted every span the collector built.
+    """
     exporter = Discard()
     provider = TracerProvider()
     collector = None
     diagnoser = None
-    if options is not None and options.get("collector"):
-        collector = CollectorHandle({"linger": 0})
+    peer_stop = None
+    counted_before = 0
+    if options is not None and options.get("peer"):
+        peer_start, peer_stop = _peer(options["peer"])
+        peer_start()
+    elif options is not None and options.get("collector"):
+        config: dict[str, Any] = {"linger": 0}
+        if options.get("otlp"):
+            endpoint = receiver().endpoint
+            counted_before = receiver().count()
+            config["otlp"] = {
+                "endpoint": endpoint,
+                "protocol": "http/protobuf",
+                "shown": endpoint,
+                "probe": endpoint,
+                "timeout": 30,
+            }
+        collector = CollectorHandle(config)
         thresholds = {k: v for k, v in options.items() if k in ("min_wait", "min_hold")}
         aiotrace.instrument(consumer=Shipping(collector.address), **traced, **thresholds)
         if options.get("diagnosis"):
@@ -99,19 +204,33 @@ def run_once(
     try:
         start = time.perf_counter()
         ops = asyncio.run(workload(n))
-        if collector is not None:
+        report = None
+        if peer_stop is not None:
+            spans = peer_stop()
+            peer_stop = None
+        elif collector is not None:
             if diagnoser is not None:
                 diagnoser.finish(at_exit=False)
             aiotrace.uninstrument()  # everything encoded and shipped
+            if options is not None and options.get("otlp"):
+                report = collector.finish()  # ... and exported: the receiver has it all
         elif options is not None:
             aiotrace.flush()
             provider.force_flush()
             spans = exporter.count
         elapsed = time.perf_counter() - start
         if collector is not None:
-            report = collector.finish()
-            spans = int((report or {}).get("stats", {}).get("spans_built", 0))
+            if report is None:
+                report = collector.finish()
+            stats = (report or {}).get("stats", {})
+            spans = int(stats.get("spans_built", 0))
+            if options is not None and options.get("otlp"):
+                delivered = receiver().count() - counted_before
+                if delivered != spans or stats.get("spans_exported") != spans:
+                    raise RuntimeError(f"{spans} spans built, {delivered} reached the receiver")
     finally:
+        if peer_stop is not None:
+            peer_stop()
         if aiotrace.is_instrumented():
             aiotrace.uninstrument()
         provider.shutdown()
@@ -149,7 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
     parser.add_argument("--workload", action="append", help="only these workloads")
-    parser.add_argument("--modes", default="bare,default,run,checks,full")
+    parser.add_argument("--modes", default="bare,default,run,checks,run-full,otlp-full,full")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run opentelemetry-instrumentation-asyncio and viztracer "
+        "(pip install -e '.[bench]')",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
@@ -158,6 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     modes = args.modes.split(",")
     if modes[0] != "bare":
         modes.insert(0, "bare")
+    if args.peers:
+        for peer in PEERS:
+            try:
+                _peer(peer)
+            except ImportError:
+                parser.error(f"{peer} is not installed: pip install -e '.[bench]'")
+            modes.append(peer)
     chosen = args.workload or list(WORKLOADS)
     print(
         f"# aiotrace {aiotrace.__version__}, Python {platform.python_version()}, "

@@ -319,6 +319,12 @@ class Collector:
         for producer in self.finished_producers:
             for key in ("spans_dropped", "internal_errors", "below_threshold", "operations"):
                 totals[key] = totals.get(key, 0) + int(producer.stats.get(key, 0))
+            totals["peak_rss_kb"] = max(
+                totals.get("peak_rss_kb", 0), int(producer.stats.get("peak_rss_kb", 0))
+            )
+        from aiotrace._session import peak_rss_kb
+
+        totals["collector_peak_rss_kb"] = peak_rss_kb()
         if self.sink.writer is not None:
             totals["spans_written"] = self.sink.writer.spans_written
         export_error = self.otlp_down

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -216,7 +217,18 @@ def producer_stats() -> dict[str, int]:
         "internal_errors": stats.internal_errors,
         "below_threshold": stats.below_threshold,
         "operations": stats.operations,
+        "peak_rss_kb": peak_rss_kb(),
     }
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident memory, in KiB (0 where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak // 1024 if sys.platform == "darwin" else peak)  # macOS counts bytes
 
 
 @dataclass
