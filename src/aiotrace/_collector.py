@@ -28,10 +28,13 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from aiotrace._assemble import Assembler
 from aiotrace._recorder import LOGGER, Stats
+
+if TYPE_CHECKING:
+    from aiotrace.timeline import TimelineSink
 
 FRAME: Final = struct.Struct("!I")
 MAX_FRAME: Final = 256 * 1024 * 1024
@@ -199,6 +202,12 @@ class Collector:
         self.sink = OwnedSink(self.resource, config.get("trace_file"), otlp, self.stats)
         if config.get("console"):
             self.sink.extra.append(ConsoleSink(self.resource))
+        self.timeline: TimelineSink | None = None
+        if config.get("html"):
+            from aiotrace.timeline import TimelineSink
+
+            self.timeline = TimelineSink(config["html"], str(config.get("title") or "aiotrace"))
+            self.sink.extra.append(self.timeline)
         self.directory = tempfile.mkdtemp(prefix="aiotrace-")
         self.address = os.path.join(self.directory, "collector.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -335,8 +344,16 @@ class Collector:
                 totals["spans_not_exported"] = otlp.failed
         elif export_error is not None:
             totals["spans_exported"] = 0
+        timeline = self.timeline
+        if timeline is not None and timeline.truncated:
+            self.notes.append(
+                f"the HTML timeline holds the first {timeline.LIMIT} spans; "
+                f"{timeline.truncated} more are only in the trace"
+            )
         report = self.sink.report.build(
             stats=totals,
+            html_file=timeline.path if timeline is not None and timeline.size else None,
+            html_bytes=timeline.size if timeline is not None else None,
             trace_file=self.sink.writer.path if self.sink.writer is not None else None,
             otlp_endpoint=(self.config.get("otlp") or {}).get("shown"),
             jaeger_url=self.config.get("jaeger_url") if self.config.get("otlp") else None,

@@ -159,9 +159,7 @@ class BulkEncoder:
         if hit is None:
             if len(self._attributes) >= self.CACHE:
                 self._attributes.clear()
-            hit = self._attributes[cache_key] = _ld(
-                tag, key_value(key, value)
-            )
+            hit = self._attributes[cache_key] = _ld(tag, key_value(key, value))
         return hit
 
     def _attrs(self, attributes: Mapping[str, Any], tag: bytes) -> bytes:

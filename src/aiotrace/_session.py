@@ -252,6 +252,8 @@ class SessionConfig:
     """The outer trace to join; ``TRACEPARENT`` when None."""
     diagnosis: DiagnosisConfig | None = None
     """Deadlock, hang, leak, lock-order and loop-block checks; None for none."""
+    html: str | None = None
+    """Where the collector writes the HTML timeline; None for none."""
 
 
 class TraceSession:
@@ -269,6 +271,8 @@ class TraceSession:
                 "trace_file": config.trace_file,
                 "otlp": config.otlp,
                 "console": config.console,
+                "html": config.html,
+                "title": config.root_attributes.get(semconv.ATTR_PROGRAM) or config.service_name,
                 "resource": resource_json(self.resource),
                 "jaeger_url": config.jaeger_url,
                 "linger": config.linger,

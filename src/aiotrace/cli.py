@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="service.name (AIOTRACE_SERVICE_NAME, then OTEL_SERVICE_NAME; default: the program)",
     )
+    out.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write a self-contained HTML timeline: a lane per task, its waits and holds "
+        "(AIOTRACE_HTML)",
+    )
     out.add_argument("--quiet", "-q", action="store_true", help="no report (AIOTRACE_QUIET)")
     out.add_argument(
         "--report-json", metavar="PATH", help="also write the report as JSON (AIOTRACE_REPORT_JSON)"
@@ -216,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("trace_file", metavar="TRACE_FILE")
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.add_argument("--html", metavar="PATH", help="also write the HTML timeline of the trace")
 
     send = commands.add_parser(
         "send",
@@ -245,6 +252,7 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
         "--jaeger-url",
         "--service-name",
         "--report-json",
+        "--html",
         "--min-wait",
         "--min-hold",
         "--hang-timeout",
@@ -420,6 +428,16 @@ def _diagnosis(args: argparse.Namespace) -> DiagnosisConfig | None:
     )
 
 
+def _html_path(path: str | None) -> str | None:
+    """Where the HTML timeline goes; a usage error if its directory does not exist."""
+    if not path:
+        return None
+    path = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(path)):
+        raise UsageError(f"cannot write the HTML timeline: no directory {os.path.dirname(path)!r}")
+    return path
+
+
 def _env_seconds(name: str) -> float | None:
     try:
         return _env.seconds(name)
@@ -556,6 +574,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     service = args.service_name or os.environ.get("AIOTRACE_SERVICE_NAME") or None
     quiet = args.quiet or _env_flag("AIOTRACE_QUIET")
     report_json = args.report_json or os.environ.get("AIOTRACE_REPORT_JSON")
+    html = _html_path(args.html or os.environ.get("AIOTRACE_HTML"))
     config = SessionConfig(
         service_name=label,
         service_override=service,
@@ -570,6 +589,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         options=options,
         trace_children=not (args.no_children or _env_flag("AIOTRACE_NO_CHILDREN")),
         diagnosis=_diagnosis(args),
+        html=html,
     )
     check = args.check or _env_flag("AIOTRACE_CHECK")
     hung: list[Finding] = []
@@ -697,9 +717,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = read_trace_file(args.trace_file)
     except TraceFileError as exc:
         raise UsageError(str(exc)) from None
+    html = _html_path(args.html)
     builder = ReportBuilder()
     builder.add(data.drafts)
     report = builder.build(trace_file=os.path.abspath(args.trace_file))
+    if html is not None:
+        from aiotrace.timeline import write_html
+
+        title = str(data.resource.get("service.name", os.path.basename(args.trace_file)))
+        report.html_file, report.html_bytes = html, write_html(data.drafts, html, title)
     if not report.title:
         report.title = str(data.resource.get("service.name", os.path.basename(args.trace_file)))
     if args.json:

@@ -144,6 +144,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="N",
     )
     option(
+        "aiotrace-html",
+        "string",
+        "write the session's HTML timeline (a lane per task, tests as groups) into this "
+        "directory, as aiotrace-<project>.html",
+        metavar="DIR",
+    )
+    option(
         "aiotrace-hang-timeout",
         "string",
         "fail a test that runs past this many seconds, or whose tasks can no longer make "
@@ -198,6 +205,7 @@ class Settings:
     hang_timeout: float | None = None
     block_threshold: float | None = 0.1
     lock_order: bool = True
+    html: str | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -247,6 +255,13 @@ class Settings:
         if block is not None:
             settings.block_threshold = block or None
         settings.lock_order = not _flag(config, "aiotrace_no_lock_order")
+        html_dir = _text(config, "aiotrace_html")
+        if html_dir is not None:
+            directory = os.path.abspath(html_dir)
+            if os.path.exists(directory) and not os.path.isdir(directory):
+                raise pytest.UsageError(f"aiotrace_html: {html_dir!r} is a file, not a directory")
+            name = re.sub(r"[^\w.-]", "_", config.rootpath.name) or "pytest"
+            settings.html = os.path.join(directory, f"aiotrace-{name}.html")
         summary = _text(config, "aiotrace_summary")
         if summary is not None:
             if not summary.isdigit():
@@ -482,6 +497,7 @@ class AiotracePlugin:
                 trace_children=settings.children,
                 traceparent=settings.traceparent,
                 diagnosis=self._diagnosis_config(),
+                html=settings.html,
             ),
             on_hang=self._on_hang,
         )
@@ -867,6 +883,10 @@ class AiotracePlugin:
                 write(f"Trace id: {report.trace_id}")
             if report.trace_file:
                 write(f"Trace file: {report.trace_file}")
+            if report.html_file:
+                write(
+                    f"HTML timeline: {report.html_file} ({(report.html_bytes or 0) / 1e6:.1f} MB)"
+                )
             if report.export_error:
                 write(f"OTLP export failed: {report.export_error}")
                 if report.trace_file:

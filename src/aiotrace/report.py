@@ -85,6 +85,8 @@ class Report:
     stats: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     trace_file: str | None = None
+    html_file: str | None = None
+    html_bytes: int | None = None
     otlp_endpoint: str | None = None
     jaeger_url: str | None = None
     export_error: str | None = None
@@ -335,6 +337,10 @@ def _by_severity(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(findings, key=rank)
 
 
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
 def _duration(ms: float) -> str:
     if ms >= 1000:
         return f"{ms / 1000:.2f} s"
@@ -487,6 +493,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         console.print(f"[yellow]{note}")
     if report.trace_file:
         print_plain(console, f"Trace file: {report.trace_file}")
+    if report.html_file:
+        print_plain(console, f"HTML timeline: {report.html_file} ({_size(report.html_bytes or 0)})")
     if report.export_error:
         print_plain(console, f"OTLP export failed: {report.export_error}", "red")
     elif report.otlp_endpoint:

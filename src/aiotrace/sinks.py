@@ -464,7 +464,12 @@ class OwnedSink:
             self.writer.close()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish everything: the file closed, OTLP flushed."""
+        """Finish everything: the file closed, OTLP flushed, every extra sink shut down."""
         self.shutdown()
+        for sink in self.extra:
+            try:
+                sink.shutdown()
+            except Exception as exc:  # one sink failing must not lose the others
+                LOGGER.warning("aiotrace: %s failed: %s", type(sink).__name__, exc)
         if self.otlp is not None:
             self.otlp.close(timeout)
