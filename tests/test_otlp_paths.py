@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,9 +140,26 @@ VOLATILE = frozenset(
 def _shape(spans: list[tuple[str, int, int, dict[str, Any], list[int]]]) -> list[Any]:
     """Spans without ids or times: name, parent's name, attributes, linked spans' names."""
     names = {span_id: name for name, span_id, _, _, _ in spans}
+
+    # Primitive ids and asyncio's default task names ("Task-7") count from process start,
+    # so they depend on what ran before in this process. Both grow in creation order:
+    # replace each by its rank, which is the same in both runs.
+    def counter(key: str, value: Any) -> tuple[str, int] | None:
+        if key == semconv.ATTR_PRIMITIVE_ID:
+            return ("primitive", int(value))
+        match = re.fullmatch(r"Task-(\d+)", value) if isinstance(value, str) else None
+        return ("task", int(match.group(1))) if match else None
+
+    seen = {counter(k, v) for _, _, _, attributes, _ in spans for k, v in attributes.items()}
+    rank = {c: f"{c[0]}#{i}" for i, c in enumerate(sorted(c for c in seen if c is not None))}
+
+    def stable(key: str, value: Any) -> Any:
+        c = counter(key, value)
+        return value if c is None else rank[c]
+
     shape = []
     for name, _, parent, attributes, links in spans:
-        attrs = {k: v for k, v in attributes.items() if k not in VOLATILE}
+        attrs = {k: stable(k, v) for k, v in attributes.items() if k not in VOLATILE}
         if semconv.ATTR_CODE_FILE_PATH in attributes:
             attrs["file"] = Path(str(attributes[semconv.ATTR_CODE_FILE_PATH])).name
         if name == semconv.SPAN_TASK and parent not in names:

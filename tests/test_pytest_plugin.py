@@ -606,6 +606,7 @@ def test_leaks_are_reported_by_default_and_fail_strict_tests(suite: pytest.Pytes
         f"reply ({at('reply =')})" in section
     )
     assert "test_clean:" not in section
+    assert f"acquired at {at('await cache_lock.acquire()')} in test_lock_left_held." in out
     trace = trace_of(suite)
     leaky = spans_by_test(trace)["test_lock_left_held"]
     ((name, _, attrs),) = leaky.events

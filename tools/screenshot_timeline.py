@@ -19,16 +19,29 @@ def main(example: str, out: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         page_path = Path(tmp) / "timeline.html"
         subprocess.run(
-            [sys.executable, "-m", "aiotrace", "run", "-q", "--no-trace-file",
-             f"--html={page_path}", example],
+            [
+                sys.executable,
+                "-m",
+                "aiotrace",
+                "run",
+                "-q",
+                "--no-trace-file",
+                f"--html={page_path}",
+                example,
+            ],
             check=True,
             capture_output=True,
         )
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=shutil.which("chromium"),
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--no-first-run"],
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                ],
             )
             page = browser.new_page(viewport={"width": 1200, "height": 420})
             page.goto(page_path.as_uri())

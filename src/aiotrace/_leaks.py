@@ -56,8 +56,10 @@ def watch(every_kind: bool = False) -> None:
     ``every_kind`` remembers events, conditions, barriers and queues too
     (the wait-for graph maps a task's waiter future back to them).
     """
+    from aiotrace.primitives import _lock_order
     from aiotrace.primitives._base import _WATCHED_KINDS
 
+    _lock_order.track_ownership()  # a leak names the line the lock was taken at
     if every_kind:
         _WATCHED_KINDS.update(
             {
@@ -75,6 +77,10 @@ def watch(every_kind: bool = False) -> None:
 
 def unwatch() -> None:
     """Stop; forget them."""
+    from aiotrace.primitives import _lock_order
+
+    if not _lock_order.LOCK_ORDER[0]:
+        _lock_order.DIAGNOSING[0] = False
     WATCHED[0] = None
     COLLECTED.clear()
 

@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     from types import FrameType
 
 LOCK_ORDER: Final[list[bool]] = [False]
-"""On/off, read by the patched fast paths."""
+"""Lock-order checking on/off, read by the patched fast paths."""
+
+DIAGNOSING: Final[list[bool]] = [False]
+"""Ownership details wanted (the line each lock was taken at): on under diagnosis.
+
+The fast paths test this one flag and nothing else when diagnosis is off."""
 
 DEPTH: Final = 8
 """How many callers up an acquisition looks for primitives already held."""
@@ -56,15 +61,22 @@ _REPORTED: Final[set[frozenset[int]]] = set()
 _reporter: list[Callable[[Nesting, Nesting], None] | None] = [None]
 
 
+def track_ownership() -> None:
+    """Record where each lock was taken (for diagnosis), without checking lock order."""
+    DIAGNOSING[0] = True
+
+
 def enable(reporter: Callable[[Nesting, Nesting], None]) -> None:
     """Start checking; ``reporter(earlier, now)`` is called once per inverted pair."""
     _reporter[0] = reporter
+    DIAGNOSING[0] = True
     LOCK_ORDER[0] = True
 
 
 def disable() -> None:
-    """Stop checking and forget what was seen."""
+    """Stop checking and tracking, and forget what was seen."""
     LOCK_ORDER[0] = False
+    DIAGNOSING[0] = False
     _reporter[0] = None
     HELD.clear()
     _EDGES.clear()
@@ -165,4 +177,14 @@ def _acquire_site(prim: Any) -> tuple[Any, int] | None:
     return None
 
 
-__all__ = ["HELD", "LOCK_ORDER", "Nesting", "acquired", "disable", "enable", "released"]
+__all__ = [
+    "DIAGNOSING",
+    "HELD",
+    "LOCK_ORDER",
+    "Nesting",
+    "acquired",
+    "disable",
+    "enable",
+    "released",
+    "track_ownership",
+]

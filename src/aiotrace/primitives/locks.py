@@ -209,6 +209,7 @@ def lock_patches() -> list[Patch]:
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
     lock_order = LOCK_ORDER
+    diagnosing = _lock_order.DIAGNOSING
     held = _lock_order.HELD
     order_acquired = _lock_order.acquired
     order_released = _lock_order.released
@@ -254,12 +255,13 @@ def lock_patches() -> list[Patch]:
                     # where it was taken (``async with`` gets it at release).
                     self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
                 self._aiotrace_owner = frame
-                self._aiotrace_olasti = frame.f_lasti
-                if lock_order[0]:
-                    if held:
-                        order_acquired(self, frame)
-                    else:
-                        held[frame] = self
+                if diagnosing[0]:
+                    self._aiotrace_olasti = frame.f_lasti
+                    if lock_order[0]:
+                        if held:
+                            order_acquired(self, frame)
+                        else:
+                            held[frame] = self
             return True
         # Contended: queue our start time, then wait.
         t0 = pc()
@@ -315,9 +317,10 @@ def lock_patches() -> list[Patch]:
             else:
                 self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
             self._aiotrace_owner = frame
-            self._aiotrace_olasti = frame.f_lasti
-            if lock_order[0]:
-                order_acquired(self, frame)
+            if diagnosing[0]:
+                self._aiotrace_olasti = frame.f_lasti
+                if lock_order[0]:
+                    order_acquired(self, frame)
             # The common case inline: we were handed the lock and did not wait long.
             handoffs = self._aiotrace_handoffs
             handoff = handoffs.get(t0) if handoffs else None
@@ -419,12 +422,13 @@ def lock_patches() -> list[Patch]:
             self._locked = True
             self._aiotrace_t0 = pc()
             frame = self._aiotrace_owner = getframe(1)
-            self._aiotrace_olasti = frame.f_lasti
-            if lock_order[0]:
-                if held:
-                    order_acquired(self, frame)
-                else:
-                    held[frame] = self
+            if diagnosing[0]:
+                self._aiotrace_olasti = frame.f_lasti
+                if lock_order[0]:
+                    if held:
+                        order_acquired(self, frame)
+                    else:
+                        held[frame] = self
             return None
         await self.acquire()
         # asyncio's __aenter__ returns None: "async with lock as x" binds None.
