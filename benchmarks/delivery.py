@@ -119,11 +119,14 @@ def buffered_bytes_per_operation(operations: int = 100_000) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.delivery", description=__doc__)
     parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     figures = delivery(args.spans)
     figures["bytes_per_buffered_record"] = round(buffered_bytes_per_operation())
+    if args.markdown:
+        print("| delivery figure | value |\n|---|---|")
     for key, value in figures.items():
-        print(f"{key:28} {value}")
+        print(f"| {key} | {value} |" if args.markdown else f"{key:28} {value}")
     complete = figures["received"] == figures["spans_built"] and not figures["spans_dropped"]
     print("delivery:", "complete" if complete else "INCOMPLETE")
     return 0 if complete else 1

@@ -17,14 +17,26 @@ Modes:
              has been shipped
   checks     as ``run``, plus the diagnosis ``aiotrace run`` does by default:
              lock-order checking and the watchdog (deadlocks, hangs, blocks)
-  full       min_wait=0, min_hold=0: every contended wait and every hold is
-             built as an SDK span
+  run-full   as ``run`` with min_wait=0, min_hold=0: every contended wait and
+             every hold becomes a span, built in the collector process
+  otlp-full  as ``run-full``, and the collector exports them over OTLP/HTTP
+             to ``benchmarks.receiver`` (its own process); the time ends when
+             the receiver has counted every span the collector built
+  full       min_wait=0, min_hold=0 in-process: every contended wait and
+             every hold built as an SDK span (the path taken when you pass
+             your own TracerProvider)
+  otel-asyncio, viztracer (``--peers``; ``pip install -e '.[bench]'``)
+             opentelemetry-instrumentation-asyncio, asked to trace the
+             workloads' coroutines and futures, into the same discarding
+             SDK exporter; viztracer with ``log_async=True``
 
 Usage::
 
     python -m benchmarks.run                 # every workload, 9 repetitions
     python -m benchmarks.run --reps 15 --workload "contended lock, 10 tasks"
     python -m benchmarks.run --markdown      # the table for docs/performance.md
+    python -m benchmarks.run --peers --modes bare,default,run,run-full,otlp-full
+    python -m benchmarks.run --peers --markdown --delivery 1000000   # everything
 """
 
 from __future__ import annotations
@@ -289,6 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--delivery",
+        type=int,
+        default=0,
+        metavar="SPANS",
+        help="then run benchmarks.delivery with this many spans (e.g. 1000000)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 7:
         parser.error("--reps must be at least 7 (medians of fewer are noise here)")
@@ -324,6 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, result in rows:
             cells = " | ".join(_cell(name, m, result[m]) for m in modes[1:])
             print(f"| {name} | {result['bare']['us_per_op']:.2f} | {cells} |")
+    if args.delivery:
+        from .delivery import main as delivery
+
+        print()
+        return delivery(["--spans", str(args.delivery), *(["--markdown"] if args.markdown else [])])
     return 0
 
 

@@ -232,6 +232,12 @@ class Collector:
         deadline = time.monotonic() + linger
         while self.producers and time.monotonic() < deadline:
             self._poll(0.05)
+        # A process that has said goodbye may still have records in the socket
+        # (it does not wait for us to read them): read on while anything is
+        # waiting, whatever the linger, so that they are never cut off.
+        drain_deadline = time.monotonic() + 10.0  # against a live child that never stops
+        while self.producers and self._poll(0.0) and time.monotonic() < drain_deadline:
+            pass
         if self.producers:
             self.notes.append(
                 f"{len(self.producers)} traced process(es) still running when the report was "
@@ -247,8 +253,10 @@ class Collector:
                 break
         finish.set()
 
-    def _poll(self, timeout: float) -> None:
-        for key, _ in self.selector.select(timeout):
+    def _poll(self, timeout: float) -> bool:
+        """Handle what is ready; whether anything was."""
+        ready = self.selector.select(timeout)
+        for key, _ in ready:
             if key.data is None:
                 conn, _ = self.listener.accept()
                 conn.setblocking(False)
@@ -257,6 +265,7 @@ class Collector:
                 self.selector.register(conn, selectors.EVENT_READ, True)
             else:
                 self._read(key.fileobj)  # type: ignore[arg-type]
+        return bool(ready)
 
     def _read(self, conn: socket.socket) -> None:
         producer = self.producers[conn]
@@ -429,6 +438,9 @@ class CollectorHandle:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        with contextlib.suppress(OSError):
+            process.stdout.close()
         if answer.startswith("DONE "):
             data: dict[str, Any] = json.loads(answer[len("DONE ") :])
             return data
