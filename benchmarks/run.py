@@ -228,7 +228,8 @@ def run_once(
                 diagnoser.finish(at_exit=False)
             aiotrace.uninstrument()  # everything encoded and shipped
             if options is not None and options.get("otlp"):
-                report = collector.finish()  # ... and exported: the receiver has it all
+                # ... and exported: the receiver has it all (the process exits later)
+                report = collector.finish(reap=False)
         elif options is not None:
             aiotrace.flush()
             provider.force_flush()
@@ -237,6 +238,8 @@ def run_once(
         if collector is not None:
             if report is None:
                 report = collector.finish()
+            else:
+                collector.reap()
             stats = (report or {}).get("stats", {})
             spans = int(stats.get("spans_built", 0))
             if options is not None and options.get("otlp"):

@@ -225,7 +225,12 @@ class Collector:
         out.write(f"READY {self.address}\n")
         out.flush()
         finish = threading.Event()
-        threading.Thread(target=self._watch, args=(control, finish), daemon=True).start()
+        # The watcher wakes the selector through this pair, so finishing starts
+        # at once instead of at the next poll timeout.
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        self.selector.register(wake_r, selectors.EVENT_READ, False)
+        threading.Thread(target=self._watch, args=(control, finish, wake_w), daemon=True).start()
         while not finish.is_set():
             self._poll(0.05)
         linger = float(self.config.get("linger", 5.0))
@@ -243,21 +248,29 @@ class Collector:
                 f"{len(self.producers)} traced process(es) still running when the report was "
                 "made: their later spans are not in it"
             )
+        self.selector.unregister(wake_r)
+        wake_r.close()
+        wake_w.close()
         report = self.close()
         out.write("DONE " + json.dumps(report) + "\n")
         out.flush()
 
-    def _watch(self, control: IO[str], finish: threading.Event) -> None:
+    def _watch(self, control: IO[str], finish: threading.Event, wake: socket.socket) -> None:
         for line in control:
             if line.strip() == "finish":
                 break
         finish.set()
+        with contextlib.suppress(OSError):
+            wake.send(b"!")
 
     def _poll(self, timeout: float) -> bool:
         """Handle what is ready; whether anything was."""
         ready = self.selector.select(timeout)
         for key, _ in ready:
-            if key.data is None:
+            if key.data is False:  # the watcher's wake-up
+                with contextlib.suppress(OSError):
+                    key.fileobj.recv(64)  # type: ignore[union-attr]
+            elif key.data is None:
                 conn, _ = self.listener.accept()
                 conn.setblocking(False)
                 self.producers[conn] = _Producer(self.stats)
@@ -421,30 +434,42 @@ class CollectorHandle:
             raise CollectorError("the aiotrace collector did not start")
         self.address = answer[len("READY ") :].strip()
 
-    def finish(self, timeout: float = 60.0) -> dict[str, Any] | None:
-        """Tell it to finish; the report data, or ``None`` if it died or hung."""
+    def finish(self, timeout: float = 60.0, reap: bool = True) -> dict[str, Any] | None:
+        """Tell it to finish; the report data, or ``None`` if it died or hung.
+
+        Everything is written and exported once the report arrives; the
+        process then takes a while to exit. ``reap=False`` returns without
+        waiting for that (call :meth:`reap` later), for callers that time it.
+        """
         process = self.process
         assert process.stdin is not None
-        assert process.stdout is not None
         try:
             process.stdin.write("finish\n")
             process.stdin.flush()
         except OSError:
             pass
+        assert process.stdout is not None
         answer = _readline(process.stdout, timeout)
         with contextlib.suppress(OSError):
             process.stdin.close()
+        if reap:
+            self.reap()
+        if answer.startswith("DONE "):
+            data: dict[str, Any] = json.loads(answer[len("DONE ") :])
+            return data
+        return None
+
+    def reap(self) -> None:
+        """Wait for the finished process to exit (killing it if it will not)."""
+        process = self.process
         try:
             process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        with contextlib.suppress(OSError):
-            process.stdout.close()
-        if answer.startswith("DONE "):
-            data: dict[str, Any] = json.loads(answer[len("DONE ") :])
-            return data
-        return None
+        if process.stdout is not None:
+            with contextlib.suppress(OSError):
+                process.stdout.close()
 
 
 def _readline(stream: IO[str], timeout: float) -> str:
