@@ -326,6 +326,7 @@ class OtlpForwarder:
     """
 
     BATCH: Final = 512
+    QUEUED: Final = 32
 
     def __init__(self, exporter: Any, resource: Resource, stats: Any, endpoint: str) -> None:
         self._exporter = exporter
@@ -338,7 +339,10 @@ class OtlpForwarder:
         self.error: str | None = None
         self.exported = 0
         self.failed = 0
-        self._queue: queue.Queue[list[SpanDraft] | None] = queue.Queue(maxsize=256)
+        # Bounded in spans (QUEUED batches of at most BATCH): when export lags,
+        # building waits for it instead of piling up drafts (about 600 bytes
+        # each) in memory.
+        self._queue: queue.Queue[list[SpanDraft] | None] = queue.Queue(maxsize=self.QUEUED)
         self._thread = threading.Thread(target=self._run, name="aiotrace-otlp", daemon=True)
         self._thread.start()
 
@@ -347,7 +351,8 @@ class OtlpForwarder:
         if self.error is not None:
             self.failed += len(drafts)
             return
-        self._queue.put(list(drafts))
+        for start in range(0, len(drafts), self.BATCH):
+            self._queue.put(drafts[start : start + self.BATCH])
 
     def _run(self) -> None:
         from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable
@@ -397,7 +402,8 @@ class OtlpForwarder:
 
     def close(self, timeout: float) -> None:
         """Export what is queued (within ``timeout``) and stop."""
-        self._queue.put(None)
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
         if self._thread.is_alive():
             self.error = self.error or f"export did not finish within {timeout:.0f} s"
