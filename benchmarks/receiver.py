@@ -5,7 +5,8 @@
 It prints ``PORT <n>`` once listening. ``POST /v1/traces`` takes protobuf
 export requests (parsed with the official ``opentelemetry-proto`` classes,
 so a malformed payload would fail here); ``GET /count`` answers with the
-number of spans received so far. Being a separate process, it competes with
+number of spans received so far; it exits when its stdin closes (the
+benchmark that started it is gone). Being a separate process, it competes with
 the traced program for a core, not for its GIL.
 """
 
@@ -58,7 +59,9 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> int:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
-    server.serve_forever()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sys.stdin.read()  # until the benchmark closes our stdin, or dies
+    server.shutdown()
     return 0
 
 

@@ -100,6 +100,7 @@ class Receiver:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.receiver"],
+            stdin=subprocess.PIPE,  # closed when we exit, however we exit: it then stops
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

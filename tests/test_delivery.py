@@ -94,3 +94,79 @@ def test_the_collector_reads_a_closed_process_to_the_end(tmp_path: Any) -> None:
     assert stats["spans_dropped"] == 0
     assert not any("still running" in note for note in report.get("notes", []))
     assert operations > 0
+
+
+def test_a_slow_consumer_slows_the_program_instead_of_growing_the_buffer() -> None:
+    """Past four times the high-water mark, the recording thread waits for the pipeline.
+
+    The consumer here takes 100 ms a batch (a collector or exporter that lags).
+    The buffer must stay near its bound while every record still arrives.
+    """
+    import time
+
+    from aiotrace._recorder import RECORDER
+
+    seen: list[int] = []
+    consumed = [0]
+
+    class Slow:
+        def consume(self, records: list[tuple[Any, ...]]) -> None:
+            seen.append(len(RECORDER.buffer))
+            consumed[0] += len(records)
+            time.sleep(0.1)
+
+        def flush(self, timeout: float) -> bool:
+            return True
+
+        def shutdown(self, timeout: float) -> None:
+            pass
+
+    saved = RECORDER.high_water
+    RECORDER.high_water = 500
+    try:
+        aiotrace.instrument(consumer=Slow(), min_wait=0, min_hold=0, tasks=False)
+        try:
+            asyncio.run(_storm(1000))  # about 20,000 records
+            recorded = aiotrace.stats().operations
+        finally:
+            aiotrace.uninstrument()
+    finally:
+        RECORDER.high_water = saved
+    assert recorded > 0
+    assert consumed[0] > 15_000
+    assert max(seen) <= 4 * 500 + 10  # without waiting it reached most of the storm
+
+
+def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_loop() -> None:
+    """Back-pressure blocks the loop's thread inside aiotrace: not a finding against the user."""
+    import time
+
+    from aiotrace._recorder import RECORDER
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    class Slow:
+        def consume(self, records: list[tuple[Any, ...]]) -> None:
+            time.sleep(0.3)
+
+        def flush(self, timeout: float) -> bool:
+            return True
+
+        def shutdown(self, timeout: float) -> None:
+            pass
+
+    saved = RECORDER.high_water
+    RECORDER.high_water = 500
+    diagnoser = Diagnoser(
+        DiagnosisConfig(block_threshold=0.05, dump_signals=False, leaks_at_exit=False), None
+    )
+    try:
+        aiotrace.instrument(consumer=Slow(), min_wait=0, min_hold=0, tasks=False)
+        diagnoser.start()
+        try:
+            asyncio.run(_storm(1000))
+        finally:
+            diagnoser.finish(at_exit=False)
+            aiotrace.uninstrument()
+    finally:
+        RECORDER.high_water = saved
+    assert [f.kind for f in diagnoser.findings] == []

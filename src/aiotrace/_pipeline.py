@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from aiotrace._assemble import Assembler, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, Recorder
@@ -113,6 +113,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._pid = os.getpid()
+        self._patience = self.PATIENCE
 
     def start(self) -> None:
         """Start the background thread (a daemon: it never keeps a program alive)."""
@@ -156,18 +157,28 @@ class Pipeline:
             except Exception as exc:  # the thread must survive anything
                 self._recorder.fail("pipeline", exc)
 
+    PATIENCE: Final = 10.0
+    """Seconds a producer waits for a busy pipeline before it stops waiting for good."""
+
     def _pressure(self) -> None:
         self._wake.set()
-        if len(self._recorder.buffer) > 4 * self._recorder.high_water:
-            # Back-pressure: the producer pays for building, nothing is lost.
-            self.drain(block=False)
+        # Back-pressure: past four times the high-water mark the producer waits
+        # for the pipeline (which may be blocked on a slow consumer), then
+        # drains what is left itself. The program slows; memory stays bounded;
+        # nothing is lost. A pipeline stuck for good (an exporter that needs
+        # this very thread) is waited for once, then the buffer grows instead.
+        if (
+            len(self._recorder.buffer) > 4 * self._recorder.high_water
+            and self.drain(timeout=self._patience) < 0
+        ):
+            self._patience = 0.0
 
-    def drain(self, block: bool = True) -> int:
-        """Process everything buffered now; returns how many records were taken."""
+    def drain(self, block: bool = True, timeout: float = -1) -> int:
+        """Process everything buffered now; how many records were taken, -1 if timed out."""
         if getattr(self._local, "draining", False):
             return 0  # a sink that itself used asyncio primitives: do not recurse
-        if not self._drain_lock.acquire(blocking=block):
-            return 0
+        if not self._drain_lock.acquire(blocking=block, timeout=timeout if block else -1):
+            return -1
         self._local.draining = True
         taken = 0
         try:

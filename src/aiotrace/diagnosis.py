@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
+from aiotrace._pipeline import Pipeline
 from aiotrace._sites import SITES, default_name, is_internal_file, line_of, short_path
 from aiotrace.primitives import _base
 
@@ -574,10 +575,15 @@ class Watchdog:
         frame = sys._current_frames().get(thread_id)
         if frame is None:
             return
+        frames = _stack_frames(frame)
+        if any(f.f_code is _PIPELINE_DRAIN for f in frames):
+            # aiotrace's own back-pressure (the buffer is full and the program
+            # waits for the pipeline): not the program's doing, not reported.
+            return
         state.blocked = True
         state.sample = [
             entry.rstrip()
-            for entry, f in zip(traceback.format_stack(frame), _stack_frames(frame), strict=False)
+            for entry, f in zip(traceback.format_stack(frame), frames, strict=False)
             if not is_internal_file(f.f_code.co_filename) and "runpy" not in f.f_code.co_filename
         ][-12:]
         task = _base.tasks_by_loop(loop)
@@ -1033,6 +1039,9 @@ class Diagnoser:
             runner, original = self._runner_patch
             runner._on_sigint = original
             self._runner_patch = None
+
+
+_PIPELINE_DRAIN: Final = Pipeline.drain.__code__
 
 
 def _stack_frames(frame: Any) -> list[Any]:
