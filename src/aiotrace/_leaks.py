@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aiotrace import semconv
-from aiotrace._sites import SITES, line_of, short_path
+from aiotrace._sites import SITES, line_of, qualname, short_path
 from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
 
 COLLECTED: Final[deque[tuple[int, str, int, str | None]]] = deque(maxlen=1000)
@@ -92,14 +92,12 @@ def future_collected(created_ns: int, name: str, waiters: int, creator: str | No
 
 
 def _function(frame: Any) -> str:
-    code = frame.f_code
-    return str(getattr(code, "co_qualname", code.co_name))
+    return qualname(frame.f_code)
 
 
 def _where(frame: Any) -> str:
     code = frame.f_code
-    function = getattr(code, "co_qualname", code.co_name)
-    return f"{function} ({short_path(code.co_filename)}:{frame.f_lineno})"
+    return f"{qualname(code)} ({short_path(code.co_filename)}:{frame.f_lineno})"
 
 
 def _pending_tasks() -> list[Any]:

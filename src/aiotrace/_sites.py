@@ -13,19 +13,81 @@ always the user's line (``async with lock`` in ``app.py``, not
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import linecache
 import os
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Final
 
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
 _internal_cache: dict[str, bool] = {}
+
+# Python 3.10's code objects have no co_qualname: the qualified name is found
+# from the function that owns the code, through the garbage collector, once
+# per code object and within a total time budget (then the bare name).
+_QUALNAMES: dict[int, tuple[CodeType, str]] = {}
+_QUALNAME_BUDGET: Final[list[float]] = [0.25]
+"""Seconds that looking qualified names up on 3.10 may still spend in this process."""
+
+
+def _qualname_310(code: CodeType) -> str:
+    """From the live functions of ``code``'s file, and the code nested in theirs.
+
+    A function defined inside another (``main.<locals>.fetch``) may be gone by
+    the time it is named (a finished task's coroutine), but the enclosing
+    function usually lives on, and holds the inner code among its constants.
+    Every name found on the way is remembered.
+    """
+    filename = code.co_filename
+    found: dict[int, tuple[CodeType, str]] = {}
+
+    def walk(outer: CodeType, outer_name: str, is_function: bool) -> None:
+        for const in outer.co_consts:
+            if isinstance(const, CodeType) and id(const) not in found:
+                sep = ".<locals>." if is_function else "."
+                name = f"{outer_name}{sep}{const.co_name}"
+                found[id(const)] = (const, name)
+                walk(const, name, bool(const.co_flags & inspect.CO_NEWLOCALS))
+
+    for obj in gc.get_objects():
+        if isinstance(obj, FunctionType):
+            fcode = obj.__code__
+            if fcode.co_filename == filename and id(fcode) not in found:
+                found[id(fcode)] = (fcode, obj.__qualname__)
+                walk(fcode, obj.__qualname__, True)
+    _QUALNAMES.update(found)
+    hit = found.get(id(code))
+    return hit[1] if hit is not None and hit[0] is code else code.co_name
+
+
+def qualname(code: CodeType) -> str:
+    """``code.co_qualname`` (``main.<locals>.fetch``), also on 3.10."""
+    name = getattr(code, "co_qualname", None)
+    if name is not None:
+        return str(name)
+    hit = _QUALNAMES.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    name = code.co_name
+    if _QUALNAME_BUDGET[0] > 0:
+        started = time.perf_counter()
+        try:
+            name = _qualname_310(code)
+        finally:
+            _QUALNAME_BUDGET[0] -= time.perf_counter() - started
+    if len(_QUALNAMES) > 10_000:
+        _QUALNAMES.clear()
+    _QUALNAMES[id(code)] = (code, name)
+    return name
+
 
 _AMBIGUOUS: Final = frozenset({"__init__.py", "__main__.py", "conftest.py"})
 
@@ -173,9 +235,7 @@ class SiteTable:
         hit = self._cache.get(key)
         if hit is not None:
             return hit[1]
-        site = Site(
-            code.co_filename, line_of(code, lasti), getattr(code, "co_qualname", code.co_name)
-        )
+        site = Site(code.co_filename, line_of(code, lasti), qualname(code))
         with self._lock:
             if len(self._cache) > 100_000:
                 self._cache.clear()

@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
 from aiotrace._pipeline import Pipeline
-from aiotrace._sites import SITES, default_name, is_internal_file, line_of, short_path
+from aiotrace._sites import (
+    SITES,
+    default_name,
+    is_internal_file,
+    line_of,
+    qualname,
+    short_path,
+)
 from aiotrace.primitives import _base
 
 if TYPE_CHECKING:
@@ -115,8 +122,7 @@ def _task_label(task: Any) -> str:
 
 
 def _where(code: Any, line: int | None) -> str:
-    function = getattr(code, "co_qualname", code.co_name)
-    return f"{short_path(code.co_filename)}:{line} in {function}"
+    return f"{short_path(code.co_filename)}:{line} in {qualname(code)}"
 
 
 # ===========================================================================
@@ -809,6 +815,7 @@ class Diagnoser:
         self.watchdog: Watchdog | None = None
         self._saved_signals: list[tuple[int, Any]] = []
         self._runner_patch: Any = None
+        self._cancel_patch: Any = None
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
 
@@ -1004,7 +1011,10 @@ class Diagnoser:
                 signal.signal(usr1, lambda signum, frame: self.dump("SIGUSR1"))
         # Ctrl-C: asyncio.run() of 3.11+ handles SIGINT itself (cancelling the
         # main task); we dump first by wrapping that handler. Before 3.11 the
-        # default handler raises KeyboardInterrupt: ours dumps, then does the same.
+        # default handler raises KeyboardInterrupt, and a handler of ours would
+        # show in the program's traceback: instead asyncio.run's clean-up,
+        # which runs while the KeyboardInterrupt propagates and before it
+        # cancels the tasks, takes the dump.
         runner = getattr(asyncio.runners, "Runner", None)
         if runner is not None and hasattr(runner, "_on_sigint"):
             original = runner._on_sigint
@@ -1016,17 +1026,17 @@ class Diagnoser:
 
             runner._on_sigint = _on_sigint
             self._runner_patch = (runner, original)
-        else:
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        elif hasattr(asyncio.runners, "_cancel_all_tasks"):
+            runners: Any = asyncio.runners
+            cancel_all = runners._cancel_all_tasks
 
-                    def on_sigint(signum: int, frame: Any) -> None:
-                        if self.hung is None:
-                            self.dump_later("interrupted (Ctrl-C)")
-                        signal.default_int_handler(signum, frame)
+            def _cancel_all_tasks(loop: Any) -> Any:
+                if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self.hung is None:
+                    self.dump_later("interrupted (Ctrl-C)")
+                return cancel_all(loop)
 
-                    self._saved_signals.append((signal.SIGINT, signal.default_int_handler))
-                    signal.signal(signal.SIGINT, on_sigint)
+            runners._cancel_all_tasks = _cancel_all_tasks
+            self._cancel_patch = (runners, cancel_all)
 
     def _restore_dumps(self) -> None:
         import signal
@@ -1039,6 +1049,10 @@ class Diagnoser:
             runner, original = self._runner_patch
             runner._on_sigint = original
             self._runner_patch = None
+        if self._cancel_patch is not None:
+            runners, cancel_all = self._cancel_patch
+            runners._cancel_all_tasks = cancel_all
+            self._cancel_patch = None
 
 
 _PIPELINE_DRAIN: Final = Pipeline.drain.__code__

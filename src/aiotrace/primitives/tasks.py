@@ -281,6 +281,7 @@ def task_patches() -> list[Patch]:
     asyncio_file = is_asyncio_file
     next_id = rec.next_id
     tasks_of = tasks_by_loop
+    c_task: Any = getattr(asyncio.tasks, "_CTask", ())  # isinstance(x, ()) is False
 
     def make(orig: Any) -> Any:
         @functools.wraps(orig)
@@ -329,6 +330,14 @@ def task_patches() -> list[Patch]:
                     task = orig(self, coro, *args, **kwargs)
                 finally:
                     var.reset(token)
+                if not isinstance(task, c_task):
+                    # A pure-Python Task may have been handed a context of its
+                    # own (the asyncio.Runner backport on 3.10 swaps
+                    # copy_context): the span must be current in that one.
+                    task_context = getattr(task, "_context", None)
+                    if task_context is not None and task_context.get(var) is not ctx:
+                        with contextlib.suppress(RuntimeError):
+                            task_context.run(var.set, ctx)
             else:
                 # If that context is running right now, it cannot be entered:
                 # the task then nests under its creator's span instead.
