@@ -139,13 +139,21 @@ def check_conditions(trace: Trace, report: dict[str, Any]) -> None:
     assert len(notifies) >= 4
     created = line_in("conditions.py", "items_changed = asyncio.Condition()")
     name = f"items_changed (conditions.py:{created})"
-    (row,) = report["primitives"]
-    assert (row["name"], row["waits"]) == (name, len(waits))
+    rows = {row["name"]: row for row in report["primitives"]}
+    assert rows[name]["waits"] == len(waits)
     # Its own lock, held far below 1 ms each time: counted, under its own name.
+    # (A busy machine may stretch one hold past 1 ms: the lock then has a row.)
+    lock_name = f"{name}.lock"
+    if lock_name in rows:
+        assert set(rows) == {name, lock_name}
+        assert rows[lock_name]["kind"] == semconv.KIND_LOCK
+        assert rows[lock_name]["operations"] >= 10
+        return
+    assert set(rows) == {name}
     (summary,) = [
         attrs
         for event, _, attrs in trace.root.events
-        if attrs.get(semconv.ATTR_PRIMITIVE_NAME) == f"{name}.lock"
+        if attrs.get(semconv.ATTR_PRIMITIVE_NAME) == lock_name
     ]
     assert summary[semconv.ATTR_PRIMITIVE_KIND] == semconv.KIND_LOCK
     assert summary[semconv.ATTR_OPERATIONS] >= 10
