@@ -174,7 +174,7 @@ class Pipeline:
             self._patience = 0.0
 
     def drain(self, block: bool = True, timeout: float = -1) -> int:
-        """Process everything buffered now; how many records were taken, -1 if timed out."""
+        """Process everything buffered now; how many records were taken (-1: lock not had)."""
         if getattr(self._local, "draining", False):
             return 0  # a sink that itself used asyncio primitives: do not recurse
         if not self._drain_lock.acquire(blocking=block, timeout=timeout if block else -1):

@@ -1032,7 +1032,8 @@ class Diagnoser:
 
             def _cancel_all_tasks(loop: Any) -> Any:
                 if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self.hung is None:
-                    self.dump_later("interrupted (Ctrl-C)")
+                    with contextlib.suppress(Exception):  # never into the program
+                        self.dump_later("interrupted (Ctrl-C)")
                 return cancel_all(loop)
 
             runners._cancel_all_tasks = _cancel_all_tasks
