@@ -79,22 +79,12 @@ def buffered_bytes_per_operation(operations: int = 100_000) -> float:
     import asyncio
 
     import aiotrace
+    from aiotrace._pipeline import Discard
     from aiotrace._recorder import RECORDER
     from benchmarks.workloads import contended_lock
 
-    class Never:
-        """A consumer the records never reach: the pipeline is stopped below."""
-
-        def consume(self, records: list[tuple[Any, ...]]) -> None:
-            pass
-
-        def flush(self, timeout: float) -> bool:
-            return True
-
-        def shutdown(self, timeout: float) -> None:
-            pass
-
-    aiotrace.instrument(consumer=Never(), tasks=False, futures=False, min_wait=0, min_hold=0)
+    # Records never reach the consumer: the pipeline is paused below.
+    aiotrace.instrument(consumer=Discard(), tasks=False, futures=False, min_wait=0, min_hold=0)
     from aiotrace.instrumentor import AiotraceInstrumentor
 
     pipeline = AiotraceInstrumentor().pipeline

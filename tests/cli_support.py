@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,26 @@ def aiotrace(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m aiotrace ARGS``, as the user would type ``aiotrace ARGS``."""
-    return subprocess.run(
-        [sys.executable, "-m", "aiotrace", *map(str, args)],
+    return python("-m", "aiotrace", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``command`` running, past its ``ready`` line, and into the await that follows it.
+
+    Tests that send a signal wait for this: there is then one place for it to land.
+    """
+    process = subprocess.Popen(
+        command,
         cwd=cwd,
-        env=env if env is not None else clean_env(),
-        capture_output=True,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    time.sleep(0.3)
+    return process
 
 
 def python(

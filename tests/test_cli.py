@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,14 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace.cli import build_parser
-from tests.cli_support import PROGRAMS, Trace, aiotrace, clean_env, python
+from tests.cli_support import (
+    PROGRAMS,
+    Trace,
+    aiotrace,
+    clean_env,
+    python,
+    started_and_ready,
+)
 from tests.receivers import GrpcReceiver, HttpReceiver, ReceivedSpan
 
 CONTEND = PROGRAMS / "contend.py"
@@ -162,17 +168,7 @@ def test_spans_are_delivered_when_the_program_fails_or_exits(tmp_path: Path, how
 
 def _interrupt(command: list[str], cwd: Path, sig: int) -> subprocess.CompletedProcess[str]:
     """Start ``command``, wait until it prints ``ready``, send it ``sig``."""
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "ready\n"
-    time.sleep(0.3)  # into the await that follows the print: one place for the signal to land
+    process = started_and_ready(command, cwd)
     process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, "ready\n" + stdout, stderr)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import aiotrace
+from aiotrace._recorder import RECORDER
 
 
 class Counting(SpanExporter):
@@ -96,77 +99,75 @@ def test_the_collector_reads_a_closed_process_to_the_end(tmp_path: Any) -> None:
     assert operations > 0
 
 
-def test_a_slow_consumer_slows_the_program_instead_of_growing_the_buffer() -> None:
+class Slow:
+    """A consumer that lags (a collector or exporter): ``delay`` seconds a batch.
+
+    It notes how many records were still buffered each time it was called.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.consumed = 0
+        self.buffered: list[int] = []
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        self.buffered.append(len(RECORDER.buffer))
+        self.consumed += len(records)
+        time.sleep(self.delay)
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        pass
+
+
+HIGH_WATER = 500
+
+
+@pytest.fixture
+def low_high_water() -> Iterator[None]:
+    """A buffer whose high-water mark a small storm passes many times over."""
+    saved = RECORDER.high_water
+    RECORDER.high_water = HIGH_WATER
+    yield
+    RECORDER.high_water = saved
+
+
+def test_a_slow_consumer_slows_the_program_instead_of_growing_the_buffer(
+    low_high_water: None,
+) -> None:
     """Past four times the high-water mark, the recording thread waits for the pipeline.
 
-    The consumer here takes 100 ms a batch (a collector or exporter that lags).
-    The buffer must stay near its bound while every record still arrives.
+    The consumer here takes 100 ms a batch. The buffer must stay near its
+    bound while every record still arrives.
     """
-    import time
-
-    from aiotrace._recorder import RECORDER
-
-    seen: list[int] = []
-    consumed = [0]
-
-    class Slow:
-        def consume(self, records: list[tuple[Any, ...]]) -> None:
-            seen.append(len(RECORDER.buffer))
-            consumed[0] += len(records)
-            time.sleep(0.1)
-
-        def flush(self, timeout: float) -> bool:
-            return True
-
-        def shutdown(self, timeout: float) -> None:
-            pass
-
-    saved = RECORDER.high_water
-    RECORDER.high_water = 500
+    slow = Slow(0.1)
+    aiotrace.instrument(consumer=slow, min_wait=0, min_hold=0, tasks=False)
     try:
-        aiotrace.instrument(consumer=Slow(), min_wait=0, min_hold=0, tasks=False)
-        try:
-            asyncio.run(_storm(1000))  # about 20,000 records
-            recorded = aiotrace.stats().operations
-        finally:
-            aiotrace.uninstrument()
+        asyncio.run(_storm(1000))  # about 20,000 records
+        recorded = aiotrace.stats().operations
     finally:
-        RECORDER.high_water = saved
+        aiotrace.uninstrument()
     assert recorded > 0
-    assert consumed[0] > 15_000
-    assert max(seen) <= 4 * 500 + 10  # without waiting it reached most of the storm
+    assert slow.consumed > 15_000
+    assert max(slow.buffered) <= 4 * HIGH_WATER + 10  # unchecked, most of the storm
 
 
-def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_loop() -> None:
+def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_loop(
+    low_high_water: None,
+) -> None:
     """Back-pressure blocks the loop's thread inside aiotrace: not a finding against the user."""
-    import time
-
-    from aiotrace._recorder import RECORDER
     from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
-    class Slow:
-        def consume(self, records: list[tuple[Any, ...]]) -> None:
-            time.sleep(0.3)
-
-        def flush(self, timeout: float) -> bool:
-            return True
-
-        def shutdown(self, timeout: float) -> None:
-            pass
-
-    saved = RECORDER.high_water
-    RECORDER.high_water = 500
     diagnoser = Diagnoser(
         DiagnosisConfig(block_threshold=0.05, dump_signals=False, leaks_at_exit=False), None
     )
+    aiotrace.instrument(consumer=Slow(0.3), min_wait=0, min_hold=0, tasks=False)
+    diagnoser.start()
     try:
-        aiotrace.instrument(consumer=Slow(), min_wait=0, min_hold=0, tasks=False)
-        diagnoser.start()
-        try:
-            asyncio.run(_storm(1000))
-        finally:
-            diagnoser.finish(at_exit=False)
-            aiotrace.uninstrument()
+        asyncio.run(_storm(1000))
     finally:
-        RECORDER.high_water = saved
+        diagnoser.finish(at_exit=False)
+        aiotrace.uninstrument()
     assert [f.kind for f in diagnoser.findings] == []

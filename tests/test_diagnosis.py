@@ -18,7 +18,7 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace.cli import EXIT_FINDINGS, EXIT_HANG
-from tests.cli_support import PROGRAMS, Trace, aiotrace, clean_env
+from tests.cli_support import PROGRAMS, Trace, aiotrace, started_and_ready
 
 DIAG = PROGRAMS / "diag"
 
@@ -263,17 +263,9 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
         "    await gate.wait()\n\n"
         "asyncio.run(main())\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "aiotrace", "run", "--no-trace-file", "-q", str(program)],
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = started_and_ready(
+        [sys.executable, "-m", "aiotrace", "run", "--no-trace-file", "-q", str(program)], tmp_path
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "ready\n"
-    time.sleep(0.3)
     process.send_signal(signal.SIGUSR1)
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)

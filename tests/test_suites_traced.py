@@ -45,21 +45,31 @@ def run_pytest(args: list[str], cwd: Path, junit: Path) -> subprocess.CompletedP
     )
 
 
-def test_this_projects_suite_passes_identically_traced(tmp_path: Path) -> None:
-    """Every test but the ``pristine`` ones (which need aiotrace not instrumented)."""
-    selection = ["-m", "not pristine and not suite_check", "-p", "xdist", "-n", "2"]
-    plain = run_pytest(selection, ROOT, tmp_path / "plain.xml")
+def plain_and_traced(
+    args: list[str], cwd: Path, tmp_path: Path
+) -> tuple[dict[str, str], dict[str, str], str]:
+    """The suite run without and with ``--aiotrace``: both outcomes, and the traced output.
+
+    Both runs must pass; the trace goes to ``tmp_path / "trace.json"``.
+    """
+    plain = run_pytest(args, cwd, tmp_path / "plain.xml")
     traced = run_pytest(
-        [*selection, "--aiotrace", f"--aiotrace-trace-file={tmp_path / 'trace.json'}"],
-        ROOT,
+        [*args, "--aiotrace", f"--aiotrace-trace-file={tmp_path / 'trace.json'}"],
+        cwd,
         tmp_path / "traced.xml",
     )
     assert plain.returncode == 0, plain.stdout[-3000:]
     assert traced.returncode == 0, traced.stdout[-3000:]
-    before, after = outcomes(tmp_path / "plain.xml"), outcomes(tmp_path / "traced.xml")
+    return outcomes(tmp_path / "plain.xml"), outcomes(tmp_path / "traced.xml"), traced.stdout
+
+
+def test_this_projects_suite_passes_identically_traced(tmp_path: Path) -> None:
+    """Every test but the ``pristine`` ones (which need aiotrace not instrumented)."""
+    selection = ["-m", "not pristine and not suite_check", "-p", "xdist", "-n", "2"]
+    before, after, output = plain_and_traced(selection, ROOT, tmp_path)
     assert len(before) > 100
     assert after == before
-    assert "= aiotrace =" in traced.stdout
+    assert "= aiotrace =" in output
     assert (tmp_path / "trace.json").stat().st_size > 0
 
 
@@ -107,15 +117,7 @@ def test_a_third_party_asyncio_suite_passes_identically_traced(tmp_path: Path) -
         "--import-mode=importlib",
         "tests",
     ]
-    plain = run_pytest(args, source, tmp_path / "plain.xml")
-    traced = run_pytest(
-        [*args, "--aiotrace", f"--aiotrace-trace-file={tmp_path / 'trace.json'}"],
-        source,
-        tmp_path / "traced.xml",
-    )
-    assert plain.returncode == 0, plain.stdout[-3000:]
-    assert traced.returncode == 0, traced.stdout[-3000:]
-    before, after = outcomes(tmp_path / "plain.xml"), outcomes(tmp_path / "traced.xml")
+    before, after, output = plain_and_traced(args, source, tmp_path)
     assert len(before) >= 90
     assert after == before
-    assert "Most contended primitives:" in traced.stdout  # it really was traced
+    assert "Most contended primitives:" in output  # it really was traced

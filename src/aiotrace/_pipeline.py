@@ -55,6 +55,19 @@ class Consumer(Protocol):
         """Deliver everything and release resources."""
 
 
+class Discard:
+    """A :class:`Consumer` that drops every batch: for records only a tap wants."""
+
+    def consume(self, records: list[tuple[Any, ...]]) -> None:
+        pass
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self, timeout: float) -> None:
+        pass
+
+
 class Building:
     """Assembles spans in this process and exports them to a :class:`Sink`."""
 

@@ -828,6 +828,8 @@ class AiotracePlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_id is not None:
             return
+        from aiotrace.report import duration_text, jaeger_link
+
         limit = self.settings.summary
         write = terminalreporter.write_line
         terminalreporter.write_sep("=", "aiotrace")
@@ -838,9 +840,9 @@ class AiotracePlugin:
         if limit and waiting:
             write("Tests by time spent waiting on asyncio primitives:")
             for record in waiting[:limit]:
-                top = ", ".join(f"{name} {_ms(ms)}" for name, ms in record.top)
+                top = ", ".join(f"{name} {duration_text(ms)}" for name, ms in record.top)
                 waits = f"{record.waits} wait{'s' if record.waits != 1 else ''}"
-                write(f"  {_ms(record.wait_ms):>9}  {record.nodeid}  ({waits}: {top})")
+                write(f"  {duration_text(record.wait_ms):>9}  {record.nodeid}  ({waits}: {top})")
             if len(waiting) > limit:
                 write(f"  ... and {len(waiting) - limit} more tests that waited")
         elif limit:
@@ -851,11 +853,14 @@ class AiotracePlugin:
             for row in report.primitives[:limit]:
                 if row.waits:
                     waits = f"{row.waits} wait{'s' if row.waits != 1 else ''}"
-                    line = f"{waits}, {_ms(row.wait_ms)} in total, longest {_ms(row.max_wait_ms)}"
+                    line = (
+                        f"{waits}, {duration_text(row.wait_ms)} in total, "
+                        f"longest {duration_text(row.max_wait_ms)}"
+                    )
                     if row.holds:
-                        line += f"; longest hold {_ms(row.max_hold_ms)}"
+                        line += f"; longest hold {duration_text(row.max_hold_ms)}"
                 else:
-                    line = f"never waited on; longest hold {_ms(row.max_hold_ms)}"
+                    line = f"never waited on; longest hold {duration_text(row.max_hold_ms)}"
                 write(f"  {row.name}  {row.kind}: {line}")
         leaky = [r for r in self.records if r.leaks]
         if leaky:
@@ -895,20 +900,10 @@ class AiotracePlugin:
                     )
                     write(f"  send it later: aiotrace send {report.trace_file} --otlp {endpoint}")
             elif report.otlp_endpoint and report.jaeger_url and report.trace_id:
-                from aiotrace.report import jaeger_link
-
                 write(f"Exported over OTLP to {report.otlp_endpoint}")
                 write(f"Jaeger: {jaeger_link(report.jaeger_url, report.trace_id)}")
         elif self.attached:
             write("Traced by the enclosing `aiotrace run`: see its report.")
-
-
-def _ms(ms: float) -> str:
-    if ms >= 1000:
-        return f"{ms / 1000:.2f} s"
-    if ms >= 10:
-        return f"{ms:.0f} ms"
-    return f"{ms:.1f} ms"
 
 
 _RUNNING: Final = pytest.StashKey[_Running]()
@@ -1016,6 +1011,7 @@ def aiotrace_spans() -> Iterator[SpanLog]:
     from dataclasses import fields
 
     from aiotrace import _api
+    from aiotrace._pipeline import Discard
     from aiotrace._recorder import RECORDER
     from aiotrace.instrumentor import AiotraceInstrumentor
     from aiotrace.testing import SpanLog
@@ -1041,7 +1037,7 @@ def aiotrace_spans() -> Iterator[SpanLog]:
             pytrace=False,
         )
     else:
-        _api.instrument(consumer=_Discard(), taps=[log.tap], min_wait=0, min_hold=0)
+        _api.instrument(consumer=Discard(), taps=[log.tap], min_wait=0, min_hold=0)
     try:
         yield log
     finally:
@@ -1062,19 +1058,6 @@ class _Borrowed:
 
     def shutdown(self, timeout: float) -> None:
         self._consumer.flush(timeout)
-
-
-class _Discard:
-    """A consumer for records that only the fixture's tap wants."""
-
-    def consume(self, records: list[tuple[Any, ...]]) -> None:
-        pass
-
-    def flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> None:
-        pass
 
 
 __all__ = ["AiotracePlugin", "Settings", "TestRecord", "aiotrace_spans"]

@@ -341,7 +341,8 @@ def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
-def _duration(ms: float) -> str:
+def duration_text(ms: float) -> str:
+    """Milliseconds as people read them: ``3.2 ms``, ``45 ms``, ``1.20 s``."""
     if ms >= 1000:
         return f"{ms / 1000:.2f} s"
     if ms >= 10:
@@ -413,10 +414,10 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 row.name,
                 row.kind,
                 str(row.waits),
-                _duration(row.wait_ms) if row.waits else "-",
-                _duration(row.max_wait_ms) if row.waits else "-",
+                duration_text(row.wait_ms) if row.waits else "-",
+                duration_text(row.max_wait_ms) if row.waits else "-",
                 str(row.holds) if row.holds else "-",
-                _duration(row.max_hold_ms) if row.holds else "-",
+                duration_text(row.max_hold_ms) if row.holds else "-",
             )
         console.print(table)
         if len(report.primitives) > limit:
@@ -434,7 +435,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         for hold in report.longest_holds:
             waiting = f" ({hold.waiters} waiting)" if hold.waiters else ""
             console.print(
-                f"  {_duration(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
+                f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
                 f"at {hold.site}{waiting}"
             )
 
@@ -447,7 +448,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             share = f" ({100 * row.waits / acquisitions:.0f}%)" if acquisitions else ""
             console.print(
                 f"  {row.name}: {capacity}; {row.waits} of {acquisitions or '?'} acquisitions "
-                f"waited{share}, {_duration(row.wait_ms)} in total, up to {row.max_waiters} queued"
+                f"waited{share}, {duration_text(row.wait_ms)} in total, "
+                f"up to {row.max_waiters} queued"
             )
 
     if report.futures:
@@ -456,8 +458,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         line = f"[bold]Futures[/]: {total} ({parts})"
         if report.future_p50_ms is not None and report.future_max_ms is not None:
             line += (
-                f"; time to resolve p50 {_duration(report.future_p50_ms)}, "
-                f"max {_duration(report.future_max_ms)}"
+                f"; time to resolve p50 {duration_text(report.future_p50_ms)}, "
+                f"max {duration_text(report.future_max_ms)}"
             )
         console.print(line)
         for name, outcome, waiters in report.unresolved_futures:

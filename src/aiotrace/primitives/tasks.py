@@ -581,24 +581,36 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
             fut._aiotrace_resolved = (state.span_id, t, point[1], point[2])
         if ref is not None:
             ref.stats.holds += 1
-        RECORDER.emit(
-            (
-                R_SPAN,
-                semconv.SPAN_FUTURE,
-                state.t0,
-                t,
-                state.span_id,
-                state.parent,
-                state.creator,
-                state.site,
-                ref,
-                outcome,
-                attrs,
-                links,
-            )
-        )
+        _emit_future(state, ref, t, outcome, attrs, links)
     except Exception as exc:
         RECORDER.fail(FAMILY_FUTURE, exc)
+
+
+def _emit_future(
+    state: _FutureState,
+    ref: Any,
+    t: int,
+    outcome: str,
+    attrs: dict[str, Any],
+    links: tuple[tuple[str, Any], ...] = (),
+) -> None:
+    """The future's span record: from its creation (``state``) to ``t``."""
+    RECORDER.emit(
+        (
+            R_SPAN,
+            semconv.SPAN_FUTURE,
+            state.t0,
+            t,
+            state.span_id,
+            state.parent,
+            state.creator,
+            state.site,
+            ref,
+            outcome,
+            attrs,
+            links,
+        )
+    )
 
 
 def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
@@ -679,25 +691,12 @@ def _report_pending_futures(since: int = 0) -> int:
             continue
         del PENDING[key]
         state, ref = entry
-        t = perf_counter_ns()
-        RECORDER.emit(
-            (
-                R_SPAN,
-                semconv.SPAN_FUTURE,
-                state.t0,
-                t,
-                state.span_id,
-                state.parent,
-                state.creator,
-                state.site,
-                ref,
-                semconv.OUTCOME_PENDING,
-                {
-                    semconv.ATTR_FUTURE_ID: ref.pid,
-                    semconv.ATTR_FUTURE_WAITERS: state.waiters,
-                },
-                (),
-            )
+        _emit_future(
+            state,
+            ref,
+            perf_counter_ns(),
+            semconv.OUTCOME_PENDING,
+            {semconv.ATTR_FUTURE_ID: ref.pid, semconv.ATTR_FUTURE_WAITERS: state.waiters},
         )
         count += 1
     return count
