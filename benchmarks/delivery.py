@@ -74,15 +74,23 @@ def delivery(spans: int) -> dict[str, Any]:
     }
 
 
-def buffered_bytes_per_operation(operations: int = 100_000) -> float:
-    """tracemalloc's view of records waiting in the buffer, per spanned lock operation."""
+def buffered_bytes_per_operation(workload: str = "lock", operations: int = 100_000) -> float:
+    """tracemalloc's view of records waiting in the buffer, per spanned operation.
+
+    ``workload`` is ``lock`` (ten tasks handing a lock around), ``semaphore``
+    (ten through a Semaphore(2)) or ``event`` (one setter waking ten waiters).
+    """
     import asyncio
+    import gc
 
     import aiotrace
     from aiotrace._pipeline import Discard
     from aiotrace._recorder import RECORDER
-    from benchmarks.workloads import contended_lock
+    from benchmarks.workloads import contended_lock, event_fan_out, semaphore_2_of_10
 
+    run = {"lock": contended_lock, "semaphore": semaphore_2_of_10, "event": event_fan_out}[
+        workload
+    ]
     # Records never reach the consumer: the pipeline is paused below.
     aiotrace.instrument(consumer=Discard(), tasks=False, futures=False, min_wait=0, min_hold=0)
     from aiotrace.instrumentor import AiotraceInstrumentor
@@ -91,11 +99,13 @@ def buffered_bytes_per_operation(operations: int = 100_000) -> float:
     assert pipeline is not None
     pipeline.pause()  # nothing drains: every record stays buffered
     try:
-        asyncio.run(contended_lock(1000))  # warm every cache first
+        asyncio.run(run(1000))  # warm every cache first
         RECORDER.buffer.clear()
+        gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
-        asyncio.run(contended_lock(operations))
+        asyncio.run(run(operations))
+        gc.collect()
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
         records = len(RECORDER.buffer)
@@ -112,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     figures = delivery(args.spans)
-    figures["bytes_per_buffered_record"] = round(buffered_bytes_per_operation())
+    for workload in ("lock", "semaphore", "event"):
+        key = f"bytes_per_buffered_record_{workload}"
+        figures[key] = round(buffered_bytes_per_operation(workload))
     if args.markdown:
         print("| delivery figure | value |\n|---|---|")
     for key, value in figures.items():

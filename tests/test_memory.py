@@ -67,3 +67,16 @@ def test_memory_is_bounded_over_many_tasks_and_futures() -> None:
     warmed = sizes[4]
     growth = sizes[-1] - warmed
     assert growth < 100_000, (sizes, growth)
+
+
+# Not a timing: tracemalloc counts bytes, the same on every run of a Python.
+@pytest.mark.pristine
+@pytest.mark.parametrize("workload", ["lock", "semaphore", "event"])
+def test_a_buffered_record_costs_at_most_200_bytes(workload: str) -> None:
+    """Under back-pressure records wait in the buffer: each spanned operation costs <= 200 B.
+
+    (Before records shared their sites and attributes, a lock hand-off's cost 514.)
+    """
+    from benchmarks.delivery import buffered_bytes_per_operation
+
+    assert buffered_bytes_per_operation(workload, 20_000) <= 200

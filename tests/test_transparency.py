@@ -91,6 +91,9 @@ def test_inlined_slow_paths_match_this_python() -> None:
     assert source_is(asyncio.Lock.acquire, locks._KNOWN_LOCK_ACQUIRE)
     assert source_is(asyncio.Event.wait, events._KNOWN_EVENT_WAIT)
     assert not source_is(asyncio.Lock.release, locks._KNOWN_LOCK_ACQUIRE)
+    # Exactly one of the two Semaphore texts: 3.10-3.12's or 3.13's.
+    known = (locks._KNOWN_SEMAPHORE_ACQUIRE_310, locks._KNOWN_SEMAPHORE_ACQUIRE_313)
+    assert sum(source_is(asyncio.Semaphore.acquire, text) for text in known) == 1
 
 
 def test_fifo_wakeup_order_is_kept(slow_paths: str) -> None:

@@ -33,13 +33,16 @@ LOGGER: Final = logging.getLogger("aiotrace")
 R_SPAN: Final = 0
 """A finished operation that becomes a span if it passed its threshold."""
 R_HOLD: Final = 1
-"""A finished hold; may be dropped if short and never linked by a built wait."""
+"""A finished hold (or wait) that becomes a span: a span record without links."""
 R_EVENT: Final = 2
 """A span event for a span aiotrace owns (a task span)."""
 R_TASK: Final = 3
 """A finished task (its span's fields are in the task's placeholder span)."""
 R_SDK: Final = 4
 """A finished span from the OpenTelemetry SDK, forwarded into aiotrace's own sinks."""
+R_OPTIONAL: Final = 5
+"""Like ``R_HOLD``, but spanned only if a later record links to it (a short hold
+that handed a lock to a long wait, a barrier's releasing arrival)."""
 
 PRIMITIVE_FAMILIES: Final = ("lock", "semaphore", "event", "condition", "barrier", "queue")
 """Synchronisation primitives that the ``primitives`` option selects from."""
@@ -134,10 +137,11 @@ class Stats:
 
 
 def _random_id_start() -> int:
-    # Span ids are a counter from a random 62-bit start: unique within a
+    # Span ids are a counter from a random 59-bit start: unique within a
     # process, distinct between processes (xdist workers, children) sharing a
-    # trace, never 0 and never beyond 64 bits.
-    return random.SystemRandom().getrandbits(62) | 1
+    # trace, never 0, and below 2**60 for the first 2**59 ids, where CPython
+    # stores an int in 32 bytes instead of 36 (every buffered record has one).
+    return random.SystemRandom().getrandbits(59) | 1
 
 
 class Recorder:

@@ -28,7 +28,8 @@ from typing import Final
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
-_internal_cache: dict[str, bool] = {}
+INTERNAL_FILES: Final[dict[str, bool]] = {}
+"""``is_internal_file``'s answers by file name; hot paths read it directly."""
 
 # Python 3.10's code objects have no co_qualname: the qualified name is found
 # from the function that owns the code, through the garbage collector, once
@@ -103,10 +104,10 @@ def short_path(path: str) -> str:
 
 def is_internal_file(filename: str) -> bool:
     """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
-    cached = _internal_cache.get(filename)
+    cached = INTERNAL_FILES.get(filename)
     if cached is None:
         cached = filename.startswith((_ASYNCIO_DIR, _AIOTRACE_DIR))
-        _internal_cache[filename] = cached
+        INTERNAL_FILES[filename] = cached
     return cached
 
 
@@ -149,12 +150,36 @@ RawSite = tuple[CodeType, int]
 """``(code, lasti)`` as captured on the hot path; see :func:`SiteTable.resolve`."""
 
 
+# id(code) -> lasti -> the one (code, lasti) tuple of that site. An entry keeps
+# its code object alive, so its id cannot be reused while it is here.
+_RAW_SITES: dict[int, dict[int, RawSite]] = {}
+_RAW_SITES_LIMIT: Final = 50_000
+
+
+def raw_site(code: CodeType, lasti: int) -> RawSite:
+    """``(code, lasti)``, one shared tuple per call site.
+
+    Records wait in the buffer until the pipeline runs (longer under
+    back-pressure): a shared site costs each of them a pointer instead of a
+    tuple and an int. Bounded for programs that compile code as they go.
+    """
+    by_lasti = _RAW_SITES.get(id(code))
+    if by_lasti is None:
+        if len(_RAW_SITES) >= _RAW_SITES_LIMIT:
+            _RAW_SITES.clear()
+        by_lasti = _RAW_SITES[id(code)] = {}
+    site = by_lasti.get(lasti)
+    if site is None:
+        site = by_lasti[lasti] = (code, lasti)
+    return site
+
+
 def capture(depth: int = 0) -> RawSite | None:
     """The user's call site, as a cheap raw ``(code, lasti)`` pair."""
     frame = user_frame(depth + 1)
     if frame is None:
         return None
-    return (frame.f_code, frame.f_lasti)
+    return raw_site(frame.f_code, frame.f_lasti)
 
 
 def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool]:

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from aiotrace import semconv
 from aiotrace._context import ids_of
-from aiotrace._recorder import R_HOLD, R_SDK, R_SPAN, R_TASK, Recorder
+from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
 from aiotrace._sites import SITES, default_name
 from aiotrace.primitives._base import PrimRef, display_name
 
@@ -46,6 +46,39 @@ W_PRIM: Final = 11
 
 STATUS_UNSET: Final = 0
 STATUS_ERROR: Final = 2
+
+
+class _RecordIds:
+    """Span ids given to hold records, found again by the record: bounded, two generations.
+
+    A wait links to the hold that handed it the lock by holding that record,
+    which the pipeline encodes first (the release precedes the wake-up). The
+    record stays alive while the wait refers to it, so no other live record
+    has its ``id``; an entry left by a dead record at the same address (if
+    the hold itself was dropped, never encoded) is told apart by its end time.
+    """
+
+    LIMIT: Final = 50_000
+
+    def __init__(self) -> None:
+        self._new: dict[int, int] = {}
+        self._old: dict[int, int] = {}
+
+    def put(self, record: tuple[Any, ...], span_id: int) -> None:
+        new = self._new
+        if len(new) >= self.LIMIT:
+            self._old, self._new = new, {}
+            new = self._new
+        new[id(record)] = (record[3] << 64) | span_id  # span ids are below 2**64
+
+    def get(self, record: tuple[Any, ...]) -> int | None:
+        key = id(record)
+        found = self._new.get(key)
+        if found is None:
+            found = self._old.get(key)
+        if found is None or found >> 64 != record[3]:
+            return None
+        return found & 0xFFFF_FFFF_FFFF_FFFF
 
 
 class Encoder:
@@ -62,6 +95,7 @@ class Encoder:
         # defined again if used again; the receiver keeps twice as many).
         self._prims: OrderedDict[int, str] = OrderedDict()
         self._next_site = 1
+        self._hold_ids = _RecordIds()
 
     def reset(self) -> None:
         """Forget what was sent (a new receiver, e.g. after a fork)."""
@@ -76,7 +110,7 @@ class Encoder:
         for record in records:
             kind = record[0]
             try:
-                if kind in (R_SPAN, R_HOLD):
+                if kind in (R_SPAN, R_HOLD, R_OPTIONAL):
                     out.append(self._span(record, out, offset))
                 elif kind == R_TASK:
                     out.append(self._task(record[1], out, offset))
@@ -153,8 +187,22 @@ class Encoder:
                 SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
             )
             ref = None
-        tail = record[11]
-        if record[0] == R_SPAN and tail:
+        span_id = record[4]
+        if not span_id:  # given here: a wait nothing links to, or a hold
+            span_id = self._recorder.next_id()
+            if record[0] != R_SPAN:
+                self._hold_ids.put(record, span_id)
+        # Holds carry no links (an 11-tuple): the wire says whether optional.
+        tail = record[11] if record[0] == R_SPAN else record[0] == R_OPTIONAL
+        if tail and type(tail[0]) is int:
+            # The hold record that handed the lock over, encoded before this.
+            target = self._hold_ids.get(tail)
+            if target is None:
+                self._recorder.stats.links_unresolved += 1
+                tail = ()
+            else:
+                tail = ((semconv.LINK_HANDOFF, target),)
+        elif record[0] == R_SPAN and tail:
             links: list[tuple[str, Any]] = []
             for link_kind, target in tail:
                 if isinstance(target, int):
@@ -169,7 +217,7 @@ class Encoder:
             record[1],
             record[2] + offset,
             record[3] + offset,
-            record[4],
+            span_id,
             parent_ids,
             record[6],
             self.site(record[7], out),

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
 from aiotrace._context import current_span
-from aiotrace._recorder import R_HOLD, R_SPAN, RECORDER
+from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SPAN, RECORDER
 from aiotrace._sites import (
     SITES,
     RawSite,
@@ -427,6 +427,51 @@ def wait_spanned(ref: PrimRef, t0: int, t1: int, outcome: str) -> bool:
     return True
 
 
+_SHARED_ATTRS: dict[str, list[dict[str, Any]]] = {}
+_SHARED_UP_TO: Final = 256
+
+
+def shared_attrs(key: str, count: int) -> dict[str, Any]:
+    """``{key: count}``, one shared dict per small count: never mutate the result.
+
+    Records wait in the buffer until the pipeline runs, and the pipeline
+    copies attributes as it encodes them, so records can share these dicts:
+    each then costs a pointer, not a dict.
+    """
+    if not 0 <= count < _SHARED_UP_TO:
+        return {key: count}
+    table = _SHARED_ATTRS.get(key)
+    if table is None:
+        table = _SHARED_ATTRS[key] = [{key: n} for n in range(_SHARED_UP_TO)]
+    return table[count]
+
+
+_INTERNED: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+_INTERNED_LIMIT: Final = 4096
+
+
+def intern_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """An equal dict shared by every record with these attributes; never mutate it.
+
+    For attributes of several keys (a semaphore's waiters, value and capacity;
+    the task and line that woke an event): the fresh dict is freed at once and
+    a buffered record costs a pointer. Each key has one value type in the span
+    model, so ``True == 1`` never merges different attributes. Unhashable
+    values are kept as they are; the table is emptied when full.
+    """
+    try:
+        key = tuple(attrs.items())
+        shared = _INTERNED.get(key)
+    except TypeError:
+        return attrs
+    if shared is not None:
+        return shared
+    if len(_INTERNED) >= _INTERNED_LIMIT:
+        _INTERNED.clear()
+    _INTERNED[key] = attrs
+    return attrs
+
+
 def emit_wait(
     name: str,
     ref: PrimRef,
@@ -434,23 +479,28 @@ def emit_wait(
     t1: int,
     outcome: str,
     attrs: dict[str, Any] | None,
-    links: tuple[tuple[str, Any], ...] = (),
-    span_id: int | None = None,
+    links: tuple[Any, ...] = (),
+    span_id: int = 0,
     optional: bool = False,
-) -> int:
+) -> None:
     """Emit a wait's span record, capturing the waiter's task, span and site now.
 
     Called by the waiting task itself, after the wait: its task, current span
     and call site are the same as when it began waiting, so nothing is
     captured for waits that turn out too short to span.
 
-    Returns the span id, so that other spans can link to it.
+    ``links`` are ``(link kind, target)`` pairs, or, for the commonest link
+    of all, a lock's hand-off, the hold record that handed over (see
+    :func:`emit_hold`): no tuple and no span id per buffered record. A wait
+    that others link to is given its ``span_id`` up front; any other gets its
+    id from the pipeline (``0`` here: one int less per buffered record).
     """
     task = current_task()
-    span_id = RECORDER.next_id() if span_id is None else span_id
-    RECORDER.emit(
-        (
-            R_HOLD if optional else R_SPAN,
+    if attrs is not None and len(attrs) > 1:
+        attrs = intern_attrs(attrs)
+    if optional:
+        record: tuple[Any, ...] = (
+            R_OPTIONAL,
             name,
             t0,
             t1,
@@ -461,10 +511,23 @@ def emit_wait(
             ref,
             outcome,
             attrs,
-            True if optional else links,
         )
-    )
-    return span_id
+    else:
+        record = (
+            R_SPAN,
+            name,
+            t0,
+            t1,
+            span_id,
+            current_span(),
+            task_name(task),
+            capture(),
+            ref,
+            outcome,
+            attrs,
+            links,
+        )
+    RECORDER.emit(record)
 
 
 _NORMAL: Final = frozenset(
@@ -488,21 +551,22 @@ def outcome_is_normal(outcome: str) -> bool:
 def emit_hold(
     name: str,
     ref: PrimRef,
-    span_id: int,
     t0: int,
     t1: int,
     parent: Any,
     holder: str | None,
     site: RawSite | None,
     attrs: dict[str, Any] | None,
-    optional: bool,
-) -> None:
-    """Emit a hold record; ``optional`` holds are spanned only if a spanned wait links them.
+) -> tuple[Any, ...]:
+    """Emit a hold record; returns it, for the wait it hands over to to link to.
 
     Called from ``release()``: if an exception is being handled there (the
     body of ``async with`` raised, or the task was cancelled inside it) the
-    hold's outcome says so.
+    hold's outcome says so. Its span id is given by the pipeline, which
+    resolves a link to the record itself to that id.
     """
+    if attrs is not None and len(attrs) > 1:
+        attrs = intern_attrs(attrs)
     exc = sys.exc_info()[1]
     if exc is None:
         outcome = semconv.OUTCOME_RELEASED
@@ -510,9 +574,9 @@ def emit_hold(
         outcome = semconv.OUTCOME_CANCELLED
     else:
         outcome = semconv.OUTCOME_RAISED
-    RECORDER.emit(
-        (R_HOLD, name, t0, t1, span_id, parent, holder, site, ref, outcome, attrs, optional)
-    )
+    record = (R_HOLD, name, t0, t1, 0, parent, holder, site, ref, outcome, attrs)
+    RECORDER.emit(record)
+    return record
 
 
 def mark_point(
@@ -545,6 +609,7 @@ def mark_point(
         )
         return span, tname, site, t
     point_id = RECORDER.next_id()
+    full = intern_attrs(full)
     RECORDER.emit((R_SPAN, name, t, t, point_id, span, tname, site, None, None, full, ()))
     return point_id, tname, site, t
 

@@ -99,7 +99,22 @@ def waker_links(waker: Waker | None, attrs: dict[str, Any]) -> tuple[tuple[str, 
         attrs[semconv.ATTR_WAKER_TASK] = task
     if site is not None:
         attrs[semconv.ATTR_WAKER_SITE] = site  # resolved to "file:line" by the pipeline
-    return ((semconv.LINK_WAKER, span),) if span is not None else ()
+    if span is None:
+        return ()
+    # One set() wakes every waiter: they share one links tuple.
+    try:
+        links = _WAKER_LINKS.get(span)
+    except TypeError:  # an unhashable span
+        return ((semconv.LINK_WAKER, span),)
+    if links is None:
+        if len(_WAKER_LINKS) >= 1024:
+            _WAKER_LINKS.clear()
+        links = _WAKER_LINKS[span] = ((semconv.LINK_WAKER, span),)
+    return links
+
+
+# waking span (or span id) -> its links tuple; see waker_links.
+_WAKER_LINKS: dict[Any, tuple[tuple[str, Any], ...]] = {}
 
 
 _KNOWN_EVENT_WAIT: Final = """\

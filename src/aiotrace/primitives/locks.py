@@ -41,7 +41,7 @@ from aiotrace import semconv
 from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace._sites import capture, is_internal_file, user_frame
+from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     CancelledError,
@@ -55,6 +55,7 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     ref_of,
+    shared_attrs,
     source_is,
     task_name,
     task_of_frame,
@@ -94,11 +95,11 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
     asyncio's own (a Condition's ``__aexit__``) do we walk further.
     """
     if asite is not None and asite[0] == t0:
-        return (asite[1], asite[2])
+        return raw_site(asite[1], asite[2])
     code = caller.f_code
     if is_internal_file(code.co_filename):
         return capture()
-    return (code, caller.f_lasti)
+    return raw_site(code, caller.f_lasti)
 
 
 def _next_to_wake(starts: Any, handoffs: dict[int, Any]) -> int | None:
@@ -118,19 +119,21 @@ def _record_hold(
     caller: Any,
     site: Any,
     waiters: int,
-) -> int:
-    """Emit a hold span record (at release time, in the releasing task); returns its id."""
+) -> tuple[Any, ...]:
+    """Emit a hold span record (at release time, in the releasing task); returns it."""
     parent, holder, releaser = _hold_context(owner, caller)
-    attrs: dict[str, Any] = {}
-    if waiters:
-        attrs[semconv.ATTR_WAITERS_DURING] = waiters
-    if releaser is not None:
-        attrs[semconv.ATTR_RELEASER_TASK] = releaser
-    if ref.capacity is not None:
-        attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
-    hid = RECORDER.next_id()
-    emit_hold(name, ref, hid, t0, t1, parent, holder, site, attrs or None, False)
-    return hid
+    attrs: dict[str, Any] | None
+    if releaser is None and ref.capacity is None:
+        attrs = shared_attrs(semconv.ATTR_WAITERS_DURING, waiters) if waiters else None
+    else:
+        attrs = {}
+        if waiters:
+            attrs[semconv.ATTR_WAITERS_DURING] = waiters
+        if releaser is not None:
+            attrs[semconv.ATTR_RELEASER_TASK] = releaser
+        if ref.capacity is not None:
+            attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
+    return emit_hold(name, ref, t0, t1, parent, holder, site, attrs or None)
 
 
 def _waited(
@@ -152,16 +155,14 @@ def _waited(
     handoffs = prim._aiotrace_handoffs
     handoff = handoffs.pop(t0, None) if handoffs else None
     if handoff is not None and outcome == semconv.OUTCOME_ACQUIRED:
-        hid, t1 = handoff
+        hold, t1 = handoff
     else:
-        hid, t1 = None, perf_counter_ns()
+        hold, t1 = None, perf_counter_ns()
     if ref.stats.internal or not wait_spanned(ref, t0, t1, outcome):
         return
-    links: tuple[tuple[str, Any], ...] = ()
-    if hid is not None:
-        # The pipeline names the holder (task, site) from this hold's span.
-        links = ((semconv.LINK_HANDOFF, hid),)
-    emit_wait(name, ref, t0, t1, outcome, attrs, links)
+    # The hold record as links: a hand-off link to that hold's span, from
+    # which the pipeline names the holder (task, site).
+    emit_wait(name, ref, t0, t1, outcome, attrs, () if hold is None else hold)
 
 
 # ==========================================================================
@@ -304,7 +305,7 @@ def lock_patches() -> list[Patch]:
                         t0,
                         outcome_of(exc, current_task()),
                         semconv.SPAN_LOCK_ACQUIRE,
-                        {semconv.ATTR_WAITERS_AHEAD: ahead},
+                        shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
                     )
                 except Exception as inner:
                     rec.fail(FAMILY_LOCK, inner)
@@ -343,7 +344,7 @@ def lock_patches() -> list[Patch]:
                         t0,
                         semconv.OUTCOME_ACQUIRED,
                         semconv.SPAN_LOCK_ACQUIRE,
-                        {semconv.ATTR_WAITERS_AHEAD: ahead},
+                        shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
                     )
                 except Exception as exc:
                     rec.fail(FAMILY_LOCK, exc)
@@ -372,7 +373,7 @@ def lock_patches() -> list[Patch]:
             if dt > stats.max_hold_ns:
                 stats.max_hold_ns = dt
             caller = getframe(2)
-            hid = _record_hold(
+            hold = _record_hold(
                 hold_name,
                 ref_of(self, semconv.KIND_LOCK),
                 t0,
@@ -383,7 +384,7 @@ def lock_patches() -> list[Patch]:
                 len(starts) if starts else 0,
             )
             if woken is not None:
-                handoffs[woken] = (hid if long_wait else None, t1)
+                handoffs[woken] = (hold if long_wait else None, t1)
         except Exception as exc:
             rec.fail(FAMILY_LOCK, exc)
 
@@ -493,6 +494,56 @@ def lock_patches() -> list[Patch]:
 # A taken permit: [t0, owner frame, site].
 _P_T0, _P_OWNER, _P_SITE = range(3)
 
+# CPython's Semaphore.acquire, normalised as for the Lock: one text from 3.10
+# to 3.12, another since 3.13 (which re-wakes in a ``finally``). Our acquire()
+# inlines the slow path of whichever the running Python has, else awaits it.
+_KNOWN_SEMAPHORE_ACQUIRE_310: Final = """\
+async def acquire(self):
+if not self.locked():
+self._value -= 1
+return True
+if self._waiters is None:
+self._waiters = collections.deque()
+fut = self._get_loop().create_future()
+self._waiters.append(fut)
+try:
+try:
+await fut
+finally:
+self._waiters.remove(fut)
+except exceptions.CancelledError:
+if not fut.cancelled():
+self._value += 1
+self._wake_up_next()
+raise
+if self._value > 0:
+self._wake_up_next()
+return True"""
+
+_KNOWN_SEMAPHORE_ACQUIRE_313: Final = """\
+async def acquire(self):
+if not self.locked():
+self._value -= 1
+return True
+if self._waiters is None:
+self._waiters = collections.deque()
+fut = self._get_loop().create_future()
+self._waiters.append(fut)
+try:
+try:
+await fut
+finally:
+self._waiters.remove(fut)
+except exceptions.CancelledError:
+if fut.done() and not fut.cancelled():
+self._value += 1
+raise
+finally:
+while self._value > 0:
+if not self._wake_up_next():
+break
+return True"""
+
 
 def semaphore_patches() -> list[Patch]:
     """Patches for ``asyncio.Semaphore``; ``BoundedSemaphore`` inherits them.
@@ -519,6 +570,8 @@ def semaphore_patches() -> list[Patch]:
     # equality compares bytecode).
     mixin_aexit_code = asyncio.locks._ContextManagerMixin.__aexit__.__code__
     bounded_release_code = vars(Bounded)["release"].__code__
+    inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
+    inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
 
     def _kind(self: Any) -> str:
         if isinstance(self, Bounded):
@@ -575,7 +628,47 @@ def semaphore_patches() -> list[Patch]:
             else:
                 starts.append(t0)
         try:
-            result: bool = await orig_acquire(self)
+            # CPython's slow path from here on, verified at instrument time
+            # (see _base.source_is): no second coroutine per contended acquire.
+            if inline_310:
+                if self._waiters is None:
+                    self._waiters = collections.deque()
+                fut = self._get_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    try:
+                        await fut
+                    finally:
+                        self._waiters.remove(fut)
+                except CancelledError:
+                    if not fut.cancelled():
+                        self._value += 1
+                        self._wake_up_next()
+                    raise
+                if self._value > 0:
+                    self._wake_up_next()
+                result = True
+            elif inline_313:
+                if self._waiters is None:
+                    self._waiters = collections.deque()
+                fut = self._get_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    try:
+                        await fut
+                    finally:
+                        self._waiters.remove(fut)
+                except CancelledError:
+                    if fut.done() and not fut.cancelled():
+                        self._value += 1
+                    raise
+                finally:
+                    while self._value > 0:
+                        if not self._wake_up_next():
+                            break
+                result = True
+            else:
+                result = await orig_acquire(self)
         except BaseException as exc:
             if tracing:
                 try:
@@ -684,33 +777,31 @@ def semaphore_patches() -> list[Patch]:
             stats.max_hold_ns = dt
         ref = ref_of(self, _kind(self))
         starts = self._aiotrace_starts
-        hid = _record_hold(
+        hold = _record_hold(
             _names(ref.kind)[1],
             ref,
             t0,
             t1,
             owner,
             caller,
-            site if site is not None else capture(),
+            raw_site(site[0], site[1]) if site is not None else capture(),
             len(starts) if starts else 0,
         )
         if woken is not None:
-            handoffs[woken] = (hid if long_wait else None, t1)
+            handoffs[woken] = (hold if long_wait else None, t1)
 
     @functools.wraps(orig_release)
     def release(self: Any) -> None:
         if not live[0]:
             return orig_release(self)  # type: ignore[no-any-return]  # returns None
-        woke = False
-        for waiter in self._waiters or ():
-            if not waiter.done():
-                woke = True
-                break
+        value = self._value
         orig_release(self)
         permits = self._aiotrace_permits
         if permits and enabled[FAMILY_SEMAPHORE]:
             try:
-                released(self, pc(), woke, permits)
+                # asyncio adds the permit back, and takes it again for the
+                # waiter it wakes: an unchanged value means one was woken.
+                released(self, pc(), self._value == value, permits)
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
         return None

@@ -49,7 +49,7 @@ from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
-from aiotrace._sites import capture, is_asyncio_file, is_internal_file
+from aiotrace._sites import INTERNAL_FILES, capture, is_asyncio_file, is_internal_file
 from aiotrace.primitives._base import (
     CancelledError,
     PrimRef,
@@ -60,6 +60,7 @@ from aiotrace.primitives._base import (
     mark_point,
     outcome_of,
     preexisting_stats,
+    source_is,
     stats_for,
     task_name,
     tasks_by_loop,
@@ -702,21 +703,37 @@ def _report_pending_futures(since: int = 0) -> int:
     return count
 
 
+# BaseEventLoop.create_future, normalised (see _base.source_is).
+_KNOWN_CREATE_FUTURE: Final = """\
+def create_future(self):
+return futures.Future(loop=self)"""
+
+
 def future_patches() -> list[Patch]:
     """``loop.create_future()`` from user code, and ``asyncio.Future``, give traced futures."""
-    rec = RECORDER
-    include_internal = rec.options.internal_futures
+    enabled = RECORDER.enabled
+    include_internal = RECORDER.options.internal_futures
     getframe = sys._getframe
+    internal_files = INTERNAL_FILES
+    futures_module = asyncio.futures
 
     def make(orig: Any) -> Any:
+        # Every future asyncio makes for itself (each lock waiter, each sleep)
+        # comes through here, so the plain case costs a frame look-up, one
+        # dict look-up and, for the default loop, no call to the original.
+        plain = source_is(orig, _KNOWN_CREATE_FUTURE)
+
         @functools.wraps(orig)
         def create_future(self: Any) -> Any:
-            if (
-                _FUTURE_LIVE[0]
-                and rec.enabled[FAMILY_FUTURE]
-                and (include_internal or not is_internal_file(getframe(1).f_code.co_filename))
-            ):
-                return TracedFuture(loop=self)
+            if _FUTURE_LIVE[0] and enabled[FAMILY_FUTURE]:
+                filename = getframe(1).f_code.co_filename
+                internal = internal_files.get(filename)
+                if internal is None:
+                    internal = is_internal_file(filename)
+                if include_internal or not internal:
+                    return TracedFuture(loop=self)
+            if plain:
+                return futures_module.Future(loop=self)
             return orig(self)
 
         return create_future
