@@ -88,9 +88,7 @@ def buffered_bytes_per_operation(workload: str = "lock", operations: int = 100_0
     from aiotrace._recorder import RECORDER
     from benchmarks.workloads import contended_lock, event_fan_out, semaphore_2_of_10
 
-    run = {"lock": contended_lock, "semaphore": semaphore_2_of_10, "event": event_fan_out}[
-        workload
-    ]
+    run = {"lock": contended_lock, "semaphore": semaphore_2_of_10, "event": event_fan_out}[workload]
     # Records never reach the consumer: the pipeline is paused below.
     aiotrace.instrument(consumer=Discard(), tasks=False, futures=False, min_wait=0, min_hold=0)
     from aiotrace.instrumentor import AiotraceInstrumentor

@@ -29,13 +29,11 @@ if TYPE_CHECKING:
 
 LOGGER: Final = logging.getLogger("aiotrace")
 
-# Record kinds (first element of every record tuple). See _assemble.py for layouts.
+# Record kinds (first element of every record tuple); layouts in _wire.py.
 R_SPAN: Final = 0
 """A finished operation that becomes a span if it passed its threshold."""
 R_HOLD: Final = 1
 """A finished hold (or wait) that becomes a span: a span record without links."""
-R_EVENT: Final = 2
-"""A span event for a span aiotrace owns (a task span)."""
 R_TASK: Final = 3
 """A finished task (its span's fields are in the task's placeholder span)."""
 R_SDK: Final = 4

@@ -8,6 +8,20 @@ this process or in a collector process (``marshal``-able, no pickling).
 Sites and primitives are sent once each, as definitions, and referred to by
 number afterwards.
 
+Hot-path records (first element the kind, see ``_recorder``)::
+
+    R_SPAN      (kind, name, t0, t1, span id, parent span, task, raw site, ref,
+                 outcome, attrs, links)
+    R_HOLD      the same without links (an 11-tuple); R_OPTIONAL likewise
+    R_TASK      (kind, TaskSpan)
+    R_SDK       (kind, ReadableSpan)
+
+A span id of ``0`` is given here: most spans are linked to by nothing, or,
+for a hold, through its record (a wait's ``links`` may be the hold record
+that handed it the lock). Every buffered record waits in memory until the
+pipeline runs, so they share what can be shared: raw sites
+(``_sites.raw_site``) and attribute dicts (``_base.intern_attrs``).
+
 Wire records (first element the kind)::
 
     W_SITE  (kind, site id, path, line, function)
