@@ -498,35 +498,11 @@ def emit_wait(
     task = current_task()
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
+    fields = (name, t0, t1, span_id, current_span(), task_name(task), capture(), ref, outcome)
     if optional:
-        record: tuple[Any, ...] = (
-            R_OPTIONAL,
-            name,
-            t0,
-            t1,
-            span_id,
-            current_span(),
-            task_name(task),
-            capture(),
-            ref,
-            outcome,
-            attrs,
-        )
+        record: tuple[Any, ...] = (R_OPTIONAL, *fields, attrs)
     else:
-        record = (
-            R_SPAN,
-            name,
-            t0,
-            t1,
-            span_id,
-            current_span(),
-            task_name(task),
-            capture(),
-            ref,
-            outcome,
-            attrs,
-            links,
-        )
+        record = (R_SPAN, *fields, attrs, links)
     RECORDER.emit(record)
 
 

@@ -497,7 +497,7 @@ _P_T0, _P_OWNER, _P_SITE = range(3)
 # CPython's Semaphore.acquire, normalised as for the Lock: one text from 3.10
 # to 3.12, another since 3.13 (which re-wakes in a ``finally``). Our acquire()
 # inlines the slow path of whichever the running Python has, else awaits it.
-_KNOWN_SEMAPHORE_ACQUIRE_310: Final = """\
+_SEMAPHORE_ACQUIRE_HEAD: Final = """\
 async def acquire(self):
 if not self.locked():
 self._value -= 1
@@ -512,6 +512,10 @@ await fut
 finally:
 self._waiters.remove(fut)
 except exceptions.CancelledError:
+"""
+_KNOWN_SEMAPHORE_ACQUIRE_310: Final = (
+    _SEMAPHORE_ACQUIRE_HEAD
+    + """\
 if not fut.cancelled():
 self._value += 1
 self._wake_up_next()
@@ -519,22 +523,10 @@ raise
 if self._value > 0:
 self._wake_up_next()
 return True"""
-
-_KNOWN_SEMAPHORE_ACQUIRE_313: Final = """\
-async def acquire(self):
-if not self.locked():
-self._value -= 1
-return True
-if self._waiters is None:
-self._waiters = collections.deque()
-fut = self._get_loop().create_future()
-self._waiters.append(fut)
-try:
-try:
-await fut
-finally:
-self._waiters.remove(fut)
-except exceptions.CancelledError:
+)
+_KNOWN_SEMAPHORE_ACQUIRE_313: Final = (
+    _SEMAPHORE_ACQUIRE_HEAD
+    + """\
 if fut.done() and not fut.cancelled():
 self._value += 1
 raise
@@ -543,6 +535,7 @@ while self._value > 0:
 if not self._wake_up_next():
 break
 return True"""
+)
 
 
 def semaphore_patches() -> list[Patch]:
@@ -630,42 +623,38 @@ def semaphore_patches() -> list[Patch]:
         try:
             # CPython's slow path from here on, verified at instrument time
             # (see _base.source_is): no second coroutine per contended acquire.
-            if inline_310:
+            if inline_310 or inline_313:
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 fut = self._get_loop().create_future()
                 self._waiters.append(fut)
-                try:
+                if inline_313:
                     try:
-                        await fut
+                        try:
+                            await fut
+                        finally:
+                            self._waiters.remove(fut)
+                    except CancelledError:
+                        if fut.done() and not fut.cancelled():
+                            self._value += 1
+                        raise
                     finally:
-                        self._waiters.remove(fut)
-                except CancelledError:
-                    if not fut.cancelled():
-                        self._value += 1
+                        while self._value > 0:
+                            if not self._wake_up_next():
+                                break
+                else:
+                    try:
+                        try:
+                            await fut
+                        finally:
+                            self._waiters.remove(fut)
+                    except CancelledError:
+                        if not fut.cancelled():
+                            self._value += 1
+                            self._wake_up_next()
+                        raise
+                    if self._value > 0:
                         self._wake_up_next()
-                    raise
-                if self._value > 0:
-                    self._wake_up_next()
-                result = True
-            elif inline_313:
-                if self._waiters is None:
-                    self._waiters = collections.deque()
-                fut = self._get_loop().create_future()
-                self._waiters.append(fut)
-                try:
-                    try:
-                        await fut
-                    finally:
-                        self._waiters.remove(fut)
-                except CancelledError:
-                    if fut.done() and not fut.cancelled():
-                        self._value += 1
-                    raise
-                finally:
-                    while self._value > 0:
-                        if not self._wake_up_next():
-                            break
                 result = True
             else:
                 result = await orig_acquire(self)
