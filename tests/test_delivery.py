@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -171,3 +172,32 @@ def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_lo
         diagnoser.finish(at_exit=False)
         aiotrace.uninstrument()
     assert [f.kind for f in diagnoser.findings] == []
+
+
+def test_a_pipeline_that_stays_behind_is_waited_for_less_each_time_then_not_at_all(
+    low_high_water: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each wait that times out halves the next; after five the program stops waiting.
+
+    A slow moment therefore costs one wait and memory stays bounded, while a
+    pipeline stuck for good cannot stall the program for ever. Every time-out
+    is counted, the first logged, and still every record arrives.
+    """
+    from aiotrace._pipeline import Pipeline
+
+    monkeypatch.setattr(Pipeline, "PATIENCE", 0.1)
+    slow = Slow(0.5)  # a batch takes longer than any wait
+    aiotrace.instrument(consumer=slow, min_wait=0, min_hold=0, tasks=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiotrace"):
+            asyncio.run(_storm(1000))
+        timeouts = aiotrace.stats().pressure_timeouts
+        aiotrace.flush()
+        buffered = aiotrace.stats().buffered
+    finally:
+        aiotrace.uninstrument()
+    # 0.1, 0.05, 0.025, 0.0125 and 0.00625 s; then 0: no wait, no time-out.
+    assert timeouts == 5
+    assert len([r for r in caplog.records if "did not catch up" in r.getMessage()]) == 1
+    assert buffered == 0
+    assert slow.consumed > 15_000

@@ -163,6 +163,9 @@ class Stats:
     buffered: int
     """Records waiting for the pipeline."""
     dropped_reasons: dict[str, int] = field(default_factory=dict)
+    pressure_timeouts: int = 0
+    """Times the program stopped waiting for a pipeline that stayed behind (back-pressure
+    gave way: memory was then bounded only by how fast the pipeline caught up)."""
 
 
 def stats() -> Stats:
@@ -178,4 +181,5 @@ def stats() -> Stats:
         internal_errors=s.internal_errors,
         buffered=len(RECORDER.buffer),
         dropped_reasons=dict(s.dropped_reasons),
+        pressure_timeouts=s.pressure_timeouts,
     )

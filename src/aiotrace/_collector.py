@@ -348,7 +348,13 @@ class Collector:
             "processes": self.connections,
         }
         for producer in self.finished_producers:
-            for key in ("spans_dropped", "internal_errors", "below_threshold", "operations"):
+            for key in (
+                "spans_dropped",
+                "internal_errors",
+                "below_threshold",
+                "operations",
+                "pressure_timeouts",
+            ):
                 totals[key] = totals.get(key, 0) + int(producer.stats.get(key, 0))
             totals["peak_rss_kb"] = max(
                 totals.get("peak_rss_kb", 0), int(producer.stats.get("peak_rss_kb", 0))

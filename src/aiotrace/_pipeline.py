@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiotrace._assemble import Assembler, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, Recorder
@@ -170,21 +170,36 @@ class Pipeline:
             except Exception as exc:  # the thread must survive anything
                 self._recorder.fail("pipeline", exc)
 
-    PATIENCE: Final = 10.0
-    """Seconds a producer waits for a busy pipeline before it stops waiting for good."""
+    PATIENCE: ClassVar[float] = 10.0
+    """Seconds a producer first waits for a busy pipeline; halved at each time-out."""
 
     def _pressure(self) -> None:
         self._wake.set()
         # Back-pressure: past four times the high-water mark the producer waits
         # for the pipeline (which may be blocked on a slow consumer), then
         # drains what is left itself. The program slows; memory stays bounded;
-        # nothing is lost. A pipeline stuck for good (an exporter that needs
-        # this very thread) is waited for once, then the buffer grows instead.
+        # nothing is lost. A wait that times out halves the next one: a slow
+        # moment (a loaded machine, a collector catching up) costs one wait
+        # and leaves memory bounded, while a pipeline stuck for good (an
+        # exporter that needs this very thread) stops being waited for after
+        # five, and the buffer grows instead. Each time-out is counted and the
+        # first one logged: memory is then no longer bounded by the buffer.
         if (
             len(self._recorder.buffer) > 4 * self._recorder.high_water
             and self.drain(timeout=self._patience) < 0
+            and self._patience > 0  # at 0, only a try at draining here, without waiting
         ):
-            self._patience = 0.0
+            patience = self._patience / 2
+            self._patience = patience if patience >= self.PATIENCE / 16 else 0.0
+            stats = self._recorder.stats
+            stats.pressure_timeouts += 1
+            if stats.pressure_timeouts == 1:
+                LOGGER.warning(
+                    "aiotrace: the span pipeline is behind by %d records and did not catch up "
+                    "in time; the program goes on, and buffered records may use more memory "
+                    "until it does",
+                    len(self._recorder.buffer),
+                )
 
     def drain(self, block: bool = True, timeout: float = -1) -> int:
         """Process everything buffered now; how many records were taken (-1: lock not had)."""

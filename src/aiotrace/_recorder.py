@@ -126,6 +126,8 @@ class Stats:
     records_dropped: int = 0
     export_failures: int = 0
     links_unresolved: int = 0
+    pressure_timeouts: int = 0
+    """Times the program stopped waiting for a pipeline that stayed behind."""
     dropped_reasons: dict[str, int] = field(default_factory=dict)
 
     def drop(self, count: int, reason: str) -> None:

@@ -217,6 +217,7 @@ def producer_stats() -> dict[str, int]:
         "internal_errors": stats.internal_errors,
         "below_threshold": stats.below_threshold,
         "operations": stats.operations,
+        "pressure_timeouts": stats.pressure_timeouts,
         "peak_rss_kb": peak_rss_kb(),
     }
 

@@ -490,6 +490,11 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         line += f"{stats.get('below_threshold', 0)} operations below threshold"
         if stats.get("internal_errors"):
             line += f"; [red]{stats['internal_errors']} internal errors[/]"
+        if stats.get("pressure_timeouts"):
+            line += (
+                f"; [yellow]the program stopped waiting for the span pipeline "
+                f"{stats['pressure_timeouts']} times (memory grew meanwhile)[/]"
+            )
         console.print(line)
     for note in report.notes:
         console.print(f"[yellow]{note}")
