@@ -11,6 +11,7 @@ import pytest
 
 import aiotrace
 from aiotrace import semconv
+from aiotrace.primitives.tasks import TracedFuture
 from aiotrace.testing import Captured, capture_spans
 from tests.conftest import line_of
 
@@ -102,6 +103,34 @@ def test_asyncios_own_futures_are_not_traced_by_default() -> None:
     with capture_spans(internal_futures=True, min_wait=0) as captured:
         asyncio.run(main())
         assert captured.named(semconv.SPAN_FUTURE)  # the lock waiter's and sleep's futures
+
+
+def test_waiters_get_plain_futures_unless_asyncios_own_are_traced() -> None:
+    """A lock's, a semaphore's and an event's waiter futures are asyncio's, as without aiotrace.
+
+    (aiotrace makes them itself, sparing the frame look-up of the patched
+    ``create_future``; with ``internal_futures=True`` they are traced ones.)
+    """
+
+    async def waiter_types() -> list[type]:
+        lock, sem, event = asyncio.Lock(), asyncio.Semaphore(0), asyncio.Event()
+        await lock.acquire()
+        waiting = [
+            asyncio.create_task(lock.acquire()),
+            asyncio.create_task(sem.acquire()),
+            asyncio.create_task(event.wait()),
+        ]
+        await asyncio.sleep(0)
+        types = [type(p._waiters[0]) for p in (lock, sem, event)]  # type: ignore[attr-defined]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return types
+
+    with capture_spans():
+        assert asyncio.run(waiter_types()) == [asyncio.futures.Future] * 3
+    with capture_spans(internal_futures=True):
+        assert asyncio.run(waiter_types()) == [TracedFuture] * 3
 
 
 @pytest.mark.parametrize("how", ["exception", "cancel"])

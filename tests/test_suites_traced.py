@@ -63,6 +63,8 @@ def plain_and_traced(
     return outcomes(tmp_path / "plain.xml"), outcomes(tmp_path / "traced.xml"), traced.stdout
 
 
+# Runs the suite twice (about 100 s each alone); a loaded machine can double that.
+@pytest.mark.timeout(900)
 def test_this_projects_suite_passes_identically_traced(tmp_path: Path) -> None:
     """Every test but the ``pristine`` ones (which need aiotrace not instrumented)."""
     selection = ["-m", "not pristine and not suite_check", "-p", "xdist", "-n", "2"]

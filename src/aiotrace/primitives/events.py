@@ -29,6 +29,7 @@ from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     adopt,
     current_task,
     display_name,
@@ -142,6 +143,8 @@ def event_patches() -> list[Patch]:
     enabled = rec.enabled
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
+    plain_create_future = PLAIN_CREATE_FUTURE
+    futures_module = asyncio.futures
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
 
     @functools.wraps(orig_init)
@@ -171,7 +174,11 @@ def event_patches() -> list[Patch]:
         try:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
-                fut = self._get_loop().create_future()
+                loop = self._get_loop()
+                if type(loop).create_future is plain_create_future[0]:
+                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
+                else:
+                    fut = loop.create_future()
                 self._waiters.append(fut)
                 try:
                     await fut

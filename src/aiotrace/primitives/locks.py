@@ -44,6 +44,7 @@ from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     CancelledError,
     current_task,
     current_task_name,
@@ -207,6 +208,8 @@ def lock_patches() -> list[Patch]:
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
+    plain_create_future = PLAIN_CREATE_FUTURE
+    futures_module = asyncio.futures
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
     lock_order = LOCK_ORDER
@@ -281,7 +284,11 @@ def lock_patches() -> list[Patch]:
                 # less per contended acquire than awaiting the original.
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                fut = self._get_loop().create_future()
+                loop = self._get_loop()
+                if type(loop).create_future is plain_create_future[0]:
+                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
+                else:
+                    fut = loop.create_future()
                 self._waiters.append(fut)
                 try:
                     try:
@@ -557,6 +564,8 @@ def semaphore_patches() -> list[Patch]:
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
+    plain_create_future = PLAIN_CREATE_FUTURE
+    futures_module = asyncio.futures
     getframe = sys._getframe
     mixin_aenter_code = asyncio.locks._ContextManagerMixin.__aenter__.__code__
     # Frames between the user and our release() (compared by identity: code
@@ -626,7 +635,11 @@ def semaphore_patches() -> list[Patch]:
             if inline_310 or inline_313:
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                fut = self._get_loop().create_future()
+                loop = self._get_loop()
+                if type(loop).create_future is plain_create_future[0]:
+                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
+                else:
+                    fut = loop.create_future()
                 self._waiters.append(fut)
                 if inline_313:
                     try:

@@ -51,6 +51,7 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import INTERNAL_FILES, capture, is_asyncio_file, is_internal_file
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     CancelledError,
     PrimRef,
     current_task,
@@ -738,12 +739,12 @@ def future_patches() -> list[Patch]:
 
         return create_future
 
+    orig_base = vars(asyncio.BaseEventLoop)["create_future"]
+    base_create_future = make(orig_base)
+    if not include_internal and source_is(orig_base, _KNOWN_CREATE_FUTURE):
+        PLAIN_CREATE_FUTURE[0] = base_create_future
     patches = [
-        Patch(
-            asyncio.BaseEventLoop,
-            "create_future",
-            make(vars(asyncio.BaseEventLoop)["create_future"]),
-        ),
+        Patch(asyncio.BaseEventLoop, "create_future", base_create_future),
         Patch(asyncio, "Future", TracedFuture),
     ]
     uvloop_loop = _uvloop_loop()
@@ -756,6 +757,7 @@ def future_patches() -> list[Patch]:
 def retire_futures() -> None:
     """After uninstrument(): traced futures still around behave as plain ones."""
     _FUTURE_LIVE[0] = False
+    PLAIN_CREATE_FUTURE[0] = None
     PENDING.clear()
 
 
