@@ -1,0 +1,133 @@
+"""Instructions per operation, traced over bare: ``python -m benchmarks.instructions``.
+
+The time ratios of ``benchmarks.run`` swing by 5-10% on a shared two-core
+machine, which is as large as the hot-path costs we try to cut. This counts
+instructions instead, under valgrind's callgrind, which gives the same count
+for the same code whatever else the machine is doing. Each workload runs
+twice per mode, at two sizes, and the difference divided by the difference
+in operations is the cost of one operation, start-up and imports excluded.
+
+Time does not pass under valgrind as it does outside (about fifty times
+slower), so the traced modes raise ``min_wait`` and ``min_hold`` to 1000 s:
+every operation stays below threshold, as in ``benchmarks.run``'s
+``default`` mode. Modes:
+
+  bare      not instrumented
+  default   ``aiotrace.instrument()`` with what the workload traces in
+            ``benchmarks.run`` (primitives only for the primitive workloads)
+  shipped   ``aiotrace.instrument()`` with nothing turned off: task spans,
+            and futures, whose patched ``loop.create_future`` every waiter's
+            future passes
+
+Needs ``valgrind`` on the PATH. Usage::
+
+    python -m benchmarks.instructions
+    python -m benchmarks.instructions --workload "Semaphore(2), 10 tasks" --modes bare,default
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from .workloads import WORKLOADS
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+MODES = ("bare", "default", "shipped")
+SIZES = (2000, 6000)
+"""Operations in the small and the large run (their difference is what is counted)."""
+QUIET = 1000.0
+"""Seconds: thresholds no operation reaches, however slow valgrind makes it."""
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child(mode: str, workload: str, n: int) -> None:
+    """Run one workload ``n`` times in ``mode`` (inside valgrind)."""
+    run, _, traced = WORKLOADS[workload]
+    if mode != "bare":
+        import aiotrace
+        from aiotrace._pipeline import Discard
+
+        options = dict(traced) if mode == "default" else {}
+        aiotrace.instrument(consumer=Discard(), min_wait=QUIET, min_hold=QUIET, **options)
+    asyncio.run(run(n))
+    if mode != "bare":
+        aiotrace.flush()
+        aiotrace.uninstrument()
+
+
+def count(mode: str, workload: str, n: int) -> int:
+    """Instructions callgrind counted for one child run."""
+    proc = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "benchmarks.instructions",
+            "--child",
+            mode,
+            workload,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=_ROOT,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        detail = proc.stderr[-2000:]
+        raise RuntimeError(f"callgrind run failed ({mode}, {workload}, {n}):\n{detail}")
+    return int(found.group(1))
+
+
+def per_operation(mode: str, workload: str) -> float:
+    """Instructions one operation costs in ``mode`` (start-up subtracted)."""
+    small, large = (count(mode, workload, n) for n in SIZES)
+    return (large - small) / (SIZES[1] - SIZES[0])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
+    parser.add_argument("--workload", action="append", help="a workload name (repeatable)")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        mode, workload, n = args.child
+        child(mode, workload, int(n))
+        return 0
+    if shutil.which("valgrind") is None:
+        print("benchmarks.instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown or "bare" not in modes:
+        parser.error(f"--modes: choose from {', '.join(MODES)}, bare included")
+    workloads = args.workload or list(WORKLOADS)
+    print(f"# instructions per operation (callgrind), Python {sys.version.split()[0]}")
+    for workload in workloads:
+        if workload not in WORKLOADS:
+            parser.error(f"unknown workload {workload!r}; one of: {', '.join(WORKLOADS)}")
+        bare = per_operation("bare", workload)
+        cells = [f"bare {bare:,.0f}"]
+        for mode in modes:
+            if mode != "bare":
+                cells.append(f"{mode} {per_operation(mode, workload) / bare:.3f}x")
+        print(f"{workload:32} " + "  ".join(cells), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
