@@ -125,6 +125,7 @@ def test_waiters_get_plain_futures_unless_asyncios_own_are_traced() -> None:
         for task in waiting:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
+        lock.release()
         return types
 
     with capture_spans():

@@ -136,7 +136,9 @@ def test_short_hold_is_spanned_when_a_spanned_wait_links_to_it() -> None:
     for wait in waits:
         ((target, attrs),) = wait.links
         assert attrs == {semconv.ATTR_LINK_KIND: semconv.LINK_HANDOFF}
-        assert holds[target].duration < 0.005  # short, yet spanned because linked
+        # Far below min_hold (each is a 1 ms sleep, stretched on a loaded
+        # machine), yet spanned because linked.
+        assert holds[target].duration < 1.0
     assert len(holds) == len(waits)  # and no other short hold was built
 
 
