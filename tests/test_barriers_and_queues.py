@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+import aiotrace
 from aiotrace import semconv
-from aiotrace.testing import Captured
+from aiotrace.testing import Captured, capture_spans
 from tests.conftest import line_of
 
 needs_barrier = pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.Barrier is 3.11+")
@@ -45,6 +46,31 @@ def test_barrier_parties_link_to_the_releasing_arrival(traced: Captured) -> None
     assert p0.duration >= 2 * DELAY * 0.9
     # The Barrier's own Condition and Lock are asyncio internals: no spans of their own.
     assert {s.name for s in traced.primitive_spans} == {semconv.SPAN_BARRIER_WAIT}
+
+
+@needs_barrier
+def test_a_quick_releasing_arrival_is_spanned_when_a_spanned_wait_links_to_it() -> None:
+    """Under min_wait, the arrival that releases the barrier is built only because linked."""
+
+    async def main() -> None:
+        barrier = asyncio.Barrier(3)  # type: ignore[attr-defined]
+
+        async def party(delay: float) -> None:
+            await asyncio.sleep(delay)
+            await barrier.wait()
+
+        await asyncio.gather(*(asyncio.create_task(party(d), name=f"p{d}") for d in (0, 0, 0.02)))
+
+    with capture_spans(min_wait=0.01) as captured:
+        asyncio.run(main())
+        waits = captured.named(semconv.SPAN_BARRIER_WAIT)
+        errors = aiotrace.stats().internal_errors
+    assert errors == 0
+    (releaser,) = (w for w in waits if w[semconv.ATTR_TASK_NAME] == "p0.02")
+    linked = [w for w in waits if w is not releaser]
+    assert len(linked) == 2
+    for wait in linked:
+        assert [target for target, _ in wait.links] == [releaser.span_id]
 
 
 @needs_barrier

@@ -206,26 +206,29 @@ class Encoder:
             span_id = self._recorder.next_id()
             if record[0] != R_SPAN:
                 self._hold_ids.put(record, span_id)
-        # Holds carry no links (an 11-tuple): the wire says whether optional.
-        tail = record[11] if record[0] == R_SPAN else record[0] == R_OPTIONAL
-        if tail and type(tail[0]) is int:
-            # The hold record that handed the lock over, encoded before this.
-            target = self._hold_ids.get(tail)
-            if target is None:
-                self._recorder.stats.links_unresolved += 1
-                tail = ()
-            else:
-                tail = ((semconv.LINK_HANDOFF, target),)
-        elif record[0] == R_SPAN and tail:
-            links: list[tuple[str, Any]] = []
-            for link_kind, target in tail:
-                if isinstance(target, int):
-                    links.append((link_kind, target))
+        tail: Any
+        if record[0] != R_SPAN:
+            tail = record[0] == R_OPTIONAL  # holds carry no links: the wire says if optional
+        else:
+            tail = record[11]
+            if tail and type(tail[0]) is int:
+                # The hold record that handed the lock over, encoded before this.
+                target = self._hold_ids.get(tail)
+                if target is None:
+                    self._recorder.stats.links_unresolved += 1
+                    tail = ()
                 else:
-                    ids = ids_of(target)
-                    if ids is not None:
-                        links.append((link_kind, (ids[0], ids[1], ids[2])))
-            tail = tuple(links)
+                    tail = ((semconv.LINK_HANDOFF, target),)
+            elif tail:
+                links: list[tuple[str, Any]] = []
+                for link_kind, target in tail:
+                    if isinstance(target, int):
+                        links.append((link_kind, target))
+                    else:
+                        ids = ids_of(target)
+                        if ids is not None:
+                            links.append((link_kind, (ids[0], ids[1], ids[2])))
+                tail = tuple(links)
         return (
             W_SPAN if record[0] == R_SPAN else W_HOLD,
             record[1],
