@@ -334,13 +334,20 @@ def source_is(func: Any, known: str) -> bool:
 
 PLAIN_CREATE_FUTURE: Final[list[Any]] = [None]
 """The ``create_future`` installed on ``BaseEventLoop`` while futures are traced,
-when asyncio's own calls to it get a plain ``asyncio.futures.Future(loop=loop)``.
+when asyncio's own calls to it get a plain ``asyncio.futures.Future(loop=loop)``."""
 
-Every contended operation makes a waiter future, and telling asyncio's
-callers from the user's costs the patched method a frame look-up (0.2 µs).
-The inlined slow paths know they are asyncio's code: on a loop whose
-method is this one they make the very same future directly.
-"""
+
+def waiter_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    """``loop.create_future()`` for a waiter of an inlined slow path (asyncio's code).
+
+    Every contended operation makes a waiter future, and telling asyncio's
+    callers from the user's costs the patched method a frame look-up (0.2 µs).
+    On a loop whose method is aiotrace's plain one, the very same future is
+    made directly.
+    """
+    if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
+        return asyncio.futures.Future(loop=loop)
+    return loop.create_future()
 
 
 # --------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
-    PLAIN_CREATE_FUTURE,
     adopt,
     current_task,
     display_name,
@@ -42,6 +41,7 @@ from aiotrace.primitives._base import (
     ref_of,
     source_is,
     wait_spanned,
+    waiter_future,
 )
 
 FAMILY_EVENT: Final = "event"
@@ -143,8 +143,6 @@ def event_patches() -> list[Patch]:
     enabled = rec.enabled
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
-    plain_create_future = PLAIN_CREATE_FUTURE
-    futures_module = asyncio.futures
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
 
     @functools.wraps(orig_init)
@@ -174,11 +172,7 @@ def event_patches() -> list[Patch]:
         try:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
-                loop = self._get_loop()
-                if type(loop).create_future is plain_create_future[0]:
-                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
-                else:
-                    fut = loop.create_future()
+                fut = waiter_future(self._get_loop())
                 self._waiters.append(fut)
                 try:
                     await fut

@@ -44,7 +44,6 @@ from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
-    PLAIN_CREATE_FUTURE,
     CancelledError,
     current_task,
     current_task_name,
@@ -61,6 +60,7 @@ from aiotrace.primitives._base import (
     task_name,
     task_of_frame,
     wait_spanned,
+    waiter_future,
 )
 from aiotrace.primitives._lock_order import LOCK_ORDER
 
@@ -208,8 +208,6 @@ def lock_patches() -> list[Patch]:
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
-    plain_create_future = PLAIN_CREATE_FUTURE
-    futures_module = asyncio.futures
     getframe = sys._getframe
     hold_name = semconv.SPAN_LOCK_HOLD
     lock_order = LOCK_ORDER
@@ -284,11 +282,7 @@ def lock_patches() -> list[Patch]:
                 # less per contended acquire than awaiting the original.
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                loop = self._get_loop()
-                if type(loop).create_future is plain_create_future[0]:
-                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
-                else:
-                    fut = loop.create_future()
+                fut = waiter_future(self._get_loop())
                 self._waiters.append(fut)
                 try:
                     try:
@@ -564,8 +558,6 @@ def semaphore_patches() -> list[Patch]:
     min_hold = rec.min_hold_ns
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
-    plain_create_future = PLAIN_CREATE_FUTURE
-    futures_module = asyncio.futures
     getframe = sys._getframe
     mixin_aenter_code = asyncio.locks._ContextManagerMixin.__aenter__.__code__
     # Frames between the user and our release() (compared by identity: code
@@ -635,11 +627,7 @@ def semaphore_patches() -> list[Patch]:
             if inline_310 or inline_313:
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                loop = self._get_loop()
-                if type(loop).create_future is plain_create_future[0]:
-                    fut: Any = futures_module.Future(loop=loop)  # what that method makes
-                else:
-                    fut = loop.create_future()
+                fut = waiter_future(self._get_loop())
                 self._waiters.append(fut)
                 if inline_313:
                     try:
