@@ -11,6 +11,7 @@ import pytest
 
 import aiotrace
 from aiotrace import semconv
+from aiotrace.primitives._base import PLAIN_CREATE_FUTURE
 from aiotrace.primitives.tasks import TracedFuture
 from aiotrace.testing import Captured, capture_spans
 from tests.conftest import line_of
@@ -112,7 +113,9 @@ def test_waiters_get_plain_futures_unless_asyncios_own_are_traced() -> None:
     ``create_future``; with ``internal_futures=True`` they are traced ones.)
     """
 
-    async def waiter_types() -> list[type]:
+    async def waiter_types() -> list[object]:
+        # Whether the slow paths make waiters directly (the frame look-up spared).
+        direct = type(asyncio.get_running_loop()).create_future is PLAIN_CREATE_FUTURE[0]
         lock, sem, event = asyncio.Lock(), asyncio.Semaphore(0), asyncio.Event()
         await lock.acquire()
         waiting = [
@@ -126,12 +129,12 @@ def test_waiters_get_plain_futures_unless_asyncios_own_are_traced() -> None:
             task.cancel()
         await asyncio.gather(*waiting, return_exceptions=True)
         lock.release()
-        return types
+        return [direct, *types]
 
     with capture_spans():
-        assert asyncio.run(waiter_types()) == [asyncio.futures.Future] * 3
+        assert asyncio.run(waiter_types()) == [True, *[asyncio.futures.Future] * 3]
     with capture_spans(internal_futures=True):
-        assert asyncio.run(waiter_types()) == [TracedFuture] * 3
+        assert asyncio.run(waiter_types()) == [False, *[TracedFuture] * 3]
 
 
 @pytest.mark.parametrize("how", ["exception", "cancel"])

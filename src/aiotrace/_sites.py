@@ -28,8 +28,7 @@ from typing import Final
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
-INTERNAL_FILES: Final[dict[str, bool]] = {}
-"""``is_internal_file``'s answers by file name; hot paths read it directly."""
+_internal_cache: dict[str, bool] = {}
 
 # Python 3.10's code objects have no co_qualname: the qualified name is found
 # from the function that owns the code, through the garbage collector, once
@@ -104,10 +103,10 @@ def short_path(path: str) -> str:
 
 def is_internal_file(filename: str) -> bool:
     """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
-    cached = INTERNAL_FILES.get(filename)
+    cached = _internal_cache.get(filename)
     if cached is None:
         cached = filename.startswith((_ASYNCIO_DIR, _AIOTRACE_DIR))
-        INTERNAL_FILES[filename] = cached
+        _internal_cache[filename] = cached
     return cached
 
 

@@ -170,15 +170,9 @@ def _waited(
 # Lock
 # ==========================================================================
 
-# CPython's Lock.acquire, without docstring, comments or indentation: the same
-# text from 3.10 to 3.13. Our acquire() inlines its slow path only if the
-# running Python's is this exact code; otherwise it awaits the original.
-_KNOWN_LOCK_ACQUIRE: Final = """\
-async def acquire(self):
-if (not self._locked and (self._waiters is None or
-all(w.cancelled() for w in self._waiters))):
-self._locked = True
-return True
+# The middle of CPython's Lock.acquire and Semaphore.acquire, normalised (see
+# _base.normalized_source): queue a waiter future, await it, dequeue it.
+_ENQUEUE_AND_AWAIT: Final = """\
 if self._waiters is None:
 self._waiters = collections.deque()
 fut = self._get_loop().create_future()
@@ -189,11 +183,27 @@ await fut
 finally:
 self._waiters.remove(fut)
 except exceptions.CancelledError:
+"""
+
+# CPython's Lock.acquire, without docstring, comments or indentation: the same
+# text from 3.10 to 3.13. Our acquire() inlines its slow path only if the
+# running Python's is this exact code; otherwise it awaits the original.
+_KNOWN_LOCK_ACQUIRE: Final = (
+    """\
+async def acquire(self):
+if (not self._locked and (self._waiters is None or
+all(w.cancelled() for w in self._waiters))):
+self._locked = True
+return True
+"""
+    + _ENQUEUE_AND_AWAIT
+    + """\
 if not self._locked:
 self._wake_up_first()
 raise
 self._locked = True
 return True"""
+)
 
 
 def lock_patches() -> list[Patch]:
@@ -498,22 +508,15 @@ _P_T0, _P_OWNER, _P_SITE = range(3)
 # CPython's Semaphore.acquire, normalised as for the Lock: one text from 3.10
 # to 3.12, another since 3.13 (which re-wakes in a ``finally``). Our acquire()
 # inlines the slow path of whichever the running Python has, else awaits it.
-_SEMAPHORE_ACQUIRE_HEAD: Final = """\
+_SEMAPHORE_ACQUIRE_HEAD: Final = (
+    """\
 async def acquire(self):
 if not self.locked():
 self._value -= 1
 return True
-if self._waiters is None:
-self._waiters = collections.deque()
-fut = self._get_loop().create_future()
-self._waiters.append(fut)
-try:
-try:
-await fut
-finally:
-self._waiters.remove(fut)
-except exceptions.CancelledError:
 """
+    + _ENQUEUE_AND_AWAIT
+)
 _KNOWN_SEMAPHORE_ACQUIRE_310: Final = (
     _SEMAPHORE_ACQUIRE_HEAD
     + """\
@@ -629,33 +632,28 @@ def semaphore_patches() -> list[Patch]:
                     self._waiters = collections.deque()
                 fut = waiter_future(self._get_loop())
                 self._waiters.append(fut)
-                if inline_313:
+                # The two texts differ only in what a cancelled waiter gives
+                # back and in how the next waiters are woken.
+                try:
                     try:
-                        try:
-                            await fut
-                        finally:
-                            self._waiters.remove(fut)
-                    except CancelledError:
+                        await fut
+                    finally:
+                        self._waiters.remove(fut)
+                except CancelledError:
+                    if inline_313:
                         if fut.done() and not fut.cancelled():
                             self._value += 1
-                        raise
-                    finally:
+                    elif not fut.cancelled():
+                        self._value += 1
+                        self._wake_up_next()
+                    raise
+                finally:
+                    if inline_313:
                         while self._value > 0:
                             if not self._wake_up_next():
                                 break
-                else:
-                    try:
-                        try:
-                            await fut
-                        finally:
-                            self._waiters.remove(fut)
-                    except CancelledError:
-                        if not fut.cancelled():
-                            self._value += 1
-                            self._wake_up_next()
-                        raise
-                    if self._value > 0:
-                        self._wake_up_next()
+                if not inline_313 and self._value > 0:
+                    self._wake_up_next()
                 result = True
             else:
                 result = await orig_acquire(self)

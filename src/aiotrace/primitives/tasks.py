@@ -49,7 +49,7 @@ from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
-from aiotrace._sites import INTERNAL_FILES, capture, is_asyncio_file, is_internal_file
+from aiotrace._sites import capture, is_asyncio_file, is_internal_file
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     CancelledError,
@@ -715,24 +715,19 @@ def future_patches() -> list[Patch]:
     enabled = RECORDER.enabled
     include_internal = RECORDER.options.internal_futures
     getframe = sys._getframe
-    internal_files = INTERNAL_FILES
     futures_module = asyncio.futures
 
-    def make(orig: Any) -> Any:
-        # Every future asyncio makes for itself (each lock waiter, each sleep)
-        # comes through here, so the plain case costs a frame look-up, one
-        # dict look-up and, for the default loop, no call to the original.
-        plain = source_is(orig, _KNOWN_CREATE_FUTURE)
-
+    def make(orig: Any, plain: bool) -> Any:
+        # Every future asyncio makes for itself (each sleep) comes through
+        # here; for the default loop (``plain``) without calling the original.
         @functools.wraps(orig)
         def create_future(self: Any) -> Any:
-            if _FUTURE_LIVE[0] and enabled[FAMILY_FUTURE]:
-                filename = getframe(1).f_code.co_filename
-                internal = internal_files.get(filename)
-                if internal is None:
-                    internal = is_internal_file(filename)
-                if include_internal or not internal:
-                    return TracedFuture(loop=self)
+            if (
+                _FUTURE_LIVE[0]
+                and enabled[FAMILY_FUTURE]
+                and (include_internal or not is_internal_file(getframe(1).f_code.co_filename))
+            ):
+                return TracedFuture(loop=self)
             if plain:
                 return futures_module.Future(loop=self)
             return orig(self)
@@ -740,8 +735,9 @@ def future_patches() -> list[Patch]:
         return create_future
 
     orig_base = vars(asyncio.BaseEventLoop)["create_future"]
-    base_create_future = make(orig_base)
-    if not include_internal and source_is(orig_base, _KNOWN_CREATE_FUTURE):
+    base_plain = source_is(orig_base, _KNOWN_CREATE_FUTURE)
+    base_create_future = make(orig_base, base_plain)
+    if base_plain and not include_internal:
         PLAIN_CREATE_FUTURE[0] = base_create_future
     patches = [
         Patch(asyncio.BaseEventLoop, "create_future", base_create_future),
@@ -749,7 +745,7 @@ def future_patches() -> list[Patch]:
     ]
     uvloop_loop = _uvloop_loop()
     if uvloop_loop is not None:
-        patches.append(Patch(uvloop_loop, "create_future", make(uvloop_loop.create_future)))
+        patches.append(Patch(uvloop_loop, "create_future", make(uvloop_loop.create_future, False)))
     _FUTURE_LIVE[0] = True
     return patches
 
