@@ -30,9 +30,11 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
     adopt,
+    adopt_preexisting,
     current_task,
     display_name,
     emit_wait,
+    give_defaults,
     live_flag,
     mark_point,
     on_create,
@@ -144,10 +146,20 @@ def event_patches() -> list[Patch]:
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
+    # Per-instance, never class-level (see _base): starts are the blocked
+    # waiters' start times, set_at and waker the last waking set().
+    defaults: dict[str, Any] = {
+        "_aiotrace_ref": None,
+        "_aiotrace_stats": preexisting_stats(semconv.KIND_EVENT),
+        "_aiotrace_starts": None,
+        "_aiotrace_set_at": 0,
+        "_aiotrace_waker": None,
+    }
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)
+        give_defaults(self, defaults)
         if enabled[FAMILY_EVENT]:
             try:
                 on_create(self, semconv.KIND_EVENT)
@@ -158,13 +170,20 @@ def event_patches() -> list[Patch]:
     async def wait(self: Any) -> bool:
         if self._value:
             if live[0]:
-                self._aiotrace_stats.n += 1
+                try:
+                    self._aiotrace_stats.n += 1
+                except AttributeError:  # made before instrument()
+                    adopt_preexisting(self, defaults)
             return True
         t0 = pc()
         tracing = enabled[FAMILY_EVENT] and live[0]
         if tracing:
             ahead = len(self._waiters)
-            starts = self._aiotrace_starts
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             if starts is None:
                 self._aiotrace_starts = deque((t0,))
             else:
@@ -224,8 +243,12 @@ def event_patches() -> list[Patch]:
         waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
         orig_set(self)
         if waking:
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             t = self._aiotrace_set_at = pc()
-            starts = self._aiotrace_starts
             if starts:
                 oldest = starts[0]
                 starts.clear()  # every waiter is woken
@@ -243,11 +266,6 @@ def event_patches() -> list[Patch]:
                         rec.fail(FAMILY_EVENT, exc)
 
     return [
-        Patch(Event, "_aiotrace_ref", None),
-        Patch(Event, "_aiotrace_stats", preexisting_stats(semconv.KIND_EVENT)),
-        Patch(Event, "_aiotrace_starts", None),
-        Patch(Event, "_aiotrace_set_at", 0),
-        Patch(Event, "_aiotrace_waker", None),
         Patch(Event, "__init__", __init__),
         Patch(Event, "wait", wait),
         Patch(Event, "set", set),

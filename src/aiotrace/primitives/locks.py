@@ -45,10 +45,12 @@ from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     CancelledError,
+    adopt_preexisting,
     current_task,
     current_task_name,
     emit_hold,
     emit_wait,
+    give_defaults,
     in_stack,
     live_flag,
     on_create,
@@ -232,6 +234,18 @@ def lock_patches() -> list[Patch]:
     # identity: hashing a code object hashes its bytecode.)
     mixin_code = mixin.__aenter__.__code__
     aenter_code: Any = None
+    # Per-instance, never class-level (see _base): t0 and owner are the
+    # current hold's start and frame, asite an explicit acquire()'s site.
+    defaults: dict[str, Any] = {
+        "_aiotrace_ref": None,
+        "_aiotrace_stats": preexisting_stats(semconv.KIND_LOCK),
+        "_aiotrace_t0": 0,
+        "_aiotrace_owner": None,
+        "_aiotrace_olasti": 0,
+        "_aiotrace_asite": None,
+        "_aiotrace_starts": None,
+        "_aiotrace_handoffs": None,
+    }
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -239,10 +253,7 @@ def lock_patches() -> list[Patch]:
         # Set in __init__, the fast path's attributes join the instance's
         # shared key layout, which keeps every attribute access on the lock
         # (asyncio's own included) on CPython's fast path.
-        self._aiotrace_t0 = 0
-        self._aiotrace_owner = None
-        self._aiotrace_olasti = 0
-        self._aiotrace_starts = None
+        give_defaults(self, defaults)
         if enabled[FAMILY_LOCK]:
             try:
                 on_create(self, semconv.KIND_LOCK)
@@ -280,7 +291,11 @@ def lock_patches() -> list[Patch]:
         tracing = enabled[FAMILY_LOCK] and live[0]
         if tracing:
             ahead = len(waiters) if waiters else 0
-            starts = self._aiotrace_starts
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             if starts is None:
                 self._aiotrace_starts = deque((t0,))
             else:
@@ -404,6 +419,11 @@ def lock_patches() -> list[Patch]:
         if not live[0]:
             return orig_release(self)  # type: ignore[no-any-return]  # returns None
         if self._locked:
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             self._locked = False
             self._wake_up_first()
             t1 = pc()
@@ -415,7 +435,6 @@ def lock_patches() -> list[Patch]:
                     del held[owner]
                 else:
                     order_released(self, owner)
-            starts = self._aiotrace_starts
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
             else:
@@ -449,8 +468,14 @@ def lock_patches() -> list[Patch]:
     @functools.wraps(mixin.__aexit__)
     async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
         if type(self) is Lock and self._locked and live[0]:
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             self._locked = False
-            self._wake_up_first()
+            if self._waiters:  # _wake_up_first's own first test, without the call
+                self._wake_up_first()
             t1 = pc()
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
@@ -460,7 +485,6 @@ def lock_patches() -> list[Patch]:
                     del held[owner]
                 else:
                     order_released(self, owner)
-            starts = self._aiotrace_starts
             if t1 - t0 < min_hold:
                 if not starts:
                     self._aiotrace_stats.n += 1
@@ -482,14 +506,6 @@ def lock_patches() -> list[Patch]:
 
     aenter_code = cast("Any", __aenter__).__code__
     return [
-        Patch(Lock, "_aiotrace_ref", None),
-        Patch(Lock, "_aiotrace_stats", preexisting_stats(semconv.KIND_LOCK)),
-        Patch(Lock, "_aiotrace_t0", 0),
-        Patch(Lock, "_aiotrace_owner", None),
-        Patch(Lock, "_aiotrace_olasti", 0),
-        Patch(Lock, "_aiotrace_asite", None),
-        Patch(Lock, "_aiotrace_starts", None),
-        Patch(Lock, "_aiotrace_handoffs", None),
         Patch(Lock, "__init__", __init__),
         Patch(Lock, "acquire", acquire),
         Patch(Lock, "release", release),
@@ -569,6 +585,15 @@ def semaphore_patches() -> list[Patch]:
     bounded_release_code = vars(Bounded)["release"].__code__
     inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
+    # Per-instance, never class-level (see _base): permits are the taken
+    # permits, starts the blocked waiters' start times, oldest first.
+    defaults: dict[str, Any] = {
+        "_aiotrace_ref": None,
+        "_aiotrace_stats": preexisting_stats(semconv.KIND_SEMAPHORE),
+        "_aiotrace_permits": None,
+        "_aiotrace_starts": None,
+        "_aiotrace_handoffs": None,
+    }
 
     def _kind(self: Any) -> str:
         if isinstance(self, Bounded):
@@ -583,6 +608,7 @@ def semaphore_patches() -> list[Patch]:
     @functools.wraps(orig_init)
     def __init__(self: Any, value: int = 1, *args: Any, **kwargs: Any) -> None:
         orig_init(self, value, *args, **kwargs)
+        give_defaults(self, defaults)
         if enabled[FAMILY_SEMAPHORE]:
             try:
                 on_create(self, _kind(self)).capacity = value
@@ -597,7 +623,11 @@ def semaphore_patches() -> list[Patch]:
         elif is_internal_file(frame.f_code.co_filename):
             frame = user_frame(2)
         permit = [t0, frame, None if frame is None else (frame.f_code, frame.f_lasti)]
-        permits = self._aiotrace_permits
+        try:
+            permits = self._aiotrace_permits
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            permits = None
         if permits is None:
             self._aiotrace_permits = [permit]
         else:
@@ -619,7 +649,11 @@ def semaphore_patches() -> list[Patch]:
             waiters = self._waiters
             ahead = len(waiters) if waiters else 0
             value = self._value
-            starts = self._aiotrace_starts
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
             if starts is None:
                 self._aiotrace_starts = deque((t0,))
             else:
@@ -784,7 +818,11 @@ def semaphore_patches() -> list[Patch]:
             return orig_release(self)  # type: ignore[no-any-return]  # returns None
         value = self._value
         orig_release(self)
-        permits = self._aiotrace_permits
+        try:
+            permits = self._aiotrace_permits
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            return None
         if permits and enabled[FAMILY_SEMAPHORE]:
             try:
                 # asyncio adds the permit back, and takes it again for the
@@ -795,11 +833,6 @@ def semaphore_patches() -> list[Patch]:
         return None
 
     return [
-        Patch(Semaphore, "_aiotrace_ref", None),
-        Patch(Semaphore, "_aiotrace_stats", preexisting_stats(semconv.KIND_SEMAPHORE)),
-        Patch(Semaphore, "_aiotrace_permits", None),
-        Patch(Semaphore, "_aiotrace_starts", None),
-        Patch(Semaphore, "_aiotrace_handoffs", None),
         Patch(Semaphore, "__init__", __init__),
         Patch(Semaphore, "acquire", acquire),
         Patch(Semaphore, "release", release),
