@@ -28,7 +28,8 @@ from typing import Final
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
-_internal_cache: dict[str, bool] = {}
+INTERNAL_FILES: dict[str, bool] = {}
+"""Filename -> :func:`is_internal_file`, for hot paths to ``get()`` before calling it."""
 
 # Python 3.10's code objects have no co_qualname: the qualified name is found
 # from the function that owns the code, through the garbage collector, once
@@ -103,21 +104,22 @@ def short_path(path: str) -> str:
 
 def is_internal_file(filename: str) -> bool:
     """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
-    cached = _internal_cache.get(filename)
+    cached = INTERNAL_FILES.get(filename)
     if cached is None:
         cached = filename.startswith((_ASYNCIO_DIR, _AIOTRACE_DIR))
-        _internal_cache[filename] = cached
+        INTERNAL_FILES[filename] = cached
     return cached
 
 
-_asyncio_cache: dict[str, bool] = {}
+ASYNCIO_FILES: dict[str, bool] = {}
+"""Filename -> :func:`is_asyncio_file`, for hot paths to ``get()`` before calling it."""
 
 
 def is_asyncio_file(filename: str) -> bool:
     """Whether ``filename`` is one of asyncio's own modules."""
-    cached = _asyncio_cache.get(filename)
+    cached = ASYNCIO_FILES.get(filename)
     if cached is None:
-        cached = _asyncio_cache[filename] = filename.startswith(_ASYNCIO_DIR)
+        cached = ASYNCIO_FILES[filename] = filename.startswith(_ASYNCIO_DIR)
     return cached
 
 
