@@ -94,19 +94,31 @@ class TaskSpan(trace.Span):
     inside the task) is kept and merged into the built span.
     """
 
-    # Fields a task rarely or never sets are class-level defaults: creating a
-    # TaskSpan sets only what every task has (it is on create_task's path).
-    name: str = semconv.SPAN_TASK
-    end_ns: int = 0
-    _context: SpanContext | None = None
-    attributes: dict[str, Any] | None = None
-    events: list[tuple[str, int, dict[str, Any]]] | None = None
-    links: list[tuple[int, int, int, dict[str, Any]]] | None = None
-    status: StatusCode | None = None
-    status_description: str | None = None
-    task_name: str | None = None
-    outcome: str | None = None
-    exception: BaseException | None = None
+    # Slots, every one set in __init__, none with a class-level default: from
+    # Python 3.12 a class attribute named like an instance attribute stops
+    # CPython specialising accesses to it, and the pipeline reads them all.
+    __slots__ = (
+        "_context",
+        "attributes",
+        "coroutine",
+        "end_ns",
+        "events",
+        "exception",
+        "flags",
+        "links",
+        "name",
+        "outcome",
+        "parent_id",
+        "parent_remote",
+        "parent_task",
+        "site",
+        "span_id",
+        "start_ns",
+        "status",
+        "status_description",
+        "task_name",
+        "trace_id",
+    )
 
     def __init__(
         self,
@@ -129,6 +141,17 @@ class TaskSpan(trace.Span):
         self.coroutine = coroutine
         self.site = site
         self.parent_task = parent_task
+        self.name: str = semconv.SPAN_TASK
+        self.end_ns = 0
+        self._context: SpanContext | None = None
+        self.attributes: dict[str, Any] | None = None
+        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
+        self.links: list[tuple[int, int, int, dict[str, Any]]] | None = None
+        self.status: StatusCode | None = None
+        self.status_description: str | None = None
+        self.task_name: str | None = None
+        self.outcome: str | None = None
+        self.exception: BaseException | None = None
 
     # -- opentelemetry.trace.Span --------------------------------------
     def get_span_context(self) -> SpanContext:
