@@ -23,7 +23,7 @@ and at default thresholds a contended hand-off records nothing at all.
 
 Ownership: ``_aiotrace_owner`` is the frame of the coroutine holding a Lock
 (its task is found from it on demand, see ``_base.task_of_frame``); a
-Semaphore keeps a list of taken permits ``[t0, owner frame, site]``.
+Semaphore keeps a list of taken permits ``(t0, owner frame, site)``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from aiotrace import semconv
 from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
+from aiotrace._sites import INTERNAL_FILES, capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     CancelledError,
@@ -518,7 +518,7 @@ def lock_patches() -> list[Patch]:
 # Semaphore and BoundedSemaphore
 # ==========================================================================
 
-# A taken permit: [t0, owner frame, site].
+# A taken permit: (t0, owner frame, site).
 _P_T0, _P_OWNER, _P_SITE = range(3)
 
 # CPython's Semaphore.acquire, normalised as for the Lock: one text from 3.10
@@ -585,6 +585,7 @@ def semaphore_patches() -> list[Patch]:
     bounded_release_code = vars(Bounded)["release"].__code__
     inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
+    internal_known = INTERNAL_FILES.get
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
     defaults: dict[str, Any] = {
@@ -618,11 +619,12 @@ def semaphore_patches() -> list[Patch]:
     def take(self: Any, t0: int, frame: Any) -> None:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
         # ``async with sem``, whose caller is then the user.
-        if frame.f_code is mixin_aenter_code:
+        code = frame.f_code
+        if code is mixin_aenter_code:
             frame = frame.f_back
-        elif is_internal_file(frame.f_code.co_filename):
+        elif internal_known(code.co_filename) is not False and is_internal_file(code.co_filename):
             frame = user_frame(2)
-        permit = [t0, frame, None if frame is None else (frame.f_code, frame.f_lasti)]
+        permit = (t0, frame, None if frame is None else (frame.f_code, frame.f_lasti))
         try:
             permits = self._aiotrace_permits
         except AttributeError:  # made before instrument()
@@ -782,8 +784,11 @@ def semaphore_patches() -> list[Patch]:
             if handoffs is None:
                 handoffs = self._aiotrace_handoffs = {}
             starts = self._aiotrace_starts
-            woken = _next_to_wake(starts, handoffs) if starts else None
-            long_wait = woken is not None and t1 - woken >= min_wait
+            if starts:
+                # _next_to_wake, inline: the commonest case is the oldest.
+                head = starts[0]
+                woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
+                long_wait = woken is not None and t1 - woken >= min_wait
         if dt < min_hold and not long_wait:
             if woken is not None:
                 handoffs[woken] = (None, t1)
