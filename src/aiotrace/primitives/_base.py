@@ -10,10 +10,11 @@ Every traced primitive instance carries three attributes:
 ``_aiotrace_t0`` / ``_aiotrace_owner``
     (locks) when the current hold began and which task holds it.
 
-Primitives created before ``instrument()`` have none of them. For the cold
-classes (Condition, Barrier, Queue) class-level defaults installed by the
-patch layer make reads work; they are patches like any other, so
-``uninstrument()`` removes them. Lock, Semaphore and Event cannot have them:
+Primitives created before ``instrument()`` have none of them. For
+Condition, Barrier and Queue, whose fast paths read one of them at most,
+class-level defaults installed by the patch layer make reads work; they
+are patches like any other, so ``uninstrument()`` removes them. Lock,
+Semaphore and Event, whose every wait and hold reads several, cannot:
 from Python 3.12 a class attribute named like an instance attribute stops
 CPython specialising every access to it, which made the uncontended
 ``async with lock`` cost 1.64x bare instead of 1.34x. Their patched
