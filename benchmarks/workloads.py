@@ -78,6 +78,26 @@ async def event_fan_out(n: int, waiters: int = 10) -> int:
     return rounds * waiters
 
 
+async def queue_hand_off(n: int, consumers: int = 4) -> int:
+    """Items through a bounded Queue(8), one producer and four consumers."""
+    queue: asyncio.Queue[int] = asyncio.Queue(8)
+
+    async def consume() -> None:
+        while True:
+            item = await queue.get()
+            queue.task_done()
+            if item < 0:
+                return
+
+    tasks = [asyncio.create_task(consume()) for _ in range(consumers)]
+    for i in range(n):
+        await queue.put(i)
+    for _ in range(consumers):
+        await queue.put(-1)
+    await asyncio.gather(*tasks)
+    return n
+
+
 async def create_task_await(n: int) -> int:
     """``await asyncio.create_task(trivial())``: the cost of one task."""
 
@@ -119,6 +139,7 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "contended lock, 10 tasks": (contended_lock, 20_000, PRIMITIVES),
     "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000, PRIMITIVES),
     "Event fan-out to 10": (event_fan_out, 20_000, PRIMITIVES),
+    "Queue(8), 1 producer, 4 consumers": (queue_hand_off, 20_000, PRIMITIVES),
     "create_task + await": (create_task_await, 20_000, TASKS),
     "gather of 1000": (gather_1000, 20_000, TASKS),
     "ensure_future(fut)": (ensure_future_of_future, 100_000, TASKS),

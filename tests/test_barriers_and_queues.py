@@ -131,6 +131,34 @@ def test_blocked_get_links_to_the_put_that_fed_it(traced: Captured) -> None:
     assert traced.named(semconv.SPAN_QUEUE_PUT) == []  # never full
 
 
+def test_short_blocked_gets_are_counted_not_spanned() -> None:
+    """Below ``min_wait`` a blocked get is settled on the spot: counted, no span."""
+    rounds = 50
+
+    async def main() -> asyncio.Queue[int]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+
+        async def consumer() -> None:
+            for _ in range(rounds):
+                await queue.get()  # blocks every time: each item comes after it asks
+
+        task = asyncio.create_task(consumer())
+        for i in range(rounds):
+            await asyncio.sleep(0)
+            queue.put_nowait(i)
+        await task
+        return queue
+
+    with capture_spans(min_wait=60.0) as captured:
+        queue = asyncio.run(main())
+        assert captured.named(semconv.SPAN_QUEUE_GET) == []
+        assert aiotrace.stats().internal_errors == 0
+    stats = queue._aiotrace_stats  # type: ignore[attr-defined]
+    assert stats.waits == stats.quiet == rounds
+    assert stats.n == 0  # no get found an item waiting
+    assert stats.wait_ns > 0
+
+
 def test_blocked_put_and_join(traced: Captured) -> None:
     """A put blocked on a full queue links to the get that freed a slot; join to task_done."""
 

@@ -110,25 +110,37 @@ def queue_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_QUEUE, exc)
 
-    def _begin(self: Any, which: int, waiters: Any) -> dict[str, Any] | None:
-        """Start of a blocked call: what must be read before waiting (cheap)."""
+    def _begin(self: Any, which: int, t0: int, waiters: Any) -> tuple[int, int, int] | None:
+        """Start of a blocked call: note its start, read what must be read before waiting.
+
+        Only numbers: the attribute dict is built in :func:`_end`, and only
+        for a wait that becomes a span.
+        """
         if not (live[0] and enabled[FAMILY_QUEUE]):
             return None
+        start_waiting(self, t0, _SLOTS[which][0])
+        return (
+            self.qsize(),
+            len(waiters) if waiters else 0,
+            self._unfinished_tasks if which == _JOIN else -1,
+        )
+
+    def _attrs(self: Any, entry: tuple[int, int, int]) -> dict[str, Any]:
+        size, ahead, unfinished = entry
         attrs = {
-            semconv.ATTR_QUEUE_SIZE: self.qsize(),
+            semconv.ATTR_QUEUE_SIZE: size,
             semconv.ATTR_QUEUE_MAXSIZE: self.maxsize,
-            semconv.ATTR_WAITERS_AHEAD: len(waiters) if waiters else 0,
+            semconv.ATTR_WAITERS_AHEAD: ahead,
         }
-        if which == _JOIN:
-            attrs[semconv.ATTR_QUEUE_UNFINISHED] = self._unfinished_tasks
+        if unfinished >= 0:
+            attrs[semconv.ATTR_QUEUE_UNFINISHED] = unfinished
         return attrs
 
     def _end(
-        self: Any, which: int, t0: int, attrs: dict[str, Any], exc: BaseException | None
+        self: Any, which: int, t0: int, entry: tuple[int, int, int], exc: BaseException | None
     ) -> None:
         starts_attr, wakes_attr, ok = _SLOTS[which]
         try:
-            ref = ref_of(self, _kind(self))
             if exc is not None:
                 stop_waiting(self, t0, starts_attr)
                 outcome, t1, wake = _outcome(exc), pc(), None
@@ -143,8 +155,17 @@ def queue_patches() -> list[Patch]:
                     if which == _JOIN:
                         break
                 t1 = wake[1] if wake is not None else pc()
+                stats = self._aiotrace_stats
+                if t1 - t0 < min_wait and not stats.internal:
+                    # The common case, settled here: a short wait (wait_spanned's quiet branch).
+                    stats.waits += 1
+                    stats.wait_ns += t1 - t0
+                    stats.quiet += 1
+                    return
+            ref = ref_of(self, _kind(self))
             if ref.stats.internal or not wait_spanned(ref, t0, t1, outcome):
                 return
+            attrs = _attrs(self, entry)
             links = waker_links(wake[0] if wake is not None else None, attrs)
             emit_wait(_NAMES[ref.kind][which], ref, t0, t1, outcome, attrs, links)
         except Exception as inner:
@@ -157,17 +178,15 @@ def queue_patches() -> list[Patch]:
                 self._aiotrace_stats.n += 1
             return self.get_nowait()
         t0 = pc()
-        attrs = _begin(self, _GET, self._getters)
-        if attrs is not None:
-            start_waiting(self, t0, "_aiotrace_gstarts")
+        entry = _begin(self, _GET, t0, self._getters)
         try:
             item = await orig_get(self)
         except BaseException as exc:
-            if attrs is not None:
-                _end(self, _GET, t0, attrs, exc)
+            if entry is not None:
+                _end(self, _GET, t0, entry, exc)
             raise
-        if attrs is not None:
-            _end(self, _GET, t0, attrs, None)
+        if entry is not None:
+            _end(self, _GET, t0, entry, None)
         return item
 
     @functools.wraps(orig_put)
@@ -178,17 +197,15 @@ def queue_patches() -> list[Patch]:
             self.put_nowait(item)
             return None
         t0 = pc()
-        attrs = _begin(self, _PUT, self._putters)
-        if attrs is not None:
-            start_waiting(self, t0, "_aiotrace_pstarts")
+        entry = _begin(self, _PUT, t0, self._putters)
         try:
             await orig_put(self, item)
         except BaseException as exc:
-            if attrs is not None:
-                _end(self, _PUT, t0, attrs, exc)
+            if entry is not None:
+                _end(self, _PUT, t0, entry, exc)
             raise
-        if attrs is not None:
-            _end(self, _PUT, t0, attrs, None)
+        if entry is not None:
+            _end(self, _PUT, t0, entry, None)
         return None
 
     @functools.wraps(orig_join)
@@ -196,17 +213,15 @@ def queue_patches() -> list[Patch]:
         if self._unfinished_tasks <= 0:
             return None
         t0 = pc()
-        attrs = _begin(self, _JOIN, getattr(self._finished, "_waiters", None))
-        if attrs is not None:
-            start_waiting(self, t0, "_aiotrace_jstarts")
+        entry = _begin(self, _JOIN, t0, getattr(self._finished, "_waiters", None))
         try:
             await orig_join(self)
         except BaseException as exc:
-            if attrs is not None:
-                _end(self, _JOIN, t0, attrs, exc)
+            if entry is not None:
+                _end(self, _JOIN, t0, entry, exc)
             raise
-        if attrs is not None:
-            _end(self, _JOIN, t0, attrs, None)
+        if entry is not None:
+            _end(self, _JOIN, t0, entry, None)
         return None
 
     def _woke(self: Any, which: int, count: int | None, point: str | None) -> None:
@@ -216,7 +231,11 @@ def queue_patches() -> list[Patch]:
             t = pc()
             if count is None:  # every waiter of that kind (join)
                 count = len(getattr(self, starts_attr) or ())
-            oldest = oldest_woken(self, count, starts_attr)
+            if count == 1:  # a put or a get: oldest_woken's commonest case, inline
+                starts = getattr(self, starts_attr)
+                oldest = starts.popleft() if starts else None
+            else:
+                oldest = oldest_woken(self, count, starts_attr)
             waker = None
             if oldest is not None and t - oldest >= min_wait:
                 ref = ref_of(self, _kind(self))
@@ -242,7 +261,7 @@ def queue_patches() -> list[Patch]:
             bool(getters)
             and live[0]
             and enabled[FAMILY_QUEUE]
-            and any(not g.done() for g in getters)
+            and (not getters[0].done() or any(not g.done() for g in getters))
         )
         orig_put_nowait(self, item)
         if woke:
@@ -255,7 +274,7 @@ def queue_patches() -> list[Patch]:
             bool(putters)
             and live[0]
             and enabled[FAMILY_QUEUE]
-            and any(not p.done() for p in putters)
+            and (not putters[0].done() or any(not p.done() for p in putters))
         )
         item = orig_get_nowait(self)
         if woke:
