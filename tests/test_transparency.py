@@ -7,9 +7,12 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
+import aiotrace
+from aiotrace import semconv
 from aiotrace.testing import Captured, capture_spans
 
 
@@ -76,16 +79,17 @@ def test_errors_are_exactly_asyncios(traced: Captured) -> None:
 def slow_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run with asyncio's slow paths inlined (verified source) and with the originals awaited."""
     if request.param == "awaited":
-        from aiotrace.primitives import events, locks
+        from aiotrace.primitives import events, locks, queues
 
         monkeypatch.setattr(locks, "source_is", lambda func, known: False)
         monkeypatch.setattr(events, "source_is", lambda func, known: False)
+        monkeypatch.setattr(queues, "source_is", lambda func, known: False)
     return str(request.param)
 
 
 def test_inlined_slow_paths_match_this_python() -> None:
     """The asyncio code aiotrace inlines is exactly this Python's (else it would await it)."""
-    from aiotrace.primitives import events, locks
+    from aiotrace.primitives import events, locks, queues
     from aiotrace.primitives._base import source_is
 
     assert source_is(asyncio.Lock.acquire, locks._KNOWN_LOCK_ACQUIRE)
@@ -94,6 +98,10 @@ def test_inlined_slow_paths_match_this_python() -> None:
     # Exactly one of the two Semaphore texts: 3.10-3.12's or 3.13's.
     known = (locks._KNOWN_SEMAPHORE_ACQUIRE_310, locks._KNOWN_SEMAPHORE_ACQUIRE_313)
     assert sum(source_is(asyncio.Semaphore.acquire, text) for text in known) == 1
+    # The Queue's get and put: likewise one text each before 3.13, another since.
+    assert sum(source_is(asyncio.Queue.get, text) for text in queues._KNOWN_GET) == 1
+    assert sum(source_is(asyncio.Queue.put, text) for text in queues._KNOWN_PUT) == 1
+    assert source_is(asyncio.Queue.get, queues._KNOWN_GET[1]) == (sys.version_info >= (3, 13))
 
 
 def test_fifo_wakeup_order_is_kept(slow_paths: str) -> None:
@@ -132,6 +140,56 @@ def test_fifo_wakeup_order_is_kept(slow_paths: str) -> None:
         assert asyncio.run(main()) == {k: [0, 1, 2, 3, 4] for k in ("lock", "sem", "cond")}
     waits = [s for s in captured.spans if s.name == "asyncio.Lock.acquire"]
     assert len(waits) >= 4  # the slow path was taken and traced either way
+
+
+def test_blocked_queue_calls_behave_as_untraced(slow_paths: str) -> None:
+    """Blocked gets and puts: FIFO service, a cancelled getter loses no item, shutdown (3.13)."""
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {"got": [], "put": []}
+        queue: asyncio.Queue[int] = asyncio.Queue(1)
+
+        async def get(i: int) -> None:
+            out["got"].append((i, await queue.get()))
+
+        getters = [asyncio.create_task(get(i)) for i in range(3)]
+        cancelled = asyncio.create_task(queue.get())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        for item in (10, 11, 12):
+            await queue.put(item)  # each wakes the oldest getter
+            await asyncio.sleep(0)
+        await asyncio.gather(*getters)
+        out["cancelled"] = cancelled.cancelled()
+
+        queue.put_nowait(0)
+
+        async def put(i: int) -> None:
+            await queue.put(i)  # blocks: the queue is full
+            out["put"].append(i)
+
+        putters = [asyncio.create_task(put(i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        out["drained"] = [await queue.get(), await queue.get(), await queue.get()]
+        await asyncio.gather(*putters)
+        if hasattr(queue, "shutdown"):
+            blocked = asyncio.create_task(queue.get())
+            await asyncio.sleep(0)
+            queue.shutdown()
+            out["shutdown"] = type((await asyncio.gather(blocked, return_exceptions=True))[0])
+        return out
+
+    with capture_spans(min_wait=0) as captured:
+        out = asyncio.run(main())
+        assert aiotrace.stats().internal_errors == 0
+    assert out["got"] == [(0, 10), (1, 11), (2, 12)]
+    assert out["cancelled"] is True
+    assert out["put"] == [1, 2]
+    assert out["drained"] == [0, 1, 2]
+    if sys.version_info >= (3, 13):
+        assert out["shutdown"] is asyncio.QueueShutDown
+    assert captured.named(semconv.SPAN_QUEUE_GET)  # the slow path was taken and traced
+    assert captured.named(semconv.SPAN_QUEUE_PUT)
 
 
 def test_importing_patches_nothing() -> None:

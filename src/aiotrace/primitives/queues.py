@@ -10,6 +10,11 @@ operation per blocked call.
 The fast paths of ``get``/``put``/``join`` are inlined: when the queue is not
 empty (not full, has no unfinished items) CPython's methods reduce to
 ``get_nowait()``/``put_nowait()``/``return``, on every version from 3.10 to 3.13.
+So are the slow paths of ``get`` and ``put``, one coroutine less per blocked
+call, but only where the running Python's code is one of the two texts we
+know (3.10-3.12's, and 3.13's with its shutdown check); otherwise the
+original is awaited. A blocked call reads only numbers before it waits and
+settles a short wait on the spot: the attribute dict is built for a span.
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ from aiotrace.primitives._base import (
     outcome_of,
     preexisting_stats,
     ref_of,
+    source_is,
     task_name,
     wait_spanned,
+    waiter_future,
 )
 from aiotrace.primitives.events import (
     oldest_woken,
@@ -70,6 +77,43 @@ _NAMES: Final = {
 }
 
 
+def _known_wait(method: str, blocked: str, waiter: str, shutdown: str) -> str:
+    """CPython's ``Queue.get``/``put``, normalised (see ``_base.normalized_source``)."""
+    head = "async def get(self):" if method == "get" else "async def put(self, item):"
+    tail = "return self.get_nowait()" if method == "get" else "return self.put_nowait(item)"
+    waiters = f"self._{waiter}s"
+    return f"""\
+{head}
+while self.{blocked}():
+{shutdown}{waiter} = self._get_loop().create_future()
+{waiters}.append({waiter})
+try:
+await {waiter}
+except:
+{waiter}.cancel()
+try:
+{waiters}.remove({waiter})
+except ValueError:
+pass
+if not self.{blocked}() and not {waiter}.cancelled():
+self._wakeup_next({waiters})
+raise
+{tail}"""
+
+
+# One text from 3.10 to 3.12; 3.13 adds a shutdown check at the top of the loop.
+_KNOWN_GET: Final = (
+    _known_wait("get", "empty", "getter", ""),
+    _known_wait(
+        "get", "empty", "getter", "if self._is_shutdown and self.empty():\nraise QueueShutDown\n"
+    ),
+)
+_KNOWN_PUT: Final = (
+    _known_wait("put", "full", "putter", ""),
+    _known_wait("put", "full", "putter", "if self._is_shutdown:\nraise QueueShutDown\n"),
+)
+
+
 def _kind(queue: Any) -> str:
     if isinstance(queue, asyncio.PriorityQueue):
         return semconv.KIND_PRIORITY_QUEUE
@@ -100,6 +144,13 @@ def queue_patches() -> list[Patch]:
     enabled = rec.enabled
     min_wait = int(rec.options.min_wait * 1e9)
     pc = perf_counter_ns
+    # CPython's slow paths are inlined when the running Python's are the code
+    # we know (one coroutine less per blocked call); otherwise awaited.
+    shutdown_get = source_is(orig_get, _KNOWN_GET[1])
+    inline_get = shutdown_get or source_is(orig_get, _KNOWN_GET[0])
+    shutdown_put = source_is(orig_put, _KNOWN_PUT[1])
+    inline_put = shutdown_put or source_is(orig_put, _KNOWN_PUT[0])
+    shutdown_error: Any = _SHUTDOWN_ERROR
 
     @functools.wraps(orig_init)
     def __init__(self: Any, maxsize: int = 0, *args: Any, **kwargs: Any) -> None:
@@ -180,7 +231,26 @@ def queue_patches() -> list[Patch]:
         t0 = pc()
         entry = _begin(self, _GET, t0, self._getters)
         try:
-            item = await orig_get(self)
+            if inline_get:
+                while self.empty():
+                    if shutdown_get and self._is_shutdown and self.empty():
+                        raise shutdown_error
+                    getter = waiter_future(self._get_loop())
+                    self._getters.append(getter)
+                    try:
+                        await getter
+                    except BaseException:
+                        getter.cancel()
+                        try:  # noqa: SIM105  # CPython's code, as it is
+                            self._getters.remove(getter)
+                        except ValueError:
+                            pass
+                        if not self.empty() and not getter.cancelled():
+                            self._wakeup_next(self._getters)
+                        raise
+                item = self.get_nowait()
+            else:
+                item = await orig_get(self)
         except BaseException as exc:
             if entry is not None:
                 _end(self, _GET, t0, entry, exc)
@@ -199,7 +269,26 @@ def queue_patches() -> list[Patch]:
         t0 = pc()
         entry = _begin(self, _PUT, t0, self._putters)
         try:
-            await orig_put(self, item)
+            if inline_put:
+                while self.full():
+                    if shutdown_put and self._is_shutdown:
+                        raise shutdown_error
+                    putter = waiter_future(self._get_loop())
+                    self._putters.append(putter)
+                    try:
+                        await putter
+                    except BaseException:
+                        putter.cancel()
+                        try:  # noqa: SIM105  # CPython's code, as it is
+                            self._putters.remove(putter)
+                        except ValueError:
+                            pass
+                        if not self.full() and not putter.cancelled():
+                            self._wakeup_next(self._putters)
+                        raise
+                self.put_nowait(item)
+            else:
+                await orig_put(self, item)
         except BaseException as exc:
             if entry is not None:
                 _end(self, _PUT, t0, entry, exc)
