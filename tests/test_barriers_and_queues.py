@@ -131,6 +131,7 @@ def test_blocked_get_links_to_the_put_that_fed_it(traced: Captured) -> None:
     assert traced.named(semconv.SPAN_QUEUE_PUT) == []  # never full
 
 
+@pytest.mark.pristine  # its thresholds: a traced session's would win
 def test_short_blocked_gets_are_counted_not_spanned() -> None:
     """Below ``min_wait`` a blocked get is settled on the spot: counted, no span."""
     rounds = 50
