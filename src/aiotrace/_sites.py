@@ -23,13 +23,13 @@ import threading
 import time
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _ASYNCIO_DIR: Final = os.path.dirname(asyncio.__file__) + os.sep
 _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
-
-INTERNAL_FILES: dict[str, bool] = {}
-"""Filename -> :func:`is_internal_file`, for hot paths to ``get()`` before calling it."""
 
 # Python 3.10's code objects have no co_qualname: the qualified name is found
 # from the function that owns the code, through the garbage collector, once
@@ -102,25 +102,28 @@ def short_path(path: str) -> str:
     return name
 
 
-def is_internal_file(filename: str) -> bool:
-    """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
-    cached = INTERNAL_FILES.get(filename)
-    if cached is None:
-        cached = filename.startswith((_ASYNCIO_DIR, _AIOTRACE_DIR))
-        INTERNAL_FILES[filename] = cached
-    return cached
+class _FileFlags(dict[str, bool]):
+    """Filename -> whether it starts with one of ``prefixes``, worked out once per file.
+
+    A dict that fills itself (``__missing__``): a lookup of a known file is a
+    single C call, with no Python frame, which matters on the paths that ask
+    it for every task created and every permit taken.
+    """
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+
+    def __missing__(self, filename: str) -> bool:
+        flag = self[filename] = filename.startswith(self._prefixes)
+        return flag
 
 
-ASYNCIO_FILES: dict[str, bool] = {}
-"""Filename -> :func:`is_asyncio_file`, for hot paths to ``get()`` before calling it."""
+is_internal_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR, _AIOTRACE_DIR).__getitem__
+"""Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
 
-
-def is_asyncio_file(filename: str) -> bool:
-    """Whether ``filename`` is one of asyncio's own modules."""
-    cached = ASYNCIO_FILES.get(filename)
-    if cached is None:
-        cached = ASYNCIO_FILES[filename] = filename.startswith(_ASYNCIO_DIR)
-    return cached
+is_asyncio_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR).__getitem__
+"""Whether ``filename`` is one of asyncio's own modules."""
 
 
 def user_frame(depth: int = 0) -> FrameType | None:

@@ -41,7 +41,7 @@ from aiotrace import semconv
 from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace._sites import INTERNAL_FILES, capture, is_internal_file, raw_site, user_frame
+from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     CancelledError,
@@ -585,7 +585,6 @@ def semaphore_patches() -> list[Patch]:
     bounded_release_code = vars(Bounded)["release"].__code__
     inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
-    internal_known = INTERNAL_FILES.get
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
     defaults: dict[str, Any] = {
@@ -622,7 +621,7 @@ def semaphore_patches() -> list[Patch]:
         code = frame.f_code
         if code is mixin_aenter_code:
             frame = frame.f_back
-        elif internal_known(code.co_filename) is not False and is_internal_file(code.co_filename):
+        elif is_internal_file(code.co_filename):
             frame = user_frame(2)
         permit = (t0, frame, None if frame is None else (frame.f_code, frame.f_lasti))
         try:

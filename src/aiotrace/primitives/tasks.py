@@ -49,13 +49,7 @@ from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
-from aiotrace._sites import (
-    ASYNCIO_FILES,
-    INTERNAL_FILES,
-    capture,
-    is_asyncio_file,
-    is_internal_file,
-)
+from aiotrace._sites import capture, is_asyncio_file, is_internal_file
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     CancelledError,
@@ -311,9 +305,7 @@ def task_patches() -> list[Patch]:
     include_internal = rec.options.internal_tasks
     getframe = sys._getframe
     internal = is_internal_file
-    internal_known = INTERNAL_FILES.get
     asyncio_file = is_asyncio_file
-    asyncio_known = ASYNCIO_FILES.get
     next_id = rec.next_id
     tasks_of = tasks_by_loop
     c_task: Any = getattr(asyncio.tasks, "_CTask", ())  # isinstance(x, ()) is False
@@ -324,25 +316,15 @@ def task_patches() -> list[Patch]:
             if not (live[0] and enabled[FAMILY_TASK]):
                 return orig(self, coro, *args, **kwargs)
             code = getattr(coro, "cr_code", None)
-            if code is not None and not include_internal:
-                name = code.co_filename
-                flag = asyncio_known(name)  # the cache's get(): a C call, not a Python one
-                if flag is None:
-                    flag = asyncio_file(name)
-                if flag:
-                    # asyncio's own coroutine (asyncio.run's clean-up, to_thread)
-                    return orig(self, coro, *args, **kwargs)
+            if code is not None and not include_internal and asyncio_file(code.co_filename):
+                # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
+                return orig(self, coro, *args, **kwargs)
             current = var.get()
             span: TaskSpan | None
             try:
-                # The creation site, cheaply: the first frame above asyncio's
-                # (the caches' own get() first: a C call, not a Python one).
+                # The creation site, cheaply: the first frame above asyncio's.
                 frame: Any = getframe(1)
-                while frame is not None:
-                    name = frame.f_code.co_filename
-                    flag = internal_known(name)
-                    if not (internal(name) if flag is None else flag):
-                        break
+                while frame is not None and internal(frame.f_code.co_filename):
                     frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if frame is not None else None
                 parent = current.get(SPAN_KEY)
