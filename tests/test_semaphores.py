@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+import aiotrace
 from aiotrace import semconv
-from aiotrace.testing import Captured
+from aiotrace.testing import Captured, capture_spans
 
 HOLD = 0.02
 
@@ -98,3 +99,67 @@ def test_permit_released_by_another_task(traced: Captured) -> None:
     (hold,) = traced.named(semconv.SPAN_SEMAPHORE_HOLD)
     assert hold[semconv.ATTR_RELEASER_TASK] == "giver"
     assert hold[semconv.ATTR_TASK_NAME] != "giver"
+
+
+@pytest.mark.pristine  # its thresholds: a traced session's would win
+@pytest.mark.parametrize("bounded", [False, True], ids=["Semaphore", "BoundedSemaphore"])
+def test_short_hand_offs_are_counted_not_spanned(bounded: bool) -> None:
+    """Below the thresholds every permit hand-off is counted exactly, and nothing is spanned."""
+    tasks, rounds = 10, 20
+
+    async def main() -> asyncio.Semaphore:
+        sem = asyncio.BoundedSemaphore(2) if bounded else asyncio.Semaphore(2)
+
+        async def worker() -> None:
+            for _ in range(rounds):
+                async with sem:
+                    await asyncio.sleep(0)
+
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        return sem
+
+    with capture_spans(min_wait=60.0, min_hold=60.0) as captured:
+        sem = asyncio.run(main())
+        assert captured.primitive_spans == []
+        assert aiotrace.stats().internal_errors == 0
+    stats = sem._aiotrace_stats  # type: ignore[attr-defined]
+    assert sem._aiotrace_permits == []  # type: ignore[attr-defined]  # every permit given back
+    assert not sem._aiotrace_starts  # type: ignore[attr-defined]  # nobody left waiting
+    assert not sem._aiotrace_handoffs  # type: ignore[attr-defined]  # every hand-off collected
+    # Each acquisition either took a free permit (n) or was handed one (a hold
+    # and a wait, both settled quietly).
+    assert stats.holds + stats.n == tasks * rounds
+    assert stats.waits == stats.holds > 0
+    assert stats.quiet == stats.waits + stats.holds
+    assert stats.wait_ns > 0
+
+
+def test_async_with_keeps_subclasses_and_bounds(traced: Captured) -> None:
+    """``async with`` on a subclass runs its own acquire/release; a bound still raises."""
+    calls: list[str] = []
+
+    class Counting(asyncio.Semaphore):
+        async def acquire(self) -> bool:
+            calls.append("acquire")
+            return await super().acquire()
+
+        def release(self) -> None:
+            calls.append("release")
+            super().release()
+
+    async def main() -> None:
+        async with Counting(1):
+            pass
+        bounded = asyncio.BoundedSemaphore(1)
+        with pytest.raises(ValueError, match="released too many times"):
+            async with bounded:
+                bounded.release()  # the permit back early: __aexit__'s release is one too many
+        assert bounded._value == 1  # type: ignore[attr-defined]
+
+    asyncio.run(main())
+    assert calls == ["acquire", "release"]
+    assert aiotrace.stats().internal_errors == 0
+    assert {s.name for s in traced.primitive_spans} <= {
+        semconv.SPAN_SEMAPHORE_HOLD,
+        semconv.SPAN_BOUNDED_SEMAPHORE_HOLD,
+    }

@@ -444,12 +444,9 @@ def lock_patches() -> list[Patch]:
 
     @functools.wraps(mixin.__aenter__)
     async def __aenter__(self: Any) -> None:
-        waiters = self._waiters
-        if (
-            type(self) is Lock
-            and not self._locked
-            and (not waiters or (waiters[0].cancelled() and all(w.cancelled() for w in waiters)))
-        ):
+        # Free with nobody queued: taken here. Free with a queue (of
+        # cancelled waiters, or one just woken) is acquire()'s to decide.
+        if type(self) is Lock and not self._locked and not self._waiters:
             self._locked = True
             self._aiotrace_t0 = pc()
             frame = self._aiotrace_owner = getframe(1)
@@ -558,6 +555,15 @@ return True"""
 )
 
 
+# CPython's Semaphore.release, the same text from 3.10 to 3.13: our
+# __aexit__ runs it inline, and its _wake_up_next() only when someone waits
+# (that method's own first test).
+_KNOWN_SEMAPHORE_RELEASE: Final = """\
+def release(self):
+self._value += 1
+self._wake_up_next()"""
+
+
 def semaphore_patches() -> list[Patch]:
     """Patches for ``asyncio.Semaphore``; ``BoundedSemaphore`` inherits them.
 
@@ -566,7 +572,7 @@ def semaphore_patches() -> list[Patch]:
     ``acquire`` is inlined: on 3.10-3.13 it is ``if not self.locked():
     self._value -= 1; return True``.
     """
-    Semaphore = asyncio.Semaphore
+    Semaphore: Any = asyncio.Semaphore
     Bounded = asyncio.BoundedSemaphore
     live = live_flag()
     orig_init = vars(Semaphore)["__init__"]
@@ -578,13 +584,18 @@ def semaphore_patches() -> list[Patch]:
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
     getframe = sys._getframe
-    mixin_aenter_code = asyncio.locks._ContextManagerMixin.__aenter__.__code__
-    # Frames between the user and our release() (compared by identity: code
-    # equality compares bytecode).
-    mixin_aexit_code = asyncio.locks._ContextManagerMixin.__aexit__.__code__
+    mixin = asyncio.locks._ContextManagerMixin
+    # Frames between the user and our acquire()/release(), compared by
+    # identity (code equality compares bytecode); ours are set below.
+    mixin_aenter_code = mixin.__aenter__.__code__
+    mixin_aexit_code = mixin.__aexit__.__code__
     bounded_release_code = vars(Bounded)["release"].__code__
+    aenter_code: Any = None
+    aexit_code: Any = None
     inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
+    inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
+    lock_order = LOCK_ORDER
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
     defaults: dict[str, Any] = {
@@ -619,7 +630,7 @@ def semaphore_patches() -> list[Patch]:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
         # ``async with sem``, whose caller is then the user.
         code = frame.f_code
-        if code is mixin_aenter_code:
+        if code is aenter_code or code is mixin_aenter_code:
             frame = frame.f_back
         elif is_internal_file(code.co_filename):
             frame = user_frame(2)
@@ -748,14 +759,8 @@ def semaphore_patches() -> list[Patch]:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
         return attrs
 
-    def released(self: Any, t1: int, woke: bool, permits: list[Any]) -> None:
-        caller: Any = getframe(2)
-        # Through ``async with`` (asyncio's __aexit__) or BoundedSemaphore.release:
-        # the user's frame is above.
-        while caller is not None and (
-            caller.f_code is mixin_aexit_code or caller.f_code is bounded_release_code
-        ):
-            caller = caller.f_back
+    def released(self: Any, t1: int, woke: bool, permits: list[Any], caller: Any) -> None:
+        # ``caller`` called release(), or __aexit__ for ``async with``.
         # The releasing coroutine gives back its own permit if it holds one,
         # else the oldest is taken to be the one released.
         index = 0
@@ -829,15 +834,94 @@ def semaphore_patches() -> list[Patch]:
             return None
         if permits and enabled[FAMILY_SEMAPHORE]:
             try:
+                t1 = pc()
+                # Through ``async with`` or BoundedSemaphore.release: the
+                # user's frame is above.
+                caller: Any = getframe(1)
+                while caller is not None and (
+                    caller.f_code is aexit_code
+                    or caller.f_code is mixin_aexit_code
+                    or caller.f_code is bounded_release_code
+                ):
+                    caller = caller.f_back
                 # asyncio adds the permit back, and takes it again for the
                 # waiter it wakes: an unchanged value means one was woken.
-                released(self, pc(), self._value == value, permits)
+                released(self, t1, self._value == value, permits, caller)
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
         return None
 
-    return [
+    @functools.wraps(mixin.__aenter__)
+    async def __aenter__(self: Any) -> None:
+        # Neither class overrides acquire() or locked(): a permit free with
+        # nobody queued (so not locked()) is taken here, without the
+        # coroutine asyncio's __aenter__ makes to call acquire(). Anything
+        # else is acquire()'s to decide, as it would be untraced.
+        if (
+            (type(self) is Semaphore or type(self) is Bounded)
+            and self._value > 0
+            and not self._waiters
+        ):
+            self._value -= 1
+            if live[0]:
+                take(self, pc(), getframe(1))
+            return None
+        await self.acquire()
+        return None  # asyncio's __aenter__ returns None
+
+    @functools.wraps(mixin.__aexit__)
+    async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+        if type(self) is not Semaphore or not live[0]:
+            self.release()  # BoundedSemaphore's checks its bound first
+            return None
+        value = self._value
+        self._value += 1
+        if self._waiters:  # _wake_up_next's own first test, without the call
+            self._wake_up_next()
+        try:
+            permits = self._aiotrace_permits
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            return None
+        if not permits or not enabled[FAMILY_SEMAPHORE]:
+            return None
+        try:
+            t1 = pc()
+            caller = getframe(1)
+            permit = permits[0]
+            # The common case, settled here without a call: the releaser's
+            # own permit, held briefly, handed (if at all) to a waiter that
+            # has not waited long. Anything else is released()'s.
+            if permit[_P_OWNER] is caller and t1 - permit[_P_T0] < min_hold and not lock_order[0]:
+                if self._value != value:  # nobody woken
+                    del permits[0]
+                    self._aiotrace_stats.n += 1
+                    return None
+                starts = self._aiotrace_starts
+                handoffs = self._aiotrace_handoffs
+                if starts and handoffs is not None:
+                    head = starts[0]
+                    woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
+                    if woken is not None and t1 - woken < min_wait:
+                        del permits[0]
+                        handoffs[woken] = (None, t1)
+                        stats = self._aiotrace_stats
+                        stats.quiet += 1
+                        stats.holds += 1
+                        return None
+            released(self, t1, self._value == value, permits, caller)
+        except Exception as exc:
+            rec.fail(FAMILY_SEMAPHORE, exc)
+        return None
+
+    aenter_code = cast("Any", __aenter__).__code__
+    aexit_code = cast("Any", __aexit__).__code__
+    patches = [
         Patch(Semaphore, "__init__", __init__),
         Patch(Semaphore, "acquire", acquire),
         Patch(Semaphore, "release", release),
+        Patch(Semaphore, "__aenter__", __aenter__),
     ]
+    if inline_release:  # else asyncio's __aexit__ calls our release()
+        patches.append(Patch(Semaphore, "__aexit__", __aexit__))
+    return patches

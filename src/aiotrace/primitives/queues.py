@@ -373,7 +373,7 @@ def queue_patches() -> list[Patch]:
     @functools.wraps(orig_task_done)
     def task_done(self: Any) -> None:
         joiners = 0
-        if live[0] and enabled[FAMILY_QUEUE] and self._unfinished_tasks == 1:
+        if self._unfinished_tasks == 1 and live[0] and enabled[FAMILY_QUEUE]:
             joiners = len(getattr(self._finished, "_waiters", None) or ())
         orig_task_done(self)
         if joiners:
