@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 import aiotrace
 from aiotrace import semconv
+from aiotrace.primitives import _lock_order
 from aiotrace.testing import Captured, capture_spans
 
 HOLD = 0.02
@@ -163,3 +165,41 @@ def test_async_with_keeps_subclasses_and_bounds(traced: Captured) -> None:
         semconv.SPAN_SEMAPHORE_HOLD,
         semconv.SPAN_BOUNDED_SEMAPHORE_HOLD,
     }
+
+
+@pytest.mark.pristine  # turns lock-order checking on and off itself
+def test_lock_order_sees_every_permit_taken_and_given_back() -> None:
+    """A Semaphore and a Lock nested both ways is one inversion; nothing stays held."""
+    found: list[tuple[Any, Any]] = []
+
+    async def main() -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        sem = asyncio.Semaphore(2)
+        lock = asyncio.Lock()
+
+        async def sem_then_lock() -> None:
+            async with sem, lock:
+                await asyncio.sleep(0)
+
+        async def lock_then_sem() -> None:
+            async with lock, sem:
+                await asyncio.sleep(0)
+
+        await sem_then_lock()
+        for _ in range(3):  # short holds and hand-offs, given back on the quick path
+            await asyncio.gather(*(sem_then_lock() for _ in range(3)))
+        assert _lock_order.HELD == {}
+        await lock_then_sem()
+        return sem, lock
+
+    with capture_spans():
+        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
+        try:
+            sem, lock = asyncio.run(main())
+            assert _lock_order.HELD == {}
+        finally:
+            _lock_order.disable()
+    ((earlier, now),) = found
+    sem_stats = sem._aiotrace_stats  # type: ignore[attr-defined]
+    lock_stats = lock._aiotrace_stats  # type: ignore[attr-defined]
+    assert (earlier.first, earlier.second) == (sem_stats, lock_stats)
+    assert (now.first, now.second) == (lock_stats, sem_stats)

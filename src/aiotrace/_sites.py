@@ -140,11 +140,21 @@ def user_frame(depth: int = 0) -> FrameType | None:
         frame: FrameType | None = sys._getframe(depth + 1)
     except ValueError:
         return None
+    return first_user_frame(frame)
+
+
+def first_user_frame(frame: FrameType | None) -> FrameType | None:
+    """``frame`` or the first of its callers that is the user's (see :func:`user_frame`).
+
+    For a caller that holds a frame near the user's already: the walk then
+    starts there, not from aiotrace's innermost frame.
+    """
     while frame is not None:
-        filename = frame.f_code.co_filename
+        code = frame.f_code
+        filename = code.co_filename
         if not is_internal_file(filename):
             return frame
-        if frame.f_code.co_name == "_run" and filename.endswith("events.py"):
+        if code.co_name == "_run" and filename.endswith("events.py"):
             return None
         frame = frame.f_back
     return None
@@ -180,7 +190,16 @@ def raw_site(code: CodeType, lasti: int) -> RawSite:
 
 def capture(depth: int = 0) -> RawSite | None:
     """The user's call site, as a cheap raw ``(code, lasti)`` pair."""
-    frame = user_frame(depth + 1)
+    try:
+        frame = sys._getframe(depth + 1)
+    except ValueError:
+        return None
+    return site_from(frame)
+
+
+def site_from(frame: FrameType | None) -> RawSite | None:
+    """:func:`capture` from ``frame`` up: the user's call site at or above it."""
+    frame = first_user_frame(frame)
     if frame is None:
         return None
     return raw_site(frame.f_code, frame.f_lasti)

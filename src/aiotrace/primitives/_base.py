@@ -46,6 +46,7 @@ from aiotrace._sites import (
     capture,
     capture_creation,
     default_name,
+    site_from,
 )
 
 if TYPE_CHECKING:
@@ -484,7 +485,7 @@ def shared_attrs(key: str, count: int) -> dict[str, Any]:
     copies attributes as it encodes them, so records can share these dicts:
     each then costs a pointer, not a dict.
     """
-    if not 0 <= count < _SHARED_UP_TO:
+    if count >= _SHARED_UP_TO or count < 0:
         return {key: count}
     table = _SHARED_ATTRS.get(key)
     if table is None:
@@ -528,6 +529,7 @@ def emit_wait(
     links: tuple[Any, ...] = (),
     span_id: int = 0,
     optional: bool = False,
+    frame: FrameType | None = None,
 ) -> None:
     """Emit a wait's span record, capturing the waiter's task, span and site now.
 
@@ -540,11 +542,14 @@ def emit_wait(
     :func:`emit_hold`): no tuple and no span id per buffered record. A wait
     that others link to is given its ``span_id`` up front; any other gets its
     id from the pipeline (``0`` here: one int less per buffered record).
+    A caller holding the frame that called the primitive passes it as
+    ``frame``: the search for the user's site then starts there.
     """
     task = current_task()
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
-    fields = (name, t0, t1, span_id, current_span(), task_name(task), capture(), ref, outcome)
+    site = capture(1) if frame is None else site_from(frame)
+    fields = (name, t0, t1, span_id, current_span(), task_name(task), site, ref, outcome)
     if optional:
         record: tuple[Any, ...] = (R_OPTIONAL, *fields, attrs)
     else:

@@ -146,8 +146,12 @@ def _waited(
     outcome: str,
     name: str,
     attrs: dict[str, Any],
+    frame: Any,
 ) -> None:
-    """A wait that ended: end it at its hand-off, account for it, span it if long."""
+    """A wait that ended: end it at its hand-off, account for it, span it if long.
+
+    ``frame`` called acquire() (the user, or the ``__aenter__`` the user called).
+    """
     starts = prim._aiotrace_starts
     if starts:
         if starts[0] == t0:
@@ -165,7 +169,7 @@ def _waited(
         return
     # The hold record as links: a hand-off link to that hold's span, from
     # which the pipeline names the holder (task, site).
-    emit_wait(name, ref, t0, t1, outcome, attrs, () if hold is None else hold)
+    emit_wait(name, ref, t0, t1, outcome, attrs, () if hold is None else hold, frame=frame)
 
 
 # ==========================================================================
@@ -332,6 +336,7 @@ def lock_patches() -> list[Patch]:
                         outcome_of(exc, current_task()),
                         semconv.SPAN_LOCK_ACQUIRE,
                         shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                        getframe(1),
                     )
                 except Exception as inner:
                     rec.fail(FAMILY_LOCK, inner)
@@ -371,6 +376,7 @@ def lock_patches() -> list[Patch]:
                         semconv.OUTCOME_ACQUIRED,
                         semconv.SPAN_LOCK_ACQUIRE,
                         shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                        frame,
                     )
                 except Exception as exc:
                     rec.fail(FAMILY_LOCK, exc)
@@ -596,6 +602,7 @@ def semaphore_patches() -> list[Patch]:
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
     inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
     lock_order = LOCK_ORDER
+    order_released = _lock_order.released
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
     defaults: dict[str, Any] = {
@@ -611,10 +618,18 @@ def semaphore_patches() -> list[Patch]:
             return semconv.KIND_BOUNDED_SEMAPHORE
         return semconv.KIND_SEMAPHORE
 
-    def _names(kind: str) -> tuple[str, str]:
-        if kind == semconv.KIND_BOUNDED_SEMAPHORE:
-            return semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE, semconv.SPAN_BOUNDED_SEMAPHORE_HOLD
-        return semconv.SPAN_SEMAPHORE_ACQUIRE, semconv.SPAN_SEMAPHORE_HOLD
+    def _ref(self: Any) -> Any:
+        ref = self._aiotrace_ref
+        return ref if ref is not None else ref_of(self, _kind(self))
+
+    # Primitive kind -> (wait span name, hold span name).
+    names = {
+        semconv.KIND_SEMAPHORE: (semconv.SPAN_SEMAPHORE_ACQUIRE, semconv.SPAN_SEMAPHORE_HOLD),
+        semconv.KIND_BOUNDED_SEMAPHORE: (
+            semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+            semconv.SPAN_BOUNDED_SEMAPHORE_HOLD,
+        ),
+    }
 
     @functools.wraps(orig_init)
     def __init__(self: Any, value: int = 1, *args: Any, **kwargs: Any) -> None:
@@ -706,14 +721,15 @@ def semaphore_patches() -> list[Patch]:
         except BaseException as exc:
             if tracing:
                 try:
-                    ref = ref_of(self, _kind(self))
+                    ref = _ref(self)
                     _waited(
                         self,
                         ref,
                         t0,
                         outcome_of(exc, current_task()),
-                        _names(ref.kind)[0],
+                        names[ref.kind][0],
                         wait_attrs(ref, ahead, value),
+                        getframe(1),
                     )
                 except Exception as inner:
                     rec.fail(FAMILY_SEMAPHORE, inner)
@@ -736,14 +752,15 @@ def semaphore_patches() -> list[Patch]:
                 stats.quiet += 1
             else:
                 try:
-                    ref = ref_of(self, _kind(self))
+                    ref = _ref(self)
                     _waited(
                         self,
                         ref,
                         t0,
                         semconv.OUTCOME_ACQUIRED,
-                        _names(ref.kind)[0],
+                        names[ref.kind][0],
                         wait_attrs(ref, ahead, value),
+                        frame,
                     )
                 except Exception as exc:
                     rec.fail(FAMILY_SEMAPHORE, exc)
@@ -806,10 +823,10 @@ def semaphore_patches() -> list[Patch]:
             return
         if dt > stats.max_hold_ns:
             stats.max_hold_ns = dt
-        ref = ref_of(self, _kind(self))
+        ref = _ref(self)
         starts = self._aiotrace_starts
         hold = _record_hold(
-            _names(ref.kind)[1],
+            names[ref.kind][1],
             ref,
             t0,
             t1,
@@ -892,9 +909,11 @@ def semaphore_patches() -> list[Patch]:
             # The common case, settled here without a call: the releaser's
             # own permit, held briefly, handed (if at all) to a waiter that
             # has not waited long. Anything else is released()'s.
-            if permit[_P_OWNER] is caller and t1 - permit[_P_T0] < min_hold and not lock_order[0]:
+            if permit[_P_OWNER] is caller and t1 - permit[_P_T0] < min_hold:
                 if self._value != value:  # nobody woken
                     del permits[0]
+                    if lock_order[0]:
+                        order_released(self, caller)
                     self._aiotrace_stats.n += 1
                     return None
                 starts = self._aiotrace_starts
@@ -904,6 +923,8 @@ def semaphore_patches() -> list[Patch]:
                     woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
                     if woken is not None and t1 - woken < min_wait:
                         del permits[0]
+                        if lock_order[0]:
+                            order_released(self, caller)
                         handoffs[woken] = (None, t1)
                         stats = self._aiotrace_stats
                         stats.quiet += 1
