@@ -100,6 +100,38 @@ def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured
     assert names == {semconv.SPAN_SEMAPHORE_HOLD: "db-pool", semconv.SPAN_LOCK_HOLD: "jobs.lock"}
 
 
+@pytest.mark.pristine  # flushes between holds: its own pipeline, its own thresholds
+def test_a_rename_mid_run_reaches_the_spans_after_it() -> None:
+    """Spans already handed to the pipeline keep the old name; later ones carry the new."""
+
+    async def hold(*prims: asyncio.Lock | asyncio.Condition) -> None:
+        for prim in prims:
+            async with prim:
+                await asyncio.sleep(0)
+
+    with capture_spans(min_hold=0) as captured:
+        lock = asyncio.Lock()  # mid-run-lock
+        jobs = asyncio.Condition()  # mid-run-cond
+        asyncio.run(hold(lock, jobs))
+        aiotrace.flush()
+        aiotrace.name(lock, "renamed")
+        aiotrace.name(jobs, "jobs")  # its lock is named after it
+        asyncio.run(hold(lock, jobs))
+        aiotrace.flush()
+        asyncio.run(hold(lock, jobs))
+    holds = [s[semconv.ATTR_PRIMITIVE_NAME] for s in captured.named(semconv.SPAN_LOCK_HOLD)]
+    lock_line = line_of("# mid-run-lock")
+    cond_line = line_of("# mid-run-cond")
+    assert holds == [
+        f"lock (test_threads_and_naming.py:{lock_line})",
+        f"jobs (test_threads_and_naming.py:{cond_line}).lock",
+        "renamed",
+        "jobs.lock",
+        "renamed",
+        "jobs.lock",
+    ]
+
+
 def test_names_reach_the_totals_of_operations_never_spanned() -> None:
     """The run's per-site totals (the report's source) carry given and derived names."""
     from aiotrace._session import summary_events

@@ -49,7 +49,7 @@ from aiotrace import semconv
 from aiotrace._context import ids_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
 from aiotrace._sites import SITES, default_name
-from aiotrace.primitives._base import PrimRef, display_name
+from aiotrace.primitives._base import PrimRef, display_name, ref_suffix
 
 W_SPAN: Final = 0
 W_HOLD: Final = 1
@@ -104,10 +104,11 @@ class Encoder:
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
         self._sites: dict[tuple[int, int], tuple[CodeType, int]] = {}
-        # pid -> display name sent. Futures are primitives of their own, so a
-        # long run makes millions: bounded, least recently used forgotten (and
-        # defined again if used again; the receiver keeps twice as many).
-        self._prims: OrderedDict[int, str] = OrderedDict()
+        # pid -> (explicit name then, display name sent). Futures are
+        # primitives of their own, so a long run makes millions: bounded,
+        # least recently used forgotten (and defined again if used again; the
+        # receiver keeps twice as many).
+        self._prims: OrderedDict[int, tuple[str | None, str]] = OrderedDict()
         self._next_site = 1
         self._hold_ids = _RecordIds()
 
@@ -155,17 +156,37 @@ class Encoder:
         """The pid of a primitive, (re)defining it when new or renamed."""
         if ref is None:
             return 0
-        name = display_name(ref)
         prims = self._prims
         pid = ref.pid
-        if prims.get(pid) != name:
-            prims[pid] = name
-            label = SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
-            out.append((W_PRIM, pid, ref.kind, name, label, ref.capacity))
+        sent = prims.get(pid)
+        # A display name changes only with the explicit name (aiotrace.name)
+        # or, for a primitive named after its owner, with the owner's: it is
+        # worked out again only then (it formats the creation site).
+        if sent is None or sent[0] is not ref.name or pid in ref_suffix:
+            name = display_name(ref)
+            if sent is None or sent[1] != name:
+                label = (
+                    SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
+                )
+                out.append((W_PRIM, pid, ref.kind, name, label, ref.capacity))
+            prims[pid] = (ref.name, name)
             if len(prims) > self.PRIMS:
                 prims.popitem(last=False)
         prims.move_to_end(pid)
         return pid
+
+    def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``attrs`` with every value as OpenTelemetry accepts it (see :meth:`value`).
+
+        Most have nothing to convert (counts, names) and are returned as they
+        are: record attributes are never mutated (many records share one
+        dict), and whatever receives wire records copies them.
+        """
+        for v in attrs.values():
+            if isinstance(v, (PrimRef, tuple)):
+                value = self.value
+                return {key: value(v) for key, v in attrs.items()}
+        return attrs
 
     def value(self, value: Any) -> Any:
         """An attribute value as OpenTelemetry accepts it."""
@@ -187,8 +208,7 @@ class Encoder:
             parent_ids = ids_of(parent)
         attrs = record[10]
         if attrs:
-            value = self.value
-            attrs = {key: value(v) for key, v in attrs.items()}
+            attrs = self.attributes(attrs)
         ref = record[8]
         if ref is not None and ref.kind == semconv.KIND_FUTURE:
             # A future is a primitive of its own: millions in a long run. Its
