@@ -18,6 +18,9 @@ every operation stays below threshold, as in ``benchmarks.run``'s
   shipped   ``aiotrace.instrument()`` with nothing turned off: task spans,
             and futures, whose patched ``loop.create_future`` every waiter's
             future passes
+  checks    ``default`` plus the diagnosis ``aiotrace run`` does by default
+            (ownership tracking, lock-order checking, the watchdog thread),
+            as ``benchmarks.run``'s ``checks`` mode but in this process
 
 Needs ``valgrind`` on the PATH. Usage::
 
@@ -41,7 +44,7 @@ from .workloads import WORKLOADS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-MODES = ("bare", "default", "shipped")
+MODES = ("bare", "default", "shipped", "checks")
 SIZES = (2000, 6000)
 """Operations in the small and the large run (their difference is what is counted)."""
 QUIET = 1000.0
@@ -57,9 +60,17 @@ def child(mode: str, workload: str, n: int) -> None:
         import aiotrace
         from aiotrace._pipeline import Discard
 
-        options = dict(traced) if mode == "default" else {}
+        options = dict(traced) if mode != "shipped" else {}
         aiotrace.instrument(consumer=Discard(), min_wait=QUIET, min_hold=QUIET, **options)
+    diagnoser = None
+    if mode == "checks":
+        from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+        diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
+        diagnoser.start()
     asyncio.run(run(n))
+    if diagnoser is not None:
+        diagnoser.finish(at_exit=False)
     if mode != "bare":
         aiotrace.flush()
         aiotrace.uninstrument()

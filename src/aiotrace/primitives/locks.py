@@ -437,9 +437,11 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                if held.get(owner) is self:
-                    del held[owner]
-                else:
+                # The owner's frame usually holds just this lock: one dict
+                # operation. Several (a list), or none recorded: the helper's.
+                mine = held.pop(owner, None)
+                if mine is not self and mine is not None:
+                    held[owner] = mine
                     order_released(self, owner)
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
@@ -484,9 +486,11 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                if held.get(owner) is self:
-                    del held[owner]
-                else:
+                # The owner's frame usually holds just this lock: one dict
+                # operation. Several (a list), or none recorded: the helper's.
+                mine = held.pop(owner, None)
+                if mine is not self and mine is not None:
+                    held[owner] = mine
                     order_released(self, owner)
             if t1 - t0 < min_hold:
                 if not starts:
@@ -602,6 +606,7 @@ def semaphore_patches() -> list[Patch]:
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
     inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
     lock_order = LOCK_ORDER
+    held = _lock_order.HELD
     order_released = _lock_order.released
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
@@ -910,26 +915,30 @@ def semaphore_patches() -> list[Patch]:
             # own permit, held briefly, handed (if at all) to a waiter that
             # has not waited long. Anything else is released()'s.
             if permit[_P_OWNER] is caller and t1 - permit[_P_T0] < min_hold:
-                if self._value != value:  # nobody woken
-                    del permits[0]
-                    if lock_order[0]:
-                        order_released(self, caller)
-                    self._aiotrace_stats.n += 1
-                    return None
-                starts = self._aiotrace_starts
-                handoffs = self._aiotrace_handoffs
-                if starts and handoffs is not None:
-                    head = starts[0]
-                    woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
-                    if woken is not None and t1 - woken < min_wait:
-                        del permits[0]
-                        if lock_order[0]:
-                            order_released(self, caller)
-                        handoffs[woken] = (None, t1)
-                        stats = self._aiotrace_stats
-                        stats.quiet += 1
-                        stats.holds += 1
+                woken = None
+                if self._value == value:  # one was woken
+                    starts = self._aiotrace_starts
+                    handoffs = self._aiotrace_handoffs
+                    if starts and handoffs is not None:
+                        head = starts[0]
+                        woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
+                    if woken is None or t1 - woken >= min_wait:
+                        released(self, t1, True, permits, caller)
                         return None
+                del permits[0]
+                if lock_order[0]:  # as Lock.__aexit__ does
+                    mine = held.pop(caller, None)
+                    if mine is not self and mine is not None:
+                        held[caller] = mine
+                        order_released(self, caller)
+                stats = self._aiotrace_stats
+                if woken is None:
+                    stats.n += 1
+                else:
+                    handoffs[woken] = (None, t1)
+                    stats.quiet += 1
+                    stats.holds += 1
+                return None
             released(self, t1, self._value == value, permits, caller)
         except Exception as exc:
             rec.fail(FAMILY_SEMAPHORE, exc)
