@@ -18,9 +18,13 @@ every operation stays below threshold, as in ``benchmarks.run``'s
   shipped   ``aiotrace.instrument()`` with nothing turned off: task spans,
             and futures, whose patched ``loop.create_future`` every waiter's
             future passes
-  checks    ``default`` plus the diagnosis ``aiotrace run`` does by default
-            (ownership tracking, lock-order checking, the watchdog thread),
-            as ``benchmarks.run``'s ``checks`` mode but in this process
+  checks    ``default`` plus the per-operation part of the diagnosis
+            ``aiotrace run`` does by default: ownership tracking and
+            lock-order checking. The watchdog thread is left out: it works
+            per second, not per operation (20 ticks a second), and under
+            valgrind, fifty times slower, it would tick fifty times as often
+            per operation, more on a loaded machine. ``benchmarks.run``'s
+            ``checks`` mode times it with the rest.
 
 Needs ``valgrind`` on the PATH. Usage::
 
@@ -66,7 +70,8 @@ def child(mode: str, workload: str, n: int) -> None:
     if mode == "checks":
         from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
-        diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
+        config = DiagnosisConfig(dump_signals=False, deadlocks=False, block_threshold=None)
+        diagnoser = Diagnoser(config, None)
         diagnoser.start()
     asyncio.run(run(n))
     if diagnoser is not None:
