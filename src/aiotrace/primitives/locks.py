@@ -580,7 +580,10 @@ def semaphore_patches() -> list[Patch]:
     ``BoundedSemaphore.__init__`` and ``.release`` call ``super()``, so patching
     ``Semaphore`` alone sees every operation exactly once. The fast path of
     ``acquire`` is inlined: on 3.10-3.13 it is ``if not self.locked():
-    self._value -= 1; return True``.
+    self._value -= 1; return True``. ``async with`` gets its own
+    ``__aenter__``/``__aexit__``, as the Lock does: most operations on a
+    semaphore are that, and asyncio's go through a coroutine and a call
+    each way.
     """
     Semaphore: Any = asyncio.Semaphore
     Bounded = asyncio.BoundedSemaphore
