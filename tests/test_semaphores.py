@@ -203,3 +203,35 @@ def test_lock_order_sees_every_permit_taken_and_given_back() -> None:
     lock_stats = lock._aiotrace_stats  # type: ignore[attr-defined]
     assert (earlier.first, earlier.second) == (sem_stats, lock_stats)
     assert (now.first, now.second) == (lock_stats, sem_stats)
+
+
+@pytest.mark.pristine  # turns lock-order checking on and off itself
+def test_lock_order_keeps_what_a_frame_still_holds() -> None:
+    """Giving back a permit leaves the frame's other holds recorded: later nestings count."""
+    found: list[tuple[Any, Any]] = []
+
+    async def main() -> tuple[asyncio.Lock, asyncio.Lock]:
+        outer = asyncio.Lock()
+        sem = asyncio.Semaphore(1)
+        inner = asyncio.Lock()
+        async with outer:
+            async with sem:  # the frame now holds two
+                pass
+            async with inner:  # outer is still held: outer, then inner
+                pass
+        async with inner, outer:  # the other way round
+            pass
+        return outer, inner
+
+    with capture_spans():
+        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
+        try:
+            outer, inner = asyncio.run(main())
+            assert _lock_order.HELD == {}
+        finally:
+            _lock_order.disable()
+    ((earlier, now),) = found
+    outer_stats = outer._aiotrace_stats  # type: ignore[attr-defined]
+    inner_stats = inner._aiotrace_stats  # type: ignore[attr-defined]
+    assert (earlier.first, earlier.second) == (outer_stats, inner_stats)
+    assert (now.first, now.second) == (inner_stats, outer_stats)

@@ -95,6 +95,7 @@ def test_inlined_slow_paths_match_this_python() -> None:
     assert source_is(asyncio.Lock.acquire, locks._KNOWN_LOCK_ACQUIRE)
     assert source_is(asyncio.Event.wait, events._KNOWN_EVENT_WAIT)
     assert not source_is(asyncio.Lock.release, locks._KNOWN_LOCK_ACQUIRE)
+    assert source_is(asyncio.Semaphore.release, locks._KNOWN_SEMAPHORE_RELEASE)
     # Exactly one of the two Semaphore texts: 3.10-3.12's or 3.13's.
     known = (locks._KNOWN_SEMAPHORE_ACQUIRE_310, locks._KNOWN_SEMAPHORE_ACQUIRE_313)
     assert sum(source_is(asyncio.Semaphore.acquire, text) for text in known) == 1

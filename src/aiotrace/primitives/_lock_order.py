@@ -105,20 +105,27 @@ def acquired(prim: Any, frame: FrameType | None) -> None:
 
 
 def released(prim: Any, owner: FrameType | None) -> None:
-    """``prim`` (one hold of it) was released; ``owner`` is the frame that took it."""
-    held = HELD.get(owner) if owner is not None else None
-    if held is None:
-        return
-    if held is prim:
-        del HELD[owner]
-        return
-    if type(held) is list:
+    """``prim`` (one hold of it) was released; ``owner`` is the frame that took it.
+
+    The fast paths do the commonest case inline, ``HELD.pop(owner)`` giving
+    back ``prim`` itself, and call :func:`unhold` with anything else popped.
+    """
+    popped = HELD.pop(owner, None) if owner is not None else None
+    if popped is not None and popped is not prim:
+        unhold(prim, owner, popped)
+
+
+def unhold(prim: Any, owner: FrameType | None, popped: Any) -> None:
+    """Put back what ``HELD.pop(owner)`` gave that was not ``prim`` alone, less ``prim``."""
+    if type(popped) is list:
         with contextlib.suppress(ValueError):
-            held.remove(prim)
-        if len(held) == 1:
-            HELD[owner] = held[0]
-        elif not held:
-            del HELD[owner]
+            popped.remove(prim)
+        if len(popped) == 1:
+            HELD[owner] = popped[0]
+        elif popped:
+            HELD[owner] = popped
+    else:  # another primitive taken in that frame: still held
+        HELD[owner] = popped
 
 
 def _check(prim: Any, frame: FrameType) -> None:
@@ -189,4 +196,5 @@ __all__ = [
     "enable",
     "released",
     "track_ownership",
+    "unhold",
 ]

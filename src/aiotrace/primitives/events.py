@@ -84,6 +84,8 @@ def oldest_woken(prim: Any, count: int | None, attr: str = "_aiotrace_starts") -
     starts = getattr(prim, attr)
     if not starts:
         return None
+    if count == 1:  # a put, a get, a notify(): the commonest
+        return int(starts.popleft())
     oldest: int = starts[0]
     if count is None or count >= len(starts):
         starts.clear()

@@ -230,7 +230,7 @@ def lock_patches() -> list[Patch]:
     diagnosing = _lock_order.DIAGNOSING
     held = _lock_order.HELD
     order_acquired = _lock_order.acquired
-    order_released = _lock_order.released
+    unhold = _lock_order.unhold
     inline_slow_path = source_is(orig_acquire, _KNOWN_LOCK_ACQUIRE)
     mixin = asyncio.locks._ContextManagerMixin
     # acquire() called from an __aenter__ (ours for a Lock, asyncio's for a
@@ -437,12 +437,11 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                # The owner's frame usually holds just this lock: one dict
-                # operation. Several (a list), or none recorded: the helper's.
-                mine = held.pop(owner, None)
-                if mine is not self and mine is not None:
-                    held[owner] = mine
-                    order_released(self, owner)
+                # _lock_order.released, its commonest case inline: the
+                # owner's frame holds just this lock.
+                popped = held.pop(owner, None)
+                if popped is not self and popped is not None:
+                    unhold(self, owner, popped)
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
             else:
@@ -486,12 +485,11 @@ def lock_patches() -> list[Patch]:
             owner = self._aiotrace_owner
             self._aiotrace_owner = None
             if lock_order[0]:
-                # The owner's frame usually holds just this lock: one dict
-                # operation. Several (a list), or none recorded: the helper's.
-                mine = held.pop(owner, None)
-                if mine is not self and mine is not None:
-                    held[owner] = mine
-                    order_released(self, owner)
+                # _lock_order.released, its commonest case inline: the
+                # owner's frame holds just this lock.
+                popped = held.pop(owner, None)
+                if popped is not self and popped is not None:
+                    unhold(self, owner, popped)
             if t1 - t0 < min_hold:
                 if not starts:
                     self._aiotrace_stats.n += 1
@@ -610,7 +608,7 @@ def semaphore_patches() -> list[Patch]:
     inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
     lock_order = LOCK_ORDER
     held = _lock_order.HELD
-    order_released = _lock_order.released
+    unhold = _lock_order.unhold
     # Per-instance, never class-level (see _base): permits are the taken
     # permits, starts the blocked waiters' start times, oldest first.
     defaults: dict[str, Any] = {
@@ -929,11 +927,10 @@ def semaphore_patches() -> list[Patch]:
                         released(self, t1, True, permits, caller)
                         return None
                 del permits[0]
-                if lock_order[0]:  # as Lock.__aexit__ does
-                    mine = held.pop(caller, None)
-                    if mine is not self and mine is not None:
-                        held[caller] = mine
-                        order_released(self, caller)
+                if lock_order[0]:  # _lock_order.released, inline as in Lock.__aexit__
+                    popped = held.pop(caller, None)
+                    if popped is not self and popped is not None:
+                        unhold(self, caller, popped)
                 stats = self._aiotrace_stats
                 if woken is None:
                     stats.n += 1

@@ -320,7 +320,7 @@ def queue_patches() -> list[Patch]:
             t = pc()
             if count is None:  # every waiter of that kind (join)
                 count = len(getattr(self, starts_attr) or ())
-            if count == 1:  # a put or a get: oldest_woken's commonest case, inline
+            if count == 1:  # a put or a get: oldest_woken's first case, without the call
                 starts = getattr(self, starts_attr)
                 oldest = starts.popleft() if starts else None
             else:
