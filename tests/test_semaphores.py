@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -167,10 +168,28 @@ def test_async_with_keeps_subclasses_and_bounds(traced: Captured) -> None:
     }
 
 
+def _one_inversion(main: Callable[[], Coroutine[Any, Any, tuple[Any, Any]]]) -> None:
+    """Run ``main`` with lock order checked: it returns (first, second), nested both ways.
+
+    Exactly that one inversion is reported, and nothing is left held.
+    """
+    found: list[tuple[Any, Any]] = []
+    with capture_spans():
+        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
+        try:
+            first, second = asyncio.run(main())
+            assert _lock_order.HELD == {}
+        finally:
+            _lock_order.disable()
+    ((earlier, now),) = found
+    first_stats, second_stats = first._aiotrace_stats, second._aiotrace_stats
+    assert (earlier.first, earlier.second) == (first_stats, second_stats)
+    assert (now.first, now.second) == (second_stats, first_stats)
+
+
 @pytest.mark.pristine  # turns lock-order checking on and off itself
 def test_lock_order_sees_every_permit_taken_and_given_back() -> None:
     """A Semaphore and a Lock nested both ways is one inversion; nothing stays held."""
-    found: list[tuple[Any, Any]] = []
 
     async def main() -> tuple[asyncio.Semaphore, asyncio.Lock]:
         sem = asyncio.Semaphore(2)
@@ -191,24 +210,12 @@ def test_lock_order_sees_every_permit_taken_and_given_back() -> None:
         await lock_then_sem()
         return sem, lock
 
-    with capture_spans():
-        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
-        try:
-            sem, lock = asyncio.run(main())
-            assert _lock_order.HELD == {}
-        finally:
-            _lock_order.disable()
-    ((earlier, now),) = found
-    sem_stats = sem._aiotrace_stats  # type: ignore[attr-defined]
-    lock_stats = lock._aiotrace_stats  # type: ignore[attr-defined]
-    assert (earlier.first, earlier.second) == (sem_stats, lock_stats)
-    assert (now.first, now.second) == (lock_stats, sem_stats)
+    _one_inversion(main)
 
 
 @pytest.mark.pristine  # turns lock-order checking on and off itself
 def test_lock_order_keeps_what_a_frame_still_holds() -> None:
     """Giving back a permit leaves the frame's other holds recorded: later nestings count."""
-    found: list[tuple[Any, Any]] = []
 
     async def main() -> tuple[asyncio.Lock, asyncio.Lock]:
         outer = asyncio.Lock()
@@ -223,15 +230,4 @@ def test_lock_order_keeps_what_a_frame_still_holds() -> None:
             pass
         return outer, inner
 
-    with capture_spans():
-        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
-        try:
-            outer, inner = asyncio.run(main())
-            assert _lock_order.HELD == {}
-        finally:
-            _lock_order.disable()
-    ((earlier, now),) = found
-    outer_stats = outer._aiotrace_stats  # type: ignore[attr-defined]
-    inner_stats = inner._aiotrace_stats  # type: ignore[attr-defined]
-    assert (earlier.first, earlier.second) == (outer_stats, inner_stats)
-    assert (now.first, now.second) == (inner_stats, outer_stats)
+    _one_inversion(main)
