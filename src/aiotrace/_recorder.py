@@ -179,7 +179,7 @@ class Recorder:
 
     def _reset_sites(self) -> None:
         for site in list(self.sites):
-            site.n = site.quiet = site.waits = site.holds = 0
+            site.n = site.spanned = site.waits = site.holds = 0
             site.wait_ns = site.max_wait_ns = site.max_hold_ns = 0
 
     def configure(self, options: Options) -> None:

@@ -101,7 +101,7 @@ def _environment_options() -> dict[str, Any]:
         return {}
 
 
-_COUNTERS: Final = ("n", "quiet", "waits", "holds", "wait_ns", "max_wait_ns", "max_hold_ns")
+_COUNTERS: Final = ("n", "spanned", "waits", "holds", "wait_ns", "max_wait_ns", "max_hold_ns")
 
 
 def _site_counters(site: Any) -> tuple[int, ...]:

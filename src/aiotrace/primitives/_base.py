@@ -160,8 +160,8 @@ class SiteStats:
         "n",
         "no_lock_order",
         "owner",
-        "quiet",
         "raw",
+        "spanned",
         "wait_ns",
         "waits",
     )
@@ -178,8 +178,13 @@ class SiteStats:
         self.holds = 0
         """Holds that went through the slow path (waited for, or long)."""
         self.max_hold_ns = 0
-        self.quiet = 0
-        """Slow-path operations not spanned (below their threshold)."""
+        self.spanned = 0
+        """Slow-path operations (waits and holds) past their threshold, or internal.
+
+        The hot paths count a wait or a hold and nothing else; the rare
+        paths count here what went past the threshold, so the operations
+        below it (``quiet``) cost no counter of their own.
+        """
         self.label: str | None = None
         """The name given with ``aiotrace.name()`` (the last one, if several)."""
         self.no_lock_order = False
@@ -200,9 +205,14 @@ class SiteStats:
         return self.n + self.holds + self.waits
 
     @property
+    def quiet(self) -> int:
+        """Slow-path operations not spanned (below their threshold)."""
+        return self.waits + self.holds - self.spanned
+
+    @property
     def below_threshold(self) -> int:
         """Operations counted but not spanned."""
-        return self.n + self.quiet
+        return self.n + self.waits + self.holds - self.spanned
 
 
 class PrimRef:
@@ -467,8 +477,8 @@ def wait_spanned(ref: PrimRef, t0: int, t1: int, outcome: str) -> bool:
     stats.waits += 1
     stats.wait_ns += duration
     if duration < RECORDER.min_wait_ns and outcome in _NORMAL:
-        stats.quiet += 1
         return False
+    stats.spanned += 1
     if duration > stats.max_wait_ns:
         stats.max_wait_ns = duration
     return True

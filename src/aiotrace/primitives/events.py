@@ -222,7 +222,6 @@ def event_patches() -> list[Patch]:
             if t0 <= set_at < t0 + min_wait and not stats.internal:
                 stats.waits += 1
                 stats.wait_ns += set_at - t0
-                stats.quiet += 1
             else:
                 try:
                     ref = ref_of(self, semconv.KIND_EVENT)

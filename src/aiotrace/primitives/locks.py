@@ -366,7 +366,6 @@ def lock_patches() -> list[Patch]:
                     starts.remove(t0)
                 stats.waits += 1
                 stats.wait_ns += handoff[1] - t0
-                stats.quiet += 1
             else:
                 try:
                     _waited(
@@ -398,10 +397,10 @@ def lock_patches() -> list[Patch]:
             woken = _next_to_wake(starts, handoffs) if starts else None
             long_wait = woken is not None and t1 - woken >= min_wait
             if dt < min_hold and not long_wait:
-                stats.quiet += 1
                 if woken is not None:
                     handoffs[woken] = (None, t1)
                 return
+            stats.spanned += 1
             if dt > stats.max_hold_ns:
                 stats.max_hold_ns = dt
             caller = getframe(2)
@@ -503,7 +502,6 @@ def lock_patches() -> list[Patch]:
                     if t0 and enabled[FAMILY_LOCK] and not stats.internal:
                         handoffs[head] = (None, t1)
                         stats.holds += 1
-                        stats.quiet += 1
                         return
             hold_end(self, t0, t1, owner, starts)
         else:
@@ -755,7 +753,6 @@ def semaphore_patches() -> list[Patch]:
                     starts.remove(t0)
                 stats.waits += 1
                 stats.wait_ns += handoff[1] - t0
-                stats.quiet += 1
             else:
                 try:
                     ref = _ref(self)
@@ -819,12 +816,12 @@ def semaphore_patches() -> list[Patch]:
         if dt < min_hold and not long_wait:
             if woken is not None:
                 handoffs[woken] = (None, t1)
-                stats.quiet += 1
                 stats.holds += 1
             else:
                 stats.n += 1
             return
         stats.holds += 1
+        stats.spanned += 1
         if stats.internal:
             return
         if dt > stats.max_hold_ns:
@@ -936,7 +933,6 @@ def semaphore_patches() -> list[Patch]:
                     stats.n += 1
                 else:
                     handoffs[woken] = (None, t1)
-                    stats.quiet += 1
                     stats.holds += 1
                 return None
             released(self, t1, self._value == value, permits, caller)

@@ -211,7 +211,6 @@ def queue_patches() -> list[Patch]:
                     # The common case, settled here: a short wait (wait_spanned's quiet branch).
                     stats.waits += 1
                     stats.wait_ns += t1 - t0
-                    stats.quiet += 1
                     return
             ref = ref_of(self, _kind(self))
             if ref.stats.internal or not wait_spanned(ref, t0, t1, outcome):

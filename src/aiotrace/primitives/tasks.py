@@ -608,6 +608,7 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
             fut._aiotrace_resolved = (state.span_id, t, point[1], point[2])
         if ref is not None:
             ref.stats.holds += 1
+            ref.stats.spanned += 1
         _emit_future(state, ref, t, outcome, attrs, links)
     except Exception as exc:
         RECORDER.fail(FAMILY_FUTURE, exc)
