@@ -88,6 +88,34 @@ def test_everything_a_task_does_nests_under_it(traced: Captured) -> None:
     assert ("checkpoint", {"step": 1}) in worker_span.events
 
 
+def test_what_the_user_sets_on_a_task_span_is_exported(traced: Captured) -> None:
+    """Name, status, links and recorded exceptions set through the Span API reach the span."""
+    other = trace.SpanContext(0x1234, 0x5678, is_remote=False, trace_flags=trace.TraceFlags(1))
+
+    async def worker() -> trace.SpanContext:
+        current = trace.get_current_span()
+        current.update_name("checkout")
+        current.set_status(trace.Status(trace.StatusCode.ERROR, "card declined"))
+        current.add_link(other, {"why": "retry of"})
+        current.record_exception(ValueError("declined"))
+        return current.get_span_context()
+
+    async def main() -> trace.SpanContext:
+        return await asyncio.create_task(worker(), name="worker")
+
+    ctx = asyncio.run(main())
+    span = traced.by_id()[ctx.span_id]
+    assert span.name == "checkout"
+    assert span["aiotrace.task.name"] == "worker"
+    assert span.span.status.status_code is trace.StatusCode.ERROR
+    assert span.span.status.description == "card declined"
+    assert span.links == [(0x5678, {"why": "retry of"})]
+    ((event, attrs),) = span.events
+    assert event == semconv.EVENT_EXCEPTION
+    assert attrs[semconv.ATTR_EXCEPTION_TYPE] == "ValueError"
+    assert attrs[semconv.ATTR_EXCEPTION_MESSAGE] == "declined"
+
+
 def test_task_spanned_inside_a_user_span_nests_there() -> None:
     """A task created inside the user's span is that span's child."""
     provider = TracerProvider()

@@ -268,18 +268,23 @@ class Encoder:
         # Compact: a task is the commonest span of all, so no attribute dict
         # and no site lookup here; the receiver expands it (Assembler._task).
         end = span.end_ns + offset
-        events = span.events
+        extras = span.extras
         status, description = STATUS_UNSET, None
-        exception = span.exception
-        if exception is not None:
-            events = [
-                *(events or ()),
-                (semconv.EVENT_EXCEPTION, end, exception_attributes(exception)),
-            ]
-            status = STATUS_ERROR
-            description = f"{type(exception).__name__}: {exception}"
-        if span.status is not None and int(span.status.value) == STATUS_ERROR:
-            status, description = STATUS_ERROR, span.status_description
+        if extras is None:
+            name, attributes, events, links = semconv.SPAN_TASK, None, None, None
+        else:
+            name, attributes = extras.name, extras.attributes
+            events, links = extras.events, extras.links
+            exception = extras.exception
+            if exception is not None:
+                events = [
+                    *(events or ()),
+                    (semconv.EVENT_EXCEPTION, end, exception_attributes(exception)),
+                ]
+                status = STATUS_ERROR
+                description = f"{type(exception).__name__}: {exception}"
+            if extras.status is not None and int(extras.status.value) == STATUS_ERROR:
+                status, description = STATUS_ERROR, extras.status_description
         return (
             W_TASK,
             span.start_ns + offset,
@@ -294,12 +299,12 @@ class Encoder:
             span.coroutine,
             span.parent_task,
             span.outcome,
-            span.attributes,
+            attributes,
             tuple(events) if events else None,
-            tuple(span.links) if span.links else None,
+            tuple(links) if links else None,
             status,
             description,
-            span.name,
+            name,
         )
 
 
