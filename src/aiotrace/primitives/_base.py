@@ -382,7 +382,9 @@ def waiter_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     Every contended operation makes a waiter future, and telling asyncio's
     callers from the user's costs the patched method a frame look-up (0.2 µs).
     On a loop whose method is aiotrace's plain one, the very same future is
-    made directly.
+    made directly. Callers test ``PLAIN_CREATE_FUTURE[0] is None`` (futures
+    not traced) first and then call ``loop.create_future()`` themselves, as
+    asyncio does: a Python call per waiter is 1% of a contended hand-off.
     """
     if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
         return asyncio.futures.Future(loop=loop)

@@ -29,6 +29,7 @@ from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     adopt,
     adopt_preexisting,
     current_task,
@@ -193,7 +194,10 @@ def event_patches() -> list[Patch]:
         try:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
-                fut = waiter_future(self._get_loop())
+                loop = self._get_loop()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 try:
                     await fut

@@ -44,6 +44,7 @@ from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     CancelledError,
     adopt_preexisting,
     current_task,
@@ -311,7 +312,10 @@ def lock_patches() -> list[Patch]:
                 # less per contended acquire than awaiting the original.
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                fut = waiter_future(self._get_loop())
+                loop = self._get_loop()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 try:
                     try:
@@ -695,7 +699,10 @@ def semaphore_patches() -> list[Patch]:
             if inline_310 or inline_313:
                 if self._waiters is None:
                     self._waiters = collections.deque()
-                fut = waiter_future(self._get_loop())
+                loop = self._get_loop()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 # The two texts differ only in what a cancelled waiter gives
                 # back and in how the next waiters are woken.

@@ -31,6 +31,7 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import capture
 from aiotrace.primitives._base import (
+    PLAIN_CREATE_FUTURE,
     current_task,
     emit_wait,
     live_flag,
@@ -234,7 +235,12 @@ def queue_patches() -> list[Patch]:
                 while self.empty():
                     if shutdown_get and self._is_shutdown and self.empty():
                         raise shutdown_error
-                    getter = waiter_future(self._get_loop())
+                    loop = self._get_loop()
+                    getter = (
+                        loop.create_future()
+                        if PLAIN_CREATE_FUTURE[0] is None
+                        else waiter_future(loop)
+                    )
                     self._getters.append(getter)
                     try:
                         await getter
@@ -272,7 +278,12 @@ def queue_patches() -> list[Patch]:
                 while self.full():
                     if shutdown_put and self._is_shutdown:
                         raise shutdown_error
-                    putter = waiter_future(self._get_loop())
+                    loop = self._get_loop()
+                    putter = (
+                        loop.create_future()
+                        if PLAIN_CREATE_FUTURE[0] is None
+                        else waiter_future(loop)
+                    )
                     self._putters.append(putter)
                     try:
                         await putter
