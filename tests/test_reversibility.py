@@ -84,6 +84,8 @@ def test_primitives_made_while_instrumented_work_after_uninstrument() -> None:
         cond = asyncio.run(make())
         lock = asyncio.Lock()
         asyncio.run(lock.acquire())
+        event = asyncio.Event()
+        wait = event.wait  # the patched wait, bound
 
     async def use() -> None:
         async with cond:
@@ -91,6 +93,11 @@ def test_primitives_made_while_instrumented_work_after_uninstrument() -> None:
         lock.release()  # acquired while traced, released after
         async with lock:
             pass
+        waiting = asyncio.create_task(wait())
+        await asyncio.sleep(0)
+        assert event._waiters  # it blocked
+        event.set()
+        assert await waiting is True
 
     asyncio.run(use())
     assert not lock.locked()

@@ -178,19 +178,20 @@ def event_patches() -> list[Patch]:
                 except AttributeError:  # made before instrument()
                     adopt_preexisting(self, defaults)
             return True
+        if not (enabled[FAMILY_EVENT] and live[0]):
+            # Retired, or turned off by an internal error: asyncio's own wait.
+            return await orig_wait(self)  # type: ignore[no-any-return]  # it returns True
         t0 = pc()
-        tracing = enabled[FAMILY_EVENT] and live[0]
-        if tracing:
-            ahead = len(self._waiters)
-            try:
-                starts = self._aiotrace_starts
-            except AttributeError:  # made before instrument()
-                adopt_preexisting(self, defaults)
-                starts = None
-            if starts is None:
-                self._aiotrace_starts = deque((t0,))
-            else:
-                starts.append(t0)
+        ahead = len(self._waiters)
+        try:
+            starts = self._aiotrace_starts
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            starts = None
+        if starts is None:
+            self._aiotrace_starts = deque((t0,))
+        else:
+            starts.append(t0)
         try:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
@@ -207,40 +208,39 @@ def event_patches() -> list[Patch]:
             else:
                 result = await orig_wait(self)
         except BaseException as exc:
-            if tracing:
-                try:
-                    stop_waiting(self, t0)
-                    ref = ref_of(self, semconv.KIND_EVENT)
-                    outcome = outcome_of(exc, current_task())
-                    t1 = pc()
-                    if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
-                        attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
-                        emit_wait(semconv.SPAN_EVENT_WAIT, ref, t0, t1, outcome, attrs)
-                except Exception as inner:
-                    rec.fail(FAMILY_EVENT, inner)
+            try:
+                stop_waiting(self, t0)
+                ref = ref_of(self, semconv.KIND_EVENT)
+                outcome = outcome_of(exc, current_task())
+                t1 = pc()
+                if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
+                    attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                    emit_wait(semconv.SPAN_EVENT_WAIT, ref, t0, t1, outcome, attrs)
+            except Exception as inner:
+                rec.fail(FAMILY_EVENT, inner)
             raise
-        if tracing:
-            # The wait ended when the event was set; resuming is scheduling.
-            set_at = self._aiotrace_set_at
-            stats = self._aiotrace_stats
-            if t0 <= set_at < t0 + min_wait and not stats.internal:
-                stats.waits += 1
-                stats.wait_ns += set_at - t0
-            else:
-                try:
-                    ref = ref_of(self, semconv.KIND_EVENT)
-                    t1 = set_at if set_at >= t0 else pc()
-                    if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_SET):
-                        waker = self._aiotrace_waker
-                        if waker is not None and waker[3] != set_at:
-                            waker = None
-                        attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
-                        links = waker_links(waker, attrs)
-                        emit_wait(
-                            semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
-                        )
-                except Exception as exc:
-                    rec.fail(FAMILY_EVENT, exc)
+        # The wait ended when the event was set; resuming is scheduling.
+        set_at = self._aiotrace_set_at
+        stats = self._aiotrace_stats
+        waited = set_at - t0
+        if 0 <= waited < min_wait and not stats.internal:
+            stats.waits += 1
+            stats.wait_ns += waited
+        else:
+            try:
+                ref = ref_of(self, semconv.KIND_EVENT)
+                t1 = set_at if waited >= 0 else pc()
+                if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_SET):
+                    waker = self._aiotrace_waker
+                    if waker is not None and waker[3] != set_at:
+                        waker = None
+                    attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
+                    links = waker_links(waker, attrs)
+                    emit_wait(
+                        semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
+                    )
+            except Exception as exc:
+                rec.fail(FAMILY_EVENT, exc)
         return result
 
     @functools.wraps(orig_set)
