@@ -335,6 +335,7 @@ def task_patches() -> list[Patch]:
     next_id = rec.next_id
     tasks_of = tasks_by_loop
     c_task: Any = getattr(asyncio.tasks, "_CTask", ())  # isinstance(x, ()) is False
+    create_task_code = asyncio.tasks.create_task.__code__
 
     def make(orig: Any) -> Any:
         @functools.wraps(orig)
@@ -348,8 +349,11 @@ def task_patches() -> list[Patch]:
             current = var.get()
             span: TaskSpan | None
             try:
-                # The creation site, cheaply: the first frame above asyncio's.
+                # The creation site, cheaply: the first frame above asyncio's
+                # (asyncio.create_task's, the commonest, known by its code).
                 frame: Any = getframe(1)
+                if frame.f_code is create_task_code:
+                    frame = frame.f_back
                 while frame is not None and internal(frame.f_code.co_filename):
                     frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if frame is not None else None
