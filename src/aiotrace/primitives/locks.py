@@ -291,20 +291,23 @@ def lock_patches() -> list[Patch]:
                         else:
                             held[frame] = self
             return True
+        if not (enabled[FAMILY_LOCK] and live[0]):
+            # Retired, or turned off by an internal error: asyncio's own acquire.
+            acquired: bool = await orig_acquire(self)
+            self._aiotrace_t0 = pc()
+            return acquired
         # Contended: queue our start time, then wait.
         t0 = pc()
-        tracing = enabled[FAMILY_LOCK] and live[0]
-        if tracing:
-            ahead = len(waiters) if waiters else 0
-            try:
-                starts = self._aiotrace_starts
-            except AttributeError:  # made before instrument()
-                adopt_preexisting(self, defaults)
-                starts = None
-            if starts is None:
-                self._aiotrace_starts = deque((t0,))
-            else:
-                starts.append(t0)
+        ahead = len(waiters) if waiters else 0
+        try:
+            starts = self._aiotrace_starts
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            starts = None
+        if starts is None:
+            self._aiotrace_starts = deque((t0,))
+        else:
+            starts.append(t0)
         try:
             if inline_slow_path:
                 # CPython's Lock.acquire from here on, verified identical at
@@ -331,58 +334,56 @@ def lock_patches() -> list[Patch]:
             else:
                 result = await orig_acquire(self)
         except BaseException as exc:
-            if tracing:
-                try:
-                    _waited(
-                        self,
-                        ref_of(self, semconv.KIND_LOCK),
-                        t0,
-                        outcome_of(exc, current_task()),
-                        semconv.SPAN_LOCK_ACQUIRE,
-                        shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
-                        getframe(1),
-                    )
-                except Exception as inner:
-                    rec.fail(FAMILY_LOCK, inner)
+            try:
+                _waited(
+                    self,
+                    ref_of(self, semconv.KIND_LOCK),
+                    t0,
+                    outcome_of(exc, current_task()),
+                    semconv.SPAN_LOCK_ACQUIRE,
+                    shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                    getframe(1),
+                )
+            except Exception as inner:
+                rec.fail(FAMILY_LOCK, inner)
             raise
         t1 = self._aiotrace_t0 = pc()
-        if tracing:
-            frame: Any = getframe(1)  # type: ignore[no-redef]  # the same variable
-            if frame.f_code is aenter_code or frame.f_code is mixin_code:
-                frame = frame.f_back
+        frame: Any = getframe(1)  # type: ignore[no-redef]  # the same variable
+        if frame.f_code is aenter_code or frame.f_code is mixin_code:
+            frame = frame.f_back
+        else:
+            self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
+        self._aiotrace_owner = frame
+        if diagnosing[0]:
+            self._aiotrace_olasti = frame.f_lasti
+            if lock_order[0]:
+                order_acquired(self, frame)
+        # The common case inline: we were handed the lock and did not wait long.
+        handoffs = self._aiotrace_handoffs
+        handoff = handoffs.get(t0) if handoffs else None
+        stats = self._aiotrace_stats
+        if handoff is not None and handoff[0] is None and not stats.internal:
+            del handoffs[t0]
+            starts = self._aiotrace_starts
+            if starts[0] == t0:
+                starts.popleft()
             else:
-                self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
-            self._aiotrace_owner = frame
-            if diagnosing[0]:
-                self._aiotrace_olasti = frame.f_lasti
-                if lock_order[0]:
-                    order_acquired(self, frame)
-            # The common case inline: we were handed the lock and did not wait long.
-            handoffs = self._aiotrace_handoffs
-            handoff = handoffs.get(t0) if handoffs else None
-            stats = self._aiotrace_stats
-            if handoff is not None and handoff[0] is None and not stats.internal:
-                del handoffs[t0]
-                starts = self._aiotrace_starts
-                if starts[0] == t0:
-                    starts.popleft()
-                else:
-                    starts.remove(t0)
-                stats.waits += 1
-                stats.wait_ns += handoff[1] - t0
-            else:
-                try:
-                    _waited(
-                        self,
-                        ref_of(self, semconv.KIND_LOCK),
-                        t0,
-                        semconv.OUTCOME_ACQUIRED,
-                        semconv.SPAN_LOCK_ACQUIRE,
-                        shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
-                        frame,
-                    )
-                except Exception as exc:
-                    rec.fail(FAMILY_LOCK, exc)
+                starts.remove(t0)
+            stats.waits += 1
+            stats.wait_ns += handoff[1] - t0
+        else:
+            try:
+                _waited(
+                    self,
+                    ref_of(self, semconv.KIND_LOCK),
+                    t0,
+                    semconv.OUTCOME_ACQUIRED,
+                    semconv.SPAN_LOCK_ACQUIRE,
+                    shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                    frame,
+                )
+            except Exception as exc:
+                rec.fail(FAMILY_LOCK, exc)
         return result
 
     def hold_end(self: Any, t0: int, t1: int, owner: Any, starts: Any) -> None:
@@ -677,22 +678,23 @@ def semaphore_patches() -> list[Patch]:
             if live[0]:
                 take(self, pc(), getframe(1))
             return True
+        if not (enabled[FAMILY_SEMAPHORE] and live[0]):
+            # Retired, or turned off by an internal error: asyncio's own acquire.
+            return await orig_acquire(self)  # type: ignore[no-any-return]  # it returns True
         # Contended: queue our start time, then wait.
         t0 = pc()
-        tracing = enabled[FAMILY_SEMAPHORE] and live[0]
-        if tracing:
-            waiters = self._waiters
-            ahead = len(waiters) if waiters else 0
-            value = self._value
-            try:
-                starts = self._aiotrace_starts
-            except AttributeError:  # made before instrument()
-                adopt_preexisting(self, defaults)
-                starts = None
-            if starts is None:
-                self._aiotrace_starts = deque((t0,))
-            else:
-                starts.append(t0)
+        waiters = self._waiters
+        ahead = len(waiters) if waiters else 0
+        value = self._value
+        try:
+            starts = self._aiotrace_starts
+        except AttributeError:  # made before instrument()
+            adopt_preexisting(self, defaults)
+            starts = None
+        if starts is None:
+            self._aiotrace_starts = deque((t0,))
+        else:
+            starts.append(t0)
         try:
             # CPython's slow path from here on, verified at instrument time
             # (see _base.source_is): no second coroutine per contended acquire.
@@ -730,51 +732,49 @@ def semaphore_patches() -> list[Patch]:
             else:
                 result = await orig_acquire(self)
         except BaseException as exc:
-            if tracing:
-                try:
-                    ref = _ref(self)
-                    _waited(
-                        self,
-                        ref,
-                        t0,
-                        outcome_of(exc, current_task()),
-                        names[ref.kind][0],
-                        wait_attrs(ref, ahead, value),
-                        getframe(1),
-                    )
-                except Exception as inner:
-                    rec.fail(FAMILY_SEMAPHORE, inner)
+            try:
+                ref = _ref(self)
+                _waited(
+                    self,
+                    ref,
+                    t0,
+                    outcome_of(exc, current_task()),
+                    names[ref.kind][0],
+                    wait_attrs(ref, ahead, value),
+                    getframe(1),
+                )
+            except Exception as inner:
+                rec.fail(FAMILY_SEMAPHORE, inner)
             raise
         t1 = pc()
-        if tracing:
-            frame = getframe(1)
-            handoffs = self._aiotrace_handoffs
-            handoff = handoffs.get(t0) if handoffs else None
-            stats = self._aiotrace_stats
-            if handoff is not None and handoff[0] is None and not stats.internal:
-                del handoffs[t0]
-                starts = self._aiotrace_starts
-                if starts[0] == t0:
-                    starts.popleft()
-                else:
-                    starts.remove(t0)
-                stats.waits += 1
-                stats.wait_ns += handoff[1] - t0
+        frame = getframe(1)
+        handoffs = self._aiotrace_handoffs
+        handoff = handoffs.get(t0) if handoffs else None
+        stats = self._aiotrace_stats
+        if handoff is not None and handoff[0] is None and not stats.internal:
+            del handoffs[t0]
+            starts = self._aiotrace_starts
+            if starts[0] == t0:
+                starts.popleft()
             else:
-                try:
-                    ref = _ref(self)
-                    _waited(
-                        self,
-                        ref,
-                        t0,
-                        semconv.OUTCOME_ACQUIRED,
-                        names[ref.kind][0],
-                        wait_attrs(ref, ahead, value),
-                        frame,
-                    )
-                except Exception as exc:
-                    rec.fail(FAMILY_SEMAPHORE, exc)
-            take(self, t1, frame)
+                starts.remove(t0)
+            stats.waits += 1
+            stats.wait_ns += handoff[1] - t0
+        else:
+            try:
+                ref = _ref(self)
+                _waited(
+                    self,
+                    ref,
+                    t0,
+                    semconv.OUTCOME_ACQUIRED,
+                    names[ref.kind][0],
+                    wait_attrs(ref, ahead, value),
+                    frame,
+                )
+            except Exception as exc:
+                rec.fail(FAMILY_SEMAPHORE, exc)
+        take(self, t1, frame)
         return result
 
     def wait_attrs(ref: Any, ahead: int, value: int) -> dict[str, Any]:
