@@ -11,9 +11,12 @@ Contended operations stay cheap by deciding early what deserves a span:
 * a blocked waiter appends its start time to ``_aiotrace_starts`` (FIFO, the
   order asyncio hands the primitive over in);
 * a release that wakes a waiter knows how long that waiter waited: it leaves
-  a hand-off note for it, keyed by the waiter's start time, holding the
+  a hand-off note for it, naming the waiter by its start time, holding the
   release time and, only if the wait reached ``min_wait``, the id of the
-  hold span it records right there;
+  hold span it records right there. A Lock has one note at a time (its next
+  release comes only after the woken waiter took it) and takes the waiter's
+  start out of the queue itself; a Semaphore wakes several waiters at once
+  and keys its notes by start time;
 * the woken waiter ends its wait at the hand-off (resuming afterwards is
   scheduling, not waiting), so it makes the very same decision, and its span
   links to the hold that handed it the primitive.
@@ -106,6 +109,21 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
     return raw_site(code, caller.f_lasti)
 
 
+def _lock_handoff(lock: Any, t0: int) -> tuple[Any, int] | None:
+    """The Lock's hand-off note, ``(hold, release time)``, if it is for the waiter of ``t0``."""
+    note = lock._aiotrace_handoff
+    if note is None or note[0] != t0:
+        return None
+    lock._aiotrace_handoff = None  # it may hold a hold record: let it go
+    return note[1], note[2]
+
+
+def _semaphore_handoff(sem: Any, t0: int) -> tuple[Any, int] | None:
+    """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes."""
+    handoffs = sem._aiotrace_handoffs
+    return handoffs.pop(t0, None) if handoffs else None
+
+
 def _next_to_wake(starts: Any, handoffs: dict[int, Any]) -> int | None:
     """Start time of the waiter a release wakes: the oldest not already handed one."""
     for start in starts:
@@ -148,10 +166,12 @@ def _waited(
     name: str,
     attrs: dict[str, Any],
     frame: Any,
+    handoff: tuple[Any, int] | None,
 ) -> None:
     """A wait that ended: end it at its hand-off, account for it, span it if long.
 
-    ``frame`` called acquire() (the user, or the ``__aenter__`` the user called).
+    ``frame`` called acquire() (the user, or the ``__aenter__`` the user called);
+    ``handoff`` is the ``(hold, release time)`` a release left for this waiter.
     """
     starts = prim._aiotrace_starts
     if starts:
@@ -160,8 +180,6 @@ def _waited(
         else:
             with contextlib.suppress(ValueError):
                 starts.remove(t0)
-    handoffs = prim._aiotrace_handoffs
-    handoff = handoffs.pop(t0, None) if handoffs else None
     if handoff is not None and outcome == semconv.OUTCOME_ACQUIRED:
         hold, t1 = handoff
     else:
@@ -249,7 +267,7 @@ def lock_patches() -> list[Patch]:
         "_aiotrace_olasti": 0,
         "_aiotrace_asite": None,
         "_aiotrace_starts": None,
-        "_aiotrace_handoffs": None,
+        "_aiotrace_handoff": None,
     }
 
     @functools.wraps(orig_init)
@@ -343,6 +361,7 @@ def lock_patches() -> list[Patch]:
                     semconv.SPAN_LOCK_ACQUIRE,
                     shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
                     getframe(1),
+                    _lock_handoff(self, t0),
                 )
             except Exception as inner:
                 rec.fail(FAMILY_LOCK, inner)
@@ -358,19 +377,13 @@ def lock_patches() -> list[Patch]:
             self._aiotrace_olasti = frame.f_lasti
             if lock_order[0]:
                 order_acquired(self, frame)
-        # The common case inline: we were handed the lock and did not wait long.
-        handoffs = self._aiotrace_handoffs
-        handoff = handoffs.get(t0) if handoffs else None
+        # The common case inline: we were handed the lock and did not wait
+        # long (the release took our start out of the queue).
+        note = self._aiotrace_handoff
         stats = self._aiotrace_stats
-        if handoff is not None and handoff[0] is None and not stats.internal:
-            del handoffs[t0]
-            starts = self._aiotrace_starts
-            if starts[0] == t0:
-                starts.popleft()
-            else:
-                starts.remove(t0)
+        if note is not None and note[0] == t0 and note[1] is None and not stats.internal:
             stats.waits += 1
-            stats.wait_ns += handoff[1] - t0
+            stats.wait_ns += note[2] - t0
         else:
             try:
                 _waited(
@@ -381,6 +394,7 @@ def lock_patches() -> list[Patch]:
                     semconv.SPAN_LOCK_ACQUIRE,
                     shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
                     frame,
+                    _lock_handoff(self, t0),
                 )
             except Exception as exc:
                 rec.fail(FAMILY_LOCK, exc)
@@ -396,14 +410,12 @@ def lock_patches() -> list[Patch]:
                 return  # acquired before instrumentation, or asyncio's own lock
             stats.holds += 1
             dt = t1 - t0
-            handoffs = self._aiotrace_handoffs
-            if handoffs is None:
-                handoffs = self._aiotrace_handoffs = {}
-            woken = _next_to_wake(starts, handoffs) if starts else None
+            woken = starts[0] if starts else None  # the one asyncio wakes
             long_wait = woken is not None and t1 - woken >= min_wait
             if dt < min_hold and not long_wait:
                 if woken is not None:
-                    handoffs[woken] = (None, t1)
+                    starts.popleft()
+                    self._aiotrace_handoff = (woken, None, t1)
                 return
             stats.spanned += 1
             if dt > stats.max_hold_ns:
@@ -420,7 +432,8 @@ def lock_patches() -> list[Patch]:
                 len(starts) if starts else 0,
             )
             if woken is not None:
-                handoffs[woken] = (hold if long_wait else None, t1)
+                starts.popleft()
+                self._aiotrace_handoff = (woken, hold if long_wait else None, t1)
         except Exception as exc:
             rec.fail(FAMILY_LOCK, exc)
 
@@ -501,11 +514,11 @@ def lock_patches() -> list[Patch]:
                 # Short hold handed to a waiter that has not waited long: the
                 # common contended case, settled here without a call.
                 head = starts[0]
-                handoffs = self._aiotrace_handoffs
-                if handoffs is not None and head not in handoffs and t1 - head < min_wait:
+                if t1 - head < min_wait:
                     stats = self._aiotrace_stats
                     if t0 and enabled[FAMILY_LOCK] and not stats.internal:
-                        handoffs[head] = (None, t1)
+                        starts.popleft()
+                        self._aiotrace_handoff = (head, None, t1)
                         stats.holds += 1
                         return
             hold_end(self, t0, t1, owner, starts)
@@ -742,6 +755,7 @@ def semaphore_patches() -> list[Patch]:
                     names[ref.kind][0],
                     wait_attrs(ref, ahead, value),
                     getframe(1),
+                    _semaphore_handoff(self, t0),
                 )
             except Exception as inner:
                 rec.fail(FAMILY_SEMAPHORE, inner)
@@ -771,6 +785,7 @@ def semaphore_patches() -> list[Patch]:
                     names[ref.kind][0],
                     wait_attrs(ref, ahead, value),
                     frame,
+                    _semaphore_handoff(self, t0),
                 )
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
