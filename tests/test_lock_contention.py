@@ -170,7 +170,25 @@ def test_short_lock_hand_offs_are_counted_not_spanned() -> None:
     assert stats.quiet == stats.waits + stats.holds
 
 
-def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on() -> None:
+@pytest.mark.parametrize(
+    ("min_wait", "spans", "counts"),
+    [
+        # Short waits: only the abandoned wait is a span; the hand-off was quiet.
+        (60.0, [("doomed", semconv.OUTCOME_CANCELLED)], (1, 1, 2, 2)),
+        # Every wait spanned: the release noted its hold for the waiter it
+        # woke; the cancelled waiter takes the note, and the next one's wait
+        # ends when it got the lock.
+        (
+            0.0,
+            [("doomed", semconv.OUTCOME_CANCELLED), ("patient", semconv.OUTCOME_ACQUIRED)],
+            (1, 1, 2, 0),
+        ),
+    ],
+    ids=["quiet", "spanned"],
+)
+def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on(
+    min_wait: float, spans: list[tuple[str, str]], counts: tuple[int, int, int, int]
+) -> None:
     """Handed the lock but cancelled before it ran: a cancelled wait, and the next one gets it."""
 
     async def main() -> tuple[asyncio.Lock, list[str]]:
@@ -193,19 +211,17 @@ def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on() -> None:
         assert not lock.locked()
         return lock, order
 
-    with capture_spans(min_wait=60.0, min_hold=60.0) as captured:
+    with capture_spans(min_wait=min_wait, min_hold=60.0) as captured:
         lock, order = asyncio.run(main())
         waits = captured.named(semconv.SPAN_LOCK_ACQUIRE)
         assert aiotrace.stats().internal_errors == 0
     assert order == ["patient"]
-    # Only the cancelled wait is a span (abandoned waits always are).
-    ((wait,),) = [waits]
-    assert wait[semconv.ATTR_TASK_NAME] == "doomed"
-    assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
+    assert [(w[semconv.ATTR_TASK_NAME], w[semconv.ATTR_OUTCOME]) for w in waits] == spans
+    assert all(not w.links for w in waits)  # the hold that handed over went to "doomed"
     stats = lock._aiotrace_stats  # type: ignore[attr-defined]
-    assert (stats.n, stats.holds, stats.waits, stats.quiet) == (1, 1, 2, 2)
+    assert (stats.n, stats.holds, stats.waits, stats.quiet) == counts
     assert not lock._aiotrace_starts  # type: ignore[attr-defined]
-    assert lock._aiotrace_handoff is None  # type: ignore[attr-defined]  # the note was taken
+    assert lock._aiotrace_handoff is None  # type: ignore[attr-defined]  # no note left behind
 
 
 def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:

@@ -15,7 +15,9 @@ Contended operations stay cheap by deciding early what deserves a span:
   release time and, only if the wait reached ``min_wait``, the id of the
   hold span it records right there. A Lock has one note at a time (its next
   release comes only after the woken waiter took it) and takes the waiter's
-  start out of the queue itself; a Semaphore wakes several waiters at once
+  start out of the queue itself: a short wait's note is two attributes,
+  ``_aiotrace_handed`` (the start) and ``_aiotrace_handed_at``, a long
+  one's is ``_aiotrace_handoff``. A Semaphore wakes several waiters at once
   and keys its notes by start time;
 * the woken waiter ends its wait at the hand-off (resuming afterwards is
   scheduling, not waiting), so it makes the very same decision, and its span
@@ -110,7 +112,7 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
 
 
 def _lock_handoff(lock: Any, t0: int) -> tuple[Any, int] | None:
-    """The Lock's hand-off note, ``(hold, release time)``, if it is for the waiter of ``t0``."""
+    """The Lock's note of a long wait's hand-off, ``(hold, release time)``, if ``t0``'s."""
     note = lock._aiotrace_handoff
     if note is None or note[0] != t0:
         return None
@@ -267,6 +269,8 @@ def lock_patches() -> list[Patch]:
         "_aiotrace_olasti": 0,
         "_aiotrace_asite": None,
         "_aiotrace_starts": None,
+        "_aiotrace_handed": 0,
+        "_aiotrace_handed_at": 0,
         "_aiotrace_handoff": None,
     }
 
@@ -379,11 +383,11 @@ def lock_patches() -> list[Patch]:
                 order_acquired(self, frame)
         # The common case inline: we were handed the lock and did not wait
         # long (the release took our start out of the queue).
-        note = self._aiotrace_handoff
+        # (Only a traced, non-internal lock leaves a note.)
         stats = self._aiotrace_stats
-        if note is not None and note[0] == t0 and note[1] is None and not stats.internal:
+        if self._aiotrace_handed == t0:
             stats.waits += 1
-            stats.wait_ns += note[2] - t0
+            stats.wait_ns += self._aiotrace_handed_at - t0
         else:
             try:
                 _waited(
@@ -415,7 +419,8 @@ def lock_patches() -> list[Patch]:
             if dt < min_hold and not long_wait:
                 if woken is not None:
                     starts.popleft()
-                    self._aiotrace_handoff = (woken, None, t1)
+                    self._aiotrace_handed = woken
+                    self._aiotrace_handed_at = t1
                 return
             stats.spanned += 1
             if dt > stats.max_hold_ns:
@@ -433,7 +438,11 @@ def lock_patches() -> list[Patch]:
             )
             if woken is not None:
                 starts.popleft()
-                self._aiotrace_handoff = (woken, hold if long_wait else None, t1)
+                if long_wait:
+                    self._aiotrace_handoff = (woken, hold, t1)
+                else:
+                    self._aiotrace_handed = woken
+                    self._aiotrace_handed_at = t1
         except Exception as exc:
             rec.fail(FAMILY_LOCK, exc)
 
@@ -518,7 +527,8 @@ def lock_patches() -> list[Patch]:
                     stats = self._aiotrace_stats
                     if t0 and enabled[FAMILY_LOCK] and not stats.internal:
                         starts.popleft()
-                        self._aiotrace_handoff = (head, None, t1)
+                        self._aiotrace_handed = head
+                        self._aiotrace_handed_at = t1
                         stats.holds += 1
                         return
             hold_end(self, t0, t1, owner, starts)
