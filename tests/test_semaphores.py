@@ -68,6 +68,39 @@ def test_semaphore_waits_link_to_the_permit_they_got(traced: Captured) -> None:
     assert peak_level == 2
 
 
+def test_two_permits_handed_over_before_either_waiter_runs() -> None:
+    """Two releases in a row wake two waiters: each wait links to its own hold, nothing is left."""
+
+    async def main() -> asyncio.Semaphore:
+        sem = asyncio.Semaphore(2)
+        await sem.acquire()
+        await sem.acquire()
+
+        async def waiter() -> None:
+            async with sem:
+                pass
+
+        waiters = [asyncio.create_task(waiter(), name=f"w{i}") for i in (1, 2)]
+        await asyncio.sleep(0.002)  # both queued
+        sem.release()  # wakes w1
+        sem.release()  # wakes w2: w1 has not run yet
+        await asyncio.gather(*waiters)
+        return sem
+
+    with capture_spans(min_wait=0.0, min_hold=60.0) as captured:
+        sem = asyncio.run(main())
+        waits = captured.named(semconv.SPAN_SEMAPHORE_ACQUIRE)
+        holds = {h.span_id: h for h in captured.named(semconv.SPAN_SEMAPHORE_HOLD)}
+        assert aiotrace.stats().internal_errors == 0
+    assert [w[semconv.ATTR_TASK_NAME] for w in waits] == ["w1", "w2"]
+    targets = [target for w in waits for target, _ in w.links]
+    assert len(targets) == len(set(targets)) == 2  # two holds, one each
+    for wait, target in zip(waits, targets, strict=True):
+        assert holds[target].span.end_time == wait.span.end_time
+    assert not sem._aiotrace_handoffs  # type: ignore[attr-defined]  # every note taken
+    assert not sem._aiotrace_starts  # type: ignore[attr-defined]
+
+
 def test_bounded_semaphore_has_its_own_span_names(traced: Captured) -> None:
     """BoundedSemaphore spans are named after it, and over-release still raises ValueError."""
 

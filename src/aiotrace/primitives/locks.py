@@ -18,7 +18,8 @@ Contended operations stay cheap by deciding early what deserves a span:
   start out of the queue itself: a short wait's note is two attributes,
   ``_aiotrace_handed`` (the start) and ``_aiotrace_handed_at``, a long
   one's is ``_aiotrace_handoff``. A Semaphore wakes several waiters at once
-  and keys its notes by start time;
+  and keys its notes by start time, also taking the woken waiter's start
+  out of the queue, so the next release wakes the queue's head;
 * the woken waiter ends its wait at the hand-off (resuming afterwards is
   scheduling, not waiting), so it makes the very same decision, and its span
   links to the hold that handed it the primitive.
@@ -124,14 +125,6 @@ def _semaphore_handoff(sem: Any, t0: int) -> tuple[Any, int] | None:
     """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes."""
     handoffs = sem._aiotrace_handoffs
     return handoffs.pop(t0, None) if handoffs else None
-
-
-def _next_to_wake(starts: Any, handoffs: dict[int, Any]) -> int | None:
-    """Start time of the waiter a release wakes: the oldest not already handed one."""
-    for start in starts:
-        if start not in handoffs:
-            return int(start)
-    return None
 
 
 def _record_hold(
@@ -772,16 +765,11 @@ def semaphore_patches() -> list[Patch]:
             raise
         t1 = pc()
         frame = getframe(1)
+        # (The release that left the note took our start out of the queue.)
         handoffs = self._aiotrace_handoffs
-        handoff = handoffs.get(t0) if handoffs else None
+        handoff = handoffs.pop(t0, None) if handoffs else None
         stats = self._aiotrace_stats
         if handoff is not None and handoff[0] is None and not stats.internal:
-            del handoffs[t0]
-            starts = self._aiotrace_starts
-            if starts[0] == t0:
-                starts.popleft()
-            else:
-                starts.remove(t0)
             stats.waits += 1
             stats.wait_ns += handoff[1] - t0
         else:
@@ -795,7 +783,7 @@ def semaphore_patches() -> list[Patch]:
                     names[ref.kind][0],
                     wait_attrs(ref, ahead, value),
                     frame,
-                    _semaphore_handoff(self, t0),
+                    handoff,
                 )
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
@@ -841,10 +829,8 @@ def semaphore_patches() -> list[Patch]:
                 handoffs = self._aiotrace_handoffs = {}
             starts = self._aiotrace_starts
             if starts:
-                # _next_to_wake, inline: the commonest case is the oldest.
-                head = starts[0]
-                woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
-                long_wait = woken is not None and t1 - woken >= min_wait
+                woken = starts.popleft()  # the one asyncio woke
+                long_wait = t1 - woken >= min_wait
         if dt < min_hold and not long_wait:
             if woken is not None:
                 handoffs[woken] = (None, t1)
@@ -868,7 +854,7 @@ def semaphore_patches() -> list[Patch]:
             owner,
             caller,
             raw_site(site[0], site[1]) if site is not None else capture(),
-            len(starts) if starts else 0,
+            (len(starts) if starts else 0) + (woken is not None),  # the woken one too
         )
         if woken is not None:
             handoffs[woken] = (hold if long_wait else None, t1)
@@ -950,11 +936,11 @@ def semaphore_patches() -> list[Patch]:
                     starts = self._aiotrace_starts
                     handoffs = self._aiotrace_handoffs
                     if starts and handoffs is not None:
-                        head = starts[0]
-                        woken = head if head not in handoffs else _next_to_wake(starts, handoffs)
+                        woken = starts[0]
                     if woken is None or t1 - woken >= min_wait:
                         released(self, t1, True, permits, caller)
                         return None
+                    starts.popleft()
                 del permits[0]
                 if lock_order[0]:  # _lock_order.released, inline as in Lock.__aexit__
                     popped = held.pop(caller, None)
