@@ -142,6 +142,7 @@ def test_short_hold_is_spanned_when_a_spanned_wait_links_to_it() -> None:
     assert len(holds) == len(waits)  # and no other short hold was built
 
 
+@pytest.mark.pristine  # its thresholds: a traced session's would win
 def test_short_lock_hand_offs_are_counted_not_spanned() -> None:
     """Below the thresholds every hand-off is counted exactly, and nothing is left noted."""
     tasks, rounds = 10, 20
@@ -170,6 +171,7 @@ def test_short_lock_hand_offs_are_counted_not_spanned() -> None:
     assert stats.quiet == stats.waits + stats.holds
 
 
+@pytest.mark.pristine  # its thresholds: a traced session's would win
 @pytest.mark.parametrize(
     ("min_wait", "spans", "counts"),
     [
