@@ -7,41 +7,83 @@ import sys
 
 import pytest
 
+import aiotrace
 from aiotrace import semconv
-from aiotrace.testing import Captured
+from aiotrace.testing import Captured, capture_spans
 
 needs_timeout = pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
 
 
-def test_cancelled_lock_wait(traced: Captured) -> None:
-    """A waiter cancelled in acquire() is "cancelled" (not an error) and the queue moves on."""
+async def _doomed_and_patient(cancel_after_hand_off: bool) -> tuple[asyncio.Lock, list[str]]:
+    """Two waiters on a held lock; "doomed" is cancelled, "patient" must still get the lock."""
+    lock = asyncio.Lock()
+    order: list[str] = []
+    await lock.acquire()
 
-    async def main() -> list[str]:
-        lock = asyncio.Lock()
-        order: list[str] = []
-        await lock.acquire()
+    async def waiter(tag: str) -> None:
+        async with lock:
+            order.append(tag)
 
-        async def waiter(tag: str) -> None:
-            async with lock:
-                order.append(tag)
-
-        doomed = asyncio.create_task(waiter("doomed"), name="doomed")
-        patient = asyncio.create_task(waiter("patient"), name="patient")
+    doomed = asyncio.create_task(waiter("doomed"), name="doomed")
+    patient = asyncio.create_task(waiter("patient"), name="patient")
+    if cancel_after_hand_off:
+        await asyncio.sleep(0)
+        lock.release()  # hands the lock to "doomed", which has not run yet
+        doomed.cancel()
+    else:
         await asyncio.sleep(0.005)
         doomed.cancel()
         await asyncio.sleep(0)
         lock.release()
-        await patient
-        with pytest.raises(asyncio.CancelledError):
-            await doomed
-        assert not lock.locked()
-        return order
+    await patient
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert not lock.locked()
+    return lock, order
 
-    assert asyncio.run(main()) == ["patient"]
+
+def test_cancelled_lock_wait(traced: Captured) -> None:
+    """A waiter cancelled in acquire() is "cancelled" (not an error) and the queue moves on."""
+    _, order = asyncio.run(_doomed_and_patient(cancel_after_hand_off=False))
+    assert order == ["patient"]
     waits = {w[semconv.ATTR_TASK_NAME]: w for w in traced.named(semconv.SPAN_LOCK_ACQUIRE)}
     assert waits["doomed"][semconv.ATTR_OUTCOME] == semconv.OUTCOME_CANCELLED
     assert waits["doomed"].span.status.is_ok
     assert waits["patient"][semconv.ATTR_OUTCOME] == semconv.OUTCOME_ACQUIRED
+
+
+@pytest.mark.pristine  # its thresholds: a traced session's would win
+@pytest.mark.parametrize(
+    ("min_wait", "spans", "counts"),
+    [
+        # Short waits: only the abandoned wait is a span; the hand-off was quiet.
+        (60.0, [("doomed", semconv.OUTCOME_CANCELLED)], (1, 1, 2, 2)),
+        # Every wait spanned: the release noted its hold for the waiter it
+        # woke; the cancelled waiter takes the note, and the next one's wait
+        # ends when it got the lock.
+        (
+            0.0,
+            [("doomed", semconv.OUTCOME_CANCELLED), ("patient", semconv.OUTCOME_ACQUIRED)],
+            (1, 1, 2, 0),
+        ),
+    ],
+    ids=["quiet", "spanned"],
+)
+def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on(
+    min_wait: float, spans: list[tuple[str, str]], counts: tuple[int, int, int, int]
+) -> None:
+    """Handed the lock but cancelled before it ran: a cancelled wait, and the next one gets it."""
+    with capture_spans(min_wait=min_wait, min_hold=60.0) as captured:
+        lock, order = asyncio.run(_doomed_and_patient(cancel_after_hand_off=True))
+        waits = captured.named(semconv.SPAN_LOCK_ACQUIRE)
+        assert aiotrace.stats().internal_errors == 0
+    assert order == ["patient"]
+    assert [(w[semconv.ATTR_TASK_NAME], w[semconv.ATTR_OUTCOME]) for w in waits] == spans
+    assert all(not w.links for w in waits)  # the hold that handed over went to "doomed"
+    stats = lock._aiotrace_stats  # type: ignore[attr-defined]
+    assert (stats.n, stats.holds, stats.waits, stats.quiet) == counts
+    assert not lock._aiotrace_starts  # type: ignore[attr-defined]
+    assert lock._aiotrace_handoff is None  # type: ignore[attr-defined]  # no note left behind
 
 
 def test_wait_for_timeout_is_outcome_timeout(traced: Captured) -> None:

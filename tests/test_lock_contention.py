@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import aiotrace
 from aiotrace import semconv
 from aiotrace.testing import Captured, capture_spans
-from tests.conftest import line_of
+from tests.conftest import line_of, quiet_hand_offs
 
 HOLD = 0.02
 # The qualified name, on 3.10 too (where code objects do not carry it).
@@ -145,85 +145,8 @@ def test_short_hold_is_spanned_when_a_spanned_wait_links_to_it() -> None:
 @pytest.mark.pristine  # its thresholds: a traced session's would win
 def test_short_lock_hand_offs_are_counted_not_spanned() -> None:
     """Below the thresholds every hand-off is counted exactly, and nothing is left noted."""
-    tasks, rounds = 10, 20
-
-    async def main() -> asyncio.Lock:
-        lock = asyncio.Lock()
-
-        async def worker() -> None:
-            for _ in range(rounds):
-                async with lock:
-                    await asyncio.sleep(0)
-
-        await asyncio.gather(*(worker() for _ in range(tasks)))
-        return lock
-
-    with capture_spans(min_wait=60.0, min_hold=60.0) as captured:
-        lock = asyncio.run(main())
-        assert captured.primitive_spans == []
-        assert aiotrace.stats().internal_errors == 0
-    stats = lock._aiotrace_stats  # type: ignore[attr-defined]
-    assert not lock._aiotrace_starts  # type: ignore[attr-defined]  # nobody left queued
-    # Each release either found nobody waiting (n) or handed the lock over (a
-    # hold, and the waiter's wait, both settled quietly).
-    assert stats.holds + stats.n == tasks * rounds
-    assert stats.waits == stats.holds > 0
-    assert stats.quiet == stats.waits + stats.holds
-
-
-@pytest.mark.pristine  # its thresholds: a traced session's would win
-@pytest.mark.parametrize(
-    ("min_wait", "spans", "counts"),
-    [
-        # Short waits: only the abandoned wait is a span; the hand-off was quiet.
-        (60.0, [("doomed", semconv.OUTCOME_CANCELLED)], (1, 1, 2, 2)),
-        # Every wait spanned: the release noted its hold for the waiter it
-        # woke; the cancelled waiter takes the note, and the next one's wait
-        # ends when it got the lock.
-        (
-            0.0,
-            [("doomed", semconv.OUTCOME_CANCELLED), ("patient", semconv.OUTCOME_ACQUIRED)],
-            (1, 1, 2, 0),
-        ),
-    ],
-    ids=["quiet", "spanned"],
-)
-def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on(
-    min_wait: float, spans: list[tuple[str, str]], counts: tuple[int, int, int, int]
-) -> None:
-    """Handed the lock but cancelled before it ran: a cancelled wait, and the next one gets it."""
-
-    async def main() -> tuple[asyncio.Lock, list[str]]:
-        lock = asyncio.Lock()
-        order: list[str] = []
-        await lock.acquire()
-
-        async def waiter(tag: str) -> None:
-            async with lock:
-                order.append(tag)
-
-        doomed = asyncio.create_task(waiter("doomed"), name="doomed")
-        patient = asyncio.create_task(waiter("patient"), name="patient")
-        await asyncio.sleep(0)
-        lock.release()  # hands the lock to "doomed", which has not run yet
-        doomed.cancel()
-        await patient
-        with pytest.raises(asyncio.CancelledError):
-            await doomed
-        assert not lock.locked()
-        return lock, order
-
-    with capture_spans(min_wait=min_wait, min_hold=60.0) as captured:
-        lock, order = asyncio.run(main())
-        waits = captured.named(semconv.SPAN_LOCK_ACQUIRE)
-        assert aiotrace.stats().internal_errors == 0
-    assert order == ["patient"]
-    assert [(w[semconv.ATTR_TASK_NAME], w[semconv.ATTR_OUTCOME]) for w in waits] == spans
-    assert all(not w.links for w in waits)  # the hold that handed over went to "doomed"
-    stats = lock._aiotrace_stats  # type: ignore[attr-defined]
-    assert (stats.n, stats.holds, stats.waits, stats.quiet) == counts
-    assert not lock._aiotrace_starts  # type: ignore[attr-defined]
-    assert lock._aiotrace_handoff is None  # type: ignore[attr-defined]  # no note left behind
+    lock = quiet_hand_offs(asyncio.Lock)
+    assert lock._aiotrace_handoff is None
 
 
 def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:

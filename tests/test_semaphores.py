@@ -12,6 +12,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace.primitives import _lock_order
 from aiotrace.testing import Captured, capture_spans
+from tests.conftest import quiet_hand_offs
 
 HOLD = 0.02
 
@@ -141,33 +142,9 @@ def test_permit_released_by_another_task(traced: Captured) -> None:
 @pytest.mark.parametrize("bounded", [False, True], ids=["Semaphore", "BoundedSemaphore"])
 def test_short_hand_offs_are_counted_not_spanned(bounded: bool) -> None:
     """Below the thresholds every permit hand-off is counted exactly, and nothing is spanned."""
-    tasks, rounds = 10, 20
-
-    async def main() -> asyncio.Semaphore:
-        sem = asyncio.BoundedSemaphore(2) if bounded else asyncio.Semaphore(2)
-
-        async def worker() -> None:
-            for _ in range(rounds):
-                async with sem:
-                    await asyncio.sleep(0)
-
-        await asyncio.gather(*(worker() for _ in range(tasks)))
-        return sem
-
-    with capture_spans(min_wait=60.0, min_hold=60.0) as captured:
-        sem = asyncio.run(main())
-        assert captured.primitive_spans == []
-        assert aiotrace.stats().internal_errors == 0
-    stats = sem._aiotrace_stats  # type: ignore[attr-defined]
-    assert sem._aiotrace_permits == []  # type: ignore[attr-defined]  # every permit given back
-    assert not sem._aiotrace_starts  # type: ignore[attr-defined]  # nobody left waiting
-    assert not sem._aiotrace_handoffs  # type: ignore[attr-defined]  # every hand-off collected
-    # Each acquisition either took a free permit (n) or was handed one (a hold
-    # and a wait, both settled quietly).
-    assert stats.holds + stats.n == tasks * rounds
-    assert stats.waits == stats.holds > 0
-    assert stats.quiet == stats.waits + stats.holds
-    assert stats.wait_ns > 0
+    sem = quiet_hand_offs(lambda: asyncio.BoundedSemaphore(2) if bounded else asyncio.Semaphore(2))
+    assert sem._aiotrace_permits == []  # every permit given back
+    assert not sem._aiotrace_handoffs  # every hand-off note taken
 
 
 def test_async_with_keeps_subclasses_and_bounds(traced: Captured) -> None:
