@@ -277,6 +277,19 @@ def test_task_identity_is_untouched(traced: Captured) -> None:
     asyncio.run(main())
 
 
+def test_a_wrong_create_task_call_fails_as_untraced(traced: Captured) -> None:
+    """Extra positional arguments still raise TypeError: none is dropped on the way."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        coro = _noop()
+        with pytest.raises(TypeError):
+            loop.create_task(coro, "a name, passed positionally")  # type: ignore[call-arg]  # noqa: RUF006
+        coro.close()
+
+    asyncio.run(main())
+
+
 def test_user_task_factory_is_chained_and_restored() -> None:
     """A task factory set before or after instrumenting still runs, and still gets spans."""
     made: list[str] = []

@@ -181,6 +181,7 @@ def event_patches() -> list[Patch]:
         if not (enabled[FAMILY_EVENT] and live[0]):
             # Retired, or turned off by an internal error: asyncio's own wait.
             return await orig_wait(self)  # type: ignore[no-any-return]  # it returns True
+        # Blocked: queue our start time (start_waiting, inline: no call), then wait.
         t0 = pc()
         ahead = len(self._waiters)
         try:

@@ -311,7 +311,7 @@ def lock_patches() -> list[Patch]:
             acquired: bool = await orig_acquire(self)
             self._aiotrace_t0 = pc()
             return acquired
-        # Contended: queue our start time, then wait.
+        # Contended: queue our start time (events.start_waiting, inline), then wait.
         t0 = pc()
         ahead = len(waiters) if waiters else 0
         try:
@@ -377,8 +377,8 @@ def lock_patches() -> list[Patch]:
         # The common case inline: we were handed the lock and did not wait
         # long (the release took our start out of the queue).
         # (Only a traced, non-internal lock leaves a note.)
-        stats = self._aiotrace_stats
         if self._aiotrace_handed == t0:
+            stats = self._aiotrace_stats
             stats.waits += 1
             stats.wait_ns += self._aiotrace_handed_at - t0
         else:
@@ -409,27 +409,23 @@ def lock_patches() -> list[Patch]:
             dt = t1 - t0
             woken = starts[0] if starts else None  # the one asyncio wakes
             long_wait = woken is not None and t1 - woken >= min_wait
-            if dt < min_hold and not long_wait:
-                if woken is not None:
-                    starts.popleft()
-                    self._aiotrace_handed = woken
-                    self._aiotrace_handed_at = t1
-                return
-            stats.spanned += 1
-            if dt > stats.max_hold_ns:
-                stats.max_hold_ns = dt
-            caller = getframe(2)
-            hold = _record_hold(
-                hold_name,
-                ref_of(self, semconv.KIND_LOCK),
-                t0,
-                t1,
-                owner,
-                caller,
-                _site_at_release(self._aiotrace_asite, t0, caller),
-                len(starts) if starts else 0,
-            )
-            if woken is not None:
+            hold = None
+            if dt >= min_hold or long_wait:
+                stats.spanned += 1
+                if dt > stats.max_hold_ns:
+                    stats.max_hold_ns = dt
+                caller = getframe(2)
+                hold = _record_hold(
+                    hold_name,
+                    ref_of(self, semconv.KIND_LOCK),
+                    t0,
+                    t1,
+                    owner,
+                    caller,
+                    _site_at_release(self._aiotrace_asite, t0, caller),
+                    len(starts) if starts else 0,
+                )
+            if woken is not None:  # the note for the woken waiter
                 starts.popleft()
                 if long_wait:
                     self._aiotrace_handoff = (woken, hold, t1)
@@ -697,7 +693,7 @@ def semaphore_patches() -> list[Patch]:
         if not (enabled[FAMILY_SEMAPHORE] and live[0]):
             # Retired, or turned off by an internal error: asyncio's own acquire.
             return await orig_acquire(self)  # type: ignore[no-any-return]  # it returns True
-        # Contended: queue our start time, then wait.
+        # Contended: queue our start time (events.start_waiting, inline), then wait.
         t0 = pc()
         waiters = self._waiters
         ahead = len(waiters) if waiters else 0

@@ -380,13 +380,14 @@ def task_patches() -> list[Patch]:
                 return orig(self, coro, *args, **kwargs)
             ctx = Context(current)
             dict.__setitem__(ctx, SPAN_KEY, span)
-            # Without keywords (asyncio.create_task's usual call), a plain
-            # call: no argument tuple, list and dict to build and free.
+            # With nothing but the coroutine (asyncio.create_task's usual
+            # call), a plain call: no argument tuple, list and dict to build.
             context = kwargs.get("context") if kwargs else None
             if context is None:
                 token = var.set(ctx)
                 try:
-                    task = orig(self, coro, *args, **kwargs) if kwargs else orig(self, coro)
+                    plain = not (args or kwargs)
+                    task = orig(self, coro) if plain else orig(self, coro, *args, **kwargs)
                 finally:
                     var.reset(token)
                 if not isinstance(task, c_task):
