@@ -24,6 +24,10 @@ from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable, read_trace_file
 from aiotrace._otlp_bulk import BulkEncoder
+from aiotrace._recorder import R_SPAN, RECORDER
+from aiotrace._sites import raw_site
+from aiotrace._wire import Encoder
+from aiotrace.primitives._base import PrimRef, SiteStats
 from aiotrace.testing import capture_spans
 from tests.cli_support import EXAMPLES, clean_env
 
@@ -111,6 +115,43 @@ def test_the_encoder_reuses_repeated_attributes_without_mixing_them_up() -> None
         assert [kv.key for kv in span.attributes] == ["k"]
         assert [kv.key for kv in span.events[0].attributes] == ["k"]
         assert [kv.key for kv in span.links[0].attributes] == ["k"]
+
+
+def _wire_attrs(encoder: Encoder, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The attributes ``encoder`` gives a lock-wait record carrying ``attrs``."""
+    record = (R_SPAN, semconv.SPAN_LOCK_ACQUIRE, 1, 2, 0, None, "t", None, None, "ok", attrs, ())
+    (wire,) = encoder.encode([record])
+    return wire[10]  # type: ignore[no-any-return]
+
+
+def test_attributes_many_records_share_are_converted_once_and_stay_right() -> None:
+    """An event's woken waiters share the setter's line: resolved once, still exact.
+
+    A primitive named in attributes is converted afresh each time: it may
+    have been renamed (``aiotrace.name``) since.
+    """
+    here = sys._getframe()
+    site = raw_site(here.f_code, here.f_lasti)
+    label = f"test_otlp_paths.py:{here.f_lineno - 1}"
+    shared = {semconv.ATTR_WAKER_TASK: "setter", semconv.ATTR_WAKER_SITE: site}
+    encoder = Encoder(RECORDER)
+    first = _wire_attrs(encoder, shared)
+    assert first == {semconv.ATTR_WAKER_TASK: "setter", semconv.ATTR_WAKER_SITE: label}
+    assert _wire_attrs(encoder, shared) is first  # converted once
+    other = {semconv.ATTR_WAKER_TASK: "another", semconv.ATTR_WAKER_SITE: site}
+    assert _wire_attrs(encoder, other) == {
+        semconv.ATTR_WAKER_TASK: "another",
+        semconv.ATTR_WAKER_SITE: label,
+    }
+    assert _wire_attrs(encoder, shared) is first
+    assert _wire_attrs(encoder, {"n": 1}) == {"n": 1}  # nothing to convert
+
+    ref = PrimRef(semconv.KIND_LOCK, site, SiteStats(semconv.KIND_LOCK, None, False))
+    ref.name = "before"
+    naming = {"aiotrace.test.lock": ref}
+    assert _wire_attrs(encoder, naming) == {"aiotrace.test.lock": "before"}
+    ref.name = "after"
+    assert _wire_attrs(encoder, naming) == {"aiotrace.test.lock": "after"}
 
 
 def test_the_trace_file_round_trips_every_field(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ always the user's line (``async with lock`` in ``app.py``, not
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 import linecache
@@ -248,9 +249,13 @@ class Site:
     line: int
     function: str
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """``file.py:12``: short enough for span attributes and reports."""
+        """``file.py:12``: short enough for span attributes and reports.
+
+        Kept once made: a site's label is asked for per span and per report
+        line, and a site never changes.
+        """
         return f"{short_path(self.path)}:{self.line}"
 
     def __str__(self) -> str:

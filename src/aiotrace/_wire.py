@@ -100,6 +100,8 @@ class Encoder:
 
     PRIMS: Final = 10_000
     """Primitives whose definition the receiver is sure to still have (LRU on use)."""
+    CONVERTED: Final = 256
+    """Shared attribute dicts whose conversion is kept (see :meth:`attributes`)."""
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
@@ -111,6 +113,8 @@ class Encoder:
         self._prims: OrderedDict[int, tuple[str | None, str]] = OrderedDict()
         self._next_site = 1
         self._hold_ids = _RecordIds()
+        # id(attrs) -> (attrs, converted): see attributes().
+        self._converted: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def reset(self) -> None:
         """Forget what was sent (a new receiver, e.g. after a fork)."""
@@ -175,18 +179,34 @@ class Encoder:
         prims.move_to_end(pid)
         return pid
 
-    def attributes(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def attributes(self, attrs: dict[str, Any], keep: bool = True) -> dict[str, Any]:
         """``attrs`` with every value as OpenTelemetry accepts it (see :meth:`value`).
 
         Most have nothing to convert (counts, names) and are returned as they
         are: record attributes are never mutated (many records share one
-        dict), and whatever receives wire records copies them.
+        dict), and whatever receives wire records copies them. A dict naming
+        a call site is shared by many records (``_base.intern_attrs``: every
+        waiter an event's ``set()`` woke carries its line), so its conversion
+        is kept (with the dict, whose id then cannot be reused) unless the
+        caller knows the dict is its record's own (``keep=False``) or it
+        names a primitive, whose name can change (``aiotrace.name``).
         """
         for v in attrs.values():
             if isinstance(v, (PrimRef, tuple)):
-                value = self.value
-                return {key: value(v) for key, v in attrs.items()}
-        return attrs
+                break
+        else:
+            return attrs
+        converted_by_id = self._converted
+        known = converted_by_id.get(id(attrs))
+        if known is not None and known[0] is attrs:
+            return known[1]
+        value = self.value
+        converted = {key: value(v) for key, v in attrs.items()}
+        if keep and not any(isinstance(v, PrimRef) for v in attrs.values()):
+            if len(converted_by_id) >= self.CONVERTED:
+                converted_by_id.clear()
+            converted_by_id[id(attrs)] = (attrs, converted)
+        return converted
 
     def value(self, value: Any) -> Any:
         """An attribute value as OpenTelemetry accepts it."""
@@ -207,13 +227,12 @@ class Encoder:
         else:
             parent_ids = ids_of(parent)
         attrs = record[10]
-        if attrs:
-            attrs = self.attributes(attrs)
         ref = record[8]
         if ref is not None and ref.kind == semconv.KIND_FUTURE:
             # A future is a primitive of its own: millions in a long run. Its
-            # identity travels as attributes, not as a definition to remember.
-            attrs = dict(attrs) if attrs else {}
+            # identity travels as attributes, not as a definition to remember
+            # (and its attributes, a dict per future, are not worth keeping).
+            attrs = dict(self.attributes(attrs, keep=False)) if attrs else {}
             attrs[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
             attrs[semconv.ATTR_PRIMITIVE_ID] = ref.pid
             attrs[semconv.ATTR_PRIMITIVE_NAME] = display_name(ref)
@@ -221,6 +240,8 @@ class Encoder:
                 SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
             )
             ref = None
+        elif attrs:
+            attrs = self.attributes(attrs)
         span_id = record[4]
         if not span_id:  # given here: a wait nothing links to, or a hold
             span_id = self._recorder.next_id()

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
 import sys
 from collections import deque
@@ -168,13 +167,14 @@ def _waited(
     ``frame`` called acquire() (the user, or the ``__aenter__`` the user called);
     ``handoff`` is the ``(hold, release time)`` a release left for this waiter.
     """
-    starts = prim._aiotrace_starts
+    # A release that left a note took our start off the queue; anything
+    # else (woken otherwise, cancelled while queued) leaves it for us.
+    starts = prim._aiotrace_starts if handoff is None else None
     if starts:
         if starts[0] == t0:
             starts.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                starts.remove(t0)
+        elif t0 in starts:
+            starts.remove(t0)
     if handoff is not None and outcome == semconv.OUTCOME_ACQUIRED:
         hold, t1 = handoff
     else:
