@@ -148,6 +148,7 @@ def event_patches() -> list[Patch]:
     enabled = rec.enabled
     min_wait = rec.min_wait_ns
     pc = perf_counter_ns
+    getframe = sys._getframe
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
     # Per-instance, never class-level (see _base): starts are the blocked
     # waiters' start times, set_at and waker the last waking set().
@@ -216,7 +217,9 @@ def event_patches() -> list[Patch]:
                 t1 = pc()
                 if not ref.stats.internal and wait_spanned(ref, t0, t1, outcome):
                     attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
-                    emit_wait(semconv.SPAN_EVENT_WAIT, ref, t0, t1, outcome, attrs)
+                    emit_wait(
+                        semconv.SPAN_EVENT_WAIT, ref, t0, t1, outcome, attrs, frame=getframe(1)
+                    )
             except Exception as inner:
                 rec.fail(FAMILY_EVENT, inner)
             raise
@@ -237,8 +240,16 @@ def event_patches() -> list[Patch]:
                         waker = None
                     attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
                     links = waker_links(waker, attrs)
+                    # (The caller's frame: the search for the user's line starts there.)
                     emit_wait(
-                        semconv.SPAN_EVENT_WAIT, ref, t0, t1, semconv.OUTCOME_SET, attrs, links
+                        semconv.SPAN_EVENT_WAIT,
+                        ref,
+                        t0,
+                        t1,
+                        semconv.OUTCOME_SET,
+                        attrs,
+                        links,
+                        frame=getframe(1),
                     )
             except Exception as exc:
                 rec.fail(FAMILY_EVENT, exc)
