@@ -12,7 +12,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace.primitives import _lock_order
 from aiotrace.testing import Captured, capture_spans
-from tests.conftest import quiet_hand_offs
+from tests.conftest import line_of, quiet_hand_offs
 
 HOLD = 0.02
 
@@ -23,7 +23,7 @@ async def _throttled(sem: asyncio.Semaphore, n: int) -> int:
 
     async def call() -> None:
         nonlocal running, peak
-        async with sem:
+        async with sem:  # sem-entered
             running += 1
             peak = max(peak, running)
             await asyncio.sleep(HOLD)
@@ -54,6 +54,10 @@ def test_semaphore_waits_link_to_the_permit_they_got(traced: Captured) -> None:
         assert by_id[target][semconv.ATTR_TASK_NAME] == giver
         assert wait[semconv.ATTR_BLOCKER_TASK] == giver
         assert by_id[target].span.end_time == wait.span.end_time
+        # Where the user waited and where the permit was held: the async with.
+        assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# sem-entered")
+        assert by_id[target][semconv.ATTR_CODE_LINE_NUMBER] == line_of("# sem-entered")
+        assert wait[semconv.ATTR_CODE_FUNCTION_NAME] == "_throttled.<locals>.call"
     assert waits[0][semconv.ATTR_WAITERS_AHEAD] == 0
     assert waits[1][semconv.ATTR_WAITERS_AHEAD] == 1
     assert by_task["c0"][semconv.ATTR_WAITERS_DURING] == 2

@@ -778,7 +778,8 @@ def semaphore_patches() -> list[Patch]:
                     semconv.OUTCOME_ACQUIRED,
                     names[ref.kind][0],
                     wait_attrs(ref, ahead, value),
-                    frame,
+                    # ``async with``: its line's search starts at the user's frame
+                    frame.f_back if frame.f_code is aenter_code else frame,
                     handoff,
                 )
             except Exception as exc:
