@@ -243,14 +243,18 @@ class Encoder:
         elif attrs:
             attrs = self.attributes(attrs)
         span_id = record[4]
-        if not span_id:  # given here: a wait nothing links to, or a hold
-            span_id = self._recorder.next_id()
-            if record[0] != R_SPAN:
-                self._hold_ids.put(record, span_id)
+        kind = record[0]
         tail: Any
-        if record[0] != R_SPAN:
-            tail = record[0] == R_OPTIONAL  # holds carry no links: the wire says if optional
+        if kind != R_SPAN:
+            if not span_id:  # given here, and kept for the waits that link to it
+                span_id = self._recorder.next_id()
+                self._hold_ids.put(record, span_id)
+            wire_kind = W_HOLD
+            tail = kind == R_OPTIONAL  # holds carry no links: the wire says if optional
         else:
+            if not span_id:  # given here: a wait nothing links to
+                span_id = self._recorder.next_id()
+            wire_kind = W_SPAN
             tail = record[11]
             if tail and type(tail[0]) is int:
                 # The hold record that handed the lock over, encoded before this.
@@ -271,7 +275,7 @@ class Encoder:
                             links.append((link_kind, (ids[0], ids[1], ids[2])))
                 tail = tuple(links)
         return (
-            W_SPAN if record[0] == R_SPAN else W_HOLD,
+            wire_kind,
             record[1],
             record[2] + offset,
             record[3] + offset,
