@@ -6,6 +6,7 @@ HTTP receivers built from ``opentelemetry-proto`` (``tests/receivers.py``).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from aiotrace import semconv
+from aiotrace._otlp import new_trace_file
 from aiotrace.cli import build_parser
 from tests.cli_support import (
     PROGRAMS,
@@ -224,6 +226,45 @@ def test_default_run_writes_a_trace_file_named_after_the_program(tmp_path: Path)
     trace = Trace(files[0])
     assert trace.resource["service.name"] == "contend"  # the service defaults to the script
     assert trace.root.attributes[semconv.ATTR_PROGRAM] == "contend.py"
+
+
+def test_runs_started_in_the_same_second_write_files_of_their_own(tmp_path: Path) -> None:
+    """The default name is the program and the second: a second run then takes ``-2``.
+
+    The names of the next few seconds are taken first, as an earlier run
+    would have: the run must leave them as they are.
+    """
+    now = datetime.datetime.now()
+    taken = [
+        tmp_path / f"aiotrace-contend-{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}.json"
+        for s in range(30)
+    ]
+    for path in taken:
+        path.write_text("an earlier run's spans")
+    result = aiotrace("run", CONTEND, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert all(path.read_text() == "an earlier run's spans" for path in taken)
+    (ours,) = tmp_path.glob("aiotrace-contend-*-2.json")
+    assert ours.with_name(ours.name.replace("-2.json", ".json")) in taken
+    assert f"Trace file: {ours}" in result.stderr
+    assert Trace(ours).root.attributes[semconv.ATTR_PROGRAM] == "contend.py"
+
+
+def test_a_trace_file_name_is_taken_by_creating_the_file(tmp_path: Path) -> None:
+    when = datetime.datetime(2026, 12, 2, 8, 30, 5)
+    first = new_trace_file(str(tmp_path), "my app", when)
+    second = new_trace_file(str(tmp_path), "my app", when)
+    third = new_trace_file(str(tmp_path), "my app", when)
+    assert [Path(p).name for p in (first, second, third)] == [
+        "aiotrace-my_app-20261202-083005.json",
+        "aiotrace-my_app-20261202-083005-2.json",
+        "aiotrace-my_app-20261202-083005-3.json",
+    ]
+    assert all(Path(p).read_text() == "" for p in (first, second, third))
+    # Where nothing can be created, the plain name: writing it fails as before.
+    missing = tmp_path / "no" / "such"
+    plain = missing / "aiotrace-x-20261202-083005.json"
+    assert new_trace_file(str(missing), "x", when) == str(plain)
 
 
 def test_the_report_points_at_the_lock_the_holder_and_the_line(tmp_path: Path) -> None:

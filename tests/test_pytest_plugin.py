@@ -6,6 +6,7 @@ the global TracerProvider); spans are read back from the trace file.
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
@@ -370,6 +371,28 @@ def test_xdist_workers_share_the_sessions_trace(suite: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "test_contended.py::test_slow" in out  # per-test records came from the workers
     assert out.index("test_contended.py::test_slow") < out.index("test_contended.py::test_fast")
+
+
+def test_a_default_trace_file_is_the_sessions_own_and_workers_write_none(
+    suite: pytest.Pytester,
+) -> None:
+    """Named after the project and the second, taking ``-2`` if an earlier run has that name."""
+    suite.makepyfile(test_contended=CONTENDED)
+    project = re.sub(r"[^\w.-]", "_", suite.path.name)
+    now = datetime.datetime.now()
+    taken = [
+        suite.path / f"aiotrace-{project}-{now + datetime.timedelta(seconds=s):%Y%m%d-%H%M%S}.json"
+        for s in range(60)
+    ]
+    for path in taken:
+        path.write_text("an earlier run's spans")
+    result = run(suite, "--aiotrace", "-n", "2", trace=None)
+    result.assert_outcomes(passed=3)
+    assert all(path.read_text() == "an earlier run's spans" for path in taken)
+    (ours,) = set(suite.path.glob("aiotrace-*.json")) - set(taken)  # no file per worker
+    assert ours.name.endswith("-2.json")
+    assert f"Trace file: {ours}" in result.stdout.str()
+    assert len(Trace(ours).named(semconv.SPAN_TEST)) == 3
 
 
 # ---------------------------------------------------------------------------

@@ -10,8 +10,10 @@ file interrupted by a crash is still closed properly by whoever finishes it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -105,6 +107,32 @@ def scope_to_json(scope: tuple[str, str | None] | None) -> dict[str, Any]:
     """An ``InstrumentationScope``; ``None`` is aiotrace's own."""
     name, version = scope if scope is not None else AIOTRACE_SCOPE
     return {"name": name, "version": version} if version else {"name": name}
+
+
+def new_trace_file(directory: str, label: str, now: datetime.datetime | None = None) -> str:
+    """A trace file of a run's own: ``aiotrace-<label>-<time>.json`` in ``directory``, created.
+
+    Two runs started in the same second (a program run twice, a CI matrix
+    sharing a workspace) would otherwise write one file, the later
+    truncating the earlier's spans: the name is taken by creating the file
+    (empty, until the run writes it), with ``-2``, ``-3``... added until one
+    is free. Where nothing can be created the plain name is returned, and
+    writing it fails as it would have.
+    """
+    stamp = (now or datetime.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^\w.-]", "_", label) or "program"
+    base = os.path.join(os.path.abspath(directory), f"aiotrace-{safe}-{stamp}")
+    number = 1
+    while True:
+        path = f"{base}.json" if number == 1 else f"{base}-{number}.json"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            number += 1
+            continue
+        except OSError:
+            return f"{base}.json"
+        return path
 
 
 class TraceFileWriter:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import builtins
 import contextlib
-import datetime
 import importlib.machinery
 import importlib.util
 import io
@@ -450,9 +449,9 @@ def _trace_file(args: argparse.Namespace, label: str) -> str | None:
         return None
     path = args.trace_file or os.environ.get("AIOTRACE_TRACE_FILE")
     if not path:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label) or "program"
-        path = f"aiotrace-{safe}-{stamp}.json"
+        from aiotrace._otlp import new_trace_file
+
+        return new_trace_file(os.getcwd(), label)
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
@@ -569,12 +568,13 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
     exporters = traces_exporters()
     otlp = _otlp_settings(args, exporters)
-    trace_file = _trace_file(args, label)
     options = _options(args)
     service = args.service_name or os.environ.get("AIOTRACE_SERVICE_NAME") or None
     quiet = args.quiet or _env_flag("AIOTRACE_QUIET")
     report_json = args.report_json or os.environ.get("AIOTRACE_REPORT_JSON")
     html = _html_path(args.html or os.environ.get("AIOTRACE_HTML"))
+    diagnosis = _diagnosis(args)
+    trace_file = _trace_file(args, label)  # last: a default one is created (see new_trace_file)
     config = SessionConfig(
         service_name=label,
         service_override=service,
@@ -588,7 +588,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         jaeger_url=args.jaeger_url or os.environ.get("AIOTRACE_JAEGER_URL") or DEFAULT_JAEGER,
         options=options,
         trace_children=not (args.no_children or _env_flag("AIOTRACE_NO_CHILDREN")),
-        diagnosis=_diagnosis(args),
+        diagnosis=diagnosis,
         html=html,
     )
     check = args.check or _env_flag("AIOTRACE_CHECK")
@@ -614,6 +614,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         session = TraceSession(config, on_hang=on_hang)
     except Exception as exc:
         sys.stderr.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
+        if trace_file and not (args.trace_file or os.environ.get("AIOTRACE_TRACE_FILE")):
+            with contextlib.suppress(OSError):
+                if os.path.getsize(trace_file) == 0:  # the name we took, unwritten
+                    os.remove(trace_file)
         code, interrupted = _run_program(kind, target, argv)
         return _finish_exit(code, interrupted)
 

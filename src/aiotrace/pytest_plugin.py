@@ -23,7 +23,6 @@ statistics, with or without ``--aiotrace``.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import inspect
 import os
 import re
@@ -193,6 +192,8 @@ class Settings:
 
     enabled: bool = False
     trace_file: str | None = None
+    trace_file_in: str | None = None
+    """The directory of a trace file named by default (``trace_file`` is then None)."""
     otlp: str | None = None
     protocol: str | None = None
     jaeger_url: str = "http://localhost:16686"
@@ -215,9 +216,9 @@ class Settings:
         settings.children = _flag(config, "aiotrace_children")
         trace_file = _text(config, "aiotrace_trace_file")
         if trace_file is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            name = re.sub(r"[^\w.-]", "_", config.rootpath.name) or "pytest"
-            trace_file = str(config.invocation_params.dir / f"aiotrace-{name}-{stamp}.json")
+            # Named when the session starts (see new_trace_file), not here:
+            # xdist workers read these settings too, and write no file.
+            settings.trace_file_in = str(config.invocation_params.dir)
         elif trace_file.lower() == "none":
             trace_file = None
         else:
@@ -466,6 +467,7 @@ class AiotracePlugin:
         from opentelemetry import trace
 
         from aiotrace import semconv
+        from aiotrace._otlp import new_trace_file
         from aiotrace._session import SessionConfig, TraceSession
         from aiotrace.cli import UsageError, _otlp_settings, traces_exporters
 
@@ -480,6 +482,9 @@ class AiotracePlugin:
         except UsageError as exc:
             raise pytest.UsageError(f"aiotrace_otlp: {exc}") from None
         project = self.config.rootpath.name or "pytest"
+        trace_file = settings.trace_file
+        if settings.trace_file_in is not None:
+            trace_file = new_trace_file(settings.trace_file_in, project)
         self.session = TraceSession(
             SessionConfig(
                 service_name=project,
@@ -489,7 +494,7 @@ class AiotracePlugin:
                     semconv.ATTR_TEST_SUITE_NAME: project,
                     semconv.ATTR_ARGV: [*sys.argv],
                 },
-                trace_file=settings.trace_file,
+                trace_file=trace_file,
                 otlp=otlp,
                 console="console" in exporters,
                 jaeger_url=settings.jaeger_url,
