@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +43,10 @@ def aiotrace(
     return python("-m", "aiotrace", *args, cwd=cwd, env=env, timeout=timeout)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
     """``command`` running, past its ``ready`` line, and into the await that follows it.
 
@@ -54,6 +59,9 @@ def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal, even when this suite runs as a background
+        # job (``pytest &``), whose children would inherit SIGINT ignored.
+        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None
     assert process.stdout.readline() == "ready\n"
