@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from aiotrace._assemble import SpanDraft
 from aiotrace._otlp import read_trace_file
@@ -43,8 +42,15 @@ def aiotrace(
     return python("-m", "aiotrace", *args, cwd=cwd, env=env, timeout=timeout)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# Ctrl-C as in a terminal, even when this suite runs as a background job
+# (``pytest &``), whose children inherit SIGINT ignored: the command is
+# exec'd (same process) with SIGINT's default action. (Not ``preexec_fn``:
+# it can deadlock a child forked from a process with threads, as a traced
+# test session has.)
+_DEFAULT_SIGINT: Final = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -53,15 +59,12 @@ def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
     Tests that send a signal wait for this: there is then one place for it to land.
     """
     process = subprocess.Popen(
-        command,
+        [sys.executable, "-c", _DEFAULT_SIGINT, *command],
         cwd=cwd,
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # Ctrl-C as in a terminal, even when this suite runs as a background
-        # job (``pytest &``), whose children would inherit SIGINT ignored.
-        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None
     assert process.stdout.readline() == "ready\n"
