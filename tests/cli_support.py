@@ -8,7 +8,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from aiotrace._assemble import SpanDraft
 from aiotrace._otlp import read_trace_file
@@ -37,20 +37,32 @@ def aiotrace(
     cwd: Path,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    sigint: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m aiotrace ARGS``, as the user would type ``aiotrace ARGS``."""
-    return python("-m", "aiotrace", *args, cwd=cwd, env=env, timeout=timeout)
+    """``python -m aiotrace ARGS``, as the user would type ``aiotrace ARGS``.
+
+    ``sigint``: run it with SIGINT's action set (see :func:`sigint_as`).
+    """
+    return python("-m", "aiotrace", *args, cwd=cwd, env=env, timeout=timeout, sigint=sigint)
 
 
-# Ctrl-C as in a terminal, even when this suite runs as a background job
-# (``pytest &``), whose children inherit SIGINT ignored: the command is
-# exec'd (same process) with SIGINT's default action. (Not ``preexec_fn``:
-# it can deadlock a child forked from a process with threads, as a traced
-# test session has.)
-_DEFAULT_SIGINT: Final = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
+def sigint_as(action: str) -> list[str]:
+    """A command prefix that runs the rest with SIGINT's action set: ``"default"`` or ``"ignore"``.
+
+    The command is exec'd (same process, so signals sent to it reach it).
+    Ctrl-C tests want ``default`` even when this suite runs as a background
+    job (``pytest &``), whose children inherit SIGINT ignored; ``ignore``
+    makes that inheritance on purpose. (Not ``preexec_fn``: it can
+    deadlock a child forked from a process with threads, as a traced test
+    session has.)
+    """
+    handler = {"default": "SIG_DFL", "ignore": "SIG_IGN"}[action]
+    return [
+        sys.executable,
+        "-c",
+        f"import os, signal, sys; signal.signal(signal.SIGINT, signal.{handler}); "
+        "os.execv(sys.argv[1], sys.argv[1:])",
+    ]
 
 
 def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -59,7 +71,7 @@ def started_and_ready(command: list[str], cwd: Path) -> subprocess.Popen[str]:
     Tests that send a signal wait for this: there is then one place for it to land.
     """
     process = subprocess.Popen(
-        [sys.executable, "-c", _DEFAULT_SIGINT, *command],
+        [*sigint_as("default"), *command],
         cwd=cwd,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -77,10 +89,11 @@ def python(
     cwd: Path,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    sigint: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The same program without aiotrace, to compare with."""
     return subprocess.run(
-        [sys.executable, *map(str, args)],
+        [*(sigint_as(sigint) if sigint else ()), sys.executable, *map(str, args)],
         cwd=cwd,
         env=env if env is not None else clean_env(),
         capture_output=True,

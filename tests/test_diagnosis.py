@@ -29,7 +29,11 @@ def line(program: str, text: str, occurrence: int = 0) -> int:
 
 
 def diagnose(
-    tmp_path: Path, program: str, *args: str, flags: tuple[str, ...] = ()
+    tmp_path: Path,
+    program: str,
+    *args: str,
+    flags: tuple[str, ...] = (),
+    sigint: str | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], Trace]:
     result = aiotrace(
         "run",
@@ -41,6 +45,7 @@ def diagnose(
         DIAG / program,
         *args,
         cwd=tmp_path,
+        sigint=sigint,
     )
     report = json.loads((tmp_path / "r.json").read_text())
     return result, report["findings"], Trace(tmp_path / "t.json")
@@ -139,9 +144,12 @@ def test_deadlock_through_a_future_awaited_in_a_cycle(tmp_path: Path) -> None:
     ]
 
 
-def test_a_hang_without_a_cycle_names_the_wait_nobody_will_end(tmp_path: Path) -> None:
+# With SIGINT ignored (as a background job inherits it), Ctrl-C cannot stop
+# the program: aiotrace interrupts it from inside its event loop instead.
+@pytest.mark.parametrize("sigint", ["default", "ignore"])
+def test_a_hang_without_a_cycle_names_the_wait_nobody_will_end(tmp_path: Path, sigint: str) -> None:
     started = time.monotonic()
-    result, findings, _ = diagnose(tmp_path, "hang_event.py")
+    result, findings, _ = diagnose(tmp_path, "hang_event.py", sigint=sigint)
     assert time.monotonic() - started < 5  # detected when stuck, well before the timeout
     assert result.returncode == EXIT_HANG
     assert kinds(findings) == ["hang"]

@@ -550,6 +550,20 @@ def _run_program(
             sys.path[0] = saved_path0
 
 
+def _interrupt_loops() -> None:
+    """Raise KeyboardInterrupt in every event loop that has tasks, from a callback of its own."""
+    from aiotrace._leaks import _pending_tasks
+
+    loops = {id(task.get_loop()): task.get_loop() for task in _pending_tasks()}
+    for loop in loops.values():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            loop.call_soon_threadsafe(_keyboard_interrupt)
+
+
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
 def _join_threads() -> None:
     """Wait for the program's non-daemon threads, as the interpreter would before exiting."""
     current = threading.current_thread()
@@ -600,7 +614,13 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         import _thread
 
         hung.append(finding)
-        _thread.interrupt_main()
+        if callable(signal.getsignal(signal.SIGINT)):
+            _thread.interrupt_main()
+        else:
+            # SIGINT ignored (a background job's inheritance) or left to the
+            # system: interrupt_main() would do nothing. Ctrl-C from inside
+            # each loop instead, as its next callback.
+            _interrupt_loops()
 
         def last_resort() -> None:
             if not concluded.wait(10.0):
