@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -172,6 +173,62 @@ def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_lo
         diagnoser.finish(at_exit=False)
         aiotrace.uninstrument()
     assert [f.kind for f in diagnoser.findings] == []
+
+
+def test_time_spent_waiting_for_the_pipeline_is_not_charged_to_the_next_line() -> None:
+    """A block seen in aiotrace's drain counts, if the program goes on blocking, from then.
+
+    Sampled only after the drain is over, a block that began with it was
+    charged in full to whatever line of the program ran next.
+    """
+    from aiotrace._pipeline import Pipeline
+    from aiotrace._recorder import Recorder
+    from aiotrace.diagnosis import Watchdog, _LoopState
+
+    in_drain, leave_drain, in_program, done = (threading.Event() for _ in range(4))
+
+    class Blocking:
+        def consume(self, records: list[tuple[Any, ...]]) -> None:
+            in_drain.set()
+            leave_drain.wait(10)
+
+    def program() -> None:  # the loop's thread: back-pressure, then its own code
+        recorder.buffer.append((-1,))  # a record of no kind: encoded as nothing
+        pipeline.drain()
+        in_program.set()
+        done.wait(10)
+
+    class Loop:  # what the watchdog asks of a loop
+        def is_closed(self) -> bool:
+            return False
+
+        def is_running(self) -> bool:
+            return True
+
+    recorder = Recorder()  # not the process's: a traced session's records stay its own
+    pipeline = Pipeline(Blocking(), recorder)  # type: ignore[arg-type]  # consume() suffices
+    watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
+    thread = threading.Thread(target=program)
+    thread.start()
+    try:
+        assert in_drain.wait(10)
+        loop = Loop()
+        state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=thread.ident)
+        watchdog._loops[id(loop)] = (loop, state)
+        watchdog._tick()  # a ping a second late, the thread in aiotrace's drain
+        assert not state.blocked
+        leave_drain.set()
+        assert in_program.wait(10)
+        watchdog._tick()  # the program's own line, just now: not yet a block
+        assert not state.blocked
+        time.sleep(0.06)
+        watchdog._tick()  # the program's line, past the threshold: a block of its own
+        assert state.blocked
+        assert any("done.wait(10)" in line for line in state.sample)  # the blocking line
+    finally:
+        leave_drain.set()
+        done.set()
+        thread.join(10)
 
 
 def test_a_pipeline_that_stays_behind_is_waited_for_less_each_time_then_not_at_all(

@@ -585,6 +585,10 @@ class Watchdog:
         if any(f.f_code is _PIPELINE_DRAIN for f in frames):
             # aiotrace's own back-pressure (the buffer is full and the program
             # waits for the pipeline): not the program's doing, not reported.
+            # Should the program go on blocking after it, that block counts
+            # from here: sampled once the drain is over, the time spent in it
+            # would otherwise be charged to the program's line.
+            state.sent = time.monotonic()
             return
         state.blocked = True
         state.sample = [
