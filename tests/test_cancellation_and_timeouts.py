@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -14,9 +16,14 @@ from aiotrace.testing import Captured, capture_spans
 needs_timeout = pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
 
 
-async def _doomed_and_patient(cancel_after_hand_off: bool) -> tuple[asyncio.Lock, list[str]]:
-    """Two waiters on a held lock; "doomed" is cancelled, "patient" must still get the lock."""
-    lock = asyncio.Lock()
+async def _doomed_and_patient(
+    cancel_after_hand_off: bool, make: Callable[[], Any] = asyncio.Lock
+) -> tuple[Any, list[str]]:
+    """Two waiters on a held lock; "doomed" is cancelled, "patient" must still get the lock.
+
+    ``make`` may give a ``Semaphore(1)`` instead: the same scenario, the same outcome.
+    """
+    lock = make()
     order: list[str] = []
     await lock.acquire()
 
@@ -69,21 +76,28 @@ def test_cancelled_lock_wait(traced: Captured) -> None:
     ],
     ids=["quiet", "spanned"],
 )
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
 def test_a_waiter_cancelled_after_the_hand_off_passes_the_lock_on(
-    min_wait: float, spans: list[tuple[str, str]], counts: tuple[int, int, int, int]
+    min_wait: float, spans: list[tuple[str, str]], counts: tuple[int, int, int, int], kind: str
 ) -> None:
     """Handed the lock but cancelled before it ran: a cancelled wait, and the next one gets it."""
+    make, span_name = {
+        "lock": (asyncio.Lock, semconv.SPAN_LOCK_ACQUIRE),
+        "semaphore": (asyncio.Semaphore, semconv.SPAN_SEMAPHORE_ACQUIRE),
+    }[kind]
     with capture_spans(min_wait=min_wait, min_hold=60.0) as captured:
-        lock, order = asyncio.run(_doomed_and_patient(cancel_after_hand_off=True))
-        waits = captured.named(semconv.SPAN_LOCK_ACQUIRE)
+        lock, order = asyncio.run(_doomed_and_patient(cancel_after_hand_off=True, make=make))
+        waits = captured.named(span_name)
         assert aiotrace.stats().internal_errors == 0
     assert order == ["patient"]
     assert [(w[semconv.ATTR_TASK_NAME], w[semconv.ATTR_OUTCOME]) for w in waits] == spans
     assert all(not w.links for w in waits)  # the hold that handed over went to "doomed"
     stats = lock._aiotrace_stats  # type: ignore[attr-defined]
     assert (stats.n, stats.holds, stats.waits, stats.quiet) == counts
-    assert not lock._aiotrace_starts  # type: ignore[attr-defined]
-    assert lock._aiotrace_handoff is None  # type: ignore[attr-defined]  # no note left behind
+    assert not lock._aiotrace_starts
+    # No note left behind: a Lock's one, a Semaphore's by start time.
+    assert getattr(lock, "_aiotrace_handoff", None) is None
+    assert not getattr(lock, "_aiotrace_handoffs", None)
 
 
 def test_wait_for_timeout_is_outcome_timeout(traced: Captured) -> None:

@@ -18,8 +18,10 @@ Contended operations stay cheap by deciding early what deserves a span:
   start out of the queue itself: a short wait's note is two attributes,
   ``_aiotrace_handed`` (the start) and ``_aiotrace_handed_at``, a long
   one's is ``_aiotrace_handoff``. A Semaphore wakes several waiters at once
-  and keys its notes by start time, also taking the woken waiter's start
-  out of the queue, so the next release wakes the queue's head;
+  and keys its notes by start time (a short wait's note is the release time
+  alone, a long one's ``(hold, release time)``), also taking the woken
+  waiter's start out of the queue, so the next release wakes the queue's
+  head;
 * the woken waiter ends its wait at the hand-off (resuming afterwards is
   scheduling, not waiting), so it makes the very same decision, and its span
   links to the hold that handed it the primitive.
@@ -29,7 +31,9 @@ and at default thresholds a contended hand-off records nothing at all.
 
 Ownership: ``_aiotrace_owner`` is the frame of the coroutine holding a Lock
 (its task is found from it on demand, see ``_base.task_of_frame``); a
-Semaphore keeps a list of taken permits ``(t0, owner frame, site)``.
+Semaphore keeps a list of taken permits ``(t0, owner frame, site)``, whose
+site, for ``async with``, is kept only while diagnosing (otherwise the
+release's line is the same).
 """
 
 from __future__ import annotations
@@ -121,9 +125,14 @@ def _lock_handoff(lock: Any, t0: int) -> tuple[Any, int] | None:
 
 
 def _semaphore_handoff(sem: Any, t0: int) -> tuple[Any, int] | None:
-    """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes."""
+    """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes.
+
+    A short wait's note is the release time alone (no tuple per hand-off);
+    a long one's is ``(hold, release time)``.
+    """
     handoffs = sem._aiotrace_handoffs
-    return handoffs.pop(t0, None) if handoffs else None
+    note = handoffs.pop(t0, None) if handoffs else None
+    return (None, note) if type(note) is int else note
 
 
 def _record_hold(
@@ -622,6 +631,7 @@ def semaphore_patches() -> list[Patch]:
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
     inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
     lock_order = LOCK_ORDER
+    diagnosing = _lock_order.DIAGNOSING
     held = _lock_order.HELD
     unhold = _lock_order.unhold
     # Per-instance, never class-level (see _base): permits are the taken
@@ -664,13 +674,18 @@ def semaphore_patches() -> list[Patch]:
 
     def take(self: Any, t0: int, frame: Any) -> None:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
-        # ``async with sem``, whose caller is then the user.
+        # ``async with sem``, whose caller is then the user. The site of an
+        # ``async with`` is its release's (see released()): kept here only
+        # for diagnosis, which may need it while the permit is held.
         code = frame.f_code
         if code is aenter_code or code is mixin_aenter_code:
             frame = frame.f_back
-        elif is_internal_file(code.co_filename):
-            frame = user_frame(2)
-        permit = (t0, frame, None if frame is None else (frame.f_code, frame.f_lasti))
+            site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
+        else:
+            if is_internal_file(code.co_filename):
+                frame = user_frame(2)
+            site = None if frame is None else (frame.f_code, frame.f_lasti)
+        permit = (t0, frame, site)
         try:
             permits = self._aiotrace_permits
         except AttributeError:  # made before instrument()
@@ -765,10 +780,12 @@ def semaphore_patches() -> list[Patch]:
         handoffs = self._aiotrace_handoffs
         handoff = handoffs.pop(t0, None) if handoffs else None
         stats = self._aiotrace_stats
-        if handoff is not None and handoff[0] is None and not stats.internal:
+        if type(handoff) is int and not stats.internal:  # a short wait's note
             stats.waits += 1
-            stats.wait_ns += handoff[1] - t0
+            stats.wait_ns += handoff - t0
         else:
+            if type(handoff) is int:
+                handoff = (None, handoff)
             try:
                 ref = _ref(self)
                 _waited(
@@ -830,7 +847,7 @@ def semaphore_patches() -> list[Patch]:
                 long_wait = t1 - woken >= min_wait
         if dt < min_hold and not long_wait:
             if woken is not None:
-                handoffs[woken] = (None, t1)
+                handoffs[woken] = t1
                 stats.holds += 1
             else:
                 stats.n += 1
@@ -850,11 +867,16 @@ def semaphore_patches() -> list[Patch]:
             t1,
             owner,
             caller,
-            raw_site(site[0], site[1]) if site is not None else capture(),
+            # ``async with`` (no site kept): the owner releases at its line.
+            raw_site(site[0], site[1])
+            if site is not None
+            else raw_site(caller.f_code, caller.f_lasti)
+            if owner is caller and caller is not None
+            else capture(),
             (len(starts) if starts else 0) + (woken is not None),  # the woken one too
         )
         if woken is not None:
-            handoffs[woken] = (hold if long_wait else None, t1)
+            handoffs[woken] = (hold, t1) if long_wait else t1
 
     @functools.wraps(orig_release)
     def release(self: Any) -> None:
@@ -947,7 +969,7 @@ def semaphore_patches() -> list[Patch]:
                 if woken is None:
                     stats.n += 1
                 else:
-                    handoffs[woken] = (None, t1)
+                    handoffs[woken] = t1
                     stats.holds += 1
                 return None
             released(self, t1, self._value == value, permits, caller)
