@@ -551,11 +551,20 @@ def _run_program(
 
 
 def _interrupt_loops() -> None:
-    """Raise KeyboardInterrupt in every event loop that has tasks, from a callback of its own."""
+    """Raise KeyboardInterrupt in the main thread's event loop, from a callback of its own.
+
+    What Ctrl-C does to the program (the interrupt lands in the main thread),
+    where SIGINT cannot be delivered. A loop another thread runs is left
+    alone (and one not running); one whose thread is unknown (not asyncio's
+    own) is interrupted.
+    """
     from aiotrace._leaks import _pending_tasks
 
+    main = threading.main_thread().ident
     loops = {id(task.get_loop()): task.get_loop() for task in _pending_tasks()}
     for loop in loops.values():
+        if not loop.is_running() or getattr(loop, "_thread_id", main) != main:
+            continue
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             loop.call_soon_threadsafe(_keyboard_interrupt)
 
