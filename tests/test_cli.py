@@ -343,8 +343,13 @@ def test_report_and_send_replay_a_saved_trace(tmp_path: Path, grpc_receiver: Grp
 
     sent = aiotrace("send", "t.json", "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
     assert sent.returncode == 0, sent.stderr
-    assert sent.stderr == f"aiotrace: sent 7 spans to {grpc_receiver.endpoint} (grpc)\n"
     trace = Trace(tmp_path / "t.json")
+    # Seven spans, unless a machine slow enough made a short wait pass its threshold.
+    assert len(trace.spans) >= 7
+    assert (
+        sent.stderr
+        == f"aiotrace: sent {len(trace.spans)} spans to {grpc_receiver.endpoint} (grpc)\n"
+    )
     assert _identities(grpc_receiver.spans) == {
         (s.name, s.trace_id, s.span_id, s.parent_id) for s in trace.spans
     }

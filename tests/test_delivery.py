@@ -159,11 +159,17 @@ def test_a_slow_consumer_slows_the_program_instead_of_growing_the_buffer(
 def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_loop(
     low_high_water: None,
 ) -> None:
-    """Back-pressure blocks the loop's thread inside aiotrace: not a finding against the user."""
+    """Back-pressure blocks the loop's thread inside aiotrace: not a finding against the user.
+
+    Each wait for the slow consumer lasts about 0.3 s, past the 0.2 s block
+    threshold; the threshold is kept above the stalls a loaded machine
+    gives any thread (a traced session of this suite, two workers on two
+    cores), which would be reported, rightly, as blocks.
+    """
     from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
     diagnoser = Diagnoser(
-        DiagnosisConfig(block_threshold=0.05, dump_signals=False, leaks_at_exit=False), None
+        DiagnosisConfig(block_threshold=0.2, dump_signals=False, leaks_at_exit=False), None
     )
     aiotrace.instrument(consumer=Slow(0.3), min_wait=0, min_hold=0, tasks=False)
     diagnoser.start()
@@ -172,7 +178,7 @@ def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_lo
     finally:
         diagnoser.finish(at_exit=False)
         aiotrace.uninstrument()
-    assert [f.kind for f in diagnoser.findings] == []
+    assert [f.kind for f in diagnoser.findings] == [], [f.summary for f in diagnoser.findings]
 
 
 def test_time_spent_waiting_for_the_pipeline_is_not_charged_to_the_next_line() -> None:
