@@ -125,13 +125,17 @@ def _lock_handoff(lock: Any, t0: int) -> tuple[Any, int] | None:
 
 
 def _semaphore_handoff(sem: Any, t0: int) -> tuple[Any, int] | None:
-    """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes.
+    """A Semaphore's hand-off note for the waiter of ``t0``, taken out of its notes."""
+    handoffs = sem._aiotrace_handoffs
+    return _semaphore_note(handoffs.pop(t0, None) if handoffs else None)
+
+
+def _semaphore_note(note: Any) -> tuple[Any, int] | None:
+    """A Semaphore's note as ``(hold, release time)``, as :func:`_waited` takes it.
 
     A short wait's note is the release time alone (no tuple per hand-off);
-    a long one's is ``(hold, release time)``.
+    a long one's is ``(hold, release time)`` already.
     """
-    handoffs = sem._aiotrace_handoffs
-    note = handoffs.pop(t0, None) if handoffs else None
     return (None, note) if type(note) is int else note
 
 
@@ -784,8 +788,6 @@ def semaphore_patches() -> list[Patch]:
             stats.waits += 1
             stats.wait_ns += handoff - t0
         else:
-            if type(handoff) is int:
-                handoff = (None, handoff)
             try:
                 ref = _ref(self)
                 _waited(
@@ -797,7 +799,7 @@ def semaphore_patches() -> list[Patch]:
                     wait_attrs(ref, ahead, value),
                     # ``async with``: its line's search starts at the user's frame
                     frame.f_back if frame.f_code is aenter_code else frame,
-                    handoff,
+                    _semaphore_note(handoff),
                 )
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
@@ -867,12 +869,8 @@ def semaphore_patches() -> list[Patch]:
             t1,
             owner,
             caller,
-            # ``async with`` (no site kept): the owner releases at its line.
-            raw_site(site[0], site[1])
-            if site is not None
-            else raw_site(caller.f_code, caller.f_lasti)
-            if owner is caller and caller is not None
-            else capture(),
+            # ``async with`` keeps no site: it is the release's, as for a Lock.
+            raw_site(site[0], site[1]) if site is not None else _site_at_release(None, 0, caller),
             (len(starts) if starts else 0) + (woken is not None),  # the woken one too
         )
         if woken is not None:
