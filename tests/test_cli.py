@@ -599,6 +599,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
         (["run", "--bogus", script], {}, "unrecognized arguments: --bogus"),
         (["run", "--min-hold", "soon", script], {}, "expected a number of seconds"),
         (["run", "--otlp=localhost:4317", script], {}, "invalid OTLP endpoint"),
+        (["run", "--otlp", "localhost:4317", script], {}, "invalid OTLP endpoint 'localhost:4317'"),
         (["run", "--otlp", "http://host:99999", script], {}, "bad port"),
         (["run", "--protocol", "udp", script], {}, "invalid choice: 'udp'"),
         (["run", "--trace-file", "nowhere/t.json", script], {}, "no directory"),

@@ -238,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _looks_like_endpoint(arg: str) -> bool:
+    """A URL, or ``host:port`` that names no file."""
+    if "://" in arg:
+        return True
+    host, colon, port = arg.rpartition(":")
+    return bool(colon and host and port.isdigit() and "/" not in host) and not os.path.exists(arg)
+
+
 def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
     """Options before the program (ours) and the program's own arguments.
 
@@ -267,8 +275,10 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
         if arg.startswith("-m") and len(arg) > 2:  # -mpackage.module
             return argv[: index + 1], argv[index + 1 :]
         if arg == "--otlp":
-            # an optional value: take it if it looks like a URL
-            if index + 1 < len(argv) and "://" in argv[index + 1]:
+            # an optional value: take it if it looks like a URL, or like the
+            # host:port a gRPC user may type (which check_endpoint then
+            # rejects by name, rather than as a missing script)
+            if index + 1 < len(argv) and _looks_like_endpoint(argv[index + 1]):
                 index += 2
             else:
                 index += 1
