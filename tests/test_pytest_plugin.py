@@ -441,6 +441,52 @@ def test_summary_ranks_tests_and_primitives_and_says_where_the_trace_went(
     assert test_slow.attributes[semconv.ATTR_TEST_WAIT_MS] >= 80
 
 
+HELD_WHILE_WAITING = """
+import asyncio
+
+def test_holder_waits():
+    async def main():
+        lock = asyncio.Lock()
+        reply = asyncio.get_running_loop().create_future()
+
+        async def holder():
+            async with lock:
+                await reply
+
+        async def queued():
+            async with lock:
+                pass
+
+        first = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        others = [asyncio.create_task(queued()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        reply.set_result(1)
+        await asyncio.gather(first, *others)
+    asyncio.run(main())
+"""
+
+
+def test_summary_says_what_a_holder_others_queued_for_waited_on(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_held=HELD_WHILE_WAITING)
+    result = run(suite, "--aiotrace")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    section = out[out.index("= aiotrace =") :].splitlines()
+    start = section.index("Waited while holding (others queued for what was held):")
+    taken = line_in(suite, "test_held.py", "async with lock:")
+    awaited = line_in(suite, "test_held.py", "await reply")
+    made = line_in(suite, "test_held.py", "lock = asyncio.Lock()")
+    future = line_in(suite, "test_held.py", "reply = ")
+    assert section[start + 1].startswith(
+        f"  lock (test_held.py:{made}), taken at test_held.py:{taken}, was held while waiting "
+    ), section
+    assert section[start + 1].endswith(
+        f" for reply (test_held.py:{future}) at test_held.py:{awaited} "
+        "(1 time; up to 2 queued behind)"
+    ), section
+
+
 def test_ini_options_apply_and_command_line_options_win(suite: pytest.Pytester) -> None:
     suite.makeini(
         INI

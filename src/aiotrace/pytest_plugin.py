@@ -867,6 +867,10 @@ class AiotracePlugin:
                 else:
                     line = f"never waited on; longest hold {duration_text(row.max_hold_ms)}"
                 write(f"  {row.name}  {row.kind}: {line}")
+        if report is not None and limit and report.waits_while_holding:
+            write("Waited while holding (others queued for what was held):")
+            for nested in report.waits_while_holding[:limit]:
+                write(f"  {nested.text()}")
         leaky = [r for r in self.records if r.leaks]
         if leaky:
             verdict = (

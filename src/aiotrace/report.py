@@ -10,11 +10,18 @@ pytest plugin's summary.
 Totals per primitive come from two sources: the spans (waits and holds that
 passed their thresholds) and the summary events on the run span, which count
 every wait, spanned or not. The summary wins where both exist.
+
+A lock that others queue for is slow for a reason, and the commonest is
+that its holder waits on something else meanwhile (a pool's semaphore, a
+queue, a future): the builder pairs each contended hold with the same
+task's waits inside it, so the report can say "held A while waiting for B"
+instead of leaving the user to find the two spans in a timeline.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +39,8 @@ _WAIT_SPANS: Final = semconv.WAIT_SPANS
 _HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
+_NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
+"""Waits that can hold up a task holding a lock: on primitives and on futures."""
 
 
 @dataclass
@@ -64,6 +73,32 @@ class HoldRow:
 
 
 @dataclass
+class NestedRow:
+    """Waits of a holder inside its holds, while others queued for what it held.
+
+    One row per (held primitive, where it was taken, what was waited for,
+    where): the line that makes a queue for ``held`` long.
+    """
+
+    held: str
+    held_at: str
+    waited_for: str
+    waited_at: str
+    times: int = 0
+    wait_ms: float = 0.0
+    max_queued: int = 0
+
+    def text(self) -> str:
+        """One line, for the run report and the pytest summary alike."""
+        return (
+            f"{self.held}, taken at {self.held_at}, was held while waiting "
+            f"{duration_text(self.wait_ms)} for {self.waited_for} at {self.waited_at} "
+            f"({self.times} time{'s' if self.times != 1 else ''}; "
+            f"up to {self.max_queued} queued behind)"
+        )
+
+
+@dataclass
 class Report:
     """Plain data; see :func:`render`."""
 
@@ -77,6 +112,8 @@ class Report:
     """Primitives used only briefly and never waited on: not in ``primitives``."""
     uncontended_operations: int = 0
     longest_holds: list[HoldRow] = field(default_factory=list)
+    waits_while_holding: list[NestedRow] = field(default_factory=list)
+    """Most waited first: see :class:`NestedRow`."""
     futures: dict[str, int] = field(default_factory=dict)
     future_p50_ms: float | None = None
     future_max_ms: float | None = None
@@ -99,15 +136,32 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         """The inverse of :meth:`to_json`."""
-        report = cls(**{k: v for k, v in data.items() if k not in ("primitives", "longest_holds")})
+        rows = ("primitives", "longest_holds", "waits_while_holding")
+        report = cls(**{k: v for k, v in data.items() if k not in rows})
         report.primitives = [PrimitiveRow(**row) for row in data.get("primitives", ())]
         report.longest_holds = [HoldRow(**row) for row in data.get("longest_holds", ())]
+        report.waits_while_holding = [
+            NestedRow(**row) for row in data.get("waits_while_holding", ())
+        ]
         report.unresolved_futures = [tuple(f) for f in report.unresolved_futures]  # type: ignore[misc]
         return report
 
 
 def _ms(draft: SpanDraft) -> float:
     return (draft.end - draft.start) / 1e6
+
+
+def _code_site(attrs: dict[str, Any]) -> str:
+    path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
+    line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
+    return f"{short_path(str(path))}:{line}" if path and line else "?"
+
+
+# What the pairing of holds and waits keeps per task, most recent last:
+# a wait (start, end, what, where); a contended hold (start, end, what,
+# where, how many queued).
+_Wait = tuple[int, int, str, str]
+_Hold = tuple[int, int, str, str, int]
 
 
 class ReportBuilder:
@@ -117,6 +171,11 @@ class ReportBuilder:
     KEEP_FINDINGS: Final = 200
     KEEP_FUTURES: Final = 20
     KEEP_TTR: Final = 100_000
+    KEEP_RECENT: Final = 16
+    """Waits and contended holds kept per task for pairing (a wait ends inside its hold)."""
+    KEEP_TASKS: Final = 4096
+    """Tasks whose recent waits and holds are kept; the oldest is forgotten first."""
+    KEEP_NESTED: Final = 1000
 
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], PrimitiveRow] = {}
@@ -132,6 +191,8 @@ class ReportBuilder:
         self._run: SpanDraft | None = None
         self._findings: list[dict[str, Any]] = []
         self._trace_ids: dict[int, int] = {}
+        self._recent: dict[tuple[int, str], tuple[deque[_Wait], deque[_Hold]]] = {}
+        self._nested: dict[tuple[str, str, str, str], NestedRow] = {}
 
     def add(self, drafts: Iterable[SpanDraft]) -> None:
         """Take a batch of finished spans."""
@@ -156,6 +217,7 @@ class ReportBuilder:
                     capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
                     if capacity is not None:
                         row.capacity = int(capacity)
+                    self._pair_wait(draft, row.name)
             elif name in _HOLD_SPANS:
                 row = self._row(attrs)
                 if row is not None:
@@ -163,6 +225,9 @@ class ReportBuilder:
                     row.holds += 1
                     row.max_hold_ms = max(row.max_hold_ms, ms)
                     self._hold(ms, row, attrs)
+                    self._pair_hold(draft, row.name)
+            elif name == semconv.SPAN_FUTURE_WAIT:
+                self._pair_wait(draft, str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "a future")))
             elif name == semconv.SPAN_FUTURE:
                 self._future(draft)
             elif name == semconv.SPAN_TASK:
@@ -197,14 +262,11 @@ class ReportBuilder:
         return row
 
     def _hold(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
-        path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
-        line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
-        site = f"{short_path(str(path))}:{line}" if path and line else "?"
         entry = HoldRow(
             ms=round(ms, 3),
             primitive=row.name,
             holder=str(attrs.get(semconv.ATTR_TASK_NAME, "?")),
-            site=site,
+            site=_code_site(attrs),
             waiters=int(attrs.get(semconv.ATTR_WAITERS_DURING, 0)),
         )
         self._counter += 1
@@ -213,6 +275,60 @@ class ReportBuilder:
             heapq.heappush(self._holds, item)
         elif ms > self._holds[0][0]:
             heapq.heapreplace(self._holds, item)
+
+    def _recent_of(self, draft: SpanDraft) -> tuple[deque[_Wait], deque[_Hold]] | None:
+        task = draft.attributes.get(semconv.ATTR_TASK_NAME)
+        if task is None:
+            return None
+        key = (draft.trace_id, str(task))
+        recent = self._recent.get(key)
+        if recent is None:
+            if len(self._recent) >= self.KEEP_TASKS:
+                del self._recent[next(iter(self._recent))]
+            recent = self._recent[key] = (
+                deque(maxlen=self.KEEP_RECENT),
+                deque(maxlen=self.KEEP_RECENT),
+            )
+        return recent
+
+    def _pair_wait(self, draft: SpanDraft, what: str) -> None:
+        # Spans arrive as they end, a wait before the hold around it as a
+        # rule; a trace file read back may order them otherwise, so each
+        # side looks for the other and whichever comes second pairs them.
+        recent = self._recent_of(draft)
+        if recent is None:
+            return
+        wait = (draft.start, draft.end, what, _code_site(draft.attributes))
+        recent[0].append(wait)
+        for hold in recent[1]:
+            if hold[0] <= wait[0] and wait[1] <= hold[1]:
+                self._nest(hold, wait)
+
+    def _pair_hold(self, draft: SpanDraft, what: str) -> None:
+        queued = int(draft.attributes.get(semconv.ATTR_WAITERS_DURING, 0))
+        if not queued:
+            return  # nobody waited for it: whatever its holder did cost no one
+        recent = self._recent_of(draft)
+        if recent is None:
+            return
+        hold = (draft.start, draft.end, what, _code_site(draft.attributes), queued)
+        recent[1].append(hold)
+        for wait in recent[0]:
+            if hold[0] <= wait[0] and wait[1] <= hold[1]:
+                self._nest(hold, wait)
+
+    def _nest(self, hold: _Hold, wait: _Wait) -> None:
+        key = (hold[2], hold[3], wait[2], wait[3])
+        row = self._nested.get(key)
+        if row is None:
+            if len(self._nested) >= self.KEEP_NESTED:
+                return
+            row = self._nested[key] = NestedRow(
+                held=hold[2], held_at=hold[3], waited_for=wait[2], waited_at=wait[3]
+            )
+        row.times += 1
+        row.wait_ms += (wait[1] - wait[0]) / 1e6
+        row.max_queued = max(row.max_queued, hold[4])
 
     def _future(self, draft: SpanDraft) -> None:
         attrs = draft.attributes
@@ -293,6 +409,14 @@ class ReportBuilder:
             uncontended=len(quiet),
             uncontended_operations=sum(r.operations for r in quiet),
             longest_holds=[entry for _, _, entry in sorted(self._holds, reverse=True)],
+            waits_while_holding=sorted(
+                (
+                    NestedRow(**{**asdict(row), "wait_ms": round(row.wait_ms, 3)})
+                    for row in self._nested.values()
+                ),
+                key=lambda row: row.wait_ms,
+                reverse=True,
+            ),
             futures=dict(self._futures),
             unresolved_futures=list(self._unresolved),
             tasks=dict(self._tasks),
@@ -438,6 +562,11 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
                 f"at {hold.site}{waiting}"
             )
+
+    if report.waits_while_holding:
+        console.print("[bold]Waited while holding[/] (others queued for what was held)")
+        for nested in report.waits_while_holding[:5]:
+            print_plain(console, f"  {nested.text()}")
 
     semaphores = [r for r in report.primitives if r.kind in _SEMAPHORES]
     if semaphores:

@@ -1,0 +1,164 @@
+"""The report's "Waited while holding": a holder that waits makes its queue long.
+
+A program with the bug (a lock held across waits for a semaphore and for a
+future) and a twin without it (the same waits, and the same long hold with
+the same queue, but the waits happen before the lock is taken) run under
+``aiotrace run``; the report must name the first exactly and say nothing of
+the second.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiotrace import semconv
+from aiotrace._assemble import SpanDraft
+from aiotrace.report import ReportBuilder
+from tests.cli_support import Trace, aiotrace, clean_env, report_lines
+
+PROGRAM = """\
+import asyncio
+import sys
+
+
+async def main(bug: bool) -> None:
+    lock = asyncio.Lock()
+    slots = asyncio.Semaphore(1)
+    reply = asyncio.get_running_loop().create_future()
+
+    async def busy() -> None:
+        async with slots:
+            await asyncio.sleep(0.05)
+
+    async def waits() -> None:
+        async with slots:  # SLOT
+            pass
+        await reply  # REPLY
+
+    async def holder() -> None:
+        if bug:
+            async with lock:  # HOLD
+                await waits()
+        else:
+            await waits()
+            async with lock:
+                await asyncio.sleep(0.1)  # as long a hold, with as long a queue
+
+    async def queued() -> None:
+        async with lock:
+            pass
+
+    async def answer() -> None:
+        await asyncio.sleep(0.2)
+        reply.set_result(1)
+
+    answered = asyncio.create_task(answer())
+    first = asyncio.create_task(busy())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    if not bug:
+        await asyncio.sleep(0.25)  # the holder has waited and taken the lock
+    others = [asyncio.create_task(queued()) for _ in range(3)]
+    await asyncio.gather(answered, first, second, *others)
+
+
+asyncio.run(main(sys.argv[1] == "bug"))
+"""
+
+
+def _line(marker: str) -> int:
+    return next(n for n, text in enumerate(PROGRAM.splitlines(), 1) if f"# {marker}" in text)
+
+
+def _run(tmp_path: Path, which: str) -> tuple[dict[str, Any], list[str]]:
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    result = aiotrace(
+        "run",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "prog.py",
+        which,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads((tmp_path / "r.json").read_text()), report_lines(result.stderr)
+
+
+def test_a_lock_held_across_waits_names_each_wait_and_its_line(tmp_path: Path) -> None:
+    report, lines = _run(tmp_path, "bug")
+    rows = {row["waited_for"]: row for row in report["waits_while_holding"]}
+    assert set(rows) == {"slots (prog.py:7)", "reply (prog.py:8)"}, rows
+    slot, reply = rows["slots (prog.py:7)"], rows["reply (prog.py:8)"]
+    for row, line in ((slot, _line("SLOT")), (reply, _line("REPLY"))):
+        assert row["held"] == "lock (prog.py:6)"
+        assert row["held_at"] == f"prog.py:{_line('HOLD')}"
+        assert row["waited_at"] == f"prog.py:{line}"
+        assert row["times"] == 1
+        assert row["max_queued"] == 3
+    # busy() kept the slot 50 ms; answer() set the reply 200 ms in
+    assert 30 < slot["wait_ms"] < reply["wait_ms"] - 50
+    assert report["waits_while_holding"][0]["waited_for"] == "reply (prog.py:8)"
+    assert (
+        f"  lock (prog.py:6), taken at prog.py:{_line('HOLD')}, was held while waiting "
+        in "\n".join(lines)
+    )
+
+    # The saved trace says the same, whatever order its spans are read in.
+    replayed = aiotrace("report", "t.json", "--json", cwd=tmp_path)
+    assert json.loads(replayed.stdout)["waits_while_holding"] == report["waits_while_holding"]
+    for order in (list, lambda spans: list(reversed(spans))):
+        builder = ReportBuilder()
+        builder.add(order(Trace(tmp_path / "t.json").spans))
+        assert [(row.waited_for, row.times) for row in builder.build().waits_while_holding] == [
+            ("reply (prog.py:8)", 1),
+            ("slots (prog.py:7)", 1),
+        ]
+
+
+def test_the_same_waits_before_the_lock_are_not_reported(tmp_path: Path) -> None:
+    report, lines = _run(tmp_path, "twin")
+    assert report["waits_while_holding"] == []
+    assert not any(line.startswith("Waited while holding") for line in lines)
+    # ... though the hold was as long, with as many queued, and the waits happened
+    holds = report["longest_holds"]
+    assert any(h["waiters"] == 3 and h["ms"] >= 90 for h in holds), holds
+    waited = {row["name"] for row in report["primitives"]}
+    assert {"slots (prog.py:7)", "lock (prog.py:6)"} <= waited
+
+
+def _draft(name: str, start: int, end: int, **attrs: object) -> SpanDraft:
+    draft = SpanDraft(name, 1, start + 1, start * 1_000_000, end * 1_000_000)
+    draft.attributes = {key.replace("__", "."): value for key, value in attrs.items()}
+    return draft
+
+
+def test_only_a_wait_of_the_holder_inside_a_hold_others_queued_for_is_paired() -> None:
+    lock = {"aiotrace.primitive.kind": "Lock", "aiotrace.primitive.site": "a.py:1"}
+    sem = {"aiotrace.primitive.kind": "Semaphore", "aiotrace.primitive.site": "a.py:2"}
+    drafts = [
+        # t1 holds the lock 0-100 ms, two queued; t2 holds it 200-300 ms, none queued
+        _draft(
+            semconv.SPAN_LOCK_HOLD, 0, 100, aiotrace__task__name="t1", aiotrace__waiters=2, **lock
+        ),
+        _draft(semconv.SPAN_LOCK_HOLD, 200, 300, aiotrace__task__name="t2", **lock),
+        # inside t1's hold: t1's wait (paired), t3's (another task's)
+        _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 10, 40, aiotrace__task__name="t1", **sem),
+        _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 10, 40, aiotrace__task__name="t3", **sem),
+        # t1's wait that outlasts its hold, and t2's inside a hold nobody queued for
+        _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 90, 150, aiotrace__task__name="t1", **sem),
+        _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 210, 290, aiotrace__task__name="t2", **sem),
+    ]
+    builder = ReportBuilder()
+    builder.add(drafts)
+    (row,) = builder.build().waits_while_holding
+    assert (row.held, row.waited_for, row.times, row.wait_ms, row.max_queued) == (
+        "a.py:1",
+        "a.py:2",
+        1,
+        30.0,
+        2,
+    )
