@@ -168,6 +168,59 @@ def test_spans_are_delivered_when_the_program_fails_or_exits(tmp_path: Path, how
     assert f"exit status {expected}" in result.stderr
 
 
+@pytest.mark.parametrize(("how", "status"), [("main", 7), ("thread", 5), ("fork", 0)])
+def test_os_exit_delivers_the_spans_and_exits_as_python_does(
+    tmp_path: Path, how: str, status: int
+) -> None:
+    program = PROGRAMS / "os_exit.py"
+    env = clean_env(PYTHONUNBUFFERED="")  # buffered: what os._exit() leaves unflushed stays so
+    plain = python(program, how, cwd=tmp_path, env=env)
+    traced = aiotrace("run", "--trace-file=t.json", program, how, cwd=tmp_path, env=env)
+    assert plain.returncode == traced.returncode == status
+    assert traced.stdout == plain.stdout
+    assert "never flushed" not in plain.stdout
+    assert "Traceback" not in traced.stderr
+    assert "Failed to detach" not in traced.stderr
+    assert (
+        f"exit status {status}" in traced.stderr if status else "exit status" not in traced.stderr
+    )
+    trace = Trace(tmp_path / "t.json")
+    tag = "child" if how == "fork" else how
+    holds = trace.named(semconv.SPAN_LOCK_HOLD)
+    assert sorted(h.attributes[semconv.ATTR_TASK_NAME] for h in holds) == [
+        f"{tag}-{n}" for n in range(3)
+    ]
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == status
+    if how == "fork":
+        (process,) = trace.named(semconv.SPAN_PROCESS)
+        assert {h.trace_id for h in holds} == {trace.root.trace_id}
+        assert process.parent_id == trace.root.span_id
+
+
+def test_a_killed_program_or_child_leaves_its_shipped_spans_and_says_so(tmp_path: Path) -> None:
+    program = PROGRAMS / "os_exit.py"
+    result = aiotrace("run", "--trace-file=t.json", program, "killed-child", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "child exited -9" in result.stdout
+    assert "1 traced process(es) ended without finishing their trace" in " ".join(
+        result.stderr.split()
+    )
+    assert len(Trace(tmp_path / "t.json").named(semconv.SPAN_LOCK_HOLD)) == 3  # shipped before
+
+    # The run itself killed: no report, but the collector says where the trace is.
+    killed = aiotrace("run", "--trace-file=k.json", program, "sigkill", cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    assert "Traceback" not in killed.stderr
+    assert "collector failed" not in killed.stderr
+    shipped = Trace(tmp_path / "k.json")
+    assert len(shipped.named(semconv.SPAN_LOCK_HOLD)) == 3
+    assert killed.stderr.strip().endswith(
+        "aiotrace: the traced program was killed before it could finish its trace; "
+        f"the {len(shipped.spans)} spans it had shipped are in {tmp_path / 'k.json'} "
+        f"(aiotrace report {tmp_path / 'k.json'})"
+    ), killed.stderr
+
+
 def _interrupt(command: list[str], cwd: Path, sig: int) -> subprocess.CompletedProcess[str]:
     """Start ``command``, wait until it prints ``ready``, send it ``sig``."""
     process = started_and_ready(command, cwd)

@@ -10,13 +10,14 @@ Two ways a child comes about:
 
 Either way the child gets an ``aiotrace.process`` span, a child of the span
 that was current where it was started (``TRACEPARENT``), under which its
-tasks nest, and ships everything at exit.
+tasks nest, and ships everything at exit, ``os._exit()`` included.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import json
 import os
 import sys
@@ -49,6 +50,13 @@ def start() -> None:
         {semconv.ATTR_ARGV: list(sys.argv)},
     )
     atexit.register(finish)
+    _deliver_at_os_exit()
+
+
+def _deliver_at_os_exit() -> None:
+    from aiotrace._session import EXIT_DELIVERY
+
+    EXIT_DELIVERY.install(lambda _status: finish())
 
 
 def begin(
@@ -98,6 +106,22 @@ def _begin(
     _state.update(shipping=shipping, provider=provider, span=span, token=token)
 
 
+def detach_quietly(token: object) -> None:
+    """``otel_context.detach``, silent when called from another context.
+
+    ``os._exit()`` called inside a task finishes the trace in that task's
+    context, where the token attached at the start does not belong;
+    OpenTelemetry's detach would log a traceback for it, to a program that
+    is only exiting.
+    """
+    if isinstance(token, contextvars.Token):
+        with contextlib.suppress(ValueError):
+            token.var.reset(token)
+        return
+    with contextlib.suppress(Exception):
+        otel_context.detach(token)  # type: ignore[arg-type]  # another runtime context's
+
+
 def current_span() -> Any:
     """This process's span (``aiotrace.process``, ``pytest.worker``), while it runs."""
     return _state.get("span")
@@ -127,8 +151,7 @@ def _finish() -> None:
         return
     with contextlib.suppress(Exception):
         report_pending()
-    with contextlib.suppress(Exception):
-        otel_context.detach(_state.pop("token"))
+    detach_quietly(_state.pop("token"))
     shipping = _state.get("shipping")
     events = summary_events()
     if _api.is_instrumented():
@@ -169,6 +192,7 @@ def after_fork(consumer: Any) -> None:
         return
     _begin(consumer, None, otel_context.get_current())
     atexit.register(finish)
+    _deliver_at_os_exit()  # a plain os.fork() child leaves through os._exit() as a rule
     from aiotrace._session import SIGTERM_DELIVERY
 
     SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM

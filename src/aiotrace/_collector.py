@@ -158,13 +158,16 @@ class Shipping:
 
 
 class _Producer:
-    __slots__ = ("assembler", "buffer", "pid", "stats")
+    __slots__ = ("assembler", "buffer", "finished", "pid", "stats")
 
     def __init__(self, stats: Stats) -> None:
         self.buffer = bytearray()
         self.assembler = Assembler(stats)
         self.stats: dict[str, Any] = {}
         self.pid = 0
+        self.finished = False
+        """Said goodbye: shipped everything it had. A connection that ends
+        without it belonged to a process killed in the middle of its run."""
 
 
 class Collector:
@@ -218,6 +221,10 @@ class Collector:
         self.producers: dict[socket.socket, _Producer] = {}
         self.finished_producers: list[_Producer] = []
         self.connections = 0
+        self.unfinished = 0
+        """Traced processes gone without saying goodbye: killed (SIGKILL, a crash)."""
+        self.orphaned = True
+        """No ``finish`` from the parent (yet): it died if the control stream ends so."""
 
     # ------------------------------------------------------------------
     def serve(self, control: IO[str], out: IO[str]) -> None:
@@ -248,16 +255,37 @@ class Collector:
                 f"{len(self.producers)} traced process(es) still running when the report was "
                 "made: their later spans are not in it"
             )
+        if self.unfinished:
+            self.notes.append(
+                f"{self.unfinished} traced process(es) ended without finishing their trace "
+                "(killed by a signal no program can catch, or crashed): what each recorded "
+                "in its last moments (at most 0.2 s) may be lost"
+            )
         self.selector.unregister(wake_r)
         wake_r.close()
         wake_w.close()
         report = self.close()
+        if self.orphaned:
+            # Nobody is left to print the report: say where the trace is.
+            path = report.get("trace_file")
+            sys.stderr.write(
+                "aiotrace: the traced program was killed before it could finish its trace; "
+                + (
+                    f"the {report['stats'].get('spans_written', 0)} spans it had shipped are "
+                    f"in {path} (aiotrace report {path})"
+                    if path
+                    else "the spans it had shipped were exported"
+                )
+                + "\n"
+            )
+            return
         out.write("DONE " + json.dumps(report) + "\n")
         out.flush()
 
     def _watch(self, control: IO[str], finish: threading.Event, wake: socket.socket) -> None:
         for line in control:
             if line.strip() == "finish":
+                self.orphaned = False
                 break
         finish.set()
         with contextlib.suppress(OSError):
@@ -299,6 +327,8 @@ class Collector:
         self.finished_producers.append(producer)
         if producer.buffer:
             self.notes.append("a traced process disconnected in the middle of a message")
+        elif not producer.finished:
+            self.unfinished += 1
 
     def _frames(self, producer: _Producer) -> None:
         buffer = producer.buffer
@@ -324,6 +354,8 @@ class Collector:
                 self.sink.export(drafts)
         elif kind == MSG_STATS:
             producer.stats = dict(message[1])
+        elif kind == MSG_BYE:
+            producer.finished = True
 
     # ------------------------------------------------------------------
     def close(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiotrace import _api, semconv
-from aiotrace._child import FOLLOW_FORKS
+from aiotrace._child import FOLLOW_FORKS, detach_quietly
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
 from aiotrace._version import __version__
@@ -178,6 +178,64 @@ class SigtermDelivery:
 
 SIGTERM_DELIVERY: Final = SigtermDelivery()
 """The process's one SIGTERM handler (the run's, or a child process's)."""
+
+
+class ExitDelivery:
+    """Make ``os._exit()`` deliver the spans first, then exit as it would have.
+
+    ``os._exit`` skips atexit, ``finally`` blocks and the interpreter's
+    shutdown: a program that leaves through it (a forking server's child, a
+    supervisor giving up, a test runner's worker) would lose whatever it had
+    not yet shipped, and ``aiotrace run`` would print no report at all. While
+    a delivery is installed, ``os._exit`` runs it first, in the calling
+    thread, then the real ``os._exit``; a timer ends the process the real
+    way if the delivery takes longer than :attr:`TIMEOUT`, so that no
+    delivery can keep alive a process that asked to die. Nothing else of
+    ``os._exit`` changes: unflushed output stays unflushed, the status is
+    the same.
+
+    A delivery belongs to the process that installed it: a fork inherits
+    the patch, not the parent's delivery, until it installs its own.
+    """
+
+    TIMEOUT: Final = 30.0
+
+    def __init__(self) -> None:
+        self._deliver: Callable[[int], object] | None = None
+        self._pid = 0
+        self._real: Callable[[int], NoReturn] = os._exit
+        self._patched = self._exit  # one bound method, compared by identity
+
+    def install(self, deliver: Callable[[int], object]) -> None:
+        """Deliver with ``deliver(status)`` when this process calls ``os._exit(status)``."""
+        self._deliver, self._pid = deliver, os.getpid()
+        if os._exit is not self._patched:
+            self._real = os._exit
+            os._exit = self._patched  # type: ignore[assignment]  # same signature
+
+    def restore(self) -> None:
+        """The real ``os._exit`` back, if ours is still in place."""
+        self._deliver = None
+        if os._exit is self._patched:
+            os._exit = self._real  # type: ignore[assignment]  # the saved original
+
+    def real_exit(self, status: int) -> NoReturn:
+        """``os._exit`` itself, for aiotrace's own last resorts."""
+        self._real(status)
+
+    def _exit(self, status: int, /) -> NoReturn:
+        deliver, self._deliver = self._deliver, None
+        if deliver is not None and self._pid == os.getpid() and isinstance(status, int):
+            timer = threading.Timer(self.TIMEOUT, self._real, (status,))
+            timer.daemon = True
+            timer.start()
+            with contextlib.suppress(BaseException):  # exiting anyway: nothing may stop that
+                deliver(status)
+        self._real(status)
+
+
+EXIT_DELIVERY: Final = ExitDelivery()
+"""The process's ``os._exit`` guard (the run's, or a child process's)."""
 
 
 def summary_events() -> list[tuple[str, dict[str, Any]]]:
@@ -359,8 +417,7 @@ class TraceSession:
         root.set_attribute(semconv.ATTR_INTERNAL_ERRORS, stats["internal_errors"])
         root.set_attribute(semconv.ATTR_BELOW_THRESHOLD, stats["below_threshold"])
         root.set_attribute(semconv.ATTR_OPERATIONS, stats["operations"])
-        with contextlib.suppress(Exception):
-            otel_context.detach(self._token)
+        detach_quietly(self._token)
         root.end()
         self.shipping.send_stats(producer_stats())
         # Everything, nested instrumentations included: drains the pipeline
@@ -374,4 +431,11 @@ class TraceSession:
         return self._report
 
 
-__all__ = ["SIGTERM_DELIVERY", "SessionConfig", "SigtermDelivery", "TraceSession"]
+__all__ = [
+    "EXIT_DELIVERY",
+    "SIGTERM_DELIVERY",
+    "ExitDelivery",
+    "SessionConfig",
+    "SigtermDelivery",
+    "TraceSession",
+]

@@ -595,7 +595,7 @@ def _join_threads() -> None:
 def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     """``aiotrace run``."""
     from aiotrace import semconv
-    from aiotrace._session import SIGTERM_DELIVERY, SessionConfig, TraceSession
+    from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY, SessionConfig, TraceSession
 
     kind, target, argv = _program(args, program)
     label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
@@ -645,7 +645,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
             if not concluded.wait(10.0):
                 sys.stderr.write("aiotrace: the hung program did not stop; ending it\n")
                 conclude(EXIT_HANG)
-                os._exit(EXIT_HANG)
+                EXIT_DELIVERY.real_exit(EXIT_HANG)
 
         threading.Thread(target=last_resort, name="aiotrace-hang-exit", daemon=True).start()
 
@@ -690,7 +690,12 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
 
     # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
     SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
-    code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
+    # Leaving through os._exit(): report, then exit with its status, unflushed output unflushed.
+    EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)))
+    try:
+        code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
+    finally:
+        EXIT_DELIVERY.restore()
     # Ctrl-C while we deliver must not lose the spans: ignore it until done
     # (and a SIGTERM waits for the delivery).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
