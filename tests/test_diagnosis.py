@@ -252,6 +252,43 @@ def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None
     assert span.parent_id == task.span_id
 
 
+def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -> None:
+    """Blocks just over the threshold, each starting anywhere between two pings.
+
+    A block begins between the loop's last answer and the next ping; timed
+    from the ping alone, each looked up to a ping interval shorter, and one
+    under threshold + interval was not seen at all. The ones under the
+    threshold must stay unseen.
+    """
+    import asyncio
+
+    from aiotrace.diagnosis import Watchdog
+
+    blocks: list[float] = []
+    watchdog = Watchdog(
+        report=lambda finding: None,
+        blocked=lambda start, end, *rest: blocks.append(end - start),
+        block_threshold=0.1,
+    )
+
+    async def program() -> None:
+        for seconds in (0.13, 0.07, 0.13, 0.09, 0.13, 0.13, 0.13):
+            await asyncio.sleep(0.013)  # a block starts anywhere between two pings
+            time.sleep(seconds)  # noqa: ASYNC251  # the block under test
+
+    async def main() -> None:
+        watchdog.start()
+        await asyncio.sleep(0.1)  # the watchdog finds the loop
+        await asyncio.create_task(program())
+
+    try:
+        asyncio.run(main())
+    finally:
+        watchdog.stop()
+    assert len(blocks) == 5, blocks  # the 0.07 s and 0.09 s blocks are not over 0.1 s
+    assert all(0.115 <= seconds <= 0.2 for seconds in blocks), blocks
+
+
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
     result, _, _ = diagnose(tmp_path, "deadlock_locks.py")
     report = result.stderr[result.stderr.index("─ aiotrace:") :]

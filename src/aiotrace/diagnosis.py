@@ -479,6 +479,9 @@ def lock_order_finding(earlier: Nesting, now: Nesting) -> Finding:
 @dataclass
 class _LoopState:
     sent: float = 0.0
+    """When the ping in flight was sent (the loop was busy then, if it has not run it)."""
+    alive: float = 0.0
+    """When the loop last ran a ping: a block since then began after it."""
     pending: bool = False
     thread_id: int | None = None
     blocked: bool = False
@@ -505,16 +508,22 @@ class Watchdog:
         hung: Callable[[Finding], None] | None = None,
         hang_timeout: float | None = None,
         block_threshold: float = 0.1,
-        interval: float = 0.05,
+        interval: float = 0.01,
         graph_interval: float = 0.5,
+        discover_interval: float = 0.05,
     ) -> None:
         self._report = report
         self._blocked = blocked
         self._hung = hung
         self.hang_timeout = hang_timeout
         self.block_threshold = block_threshold
-        self.interval = min(interval, block_threshold / 2)
+        # A block began between the loop's last answer and the next ping, at
+        # most one interval apart: the interval is the error of a block's
+        # start, and of which blocks near the threshold are seen at all.
+        self.interval = min(interval, block_threshold / 10)
         self.graph_interval = graph_interval
+        self.discover_interval = discover_interval
+        self._discovered = 0.0
         self.started = time.monotonic()
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
         self._stop = threading.Event()
@@ -549,17 +558,24 @@ class Watchdog:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        for task in _pending_tasks():
-            with contextlib.suppress(Exception):
-                loop = task.get_loop()
-                if id(loop) not in self._loops:
-                    self._loops[id(loop)] = (loop, _LoopState())
+        if now - self._discovered >= self.discover_interval:  # every task: not every tick
+            self._discovered = now
+            for task in _pending_tasks():
+                with contextlib.suppress(Exception):
+                    loop = task.get_loop()
+                    if id(loop) not in self._loops:
+                        self._loops[id(loop)] = (loop, _LoopState())
         for key, (loop, state) in list(self._loops.items()):
             if loop.is_closed():
                 del self._loops[key]
                 continue
             if state.pending:
-                if now - state.sent >= self.block_threshold and loop.is_running():
+                # Sampled an interval early: a block just over the threshold
+                # may end before the next tick. Reported only if it was over.
+                if (
+                    now - self._block_start(state) >= self.block_threshold - self.interval
+                    and loop.is_running()
+                ):
                     self._sample(loop, state)
                 continue
             if not loop.is_running():
@@ -588,19 +604,47 @@ class Watchdog:
             # Should the program go on blocking after it, that block counts
             # from here: sampled once the drain is over, the time spent in it
             # would otherwise be charged to the program's line.
-            state.sent = time.monotonic()
+            state.sent = state.alive = time.monotonic()
             return
         state.blocked = True
+        entries = list(zip(traceback.format_stack(frame), frames, strict=False))
+        # Under ``aiotrace run`` the program's outermost frame is called by
+        # aiotrace's launcher: what is above it is not the program's.
+        cli = sys.modules.get("aiotrace.cli")
+        launcher = getattr(getattr(cli, "_run_script", None), "__code__", None)
+        for index, (_, f) in enumerate(entries):
+            if f.f_code is launcher:
+                del entries[: index + 1]
+                break
         state.sample = [
             entry.rstrip()
-            for entry, f in zip(traceback.format_stack(frame), frames, strict=False)
+            for entry, f in entries
             if not is_internal_file(f.f_code.co_filename) and "runpy" not in f.f_code.co_filename
+        ][-12:] or [
+            # Nothing of the program's on the stack (a callback of asyncio's
+            # own, a thread starting): asyncio's frames, rather than none.
+            entry.rstrip()
+            for entry, f in entries
+            if "/aiotrace/" not in f.f_code.co_filename
         ][-12:]
         task = _base.tasks_by_loop(loop)
         state.sample_task_ref = task
         state.sample_task = task.get_name() if task is not None else None
         coro = task.get_coro() if task is not None else None
         state.sample_coro = getattr(coro, "__qualname__", None)
+
+    def _block_start(self, state: _LoopState) -> float:
+        """When the loop's block began, within half an interval.
+
+        Between its last answer (``alive``) and the ping it has not answered
+        (``sent``): the middle of the two. The ping alone would make every
+        block look shorter by up to an interval, and miss some just over
+        the threshold. A longer gap (the loop was not running, or this
+        thread did not get to run) says nothing of when the block began:
+        then the ping's time, the latest it can have begun.
+        """
+        gap = state.sent - state.alive
+        return state.sent - gap / 2 if 0.0 <= gap <= 3 * self.interval else state.sent
 
     def _ping(self, loop: Any, state: _LoopState) -> None:
         """In the loop's thread: the loop is alive. Ends a block; checks the graph."""
@@ -614,16 +658,19 @@ class Watchdog:
         state.thread_id = threading.get_ident()
         if state.blocked:
             state.blocked = False
-            with contextlib.suppress(Exception):
-                self._blocked(
-                    state.sent,
-                    now,
-                    state.sample_task,
-                    state.sample_coro,
-                    state.sample,
-                    state.sample_task_ref,
-                )
+            start = self._block_start(state)
+            if now - start >= self.block_threshold:
+                with contextlib.suppress(Exception):
+                    self._blocked(
+                        start,
+                        now,
+                        state.sample_task,
+                        state.sample_coro,
+                        state.sample,
+                        state.sample_task_ref,
+                    )
             state.sample_task_ref = None
+        state.alive = now
         if now - state.last_graph < self.graph_interval:
             return
         state.last_graph = now
