@@ -109,12 +109,17 @@ def test_module_sees_what_python_dash_m_gives_it(tmp_path: Path, module: str) ->
     assert traced.stderr == plain.stderr
 
 
-def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path, how: str) -> None:
     script = Path(sys.executable).parent / "aiotrace"
     assert script.exists(), "the aiotrace console script is installed next to python"
+    # -m finds a module in the current directory, as python -m does, though
+    # the console script's sys.path[0] is its bin directory
+    shutil.copy(CONTEND, tmp_path / "contend_here.py")
+    program = [str(CONTEND)] if how == "script" else ["-m", "contend_here"]
     for command in ([str(script)], [sys.executable, "-m", "aiotrace"]):
         result = subprocess.run(
-            [*command, "run", "--trace-file", "t.json", str(CONTEND), "z"],
+            [*command, "run", "--trace-file", "t.json", *program, "z"],
             cwd=tmp_path,
             env=clean_env(),
             capture_output=True,

@@ -381,10 +381,16 @@ def _program(args: argparse.Namespace, program: list[str]) -> tuple[str, str, li
     """(kind, target, argv) of the program to run; usage errors for a missing one."""
     if args.module:
         module = args.module
+        # Looked up as python -m will run it: from the current directory
+        # first (the console script's own sys.path[0] is its bin directory).
+        saved_path = sys.path[:]
+        sys.path.insert(0, os.getcwd())
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError) as exc:
             raise UsageError(f"cannot run module {module!r}: {exc}") from None
+        finally:
+            sys.path[:] = saved_path
         if spec is None:
             raise UsageError(f"no module named {module!r}")
         return "module", module, [module, *program]
