@@ -162,3 +162,58 @@ def test_only_a_wait_of_the_holder_inside_a_hold_others_queued_for_is_paired() -
         30.0,
         2,
     )
+
+
+QUEUE = """\
+import asyncio
+import sys
+
+SLOW_CONSUMER = sys.argv[1] == "slow-consumer"
+
+
+async def main() -> None:
+    jobs = asyncio.Queue(maxsize=2)
+
+    async def producer() -> None:
+        for item in range(10):
+            if not SLOW_CONSUMER:
+                await asyncio.sleep(0.01)
+            await jobs.put(item)
+        await jobs.put(None)
+
+    async def consumer() -> None:
+        while await jobs.get() is not None:
+            if SLOW_CONSUMER:
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(producer(), consumer())
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
+    (tmp_path / "pipeline.py").write_text(QUEUE)
+    texts = {}
+    for which, operation, other in (
+        ("slow-consumer", "put", "get"),
+        ("slow-producer", "get", "put"),
+    ):
+        result = aiotrace(
+            "run", "--no-trace-file", "--report-json=r.json", "pipeline.py", which, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+        assert row["name"] == "jobs (pipeline.py:8)"
+        assert row["capacity"] == 2
+        count, ms = row["by_operation"][operation]
+        assert count >= 7  # ten items, each waited for about 10 ms
+        assert ms >= 7 * 5
+        assert other not in row["by_operation"]
+        lines = report_lines(result.stderr)
+        texts[which] = lines[lines.index("Queues (waits that became spans)") + 1]
+    assert texts["slow-consumer"].startswith("  jobs (pipeline.py:8): maxsize 2; put waited ")
+    assert texts["slow-consumer"].endswith("(full more than empty: its consumers fall behind)")
+    assert texts["slow-producer"].startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
+    assert texts["slow-producer"].endswith("(empty more than full: its producers fall behind)")

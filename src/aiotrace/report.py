@@ -39,6 +39,12 @@ _WAIT_SPANS: Final = semconv.WAIT_SPANS
 _HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
+_QUEUE_WAITS: Final = {
+    name: name.rsplit(".", 1)[1]
+    for name in _WAIT_SPANS
+    if name.rsplit(".", 1)[0].endswith("Queue")
+}
+"""A queue's wait span -> the operation that waited: get, put or join."""
 _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 """Waits that can hold up a task holding a lock: on primitives and on futures."""
 
@@ -59,6 +65,8 @@ class PrimitiveRow:
     capacity: int | None = None
     max_waiters: int = 0
     abandoned: int = 0
+    by_operation: dict[str, list[float]] = field(default_factory=dict)
+    """A queue's spanned waits by operation: get/put/join -> [count, ms]."""
 
 
 @dataclass
@@ -217,6 +225,14 @@ class ReportBuilder:
                     capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
                     if capacity is not None:
                         row.capacity = int(capacity)
+                    operation = _QUEUE_WAITS.get(name)
+                    if operation is not None:
+                        counts = row.by_operation.setdefault(operation, [0, 0.0])
+                        counts[0] += 1
+                        counts[1] += ms
+                        maxsize = attrs.get(semconv.ATTR_QUEUE_MAXSIZE)
+                        if maxsize is not None:
+                            row.capacity = int(maxsize)
                     self._pair_wait(draft, row.name)
             elif name in _HOLD_SPANS:
                 row = self._row(attrs)
@@ -389,6 +405,7 @@ class ReportBuilder:
                 merged.max_wait_ms = max(merged.max_wait_ms, spanned.max_wait_ms)
                 merged.max_hold_ms = max(merged.max_hold_ms, spanned.max_hold_ms)
                 merged.capacity = merged.capacity or spanned.capacity
+                merged.by_operation = spanned.by_operation
             rows[key] = merged
         for key, name in self._named.items():
             if key in rows:
@@ -399,6 +416,8 @@ class ReportBuilder:
             reverse=True,
         )
         for row in ranked:
+            for counts in row.by_operation.values():
+                counts[1] = round(counts[1], 3)
             row.wait_ms = round(row.wait_ms, 3)
             row.max_wait_ms = round(row.max_wait_ms, 3)
             row.max_hold_ms = round(row.max_hold_ms, 3)
@@ -463,6 +482,24 @@ def _by_severity(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def queue_text(row: PrimitiveRow) -> str:
+    """Which side of a queue waited: the answer to "who is too slow?"."""
+    size = f"maxsize {row.capacity}" if row.capacity else "unbounded"
+    parts = []
+    for operation in ("put", "get", "join"):
+        count, ms = row.by_operation.get(operation, (0, 0.0))
+        if count:
+            parts.append(f"{operation} waited {int(count)} times, {duration_text(ms)}")
+    puts = row.by_operation.get("put", (0, 0.0))[1]
+    gets = row.by_operation.get("get", (0, 0.0))[1]
+    verdict = ""
+    if puts > gets:
+        verdict = " (full more than empty: its consumers fall behind)"
+    elif gets > puts:
+        verdict = " (empty more than full: its producers fall behind)"
+    return f"{row.name}: {size}; {'; '.join(parts)}{verdict}"
 
 
 def duration_text(ms: float) -> str:
@@ -580,6 +617,12 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"waited{share}, {duration_text(row.wait_ms)} in total, "
                 f"up to {row.max_waiters} queued"
             )
+
+    queues = [r for r in report.primitives if r.by_operation]
+    if queues:
+        console.print("[bold]Queues[/] (waits that became spans)")
+        for row in queues[:limit]:
+            print_plain(console, f"  {queue_text(row)}")
 
     if report.futures:
         total = sum(report.futures.values())
