@@ -58,6 +58,15 @@ def check_futures(trace: Trace, report: dict[str, Any]) -> None:
     assert [e[0] for e in setter.events] == [semconv.SPAN_FUTURE_RESOLVE]
     assert link_targets(future, semconv.LINK_WAKER) == [setter.span_id]
     assert report["futures"] == {"result": 1}
+    (slowest,) = report["slowest_futures"]  # the report says who kept main waiting, and where
+    assert slowest["ms"] >= 190
+    assert {k: v for k, v in slowest.items() if k != "ms"} == {
+        "future": f"fut (futures.py:{created})",
+        "outcome": "result",
+        "by": "setter",
+        "at": f"futures.py:{resolved}",
+        "waiters": 1,
+    }
 
 
 def check_locks(trace: Trace, report: dict[str, Any]) -> None:
@@ -183,6 +192,9 @@ def check_queue_pipeline(trace: Trace, report: dict[str, Any]) -> None:
     ]
     assert [d[semconv.ATTR_WOKEN] for d in done] == [1]
     assert report["tasks"] == {"completed": 2, "cancelled": 2}
+    (row,) = [r for r in report["primitives"] if r["kind"] == "Queue"]
+    assert row["by_operation"]["put"][0] == len(puts)  # the producer waited: workers are slow
+    assert row["by_operation"]["join"][0] == 1
 
 
 def check_tasks_gather(trace: Trace, report: dict[str, Any]) -> None:

@@ -40,9 +40,7 @@ _HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
 _QUEUE_WAITS: Final = {
-    name: name.rsplit(".", 1)[1]
-    for name in _WAIT_SPANS
-    if name.rsplit(".", 1)[0].endswith("Queue")
+    name: name.rsplit(".", 1)[1] for name in _WAIT_SPANS if name.rsplit(".", 1)[0].endswith("Queue")
 }
 """A queue's wait span -> the operation that waited: get, put or join."""
 _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
@@ -77,6 +75,18 @@ class HoldRow:
     primitive: str
     holder: str
     site: str
+    waiters: int
+
+
+@dataclass
+class FutureRow:
+    """A future some task waited for: how long until whom resolved it, where."""
+
+    ms: float
+    future: str
+    outcome: str
+    by: str | None
+    at: str | None
     waiters: int
 
 
@@ -125,6 +135,8 @@ class Report:
     futures: dict[str, int] = field(default_factory=dict)
     future_p50_ms: float | None = None
     future_max_ms: float | None = None
+    slowest_futures: list[FutureRow] = field(default_factory=list)
+    """Futures that were waited for, longest to resolve first."""
     unresolved_futures: list[tuple[str, str, int]] = field(default_factory=list)
     tasks: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
@@ -144,8 +156,9 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         """The inverse of :meth:`to_json`."""
-        rows = ("primitives", "longest_holds", "waits_while_holding")
+        rows = ("primitives", "longest_holds", "waits_while_holding", "slowest_futures")
         report = cls(**{k: v for k, v in data.items() if k not in rows})
+        report.slowest_futures = [FutureRow(**row) for row in data.get("slowest_futures", ())]
         report.primitives = [PrimitiveRow(**row) for row in data.get("primitives", ())]
         report.longest_holds = [HoldRow(**row) for row in data.get("longest_holds", ())]
         report.waits_while_holding = [
@@ -179,6 +192,7 @@ class ReportBuilder:
     KEEP_FINDINGS: Final = 200
     KEEP_FUTURES: Final = 20
     KEEP_TTR: Final = 100_000
+    KEEP_SLOW_FUTURES: Final = 5
     KEEP_RECENT: Final = 16
     """Waits and contended holds kept per task for pairing (a wait ends inside its hold)."""
     KEEP_TASKS: Final = 4096
@@ -193,6 +207,7 @@ class ReportBuilder:
         self._counter = 0
         self._futures: dict[str, int] = {}
         self._ttr: list[float] = []
+        self._slow_futures: list[tuple[float, int, FutureRow]] = []
         self._unresolved: list[tuple[str, str, int]] = []
         self._tasks: dict[str, int] = {}
         self._spans = 0
@@ -361,8 +376,29 @@ class ReportBuilder:
                 )
             return
         ttr = attrs.get(semconv.ATTR_FUTURE_TIME_TO_RESOLVE)
-        if ttr is not None and len(self._ttr) < self.KEEP_TTR:
+        if ttr is None:
+            return
+        if len(self._ttr) < self.KEEP_TTR:
             self._ttr.append(float(ttr))
+        waiters = int(attrs.get(semconv.ATTR_FUTURE_WAITERS, 0))
+        if not waiters:
+            return  # nobody waited: its time cost no one
+        by = attrs.get(semconv.ATTR_WAKER_TASK)
+        at = attrs.get(semconv.ATTR_WAKER_SITE)
+        entry = FutureRow(
+            ms=round(float(ttr), 3),
+            future=str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "?")),
+            outcome=outcome,
+            by=str(by) if by is not None else None,
+            at=str(at) if at is not None else None,
+            waiters=waiters,
+        )
+        self._counter += 1
+        item = (float(ttr), self._counter, entry)
+        if len(self._slow_futures) < self.KEEP_SLOW_FUTURES:
+            heapq.heappush(self._slow_futures, item)
+        elif item[0] > self._slow_futures[0][0]:
+            heapq.heapreplace(self._slow_futures, item)
 
     def _summaries(self, draft: SpanDraft) -> None:
         for name, _, attrs in draft.events:
@@ -438,6 +474,7 @@ class ReportBuilder:
             ),
             futures=dict(self._futures),
             unresolved_futures=list(self._unresolved),
+            slowest_futures=[entry for _, _, entry in sorted(self._slow_futures, reverse=True)],
             tasks=dict(self._tasks),
             findings=_by_severity(self._findings),
         )
@@ -482,6 +519,22 @@ def _by_severity(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+_RESOLVED: Final = {
+    semconv.OUTCOME_RESULT: "its result set",
+    semconv.OUTCOME_EXCEPTION: "its exception set",
+    semconv.OUTCOME_CANCELLED: "cancelled",
+}
+
+
+def future_text(row: FutureRow) -> str:
+    """Who kept a waited-for future's waiters waiting: the task that resolved it, and where."""
+    what = _RESOLVED.get(row.outcome, row.outcome)
+    by = f" by {row.by}" if row.by else ""
+    at = f" at {row.at}" if row.at else ""
+    waited = f"{row.waiters} task{'s' if row.waiters != 1 else ''} waited"
+    return f"{duration_text(row.ms):>8}  {row.future}: {what}{by}{at}; {waited}"
 
 
 def queue_text(row: PrimitiveRow) -> str:
@@ -634,6 +687,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"max {duration_text(report.future_max_ms)}"
             )
         console.print(line)
+        for slow in report.slowest_futures[:3]:
+            print_plain(console, f"  {future_text(slow)}")
         for name, outcome, waiters in report.unresolved_futures:
             what = (
                 "never resolved"
