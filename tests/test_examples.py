@@ -133,6 +133,21 @@ def check_events(trace: Trace, report: dict[str, Any]) -> None:
         assert wait.attributes[semconv.ATTR_WAKER_TASK] == "loader"
         assert link_targets(wait, semconv.LINK_WAKER) == [loader.span_id]
         assert ms(wait) >= 90
+    # The report: each worker's wait, and who set the event where
+    name = f"ready (events.py:{line_in('events.py', 'ready = asyncio.Event()')})"
+    waited_at = f"events.py:{line_in('events.py', 'await ready.wait()')}"
+    set_at = f"events.py:{line_in('events.py', 'ready.set()')}"
+    longest = report["longest_waits"]
+    assert sorted(w["task"] for w in longest) == ["worker-0", "worker-1", "worker-2"]
+    for wait in longest:
+        assert wait["ms"] >= 90
+        assert {k: v for k, v in wait.items() if k not in ("ms", "task")} == {
+            "primitive": name,
+            "at": waited_at,
+            "outcome": "set",
+            "by": "loader",
+            "by_at": set_at,
+        }
 
 
 def check_conditions(trace: Trace, report: dict[str, Any]) -> None:

@@ -43,6 +43,14 @@ _QUEUE_WAITS: Final = {
     name: name.rsplit(".", 1)[1] for name in _WAIT_SPANS if name.rsplit(".", 1)[0].endswith("Queue")
 }
 """A queue's wait span -> the operation that waited: get, put or join."""
+_OWNED_WAITS: Final = frozenset(
+    {
+        semconv.SPAN_LOCK_ACQUIRE,
+        semconv.SPAN_SEMAPHORE_ACQUIRE,
+        semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+    }
+)
+"""Waits for a holder: the longest holds say who made them wait."""
 _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 """Waits that can hold up a task holding a lock: on primitives and on futures."""
 
@@ -76,6 +84,19 @@ class HoldRow:
     holder: str
     site: str
     waiters: int
+
+
+@dataclass
+class WaitRow:
+    """A long wait on an event, condition, barrier or queue, and what ended it."""
+
+    ms: float
+    primitive: str
+    task: str
+    at: str
+    outcome: str
+    by: str | None
+    by_at: str | None
 
 
 @dataclass
@@ -130,6 +151,8 @@ class Report:
     """Primitives used only briefly and never waited on: not in ``primitives``."""
     uncontended_operations: int = 0
     longest_holds: list[HoldRow] = field(default_factory=list)
+    longest_waits: list[WaitRow] = field(default_factory=list)
+    """On events, conditions, barriers and queues (a lock's are answered by its holds)."""
     waits_while_holding: list[NestedRow] = field(default_factory=list)
     """Most waited first: see :class:`NestedRow`."""
     futures: dict[str, int] = field(default_factory=dict)
@@ -156,8 +179,15 @@ class Report:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
         """The inverse of :meth:`to_json`."""
-        rows = ("primitives", "longest_holds", "waits_while_holding", "slowest_futures")
+        rows = (
+            "primitives",
+            "longest_holds",
+            "longest_waits",
+            "waits_while_holding",
+            "slowest_futures",
+        )
         report = cls(**{k: v for k, v in data.items() if k not in rows})
+        report.longest_waits = [WaitRow(**row) for row in data.get("longest_waits", ())]
         report.slowest_futures = [FutureRow(**row) for row in data.get("slowest_futures", ())]
         report.primitives = [PrimitiveRow(**row) for row in data.get("primitives", ())]
         report.longest_holds = [HoldRow(**row) for row in data.get("longest_holds", ())]
@@ -204,6 +234,7 @@ class ReportBuilder:
         self._summary: dict[tuple[str, str], PrimitiveRow] = {}
         self._named: dict[tuple[str, str], str] = {}
         self._holds: list[tuple[float, int, HoldRow]] = []
+        self._waits: list[tuple[float, int, WaitRow]] = []
         self._counter = 0
         self._futures: dict[str, int] = {}
         self._ttr: list[float] = []
@@ -240,6 +271,11 @@ class ReportBuilder:
                     capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
                     if capacity is not None:
                         row.capacity = int(capacity)
+                    if (
+                        name not in _OWNED_WAITS
+                        and attrs.get(semconv.ATTR_OUTCOME) != semconv.OUTCOME_CANCELLED
+                    ):  # a cancelled wait was ended by no one: a worker stopped, as a rule
+                        self._long_wait(ms, row, attrs)
                     operation = _QUEUE_WAITS.get(name)
                     if operation is not None:
                         counts = row.by_operation.setdefault(operation, [0, 0.0])
@@ -306,6 +342,25 @@ class ReportBuilder:
             heapq.heappush(self._holds, item)
         elif ms > self._holds[0][0]:
             heapq.heapreplace(self._holds, item)
+
+    def _long_wait(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
+        by = attrs.get(semconv.ATTR_WAKER_TASK)
+        by_at = attrs.get(semconv.ATTR_WAKER_SITE)
+        entry = WaitRow(
+            ms=round(ms, 3),
+            primitive=row.name,
+            task=str(attrs.get(semconv.ATTR_TASK_NAME, "?")),
+            at=_code_site(attrs),
+            outcome=str(attrs.get(semconv.ATTR_OUTCOME, "?")),
+            by=str(by) if by is not None else None,
+            by_at=str(by_at) if by_at is not None else None,
+        )
+        self._counter += 1
+        item = (ms, self._counter, entry)
+        if len(self._waits) < self.KEEP_HOLDS:
+            heapq.heappush(self._waits, item)
+        elif ms > self._waits[0][0]:
+            heapq.heapreplace(self._waits, item)
 
     def _recent_of(self, draft: SpanDraft) -> tuple[deque[_Wait], deque[_Hold]] | None:
         task = draft.attributes.get(semconv.ATTR_TASK_NAME)
@@ -464,6 +519,7 @@ class ReportBuilder:
             uncontended=len(quiet),
             uncontended_operations=sum(r.operations for r in quiet),
             longest_holds=[entry for _, _, entry in sorted(self._holds, reverse=True)],
+            longest_waits=[entry for _, _, entry in sorted(self._waits, reverse=True)],
             waits_while_holding=sorted(
                 (
                     NestedRow(**{**asdict(row), "wait_ms": round(row.wait_ms, 3)})
@@ -519,6 +575,14 @@ def _by_severity(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+
+
+def wait_text(row: WaitRow) -> str:
+    """Who waited where, for what, and who ended the wait (the setter, the notifier)."""
+    ended = row.outcome
+    if row.by:
+        ended += f", woken by {row.by}" + (f" at {row.by_at}" if row.by_at else "")
+    return f"{duration_text(row.ms):>8}  {row.task} at {row.at}, for {row.primitive}: {ended}"
 
 
 _RESOLVED: Final = {
@@ -652,6 +716,11 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
                 f"at {hold.site}{waiting}"
             )
+
+    if report.longest_waits:
+        console.print("[bold]Longest waits[/] on events, conditions, barriers and queues")
+        for wait in report.longest_waits:
+            print_plain(console, f"  {wait_text(wait)}")
 
     if report.waits_while_holding:
         console.print("[bold]Waited while holding[/] (others queued for what was held)")
