@@ -130,8 +130,9 @@ def test_the_same_waits_before_the_lock_are_not_reported(tmp_path: Path) -> None
     assert {"slots (prog.py:7)", "lock (prog.py:6)"} <= waited
 
 
-def _draft(name: str, start: int, end: int, **attrs: object) -> SpanDraft:
+def _draft(name: str, start: int, end: int, parent: int = 3, **attrs: object) -> SpanDraft:
     draft = SpanDraft(name, 1, start + 1, start * 1_000_000, end * 1_000_000)
+    draft.parent_id = parent
     draft.attributes = {key.replace("__", "."): value for key, value in attrs.items()}
     return draft
 
@@ -148,6 +149,8 @@ def test_only_a_wait_of_the_holder_inside_a_hold_others_queued_for_is_paired() -
         # inside t1's hold: t1's wait (paired), t3's (another task's)
         _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 10, 40, aiotrace__task__name="t1", **sem),
         _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 10, 40, aiotrace__task__name="t3", **sem),
+        # another process's t1 (another parent), inside t1's hold
+        _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 20, 30, aiotrace__task__name="t1", parent=7, **sem),
         # t1's wait that outlasts its hold, and t2's inside a hold nobody queued for
         _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 90, 150, aiotrace__task__name="t1", **sem),
         _draft(semconv.SPAN_SEMAPHORE_ACQUIRE, 210, 290, aiotrace__task__name="t2", **sem),

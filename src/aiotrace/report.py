@@ -245,7 +245,7 @@ class ReportBuilder:
         self._run: SpanDraft | None = None
         self._findings: list[dict[str, Any]] = []
         self._trace_ids: dict[int, int] = {}
-        self._recent: dict[tuple[int, str], tuple[deque[_Wait], deque[_Hold]]] = {}
+        self._recent: dict[tuple[int, int, str], tuple[deque[_Wait], deque[_Hold]]] = {}
         self._nested: dict[tuple[str, str, str, str], NestedRow] = {}
 
     def add(self, drafts: Iterable[SpanDraft]) -> None:
@@ -366,7 +366,9 @@ class ReportBuilder:
         task = draft.attributes.get(semconv.ATTR_TASK_NAME)
         if task is None:
             return None
-        key = (draft.trace_id, str(task))
+        # The parent tells tasks of one name apart: its task's span, or with
+        # no task spans its process's (xdist workers each have a "Task-3").
+        key = (draft.trace_id, draft.parent_id, str(task))
         recent = self._recent.get(key)
         if recent is None:
             if len(self._recent) >= self.KEEP_TASKS:
