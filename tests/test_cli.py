@@ -377,6 +377,33 @@ def test_service_name_comes_from_flag_then_variables_then_program(tmp_path: Path
         assert json.loads(result.stdout).get("OTEL_SERVICE_NAME") == extra.get("OTEL_SERVICE_NAME")
 
 
+def test_outputs_go_where_asked_though_the_program_changes_directory(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    program = tmp_path / "moves.py"
+    program.write_text(
+        f"import os, runpy\nos.chdir({str(elsewhere)!r})\nrunpy.run_path({str(CONTEND)!r})\n"
+    )
+    result = aiotrace(
+        "run",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "--html=t.html",
+        program,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "elsewhere",
+        "moves.py",
+        "r.json",
+        "t.html",
+        "t.json",
+    ]
+    assert list(elsewhere.iterdir()) == []
+    assert json.loads((tmp_path / "r.json").read_text())["primitives"][0]["name"] == "db"
+
+
 def test_otel_console_exporter_prints_spans(tmp_path: Path) -> None:
     env = clean_env(OTEL_TRACES_EXPORTER="console")
     result = aiotrace("run", "-q", "--no-trace-file", CONTEND, cwd=tmp_path, env=env)
@@ -661,6 +688,8 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
         (["run", "--otlp", "http://host:99999", script], {}, "bad port"),
         (["run", "--protocol", "udp", script], {}, "invalid choice: 'udp'"),
         (["run", "--trace-file", "nowhere/t.json", script], {}, "no directory"),
+        (["run", "--report-json", "nowhere/r.json", script], {}, "cannot write the report"),
+        (["run", "--html", "nowhere/t.html", script], {}, "cannot write the HTML timeline"),
         (["run", "dir"], {}, "can't find '__main__' module"),
         (["run", script], {"AIOTRACE_MIN_WAIT": "x"}, "AIOTRACE_MIN_WAIT='x'"),
         (["run", script], {"AIOTRACE_QUIET": "maybe"}, "AIOTRACE_QUIET='maybe'"),

@@ -443,13 +443,17 @@ def _diagnosis(args: argparse.Namespace) -> DiagnosisConfig | None:
     )
 
 
-def _html_path(path: str | None) -> str | None:
-    """Where the HTML timeline goes; a usage error if its directory does not exist."""
+def _output_path(path: str | None, what: str) -> str | None:
+    """Where an output goes, fixed before the program runs (it may change directory).
+
+    A usage error if its directory does not exist: said at once, not after
+    the program has run.
+    """
     if not path:
         return None
     path = os.path.abspath(path)
     if not os.path.isdir(os.path.dirname(path)):
-        raise UsageError(f"cannot write the HTML timeline: no directory {os.path.dirname(path)!r}")
+        raise UsageError(f"cannot write {what}: no directory {os.path.dirname(path)!r}")
     return path
 
 
@@ -610,8 +614,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     options = _options(args)
     service = args.service_name or os.environ.get("AIOTRACE_SERVICE_NAME") or None
     quiet = args.quiet or _env_flag("AIOTRACE_QUIET")
-    report_json = args.report_json or os.environ.get("AIOTRACE_REPORT_JSON")
-    html = _html_path(args.html or os.environ.get("AIOTRACE_HTML"))
+    report_json = _output_path(
+        args.report_json or os.environ.get("AIOTRACE_REPORT_JSON"), "the report"
+    )
+    html = _output_path(args.html or os.environ.get("AIOTRACE_HTML"), "the HTML timeline")
     diagnosis = _diagnosis(args)
     trace_file = _trace_file(args, label)  # last: a default one is created (see new_trace_file)
     config = SessionConfig(
@@ -771,7 +777,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = read_trace_file(args.trace_file)
     except TraceFileError as exc:
         raise UsageError(str(exc)) from None
-    html = _html_path(args.html)
+    html = _output_path(args.html, "the HTML timeline")
     builder = ReportBuilder()
     builder.add(data.drafts)
     report = builder.build(trace_file=os.path.abspath(args.trace_file))
