@@ -39,17 +39,8 @@ _WAIT_SPANS: Final = semconv.WAIT_SPANS
 _HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
-_QUEUE_WAITS: Final = {
-    name: name.rsplit(".", 1)[1] for name in _WAIT_SPANS if name.rsplit(".", 1)[0].endswith("Queue")
-}
-"""A queue's wait span -> the operation that waited: get, put or join."""
-_OWNED_WAITS: Final = frozenset(
-    {
-        semconv.SPAN_LOCK_ACQUIRE,
-        semconv.SPAN_SEMAPHORE_ACQUIRE,
-        semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
-    }
-)
+_QUEUE_WAITS: Final = semconv.QUEUE_WAIT_OPERATIONS
+_OWNED_WAITS: Final = semconv.ACQUIRE_SPANS
 """Waits for a holder: the longest holds say who made them wait."""
 _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 """Waits that can hold up a task holding a lock: on primitives and on futures."""
@@ -336,12 +327,16 @@ class ReportBuilder:
             site=_code_site(attrs),
             waiters=int(attrs.get(semconv.ATTR_WAITERS_DURING, 0)),
         )
-        self._counter += 1
-        item = (ms, self._counter, entry)
-        if len(self._holds) < self.KEEP_HOLDS:
-            heapq.heappush(self._holds, item)
-        elif ms > self._holds[0][0]:
-            heapq.heapreplace(self._holds, item)
+        self._keep(self._holds, self.KEEP_HOLDS, ms, entry)
+
+    def _keep(self, heap: list[tuple[float, int, Any]], size: int, key: float, entry: Any) -> None:
+        """Keep ``entry`` if it is among the ``size`` largest ``key`` so far (in a min-heap)."""
+        self._counter += 1  # ties: the earlier stays, and entries are never compared
+        item = (key, self._counter, entry)
+        if len(heap) < size:
+            heapq.heappush(heap, item)
+        elif key > heap[0][0]:
+            heapq.heapreplace(heap, item)
 
     def _long_wait(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
         by = attrs.get(semconv.ATTR_WAKER_TASK)
@@ -355,12 +350,7 @@ class ReportBuilder:
             by=str(by) if by is not None else None,
             by_at=str(by_at) if by_at is not None else None,
         )
-        self._counter += 1
-        item = (ms, self._counter, entry)
-        if len(self._waits) < self.KEEP_HOLDS:
-            heapq.heappush(self._waits, item)
-        elif ms > self._waits[0][0]:
-            heapq.heapreplace(self._waits, item)
+        self._keep(self._waits, self.KEEP_HOLDS, ms, entry)
 
     def _recent_of(self, draft: SpanDraft) -> tuple[deque[_Wait], deque[_Hold]] | None:
         task = draft.attributes.get(semconv.ATTR_TASK_NAME)
@@ -450,12 +440,7 @@ class ReportBuilder:
             at=str(at) if at is not None else None,
             waiters=waiters,
         )
-        self._counter += 1
-        item = (float(ttr), self._counter, entry)
-        if len(self._slow_futures) < self.KEEP_SLOW_FUTURES:
-            heapq.heappush(self._slow_futures, item)
-        elif item[0] > self._slow_futures[0][0]:
-            heapq.heapreplace(self._slow_futures, item)
+        self._keep(self._slow_futures, self.KEEP_SLOW_FUTURES, float(ttr), entry)
 
     def _summaries(self, draft: SpanDraft) -> None:
         for name, _, attrs in draft.events:

@@ -105,6 +105,22 @@ WAIT_SPANS: Final = frozenset(
 """Spans of a task blocked on a primitive."""
 HOLD_SPANS: Final = frozenset({SPAN_LOCK_HOLD, SPAN_SEMAPHORE_HOLD, SPAN_BOUNDED_SEMAPHORE_HOLD})
 """Spans of a task holding a lock or a semaphore permit."""
+ACQUIRE_SPANS: Final = frozenset(
+    {SPAN_LOCK_ACQUIRE, SPAN_SEMAPHORE_ACQUIRE, SPAN_BOUNDED_SEMAPHORE_ACQUIRE}
+)
+"""The waits that end in a hold: a holder, not a waker, decides how long they last."""
+QUEUE_WAIT_OPERATIONS: Final = {
+    SPAN_QUEUE_GET: "get",
+    SPAN_QUEUE_PUT: "put",
+    SPAN_QUEUE_JOIN: "join",
+    SPAN_PRIORITY_QUEUE_GET: "get",
+    SPAN_PRIORITY_QUEUE_PUT: "put",
+    SPAN_PRIORITY_QUEUE_JOIN: "join",
+    SPAN_LIFO_QUEUE_GET: "get",
+    SPAN_LIFO_QUEUE_PUT: "put",
+    SPAN_LIFO_QUEUE_JOIN: "join",
+}
+"""A queue's wait span -> the operation that waited."""
 
 SPAN_TEST_SESSION: Final = "pytest.session"
 """The root span of ``pytest --aiotrace``: the whole test session."""
