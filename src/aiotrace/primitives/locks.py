@@ -803,7 +803,16 @@ def semaphore_patches() -> list[Patch]:
                 )
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
-        take(self, t1, frame)
+        if frame.f_code is aenter_code and not diagnosing[0] and not lock_order[0]:
+            # take()'s common case, without the call: ``async with``, whose
+            # site is its release's (the permits list exists: adopted above)
+            permits = self._aiotrace_permits
+            if permits is None:
+                self._aiotrace_permits = [(t1, frame.f_back, None)]
+            else:
+                permits.append((t1, frame.f_back, None))
+        else:
+            take(self, t1, frame)
         return result
 
     def wait_attrs(ref: Any, ahead: int, value: int) -> dict[str, Any]:
