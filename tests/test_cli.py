@@ -404,6 +404,27 @@ def test_outputs_go_where_asked_though_the_program_changes_directory(tmp_path: P
     assert json.loads((tmp_path / "r.json").read_text())["primitives"][0]["name"] == "db"
 
 
+def test_a_program_that_sets_its_own_provider_keeps_it(tmp_path: Path) -> None:
+    program = PROGRAMS / "own_provider.py"
+    plain = python(program, cwd=tmp_path)
+    traced = aiotrace("run", "--trace-file=t.json", program, cwd=tmp_path)
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert json.loads(plain.stdout) == {
+        "provider": True,
+        "spans": ["work-1", "work-2"],
+        "warnings": [],
+    }
+    assert json.loads(traced.stdout) == json.loads(plain.stdout)  # aiotrace's not among them
+    assert "Overriding" not in traced.stderr
+    # ... and the trace has them too, the lock's spans nested in them
+    trace = Trace(tmp_path / "t.json")
+    works = {s.span_id: s.name for s in trace.spans if s.name.startswith("work-")}
+    assert sorted(works.values()) == ["work-1", "work-2"]
+    holds = trace.named(semconv.SPAN_LOCK_HOLD)
+    assert len(holds) == 2
+    assert {works[h.parent_id] for h in holds} == {"work-1", "work-2"}
+
+
 def test_otel_console_exporter_prints_spans(tmp_path: Path) -> None:
     env = clean_env(OTEL_TRACES_EXPORTER="console")
     result = aiotrace("run", "-q", "--no-trace-file", CONTEND, cwd=tmp_path, env=env)

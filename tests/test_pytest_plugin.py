@@ -487,6 +487,48 @@ def test_summary_says_what_a_holder_others_queued_for_waited_on(suite: pytest.Py
     ), section
 
 
+OWN_PROVIDER = """
+import asyncio
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+@pytest.fixture(scope="session")
+def exporter():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    assert trace.get_tracer_provider() is provider
+    return exporter
+
+def test_my_instrumentation(exporter):
+    async def main():
+        with trace.get_tracer("app").start_as_current_span("handler"):
+            lock = asyncio.Lock()
+            async with lock:
+                await asyncio.sleep(0)
+    asyncio.run(main())
+    assert [s.name for s in exporter.get_finished_spans()] == ["handler"]
+"""
+
+
+def test_a_suite_that_sets_its_own_provider_keeps_it(suite: pytest.Pytester) -> None:
+    """A suite testing its own instrumentation sets a provider: the plugin must not take it."""
+    suite.makepyfile(test_own=OWN_PROVIDER)
+    result = run(suite, "--aiotrace", "-W", "error")
+    result.assert_outcomes(passed=1)
+    assert "Overriding" not in result.stdout.str() + result.stderr.str()
+    trace = trace_of(suite)
+    (handler,) = trace.named("handler")  # in the session's trace too
+    (test,) = trace.named(semconv.SPAN_TEST)
+    assert "handler" not in {s.name for s in trace.spans if s.parent_id == 0}
+    assert ancestors(trace, handler)[-1] == semconv.SPAN_TEST_SESSION
+    assert test.trace_id == handler.trace_id
+
+
 def test_ini_options_apply_and_command_line_options_win(suite: pytest.Pytester) -> None:
     suite.makeini(
         INI

@@ -27,7 +27,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from aiotrace import _api, semconv
-from aiotrace._version import __version__
 
 _state: dict[str, Any] = {}
 
@@ -92,8 +91,9 @@ def _begin(
     span_name: str = semconv.SPAN_PROCESS,
     attributes: dict[str, Any] | None = None,
 ) -> None:
-    tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
-    span = tracer.start_span(
+    from aiotrace._session import aiotrace_tracer
+
+    span = aiotrace_tracer().start_span(
         span_name,
         context=parent,
         attributes={

@@ -11,6 +11,7 @@ closes it all in order and returns the :class:`~aiotrace.report.Report`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -83,17 +84,74 @@ def resource_json(resource: Resource) -> dict[str, Any]:
     return out
 
 
+OWN_PROVIDER: list[TracerProvider | None] = [None]
+"""The provider aiotrace installed in this process, if it had to install one."""
+
+
 def install_provider(resource: Resource) -> TracerProvider | None:
-    """Route the program's spans to us: our provider, or our processor on theirs."""
+    """Route the program's spans to us: our provider, or our processor on theirs.
+
+    Ours is installed as a default the program can still replace: a program
+    (or a test suite's conftest) that sets its own provider later gets it,
+    as it would untraced, and our processor on it.
+    """
     current = trace.get_tracer_provider()
-    processor = ForwardingProcessor()
     if isinstance(current, TracerProvider):
-        current.add_span_processor(processor)  # never replace the user's provider
+        current.add_span_processor(ForwardingProcessor())  # never replace the user's provider
         return None
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(processor)
-    trace.set_tracer_provider(provider)
+    provider.add_span_processor(ForwardingProcessor())
+    if not _install_default(provider):
+        trace.set_tracer_provider(provider)
+    OWN_PROVIDER[0] = provider
     return provider
+
+
+def _install_default(provider: TracerProvider) -> bool:
+    """Make ``provider`` the global one without using up ``set_tracer_provider``.
+
+    OpenTelemetry lets a process set its provider once; had aiotrace done it,
+    the program's own call would be refused ("Overriding of current
+    TracerProvider is not allowed") and its exporters would get nothing: a
+    changed program. So ours is set as the API's own lazy default is, and
+    the program's later ``set_tracer_provider`` goes through, our processor
+    added to the provider it sets. This relies on two private names of
+    ``opentelemetry.trace``, unchanged since 1.0; without them, False, and
+    the caller sets ours the public way.
+    """
+    original = getattr(trace, "_set_tracer_provider", None)
+    if original is None or getattr(trace, "_TRACER_PROVIDER", provider) is not None:
+        return False
+    if not getattr(original, "aiotrace_wrapped", False):
+
+        @functools.wraps(original)
+        def _set_tracer_provider(tracer_provider: Any, log: bool) -> None:
+            original(tracer_provider, log)
+            chosen = getattr(trace, "_TRACER_PROVIDER", None)
+            if (
+                chosen is tracer_provider
+                and isinstance(chosen, TracerProvider)
+                and chosen is not OWN_PROVIDER[0]
+            ):
+                with contextlib.suppress(Exception):
+                    chosen.add_span_processor(ForwardingProcessor())
+
+        _set_tracer_provider.aiotrace_wrapped = True  # type: ignore[attr-defined]
+        trace._set_tracer_provider = _set_tracer_provider
+    trace._TRACER_PROVIDER = provider
+    return True
+
+
+def aiotrace_tracer() -> trace.Tracer:
+    """The tracer of aiotrace's own spans (the run, a process, a test, a finding).
+
+    From aiotrace's provider when it installed one: the program may have
+    set its own since, and its exporters must not receive aiotrace's spans.
+    """
+    provider = OWN_PROVIDER[0]
+    if provider is None:
+        return trace.get_tracer(semconv.SCOPE_NAME, __version__)
+    return provider.get_tracer(semconv.SCOPE_NAME, __version__)
 
 
 def parent_from_env(traceparent: str | None = None) -> otel_context.Context:
@@ -339,8 +397,7 @@ class TraceSession:
         )
         self.shipping = Shipping(self.collector.address)
         self.provider = install_provider(self.resource)
-        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
-        self.root = tracer.start_span(
+        self.root = aiotrace_tracer().start_span(
             config.root_name,
             context=parent_from_env(config.traceparent),
             attributes={semconv.ATTR_PID: os.getpid(), **config.root_attributes},

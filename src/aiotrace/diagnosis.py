@@ -925,11 +925,9 @@ class Diagnoser:
                 self.echo(f"aiotrace: {finding.text()}")
 
     def _span(self, finding: Finding) -> None:
-        from opentelemetry import trace
         from opentelemetry.trace import Link, SpanContext, TraceFlags
 
         from aiotrace._context import TASK_SPANS
-        from aiotrace._version import __version__
 
         links = []
         for task in finding.tasks:
@@ -939,7 +937,9 @@ class Diagnoser:
                     span.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(span.flags)
                 )
                 links.append(Link(context, {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER}))
-        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        from aiotrace._session import aiotrace_tracer
+
+        tracer = aiotrace_tracer()
         span = tracer.start_span(
             semconv.SPAN_FINDING, context=self.parent, attributes=finding.attributes(), links=links
         )
@@ -958,7 +958,6 @@ class Diagnoser:
         from opentelemetry import trace
 
         from aiotrace._context import TASK_SPANS
-        from aiotrace._version import __version__
 
         epoch = time.time_ns() - time.monotonic_ns()
         start_ns, end_ns = int(start * 1e9) + epoch, int(end * 1e9) + epoch
@@ -975,7 +974,9 @@ class Diagnoser:
         if where is not None:
             attributes[semconv.ATTR_CODE_FILE_PATH] = where[0]
             attributes[semconv.ATTR_CODE_LINE_NUMBER] = where[1]
-        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        from aiotrace._session import aiotrace_tracer
+
+        tracer = aiotrace_tracer()
         span = tracer.start_span(
             semconv.SPAN_LOOP_BLOCKED, context=parent, attributes=attributes, start_time=start_ns
         )

@@ -632,9 +632,9 @@ class AiotracePlugin:
         from opentelemetry import trace
 
         from aiotrace import semconv
-        from aiotrace._version import __version__
+        from aiotrace._session import aiotrace_tracer
 
-        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        tracer = aiotrace_tracer()
         _, line, function = item.location
         attributes: dict[str, Any] = {
             semconv.ATTR_TEST_CASE_NAME: item.nodeid,
@@ -935,14 +935,15 @@ class _Phase:
         from opentelemetry import trace
 
         from aiotrace import semconv
-        from aiotrace._version import __version__
 
         name = {
             "setup": semconv.SPAN_TEST_SETUP,
             "call": semconv.SPAN_TEST_CALL,
             "teardown": semconv.SPAN_TEST_TEARDOWN,
         }[self.when]
-        tracer = trace.get_tracer(semconv.SCOPE_NAME, __version__)
+        from aiotrace._session import aiotrace_tracer
+
+        tracer = aiotrace_tracer()
         parent = trace.set_span_in_context(running.span, otel_context.Context())
         self.span = tracer.start_span(name, context=parent)
         self.token = otel_context.attach(trace.set_span_in_context(self.span, parent))
