@@ -268,6 +268,65 @@ def test_sigterm_delivers_the_spans_and_dies_by_it(tmp_path: Path) -> None:
     assert "Trace file:" in traced.stderr
 
 
+def test_a_program_killed_while_stuck_reports_the_waits_and_holds_that_never_ended(
+    tmp_path: Path,
+) -> None:
+    program = PROGRAMS / "stuck.py"
+    killed = _interrupt(
+        [
+            sys.executable,
+            "-m",
+            "aiotrace",
+            "run",
+            "--trace-file=t.json",
+            "--report-json=r.json",
+            str(program),
+        ],
+        tmp_path,
+        signal.SIGTERM,
+    )
+    assert killed.returncode == -signal.SIGTERM
+    source = program.read_text().splitlines()
+
+    def line(marker: str) -> int:
+        return next(n for n, text in enumerate(source, 1) if f"# {marker}" in text)
+
+    trace = Trace(tmp_path / "t.json")
+    pending = semconv.OUTCOME_PENDING
+    tasks = {s.attributes[semconv.ATTR_TASK_NAME]: s for s in trace.named(semconv.SPAN_TASK)}
+    hold = trace.one(semconv.SPAN_LOCK_HOLD)
+    assert hold.attributes[semconv.ATTR_OUTCOME] == pending
+    assert hold.attributes[semconv.ATTR_TASK_NAME] == "holder"
+    assert hold.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line("HOLD")
+    assert hold.attributes[semconv.ATTR_WAITERS_DURING] == 1
+    assert hold.parent_id == tasks["holder"].span_id
+    queued = trace.one(semconv.SPAN_LOCK_ACQUIRE)
+    assert queued.attributes[semconv.ATTR_OUTCOME] == pending
+    assert queued.attributes[semconv.ATTR_TASK_NAME] == "waiter"
+    assert queued.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line("QUEUE")
+    assert queued.attributes[semconv.ATTR_BLOCKER_TASK] == "holder"
+    assert queued.parent_id == tasks["waiter"].span_id
+    permit = trace.one(semconv.SPAN_SEMAPHORE_HOLD)
+    assert permit.attributes[semconv.ATTR_OUTCOME] == pending
+    assert permit.attributes[semconv.ATTR_TASK_NAME] == "worker"
+    assert permit.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line("PERMIT")
+    client = trace.one(semconv.SPAN_SEMAPHORE_ACQUIRE)
+    assert client.attributes[semconv.ATTR_BLOCKER_TASK] == "worker"
+    assert client.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line("CLIENT")
+    event = trace.one(semconv.SPAN_EVENT_WAIT, aiotrace__task__name="holder")
+    assert event.attributes[semconv.ATTR_OUTCOME] == pending
+    assert event.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line("EVENT")
+    assert hold.start <= event.start  # it waited while holding
+    assert event.end <= hold.end
+    assert hold.end - hold.start >= 50_000_000
+    # The report: no more "no contention", and the holder's wait named
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert {row["kind"] for row in report["primitives"]} == {"Lock", "Semaphore", "Event"}
+    nested = {(n["held_at"], n["waited_at"]) for n in report["waits_while_holding"]}
+    assert (f"stuck.py:{line('HOLD')}", f"stuck.py:{line('EVENT')}") in nested
+    assert "No contention" not in killed.stderr
+
+
 # ---------------------------------------------------------------------------
 # Where spans go: the trace file and the report
 # ---------------------------------------------------------------------------

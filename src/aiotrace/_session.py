@@ -458,8 +458,12 @@ class TraceSession:
             return self._report
         self._finished = True
         if self.diagnoser is not None:
+            from aiotrace.diagnosis import report_unfinished
+
             with contextlib.suppress(Exception):
                 self.findings = self.diagnoser.finish()
+            with contextlib.suppress(Exception):
+                report_unfinished()  # before the tasks they belong to end (report_pending)
         self._restore_env()
         FOLLOW_FORKS[0] = True
         with contextlib.suppress(Exception):

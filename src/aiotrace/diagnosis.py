@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -45,6 +46,7 @@ from aiotrace._sites import (
     is_internal_file,
     line_of,
     qualname,
+    raw_site,
     short_path,
 )
 from aiotrace.primitives import _base
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 
     from aiotrace.primitives._lock_order import Nesting
 
+_AIOTRACE_PRIMITIVES: Final = os.path.dirname(_base.__file__)
+"""The patched waits' directory: their frames keep the wait's start as ``t0``."""
 DEADLOCK: Final = semconv.FINDING_DEADLOCK
 HANG: Final = semconv.FINDING_HANG
 LEAK: Final = semconv.FINDING_LEAK
@@ -418,6 +422,138 @@ def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) ->
     if unknown or (not holders and not permits):
         return Wait(task, what, None)
     return Wait(task, what, holders, held_at=held_at)
+
+
+# ===========================================================================
+# Waits and holds that never ended
+# ===========================================================================
+
+
+def report_unfinished() -> int:
+    """At exit: a span for every wait still waiting and every hold still held.
+
+    A program stopped while stuck (SIGTERM from a CI timeout, a supervisor)
+    never ends those waits and holds, and they are the ones that explain
+    it: without them its report would say that no wait passed its
+    threshold. Each ends now, with outcome ``pending``; a wait for a lock
+    or a semaphore names the task holding it. Only the primitives that
+    diagnosis watches are known here (``aiotrace run`` watches them unless
+    ``--no-diagnosis``). A primitive held by a task that has finished is a
+    leak, reported as such, not here. Returns how many spans.
+    """
+    from time import perf_counter_ns
+
+    watched = _base.WATCHED[0]
+    if watched is None:
+        return 0
+    now = perf_counter_ns()
+    pending = _pending_tasks()
+    by_frame: dict[int, Any] = {}
+    for task in pending:
+        for frame in await_frames(task):
+            by_frame.setdefault(id(frame), task)
+    count = 0
+    holders: dict[int, str] = {}  # id(primitive) -> a pending task holding it
+    for prim in list(watched):
+        with contextlib.suppress(Exception):
+            count += _unfinished_holds(prim, by_frame, now, holders)
+    waiters = _waiter_index()
+    for task in pending:
+        with contextlib.suppress(Exception):
+            count += _unfinished_wait(task, waiters, now, holders)
+    return count
+
+
+def _parent_of(task: Any) -> Any:
+    from aiotrace._context import TASK_SPANS, current_span
+
+    span = TASK_SPANS.get(id(task))
+    return span if span is not None else current_span()
+
+
+def _unfinished_holds(
+    prim: Any, by_frame: dict[int, Any], now: int, holders: dict[int, str]
+) -> int:
+    ref: Any = getattr(prim, "_aiotrace_ref", None)
+    name = semconv.HOLD_SPAN_OF.get(ref.kind) if ref is not None else None
+    if name is None or ref.stats.internal:
+        return 0
+    if isinstance(prim, asyncio.Lock):
+        owner = getattr(prim, "_aiotrace_owner", None)
+        if owner is None or not prim.locked():
+            return 0
+        olasti = getattr(prim, "_aiotrace_olasti", 0)  # where it was taken (diagnosis keeps it)
+        entries = [(getattr(prim, "_aiotrace_t0", 0), owner, (owner.f_code, olasti))]
+    else:  # a Semaphore's permits: (t0, owner frame, site)
+        entries = list(getattr(prim, "_aiotrace_permits", None) or ())
+    queued = len(getattr(prim, "_waiters", None) or ())
+    attrs: dict[str, Any] = {}
+    if queued:
+        attrs[semconv.ATTR_WAITERS_DURING] = queued
+    if ref.capacity is not None:
+        attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
+    count = 0
+    for t0, owner, site in entries:
+        holder = by_frame.get(id(owner)) if owner is not None else None
+        if holder is None or not t0:
+            continue  # held by a task that finished: a leak, reported as one
+        holder_name = _base.task_name(holder)
+        _base.emit_hold(
+            name,
+            ref,
+            t0,
+            now,
+            _parent_of(holder),
+            holder_name,
+            raw_site(site[0], site[1]) if site is not None else None,
+            attrs or None,
+            semconv.OUTCOME_PENDING,
+        )
+        holders.setdefault(id(prim), holder_name or "?")
+        count += 1
+    return count
+
+
+def _unfinished_wait(
+    task: Any, waiters: dict[int, tuple[Any, str, str]], now: int, holders: dict[int, str]
+) -> int:
+    fut = getattr(task, "_fut_waiter", None)
+    entry = waiters.get(id(fut)) if fut is not None else None
+    if entry is None:
+        return 0  # not on a primitive: a sleep, I/O, a future (futures end their own spans)
+    prim, _, role = entry
+    ref: Any = getattr(prim, "_aiotrace_ref", None)
+    name = semconv.WAIT_SPAN_OF.get((ref.kind, role)) if ref is not None else None
+    if name is None or ref.stats.internal:
+        return 0
+    # When it began: the start our patched wait keeps in its frame (t0);
+    # where: the first of the program's frames outside it.
+    t0 = None
+    user = None
+    for frame in reversed(await_frames(task)):
+        if t0 is None:
+            if _AIOTRACE_PRIMITIVES in frame.f_code.co_filename:
+                value = frame.f_locals.get("t0")
+                if type(value) is int:
+                    t0 = value
+        elif not is_internal_file(frame.f_code.co_filename):
+            user = frame
+            break
+    if t0 is None:
+        return 0
+    holder = holders.get(id(prim))
+    _base.emit_wait(
+        name,
+        ref,
+        t0,
+        now,
+        semconv.OUTCOME_PENDING,
+        {semconv.ATTR_BLOCKER_TASK: holder} if holder is not None else None,
+        frame=user,
+        task=task,
+        parent=_parent_of(task),
+    )
+    return 1
 
 
 # ===========================================================================

@@ -370,5 +370,30 @@ KIND_LIFO_QUEUE: Final = "LifoQueue"
 KIND_FUTURE: Final = "Future"
 """``aiotrace.primitive.kind`` of a traced future."""
 
+WAIT_SPAN_OF: Final = {
+    (KIND_LOCK, "wait"): SPAN_LOCK_ACQUIRE,
+    (KIND_SEMAPHORE, "wait"): SPAN_SEMAPHORE_ACQUIRE,
+    (KIND_BOUNDED_SEMAPHORE, "wait"): SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+    (KIND_EVENT, "wait"): SPAN_EVENT_WAIT,
+    (KIND_CONDITION, "wait"): SPAN_CONDITION_WAIT,
+    (KIND_BARRIER, "wait"): SPAN_BARRIER_WAIT,
+    (KIND_QUEUE, "get"): SPAN_QUEUE_GET,
+    (KIND_QUEUE, "put"): SPAN_QUEUE_PUT,
+    (KIND_QUEUE, "join"): SPAN_QUEUE_JOIN,
+    (KIND_PRIORITY_QUEUE, "get"): SPAN_PRIORITY_QUEUE_GET,
+    (KIND_PRIORITY_QUEUE, "put"): SPAN_PRIORITY_QUEUE_PUT,
+    (KIND_PRIORITY_QUEUE, "join"): SPAN_PRIORITY_QUEUE_JOIN,
+    (KIND_LIFO_QUEUE, "get"): SPAN_LIFO_QUEUE_GET,
+    (KIND_LIFO_QUEUE, "put"): SPAN_LIFO_QUEUE_PUT,
+    (KIND_LIFO_QUEUE, "join"): SPAN_LIFO_QUEUE_JOIN,
+}
+"""(primitive kind, what the waiter does: wait, get, put, join) -> its wait span's name."""
+HOLD_SPAN_OF: Final = {
+    KIND_LOCK: SPAN_LOCK_HOLD,
+    KIND_SEMAPHORE: SPAN_SEMAPHORE_HOLD,
+    KIND_BOUNDED_SEMAPHORE: SPAN_BOUNDED_SEMAPHORE_HOLD,
+}
+"""Primitive kind -> its hold span's name."""
+
 UNKNOWN_SITE: Final = "<created before aiotrace.instrument()>"
 """Site of a primitive that existed before instrumentation began."""

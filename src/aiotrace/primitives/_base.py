@@ -531,6 +531,10 @@ def intern_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
+CURRENT: Final = object()
+"""``emit_wait``'s default task and parent: the current ones."""
+
+
 def emit_wait(
     name: str,
     ref: PrimRef,
@@ -542,6 +546,8 @@ def emit_wait(
     span_id: int = 0,
     optional: bool = False,
     frame: FrameType | None = None,
+    task: Any = CURRENT,
+    parent: Any = CURRENT,
 ) -> None:
     """Emit a wait's span record, capturing the waiter's task, span and site now.
 
@@ -555,13 +561,18 @@ def emit_wait(
     that others link to is given its ``span_id`` up front; any other gets its
     id from the pipeline (``0`` here: one int less per buffered record).
     A caller holding the frame that called the primitive passes it as
-    ``frame``: the search for the user's site then starts there.
+    ``frame``: the search for the user's site then starts there. A wait
+    recorded from outside its task (one still waiting at exit) passes its
+    ``task`` and ``parent`` span.
     """
-    task = current_task()
+    if task is CURRENT:
+        task = current_task()
+    if parent is CURRENT:
+        parent = current_span()
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
     site = capture(1) if frame is None else site_from(frame)
-    fields = (name, t0, t1, span_id, current_span(), task_name(task), site, ref, outcome)
+    fields = (name, t0, t1, span_id, parent, task_name(task), site, ref, outcome)
     if optional:
         record: tuple[Any, ...] = (R_OPTIONAL, *fields, attrs)
     else:
@@ -596,23 +607,26 @@ def emit_hold(
     holder: str | None,
     site: RawSite | None,
     attrs: dict[str, Any] | None,
+    outcome: str | None = None,
 ) -> tuple[Any, ...]:
     """Emit a hold record; returns it, for the wait it hands over to to link to.
 
     Called from ``release()``: if an exception is being handled there (the
     body of ``async with`` raised, or the task was cancelled inside it) the
-    hold's outcome says so. Its span id is given by the pipeline, which
-    resolves a link to the record itself to that id.
+    hold's outcome says so, unless ``outcome`` is given (a hold still held
+    at exit). Its span id is given by the pipeline, which resolves a link to
+    the record itself to that id.
     """
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
-    exc = sys.exc_info()[1]
-    if exc is None:
-        outcome = semconv.OUTCOME_RELEASED
-    elif isinstance(exc, CancelledError):
-        outcome = semconv.OUTCOME_CANCELLED
-    else:
-        outcome = semconv.OUTCOME_RAISED
+    if outcome is None:
+        exc = sys.exc_info()[1]
+        if exc is None:
+            outcome = semconv.OUTCOME_RELEASED
+        elif isinstance(exc, CancelledError):
+            outcome = semconv.OUTCOME_CANCELLED
+        else:
+            outcome = semconv.OUTCOME_RAISED
     record = (R_HOLD, name, t0, t1, 0, parent, holder, site, ref, outcome, attrs)
     RECORDER.emit(record)
     return record
