@@ -282,8 +282,9 @@ class ExitDelivery:
         self._real(status)
 
     def _exit(self, status: int, /) -> NoReturn:
-        deliver, self._deliver = self._deliver, None
+        deliver = self._deliver
         if deliver is not None and self._pid == os.getpid() and isinstance(status, int):
+            self._deliver = None  # once: the delivery itself may end in os._exit
             timer = threading.Timer(self.TIMEOUT, self._real, (status,))
             timer.daemon = True
             timer.start()
