@@ -332,13 +332,19 @@ def _name(prim: Any, kind: str) -> str:
     return _base.display_name(ref) if ref is not None else f"{kind} (created before tracing)"
 
 
+def _tasks_by_frame(tasks: list[Any]) -> dict[int, Any]:
+    """id(frame) -> the task whose await chain it is in: who holds what a frame took."""
+    by_frame: dict[int, Any] = {}
+    for task in tasks:
+        for frame in await_frames(task):
+            by_frame.setdefault(id(frame), task)
+    return by_frame
+
+
 def snapshot(tasks: Iterable[Any] | None = None) -> Graph:
     """The wait-for graph now. Safe from the loop's thread; best effort from another."""
     pending = list(tasks) if tasks is not None else _pending_tasks()
-    by_frame: dict[int, Any] = {}
-    for task in pending:
-        for frame in await_frames(task):
-            by_frame.setdefault(id(frame), task)
+    by_frame = _tasks_by_frame(pending)
     live = {id(t): t for t in pending}
     waiters = _waiter_index()
     waits: dict[int, Wait | None] = {}
@@ -448,10 +454,7 @@ def report_unfinished() -> int:
         return 0
     now = perf_counter_ns()
     pending = _pending_tasks()
-    by_frame: dict[int, Any] = {}
-    for task in pending:
-        for frame in await_frames(task):
-            by_frame.setdefault(id(frame), task)
+    by_frame = _tasks_by_frame(pending)
     count = 0
     holders: dict[int, str] = {}  # id(primitive) -> a pending task holding it
     for prim in list(watched):
