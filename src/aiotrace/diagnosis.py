@@ -468,9 +468,9 @@ def report_unfinished() -> int:
 
 
 def _parent_of(task: Any) -> Any:
-    from aiotrace._context import TASK_SPANS, current_span
+    from aiotrace._context import current_span, task_span_of
 
-    span = TASK_SPANS.get(id(task))
+    span = task_span_of(task)
     return span if span is not None else current_span()
 
 

@@ -935,14 +935,13 @@ class _Phase:
         from opentelemetry import trace
 
         from aiotrace import semconv
+        from aiotrace._session import aiotrace_tracer
 
         name = {
             "setup": semconv.SPAN_TEST_SETUP,
             "call": semconv.SPAN_TEST_CALL,
             "teardown": semconv.SPAN_TEST_TEARDOWN,
         }[self.when]
-        from aiotrace._session import aiotrace_tracer
-
         tracer = aiotrace_tracer()
         parent = trace.set_span_in_context(running.span, otel_context.Context())
         self.span = tracer.start_span(name, context=parent)
