@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
+import types
 from typing import Any
 
 import pytest
@@ -195,6 +197,54 @@ def test_gather_with_return_exceptions(traced: Captured) -> None:
     for span in traced.task_spans:
         if span.span_id != main_span.span_id:
             assert span.parent_id == main_span.span_id
+
+
+def test_a_failed_tasks_exception_is_not_kept_alive(traced: Captured) -> None:
+    """Its span records the exception without holding it (nor its traceback's frames).
+
+    Programs can see who refers to an exception (anyio's suite asserts
+    ``gc.get_referrers(exc) == []`` after a task group fails); a span that
+    kept it would also keep every frame's locals alive until exported.
+    """
+
+    class Gone:
+        pass
+
+    async def fail() -> None:
+        local = Gone()  # noqa: F841  # kept alive by the traceback's frame, if anything keeps it
+        raise LookupError("no such row")  # the raise
+
+    async def main() -> tuple[list[Any], bool, bool]:
+        task = asyncio.create_task(fail(), name="fail")
+        try:
+            await task
+        except LookupError as caught:
+            exc = caught
+        del task
+        await asyncio.sleep(0)
+        gc.collect()
+        alive = any(isinstance(o, Gone) for o in gc.get_objects())
+        tb, exc.__traceback__ = exc.__traceback__, None  # the frames: ours to drop
+        del tb
+        gc.collect()
+        # (3.10 counts main's own frame among them: its locals hold exc.)
+        referrers = [r for r in gc.get_referrers(exc) if not isinstance(r, types.FrameType)]
+        return referrers, alive, any(isinstance(o, Gone) for o in gc.get_objects())
+
+    referrers, kept_by_traceback, kept_after = asyncio.run(main())
+    assert referrers == []
+    assert kept_by_traceback
+    assert not kept_after
+    ((_, event),) = [
+        e for e in _by_task(traced.task_spans)["fail"].events if e[0] == semconv.EVENT_EXCEPTION
+    ]
+    assert event[semconv.ATTR_EXCEPTION_TYPE] == "LookupError"
+    assert event[semconv.ATTR_EXCEPTION_MESSAGE] == "no such row"
+    # traceback.format_exception's text, source lines included
+    stacktrace = event[semconv.ATTR_EXCEPTION_STACKTRACE]
+    assert f"line {line_of('# the raise')}, in fail\n" in stacktrace
+    assert '    raise LookupError("no such row")' in stacktrace
+    assert stacktrace.endswith("LookupError: no such row\n")
 
 
 def test_task_cancelled_while_holding_a_lock(traced: Captured) -> None:

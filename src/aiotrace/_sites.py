@@ -22,6 +22,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
 from typing import TYPE_CHECKING, Final
@@ -330,3 +331,50 @@ def default_name(site: Site | None) -> str:
         return "<unknown>"
     var = variable_name(site)
     return f"{var} ({site.label})" if var else site.label
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # the user's __str__ failed: as traceback prints it
+        return "<exception str() failed>"
+
+
+class RaisedException:
+    """An exception as a span records it, taken when it is raised without keeping it.
+
+    A task's span outlives the task: it waits in the buffer for the pipeline,
+    and stays current in the task's context for as long as anything holds
+    that. Holding the exception there would keep it, its traceback and every
+    frame's locals alive past what the program itself holds, which a program
+    can see (``gc.get_referrers``, weak references: anyio's tests check it).
+    So the traceback is taken as a ``TracebackException`` that does not read
+    source lines (a walk of the frames, cheap), and is formatted, lines
+    read, by the pipeline. Its text is then exactly
+    ``traceback.format_exception``'s.
+    """
+
+    __slots__ = ("message", "name", "qualified_type", "traceback")
+
+    def __init__(self, exc: BaseException) -> None:
+        cls = type(exc)
+        module = cls.__module__
+        self.name = cls.__name__
+        qualname = cls.__qualname__
+        self.qualified_type = (
+            qualname if module in ("builtins", "__main__") else f"{module}.{qualname}"
+        )
+        self.message = _safe_str(exc)
+        tb = exc.__traceback__
+        if sys.version_info >= (3, 13):  # which would keep the class otherwise
+            self.traceback = traceback.TracebackException(
+                cls, exc, tb, lookup_lines=False, compact=True, save_exc_type=False
+            )
+        else:
+            self.traceback = traceback.TracebackException(
+                cls, exc, tb, lookup_lines=False, compact=True
+            )
+
+    def stacktrace(self) -> str:
+        """What ``traceback.format_exception`` gives for the exception."""
+        return "".join(self.traceback.format())

@@ -40,7 +40,6 @@ spans from the OpenTelemetry SDK.
 
 from __future__ import annotations
 
-import traceback
 from collections import OrderedDict
 from types import CodeType
 from typing import Any, Final
@@ -48,7 +47,7 @@ from typing import Any, Final
 from aiotrace import semconv
 from aiotrace._context import ids_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
-from aiotrace._sites import SITES, default_name
+from aiotrace._sites import SITES, RaisedException, default_name
 from aiotrace.primitives._base import PrimRef, display_name, ref_suffix
 
 W_SPAN: Final = 0
@@ -307,7 +306,7 @@ class Encoder:
                     (semconv.EVENT_EXCEPTION, end, exception_attributes(exception)),
                 ]
                 status = STATUS_ERROR
-                description = f"{type(exception).__name__}: {exception}"
+                description = f"{exception.name}: {exception.message}"
             if extras.status is not None and int(extras.status.value) == STATUS_ERROR:
                 status, description = STATUS_ERROR, extras.status_description
         return (
@@ -333,18 +332,13 @@ class Encoder:
         )
 
 
-def exception_attributes(exc: BaseException) -> dict[str, Any]:
+def exception_attributes(exc: BaseException | RaisedException) -> dict[str, Any]:
     """The semantic-convention attributes of an ``exception`` span event."""
-    cls = type(exc)
-    module = cls.__module__
+    raised = exc if isinstance(exc, RaisedException) else RaisedException(exc)
     return {
-        semconv.ATTR_EXCEPTION_TYPE: cls.__qualname__
-        if module in ("builtins", "__main__")
-        else f"{module}.{cls.__qualname__}",
-        semconv.ATTR_EXCEPTION_MESSAGE: str(exc),
-        semconv.ATTR_EXCEPTION_STACKTRACE: "".join(
-            traceback.format_exception(cls, exc, exc.__traceback__)
-        ),
+        semconv.ATTR_EXCEPTION_TYPE: raised.qualified_type,
+        semconv.ATTR_EXCEPTION_MESSAGE: raised.message,
+        semconv.ATTR_EXCEPTION_STACKTRACE: raised.stacktrace(),
     }
 
 

@@ -49,7 +49,7 @@ from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
-from aiotrace._sites import capture, is_asyncio_file, is_internal_file
+from aiotrace._sites import RaisedException, capture, is_asyncio_file, is_internal_file
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     CancelledError,
@@ -106,7 +106,7 @@ class TaskSpanExtras:
         self.links: list[tuple[int, int, int, dict[str, Any]]] | None = None
         self.status: StatusCode | None = None
         self.status_description: str | None = None
-        self.exception: BaseException | None = None
+        self.exception: RaisedException | None = None
 
 
 class TaskSpan(trace.Span):
@@ -305,7 +305,7 @@ def _task_done(task: Any) -> None:
             exc = getattr(task, "_exception", None)
             if exc is not None:
                 span.outcome = semconv.OUTCOME_RAISED
-                span._extras().exception = exc
+                span._extras().exception = RaisedException(exc)
             else:
                 span.outcome = semconv.OUTCOME_COMPLETED
         _emit((R_TASK, span))
