@@ -189,7 +189,7 @@ def test_time_spent_waiting_for_the_pipeline_is_not_charged_to_the_next_line() -
     """
     from aiotrace._pipeline import Pipeline
     from aiotrace._recorder import Recorder
-    from aiotrace.diagnosis import Watchdog, _LoopState
+    from aiotrace.diagnosis import Watchdog, _LoopState, format_stack
 
     in_drain, leave_drain, in_program, done = (threading.Event() for _ in range(4))
 
@@ -230,7 +230,7 @@ def test_time_spent_waiting_for_the_pipeline_is_not_charged_to_the_next_line() -
         time.sleep(0.06)
         watchdog._tick()  # the program's line, past the threshold: a block of its own
         assert state.blocked
-        assert any("done.wait(10)" in line for line in state.sample)  # the blocking line
+        assert any("done.wait(10)" in line for line in format_stack(state.sample))  # its line
     finally:
         leave_drain.set()
         done.set()

@@ -63,6 +63,7 @@ TWINS = [
     ("leaks.py", "--tidy"),
     ("lock_order.py", "--consistent"),
     ("loop_blocked.py", "--awaits"),
+    ("loop_blocked_elsewhere.py", "--awaits"),
 ]
 
 
@@ -250,6 +251,72 @@ def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None
         if s.attributes[semconv.ATTR_TASK_NAME] == "compress"
     ]
     assert span.parent_id == task.span_id
+
+
+def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path: Path) -> None:
+    """A C callback is named (it has no line); a stdlib call is placed at the line calling it."""
+    result, findings, trace = diagnose(tmp_path, "loop_blocked_elsewhere.py")
+    assert result.returncode == EXIT_FINDINGS
+    summaries = sorted((f["summary"] for f in findings), key=lambda s: "time.sleep" in s)
+    assert len(summaries) == 2, summaries
+    wait = line("loop_blocked_elsewhere.py", "done.wait()  #")
+    assert summaries[0].endswith(
+        f'at loop_blocked_elsewhere.py:{wait} in task "waiter" (main.<locals>.wait_for_worker)'
+    )
+    assert summaries[1].endswith("at time.sleep in a callback")
+    by_name = {
+        s.attributes.get(semconv.ATTR_BLOCKED_CALLBACK, "task"): s
+        for s in trace.named(semconv.SPAN_LOOP_BLOCKED)
+    }
+    assert set(by_name) == {"task", "time.sleep"}
+    callback = by_name["time.sleep"].attributes
+    assert semconv.ATTR_CODE_LINE_NUMBER not in callback  # its stack's lines are not its own
+    waiter = by_name["task"].attributes
+    assert waiter[semconv.ATTR_CODE_LINE_NUMBER] == wait
+    assert "threading.py" in waiter[semconv.ATTR_BLOCKED_STACK].splitlines()[-2]  # still shown
+
+
+def test_a_stack_is_published_before_the_block_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop reports a block the moment it answers: the sample must be there by then.
+
+    The loop may end its block and run the watchdog's ping while the
+    watchdog is still sampling; it reports what it finds. Published after the
+    ``blocked`` flag, the stack was empty (or the previous block's).
+    """
+    import threading
+
+    from aiotrace.diagnosis import Watchdog, _LoopState
+    from aiotrace.primitives import _base
+
+    seen: list[tuple[bool, int]] = []
+
+    def tasks_by_loop(loop: Any) -> None:  # called while sampling, after the stack is taken
+        seen.append((state.blocked, len(state.sample)))
+
+    monkeypatch.setattr(_base, "tasks_by_loop", tasks_by_loop)
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, args=(10,))
+    thread.start()
+    try:
+
+        class Loop:
+            def is_closed(self) -> bool:
+                return False
+
+            def is_running(self) -> bool:
+                return True
+
+        watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
+        state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=thread.ident)
+        watchdog._loops[1] = (Loop(), state)
+        watchdog._tick()
+    finally:
+        release.set()
+        thread.join(10)
+    assert state.blocked
+    (before,) = seen
+    assert before[0] is False  # not yet blocked ...
+    assert before[1] > 0  # ... and the stack already there
 
 
 def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -> None:

@@ -839,3 +839,36 @@ def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pyte
         s.attributes[semconv.ATTR_FINDING_KIND] for s in trace.named(semconv.SPAN_FINDING)
     )
     assert kinds == ["deadlock", "hang", "hang", "lock order"]
+
+
+BLOCKING = """
+import time
+
+def crunch():
+    time.sleep(0.3)  # the blocking line
+
+async def test_blocks():
+    crunch()
+"""
+
+
+def test_the_summary_shows_where_a_blocked_loop_blocked(suite: pytest.Pytester) -> None:
+    """A loop block's stack runs outermost first: the summary keeps its innermost lines."""
+    suite.makepyfile(test_blocking=BLOCKING)
+    result = run(suite, "--aiotrace", "--asyncio-mode=auto")
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    section = out[out.index("= aiotrace =") :].splitlines()
+    (at,) = [i for i, line in enumerate(section) if line.strip().startswith("LOOP BLOCKED:")]
+    blocking = line_in(suite, "test_blocking.py", "# the blocking")
+    assert f"at test_blocking.py:{blocking} in task" in section[at]
+    details = []
+    for line in section[at + 1 :]:
+        if not line.startswith("      "):
+            break
+        details.append(line.strip())
+    assert details[0] == "stack while it blocked:"
+    assert details[-2:] == [
+        f'File "{suite.path / "test_blocking.py"}", line {blocking}, in crunch',
+        "time.sleep(0.3)  # the blocking line",
+    ]

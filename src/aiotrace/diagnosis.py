@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -43,6 +44,7 @@ from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
     SITES,
     default_name,
+    is_asyncio_file,
     is_internal_file,
     line_of,
     qualname,
@@ -615,6 +617,10 @@ def lock_order_finding(earlier: Nesting, now: Nesting) -> Finding:
 # ===========================================================================
 
 
+SampledFrame = tuple[str, int, str]
+"""A sampled frame: file, line, function."""
+
+
 @dataclass
 class _LoopState:
     sent: float = 0.0
@@ -624,7 +630,9 @@ class _LoopState:
     pending: bool = False
     thread_id: int | None = None
     blocked: bool = False
-    sample: list[str] = field(default_factory=list)
+    sample: list[SampledFrame] = field(default_factory=list)
+    """The blocked thread's stack, outermost first: (file, line, function)."""
+    sample_callback: str | None = None
     sample_task: str | None = None
     sample_coro: str | None = None
     sample_task_ref: Any = None
@@ -643,7 +651,9 @@ class Watchdog:
     def __init__(
         self,
         report: Callable[[Finding], None],
-        blocked: Callable[[float, float, str | None, str | None, list[str], Any], None],
+        blocked: Callable[
+            [float, float, str | None, str | None, list[SampledFrame], Any, str | None], None
+        ],
         hung: Callable[[Finding], None] | None = None,
         hang_timeout: float | None = None,
         block_threshold: float = 0.1,
@@ -745,32 +755,34 @@ class Watchdog:
             # would otherwise be charged to the program's line.
             state.sent = state.alive = time.monotonic()
             return
-        state.blocked = True
-        entries = list(zip(traceback.format_stack(frame), frames, strict=False))
+        # Taken raw (file, line, function: no source lines read) and published
+        # before ``blocked``: the loop may answer the ping the moment the block
+        # ends, and it reports what it finds here. Lines are read then.
         # Under ``aiotrace run`` the program's outermost frame is called by
         # aiotrace's launcher: what is above it is not the program's.
         cli = sys.modules.get("aiotrace.cli")
         launcher = getattr(getattr(cli, "_run_script", None), "__code__", None)
-        for index, (_, f) in enumerate(entries):
+        for index, f in enumerate(frames):
             if f.f_code is launcher:
-                del entries[: index + 1]
+                del frames[: index + 1]
                 break
+        raw = [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name) for f in frames]
         state.sample = [
-            entry.rstrip()
-            for entry, f in entries
-            if not is_internal_file(f.f_code.co_filename) and "runpy" not in f.f_code.co_filename
+            entry for entry in raw if not is_internal_file(entry[0]) and "runpy" not in entry[0]
         ][-12:] or [
             # Nothing of the program's on the stack (a callback of asyncio's
             # own, a thread starting): asyncio's frames, rather than none.
-            entry.rstrip()
-            for entry, f in entries
-            if "/aiotrace/" not in f.f_code.co_filename
+            entry
+            for entry in raw
+            if "/aiotrace/" not in entry[0]
         ][-12:]
+        state.sample_callback = _running_callback(frames[-1]) if frames else None
         task = _base.tasks_by_loop(loop)
         state.sample_task_ref = task
         state.sample_task = task.get_name() if task is not None else None
         coro = task.get_coro() if task is not None else None
         state.sample_coro = getattr(coro, "__qualname__", None)
+        state.blocked = True
 
     def _block_start(self, state: _LoopState) -> float:
         """When the loop's block began, within half an interval.
@@ -796,18 +808,14 @@ class Watchdog:
         now = time.monotonic()
         state.thread_id = threading.get_ident()
         if state.blocked:
+            # What the watchdog sampled, read before it may sample again.
+            sample, task, coroutine = state.sample, state.sample_task, state.sample_coro
+            task_ref, callback = state.sample_task_ref, state.sample_callback
             state.blocked = False
             start = self._block_start(state)
             if now - start >= self.block_threshold:
                 with contextlib.suppress(Exception):
-                    self._blocked(
-                        start,
-                        now,
-                        state.sample_task,
-                        state.sample_coro,
-                        state.sample,
-                        state.sample_task_ref,
-                    )
+                    self._blocked(start, now, task, coroutine, sample, task_ref, callback)
             state.sample_task_ref = None
         state.alive = now
         if now - state.last_graph < self.graph_interval:
@@ -1091,8 +1099,9 @@ class Diagnoser:
         end: float,
         task: str | None,
         coroutine: str | None,
-        stack: list[str],
+        sample: list[SampledFrame],
         running: Any,
+        callback: str | None = None,
     ) -> None:
         from opentelemetry import trace
 
@@ -1104,12 +1113,16 @@ class Diagnoser:
         task_span = TASK_SPANS.get(id(running)) if running is not None else None
         if task_span is not None:
             parent = trace.set_span_in_context(task_span)
+        stack = format_stack(sample)
         attributes: dict[str, Any] = {semconv.ATTR_BLOCKED_STACK: "\n".join(stack)}
         if task is not None:
             attributes[semconv.ATTR_TASK_NAME] = task
         if coroutine is not None:
             attributes[semconv.ATTR_TASK_COROUTINE] = coroutine
-        where = _blocking_line(stack)
+        if callback is not None:
+            attributes[semconv.ATTR_BLOCKED_CALLBACK] = callback
+        # A callback written in C has no frame: the stack's lines are its caller's.
+        where = _blocking_line(sample) if callback is None else None
         if where is not None:
             attributes[semconv.ATTR_CODE_FILE_PATH] = where[0]
             attributes[semconv.ATTR_CODE_LINE_NUMBER] = where[1]
@@ -1120,27 +1133,30 @@ class Diagnoser:
             semconv.SPAN_LOOP_BLOCKED, context=parent, attributes=attributes, start_time=start_ns
         )
         span.end(end_time=end_ns)
-        label = f"{short_path(where[0])}:{where[1]}" if where is not None else "?"
+        label = f"{short_path(where[0])}:{where[1]}" if where is not None else callback or "?"
         with self._lock:
-            self._blocks.setdefault(label, []).append((end - start, task, coroutine, stack))
+            self._blocks.setdefault(label, []).append(
+                (end - start, task, coroutine, stack, callback)
+            )
 
     def _report_blocks(self) -> None:
         with self._lock:
             blocks, self._blocks = self._blocks, {}
         for label, items in sorted(blocks.items(), key=lambda kv: -max(i[0] for i in kv[1])):
             longest = max(items, key=lambda i: i[0])
-            seconds, task, coroutine, stack = longest
-            who = (
-                f'task "{task}"' + (f" ({coroutine})" if coroutine else "")
-                if task
-                else "a callback"
-            )
+            seconds, task, coroutine, stack, callback = longest
+            if task:
+                who = f'task "{task}"' + (f" ({coroutine})" if coroutine else "")
+            else:
+                who = "a callback" + (f" ({callback})" if callback and callback != label else "")
             self.report(
                 Finding(
                     LOOP_BLOCKED,
                     f"the event loop was blocked {len(items)} time(s), up to "
                     f"{seconds * 1000:.0f} ms, at {label} in {who}",
-                    ["stack while it blocked:", *stack[-6:]],
+                    ["stack while it blocked:", *stack[-6:]]
+                    if stack
+                    else ["no stack: the block ended before it could be sampled"],
                 ),
                 echo=False,
             )
@@ -1264,15 +1280,62 @@ def _stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def _blocking_line(stack: list[str]) -> tuple[str, int] | None:
-    """The innermost user frame of a formatted stack: (path, line)."""
-    import re
+def format_stack(sample: list[SampledFrame]) -> list[str]:
+    """A sampled stack as ``traceback.format_stack`` prints it, source lines read now."""
+    return [
+        entry.rstrip()
+        for entry in traceback.StackSummary.from_list(
+            [(path, line, name, None) for path, line, name in sample]
+        ).format()
+    ]
 
-    for entry in reversed(stack):
-        match = re.search(r'File "([^"]+)", line (\d+)', entry)
-        if match and not is_internal_file(match.group(1)):
-            return match.group(1), int(match.group(2))
-    return None
+
+def _blocking_line(sample: list[SampledFrame]) -> tuple[str, int] | None:
+    """Where a sampled stack blocked: (path, line).
+
+    The innermost frame that is neither asyncio's nor aiotrace's nor the
+    standard library's: the line that called ``json.loads`` or
+    ``thread.join()``, rather than the library's own line where it spent
+    the time (which the stack shows). Only the standard library on the
+    stack: its innermost frame.
+    """
+    outside = [entry for entry in sample if not is_internal_file(entry[0])]
+    for path, line, _ in reversed(outside):
+        if not _is_stdlib_file(path):
+            return path, line
+    return (outside[-1][0], outside[-1][1]) if outside else None
+
+
+_STDLIB_DIRS: Final = tuple(
+    {
+        os.path.join(os.path.realpath(sysconfig.get_paths()[key]), "")
+        for key in ("stdlib", "platstdlib")
+    }
+    | {os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib")}
+)
+_SITE_PACKAGES: Final = f"{os.sep}site-packages{os.sep}"
+
+
+def _is_stdlib_file(path: str) -> bool:
+    return path.startswith(_STDLIB_DIRS) and _SITE_PACKAGES not in path
+
+
+def _running_callback(frame: Any) -> str | None:
+    """The callback a loop thread runs, if it is one asyncio's ``Handle`` runs itself.
+
+    A callback written in C (``time.sleep`` passed to ``call_soon``) has no
+    frame of its own: the innermost is ``Handle._run``, whose handle names it.
+    """
+    code = frame.f_code
+    if code.co_name != "_run" or not is_asyncio_file(code.co_filename):
+        return None
+    handle = frame.f_locals.get("self")
+    callback = getattr(handle, "_callback", None)
+    if callback is None:
+        return None
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    module = getattr(callback, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
 
 
 __all__ = [

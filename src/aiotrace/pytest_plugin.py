@@ -810,6 +810,8 @@ class AiotracePlugin:
     # -- the summary --------------------------------------------------------
     def _write_findings(self, write: Callable[[str], None], limit: int) -> None:
         """Findings first, most severe first: from the collector, so every worker's."""
+        from aiotrace.report import detail_lines
+
         report = self.report
         findings = list(report.findings) if report is not None else []
         if not findings:
@@ -826,9 +828,8 @@ class AiotracePlugin:
                 f"  {finding['kind'].upper()}: {finding['summary']}"
                 + (f"  [{test}]" if test else "")
             )
-            for line in finding.get("details", [])[:6]:
-                if line:
-                    write(f"      {line}")
+            for line in detail_lines(finding, 7):
+                write(f"      {line}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_id is not None:

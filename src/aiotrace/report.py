@@ -606,6 +606,21 @@ def queue_text(row: PrimitiveRow) -> str:
     return f"{row.name}: {size}; {'; '.join(parts)}{verdict}"
 
 
+def detail_lines(finding: dict[str, Any], budget: int) -> list[str]:
+    """At most ``budget`` of a finding's detail lines, the ones that say most.
+
+    A loop block's details are a stack, outermost first: where it blocked is
+    at the end, so a short listing keeps its heading and its last lines.
+    Anything else leads with what matters (who waits on what).
+    """
+    lines = [line for line in finding.get("details", []) if line]
+    if len(lines) <= budget:
+        return lines
+    if finding.get("kind") == semconv.FINDING_LOOP_BLOCKED and budget > 1:
+        return [lines[0], *lines[len(lines) - budget + 1 :]]
+    return lines[:budget]
+
+
 def duration_text(ms: float) -> str:
     """Milliseconds as people read them: ``3.2 ms``, ``45 ms``, ``1.20 s``."""
     if ms >= 1000:
@@ -654,9 +669,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             style = "bold red" if finding["kind"] in _URGENT else "bold yellow"
             console.print(f"[{style}]{finding['kind'].upper()}[/]: ", end="")
             print_plain(console, finding["summary"])
-            for line in finding.get("details", [])[:40]:
-                if line:
-                    print_plain(console, f"    {line}")
+            for line in detail_lines(finding, 40):
+                print_plain(console, f"    {line}")
         if len(report.findings) > limit * 3:
             console.print(f"  ... and {len(report.findings) - limit * 3} more findings")
 
