@@ -173,6 +173,48 @@ def test_spans_are_delivered_when_the_program_fails_or_exits(tmp_path: Path, how
     assert f"exit status {expected}" in result.stderr
 
 
+STDERR_GAMES = PROGRAMS / "stderr_games.py"
+
+
+@pytest.mark.parametrize("how", ["close", "capture"])
+def test_the_report_goes_to_the_real_stderr_whatever_the_program_does_to_it(
+    tmp_path: Path, how: str
+) -> None:
+    """A program that closes or captures sys.stderr exits as untraced, and we still report.
+
+    Nothing of ours lands in the program's captured text; the lock-order
+    warning, printed as it is found, and the report reach the real stderr.
+    """
+    plain = python(STDERR_GAMES, how, cwd=tmp_path)
+    traced = aiotrace("run", "--trace-file=t.json", STDERR_GAMES, how, cwd=tmp_path)
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout == "captured: ''\n"
+    assert "aiotrace: LOCK ORDER: users (stderr_games.py:13) and orders" in traced.stderr
+    assert f"Trace file: {tmp_path / 't.json'}" in traced.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_stderr_that_cannot_be_written_does_not_change_the_exit_status(tmp_path: Path) -> None:
+    """As ``python app.py 2>/dev/full`` exits 0, so does ``aiotrace run app.py 2>/dev/full``."""
+    with open("/dev/full", "w") as full:
+        for command in (
+            [sys.executable, str(EXITS), "code", "0"],
+            [sys.executable, "-m", "aiotrace", "run", "--no-trace-file", str(EXITS), "code", "0"],
+        ):
+            result = subprocess.run(
+                command,
+                cwd=tmp_path,
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=full,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 0, command
+            assert result.stdout == "started code\n"
+
+
 @pytest.mark.parametrize(("how", "status"), [("main", 7), ("thread", 5), ("fork", 0)])
 def test_os_exit_delivers_the_spans_and_exits_as_python_does(
     tmp_path: Path, how: str, status: int

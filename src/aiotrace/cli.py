@@ -30,6 +30,7 @@ import types
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiotrace import _env
+from aiotrace._stderr import STDERR
 from aiotrace._version import __version__
 from aiotrace.exceptions import (
     AiotraceError,
@@ -607,6 +608,8 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     from aiotrace import semconv
     from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY, SessionConfig, TraceSession
 
+    # Before the program can close or replace sys.stderr (see _stderr).
+    STDERR.claim()
     kind, target, argv = _program(args, program)
     label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
     exporters = traces_exporters()
@@ -655,7 +658,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
 
         def last_resort() -> None:
             if not concluded.wait(10.0):
-                sys.stderr.write("aiotrace: the hung program did not stop; ending it\n")
+                STDERR.write("aiotrace: the hung program did not stop; ending it\n")
                 conclude(EXIT_HANG)
                 EXIT_DELIVERY.real_exit(EXIT_HANG)
 
@@ -664,7 +667,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     try:
         session = TraceSession(config, on_hang=on_hang)
     except Exception as exc:
-        sys.stderr.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
+        STDERR.write(f"aiotrace: could not start tracing ({exc}); running untraced\n")
         if trace_file and not (args.trace_file or os.environ.get("AIOTRACE_TRACE_FILE")):
             with contextlib.suppress(OSError):
                 if os.path.getsize(trace_file) == 0:  # the name we took, unwritten
@@ -678,14 +681,16 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         if concluded.is_set():
             return
         concluded.set()
+        with contextlib.suppress(Exception):  # what the program wrote comes first
+            sys.stderr.flush()
         report = None
         try:
             with SIGTERM_DELIVERY.delivering():
                 report = session.finish(exit_code=code)
         except Exception as exc:
-            sys.stderr.write(f"aiotrace: could not finish the trace: {exc}\n")
+            STDERR.write(f"aiotrace: could not finish the trace: {exc}\n")
         if report is None:
-            sys.stderr.write(
+            STDERR.write(
                 "aiotrace: the collector did not report"
                 + (f"; the trace file may be incomplete: {trace_file}" if trace_file else "")
                 + "\n"
@@ -698,7 +703,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
                 with open(report_json, "w", encoding="utf-8") as fh:
                     json.dump(report.to_json(), fh, indent=2)
             except OSError as exc:
-                sys.stderr.write(f"aiotrace: could not write {report_json}: {exc.strerror}\n")
+                STDERR.write(f"aiotrace: could not write {report_json}: {exc.strerror}\n")
 
     # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
     SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
@@ -717,12 +722,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         signal.signal(signal.SIGINT, previous)
         SIGTERM_DELIVERY.restore()
     if hung:
-        sys.stderr.write(f"aiotrace: stopped: {hung[0].summary} (exit status {EXIT_HANG})\n")
+        STDERR.write(f"aiotrace: stopped: {hung[0].summary} (exit status {EXIT_HANG})\n")
         return EXIT_HANG
     if check and findings[0] and code == 0 and not interrupted:
-        sys.stderr.write(
-            f"aiotrace: --check: {findings[0]} finding(s); exit status {EXIT_FINDINGS}\n"
-        )
+        STDERR.write(f"aiotrace: --check: {findings[0]} finding(s); exit status {EXIT_FINDINGS}\n")
         return EXIT_FINDINGS
     return _finish_exit(code, interrupted)
 
@@ -756,8 +759,9 @@ def _print_report(
 def _finish_exit(code: int, interrupted: bool) -> int:
     if interrupted:
         # Exit the way python does after an uncaught KeyboardInterrupt: killed by SIGINT.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # closed, or on a full disk
+                stream.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     return code

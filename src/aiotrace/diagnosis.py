@@ -39,7 +39,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from aiotrace import semconv
+from aiotrace import _stderr, semconv
 from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
     SITES,
@@ -1006,7 +1006,7 @@ class Diagnoser:
         self.config = config
         self.parent = parent
         self.on_hang = on_hang
-        self.echo = echo if echo is not None else _stderr
+        self.echo = echo if echo is not None else _stderr.line
         self.findings: list[Finding] = []
         self._lock = threading.Lock()
         self._blocks: dict[str, list[Any]] = {}
@@ -1273,11 +1273,6 @@ def _stack_frames(frame: Any) -> list[Any]:
         frames.append(frame)
         frame = frame.f_back
     return frames[::-1]
-
-
-def _stderr(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def format_stack(sample: list[SampledFrame]) -> list[str]:

@@ -641,8 +641,12 @@ def console_for(stderr: bool = True) -> Console:
 
     from rich.console import Console
 
+    from aiotrace._stderr import STDERR
+
     width = max(shutil.get_terminal_size((120, 24)).columns, 100)
-    return Console(stderr=stderr, highlight=False, width=width)
+    if stderr:  # aiotrace's own stderr: whatever the program did to sys.stderr
+        return Console(file=STDERR, highlight=False, width=width)  # type: ignore[arg-type]
+    return Console(highlight=False, width=width)
 
 
 def print_plain(console: Console, text: str, style: str | None = None) -> None:
