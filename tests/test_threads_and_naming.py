@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 
 import pytest
@@ -82,6 +83,29 @@ def test_default_names_use_the_variable_and_site(traced: Captured) -> None:
         first[semconv.ATTR_PRIMITIVE_NAME] == f"self._lock ({base}:{line_of('# attribute-lock')})"
     )
     assert second[semconv.ATTR_PRIMITIVE_NAME] == f"{base}:{line_of('# unnamed-lock')}"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+def test_locks_made_in_one_unpacking_assignment_get_their_own_names(traced: Captured) -> None:
+    """``users, self.orders = Lock(), Lock()``: each name, not one line twice."""
+
+    class Shop:
+        def __init__(self) -> None:
+            users, self.orders = asyncio.Lock(), asyncio.Lock()  # unpacked
+            self.users = users
+
+    async def main() -> None:
+        shop = Shop()
+        for lock in (shop.users, shop.orders):
+            async with lock:
+                await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    base, line = os.path.basename(__file__), line_of("# unpacked")
+    assert [s[semconv.ATTR_PRIMITIVE_NAME] for s in traced.named(semconv.SPAN_LOCK_HOLD)] == [
+        f"users ({base}:{line})",
+        f"self.orders ({base}:{line})",
+    ]
 
 
 def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured) -> None:

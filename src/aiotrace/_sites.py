@@ -12,6 +12,7 @@ always the user's line (``async with lock`` in ``app.py``, not
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import gc
@@ -249,6 +250,8 @@ class Site:
     path: str
     line: int
     function: str
+    column: int | None = None
+    """Where on the line (UTF-8 byte offset), from Python 3.11: ``a, b = Lock(), Lock()``."""
 
     @functools.cached_property
     def label(self) -> str:
@@ -271,6 +274,16 @@ def line_of(code: CodeType, lasti: int) -> int:
     return code.co_firstlineno
 
 
+def column_of(code: CodeType, lasti: int) -> int | None:
+    """The column instruction offset ``lasti`` starts at in ``code``, where Python knows it."""
+    if sys.version_info < (3, 11):
+        return None
+    for index, position in enumerate(code.co_positions()):  # one per 2-byte code unit
+        if index == lasti // 2:
+            return position[2]
+    return None
+
+
 class SiteTable:
     """Resolves raw sites, once per distinct ``(code, lasti)``.
 
@@ -289,7 +302,7 @@ class SiteTable:
         hit = self._cache.get(key)
         if hit is not None:
             return hit[1]
-        site = Site(code.co_filename, line_of(code, lasti), qualname(code))
+        site = Site(code.co_filename, line_of(code, lasti), qualname(code), column_of(code, lasti))
         with self._lock:
             if len(self._cache) > 100_000:
                 self._cache.clear()
@@ -301,17 +314,19 @@ SITES: Final = SiteTable()
 """The process-wide site cache."""
 
 _ASSIGN = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=(?!=)")
-_NAME_CACHE: dict[tuple[str, int], str | None] = {}
+_NAME_CACHE: dict[tuple[str, int, int | None], str | None] = {}
 
 
 def variable_name(site: Site) -> str | None:
     """The variable or attribute the object created at ``site`` was assigned to, if obvious.
 
     Reads one source line (``cache_lock = asyncio.Lock()`` gives ``cache_lock``,
-    ``self._lock: asyncio.Lock = asyncio.Lock()`` gives ``self._lock``). Cached;
-    returns ``None`` when the line is not a simple assignment.
+    ``self._lock: asyncio.Lock = asyncio.Lock()`` gives ``self._lock``; with
+    the site's column, ``users, orders = asyncio.Lock(), asyncio.Lock()``
+    gives each its own). Cached; ``None`` when the line is not such an
+    assignment.
     """
-    key = (site.path, site.line)
+    key = (site.path, site.line, site.column)
     if key in _NAME_CACHE:
         return _NAME_CACHE[key]
     text = linecache.getline(site.path, site.line)
@@ -319,10 +334,35 @@ def variable_name(site: Site) -> str | None:
     match = _ASSIGN.match(text)
     if match:
         name = match.group("target")
+    elif site.column is not None and "," in text:
+        name = _unpacked_name(text, site.column)
     if len(_NAME_CACHE) > 10_000:
         _NAME_CACHE.clear()
     _NAME_CACHE[key] = name
     return name
+
+
+def _unpacked_name(text: str, column: int) -> str | None:
+    """In ``a, b = X(), Y()``, the target of the value starting at ``column``."""
+    stripped = text.strip()
+    indent = len(text.encode()) - len(text.lstrip().encode())
+    try:
+        (statement,) = ast.parse(stripped).body
+    except (SyntaxError, ValueError):  # a line of a longer statement
+        return None
+    if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
+        return None
+    target, value = statement.targets[0], statement.value
+    if not (
+        isinstance(target, ast.Tuple | ast.List)
+        and isinstance(value, ast.Tuple | ast.List)
+        and len(target.elts) == len(value.elts)
+    ):
+        return None
+    for element, made in zip(target.elts, value.elts, strict=True):
+        if made.col_offset + indent == column and isinstance(element, ast.Name | ast.Attribute):
+            return ast.unparse(element)
+    return None
 
 
 def default_name(site: Site | None) -> str:
