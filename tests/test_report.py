@@ -220,3 +220,40 @@ def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
     assert texts["slow-consumer"].endswith("(full more than empty: its consumers fall behind)")
     assert texts["slow-producer"].startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
     assert texts["slow-producer"].endswith("(empty more than full: its producers fall behind)")
+
+
+POOLS = """
+import asyncio
+
+
+async def main() -> None:
+    quiet = asyncio.Semaphore(4)
+    pools = [asyncio.Semaphore(size) for size in (1, 3)]
+
+    async def use(sem: asyncio.Semaphore) -> None:
+        async with sem:
+            await asyncio.sleep(0.003)
+
+    await asyncio.gather(*(use(quiet) for _ in range(3)))  # never all four taken
+    await asyncio.gather(*(use(pool) for pool in pools for _ in range(4)))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_semaphore_line_gives_its_capacity_even_if_it_never_waited(tmp_path: Path) -> None:
+    """Its capacity comes from its creation, not from a wait span it may never have had."""
+    (tmp_path / "pools.py").write_text(POOLS)
+    result = aiotrace("run", "--no-trace-file", "--report-json=r.json", "pools.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["primitives"]}
+    assert rows["quiet (pools.py:6)"]["capacity"] == 4
+    assert rows["pools (pools.py:7)"]["capacity"] == semconv.CAPACITIES_VARY
+    lines = [line.strip() for line in report_lines(result.stderr)]
+    semaphores = lines[lines.index("Semaphores") + 1 :]
+    assert "quiet (pools.py:6): capacity 4; never waited on in 3 acquisitions" in semaphores
+    (pools,) = [line for line in semaphores if line.startswith("pools (pools.py:7)")]
+    assert pools.startswith(
+        "pools (pools.py:7): capacities vary; 4 of 8 acquisitions waited (50%), "
+    )

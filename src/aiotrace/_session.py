@@ -322,6 +322,8 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             semconv.ATTR_SUMMARY_HOLDS: stats.holds,
             semconv.ATTR_SUMMARY_MAX_HOLD_MS: round(stats.max_hold_ns / 1e6, 3),
         }
+        if stats.capacity is not None:
+            attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = stats.capacity
         events.append((semconv.EVENT_PRIMITIVE_SUMMARY, attrs))
     return events
 

@@ -588,6 +588,22 @@ def future_text(row: FutureRow) -> str:
     return f"{duration_text(row.ms):>8}  {row.future}: {what}{by}{at}; {waited}"
 
 
+def semaphore_text(row: PrimitiveRow) -> str:
+    """A semaphore's line: how often all its permits were taken, and for how long."""
+    if row.capacity == semconv.CAPACITIES_VARY:
+        capacity = "capacities vary"
+    else:
+        capacity = f"capacity {row.capacity}" if row.capacity is not None else "capacity ?"
+    acquisitions = row.operations or row.holds
+    if not row.waits:
+        return f"{row.name}: {capacity}; never waited on in {acquisitions} acquisitions"
+    share = f" ({100 * row.waits / acquisitions:.0f}%)" if acquisitions else ""
+    return (
+        f"{row.name}: {capacity}; {row.waits} of {acquisitions or '?'} acquisitions "
+        f"waited{share}, {duration_text(row.wait_ms)} in total, up to {row.max_waiters} queued"
+    )
+
+
 def queue_text(row: PrimitiveRow) -> str:
     """Which side of a queue waited: the answer to "who is too slow?"."""
     size = f"maxsize {row.capacity}" if row.capacity else "unbounded"
@@ -736,14 +752,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
     if semaphores:
         console.print("[bold]Semaphores")
         for row in semaphores:
-            capacity = f"capacity {row.capacity}" if row.capacity is not None else "capacity ?"
-            acquisitions = row.operations or row.holds
-            share = f" ({100 * row.waits / acquisitions:.0f}%)" if acquisitions else ""
-            console.print(
-                f"  {row.name}: {capacity}; {row.waits} of {acquisitions or '?'} acquisitions "
-                f"waited{share}, {duration_text(row.wait_ms)} in total, "
-                f"up to {row.max_waiters} queued"
-            )
+            print_plain(console, f"  {semaphore_text(row)}")
 
     queues = [r for r in report.primitives if r.by_operation]
     if queues:

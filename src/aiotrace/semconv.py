@@ -192,7 +192,12 @@ ATTR_RELEASER_TASK: Final = "aiotrace.releaser.task"
 ATTR_SEMAPHORE_VALUE: Final = "aiotrace.semaphore.value"
 """Free permits when the wait began."""
 ATTR_SEMAPHORE_CAPACITY: Final = "aiotrace.semaphore.capacity"
-"""Initial value (the number of permits) of the semaphore."""
+"""Initial value (the number of permits) of the semaphore.
+
+On a primitive summary: that of every semaphore made at the site, or
+``CAPACITIES_VARY`` when they were made with different values.
+"""
+CAPACITIES_VARY: Final = -1
 ATTR_WAKER_TASK: Final = "aiotrace.waker.task"
 """Task that set the event, notified the condition, fed the queue or resolved the future."""
 ATTR_WAKER_SITE: Final = "aiotrace.waker.site"

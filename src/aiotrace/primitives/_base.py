@@ -151,6 +151,7 @@ class SiteStats:
     """Counters for all primitives created at one site; bounded by the program's code size."""
 
     __slots__ = (
+        "capacity",
         "holds",
         "internal",
         "kind",
@@ -187,6 +188,8 @@ class SiteStats:
         """
         self.label: str | None = None
         """The name given with ``aiotrace.name()`` (the last one, if several)."""
+        self.capacity: int | None = None
+        """Semaphores: the permits of those made here, or ``CAPACITIES_VARY``."""
         self.no_lock_order = False
         """Left out of lock-order checking (``aiotrace.ignore_lock_order``)."""
         self.owner: tuple[SiteStats, str] | None = None

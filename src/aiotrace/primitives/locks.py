@@ -672,7 +672,13 @@ def semaphore_patches() -> list[Patch]:
         give_defaults(self, defaults)
         if enabled[FAMILY_SEMAPHORE]:
             try:
-                on_create(self, _kind(self)).capacity = value
+                ref = on_create(self, _kind(self))
+                ref.capacity = value
+                site = ref.stats
+                if site.capacity is None:
+                    site.capacity = value
+                elif site.capacity != value:
+                    site.capacity = semconv.CAPACITIES_VARY
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
 
