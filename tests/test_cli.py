@@ -563,6 +563,17 @@ def test_report_and_send_replay_a_saved_trace(tmp_path: Path, grpc_receiver: Grp
     assert grpc_receiver.spans[0].resource == trace.resource
 
 
+def test_otlp_takes_host_and_port_as_grpc_tools_write_them(
+    tmp_path: Path, grpc_receiver: GrpcReceiver
+) -> None:
+    """``--otlp localhost:4317``, as ``--help`` shows the default: plain http, over gRPC."""
+    host_port = grpc_receiver.endpoint.split("://", 1)[1]
+    result = aiotrace("run", "--no-trace-file", "--otlp", host_port, CONTEND, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "could not export" not in result.stderr
+    assert len(grpc_receiver.spans) >= 7
+
+
 def _identities(spans: list[ReceivedSpan]) -> set[tuple[str, int, int, int]]:
     return {(s.name, s.trace_id, s.span_id, s.parent_id) for s in spans}
 
@@ -805,8 +816,12 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
         (["run"], {}, "nothing to run"),
         (["run", "--bogus", script], {}, "unrecognized arguments: --bogus"),
         (["run", "--min-hold", "soon", script], {}, "expected a number of seconds"),
-        (["run", "--otlp=localhost:4317", script], {}, "invalid OTLP endpoint"),
-        (["run", "--otlp", "localhost:4317", script], {}, "invalid OTLP endpoint 'localhost:4317'"),
+        (["run", "--otlp=ftp://collector:4317", script], {}, "invalid OTLP endpoint"),
+        (
+            ["run", script],
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"},  # the spec asks for a scheme
+            "invalid OTLP endpoint 'collector:4317'",
+        ),
         (["run", "--otlp", "http://host:99999", script], {}, "bad port"),
         (["run", "--protocol", "udp", script], {}, "invalid choice: 'udp'"),
         (["run", "--trace-file", "nowhere/t.json", script], {}, "no directory"),

@@ -277,8 +277,7 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
             return argv[: index + 1], argv[index + 1 :]
         if arg == "--otlp":
             # an optional value: take it if it looks like a URL, or like the
-            # host:port a gRPC user may type (which check_endpoint then
-            # rejects by name, rather than as a missing script)
+            # host:port a gRPC user may type
             if index + 1 < len(argv) and _looks_like_endpoint(argv[index + 1]):
                 index += 2
             else:
@@ -351,7 +350,10 @@ def _otlp_settings(
             return None
         flag = ""
     if flag:
-        endpoint = flag
+        # ``host:port``, as gRPC tools (and our own --help) write it: plain
+        # http, as the SDK's gRPC exporter takes it. The OTEL_* variables
+        # keep the spec's rule (a scheme), checked below.
+        endpoint = f"http://{flag}" if _looks_like_endpoint(flag) and "://" not in flag else flag
     elif env_endpoint:
         endpoint = env_endpoint
     elif base_endpoint:
