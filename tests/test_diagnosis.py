@@ -319,6 +319,20 @@ def test_a_stack_is_published_before_the_block_is(monkeypatch: pytest.MonkeyPatc
     assert before[1] > 0  # ... and the stack already there
 
 
+def test_waiting_for_a_signal_the_loop_handles_is_not_a_hang(tmp_path: Path) -> None:
+    """``loop.add_signal_handler`` can wake a task: an idle service is not stuck."""
+    result, findings, _ = diagnose(tmp_path, "waits_for_a_signal.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert findings == []
+    # The same wait with the signal ignored: nothing can end it.
+    stuck, findings, _ = diagnose(tmp_path, "waits_for_a_signal.py", "--no-handler")
+    assert stuck.returncode == EXIT_HANG
+    assert kinds(findings) == ["hang"]
+    stop = line("waits_for_a_signal.py", "stop = asyncio.Event()")
+    assert f"waits for event stop (waits_for_a_signal.py:{stop})" in findings[0]["details"][0]
+
+
 def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -> None:
     """Blocks just over the threshold, each starting anywhere between two pings.
 

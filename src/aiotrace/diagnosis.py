@@ -840,7 +840,7 @@ class Watchdog:
             self._hang(
                 graph,
                 f"no task can make progress: {len(tasks)} pending, every one waiting, "
-                "no callback, timer, I/O or thread that could wake them",
+                "no callback, timer, I/O, signal handler or thread that could wake them",
                 stuck=True,
             )
 
@@ -884,7 +884,7 @@ class Watchdog:
 
 
 def _can_progress(loop: Any) -> bool:
-    """Whether anything could still wake a task: ready callbacks, timers, I/O, threads."""
+    """Whether anything could still wake a task: callbacks, timers, I/O, signals, threads."""
     ready = getattr(loop, "_ready", None)
     if ready and any(not _ours(handle) for handle in list(ready)):
         return True
@@ -899,6 +899,10 @@ def _can_progress(loop: Any) -> bool:
                 return True
     elif not hasattr(loop, "_ready"):
         return True  # a loop we cannot see into (uvloop): assume it can
+    if getattr(loop, "_signal_handlers", None):
+        # loop.add_signal_handler(): a signal may come, from anywhere. The
+        # service that waits for SIGTERM to stop is idle, not stuck.
+        return True
     return _other_threads_busy()
 
 
