@@ -872,3 +872,47 @@ def test_the_summary_shows_where_a_blocked_loop_blocked(suite: pytest.Pytester) 
         f'File "{suite.path / "test_blocking.py"}", line {blocking}, in crunch',
         "time.sleep(0.3)  # the blocking line",
     ]
+
+
+CAPTURED = """
+import asyncio
+
+
+def invert(first, second):
+    async def main():
+        async with first, second:
+            pass
+        async with second, first:
+            pass
+
+    asyncio.run(main())
+
+
+def test_capsys_sees_only_the_tests_output(capsys):
+    async def make():
+        return asyncio.Lock(), asyncio.Lock()
+
+    invert(*asyncio.run(make()))
+    assert capsys.readouterr().err == ""
+
+
+def test_capfd_sees_only_the_tests_output(capfd):
+    async def make():
+        return asyncio.Lock(), asyncio.Lock()
+
+    invert(*asyncio.run(make()))
+    assert capfd.readouterr().err == ""
+"""
+
+
+def test_a_finding_shown_at_once_stays_out_of_the_tests_captured_output(
+    suite: pytest.Pytester,
+) -> None:
+    """A lock-order warning goes to the terminal, not into what capsys/capfd capture."""
+    suite.makepyfile(test_captured=CAPTURED)
+    result = run(suite, "--aiotrace")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    section = out[out.index("= aiotrace =") :]
+    assert out[: out.index("= aiotrace =")].count("aiotrace: LOCK ORDER:") == 2  # as found
+    assert section.count("LOCK ORDER:") == 2  # and in the summary

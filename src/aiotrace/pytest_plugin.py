@@ -506,6 +506,8 @@ class AiotracePlugin:
             ),
             on_hang=self._on_hang,
         )
+        if self.session.diagnoser is not None:
+            self.session.diagnoser.echo = self._echo
         self.parent = trace.set_span_in_context(self.session.root)
 
     def _start_worker(self, workerinput: dict[str, Any]) -> None:
@@ -529,7 +531,7 @@ class AiotracePlugin:
         from aiotrace.diagnosis import Diagnoser
 
         self.worker_diagnoser = Diagnoser(
-            self._diagnosis_config(), self.parent, on_hang=self._on_hang
+            self._diagnosis_config(), self.parent, on_hang=self._on_hang, echo=self._echo
         )
         self.worker_diagnoser.start()
 
@@ -550,6 +552,25 @@ class AiotracePlugin:
         if self.session is not None:
             return self.session.diagnoser
         return self.worker_diagnoser
+
+    def _echo(self, text: str) -> None:
+        """An urgent finding (a deadlock, a lock-order inversion), shown as it is found.
+
+        On the terminal, past pytest's capture, as pytest's live logging
+        writes: never into the test's own captured output, where ``capsys``
+        and ``capfd`` assertions would see it. A worker has no terminal: its
+        findings reach the summary.
+        """
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        with contextlib.suppress(Exception):
+            if capture is None:
+                reporter.write_line(text)
+                return
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(text)
 
     def _on_hang(self, finding: Any) -> None:
         """From the watchdog: the running test hung. Cancel its tasks; the test fails."""
