@@ -333,6 +333,19 @@ def test_waiting_for_a_signal_the_loop_handles_is_not_a_hang(tmp_path: Path) -> 
     assert f"waits for event stop (waits_for_a_signal.py:{stop})" in findings[0]["details"][0]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="per-interpreter allocators: 3.12+")
+def test_a_program_running_a_subinterpreter_is_watched_without_crashing(tmp_path: Path) -> None:
+    """The watchdog does not ask for every thread's frames while a subinterpreter runs.
+
+    CPython 3.12/3.13 abort in ``sys._current_frames()`` then; the program
+    died of being traced.
+    """
+    result, findings, _ = diagnose(tmp_path, "subinterpreter.py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert findings == []
+
+
 def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -> None:
     """Blocks just over the threshold, each starting anywhere between two pings.
 

@@ -743,7 +743,13 @@ class Watchdog:
         thread_id = state.thread_id or getattr(loop, "_thread_id", None)
         if state.blocked or thread_id is None:
             return
-        frame = sys._current_frames().get(thread_id)
+        frames_now = _current_frames()
+        if frames_now is None:  # not safe to look: a block reported without a stack
+            state.sample, state.sample_callback = [], None
+            state.sample_task = state.sample_coro = state.sample_task_ref = None
+            state.blocked = True
+            return
+        frame = frames_now.get(thread_id)
         if frame is None:
             return
         frames = _stack_frames(frame)
@@ -916,7 +922,9 @@ def _ours(handle: Any) -> bool:
 
 def _other_threads_busy() -> bool:
     """A thread other than ours and idle pool workers: it may call back into the loop."""
-    frames = sys._current_frames()
+    frames = _current_frames()
+    if frames is None:
+        return True  # cannot look: assume they may
     for thread in threading.enumerate():
         if thread is threading.current_thread() or thread.name.startswith("aiotrace-"):
             continue
@@ -929,6 +937,27 @@ def _other_threads_busy() -> bool:
             continue
         return True
     return False
+
+
+def _current_frames() -> dict[int, FrameType] | None:
+    """``sys._current_frames()``, or ``None`` while another interpreter exists.
+
+    On 3.12 and 3.13 it walks the threads of every interpreter and makes
+    frame objects, in ours, for a subinterpreter's running frames: memory
+    is corrupted and the process aborts (``free(): invalid pointer``). A
+    program that runs code in a subinterpreter (``anyio.to_interpreter``)
+    would die of being watched. Such a program has imported the module
+    that makes them, which lists them.
+    """
+    for name in ("_interpreters", "_xxsubinterpreters"):
+        module = sys.modules.get(name)
+        if module is not None:
+            try:
+                if len(module.list_all()) > 1:
+                    return None
+            except Exception:
+                return None
+    return sys._current_frames()
 
 
 def _idle_pool_worker(frame: FrameType) -> bool:
@@ -1160,7 +1189,7 @@ class Diagnoser:
                     f"{seconds * 1000:.0f} ms, at {label} in {who}",
                     ["stack while it blocked:", *stack[-6:]]
                     if stack
-                    else ["no stack: the block ended before it could be sampled"],
+                    else ["no stack: not sampled (subinterpreters were running)"],
                 ),
                 echo=False,
             )
