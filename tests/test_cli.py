@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import zipapp
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,59 @@ def test_script_sees_argv_main_and_path_as_under_python(tmp_path: Path) -> None:
     assert json.loads(traced.stdout) == json.loads(plain.stdout)
     assert json.loads(plain.stdout)["argv"] == args
     assert traced.stderr == plain.stderr == "to stderr\n"
+
+
+@pytest.mark.parametrize("form", ["zip", "directory"])
+def test_a_zip_app_or_a_directory_runs_its_main_as_under_python(tmp_path: Path, form: str) -> None:
+    """``python app.pyz`` and ``python app/`` run ``__main__.py``; so does aiotrace run."""
+    (tmp_path / "app").mkdir()
+    shutil.copy(PROGRAMS / "show_argv.py", tmp_path / "app" / "__main__.py")
+    target = "app"
+    if form == "zip":
+        zipapp.create_archive(tmp_path / "app", tmp_path / "app.pyz")
+        target = "app.pyz"
+    plain = python(target, "a", cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", target, "a", cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    seen, expected = json.loads(traced.stdout), json.loads(plain.stdout)
+    assert expected["argv"] == [target, "a"]
+    assert seen == expected
+    assert traced.stderr == plain.stderr == "to stderr\n"
+
+
+FAILING_MAIN = """\
+import json
+
+print(json.dumps(sorted(globals())))
+
+
+def fail():
+    raise ValueError("from the program")
+
+
+fail()
+"""
+
+
+@pytest.mark.parametrize("form", ["module", "zip"])
+def test_a_module_or_zip_app_gets_pythons_namespace_and_traceback(
+    tmp_path: Path, form: str
+) -> None:
+    """Its own empty ``__main__`` (not aiotrace's launcher's); runpy's frames, as python shows."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "__main__.py").write_text(FAILING_MAIN)
+    args = ["-m", "pkg"]
+    if form == "zip":
+        zipapp.create_archive(tmp_path / "pkg", tmp_path / "pkg.pyz")
+        args = ["pkg.pyz"]
+    plain = python(*args, cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", *args, cwd=tmp_path)
+    assert plain.returncode == traced.returncode == 1
+    assert traced.stdout == plain.stdout
+    assert "__annotations__" in plain.stdout
+    assert traced.stderr == plain.stderr  # runpy's frames included, as python prints them
+    assert "_run_module_as_main" in plain.stderr
 
 
 @pytest.mark.parametrize("module", ["pkg.prog", "pkg"])

@@ -21,6 +21,7 @@ import importlib.util
 import io
 import json
 import os
+import pkgutil
 import runpy
 import shlex
 import signal
@@ -483,8 +484,12 @@ def _trace_file(args: argparse.Namespace, label: str) -> str | None:
 
 
 def _trim(tb: TracebackType | None) -> TracebackType | None:
-    """Drop aiotrace's and runpy's frames from the top of a traceback, as python shows it."""
-    ours = (os.path.dirname(__file__), runpy.__file__, "<frozen runpy>")
+    """Drop aiotrace's frames from the top of a traceback, as python shows it.
+
+    runpy's stay: python shows them too, for ``-m`` and for zip apps, which
+    run through the same function (``_run_module_as_main``).
+    """
+    ours = os.path.dirname(__file__)
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
         tb = tb.tb_next
     return tb
@@ -509,8 +514,21 @@ def _exit_status(code: object) -> int:
     return 1
 
 
+def _fresh_main() -> types.ModuleType:
+    """A new, empty ``__main__`` for the program, in place of aiotrace's own.
+
+    Under ``python -m aiotrace`` (or the console script) ``__main__`` is
+    aiotrace's launcher module: the program must not find its globals in
+    its own namespace.
+    """
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __annotations__={})  # as python's, 3.10-3.13
+    sys.modules["__main__"] = main  # the program's from now on, as under python
+    return main
+
+
 def _run_script(target: str) -> None:
-    """Run a file as ``python target`` does.
+    """Run a file, a directory or a zip app as ``python target`` does.
 
     runpy.run_path would do, but it puts ``target`` in ``sys.argv[0]`` and
     ``__file__`` as given, where python makes ``__file__`` (and so every
@@ -518,25 +536,35 @@ def _run_script(target: str) -> None:
     is the script's real directory, symbolic links resolved.
     """
     path = target if os.path.isabs(target) else os.path.join(os.getcwd(), target)
-    if not os.path.isfile(path):  # a directory or zip file with a __main__.py
-        sys.path[0] = os.path.realpath(path)
-        runpy.run_path(target, run_name="__main__")
+    # A directory or a zip file (a .pyz app) with a __main__.py: what python
+    # asks too, whether an importer takes the path. Then it runs that
+    # __main__ module as ``python -m __main__`` would, sys.argv left alone.
+    if pkgutil.get_importer(path) is not None:
+        sys.path[0] = path
+        _fresh_main()
+        runpy._run_module_as_main("__main__", alter_argv=False)  # type: ignore[attr-defined]
         return
     sys.path[0] = os.path.dirname(os.path.realpath(path))
     with io.open_code(path) as fh:
         source = fh.read()
     code = compile(source, path, "exec", dont_inherit=True)  # not our __future__ imports
-    main = types.ModuleType("__main__")
+    main = _fresh_main()
     main.__dict__.update(
         __file__=path,
         __cached__=None,
         __loader__=importlib.machinery.SourceFileLoader("__main__", path),
         __spec__=None,
         __package__=None,
-        __builtins__=builtins,
     )
-    sys.modules["__main__"] = main  # the program's from now on, as under python
     exec(code, main.__dict__)
+
+
+def _run_module(target: str) -> None:
+    """Run a module as ``python -m target`` does (the same runpy function, so the
+    same traceback frames), in a ``__main__`` of its own."""
+    sys.path[0] = os.getcwd()
+    _fresh_main()
+    runpy._run_module_as_main(target, alter_argv=True)  # type: ignore[attr-defined]
 
 
 def _run_program(
@@ -551,8 +579,7 @@ def _run_program(
     sys.argv = argv
     try:
         if kind == "module":
-            sys.path[0] = os.getcwd()
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
+            _run_module(target)
         else:
             _run_script(target)
         return 0, False
