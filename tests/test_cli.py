@@ -187,6 +187,32 @@ def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path, 
         assert Trace(tmp_path / "t.json").names()[semconv.SPAN_LOCK_HOLD] == 1
 
 
+def test_a_blocked_loops_stack_starts_at_the_program_not_at_the_launcher(tmp_path: Path) -> None:
+    """``aiotrace run -m pkg`` from the console script: its frame is not the program's."""
+    (tmp_path / "blocker").mkdir()
+    (tmp_path / "blocker" / "__init__.py").write_text("")
+    (tmp_path / "blocker" / "__main__.py").write_text(
+        "import asyncio\nimport time\n\n\nasync def main():\n    time.sleep(0.3)\n\n\n"
+        "asyncio.run(main())\n"
+    )
+    script = Path(sys.executable).parent / "aiotrace"
+    result = subprocess.run(
+        [str(script), "run", "--no-trace-file", "--report-json=r.json", "-m", "blocker"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (finding,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    stack = finding["details"][1:]
+    main_file = tmp_path / "blocker" / "__main__.py"
+    assert stack[0].strip() == f'File "{main_file}", line 9, in <module>'
+    assert stack[-1].strip() == "time.sleep(0.3)"
+
+
 @pytest.mark.parametrize(
     ("args", "status"),
     [

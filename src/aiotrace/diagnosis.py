@@ -767,9 +767,12 @@ class Watchdog:
         # Under ``aiotrace run`` the program's outermost frame is called by
         # aiotrace's launcher: what is above it is not the program's.
         cli = sys.modules.get("aiotrace.cli")
-        launcher = getattr(getattr(cli, "_run_script", None), "__code__", None)
+        launchers = {
+            getattr(getattr(cli, name, None), "__code__", None)
+            for name in ("_run_script", "_run_module")
+        }
         for index, f in enumerate(frames):
-            if f.f_code is launcher:
+            if f.f_code in launchers:
                 del frames[: index + 1]
                 break
         raw = [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name) for f in frames]
