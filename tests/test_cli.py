@@ -585,6 +585,42 @@ def test_outputs_go_where_asked_though_the_program_changes_directory(tmp_path: P
     assert json.loads((tmp_path / "r.json").read_text())["primitives"][0]["name"] == "db"
 
 
+INSTRUMENTS_ITSELF = """
+import asyncio
+
+import aiotrace
+
+
+async def contend():
+    lock = asyncio.Lock()
+
+    async def hold():
+        async with lock:
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(hold(), hold())
+
+
+aiotrace.instrument()  # its own tracing, inside aiotrace run's
+asyncio.run(contend())
+aiotrace.uninstrument()
+asyncio.run(contend())
+"""
+
+
+def test_a_program_that_instruments_itself_is_counted_whole(tmp_path: Path) -> None:
+    """Its own instrument()'s spans reach the run's trace: so do their counts, in the totals."""
+    (tmp_path / "itself.py").write_text(INSTRUMENTS_ITSELF)
+    result = aiotrace(
+        "run", "--trace-file=t.json", "--report-json=r.json", "itself.py", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    names = Trace(tmp_path / "t.json").names()
+    assert (names[semconv.SPAN_LOCK_ACQUIRE], names[semconv.SPAN_LOCK_HOLD]) == (2, 4)
+    (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+    assert (row["name"], row["waits"], row["holds"]) == ("lock (itself.py:8)", 2, 4)
+
+
 def test_a_program_that_sets_its_own_provider_keeps_it(tmp_path: Path) -> None:
     program = PROGRAMS / "own_provider.py"
     plain = python(program, cwd=tmp_path)

@@ -35,8 +35,14 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     instrumentor = AiotraceInstrumentor()
     if instrumentor.nestable:
         # Inside ``pytest --aiotrace`` or ``aiotrace run``: this call's own
-        # tracing, until its uninstrument(); then the session's again.
-        instrumentor.push(tracer_provider=tracer_provider, **options)
+        # tracing, until its uninstrument(); then the session's again. Its
+        # spans reach the session's trace through the global provider, so
+        # its counts join the session's totals too; not if they go to a
+        # provider of its own.
+        from opentelemetry import trace
+
+        global_spans = tracer_provider is None or tracer_provider is trace.get_tracer_provider()
+        instrumentor.push(merge_counts=global_spans, tracer_provider=tracer_provider, **options)
         return
     instrumentor.instrument(tracer_provider=tracer_provider, **options)
 
