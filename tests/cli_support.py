@@ -92,8 +92,24 @@ def python(
     sigint: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The same program without aiotrace, to compare with."""
+    command = [*(sigint_as(sigint) if sigint else ()), sys.executable, *map(str, args)]
+    return _run(command, cwd, env, timeout)
+
+
+def console_script(
+    *args: str | os.PathLike[str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``aiotrace ARGS`` through the installed console script, whose ``sys.path[0]`` is bin/."""
+    script = Path(sys.executable).parent / "aiotrace"
+    assert script.exists(), "the aiotrace console script is installed next to python"
+    return _run([str(script), *map(str, args)], cwd, None, timeout)
+
+
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*(sigint_as(sigint) if sigint else ()), sys.executable, *map(str, args)],
+        command,
         cwd=cwd,
         env=env if env is not None else clean_env(),
         capture_output=True,

@@ -29,6 +29,7 @@ from tests.cli_support import (
     Trace,
     aiotrace,
     clean_env,
+    console_script,
     python,
     started_and_ready,
 )
@@ -165,22 +166,12 @@ def test_module_sees_what_python_dash_m_gives_it(tmp_path: Path, module: str) ->
 
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path, how: str) -> None:
-    script = Path(sys.executable).parent / "aiotrace"
-    assert script.exists(), "the aiotrace console script is installed next to python"
     # -m finds a module in the current directory, as python -m does, though
     # the console script's sys.path[0] is its bin directory
     shutil.copy(CONTEND, tmp_path / "contend_here.py")
     program = [str(CONTEND)] if how == "script" else ["-m", "contend_here"]
-    for command in ([str(script)], [sys.executable, "-m", "aiotrace"]):
-        result = subprocess.run(
-            [*command, "run", "--trace-file", "t.json", *program, "z"],
-            cwd=tmp_path,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+    for run in (console_script, aiotrace):
+        result = run("run", "--trace-file", "t.json", *program, "z", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stdout == "done ['z']\n"  # the report is on stderr, never stdout
         assert "Trace file: " in result.stderr
@@ -195,15 +186,8 @@ def test_a_blocked_loops_stack_starts_at_the_program_not_at_the_launcher(tmp_pat
         "import asyncio\nimport time\n\n\nasync def main():\n    time.sleep(0.3)\n\n\n"
         "asyncio.run(main())\n"
     )
-    script = Path(sys.executable).parent / "aiotrace"
-    result = subprocess.run(
-        [str(script), "run", "--no-trace-file", "--report-json=r.json", "-m", "blocker"],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = console_script(
+        "run", "--no-trace-file", "--report-json=r.json", "-m", "blocker", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     (finding,) = json.loads((tmp_path / "r.json").read_text())["findings"]
