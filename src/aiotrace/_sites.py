@@ -381,7 +381,7 @@ def _safe_str(exc: BaseException) -> str:
 
 
 class RaisedException:
-    """An exception as a span records it, taken when it is raised without keeping it.
+    """An exception as a span records it, taken when its task ends, without keeping it.
 
     A task's span outlives the task: it waits in the buffer for the pipeline,
     and stays current in the task's context for as long as anything holds
