@@ -346,6 +346,40 @@ def test_a_program_running_a_subinterpreter_is_watched_without_crashing(tmp_path
     assert findings == []
 
 
+def test_while_another_interpreter_exists_no_frames_are_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Other threads then count as busy (no false hang), and a block has no stack, not a crash."""
+    import threading
+    import types
+
+    from aiotrace import diagnosis
+    from aiotrace.diagnosis import Watchdog, _LoopState
+
+    def forbidden() -> None:
+        raise AssertionError("sys._current_frames() with a subinterpreter alive")
+
+    fake = types.SimpleNamespace(list_all=lambda: [0, 1])  # the main one and another
+    monkeypatch.setitem(sys.modules, "_interpreters", fake)
+    monkeypatch.setattr(sys, "_current_frames", forbidden)
+    assert diagnosis._current_frames() is None
+    assert diagnosis._other_threads_busy()
+
+    class Loop:
+        def is_closed(self) -> bool:
+            return False
+
+        def is_running(self) -> bool:
+            return True
+
+    watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
+    state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=threading.get_ident())
+    watchdog._loops[1] = (Loop(), state)
+    watchdog._tick()
+    assert state.blocked
+    assert state.sample == []
+
+
 def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -> None:
     """Blocks just over the threshold, each starting anywhere between two pings.
 

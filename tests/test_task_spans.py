@@ -247,6 +247,36 @@ def test_a_failed_tasks_exception_is_not_kept_alive(traced: Captured) -> None:
     assert stacktrace.endswith("LookupError: no such row\n")
 
 
+def test_a_taken_exception_formats_as_traceback_does() -> None:
+    """What a span records, taken without the exception, is ``format_exception``'s text."""
+    import traceback
+
+    from aiotrace._sites import RaisedException
+
+    def chained() -> None:
+        try:
+            {}["row"]
+        except KeyError as exc:
+            raise LookupError("no such row") from exc
+
+    raised: list[BaseException] = []
+    try:
+        chained()
+    except LookupError as exc:
+        raised.append(exc)
+    if sys.version_info >= (3, 11):
+        try:
+            raise ExceptionGroup("two", [ValueError(1), TypeError(2)])  # noqa: F821  # 3.11+
+        except Exception as exc:  # the group itself
+            raised.append(exc)
+    for exc in raised:
+        taken = RaisedException(exc)
+        assert taken.stacktrace() == "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__)
+        )
+        assert (taken.name, taken.message) == (type(exc).__name__, str(exc))
+
+
 def test_task_cancelled_while_holding_a_lock(traced: Captured) -> None:
     """The hold span ends when the cancelled task leaves ``async with``: outcome cancelled."""
 

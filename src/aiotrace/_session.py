@@ -380,8 +380,14 @@ class TraceSession:
     """Start: collector, provider, root span, instrumentation. Finish: the report."""
 
     def __init__(
-        self, config: SessionConfig, on_hang: Callable[[Finding], None] | None = None
+        self,
+        config: SessionConfig,
+        on_hang: Callable[[Finding], None] | None = None,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_hang`` and ``echo`` go to the diagnoser: what to do on a hang, and
+        where urgent findings are shown as they are found (aiotrace's stderr
+        by default)."""
         from aiotrace._collector import CollectorHandle, Shipping
 
         self.config = config
@@ -417,7 +423,7 @@ class TraceSession:
             from aiotrace.diagnosis import Diagnoser
 
             self.diagnoser = Diagnoser(
-                config.diagnosis, trace.set_span_in_context(self.root), on_hang=on_hang
+                config.diagnosis, trace.set_span_in_context(self.root), on_hang=on_hang, echo=echo
             )
             self.diagnoser.start()
         self.findings: list[Finding] = []

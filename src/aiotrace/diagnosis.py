@@ -1339,10 +1339,10 @@ def _blocking_line(sample: list[SampledFrame]) -> tuple[str, int] | None:
 
 _STDLIB_DIRS: Final = tuple(
     {
-        os.path.join(os.path.realpath(sysconfig.get_paths()[key]), "")
+        os.path.join(path, "")
         for key in ("stdlib", "platstdlib")
+        for path in (sysconfig.get_paths()[key], os.path.realpath(sysconfig.get_paths()[key]))
     }
-    | {os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib")}
 )
 _SITE_PACKAGES: Final = f"{os.sep}site-packages{os.sep}"
 

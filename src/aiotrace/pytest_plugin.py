@@ -505,9 +505,8 @@ class AiotracePlugin:
                 html=settings.html,
             ),
             on_hang=self._on_hang,
+            echo=self._echo,
         )
-        if self.session.diagnoser is not None:
-            self.session.diagnoser.echo = self._echo
         self.parent = trace.set_span_in_context(self.session.root)
 
     def _start_worker(self, workerinput: dict[str, Any]) -> None:
