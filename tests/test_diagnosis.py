@@ -417,6 +417,49 @@ def test_every_block_over_the_threshold_is_seen_and_timed_within_an_interval() -
     assert all(0.115 <= seconds <= 0.2 for seconds in blocks), blocks
 
 
+def test_the_watchdog_asks_a_loop_past_the_programs_own_replacements() -> None:
+    """A test that patches ``loop.is_closed`` counts the calls and picks the answer.
+
+    janus's suite asserts its patched ``is_closed`` is called exactly once;
+    the watchdog's calls, many a second, were counted too. Told "closed",
+    the watchdog also stopped watching a loop still running.
+    """
+    import asyncio
+    from unittest import mock
+
+    from aiotrace.diagnosis import Watchdog
+
+    blocks: list[float] = []
+    watchdog = Watchdog(
+        report=lambda finding: None,
+        blocked=lambda start, end, *rest: blocks.append(end - start),
+        block_threshold=0.05,
+    )
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        watchdog.start()
+        with (
+            mock.patch.object(loop, "is_closed", return_value=True) as is_closed,
+            mock.patch.object(loop, "is_running", wraps=loop.is_running) as is_running,
+            mock.patch.object(
+                loop, "call_soon_threadsafe", wraps=loop.call_soon_threadsafe
+            ) as call_soon_threadsafe,
+        ):
+            await asyncio.sleep(0.2)  # the watchdog finds the loop and pings it
+            time.sleep(0.1)  # noqa: ASYNC251  # a block it must still see
+            await asyncio.sleep(0.02)
+            calls = [is_closed.call_count, is_running.call_count]
+            return [*calls, call_soon_threadsafe.call_count]
+
+    try:
+        counts = asyncio.run(main())
+    finally:
+        watchdog.stop()
+    assert counts == [0, 0, 0]
+    assert len(blocks) == 1, blocks
+
+
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
     result, _, _ = diagnose(tmp_path, "deadlock_locks.py")
     report = result.stderr[result.stderr.index("─ aiotrace:") :]

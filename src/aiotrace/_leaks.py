@@ -14,13 +14,13 @@ pending, or was garbage-collected pending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiotrace import semconv
+from aiotrace._loops import pending_tasks
 from aiotrace._sites import SITES, line_of, qualname, short_path
 from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
 
@@ -100,21 +100,6 @@ def _where(frame: Any) -> str:
     return f"{qualname(code)} ({short_path(code.co_filename)}:{frame.f_lineno})"
 
 
-def _pending_tasks() -> list[Any]:
-    """Every task not done whose loop is not closed, on any loop of any thread.
-
-    asyncio keeps all tasks in weak sets (3.12+ splits them in two);
-    ``asyncio.all_tasks()`` would need each loop, and a running one.
-    """
-    tasks = []
-    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        with contextlib.suppress(Exception):
-            for task in list(getattr(asyncio.tasks, attr, None) or ()):
-                if not task.done() and not task.get_loop().is_closed():
-                    tasks.append(task)
-    return tasks
-
-
 def _held_by_pending_task(owner: Any, pending: list[Any]) -> bool:
     """Whether a task that can still run is running ``owner`` (the acquiring coroutine)."""
     return any(_awaits_frame(task, owner) for task in pending)
@@ -126,7 +111,7 @@ def find(since_ns: int) -> list[Leak]:
 
     leaks: list[Leak] = []
     watched = list(WATCHED[0] or ())
-    pending = _pending_tasks() if watched else []
+    pending = pending_tasks() if watched else []
     for prim in watched:
         try:
             leaks.extend(_prim_leaks(prim, pending))

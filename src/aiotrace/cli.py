@@ -608,15 +608,15 @@ def _interrupt_loops() -> None:
     alone (and one not running); one whose thread is unknown (not asyncio's
     own) is interrupted.
     """
-    from aiotrace._leaks import _pending_tasks
+    from aiotrace._loops import call_soon_threadsafe, is_running, loop_of, pending_tasks
 
     main = threading.main_thread().ident
-    loops = {id(task.get_loop()): task.get_loop() for task in _pending_tasks()}
+    loops = {id(loop_of(task)): loop_of(task) for task in pending_tasks()}
     for loop in loops.values():
-        if not loop.is_running() or getattr(loop, "_thread_id", main) != main:
+        if not is_running(loop) or getattr(loop, "_thread_id", main) != main:
             continue
         with contextlib.suppress(RuntimeError):  # closed meanwhile
-            loop.call_soon_threadsafe(_keyboard_interrupt)
+            call_soon_threadsafe(loop, _keyboard_interrupt)
 
 
 def _keyboard_interrupt() -> None:

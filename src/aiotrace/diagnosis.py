@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import _stderr, semconv
+from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
 from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
     SITES,
@@ -296,12 +297,6 @@ class Graph:
         return lines
 
 
-def _pending_tasks() -> list[Any]:
-    from aiotrace._leaks import _pending_tasks as pending
-
-    return pending()
-
-
 def _waiter_index() -> dict[int, tuple[Any, str, str]]:
     """id(waiter future) -> (primitive, kind, role) for every watched primitive."""
     index: dict[int, tuple[Any, str, str]] = {}
@@ -345,7 +340,7 @@ def _tasks_by_frame(tasks: list[Any]) -> dict[int, Any]:
 
 def snapshot(tasks: Iterable[Any] | None = None) -> Graph:
     """The wait-for graph now. Safe from the loop's thread; best effort from another."""
-    pending = list(tasks) if tasks is not None else _pending_tasks()
+    pending = list(tasks) if tasks is not None else pending_tasks()
     by_frame = _tasks_by_frame(pending)
     live = {id(t): t for t in pending}
     waiters = _waiter_index()
@@ -455,7 +450,7 @@ def report_unfinished() -> int:
     if watched is None:
         return 0
     now = perf_counter_ns()
-    pending = _pending_tasks()
+    pending = pending_tasks()
     by_frame = _tasks_by_frame(pending)
     count = 0
     holders: dict[int, str] = {}  # id(primitive) -> a pending task holding it
@@ -709,30 +704,29 @@ class Watchdog:
         now = time.monotonic()
         if now - self._discovered >= self.discover_interval:  # every task: not every tick
             self._discovered = now
-            for task in _pending_tasks():
+            for task in pending_tasks():
                 with contextlib.suppress(Exception):
-                    loop = task.get_loop()
+                    loop = loop_of(task)
                     if id(loop) not in self._loops:
                         self._loops[id(loop)] = (loop, _LoopState())
         for key, (loop, state) in list(self._loops.items()):
-            if loop.is_closed():
+            if is_closed(loop):
                 del self._loops[key]
                 continue
             if state.pending:
                 # Sampled an interval early: a block just over the threshold
                 # may end before the next tick. Reported only if it was over.
-                if (
-                    now - self._block_start(state) >= self.block_threshold - self.interval
-                    and loop.is_running()
-                ):
+                if now - self._block_start(
+                    state
+                ) >= self.block_threshold - self.interval and is_running(loop):
                     self._sample(loop, state)
                 continue
-            if not loop.is_running():
+            if not is_running(loop):
                 continue
             state.pending = True
             state.sent = now
             try:
-                loop.call_soon_threadsafe(self._ping, loop, state)
+                call_soon_threadsafe(loop, self._ping, loop, state)
             except RuntimeError:  # closed in between
                 state.pending = False
         if self.deadline is not None and now >= self.deadline and not self._hang_reported:
@@ -830,7 +824,7 @@ class Watchdog:
         if now - state.last_graph < self.graph_interval:
             return
         state.last_graph = now
-        tasks = [t for t in _pending_tasks() if t.get_loop() is loop]
+        tasks = [t for t in pending_tasks() if loop_of(t) is loop]
         if not tasks:
             state.stuck_since = None
             return
@@ -864,7 +858,7 @@ class Watchdog:
 
     def _graph_from_any_thread(self) -> Graph:
         for loop, _ in list(self._loops.values()):
-            if not loop.is_running():
+            if not is_running(loop):
                 continue
             done = threading.Event()
             box: list[Graph] = []
@@ -874,7 +868,7 @@ class Watchdog:
                 done.set()
 
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(build)
+                call_soon_threadsafe(loop, build)
                 if done.wait(1.0):
                     return box[0]
         return snapshot()  # the loop is blocked: read it from here, best effort

@@ -574,11 +574,11 @@ class AiotracePlugin:
     def _on_hang(self, finding: Any) -> None:
         """From the watchdog: the running test hung. Cancel its tasks; the test fails."""
         self.hung = finding
-        from aiotrace._leaks import _pending_tasks
+        from aiotrace._loops import call_soon_threadsafe, loop_of, pending_tasks
 
-        for task in _pending_tasks():
+        for task in pending_tasks():
             with contextlib.suppress(RuntimeError):
-                task.get_loop().call_soon_threadsafe(task.cancel)
+                call_soon_threadsafe(loop_of(task), task.cancel)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
