@@ -108,6 +108,65 @@ def test_locks_made_in_one_unpacking_assignment_get_their_own_names(traced: Capt
     ]
 
 
+# fmt: off
+class Wrapped:
+    """Assignments as people (and formatters, with longer lines) wrap them."""
+
+    def __init__(self) -> None:
+        self._failed: asyncio.Queue[asyncio.Task[None] | None] = (
+            asyncio.Queue()  # wrapped-queue
+        )
+        self.ready = \
+            asyncio.Event()  # backslash-event
+        if self.ready:
+            pass
+        else: self.spare = asyncio.Lock()  # keyword-lock  # noqa: E701
+        self.pair = (
+            asyncio.Lock(), asyncio.Lock()  # tuple-locks
+        )
+# fmt: on
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+def test_a_value_wrapped_onto_the_next_line_is_named_after_its_target() -> None:
+    """Formatters wrap a long annotated assignment; the value still has its name.
+
+    aiojobs's ``self._failed_tasks: asyncio.Queue[...] = (asyncio.Queue())``
+    was reported as ``_scheduler.py:54``.
+    """
+    from aiotrace._sites import Site, variable_name
+
+    def site(line: int, column: int) -> Site:
+        return Site(__file__, line, "Wrapped.__init__", column)
+
+    queue_column = 12
+    assert variable_name(site(line_of("# wrapped-queue"), queue_column)) == "self._failed"
+    assert variable_name(site(line_of("# backslash-event"), queue_column)) == "self.ready"
+    # Not names: a keyword, and values that share their line.
+    assert variable_name(site(line_of("# keyword-lock"), 14)) is None
+    assert variable_name(site(line_of("# tuple-locks"), queue_column)) is None
+    assert variable_name(site(line_of("# tuple-locks"), queue_column + 16)) is None
+
+
+def test_a_wrapped_value_is_named_in_the_spans(traced: Captured) -> None:
+    async def main() -> None:
+        wrapped = Wrapped()
+        await wrapped._failed.put(None)
+        await wrapped._failed.get()
+        wrapped.ready.set()
+        async with asyncio.Lock():
+            pass
+        waiter = asyncio.create_task(wrapped._failed.get())
+        await asyncio.sleep(0)
+        wrapped._failed.put_nowait(None)
+        await waiter
+
+    asyncio.run(main())
+    base = os.path.basename(__file__)
+    (get,) = traced.named(semconv.SPAN_QUEUE_GET)
+    assert get[semconv.ATTR_PRIMITIVE_NAME] == f"self._failed ({base}:{line_of('# wrapped-queue')})"
+
+
 def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured) -> None:
     """aiotrace.name() renames a primitive; a Condition's own lock follows its name."""
 

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import gc
 import inspect
+import keyword
 import linecache
 import os
 import re
@@ -314,17 +315,21 @@ SITES: Final = SiteTable()
 """The process-wide site cache."""
 
 _ASSIGN = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=(?!=)")
+_OPENS_ASSIGNMENT = re.compile(
+    r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=\s*[(\\]?\s*(?:#.*)?$"
+)
 _NAME_CACHE: dict[tuple[str, int, int | None], str | None] = {}
 
 
 def variable_name(site: Site) -> str | None:
     """The variable or attribute the object created at ``site`` was assigned to, if obvious.
 
-    Reads one source line (``cache_lock = asyncio.Lock()`` gives ``cache_lock``,
+    Reads the source line (``cache_lock = asyncio.Lock()`` gives ``cache_lock``,
     ``self._lock: asyncio.Lock = asyncio.Lock()`` gives ``self._lock``; with
     the site's column, ``users, orders = asyncio.Lock(), asyncio.Lock()``
-    gives each its own). Cached; ``None`` when the line is not such an
-    assignment.
+    gives each its own). A value alone on the line after ``name = (`` or
+    ``name = \\`` (formatters wrap long annotated assignments so) takes that
+    name. Cached; ``None`` when the line is not such an assignment.
     """
     key = (site.path, site.line, site.column)
     if key in _NAME_CACHE:
@@ -332,14 +337,32 @@ def variable_name(site: Site) -> str | None:
     text = linecache.getline(site.path, site.line)
     name: str | None = None
     match = _ASSIGN.match(text)
-    if match:
+    if match and not keyword.iskeyword(match.group("target")):  # not ``else: x = ...``
         name = match.group("target")
     elif site.column is not None and "," in text:
         name = _unpacked_name(text, site.column)
+    if name is None and site.line > 1 and _is_the_lines_call(text, site.column):
+        match = _OPENS_ASSIGNMENT.match(linecache.getline(site.path, site.line - 1))
+        if match and not keyword.iskeyword(match.group("target")):
+            name = match.group("target")
     if len(_NAME_CACHE) > 10_000:
         _NAME_CACHE.clear()
     _NAME_CACHE[key] = name
     return name
+
+
+def _is_the_lines_call(text: str, column: int | None) -> bool:
+    """Whether the call at ``column`` is the whole line (or starts it and goes on)."""
+    stripped = text.strip()
+    if column is not None and column != len(text) - len(text.lstrip()):
+        return False
+    try:
+        (statement,) = ast.parse(stripped).body
+    except SyntaxError:  # the call goes on over the next lines
+        return True
+    except ValueError:
+        return False
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
 
 
 def _unpacked_name(text: str, column: int) -> str | None:
