@@ -457,7 +457,7 @@ def test_the_watchdog_asks_a_loop_past_the_programs_own_replacements() -> None:
     finally:
         watchdog.stop()
     assert counts == [0, 0, 0]
-    assert len(blocks) == 1, blocks
+    assert max(blocks, default=0.0) >= 0.09, blocks  # still watched, though "closed"
 
 
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
