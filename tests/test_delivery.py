@@ -101,6 +101,54 @@ def test_the_collector_reads_a_closed_process_to_the_end(tmp_path: Any) -> None:
     assert operations > 0
 
 
+def test_what_a_process_ships_or_loses_is_in_its_stats(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``aiotrace run`` the collector builds the spans: ``stats()`` said 0 of everything.
+
+    Shipped operations are counted; so are those lost with the collector,
+    and the loss is said again at the end, the one count nobody else has.
+    """
+    import socket
+
+    from aiotrace._collector import CollectorHandle, Shipping
+
+    collector = CollectorHandle({"linger": 0, "trace_file": str(tmp_path / "t.json")})
+    aiotrace.instrument(consumer=Shipping(collector.address), min_wait=0, min_hold=0, tasks=False)
+    try:
+        asyncio.run(_storm(50))
+        assert aiotrace.flush()
+        shipped = aiotrace.stats()
+    finally:
+        aiotrace.uninstrument()
+    report = collector.finish()
+    assert report is not None
+    assert shipped.spans_built == 0  # built over there ...
+    assert shipped.shipped == report["stats"]["spans_built"] > 500  # ... and counted here
+    assert shipped.lost == 0
+
+    # A collector that is gone: everything recorded from then on is lost, counted.
+    address = str(tmp_path / "gone.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen()
+    shipping = Shipping(address)
+    accepted, _ = listener.accept()
+    accepted.close()
+    listener.close()
+    with caplog.at_level(logging.WARNING, logger="aiotrace"):
+        aiotrace.instrument(consumer=shipping, min_wait=0, min_hold=0, tasks=False)
+        try:
+            asyncio.run(_storm(50))
+            aiotrace.flush()
+            lost = aiotrace.stats()
+        finally:
+            aiotrace.uninstrument()
+    assert lost.shipped == 0
+    assert lost.lost > 500
+    assert f"{lost.lost} recorded operation(s) and task(s)" in caplog.text
+
+
 class Slow:
     """A consumer that lags (a collector or exporter): ``delay`` seconds a batch.
 

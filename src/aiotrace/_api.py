@@ -172,12 +172,21 @@ class Stats:
     pressure_timeouts: int = 0
     """Times the program stopped waiting for a pipeline that stayed behind (back-pressure
     gave way: memory was then bounded only by how fast the pipeline caught up)."""
+    shipped: int = 0
+    """Operations and tasks sent to the collector process of ``aiotrace run`` or
+    ``pytest --aiotrace``, which builds their spans (those over threshold),
+    exports them and counts them in its report. ``spans_built`` and
+    ``spans_exported`` count only the spans this process built itself."""
+    lost: int = 0
+    """Operations and tasks that could not be sent: the collector was gone."""
 
 
 def stats() -> Stats:
     """Operations recorded, spans built, exported, dropped, internal errors."""
     s = RECORDER.stats
     sites = list(RECORDER.sites)
+    pipeline = AiotraceInstrumentor().pipeline
+    consumer = pipeline.consumer if pipeline is not None else None
     return Stats(
         operations=s.operations + sum(site.operations for site in sites),
         below_threshold=s.below_threshold + sum(site.below_threshold for site in sites),
@@ -188,4 +197,6 @@ def stats() -> Stats:
         buffered=len(RECORDER.buffer),
         dropped_reasons=dict(s.dropped_reasons),
         pressure_timeouts=s.pressure_timeouts,
+        shipped=getattr(consumer, "sent", 0),  # a Shipping's
+        lost=getattr(consumer, "lost", 0),
     )

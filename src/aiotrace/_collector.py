@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from aiotrace._assemble import Assembler
 from aiotrace._recorder import LOGGER, Stats
+from aiotrace._wire import W_SITE
 
 if TYPE_CHECKING:
     from aiotrace.timeline import TimelineSink
@@ -127,10 +128,11 @@ class Shipping:
     def consume(self, records: list[tuple[Any, ...]]) -> None:
         if not records:
             return
+        operations = sum(1 for record in records if record[0] < W_SITE)  # not definitions
         if self._send((MSG_RECORDS, records)):
-            self.sent += len(records)
+            self.sent += operations
         else:
-            self.lost += len(records)
+            self.lost += operations
 
     def send_stats(self, stats: dict[str, Any]) -> None:
         """This process's counters (what the collector cannot see for itself)."""
@@ -140,6 +142,13 @@ class Shipping:
         return not self._broken
 
     def shutdown(self, timeout: float) -> None:
+        if self.lost:  # the collector, gone, cannot report them
+            LOGGER.warning(
+                "aiotrace: %d recorded operation(s) and task(s) of process %d were lost "
+                "with the connection to the collector",
+                self.lost,
+                os.getpid(),
+            )
         if self._sock is not None:
             self._send((MSG_BYE,))
         with self._lock:
