@@ -395,6 +395,60 @@ def test_a_default_trace_file_is_the_sessions_own_and_workers_write_none(
     assert len(Trace(ours).named(semconv.SPAN_TEST)) == 3
 
 
+EXITS = """
+import asyncio
+import os
+
+
+def test_first():
+    pass
+
+
+def test_exits():
+    async def main():
+        lock = asyncio.Lock()
+        async with lock:
+            await asyncio.sleep(0.002)
+        os._exit(3)
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_os_exit_during_a_test_delivers_the_trace_first(
+    suite: pytest.Pytester, workers: str | None
+) -> None:
+    """``os._exit()`` skips pytest's end: the trace was lost, ``0 spans`` in its file.
+
+    Under xdist only the worker dies; its spans reach the controller's trace.
+    """
+    suite.makepyfile(test_exits=EXITS)
+    result = run(
+        suite, "--aiotrace", "--aiotrace-min-hold=0", *(["-n", workers] if workers else [])
+    )
+    trace = trace_of(suite)
+    tests = spans_by_test(trace)
+    exited = tests["test_exits"]
+    assert exited.attributes[semconv.ATTR_TEST_OUTCOME] == semconv.TEST_OUTCOME_EXITED
+    assert exited.status_description == "os._exit(3) during the test"
+    (hold,) = trace.named(semconv.SPAN_LOCK_HOLD)
+    assert owning_test(trace, hold) == "test_exits"
+    assert tests["test_first"].attributes[semconv.ATTR_TEST_OUTCOME] == "passed"
+    if workers is None:
+        assert result.ret == 3
+        (session,) = trace.named(semconv.SPAN_TEST_SESSION)
+        assert session.attributes[semconv.ATTR_EXIT_CODE] == 3
+        assert session.attributes[semconv.ATTR_TEST_SUITE_RUN_STATUS] == "failure"
+        trace_file = suite.path / "trace.json"
+        assert result.stdout.lines[-1] == (
+            "aiotrace: os._exit(3) during test_exits.py::test_exits: the trace was finished "
+            f"first; trace file: {trace_file}"
+        )
+    else:
+        result.assert_outcomes(passed=1, failed=1)  # the worker crashed, the run went on
+
+
 # ---------------------------------------------------------------------------
 # The terminal summary and OTLP
 # ---------------------------------------------------------------------------

@@ -438,6 +438,8 @@ class AiotracePlugin:
         self._finished = False
         self.worker_diagnoser: Any = None
         self.hung: Any = None  # the hang finding of the test running now
+        self._current: _Running | None = None  # the test running now
+        self._cut_short = False  # os._exit() during a test
 
     # -- start and finish ----------------------------------------------
     def start(self) -> None:
@@ -457,6 +459,10 @@ class AiotracePlugin:
             else:
                 self._start_session()
             _leaks.watch()
+            if not self.attached:  # under `aiotrace run`, the run guards os._exit
+                from aiotrace._session import EXIT_DELIVERY
+
+                EXIT_DELIVERY.install(self._exiting)
         except pytest.UsageError:
             raise
         except Exception as exc:  # tracing must never stop the test run
@@ -571,6 +577,40 @@ class AiotracePlugin:
             with capture.global_and_fixture_disabled():
                 reporter.write_line(text)
 
+    def _exiting(self, status: int) -> None:
+        """``os._exit()`` during the run (a test's, or the code under test's): deliver first.
+
+        pytest's own end never comes, nor its summary: the running test's
+        spans end, marked, the trace is finished and written, and one line
+        says where. (A forked child's ``os._exit`` is its own: see
+        ``ExitDelivery``.)
+        """
+        from opentelemetry.trace import Status, StatusCode
+
+        from aiotrace import semconv
+
+        running, where = self._current, ""
+        if running is not None:
+            self._cut_short = True
+            where = f" during {running.span.attributes.get(semconv.ATTR_TEST_CASE_NAME)}"
+            with contextlib.suppress(Exception):
+                status_of = Status(StatusCode.ERROR, f"os._exit({status}) during the test")
+                if running.phase is not None:
+                    running.phase.set_status(status_of)
+                    running.phase.end()
+                running.span.set_attribute(semconv.ATTR_TEST_OUTCOME, semconv.TEST_OUTCOME_EXITED)
+                running.span.set_attribute(semconv.ATTR_TEST_CASE_RESULT, "fail")
+                running.span.set_status(status_of)
+                running.span.end()
+        self.finish(status)
+        if self.worker_id is not None:
+            return
+        report = self.report
+        text = f"aiotrace: os._exit({status}){where}: the trace was finished first"
+        if report is not None and report.trace_file:
+            text += f"; trace file: {report.trace_file}"
+        self._echo(text)
+
     def _on_hang(self, finding: Any) -> None:
         """From the watchdog: the running test hung. Cancel its tasks; the test fails."""
         self.hung = finding
@@ -615,7 +655,10 @@ class AiotracePlugin:
             return
         self._finished = True
         from aiotrace import _child, _leaks, semconv
+        from aiotrace._session import EXIT_DELIVERY
 
+        if not self.attached:
+            EXIT_DELIVERY.restore()
         _leaks.unwatch()
         try:
             if self.session is not None:
@@ -623,7 +666,7 @@ class AiotracePlugin:
                 if exitstatus is not None:
                     root.set_attribute(
                         semconv.ATTR_TEST_SUITE_RUN_STATUS,
-                        "success" if exitstatus == 0 else "failure",
+                        "success" if exitstatus == 0 and not self._cut_short else "failure",
                     )
                 self.report = self.session.finish(exit_code=exitstatus)
             elif self.worker_id is not None:
@@ -675,6 +718,7 @@ class AiotracePlugin:
             if diagnoser.watchdog is not None:
                 diagnoser.watchdog.restart_clock(self.settings.hang_timeout)
         item.stash[_RUNNING] = running
+        self._current = running
         return running
 
     def _end_test(self, item: pytest.Item, running: _Running) -> None:
@@ -683,6 +727,7 @@ class AiotracePlugin:
 
         from aiotrace import semconv
 
+        self._current = None
         span = running.span
         record = running.record or self._measure(item, running)
         record.outcome = _outcome(running.reports)
