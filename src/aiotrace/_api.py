@@ -173,12 +173,13 @@ class Stats:
     """Times the program stopped waiting for a pipeline that stayed behind (back-pressure
     gave way: memory was then bounded only by how fast the pipeline caught up)."""
     shipped: int = 0
-    """Operations and tasks sent to the collector process of ``aiotrace run`` or
-    ``pytest --aiotrace``, which builds their spans (those over threshold),
-    exports them and counts them in its report. ``spans_built`` and
-    ``spans_exported`` count only the spans this process built itself."""
+    """Records (of operations, tasks and the SDK's own spans) sent to the collector
+    process of ``aiotrace run`` or ``pytest --aiotrace``, which builds their spans
+    (those over threshold), exports them and counts them in its report.
+    ``spans_built`` and ``spans_exported`` count only the spans this process
+    built itself."""
     lost: int = 0
-    """Operations and tasks that could not be sent: the collector was gone."""
+    """Records that could not be sent: the collector was gone."""
 
 
 def stats() -> Stats:
