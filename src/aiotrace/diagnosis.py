@@ -716,9 +716,8 @@ class Watchdog:
             if state.pending:
                 # Sampled an interval early: a block just over the threshold
                 # may end before the next tick. Reported only if it was over.
-                if now - self._block_start(
-                    state
-                ) >= self.block_threshold - self.interval and is_running(loop):
+                began = self._block_start(state)
+                if now - began >= self.block_threshold - self.interval and is_running(loop):
                     self._sample(loop, state)
                 continue
             if not is_running(loop):
