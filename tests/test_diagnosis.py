@@ -276,6 +276,26 @@ def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path
     assert "threading.py" in waiter[semconv.ATTR_BLOCKED_STACK].splitlines()[-2]  # still shown
 
 
+class _RunningLoop:
+    """A loop as the watchdog asks it: running, not closed."""
+
+    def is_closed(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return True
+
+
+def _watching_a_blocked_loop(thread_id: int | None) -> tuple[Any, Any]:
+    """A watchdog whose loop (run by ``thread_id``) has not answered its ping for a second."""
+    from aiotrace.diagnosis import Watchdog, _LoopState
+
+    watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
+    state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=thread_id)
+    watchdog._loops[1] = (_RunningLoop(), state)
+    return watchdog, state
+
+
 def test_a_stack_is_published_before_the_block_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop reports a block the moment it answers: the sample must be there by then.
 
@@ -285,7 +305,6 @@ def test_a_stack_is_published_before_the_block_is(monkeypatch: pytest.MonkeyPatc
     """
     import threading
 
-    from aiotrace.diagnosis import Watchdog, _LoopState
     from aiotrace.primitives import _base
 
     seen: list[tuple[bool, int]] = []
@@ -298,17 +317,7 @@ def test_a_stack_is_published_before_the_block_is(monkeypatch: pytest.MonkeyPatc
     thread = threading.Thread(target=release.wait, args=(10,))
     thread.start()
     try:
-
-        class Loop:
-            def is_closed(self) -> bool:
-                return False
-
-            def is_running(self) -> bool:
-                return True
-
-        watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
-        state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=thread.ident)
-        watchdog._loops[1] = (Loop(), state)
+        watchdog, state = _watching_a_blocked_loop(thread.ident)
         watchdog._tick()
     finally:
         release.set()
@@ -354,7 +363,6 @@ def test_while_another_interpreter_exists_no_frames_are_asked_for(
     import types
 
     from aiotrace import diagnosis
-    from aiotrace.diagnosis import Watchdog, _LoopState
 
     def forbidden() -> None:
         raise AssertionError("sys._current_frames() with a subinterpreter alive")
@@ -365,16 +373,7 @@ def test_while_another_interpreter_exists_no_frames_are_asked_for(
     assert diagnosis._current_frames() is None
     assert diagnosis._other_threads_busy()
 
-    class Loop:
-        def is_closed(self) -> bool:
-            return False
-
-        def is_running(self) -> bool:
-            return True
-
-    watchdog = Watchdog(report=lambda f: None, blocked=lambda *a: None, block_threshold=0.05)
-    state = _LoopState(sent=time.monotonic() - 1.0, pending=True, thread_id=threading.get_ident())
-    watchdog._loops[1] = (Loop(), state)
+    watchdog, state = _watching_a_blocked_loop(threading.get_ident())
     watchdog._tick()
     assert state.blocked
     assert state.sample == []

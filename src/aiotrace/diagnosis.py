@@ -736,16 +736,13 @@ class Watchdog:
         thread_id = state.thread_id or getattr(loop, "_thread_id", None)
         if state.blocked or thread_id is None:
             return
+        frames: list[FrameType] = []
         frames_now = _current_frames()
-        if frames_now is None:  # not safe to look: a block reported without a stack
-            state.sample, state.sample_callback = [], None
-            state.sample_task = state.sample_coro = state.sample_task_ref = None
-            state.blocked = True
-            return
-        frame = frames_now.get(thread_id)
-        if frame is None:
-            return
-        frames = _stack_frames(frame)
+        if frames_now is not None:  # else not safe to look: a block without a stack
+            frame = frames_now.get(thread_id)
+            if frame is None:
+                return
+            frames = _stack_frames(frame)
         if any(f.f_code is _PIPELINE_DRAIN for f in frames):
             # aiotrace's own back-pressure (the buffer is full and the program
             # waits for the pipeline): not the program's doing, not reported.
