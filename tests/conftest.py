@@ -12,7 +12,7 @@ import pytest
 import aiotrace
 from aiotrace.testing import Captured, capture_spans
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.outcomes"]
 
 
 def _patched_owners() -> list[Any]:
