@@ -761,15 +761,10 @@ def test_leaks_are_reported_by_default_and_fail_strict_tests(suite: pytest.Pytes
 
     assert f"lock held: marked_lock ({at('marked_lock =')})" in out
     section = out[out.index("= aiotrace =") :]
-    assert (
-        f"test_leaks.py::test_lock_left_held: lock held: cache_lock ({at('cache_lock =')})"
-        in section
-    )
-    assert f"test_leaks.py::test_permit_left_taken: permit taken: pool ({at('pool =')})" in section
-    assert (
-        "test_leaks.py::test_future_never_resolved: future unresolved: "
-        f"reply ({at('reply =')})" in section
-    )
+    assert f"  lock held: cache_lock ({at('cache_lock =')}), by 1 test:\n" in section
+    assert "\n    test_leaks.py::test_lock_left_held: " in section
+    assert f"  permit taken: pool ({at('pool =')}), by 1 test:\n" in section
+    assert f"  future unresolved: reply ({at('reply =')}), by 1 test:\n" in section
     assert "test_clean:" not in section
     assert f"acquired at {at('await cache_lock.acquire()')} in test_lock_left_held." in out
     trace = trace_of(suite)
@@ -777,6 +772,52 @@ def test_leaks_are_reported_by_default_and_fail_strict_tests(suite: pytest.Pytes
     ((name, _, attrs),) = leaky.events
     assert name == semconv.EVENT_LEAK
     assert attrs[semconv.ATTR_LEAK_KIND] == "lock held"
+
+
+def test_what_tests_leave_behind_is_listed_by_primitive_most_severe_first(
+    suite: pytest.Pytester,
+) -> None:
+    """A helper's forgotten future, left by five tests, is one culprit, listed once."""
+    suite.makepyfile(
+        test_many="""
+import asyncio
+
+def start_and_forget():
+    loop = asyncio.new_event_loop()
+    signal = loop.create_future()
+    loop.close()
+    start_and_forget.kept.append(signal)
+
+start_and_forget.kept = []
+
+def test_a(): start_and_forget()
+def test_b(): start_and_forget()
+def test_c(): start_and_forget()
+def test_d(): start_and_forget()
+def test_e(): start_and_forget()
+
+def test_lock():
+    async def main():
+        pool_lock = asyncio.Lock()
+        await pool_lock.acquire()
+    asyncio.run(main())
+"""
+    )
+    out = run(suite, "--aiotrace").stdout.str()
+    section = out[out.index("Left behind by tests") :].splitlines()
+    signal = f"signal (test_many.py:{line_in(suite, 'test_many.py', 'signal =')})"
+    lock = f"pool_lock (test_many.py:{line_in(suite, 'test_many.py', 'pool_lock =')})"
+    assert section[1] == f"  lock held: {lock}, by 1 test:"
+    assert section[2].startswith("    test_many.py::test_lock: ")
+    assert section[3] == f"  future unresolved: {signal}, by 5 tests:"
+    assert [line.split(":")[2] for line in section[4:7]] == ["test_a", "test_b", "test_c"]
+    assert section[7] == "    ... and 2 more tests"
+    assert "test_d" not in out[out.index("Left behind by tests") :]
+
+    out = run(suite, "--aiotrace", "--aiotrace-summary=0").stdout.str()
+    section = out[out.index("Left behind by tests") :].splitlines()
+    assert section[1] == f"  lock held: {lock}, by 1 test:"
+    assert section[3] == "  ... and 1 more primitive left behind"
 
 
 def test_the_strict_option_fails_every_leaky_test(suite: pytest.Pytester) -> None:

@@ -257,3 +257,60 @@ def test_a_semaphore_line_gives_its_capacity_even_if_it_never_waited(tmp_path: P
     assert pools.startswith(
         "pools (pools.py:7): capacities vary; 4 of 8 acquisitions waited (50%), "
     )
+
+
+FORGETFUL = """
+import asyncio
+
+
+async def dial(i: int) -> int:
+    start_next = asyncio.get_running_loop().create_future()  # never set: the winner came first
+    await asyncio.sleep(0)
+    return i
+
+
+async def main() -> None:
+    for i in range(250):
+        await dial(i)
+    pool_lock = asyncio.Lock()
+
+    async def grab() -> None:
+        await pool_lock.acquire()
+
+    await asyncio.create_task(grab())
+
+
+asyncio.run(main())
+"""
+
+
+def test_one_leak_made_in_a_loop_is_one_finding_counted_not_a_page_of_copies(
+    tmp_path: Path,
+) -> None:
+    """Every finding is counted, none lost past a cap; repeats of one are listed once."""
+    (tmp_path / "forgetful.py").write_text(FORGETFUL)
+    result = aiotrace(
+        "run", "--no-trace-file", "--report-json=r.json", "forgetful.py", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    lines = report_lines(result.stderr)
+    start = lines.index("Findings (251), most severe first")
+    assert lines[start + 1 : start + 5] == [
+        "LEAK: lock held: pool_lock (forgetful.py:14)",
+        "    acquired at forgetful.py:17 in main.<locals>.grab, "
+        "which finished without releasing it",
+        "LEAK: future unresolved: start_next (forgetful.py:6)  (250 times; the first shown)",
+        '    created by task "Task-1", garbage-collected unresolved, 0 task(s) were waiting',
+    ]
+    assert lines[start + 5].startswith("No contention")
+    futures = lines[lines.index("Futures: 250 (collected 250)") + 1 :]
+    assert futures[0] == (
+        "  start_next (forgetful.py:6): garbage-collected unresolved (250 futures made there), "
+        "0 task(s) were waiting"
+    )
+    assert futures[1].startswith("Tasks: ")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [(f["summary"], f["count"]) for f in report["findings"]] == [
+        ("lock held: pool_lock (forgetful.py:14)", 1),
+        ("future unresolved: start_next (forgetful.py:6)", 250),
+    ]

@@ -48,6 +48,8 @@ class Leak:
 LOCK_HELD: Final = "lock held"
 PERMIT_TAKEN: Final = "permit taken"
 FUTURE_UNRESOLVED: Final = "future unresolved"
+KINDS: Final = (LOCK_HELD, PERMIT_TAKEN, FUTURE_UNRESOLVED)
+"""Every kind, most severe first: a held lock strands its waiters at once."""
 
 
 def watch(every_kind: bool = False) -> None:

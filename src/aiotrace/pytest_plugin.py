@@ -342,7 +342,8 @@ class TestRecord:
     wait_ms: float = 0.0
     waits: int = 0
     top: list[tuple[str, float]] = field(default_factory=list)
-    leaks: list[str] = field(default_factory=list)
+    leaks: list[tuple[str, str, str]] = field(default_factory=list)
+    """What the test left behind: kind, primitive and detail of each (see ``_leaks.Leak``)."""
     findings: list[str] = field(default_factory=list)
     """Summaries of the findings made while the test ran (deadlocks, hangs, lock order...)."""
 
@@ -353,7 +354,7 @@ class TestRecord:
             "wait_ms": self.wait_ms,
             "waits": self.waits,
             "top": [list(t) for t in self.top],
-            "leaks": list(self.leaks),
+            "leaks": [list(leak) for leak in self.leaks],
             "findings": list(self.findings),
         }
 
@@ -365,7 +366,7 @@ class TestRecord:
             wait_ms=float(data.get("wait_ms", 0.0)),
             waits=int(data.get("waits", 0)),
             top=[(str(n), float(ms)) for n, ms in data.get("top", ())],
-            leaks=[str(leak) for leak in data.get("leaks", ())],
+            leaks=[(str(k), str(p), str(d)) for k, p, d in data.get("leaks", ())],
             findings=[str(f) for f in data.get("findings", ())],
         )
 
@@ -777,7 +778,7 @@ class AiotracePlugin:
             leaks = []
         for leak in leaks:
             self.reported_leaks.add(leak.key)
-            record.leaks.append(str(leak))
+            record.leaks.append((leak.kind, leak.primitive, leak.detail))
             running.span.add_event(
                 semconv.EVENT_LEAK,
                 {
@@ -818,9 +819,9 @@ class AiotracePlugin:
                 record = self._measure(item, running)
                 strict = self.settings.strict or item.get_closest_marker(STRICT_MARKER) is not None
                 if strict and record.leaks:
+                    left = (": ".join(leak) for leak in record.leaks)
                     pytest.fail(
-                        "aiotrace: the test left behind:\n  " + "\n  ".join(record.leaks),
-                        pytrace=False,
+                        "aiotrace: the test left behind:\n  " + "\n  ".join(left), pytrace=False
                     )
         return result
 
@@ -875,26 +876,66 @@ class AiotracePlugin:
     # -- the summary --------------------------------------------------------
     def _write_findings(self, write: Callable[[str], None], limit: int) -> None:
         """Findings first, most severe first: from the collector, so every worker's."""
-        from aiotrace.report import detail_lines
+        from aiotrace.report import detail_lines, repeats_text
 
         report = self.report
-        findings = list(report.findings) if report is not None else []
-        if not findings:
+        if report is None or not report.findings:
             return
         where: dict[str, str] = {}
         for record in self.records:
             for text in record.findings:
                 where.setdefault(text, record.nodeid)
-        write(f"Findings ({len(findings)}), most severe first:")
-        for finding in findings[: max(limit, 1) * 3]:
+        write(f"Findings ({report.findings_total}), most severe first:")
+        listed = max(limit, 1) * 3
+        for finding in report.findings[:listed]:
             text = f"{finding['kind']}: {finding['summary']}"
             test = where.get(text)
             write(
-                f"  {finding['kind'].upper()}: {finding['summary']}"
+                f"  {finding['kind'].upper()}: {finding['summary']}{repeats_text(finding)}"
                 + (f"  [{test}]" if test else "")
             )
             for line in detail_lines(finding, 7):
                 write(f"      {line}")
+        unlisted = report.findings_after(listed)
+        if unlisted:
+            write(f"  ... and {unlisted} more findings")
+
+    def _write_leaks(self, write: Callable[[str], None], limit: int) -> None:
+        """What tests left behind, grouped by primitive.
+
+        A library's one forgotten future, left by fifty tests, is one culprit:
+        named once with a few of its tests, not in fifty lines.
+        """
+        from aiotrace import _leaks
+
+        by_primitive: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for record in self.records:
+            for kind, primitive, detail in record.leaks:
+                by_primitive.setdefault((kind, primitive), []).append((record.nodeid, detail))
+        if not by_primitive:
+            return
+        verdict = (
+            "each failed the test"
+            if self.settings.strict
+            else "failed where strict, else reported; --aiotrace-strict fails them all"
+        )
+        write(f"Left behind by tests ({verdict}):")
+        severity = {kind: rank for rank, kind in enumerate(_leaks.KINDS)}
+        groups = sorted(
+            by_primitive.items(),
+            key=lambda group: (severity.get(group[0][0], len(severity)), -len(group[1])),
+        )
+        shown = max(limit, 1)
+        for (kind, primitive), tests in groups[:shown]:
+            count = f"{len(tests)} test{'s' if len(tests) != 1 else ''}"
+            write(f"  {kind}: {primitive}, by {count}:")
+            for nodeid, detail in tests[:3]:
+                write(f"    {nodeid}: {detail}")
+            if len(tests) > 3:
+                write(f"    ... and {len(tests) - 3} more tests")
+        if len(groups) > shown:
+            more = len(groups) - shown
+            write(f"  ... and {more} more primitive{'s' if more != 1 else ''} left behind")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_id is not None:
@@ -937,17 +978,7 @@ class AiotracePlugin:
             write("Waited while holding (others queued for what was held):")
             for nested in report.waits_while_holding[:limit]:
                 write(f"  {nested.text()}")
-        leaky = [r for r in self.records if r.leaks]
-        if leaky:
-            verdict = (
-                "each failed the test"
-                if self.settings.strict
-                else "failed where strict, else reported; --aiotrace-strict fails them all"
-            )
-            write(f"Left behind by tests ({verdict}):")
-            for record in leaky[: max(limit, 1) * 3]:
-                for leak in record.leaks:
-                    write(f"  {record.nodeid}: {leak}")
+        self._write_leaks(write, limit)
         if report is not None:
             stats = report.stats
             dropped = stats.get("spans_dropped", 0)

@@ -151,10 +151,15 @@ class Report:
     future_max_ms: float | None = None
     slowest_futures: list[FutureRow] = field(default_factory=list)
     """Futures that were waited for, longest to resolve first."""
-    unresolved_futures: list[tuple[str, str, int]] = field(default_factory=list)
+    unresolved_futures: list[tuple[str, str, int, int]] = field(default_factory=list)
+    """Name, outcome (pending or collected), waiters in all and how many such futures."""
     tasks: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
+    """Most severe first, one per kind and summary: ``kind``, ``summary``, the first
+    occurrence's ``details``, and ``count`` (one leak made in a loop is one culprit)."""
+    findings_unlisted: int = 0
+    """Findings past the distinct ones kept: counted, not listed."""
     trace_file: str | None = None
     html_file: str | None = None
     html_bytes: int | None = None
@@ -185,8 +190,22 @@ class Report:
         report.waits_while_holding = [
             NestedRow(**row) for row in data.get("waits_while_holding", ())
         ]
-        report.unresolved_futures = [tuple(f) for f in report.unresolved_futures]  # type: ignore[misc]
+        report.unresolved_futures = [
+            (str(f[0]), str(f[1]), int(f[2]), int(f[3]) if len(f) > 3 else 1)
+            for f in report.unresolved_futures
+        ]
+        for finding in report.findings:
+            finding.setdefault("count", 1)
         return report
+
+    @property
+    def findings_total(self) -> int:
+        """Every finding, repeats and unlisted ones included."""
+        return self.findings_after(0)
+
+    def findings_after(self, listed: int) -> int:
+        """How many findings a listing of the first ``listed`` distinct ones leaves out."""
+        return sum(int(f.get("count", 1)) for f in self.findings[listed:]) + self.findings_unlisted
 
 
 def _ms(draft: SpanDraft) -> float:
@@ -230,11 +249,12 @@ class ReportBuilder:
         self._futures: dict[str, int] = {}
         self._ttr: list[float] = []
         self._slow_futures: list[tuple[float, int, FutureRow]] = []
-        self._unresolved: list[tuple[str, str, int]] = []
+        self._unresolved: dict[tuple[str, str], list[int]] = {}
         self._tasks: dict[str, int] = {}
         self._spans = 0
         self._run: SpanDraft | None = None
-        self._findings: list[dict[str, Any]] = []
+        self._findings: dict[tuple[str, str], dict[str, Any]] = {}
+        self._findings_unlisted = 0
         self._trace_ids: dict[int, int] = {}
         self._recent: dict[tuple[int, int, str], tuple[deque[_Wait], deque[_Hold]]] = {}
         self._nested: dict[tuple[str, str, str, str], NestedRow] = {}
@@ -292,14 +312,7 @@ class ReportBuilder:
                 outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
                 self._tasks[outcome] = self._tasks.get(outcome, 0) + 1
             elif name == semconv.SPAN_FINDING:
-                if len(self._findings) < self.KEEP_FINDINGS:
-                    self._findings.append(
-                        {
-                            "kind": str(attrs.get(semconv.ATTR_FINDING_KIND, "?")),
-                            "summary": str(attrs.get(semconv.ATTR_FINDING_SUMMARY, "")),
-                            "details": str(attrs.get(semconv.ATTR_FINDING_DETAIL, "")).split("\n"),
-                        }
-                    )
+                self._finding(attrs)
             elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS, semconv.SPAN_TEST_SESSION):
                 if name == semconv.SPAN_RUN:
                     self._run = draft
@@ -408,19 +421,34 @@ class ReportBuilder:
         row.wait_ms += (wait[1] - wait[0]) / 1e6
         row.max_queued = max(row.max_queued, hold[4])
 
+    def _finding(self, attrs: dict[str, Any]) -> None:
+        kind = str(attrs.get(semconv.ATTR_FINDING_KIND, "?"))
+        summary = str(attrs.get(semconv.ATTR_FINDING_SUMMARY, ""))
+        same = self._findings.get((kind, summary))
+        if same is not None:
+            same["count"] += 1
+        elif len(self._findings) < self.KEEP_FINDINGS:
+            self._findings[kind, summary] = {
+                "kind": kind,
+                "summary": summary,
+                "details": str(attrs.get(semconv.ATTR_FINDING_DETAIL, "")).split("\n"),
+                "count": 1,
+            }
+        else:
+            self._findings_unlisted += 1
+
     def _future(self, draft: SpanDraft) -> None:
         attrs = draft.attributes
         outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
         self._futures[outcome] = self._futures.get(outcome, 0) + 1
         if outcome in (semconv.OUTCOME_PENDING, semconv.OUTCOME_COLLECTED):
-            if len(self._unresolved) < self.KEEP_FUTURES:
-                self._unresolved.append(
-                    (
-                        str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "?")),
-                        outcome,
-                        int(attrs.get(semconv.ATTR_FUTURE_WAITERS, 0)),
-                    )
-                )
+            key = (str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "?")), outcome)
+            same = self._unresolved.get(key)
+            if same is None and len(self._unresolved) < self.KEEP_FUTURES:
+                same = self._unresolved[key] = [0, 0]
+            if same is not None:
+                same[0] += int(attrs.get(semconv.ATTR_FUTURE_WAITERS, 0))
+                same[1] += 1
             return
         ttr = attrs.get(semconv.ATTR_FUTURE_TIME_TO_RESOLVE)
         if ttr is None:
@@ -516,10 +544,14 @@ class ReportBuilder:
                 reverse=True,
             ),
             futures=dict(self._futures),
-            unresolved_futures=list(self._unresolved),
+            unresolved_futures=[
+                (name, outcome, waiters, count)
+                for (name, outcome), (waiters, count) in self._unresolved.items()
+            ],
             slowest_futures=[entry for _, _, entry in sorted(self._slow_futures, reverse=True)],
             tasks=dict(self._tasks),
-            findings=_by_severity(self._findings),
+            findings=_by_severity(list(self._findings.values())),
+            findings_unlisted=self._findings_unlisted,
         )
         if self._ttr:
             ordered = sorted(self._ttr)
@@ -637,6 +669,12 @@ def detail_lines(finding: dict[str, Any], budget: int) -> list[str]:
     return lines[:budget]
 
 
+def repeats_text(finding: dict[str, Any]) -> str:
+    """`` (200 times; the first shown)`` for a finding made more than once, else nothing."""
+    count = int(finding.get("count", 1))
+    return f"  ({count} times; the first shown)" if count > 1 else ""
+
+
 def duration_text(ms: float) -> str:
     """Milliseconds as people read them: ``3.2 ms``, ``45 ms``, ``1.20 s``."""
     if ms >= 1000:
@@ -684,15 +722,16 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
     console.rule(f"[bold]{head}")
 
     if report.findings:
-        console.print(f"[bold red]Findings ({len(report.findings)}), most severe first")
+        console.print(f"[bold red]Findings ({report.findings_total}), most severe first")
         for finding in report.findings[: limit * 3]:
             style = "bold red" if finding["kind"] in _URGENT else "bold yellow"
             console.print(f"[{style}]{finding['kind'].upper()}[/]: ", end="")
-            print_plain(console, finding["summary"])
+            print_plain(console, finding["summary"] + repeats_text(finding))
             for line in detail_lines(finding, 40):
                 print_plain(console, f"    {line}")
-        if len(report.findings) > limit * 3:
-            console.print(f"  ... and {len(report.findings) - limit * 3} more findings")
+        unlisted = report.findings_after(limit * 3)
+        if unlisted:
+            console.print(f"  ... and {unlisted} more findings")
 
     if report.primitives:
         table = Table(
@@ -772,13 +811,14 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         console.print(line)
         for slow in report.slowest_futures[:3]:
             print_plain(console, f"  {future_text(slow)}")
-        for name, outcome, waiters in report.unresolved_futures:
+        for name, outcome, waiters, count in report.unresolved_futures:
             what = (
                 "never resolved"
                 if outcome == semconv.OUTCOME_PENDING
                 else "garbage-collected unresolved"
             )
-            console.print(f"  [yellow]{name}[/]: {what}, {waiters} task(s) were waiting")
+            times = f" ({count} futures made there)" if count > 1 else ""
+            console.print(f"  [yellow]{name}[/]: {what}{times}, {waiters} task(s) were waiting")
 
     if report.tasks:
         total = sum(report.tasks.values())
