@@ -503,6 +503,18 @@ def test_the_report_points_at_the_lock_the_holder_and_the_line(tmp_path: Path) -
     assert report["stats"]["spans_dropped"] == 0
 
 
+def test_a_trace_file_named_none_is_no_trace_file_as_under_pytest(tmp_path: Path) -> None:
+    """``--aiotrace-trace-file=none`` means no file to pytest; so it does to ``aiotrace run``."""
+    for args, env in (
+        (["--trace-file", "none"], clean_env()),
+        ([], clean_env(AIOTRACE_TRACE_FILE="NONE")),
+    ):
+        result = aiotrace("run", *args, CONTEND, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "Trace file" not in result.stderr
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_aiotrace_variables_set_every_option(tmp_path: Path) -> None:
     env = clean_env(
         AIOTRACE_TRACE_FILE=str(tmp_path / "from-env.json"),

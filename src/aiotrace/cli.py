@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--trace-file",
         metavar="PATH",
-        help="OTLP JSON trace file (AIOTRACE_TRACE_FILE; default: "
+        help="OTLP JSON trace file, or 'none' (AIOTRACE_TRACE_FILE; default: "
         "aiotrace-<program>-<time>.json in the current directory)",
     )
     out.add_argument(
@@ -472,6 +472,8 @@ def _trace_file(args: argparse.Namespace, label: str) -> str | None:
     if args.no_trace_file or _env_flag("AIOTRACE_NO_TRACE_FILE"):
         return None
     path = args.trace_file or os.environ.get("AIOTRACE_TRACE_FILE")
+    if path is not None and path.lower() == "none":  # as pytest's --aiotrace-trace-file
+        return None
     if not path:
         from aiotrace._otlp import new_trace_file
 
