@@ -25,6 +25,7 @@ from aiotrace import semconv
 from aiotrace._otlp import new_trace_file
 from aiotrace.cli import build_parser
 from tests.cli_support import (
+    EXAMPLES,
     PROGRAMS,
     Trace,
     aiotrace,
@@ -255,6 +256,18 @@ def test_the_report_goes_to_the_real_stderr_whatever_the_program_does_to_it(
     assert traced.stdout == plain.stdout == "captured: ''\n"
     assert "aiotrace: LOCK ORDER: users (stderr_games.py:13) and orders" in traced.stderr
     assert f"Trace file: {tmp_path / 't.json'}" in traced.stderr
+
+
+def test_python_dev_mode_sees_nothing_of_ours_left_open(tmp_path: Path) -> None:
+    """Under ``-X dev`` every unclosed file warns at exit: aiotrace's own stderr must not.
+
+    The program sees only its own warnings (here none), as under ``python``.
+    """
+    env = clean_env(PYTHONDEVMODE="1")
+    plain = python(EXAMPLES / "locks.py", cwd=tmp_path, env=env)
+    traced = aiotrace("run", "-q", "--no-trace-file", EXAMPLES / "locks.py", cwd=tmp_path, env=env)
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert plain.stderr == traced.stderr == ""
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -17,6 +17,8 @@ or pytest decides where stderr goes.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
 from typing import IO, Final
@@ -37,9 +39,23 @@ class OwnStderr:
         except OSError:  # no stderr at all: sys.stderr it is, if anything
             return
         encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
-        self._stream = open(  # noqa: SIM115  # kept open for the process's life
+        self._stream = open(  # noqa: SIM115  # closed by release(), at exit
             fd, "w", encoding=encoding, errors="backslashreplace", buffering=1
         )
+        # Registered before the program runs, so run after its handlers and
+        # aiotrace's own (atexit is last in, first out).
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        """Close the duplicate; later writes go to ``sys.stderr``.
+
+        Left to the interpreter's shutdown, the open file would be reported
+        as the program's (``ResourceWarning: unclosed file`` under ``-X dev``).
+        """
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # a full disk, a closed pipe
+                stream.close()
 
     def _target(self) -> IO[str] | None:
         return self._stream if self._stream is not None else sys.stderr
