@@ -270,6 +270,41 @@ def test_python_dev_mode_sees_nothing_of_ours_left_open(tmp_path: Path) -> None:
     assert plain.stderr == traced.stderr == ""
 
 
+@pytest.mark.parametrize("how", ["os.fork", "multiprocessing"])
+def test_a_fork_sees_no_thread_of_ours(tmp_path: Path, how: str) -> None:
+    """A program without threads forks as one: Python 3.12+ warns of none under ``-X dev``.
+
+    aiotrace's threads stop for the fork and start again on both sides: the
+    child's spans still reach the trace.
+    """
+    env = clean_env(PYTHONDEVMODE="1")
+    forks = PROGRAMS / "forks.py"
+    plain = python(forks, how, cwd=tmp_path, env=env)
+    traced = aiotrace(
+        "run", "-q", "--min-hold=0", "--trace-file=t.json", forks, how, cwd=tmp_path, env=env
+    )
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert plain.stdout == traced.stdout == "forked filters as they were: True\n"
+    assert plain.stderr == ""
+    assert traced.stderr == f"aiotrace: trace file {tmp_path / 't.json'}\n"
+    trace = Trace(tmp_path / "t.json")
+    assert len(trace.named(semconv.SPAN_PROCESS)) == 1
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2  # the parent's and the child's
+
+
+def test_a_fork_in_a_program_with_threads_is_warned_of_as_untraced(tmp_path: Path) -> None:
+    env = clean_env(PYTHONDEVMODE="1")
+    forks = PROGRAMS / "forks.py"
+    plain = python(forks, "os.fork", "thread", cwd=tmp_path, env=env)
+    traced = aiotrace(
+        "run", "-q", "--no-trace-file", forks, "os.fork", "thread", cwd=tmp_path, env=env
+    )
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert plain.stdout == traced.stdout == "forked filters as they were: True\n"
+    warned = "is multi-threaded, use of fork() may lead to deadlocks in the child."
+    assert (warned in plain.stderr) == (warned in traced.stderr) == (sys.version_info >= (3, 12))
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_stderr_that_cannot_be_written_does_not_change_the_exit_status(tmp_path: Path) -> None:
     """As ``python app.py 2>/dev/full`` exits 0, so does ``aiotrace run app.py 2>/dev/full``."""

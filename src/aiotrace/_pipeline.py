@@ -21,6 +21,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from aiotrace import _fork
 from aiotrace._assemble import Assembler, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, Recorder
 from aiotrace._wire import Encoder
@@ -127,12 +128,40 @@ class Pipeline:
         self._local = threading.local()
         self._pid = os.getpid()
         self._patience = self.PATIENCE
+        self._fork_paused = False
+        self._generation = 0
+        """A thread runs while the generation it was started in lasts."""
 
     def start(self) -> None:
         """Start the background thread (a daemon: it never keeps a program alive)."""
         self._recorder.set_pressure_handler(self._pressure)
-        self._thread = threading.Thread(target=self._run, name="aiotrace-pipeline", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(self._generation,), name="aiotrace-pipeline", daemon=True
+        )
         self._thread.start()
+        _fork.pause_for_forks(self)
+
+    FORK_PATIENCE: ClassVar[float] = 1.0
+    """Seconds a fork waits for the thread to stop (it may be writing to a slow consumer)."""
+
+    def pause_for_fork(self) -> bool:
+        """Stop the thread, without draining: the records stay buffered (see ``_fork``)."""
+        thread = self._thread
+        if thread is None or self._stopping or thread is threading.current_thread():
+            return False
+        self._generation += 1
+        self._wake.set()
+        # Still busy past the patience, it ends after its drain (and the fork
+        # is warned of); the next thread drains meanwhile, one at a time.
+        thread.join(self.FORK_PATIENCE)
+        self._thread = None
+        self._fork_paused = True
+        return True
+
+    def resume_after_fork(self) -> None:
+        if self._fork_paused:
+            self._fork_paused = False
+            self.start()
 
     def pause(self) -> None:
         """Deliver what is buffered and stop the thread; the consumer stays open."""
@@ -155,15 +184,16 @@ class Pipeline:
         self._wake = threading.Event()
         self._local = threading.local()
         self._encoder.reset()
-        if self._thread is not None and not self._stopping:
+        if self._fork_paused or (self._thread is not None and not self._stopping):
+            self._fork_paused = False
             self._thread = None
             self.start()
 
-    def _run(self) -> None:
-        while not self._stopping:
+    def _run(self, generation: int) -> None:
+        while not self._stopping and generation == self._generation:
             self._wake.wait(self._interval)
             self._wake.clear()
-            if self._stopping:
+            if self._stopping or generation != self._generation:
                 break
             try:
                 self.drain()

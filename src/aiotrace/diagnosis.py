@@ -39,7 +39,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from aiotrace import _stderr, semconv
+from aiotrace import _fork, _stderr, semconv
 from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
 from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
@@ -677,14 +677,34 @@ class Watchdog:
             self.started + hang_timeout if hang_timeout is not None else None
         )
         self.thread = threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+        self._fork_paused = False
 
     def start(self) -> None:
         self.thread.start()
+        _fork.pause_for_forks(self)
 
     def stop(self) -> None:
         self._stop.set()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(2.0)
+
+    def pause_for_fork(self) -> bool:
+        """Stop the thread for a fork (see ``_fork``); only the parent's starts again."""
+        if self._stop.is_set() or not self.thread.is_alive():
+            return False
+        if self.thread is threading.current_thread():
+            return False
+        self._stop.set()
+        self.thread.join(2.0)
+        self._fork_paused = True
+        return True
+
+    def resume_after_fork(self) -> None:
+        if self._fork_paused:
+            self._fork_paused = False
+            self._stop = threading.Event()
+            self.thread = threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+            self.thread.start()
 
     def restart_clock(self, hang_timeout: float | None) -> None:
         """A new deadline from now (the pytest plugin: per test)."""
@@ -696,7 +716,8 @@ class Watchdog:
 
     # -- the thread --------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        stop = self._stop  # this thread's own: after a fork, the next thread has another
+        while not stop.wait(self.interval):
             with contextlib.suppress(Exception):  # the watchdog must outlive anything
                 self._tick()
 
