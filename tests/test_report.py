@@ -15,6 +15,7 @@ from typing import Any
 
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
+from aiotrace.cli import EXIT_FINDINGS
 from aiotrace.report import ReportBuilder
 from tests.cli_support import Trace, aiotrace, clean_env, report_lines
 
@@ -290,9 +291,10 @@ def test_one_leak_made_in_a_loop_is_one_finding_counted_not_a_page_of_copies(
     """Every finding is counted, none lost past a cap; repeats of one are listed once."""
     (tmp_path / "forgetful.py").write_text(FORGETFUL)
     result = aiotrace(
-        "run", "--no-trace-file", "--report-json=r.json", "forgetful.py", cwd=tmp_path
+        "run", "--check", "--no-trace-file", "--report-json=r.json", "forgetful.py", cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == EXIT_FINDINGS, result.stderr
+    assert f"aiotrace: --check: 251 finding(s); exit status {EXIT_FINDINGS}" in result.stderr
     lines = report_lines(result.stderr)
     start = lines.index("Findings (251), most severe first")
     assert lines[start + 1 : start + 5] == [

@@ -727,7 +727,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
                 + "\n"
             )
             return
-        findings[0] = len(report.findings)
+        findings[0] = report.findings_total
         _print_report(report, quiet, trace_file, otlp)
         if report_json:
             try:
