@@ -395,6 +395,45 @@ def test_a_default_trace_file_is_the_sessions_own_and_workers_write_none(
     assert len(Trace(ours).named(semconv.SPAN_TEST)) == 3
 
 
+FORKS = """
+import asyncio
+import multiprocessing
+
+
+def work():
+    async def step():
+        async with asyncio.Lock():
+            await asyncio.sleep(0)
+
+    asyncio.run(step())
+
+
+def test_forks():
+    child = multiprocessing.get_context("fork").Process(target=work)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_a_test_that_forks_runs_as_untraced(suite: pytest.Pytester, workers: str | None) -> None:
+    """The child must not hang in OpenTelemetry's fork hook.
+
+    opentelemetry-sdk 1.44+ re-detects a provider's resource in a forked
+    child through a ThreadPoolExecutor: if ``concurrent.futures.thread``
+    was first imported after the provider was made, its own fork hook (which
+    frees the lock ``submit`` takes) runs after, and the child waits for
+    ever. An xdist worker imports it late.
+    """
+    suite.makepyfile(test_forks=FORKS)
+    xdist = ["-n", workers] if workers else []
+    result = run(suite, "--aiotrace", "--aiotrace-min-hold=0", "--aiotrace-children", *xdist)
+    result.assert_outcomes(passed=1)
+    holds = trace_of(suite).named(semconv.SPAN_LOCK_HOLD)
+    assert len(holds) == 1  # the child's, delivered
+
+
 EXITS = """
 import asyncio
 import os

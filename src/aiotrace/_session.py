@@ -99,6 +99,12 @@ def install_provider(resource: Resource) -> TracerProvider | None:
     if isinstance(current, TracerProvider):
         current.add_span_processor(ForwardingProcessor())  # never replace the user's provider
         return None
+    # Before the provider, whose fork hook (opentelemetry-sdk 1.44+) submits to
+    # a ThreadPoolExecutor in the child: fork hooks run in the order they were
+    # registered, and this module's must free the lock submit() takes first,
+    # or a forked child waits for ever.
+    import concurrent.futures.thread  # noqa: F401
+
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(ForwardingProcessor())
     if not _install_default(provider):
