@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -202,6 +203,40 @@ def test_a_slow_consumer_slows_the_program_instead_of_growing_the_buffer(
     assert recorded > 0
     assert slow.consumed > 15_000
     assert max(slow.buffered) <= 4 * HIGH_WATER + 10  # unchecked, most of the storm
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_the_pipeline_is_busy_waits_a_moment_not_for_the_pipeline() -> None:
+    """The pipeline's thread stops for a fork; one deep in a slow write is not waited for.
+
+    The fork goes on after ``FORK_PATIENCE``, and the records recorded
+    after it still reach the consumer (through the thread started again).
+    """
+    from aiotrace._pipeline import Pipeline
+
+    slow = Slow(1.5)  # one batch takes longer than a fork waits
+    aiotrace.instrument(consumer=slow, min_wait=0, min_hold=0, tasks=False)
+    try:
+        asyncio.run(_storm(10))
+        deadline = time.monotonic() + 10
+        while not slow.buffered and time.monotonic() < deadline:  # the thread is in consume()
+            time.sleep(0.01)
+        assert slow.buffered
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        forked_in = time.monotonic() - started
+        os.waitpid(pid, 0)
+        before = slow.consumed
+        asyncio.run(_storm(10))
+        deadline = time.monotonic() + 10
+        while slow.consumed == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slow.consumed > before  # delivered by the pipeline's thread, running again
+    finally:
+        aiotrace.uninstrument()
+    assert forked_in < Pipeline.FORK_PATIENCE + 0.75 < slow.delay
 
 
 def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_loop(

@@ -141,8 +141,13 @@ class Pipeline:
         self._thread.start()
         _fork.pause_for_forks(self)
 
-    FORK_PATIENCE: ClassVar[float] = 1.0
-    """Seconds a fork waits for the thread to stop (it may be writing to a slow consumer)."""
+    FORK_PATIENCE: ClassVar[float] = 0.25
+    """Seconds a fork waits for the thread to stop.
+
+    It may be writing to a slow consumer, or waiting for a lock another
+    library's fork hook took first (``logging``'s, ``concurrent.futures``'):
+    a fork is then delayed this long, and goes on with the thread running.
+    """
 
     def pause_for_fork(self) -> bool:
         """Stop the thread, without draining: the records stay buffered (see ``_fork``)."""

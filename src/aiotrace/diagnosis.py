@@ -695,7 +695,7 @@ class Watchdog:
         if self.thread is threading.current_thread():
             return False
         self._stop.set()
-        self.thread.join(2.0)
+        self.thread.join(Pipeline.FORK_PATIENCE)
         self._fork_paused = True
         return True
 
