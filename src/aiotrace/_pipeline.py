@@ -123,7 +123,6 @@ class Pipeline:
         self._taps = tuple(taps)
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
-        self._stopping = False
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._pid = os.getpid()
@@ -149,17 +148,24 @@ class Pipeline:
     a fork is then delayed this long, and goes on with the thread running.
     """
 
+    def _stop_thread(self, timeout: float | None) -> None:
+        """End the running thread's generation and wait for it, at most ``timeout``.
+
+        A thread still busy past the timeout ends after its drain; a thread
+        started meanwhile drains too, one at a time (the drain lock).
+        """
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._generation += 1
+            self._wake.set()
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
     def pause_for_fork(self) -> bool:
         """Stop the thread, without draining: the records stay buffered (see ``_fork``)."""
-        thread = self._thread
-        if thread is None or self._stopping or thread is threading.current_thread():
+        if self._thread is None or self._thread is threading.current_thread():
             return False
-        self._generation += 1
-        self._wake.set()
-        # Still busy past the patience, it ends after its drain (and the fork
-        # is warned of); the next thread drains meanwhile, one at a time.
-        thread.join(self.FORK_PATIENCE)
-        self._thread = None
+        self._stop_thread(self.FORK_PATIENCE)  # still busy: the fork is warned of
         self._fork_paused = True
         return True
 
@@ -170,17 +176,12 @@ class Pipeline:
 
     def pause(self) -> None:
         """Deliver what is buffered and stop the thread; the consumer stays open."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
+        self._stop_thread(None)
         self._recorder.set_pressure_handler(None)
         self.drain()
 
     def resume(self) -> None:
         """Start again after :meth:`pause`."""
-        self._stopping = False
         self.start()
 
     def after_fork(self) -> None:
@@ -189,16 +190,15 @@ class Pipeline:
         self._wake = threading.Event()
         self._local = threading.local()
         self._encoder.reset()
-        if self._fork_paused or (self._thread is not None and not self._stopping):
+        if self._fork_paused or self._thread is not None:  # it was running in the parent
             self._fork_paused = False
-            self._thread = None
             self.start()
 
     def _run(self, generation: int) -> None:
-        while not self._stopping and generation == self._generation:
+        while generation == self._generation:
             self._wake.wait(self._interval)
             self._wake.clear()
-            if self._stopping or generation != self._generation:
+            if generation != self._generation:
                 break
             try:
                 self.drain()
@@ -270,10 +270,7 @@ class Pipeline:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop the thread, deliver what is left, shut the consumer down."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._stop_thread(timeout)
         self._recorder.set_pressure_handler(None)
         self.drain()
         self.consumer.shutdown(timeout)

@@ -676,8 +676,11 @@ class Watchdog:
         self.deadline: float | None = (
             self.started + hang_timeout if hang_timeout is not None else None
         )
-        self.thread = threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+        self.thread = self._new_thread()
         self._fork_paused = False
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -690,12 +693,11 @@ class Watchdog:
 
     def pause_for_fork(self) -> bool:
         """Stop the thread for a fork (see ``_fork``); only the parent's starts again."""
-        if self._stop.is_set() or not self.thread.is_alive():
-            return False
-        if self.thread is threading.current_thread():
-            return False
+        thread = self.thread
+        if self._stop.is_set() or not thread.is_alive() or thread is threading.current_thread():
+            return False  # stopped, or a finding's handler forking on this very thread
         self._stop.set()
-        self.thread.join(Pipeline.FORK_PATIENCE)
+        thread.join(Pipeline.FORK_PATIENCE)
         self._fork_paused = True
         return True
 
@@ -703,7 +705,7 @@ class Watchdog:
         if self._fork_paused:
             self._fork_paused = False
             self._stop = threading.Event()
-            self.thread = threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+            self.thread = self._new_thread()
             self.thread.start()
 
     def restart_clock(self, hang_timeout: float | None) -> None:

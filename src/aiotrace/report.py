@@ -190,12 +190,7 @@ class Report:
         report.waits_while_holding = [
             NestedRow(**row) for row in data.get("waits_while_holding", ())
         ]
-        report.unresolved_futures = [
-            (str(f[0]), str(f[1]), int(f[2]), int(f[3]) if len(f) > 3 else 1)
-            for f in report.unresolved_futures
-        ]
-        for finding in report.findings:
-            finding.setdefault("count", 1)
+        report.unresolved_futures = [tuple(f) for f in report.unresolved_futures]  # type: ignore[misc]
         return report
 
     @property
@@ -205,7 +200,7 @@ class Report:
 
     def findings_after(self, listed: int) -> int:
         """How many findings a listing of the first ``listed`` distinct ones leaves out."""
-        return sum(int(f.get("count", 1)) for f in self.findings[listed:]) + self.findings_unlisted
+        return sum(int(f["count"]) for f in self.findings[listed:]) + self.findings_unlisted
 
 
 def _ms(draft: SpanDraft) -> float:
@@ -671,7 +666,7 @@ def detail_lines(finding: dict[str, Any], budget: int) -> list[str]:
 
 def repeats_text(finding: dict[str, Any]) -> str:
     """`` (200 times; the first shown)`` for a finding made more than once, else nothing."""
-    count = int(finding.get("count", 1))
+    count = finding["count"]
     return f"  ({count} times; the first shown)" if count > 1 else ""
 
 
