@@ -10,6 +10,7 @@ the second.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -315,4 +316,107 @@ def test_one_leak_made_in_a_loop_is_one_finding_counted_not_a_page_of_copies(
     assert [(f["summary"], f["count"]) for f in report["findings"]] == [
         ("lock held: pool_lock (forgetful.py:14)", 1),
         ("future unresolved: start_next (forgetful.py:6)", 250),
+    ]
+
+
+SHORT = """
+import asyncio
+
+
+async def main() -> None:
+    lock = asyncio.Lock()
+
+    async def use() -> None:
+        async with lock:
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(use() for _ in range(5)))
+
+
+asyncio.run(main())
+"""
+
+
+def test_short_waits_give_the_longest_as_a_bound_and_every_hold_is_counted(
+    tmp_path: Path,
+) -> None:
+    """Waits and holds under the thresholds are summed, not timed: no "longest 0.0 ms"."""
+    (tmp_path / "short.py").write_text(SHORT)
+    rows = {}
+    for thresholds in ((), ("--min-wait=0", "--min-hold=0")):
+        result = aiotrace(
+            "run", "--no-trace-file", "--report-json=r.json", *thresholds, "short.py", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+        assert (row["name"], row["waits"], row["times_held"]) == ("lock (short.py:6)", 4, 5)
+        line = next(line for line in report_lines(result.stderr) if "lock (short.py:6)" in line)
+        # waits, (waited and longest wait), holds, longest hold
+        cells = re.fullmatch(r"\s*lock \(short.py:6\)\s+Lock\s+4\s+(.+ ms)\s+5\s+(.+ ms)\s*", line)
+        assert cells is not None, line
+        rows[thresholds] = row, cells.groups()
+    # Each hold lasts a loop turn: under 1 ms, unless this machine stalled just then.
+    row, cells = rows[()]
+    for key, cell in zip(("wait", "hold"), cells, strict=True):
+        if row[f"max_{key}_under_ms"] is not None:
+            assert row[f"max_{key}_under_ms"] == 1.0
+            assert row[f"max_{key}_ms"] < 1.0
+            assert cell.endswith("< 1.0 ms")
+        else:
+            assert row[f"max_{key}_ms"] >= 1.0
+            assert "<" not in cell
+    # Every wait and hold spanned: the longest is known.
+    row, cells = rows[("--min-wait=0", "--min-hold=0")]
+    assert (row["max_wait_under_ms"], row["max_hold_under_ms"]) == (None, None)
+    assert min(row["max_wait_ms"], row["max_hold_ms"]) > 0
+    assert "<" not in "".join(cells)
+
+
+def _summary(kind: str, min_wait_ms: float, **totals: float) -> SpanDraft:
+    run = _draft(semconv.SPAN_PROCESS, 0, 1000)
+    attrs = {
+        semconv.ATTR_PRIMITIVE_KIND: kind,
+        semconv.ATTR_PRIMITIVE_SITE: "a.py:1",
+        semconv.ATTR_PRIMITIVE_NAME: "lock (a.py:1)",
+        semconv.ATTR_SUMMARY_MIN_WAIT_MS: min_wait_ms,
+        semconv.ATTR_SUMMARY_MIN_HOLD_MS: 1.0,
+        **{f"aiotrace.{key}": value for key, value in totals.items()},
+    }
+    run.events = [(semconv.EVENT_PRIMITIVE_SUMMARY, 0, attrs)]
+    return run
+
+
+def test_the_longest_wait_is_exact_when_a_span_reached_the_threshold_or_all_were_spans() -> None:
+    lock = {"aiotrace.primitive.kind": "Lock", "aiotrace.primitive.site": "a.py:1"}
+    cases = [
+        # (spans, summaries) -> (longest wait, longest hold)
+        ([], [_summary("Lock", 1.0, waits=3, wait_ms=0.9, operations=4, holds=3)]),
+        (
+            [_draft(semconv.SPAN_LOCK_ACQUIRE, 0, 5, **lock)],
+            [_summary("Lock", 1.0, waits=3, wait_ms=5.5, max_wait_ms=5.0, operations=4, holds=3)],
+        ),
+        (  # spanned at zero thresholds in one process, counted under 2 ms in another
+            [_draft(semconv.SPAN_LOCK_ACQUIRE, 0, 0, **lock)],
+            [
+                _summary("Lock", 0.0, waits=1, operations=1, holds=1),
+                _summary("Lock", 2.0, waits=1, wait_ms=1.5, operations=1, holds=1),
+            ],
+        ),
+        (  # every wait and hold a span: exact, however short
+            [_draft(semconv.SPAN_LOCK_ACQUIRE, 0, 0, **lock)]
+            + [_draft(semconv.SPAN_LOCK_HOLD, 0, 0, **lock)] * 2,
+            [_summary("Lock", 1.0, waits=1, operations=2, holds=2)],
+        ),
+    ]
+    found = []
+    for spans, summaries in cases:
+        builder = ReportBuilder()
+        builder.add([*spans, *summaries])
+        (row,) = builder.build().primitives
+        found.append((row.times_held, row.longest_wait_text(), row.longest_hold_text()))
+    assert found == [
+        (4, "< 1.0 ms", "< 1.0 ms"),
+        (4, "5.0 ms", "< 1.0 ms"),
+        (2, "< 2.0 ms", "< 1.0 ms"),
+        (2, "0.0 ms", "0.0 ms"),
     ]

@@ -306,6 +306,8 @@ EXIT_DELIVERY: Final = ExitDelivery()
 def summary_events() -> list[tuple[str, dict[str, Any]]]:
     """One event per primitive (by creation site) with totals, below-threshold included."""
     events = []
+    min_wait_ms = RECORDER.min_wait_ns / 1e6
+    min_hold_ms = RECORDER.min_hold_ns / 1e6
     for stats in list(RECORDER.sites):
         if stats.internal or not (stats.waits or stats.holds or stats.n):
             continue
@@ -327,6 +329,8 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             semconv.ATTR_SUMMARY_MAX_WAIT_MS: round(stats.max_wait_ns / 1e6, 3),
             semconv.ATTR_SUMMARY_HOLDS: stats.holds,
             semconv.ATTR_SUMMARY_MAX_HOLD_MS: round(stats.max_hold_ns / 1e6, 3),
+            semconv.ATTR_SUMMARY_MIN_WAIT_MS: min_wait_ms,
+            semconv.ATTR_SUMMARY_MIN_HOLD_MS: min_hold_ms,
         }
         if stats.capacity is not None:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = stats.capacity

@@ -967,12 +967,12 @@ class AiotracePlugin:
                     waits = f"{row.waits} wait{'s' if row.waits != 1 else ''}"
                     line = (
                         f"{waits}, {duration_text(row.wait_ms)} in total, "
-                        f"longest {duration_text(row.max_wait_ms)}"
+                        f"longest {row.longest_wait_text()}"
                     )
                     if row.holds:
-                        line += f"; longest hold {duration_text(row.max_hold_ms)}"
+                        line += f"; longest hold {row.longest_hold_text()}"
                 else:
-                    line = f"never waited on; longest hold {duration_text(row.max_hold_ms)}"
+                    line = f"never waited on; longest hold {row.longest_hold_text()}"
                 write(f"  {row.name}  {row.kind}: {line}")
         if report is not None and limit and report.waits_while_holding:
             write("Waited while holding (others queued for what was held):")

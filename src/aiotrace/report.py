@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 _WAIT_SPANS: Final = semconv.WAIT_SPANS
 _HOLD_SPANS: Final = semconv.HOLD_SPANS
 _SEMAPHORES: Final = frozenset({semconv.KIND_SEMAPHORE, semconv.KIND_BOUNDED_SEMAPHORE})
+_HOLDERS: Final = frozenset({semconv.KIND_LOCK}) | _SEMAPHORES
+"""Kinds whose every release ends a hold."""
 _ABANDONED: Final = frozenset({semconv.OUTCOME_CANCELLED, semconv.OUTCOME_TIMEOUT})
 _QUEUE_WAITS: Final = semconv.QUEUE_WAIT_OPERATIONS
 _OWNED_WAITS: Final = semconv.ACQUIRE_SPANS
@@ -58,12 +60,48 @@ class PrimitiveRow:
     wait_ms: float = 0.0
     max_wait_ms: float = 0.0
     holds: int = 0
+    """Holds that were waited for or passed ``min_hold``: a contended or long hold."""
     max_hold_ms: float = 0.0
     capacity: int | None = None
     max_waiters: int = 0
     abandoned: int = 0
     by_operation: dict[str, list[float]] = field(default_factory=dict)
     """A queue's spanned waits by operation: get/put/join -> [count, ms]."""
+    times_held: int = 0
+    """Every hold of a lock or semaphore, the short uncontended ones included."""
+    max_wait_under_ms: float | None = None
+    """Set when the longest wait is not known exactly, only that it was under this.
+
+    Waits shorter than ``min_wait`` are summed, not timed one by one (the hot
+    path keeps no maximum): when no spanned wait reached ``min_wait``, the
+    longest of them is only known to have been shorter.
+    """
+    max_hold_under_ms: float | None = None
+    """The same for holds and ``min_hold``."""
+
+    def longest_wait_text(self) -> str:
+        """``61 ms``, or ``< 1.0 ms`` when every wait was too short to be timed alone."""
+        return _longest_text(self.max_wait_ms, self.max_wait_under_ms)
+
+    def longest_hold_text(self) -> str:
+        """As :meth:`longest_wait_text`, for holds."""
+        return _longest_text(self.max_hold_ms, self.max_hold_under_ms)
+
+
+def _longest_text(ms: float, under: float | None) -> str:
+    return f"< {duration_text(under)}" if under is not None else duration_text(ms)
+
+
+def _longest_under(spanned_max: float, spanned: int, total: int, threshold: float) -> float | None:
+    """The bound to show instead of the longest, or None when the longest is exact.
+
+    ``total`` operations, ``spanned`` of them as spans; the rest were each
+    shorter than ``threshold``. The longest spanned one is the longest of all
+    when every one was spanned or it reached the threshold.
+    """
+    if spanned >= total or spanned_max >= threshold:
+        return None
+    return threshold
 
 
 @dataclass
@@ -237,6 +275,8 @@ class ReportBuilder:
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], PrimitiveRow] = {}
         self._summary: dict[tuple[str, str], PrimitiveRow] = {}
+        self._thresholds: dict[tuple[str, str], list[float]] = {}
+        """Per summary row: the largest ``min_wait`` and ``min_hold`` (ms) it was counted under."""
         self._named: dict[tuple[str, str], str] = {}
         self._holds: list[tuple[float, int, HoldRow]] = []
         self._waits: list[tuple[float, int, WaitRow]] = []
@@ -490,15 +530,25 @@ class ReportBuilder:
             capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
             if capacity is not None:
                 row.capacity = int(capacity)
+            # Children of one run may differ; the largest bounds them all.
+            bounds = self._thresholds.setdefault(key, [0.0, 0.0])
+            bounds[0] = max(bounds[0], float(attrs.get(semconv.ATTR_SUMMARY_MIN_WAIT_MS, 0.0)))
+            bounds[1] = max(bounds[1], float(attrs.get(semconv.ATTR_SUMMARY_MIN_HOLD_MS, 0.0)))
 
     def build(self, **extra: Any) -> Report:
         """The report so far; ``extra`` sets fields such as ``trace_file`` or ``stats``."""
         rows: dict[tuple[str, str], PrimitiveRow] = {}
         for key, row in self._rows.items():
             rows[key] = PrimitiveRow(**asdict(row))
+        for row in rows.values():  # spans alone: every wait and hold counted was spanned
+            if row.kind in _HOLDERS:
+                row.times_held = row.holds
         for key, total in self._summary.items():
             spanned = rows.get(key)
             merged = PrimitiveRow(**asdict(total))
+            if merged.kind in _HOLDERS:
+                # Each release is one operation: a short uncontended hold is counted there.
+                merged.times_held = max(merged.operations, merged.holds)
             if spanned is not None:
                 # The summary counts every wait; spans add queue depth and abandonment.
                 merged.max_waiters = spanned.max_waiters
@@ -507,6 +557,13 @@ class ReportBuilder:
                 merged.max_hold_ms = max(merged.max_hold_ms, spanned.max_hold_ms)
                 merged.capacity = merged.capacity or spanned.capacity
                 merged.by_operation = spanned.by_operation
+            min_wait, min_hold = self._thresholds.get(key, (0.0, 0.0))
+            merged.max_wait_under_ms = _longest_under(
+                merged.max_wait_ms, spanned.waits if spanned else 0, merged.waits, min_wait
+            )
+            merged.max_hold_under_ms = _longest_under(
+                merged.max_hold_ms, spanned.holds if spanned else 0, merged.times_held, min_hold
+            )
             rows[key] = merged
         for key, name in self._named.items():
             if key in rows:
@@ -748,9 +805,9 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 row.kind,
                 str(row.waits),
                 duration_text(row.wait_ms) if row.waits else "-",
-                duration_text(row.max_wait_ms) if row.waits else "-",
-                str(row.holds) if row.holds else "-",
-                duration_text(row.max_hold_ms) if row.holds else "-",
+                row.longest_wait_text() if row.waits else "-",
+                str(row.times_held) if row.times_held else "-",
+                row.longest_hold_text() if row.times_held else "-",
             )
         console.print(table)
         if len(report.primitives) > limit:

@@ -299,11 +299,22 @@ ATTR_SUMMARY_WAITS: Final = "aiotrace.waits"
 ATTR_SUMMARY_WAIT_MS: Final = "aiotrace.wait_ms"
 """In a primitive summary: total time waited, in milliseconds."""
 ATTR_SUMMARY_MAX_WAIT_MS: Final = "aiotrace.max_wait_ms"
-"""In a primitive summary: the longest wait, in milliseconds."""
+"""In a primitive summary: the longest spanned wait, in milliseconds.
+
+The hot path sums a short wait's time but keeps no maximum: a wait that was
+only counted was shorter than ``aiotrace.min_wait_ms``, and may have been
+longer than this."""
+ATTR_SUMMARY_MIN_WAIT_MS: Final = "aiotrace.min_wait_ms"
+"""In a primitive summary: ``min_wait`` in milliseconds; each wait not spanned was shorter."""
 ATTR_SUMMARY_HOLDS: Final = "aiotrace.holds"
-"""In a primitive summary: holds that were waited for or passed ``min_hold``."""
+"""In a primitive summary: holds that were waited for or passed ``min_hold``.
+
+Every hold is one of the primitive's operations (``aiotrace.operations``):
+a hold nobody waited for and shorter than ``min_hold`` is counted there only."""
 ATTR_SUMMARY_MAX_HOLD_MS: Final = "aiotrace.max_hold_ms"
-"""In a primitive summary: the longest of those holds, in milliseconds."""
+"""In a primitive summary: the longest spanned hold, in milliseconds (as for waits)."""
+ATTR_SUMMARY_MIN_HOLD_MS: Final = "aiotrace.min_hold_ms"
+"""In a primitive summary: ``min_hold`` in milliseconds; each hold not spanned was shorter."""
 
 # --------------------------------------------------------------------------
 # Attribute values
