@@ -6,11 +6,13 @@ import asyncio
 import os
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import aiotrace
 from aiotrace import semconv
+from aiotrace._sites import short_path
 from aiotrace.testing import Captured, capture_spans
 from tests.conftest import line_of, snapshot
 
@@ -83,6 +85,59 @@ def test_default_names_use_the_variable_and_site(traced: Captured) -> None:
         first[semconv.ATTR_PRIMITIVE_NAME] == f"self._lock ({base}:{line_of('# attribute-lock')})"
     )
     assert second[semconv.ATTR_PRIMITIVE_NAME] == f"{base}:{line_of('# unnamed-lock')}"
+
+
+LIBRARY = """
+import asyncio
+
+
+class Pool:
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+"""
+
+
+def test_a_librarys_primitive_is_named_from_its_package(
+    traced: Captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fakelib/pool.py:7``, not ``pool.py:7``: a library's file is not the user's."""
+    package = tmp_path / "lib" / "python3.99" / "site-packages" / "fakelib"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "pool.py").write_text(LIBRARY)
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "fakelib", raising=False)
+    monkeypatch.delitem(sys.modules, "fakelib.pool", raising=False)
+    from fakelib.pool import Pool  # type: ignore[import-not-found]
+
+    async def main() -> None:
+        async with Pool()._lock:
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_PRIMITIVE_NAME] == "self._lock (fakelib/pool.py:7)"
+
+
+@pytest.mark.parametrize(
+    ("path", "label"),
+    [
+        ("/usr/lib/python3.12/asyncio/locks.py", "asyncio/locks.py"),
+        ("/home/me/.pyenv/versions/3.13.0t/lib/python3.13t/threading.py", "threading.py"),
+        (
+            "/v/lib/python3.12/site-packages/anyio/_backends/_asyncio.py",
+            "anyio/_backends/_asyncio.py",
+        ),
+        ("/v/lib/python3.12/site-packages/pkg/__init__.py", "pkg/__init__.py"),
+        ("/usr/lib/python3/dist-packages/aiohttp/connector.py", "aiohttp/connector.py"),
+        ("/a/site-packages/vendored/site-packages/x.py", "x.py"),
+        ("C:\\Py\\Lib\\site-packages\\aiohttp\\connector.py", "aiohttp/connector.py"),
+        ("/home/me/app/locks.py", "locks.py"),
+        ("/home/me/app/pkg/__init__.py", "pkg/__init__.py"),
+    ],
+)
+def test_labels_name_a_librarys_file_from_its_package(path: str, label: str) -> None:
+    assert short_path(path) == label
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")

@@ -95,10 +95,24 @@ def qualname(code: CodeType) -> str:
 
 
 _AMBIGUOUS: Final = frozenset({"__init__.py", "__main__.py", "conftest.py"})
+_PACKAGES: Final = re.compile(r".*[/\\](?:site|dist)-packages[/\\]")
+"""Up to the last ``site-packages`` (``dist-packages``): an installed package's file follows."""
+_STDLIB: Final = re.compile(r".*?[/\\]lib[/\\]python3\.\d+t?[/\\]")
+"""Up to ``lib/python3.X/``: a standard library module follows."""
 
 
+@functools.lru_cache(maxsize=4096)
 def short_path(path: str) -> str:
-    """A file as labels show it: its name, with its directory for ``__init__.py`` and the like."""
+    """A file as labels show it: its name, with its directory for ``__init__.py`` and the like.
+
+    A library's file or the standard library's is named from its package,
+    ``anyio/_backends/_asyncio.py`` or ``asyncio/locks.py``: a bare
+    ``_asyncio.py`` or ``locks.py`` reads as the user's own. Decided from the
+    path alone, so that a trace file reads the same on another machine.
+    """
+    found = _PACKAGES.match(path) or _STDLIB.match(path)
+    if found is not None:
+        return path[found.end() :].replace("\\", "/")
     name = os.path.basename(path)
     if name in _AMBIGUOUS:
         parent = os.path.basename(os.path.dirname(path))
