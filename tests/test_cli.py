@@ -1029,3 +1029,63 @@ def test_no_command_prints_help_with_status_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "usage: aiotrace" in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+PYTEST_SUITE = """
+import asyncio
+
+
+def test_lock():
+    async def main():
+        async with asyncio.Lock():
+            pass
+
+    asyncio.run(main())
+    assert 1 + 1 == 2
+"""
+
+
+@pytest.mark.parametrize("launcher", ["aiotrace run -m", "opentelemetry-instrument python -m"])
+def test_pytest_run_by_aiotrace_warns_of_nothing_it_would_not_untraced(
+    tmp_path: Path, launcher: str
+) -> None:
+    """aiotrace is a pytest plugin imported before pytest: pytest must not warn of it.
+
+    (It did: "Module already imported so cannot be rewritten; aiotrace",
+    which ``-W error`` turns into a failed run.)
+    """
+    (tmp_path / "test_it.py").write_text(PYTEST_SUITE)
+    args = [
+        "pytest",
+        "-q",
+        "-W",
+        "error",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:asyncio",
+        "test_it.py",
+    ]
+    plain = python("-m", *args, cwd=tmp_path)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    if launcher.startswith("aiotrace"):
+        traced = aiotrace("run", "--no-trace-file", "-m", *args, cwd=tmp_path)
+    else:
+        bin_dir = Path(sys.executable).parent
+        traced = subprocess.run(
+            [str(bin_dir / "opentelemetry-instrument"), sys.executable, "-m", *args],
+            cwd=tmp_path,
+            env=clean_env(
+                OTEL_TRACES_EXPORTER="none",
+                OTEL_METRICS_EXPORTER="none",
+                OTEL_LOGS_EXPORTER="none",
+                PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    assert "1 passed" in traced.stdout
+    assert "Warning" not in traced.stdout + traced.stderr

@@ -2,6 +2,12 @@
 barriers, queues, futures and tasks: who held what, who waited, who woke whom.
 
 Importing aiotrace patches nothing; :func:`instrument` does, reversibly.
+
+PYTEST_DONT_REWRITE: aiotrace is also a pytest plugin, so pytest asks to
+rewrite its asserts; when aiotrace runs pytest (``aiotrace run -m pytest``,
+``opentelemetry-instrument pytest``) it is imported first, and pytest would
+warn that it cannot, which fails a run with ``-W error``. Its asserts are
+aiotrace's own and need no rewriting.
 """
 
 from __future__ import annotations
