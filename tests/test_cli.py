@@ -292,6 +292,54 @@ def test_a_fork_sees_no_thread_of_ours(tmp_path: Path, how: str) -> None:
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2  # the parent's and the child's
 
 
+FORK_RETURNS = """
+import asyncio
+import os
+import sys
+
+
+async def hold() -> None:
+    async with asyncio.Lock():
+        await asyncio.sleep(0.01)
+
+
+pid = os.fork()
+if pid == 0:
+    asyncio.run(hold())
+    if sys.argv[1] == "sys.exit":
+        sys.exit(3)
+else:
+    asyncio.run(hold())
+    _, status = os.waitpid(pid, 0)
+    print("child's exit status", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("sys.exit", 3), ("the end", 0)])
+def test_a_fork_that_returns_leaves_the_run_and_its_report_to_the_parent(
+    tmp_path: Path, how: str, status: int
+) -> None:
+    """A forked child that leaves as the program does, not by os._exit(), ends only itself.
+
+    (It went on into aiotrace run's own ending: it made the report, from the
+    collector, which then was gone for the parent's spans.)
+    """
+    (tmp_path / "fork_returns.py").write_text(FORK_RETURNS)
+    plain = python("fork_returns.py", how, cwd=tmp_path)
+    traced = aiotrace(
+        "run", "-q", "--min-hold=0", "--trace-file=t.json", "fork_returns.py", how, cwd=tmp_path
+    )
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert plain.stdout == traced.stdout == f"child's exit status {status}\n"
+    assert traced.stderr == f"aiotrace: trace file {tmp_path / 't.json'}\n"
+    trace = Trace(tmp_path / "t.json")
+    (process,) = trace.named(semconv.SPAN_PROCESS)
+    assert process.parent_id == trace.root.span_id
+    assert process.attributes[semconv.ATTR_PID] != trace.root.attributes[semconv.ATTR_PID]
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 0  # the parent's, once
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2  # the parent's and the child's
+
+
 def test_a_fork_in_a_program_with_threads_is_warned_of_as_untraced(tmp_path: Path) -> None:
     env = clean_env(PYTHONDEVMODE="1")
     forks = PROGRAMS / "forks.py"

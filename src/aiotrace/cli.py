@@ -740,10 +740,16 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
     # Leaving through os._exit(): report, then exit with its status, unflushed output unflushed.
     EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)))
+    pid = os.getpid()
     try:
         code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
     finally:
         EXIT_DELIVERY.restore()
+    if os.getpid() != pid:
+        # A fork of the program that left as the program does (sys.exit(), or
+        # the end of the script): the run and its report are the parent's;
+        # this process's own trace ends with it, at exit (_child.after_fork).
+        return _finish_exit(code, interrupted)
     # Ctrl-C while we deliver must not lose the spans: ignore it until done
     # (and a SIGTERM waits for the delivery).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
