@@ -229,6 +229,82 @@ def test_lock_order_inversion_is_found_though_nothing_hung(tmp_path: Path) -> No
     assert findings == []
 
 
+@pytest.mark.parametrize("how", ["spawn", "fork"])
+def test_a_child_process_is_diagnosed_and_its_findings_say_which(tmp_path: Path, how: str) -> None:
+    """A worker process's inverted locks and blocked loop are the run's findings too."""
+    result, findings, trace = diagnose(tmp_path, "in_children.py", how)
+    assert result.returncode == EXIT_FINDINGS, result.stderr
+    assert result.stdout.strip() == "done"
+    assert kinds(findings) == ["lock order", "loop blocked"]
+    (process,) = trace.named(semconv.SPAN_PROCESS)
+    pid = process.attributes[semconv.ATTR_PID]
+    assert pid != trace.root.attributes[semconv.ATTR_PID]
+    order, block = findings
+    users, orders = (
+        f"{name} (in_children.py:{line('in_children.py', f'{name} = ')})"
+        for name in ("users_lock", "orders_lock")
+    )
+    assert order["summary"] == f"{users} and {orders} are taken in both orders: a possible deadlock"
+    sleep = line("in_children.py", "time.sleep(0.3)")
+    assert f'at in_children.py:{sleep} in task "compress"' in block["summary"]
+    where = (
+        f"in child process {pid}: python {DIAG / 'in_children.py'} child"
+        if how == "spawn"
+        else f"in child process {pid}, forked from {trace.root.attributes[semconv.ATTR_PID]}"
+    )
+    for finding in findings:
+        assert finding["details"][-1] == where
+    assert {span.parent_id for span in trace.named(semconv.SPAN_FINDING)} == {process.span_id}
+    (blocked,) = trace.named(semconv.SPAN_LOOP_BLOCKED)
+    (compress,) = [
+        s
+        for s in trace.named(semconv.SPAN_TASK)
+        if s.attributes[semconv.ATTR_TASK_NAME] == "compress"
+    ]
+    assert blocked.parent_id == compress.span_id
+    # Nothing is printed from the child as it happens: its stderr is the program's.
+    assert "aiotrace: LOCK ORDER" not in result.stderr
+
+    fixed, findings, _ = diagnose(tmp_path, "in_children.py", how, "--fixed")
+    assert fixed.returncode == 0, fixed.stderr
+    assert findings == []
+    quiet, findings, _ = diagnose(tmp_path, "in_children.py", how, flags=("--no-diagnosis",))
+    assert quiet.returncode == 0, quiet.stderr
+    assert findings == []
+
+
+def test_the_watchdog_leaves_a_loop_it_is_told_to_alone() -> None:
+    """A forked child's copy of its parent's running loop says it runs, but never will."""
+    import asyncio
+
+    from aiotrace.diagnosis import Watchdog
+
+    def blocks_seen(ignore: bool) -> list[float]:
+        blocks: list[float] = []
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            watchdog = Watchdog(
+                report=lambda finding: None,
+                blocked=lambda start, end, *rest: blocks.append(end - start),
+                block_threshold=0.05,
+                ignored_loops=[loop] if ignore else [],
+            )
+            watchdog.start()
+            try:
+                await asyncio.sleep(0.15)  # the watchdog finds the loop, or not
+                time.sleep(0.1)  # noqa: ASYNC251  # a block
+                await asyncio.sleep(0.05)
+            finally:
+                watchdog.stop()
+
+        asyncio.run(main())
+        return blocks
+
+    assert blocks_seen(ignore=False) != []
+    assert blocks_seen(ignore=True) == []
+
+
 def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None:
     result, findings, trace = diagnose(tmp_path, "loop_blocked.py")
     assert result.returncode == EXIT_FINDINGS

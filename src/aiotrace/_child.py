@@ -21,22 +21,28 @@ import contextvars
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from aiotrace import _api, semconv
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 _state: dict[str, Any] = {}
 
 FOLLOW_FORKS: list[bool] = [True]
 """False under ``--no-children``: a forked child records nothing and ships nothing."""
+CHILD_DIAGNOSIS: list[Any] = [None]
+"""The ``DiagnosisConfig`` a child process of this run watches with, if any: set by
+``aiotrace run`` for its forks, and in a child it started, for the child's."""
 
 
 def start() -> None:
     """Instrument a freshly started child Python process (see ``_bootstrap``)."""
-    from aiotrace._session import ENV_COLLECTOR, ENV_OPTIONS, ENV_RESOURCE
+    from aiotrace._session import ENV_COLLECTOR, ENV_DIAGNOSIS, ENV_OPTIONS, ENV_RESOURCE
 
     if _api.is_instrumented():
         return
@@ -50,6 +56,44 @@ def start() -> None:
     )
     atexit.register(finish)
     _deliver_at_os_exit()
+    diagnosis = os.environ.get(ENV_DIAGNOSIS)
+    if diagnosis:
+        from aiotrace.diagnosis import DiagnosisConfig
+
+        with contextlib.suppress(Exception):  # the child runs on, undiagnosed
+            CHILD_DIAGNOSIS[0] = DiagnosisConfig(**json.loads(diagnosis))
+            _diagnose((), f"child process {os.getpid()}: {_command_line()}")
+
+
+def _command_line(limit: int = 80) -> str:
+    line = " ".join(["python", *sys.argv]) if sys.argv and sys.argv[0] else "python"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _diagnose(inherited_loops: Iterable[Any], process: str) -> None:
+    """Watch this child as the run watches its own process (see ``DiagnosisConfig.for_children``).
+
+    Findings become spans under this process's span, and so reach the run's
+    report; none is printed as it happens, since a child's stderr is the
+    program's to read (a parent may capture it). ``inherited_loops``: a
+    fork's copies of its parent's loops, which never run in the child;
+    ``process`` says which process each finding is from.
+    """
+    from aiotrace.diagnosis import Diagnoser
+
+    diagnoser = Diagnoser(
+        CHILD_DIAGNOSIS[0],
+        trace.set_span_in_context(_state["span"]),
+        echo=_unprinted,
+        ignored_loops=inherited_loops,
+        process=process,
+    )
+    _state["diagnoser"] = diagnoser
+    diagnoser.start()
+
+
+def _unprinted(_text: str) -> None:
+    """A child's findings are not printed as they happen: the run's report has them."""
 
 
 def _deliver_at_os_exit() -> None:
@@ -149,6 +193,14 @@ def _finish() -> None:
     span = _state.pop("span", None)
     if span is None:
         return
+    diagnoser = _state.pop("diagnoser", None)
+    if diagnoser is not None:
+        from aiotrace.diagnosis import report_unfinished
+
+        with contextlib.suppress(Exception):
+            diagnoser.finish()
+        with contextlib.suppress(Exception):
+            report_unfinished()  # before the tasks they belong to end (report_pending)
     with contextlib.suppress(Exception):
         report_pending()
     detach_quietly(_state.pop("token"))
@@ -191,6 +243,14 @@ def after_fork(consumer: Any) -> None:
         consumer.shutdown(0.0)  # never connected: closes without a word
         return
     _begin(consumer, None, otel_context.get_current())
+    if CHILD_DIAGNOSIS[0] is not None:
+        from aiotrace._loops import loop_of, pending_tasks
+
+        with contextlib.suppress(Exception):  # the child runs on, undiagnosed
+            _diagnose(
+                {id(loop_of(task)): loop_of(task) for task in pending_tasks()}.values(),
+                f"child process {os.getpid()}, forked from {os.getppid()}",
+            )
     atexit.register(finish)
     _deliver_at_os_exit()  # a plain os.fork() child leaves through os._exit() as a rule
     from aiotrace._session import SIGTERM_DELIVERY

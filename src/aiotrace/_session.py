@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from opentelemetry import context as otel_context
@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiotrace import _api, semconv
-from aiotrace._child import FOLLOW_FORKS, detach_quietly
+from aiotrace._child import CHILD_DIAGNOSIS, FOLLOW_FORKS, detach_quietly
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
 from aiotrace._version import __version__
@@ -46,6 +46,7 @@ BOOTSTRAP_DIR = os.path.join(os.path.dirname(__file__), "_bootstrap")
 ENV_COLLECTOR = "AIOTRACE_COLLECTOR"
 ENV_OPTIONS = "AIOTRACE_CHILD_OPTIONS"
 ENV_RESOURCE = "AIOTRACE_CHILD_RESOURCE"
+ENV_DIAGNOSIS = "AIOTRACE_CHILD_DIAGNOSIS"
 
 
 class ForwardingProcessor(SpanProcessor):
@@ -424,6 +425,8 @@ class TraceSession:
         self._token = otel_context.attach(trace.set_span_in_context(self.root))
         self._saved_env: dict[str, str | None] = {}
         FOLLOW_FORKS[0] = config.trace_children
+        if config.trace_children and config.diagnosis is not None:
+            CHILD_DIAGNOSIS[0] = config.diagnosis.for_children()
         if config.trace_children:
             self._export_env()
         _api.instrument(consumer=self.shipping, nestable=True, **config.options)
@@ -454,6 +457,9 @@ class TraceSession:
             ENV_COLLECTOR: self.collector.address,
             ENV_OPTIONS: json.dumps(self.config.options),
             ENV_RESOURCE: json.dumps(resource_json(self.resource)),
+            ENV_DIAGNOSIS: (
+                json.dumps(asdict(CHILD_DIAGNOSIS[0])) if CHILD_DIAGNOSIS[0] is not None else None
+            ),
             "PYTHONPATH": BOOTSTRAP_DIR + (os.pathsep + pythonpath if pythonpath else ""),
         }
         for key, value in updates.items():
@@ -485,6 +491,7 @@ class TraceSession:
                 report_unfinished()  # before the tasks they belong to end (report_pending)
         self._restore_env()
         FOLLOW_FORKS[0] = True
+        CHILD_DIAGNOSIS[0] = None
         with contextlib.suppress(Exception):
             report_pending()
         root = self.root

@@ -36,7 +36,7 @@ import sysconfig
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import _fork, _stderr, semconv
@@ -655,6 +655,7 @@ class Watchdog:
         interval: float = 0.01,
         graph_interval: float = 0.5,
         discover_interval: float = 0.05,
+        ignored_loops: Iterable[Any] = (),
     ) -> None:
         self._report = report
         self._blocked = blocked
@@ -670,6 +671,9 @@ class Watchdog:
         self._discovered = 0.0
         self.started = time.monotonic()
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
+        # A forked child's copies of its parent's loops: they say they are
+        # running, but never will be here (kept, so that their ids stay theirs).
+        self._ignored = {id(loop): loop for loop in ignored_loops}
         self._stop = threading.Event()
         self._reported: set[frozenset[int]] = set()
         self._hang_reported = False
@@ -730,7 +734,7 @@ class Watchdog:
             for task in pending_tasks():
                 with contextlib.suppress(Exception):
                     loop = loop_of(task)
-                    if id(loop) not in self._loops:
+                    if id(loop) not in self._loops and id(loop) not in self._ignored:
                         self._loops[id(loop)] = (loop, _LoopState())
         for key, (loop, state) in list(self._loops.items()):
             if is_closed(loop):
@@ -1035,6 +1039,15 @@ class DiagnosisConfig:
     leaks_at_exit: bool = True
     """Report what is still held at the end (the pytest plugin checks after each test)."""
 
+    def for_children(self) -> DiagnosisConfig:
+        """What a child process of the run watches: the same, but no hang and no signals.
+
+        The hang timeout is the run's (the run stops, children and all), and
+        Ctrl-C and SIGUSR1 dump the run's process: a child's signals stay
+        the program's.
+        """
+        return replace(self, hang_timeout=None, dump_signals=False)
+
 
 class Diagnoser:
     """Runs every check for one traced process and turns results into findings and spans.
@@ -1051,9 +1064,16 @@ class Diagnoser:
         parent: Any,
         on_hang: Callable[[Finding], None] | None = None,
         echo: Callable[[str], None] | None = None,
+        ignored_loops: Iterable[Any] = (),
+        process: str | None = None,
     ) -> None:
         self.config = config
         self.parent = parent
+        self.ignored_loops = list(ignored_loops)
+        """Loops the watchdog leaves alone: in a forked child, the parent's copies."""
+        self.process = process
+        """Which process, said in each finding, for a child of the run: its tasks'
+        names (``Task-1``) and lines alone could be any process's."""
         self.on_hang = on_hang
         self.echo = echo if echo is not None else _stderr.line
         self.findings: list[Finding] = []
@@ -1080,6 +1100,7 @@ class Diagnoser:
                 self._hung,
                 hang_timeout=self.config.hang_timeout,
                 block_threshold=self.config.block_threshold or 3600.0,
+                ignored_loops=self.ignored_loops,
             )
             self.watchdog.start()
         if self.config.dump_signals:
@@ -1112,6 +1133,8 @@ class Diagnoser:
     # -- findings --------------------------------------------------------
     def report(self, finding: Finding, echo: bool = True) -> None:
         """Keep a finding, emit its span, and print it now if it is urgent."""
+        if self.process is not None:
+            finding.details.append(f"in {self.process}")
         with self._lock:
             self.findings.append(finding)
         with contextlib.suppress(Exception):
