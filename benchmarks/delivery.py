@@ -91,9 +91,9 @@ def buffered_bytes_per_operation(workload: str = "lock", operations: int = 100_0
     run = {"lock": contended_lock, "semaphore": semaphore_2_of_10, "event": event_fan_out}[workload]
     # Records never reach the consumer: the pipeline is paused below.
     aiotrace.instrument(consumer=Discard(), tasks=False, futures=False, min_wait=0, min_hold=0)
-    from aiotrace.instrumentor import AiotraceInstrumentor
+    from aiotrace._instrumentation import INSTRUMENTATION
 
-    pipeline = AiotraceInstrumentor().pipeline
+    pipeline = INSTRUMENTATION.pipeline
     assert pipeline is not None
     pipeline.pause()  # nothing drains: every record stays buffered
     try:

@@ -61,9 +61,8 @@ def _asyncio_left_unpatched() -> Iterator[None]:
     itself) as the plugin's instrumentation has it, nested instrumentations
     of the test undone.
     """
-    from aiotrace.instrumentor import AiotraceInstrumentor
+    from aiotrace._instrumentation import INSTRUMENTATION as instrumentor
 
-    instrumentor = AiotraceInstrumentor()
     was_instrumented, depth, before = aiotrace.is_instrumented(), instrumentor.depth, snapshot()
     if not was_instrumented:
         assert before == PRISTINE

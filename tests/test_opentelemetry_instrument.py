@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -107,3 +108,44 @@ def test_a_bad_variable_is_ignored_with_a_warning(
     with aiotrace.tracing():
         assert RECORDER.options.min_wait == 0.001
     assert "AIOTRACE_MIN_WAIT='soon'" in caplog.text
+
+
+@pytest.mark.pristine
+def test_the_instrumentor_and_the_api_are_one_instrumentation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Instrumented one way in, the other way knows it: no second set of patches."""
+    from aiotrace import AiotraceInstrumentor
+
+    aiotrace.instrument()
+    try:
+        assert AiotraceInstrumentor().is_instrumented_by_opentelemetry
+        with caplog.at_level(logging.WARNING):
+            AiotraceInstrumentor().instrument()
+        assert "already instrumented" in caplog.text
+    finally:
+        AiotraceInstrumentor().uninstrument()
+    assert not aiotrace.is_instrumented()
+    AiotraceInstrumentor().instrument()
+    try:
+        assert aiotrace.is_instrumented()
+    finally:
+        aiotrace.uninstrument()
+    assert not AiotraceInstrumentor().is_instrumented_by_opentelemetry
+
+
+def test_aiotrace_does_without_opentelemetry_instrumentation_until_asked() -> None:
+    """It takes 40-50 ms to import: each child process of a run and each pytest run paid it."""
+    code = (
+        "import sys, asyncio, aiotrace, aiotrace.pytest_plugin\n"
+        "aiotrace.instrument()\n"
+        "asyncio.run(asyncio.sleep(0))\n"
+        "aiotrace.uninstrument()\n"
+        "print('opentelemetry.instrumentation' in sys.modules)\n"
+        "aiotrace.AiotraceInstrumentor\n"
+        "print('opentelemetry.instrumentation' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]

@@ -119,8 +119,8 @@ def test_spans_recorded_before_uninstrument_are_delivered() -> None:
 @pytest.mark.pristine
 def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing() -> None:
     """A test calling instrument() under ``pytest --aiotrace`` gets its own tracing, then not."""
+    from aiotrace._instrumentation import INSTRUMENTATION
     from aiotrace._pipeline import Consumer
-    from aiotrace.instrumentor import AiotraceInstrumentor
 
     class Keep(Consumer):
         def __init__(self) -> None:
@@ -150,9 +150,9 @@ def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing(
         session_patches = snapshot()
         asyncio.run(contend("before"))
         with capture_spans(tasks=False, primitives=("lock",)) as inner:
-            assert AiotraceInstrumentor().depth == 1
+            assert INSTRUMENTATION.depth == 1
             asyncio.run(contend("inner"))
-        assert AiotraceInstrumentor().depth == 0
+        assert INSTRUMENTATION.depth == 0
         assert snapshot() == session_patches  # the session's patches, exactly, are back
         asyncio.run(contend("after"))
         aiotrace.flush()

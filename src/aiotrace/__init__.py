@@ -12,6 +12,8 @@ aiotrace's own and need no rewriting.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from aiotrace._api import (
     Stats,
     flush,
@@ -26,7 +28,9 @@ from aiotrace._api import (
 from aiotrace._recorder import Options
 from aiotrace._version import __version__
 from aiotrace.exceptions import AiotraceError, ConfigurationError
-from aiotrace.instrumentor import AiotraceInstrumentor
+
+if TYPE_CHECKING:
+    from aiotrace.instrumentor import AiotraceInstrumentor
 
 __all__ = [
     "AiotraceError",
@@ -44,3 +48,14 @@ __all__ = [
     "tracing",
     "uninstrument",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # AiotraceInstrumentor on first use: it imports opentelemetry.instrumentation
+    # (40-50 ms), which a child process or a pytest run without --aiotrace
+    # would pay for nothing.
+    if name == "AiotraceInstrumentor":
+        from aiotrace.instrumentor import AiotraceInstrumentor
+
+        return AiotraceInstrumentor
+    raise AttributeError(f"module 'aiotrace' has no attribute {name!r}")

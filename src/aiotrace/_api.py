@@ -6,9 +6,9 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aiotrace._instrumentation import INSTRUMENTATION
 from aiotrace._recorder import RECORDER
 from aiotrace.exceptions import ConfigurationError
-from aiotrace.instrumentor import AiotraceInstrumentor
 from aiotrace.primitives._base import ref_of
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     Raises:
         ConfigurationError: an unknown option or an invalid value.
     """
-    instrumentor = AiotraceInstrumentor()
+    instrumentor = INSTRUMENTATION
     if instrumentor.nestable:
         # Inside ``pytest --aiotrace`` or ``aiotrace run``: this call's own
         # tracing, until its uninstrument(); then the session's again. Its
@@ -54,7 +54,7 @@ def uninstrument() -> None:
     instrumentation that the matching :func:`instrument` call started, and
     the session's tracing resumes.
     """
-    instrumentor = AiotraceInstrumentor()
+    instrumentor = INSTRUMENTATION
     if instrumentor.depth:
         instrumentor.pop()
         return
@@ -63,7 +63,7 @@ def uninstrument() -> None:
 
 def is_instrumented() -> bool:
     """Whether :func:`instrument` is in effect."""
-    return bool(AiotraceInstrumentor().is_instrumented_by_opentelemetry)
+    return INSTRUMENTATION.active
 
 
 @contextlib.contextmanager
@@ -78,7 +78,7 @@ def tracing(tracer_provider: TracerProvider | None = None, **options: Any) -> It
 
 def flush(timeout: float = 30.0) -> bool:
     """Build and deliver every span recorded so far; False if the sink timed out."""
-    pipeline = AiotraceInstrumentor().pipeline
+    pipeline = INSTRUMENTATION.pipeline
     if pipeline is None:
         return True
     return pipeline.flush(timeout)
@@ -186,7 +186,7 @@ def stats() -> Stats:
     """Operations recorded, spans built, exported, dropped, internal errors."""
     s = RECORDER.stats
     sites = list(RECORDER.sites)
-    pipeline = AiotraceInstrumentor().pipeline
+    pipeline = INSTRUMENTATION.pipeline
     consumer = pipeline.consumer if pipeline is not None else None
     return Stats(
         operations=s.operations + sum(site.operations for site in sites),

@@ -6,7 +6,7 @@ Two ways a child comes about:
   ``_bootstrap/sitecustomize.py`` calls :func:`start`;
 * a fork of an instrumented process (multiprocessing's default on Linux,
   ``os.fork``): the parent's patches are already there, and
-  :func:`after_fork` (registered by the instrumentor) reconnects the pipeline.
+  :func:`after_fork` (registered by the instrumentation) reconnects the pipeline.
 
 Either way the child gets an ``aiotrace.process`` span, a child of the span
 that was current where it was started (``TRACEPARENT``), under which its
@@ -221,9 +221,9 @@ def _finish() -> None:
         if shipping is not None:
             shipping.send_stats(producer_stats())
     if _api.is_instrumented():
-        from aiotrace.instrumentor import AiotraceInstrumentor
+        from aiotrace._instrumentation import INSTRUMENTATION
 
-        AiotraceInstrumentor().uninstrument()
+        INSTRUMENTATION.uninstrument()
     provider = _state.get("provider")
     if provider is not None:
         with contextlib.suppress(Exception):

@@ -29,10 +29,10 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from aiotrace import _api, semconv
 from aiotrace._child import CHILD_DIAGNOSIS, FOLLOW_FORKS, detach_quietly
+from aiotrace._instrumentation import INSTRUMENTATION
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
 from aiotrace._version import __version__
-from aiotrace.instrumentor import AiotraceInstrumentor
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -54,7 +54,7 @@ class ForwardingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if _api.is_instrumented():
-            AiotraceInstrumentor().forward_sdk((R_SDK, span))
+            INSTRUMENTATION.forward_sdk((R_SDK, span))
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -509,7 +509,7 @@ class TraceSession:
         self.shipping.send_stats(producer_stats())
         # Everything, nested instrumentations included: drains the pipeline
         # into the collector, then says goodbye.
-        AiotraceInstrumentor().uninstrument()
+        INSTRUMENTATION.uninstrument()
         if self.provider is not None:
             with contextlib.suppress(Exception):
                 self.provider.shutdown()

@@ -1117,13 +1117,13 @@ def aiotrace_spans() -> Iterator[SpanLog]:
     from dataclasses import fields
 
     from aiotrace import _api
+    from aiotrace._instrumentation import INSTRUMENTATION
     from aiotrace._pipeline import Discard
     from aiotrace._recorder import RECORDER
-    from aiotrace.instrumentor import AiotraceInstrumentor
     from aiotrace.testing import SpanLog
 
     log = SpanLog()
-    instrumentor = AiotraceInstrumentor()
+    instrumentor = INSTRUMENTATION
     if instrumentor.nestable:
         pipeline = instrumentor.pipeline
         assert pipeline is not None

@@ -255,9 +255,9 @@ def capture_spans(provider: TracerProvider | None = None, **options: Any) -> Ite
         AiotraceError: aiotrace is already instrumented by your own
             ``instrument()`` call (nesting would mix spans).
     """
-    from aiotrace.instrumentor import AiotraceInstrumentor
+    from aiotrace._instrumentation import INSTRUMENTATION
 
-    if _api.is_instrumented() and not AiotraceInstrumentor().nestable:
+    if _api.is_instrumented() and not INSTRUMENTATION.nestable:
         raise AiotraceError("capture_spans() needs aiotrace not to be instrumented already")
     exporter = InMemorySpanExporter()
     provider = provider or TracerProvider()
