@@ -59,3 +59,16 @@ def test_futures_on_uvloop(traced: Captured) -> None:
     assert future[semconv.ATTR_WAKER_TASK] == "setter"
     (wait,) = traced.named(semconv.SPAN_FUTURE_WAIT)
     assert wait.links[0][0] == future.span_id
+
+
+def test_the_loops_own_coroutines_are_not_the_programs_tasks(traced: Captured) -> None:
+    """uvloop's ``Loop.shutdown_asyncgens`` is asyncio's clean-up: no task span, as asyncio's."""
+
+    async def main() -> None:
+        await asyncio.sleep(0)
+
+    uvloop.run(main())
+    asyncio.run(main())
+    coroutines = [s[semconv.ATTR_TASK_COROUTINE] for s in traced.task_spans]
+    # uvloop.run's main task runs its own wrapper of main(); asyncio.run's, main() itself
+    assert coroutines == ["run.<locals>.wrapper", main.__qualname__]

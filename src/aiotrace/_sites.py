@@ -140,8 +140,12 @@ class _FileFlags(dict[str, bool]):
 is_internal_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR, _AIOTRACE_DIR).__getitem__
 """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
 
-is_asyncio_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR).__getitem__
-"""Whether ``filename`` is one of asyncio's own modules."""
+_LOOP_FILES: Final = ("uvloop/loop.pyx", "winloop/loop.pyx")
+"""Event loops written in Cython: their coroutines' code names these files, relative."""
+
+is_asyncio_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR, *_LOOP_FILES).__getitem__
+"""Whether ``filename`` is one of asyncio's own modules, or an event loop's that replaces it
+(uvloop's ``Loop.shutdown_asyncgens`` is to ``asyncio.run`` what asyncio's own is)."""
 
 
 def user_frame(depth: int = 0) -> FrameType | None:
