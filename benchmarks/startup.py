@@ -1,0 +1,111 @@
+"""What a process pays to start traced: ``python -m benchmarks.startup [--reps 7]``.
+
+Two costs that do not scale with what a program does, so that the other
+benchmarks, which time operations, never see them:
+
+* **a child process** of a traced program: under ``aiotrace run`` every
+  Python child (``subprocess``, multiprocessing's spawn) starts traced,
+  with its diagnosis, and ships to the run's collector. ``_spawner`` starts
+  ``python -c pass`` children one after another and times each; it runs
+  untraced and under ``aiotrace run``, interleaved, and each repetition's
+  ratio is traced over untraced, per child.
+* **importing the pytest plugin**: pytest imports every installed plugin, so
+  every pytest run in an environment with pytest-aiotrace pays this, with
+  ``--aiotrace`` or not. Timed as a fresh interpreter importing pytest and
+  the plugin, against one importing pytest alone.
+
+Prints milliseconds and the median ratio over the repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+SPAWNER = """
+import subprocess, sys, time
+count = int(sys.argv[1])
+started = time.perf_counter()
+for _ in range(count):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+print((time.perf_counter() - started) / count)
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AIOTRACE_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as users run: with compiled modules cached
+    return env
+
+
+def _time_child_run(traced: bool, children: int, script: str) -> float:
+    """Seconds per ``python -c pass`` child, started from the spawner run plain or traced."""
+    command = [sys.executable, script, str(children)]
+    if traced:
+        command = [sys.executable, "-m", "aiotrace", "run", "-q", "--no-trace-file", *command[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, check=True, env=_env())
+    return float(result.stdout.split()[-1])
+
+
+def _time_import(modules: str) -> float:
+    """Seconds for a fresh interpreter to import ``modules`` and exit."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", f"import {modules}"], check=True, env=_env())
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7, help="repetitions (median; >= 7)")
+    parser.add_argument("--children", type=int, default=10, help="children per repetition")
+    args = parser.parse_args(argv)
+    if args.reps < 7:
+        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = os.path.join(tmp, "spawner.py")
+        with open(script, "w", encoding="utf-8") as fh:
+            fh.write(SPAWNER)
+        for warm in (False, True):  # compiled modules cached, as users have them
+            _time_child_run(warm, 1, script)
+        child: dict[bool, list[float]] = {False: [], True: []}
+        child_ratios = []
+        plugin: dict[bool, list[float]] = {False: [], True: []}
+        plugin_ratios = []
+        for _ in range(args.reps):
+            bare = _time_child_run(False, args.children, script)
+            spawned = _time_child_run(True, args.children, script)
+            child[False].append(bare)
+            child[True].append(spawned)
+            child_ratios.append(spawned / bare)
+            alone = _time_import("pytest")
+            with_plugin = _time_import("pytest, aiotrace.pytest_plugin")
+            plugin[False].append(alone)
+            plugin[True].append(with_plugin)
+            plugin_ratios.append(with_plugin / alone)
+
+    def ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    print(f"{args.reps} interleaved repetitions, medians")
+    print(
+        f"child process (python -c pass): untraced {ms(child[False]):.1f} ms, "
+        f"traced {ms(child[True]):.1f} ms, ratio {statistics.median(child_ratios):.2f}x"
+    )
+    print(
+        f"python -c 'import pytest': {ms(plugin[False]):.1f} ms; with aiotrace.pytest_plugin "
+        f"{ms(plugin[True]):.1f} ms, ratio {statistics.median(plugin_ratios):.2f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
