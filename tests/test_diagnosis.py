@@ -241,7 +241,7 @@ def test_a_child_process_is_diagnosed_and_its_findings_say_which(tmp_path: Path,
     assert pid != trace.root.attributes[semconv.ATTR_PID]
     order, block = findings
     users, orders = (
-        f"{name} (in_children.py:{line('in_children.py', f'{name} = ')})"
+        f"{name} (lock_order.py:{line('lock_order.py', f'{name} = ')})"
         for name in ("users_lock", "orders_lock")
     )
     assert order["summary"] == f"{users} and {orders} are taken in both orders: a possible deadlock"

@@ -534,6 +534,40 @@ def test_summary_ranks_tests_and_primitives_and_says_where_the_trace_went(
     assert test_slow.attributes[semconv.ATTR_TEST_WAIT_MS] >= 80
 
 
+def test_a_tests_child_process_is_diagnosed_leaks_at_its_exit_included(
+    suite: pytest.Pytester,
+) -> None:
+    """The session checks leaks after each test; a child's end is its own exit."""
+    suite.makepyfile(
+        test_child="""
+        import subprocess, sys
+
+        CHILD = '''
+        import asyncio
+
+        async def main():
+            pool_lock = asyncio.Lock()
+
+            async def forget():
+                await pool_lock.acquire()
+
+            await asyncio.create_task(forget())
+
+        asyncio.run(main())
+        '''
+
+        def test_child():
+            subprocess.run([sys.executable, "-c", CHILD], check=True)
+        """
+    )
+    result = run(suite, "--aiotrace", "--aiotrace-children", trace=None)
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    # Named from its source where Python keeps a -c program's (3.13+), else by its line
+    assert re.search(r"LEAK: lock held: (pool_lock \(<string>:5\)|<string>:5)\n", out), out
+    assert "in child process " in out
+
+
 def test_summary_bounds_the_longest_of_waits_too_short_to_be_timed(
     suite: pytest.Pytester,
 ) -> None:

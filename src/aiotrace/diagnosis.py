@@ -1044,9 +1044,10 @@ class DiagnosisConfig:
 
         The hang timeout is the run's (the run stops, children and all), and
         Ctrl-C and SIGUSR1 dump the run's process: a child's signals stay
-        the program's.
+        the program's. Leaks are checked at the child's exit, which is its
+        end, even where the run checks after each test instead (pytest).
         """
-        return replace(self, hang_timeout=None, dump_signals=False)
+        return replace(self, hang_timeout=None, dump_signals=False, leaks_at_exit=True)
 
 
 class Diagnoser:

@@ -1,4 +1,4 @@
-"""The lock-order inversion and the blocked loop of their own programs, in a child process.
+"""lock_order.py's inversion and a blocked loop, in a child process of the program.
 
 ``spawn``: a new interpreter (``subprocess``); ``fork``: a Process of the
 fork context, forked from inside the parent's running loop. ``--fixed``:
@@ -11,22 +11,12 @@ import subprocess
 import sys
 import time
 
+import lock_order
+
 
 def child(fixed: bool) -> None:
     async def main() -> None:
-        users_lock = asyncio.Lock()
-        orders_lock = asyncio.Lock()
-
-        async def rename_user() -> None:
-            async with users_lock:
-                async with orders_lock:
-                    await asyncio.sleep(0)
-
-        async def cancel_order() -> None:
-            first, then = (users_lock, orders_lock) if fixed else (orders_lock, users_lock)
-            async with first:
-                async with then:
-                    await asyncio.sleep(0)
+        await lock_order.main(inverted=not fixed)
 
         async def compress() -> None:
             if fixed:
@@ -34,8 +24,6 @@ def child(fixed: bool) -> None:
             else:
                 time.sleep(0.3)  # the block under test
 
-        await asyncio.create_task(rename_user(), name="rename-user")
-        await asyncio.create_task(cancel_order(), name="cancel-order")
         await asyncio.create_task(compress(), name="compress")
 
     asyncio.run(main())

@@ -3,10 +3,8 @@
 import asyncio
 import sys
 
-INVERTED = sys.argv[1:] != ["--consistent"]
 
-
-async def main() -> None:
+async def main(inverted: bool) -> None:
     users_lock = asyncio.Lock()
     orders_lock = asyncio.Lock()
 
@@ -16,7 +14,7 @@ async def main() -> None:
                 await asyncio.sleep(0)
 
     async def cancel_order() -> None:
-        if INVERTED:
+        if inverted:
             async with orders_lock:
                 async with users_lock:
                     await asyncio.sleep(0)
@@ -27,7 +25,8 @@ async def main() -> None:
 
     await asyncio.create_task(rename_user(), name="rename-user")
     await asyncio.create_task(cancel_order(), name="cancel-order")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(inverted=sys.argv[1:] != ["--consistent"]))
     print("done")
-
-
-asyncio.run(main())
