@@ -142,6 +142,7 @@ def test_aiotrace_does_without_opentelemetry_instrumentation_until_asked() -> No
         "asyncio.run(asyncio.sleep(0))\n"
         "aiotrace.uninstrument()\n"
         "print('opentelemetry.instrumentation' in sys.modules)\n"
+        "assert 'AiotraceInstrumentor' in dir(aiotrace)\n"
         "aiotrace.AiotraceInstrumentor\n"
         "print('opentelemetry.instrumentation' in sys.modules)\n"
     )

@@ -59,3 +59,7 @@ def __getattr__(name: str) -> Any:
 
         return AiotraceInstrumentor
     raise AttributeError(f"module 'aiotrace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})  # AiotraceInstrumentor too, before its first use
