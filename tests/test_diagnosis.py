@@ -248,7 +248,7 @@ def test_a_child_process_is_diagnosed_and_its_findings_say_which(tmp_path: Path,
     sleep = line("in_children.py", "time.sleep(0.3)")
     assert f'at in_children.py:{sleep} in task "compress"' in block["summary"]
     where = (
-        f"in child process {pid}: python {DIAG / 'in_children.py'} child"
+        f"in child process {pid}: python in_children.py child"
         if how == "spawn"
         else f"in child process {pid}, forked from {trace.root.attributes[semconv.ATTR_PID]}"
     )

@@ -66,7 +66,12 @@ def start() -> None:
 
 
 def _command_line(limit: int = 80) -> str:
-    line = " ".join(["python", *sys.argv]) if sys.argv and sys.argv[0] else "python"
+    """``python worker.py --queue jobs``: the script by its name, as labels show files."""
+    from aiotrace._sites import short_path
+
+    argv = sys.argv
+    words = ["python", short_path(argv[0]), *argv[1:]] if argv and argv[0] else ["python"]
+    line = " ".join(words)
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
