@@ -261,7 +261,14 @@ def test_waiting_for_the_pipeline_is_not_reported_as_the_program_blocking_its_lo
     finally:
         diagnoser.finish(at_exit=False)
         aiotrace.uninstrument()
-    assert [f.kind for f in diagnoser.findings] == [], [f.summary for f in diagnoser.findings]
+    # Waiting for the pipeline would be charged to the line that recorded: the
+    # ``async with lock`` in _storm. A stall of the whole machine (a traced run
+    # of this suite on two busy cores: once 231 ms) is a block between
+    # callbacks, reported rightly ("at test_delivery.py:260 in a callback").
+    first = _storm.__code__.co_firstlineno
+    storm = {f"test_delivery.py:{line} " for line in range(first, first + 10)}
+    charged = [f.summary for f in diagnoser.findings if any(at in f.summary for at in storm)]
+    assert charged == [], [f.summary for f in diagnoser.findings]
 
 
 def test_time_spent_waiting_for_the_pipeline_is_not_charged_to_the_next_line() -> None:
