@@ -24,10 +24,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 SPAWNER = """
 import subprocess, sys, time
@@ -68,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reps < 7:
         parser.error("--reps must be at least 7 (medians of fewer are noise here)")
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "spawner.py")
         with open(script, "w", encoding="utf-8") as fh:

@@ -253,7 +253,7 @@ def after_fork(consumer: Any) -> None:
 
         with contextlib.suppress(Exception):  # the child runs on, undiagnosed
             _diagnose(
-                {id(loop_of(task)): loop_of(task) for task in pending_tasks()}.values(),
+                [loop_of(task) for task in pending_tasks()],  # the watchdog keeps each once
                 f"child process {os.getpid()}, forked from {os.getppid()}",
             )
     atexit.register(finish)
