@@ -126,6 +126,10 @@ class Trace:
         data = read_trace_file(str(path))
         self.resource = data.resource
         self.spans: list[SpanDraft] = data.drafts
+        self.resources = {
+            span.span_id: resource for resource, spans in data.groups for span in spans
+        }
+        """Each span's resource (by span id): the process that made it."""
 
     def names(self) -> Counter[str]:
         return Counter(span.name for span in self.spans)

@@ -910,12 +910,18 @@ def test_traceparent_makes_the_run_a_child_of_an_outer_trace(tmp_path: Path) -> 
     assert {s.trace_id for s in trace.spans} == {int(trace_id, 16)}
 
 
-def test_child_processes_join_the_same_trace(tmp_path: Path) -> None:
+def test_child_processes_join_the_same_trace(
+    tmp_path: Path, http_receiver: HttpReceiver, grpc_receiver: GrpcReceiver
+) -> None:
     result = aiotrace(
         "run",
         "--min-hold=0",
         "--trace-file=t.json",
         "--report-json=r.json",
+        "--otlp",
+        http_receiver.endpoint,
+        "--protocol",
+        "http/protobuf",
         PROGRAMS / "spawner.py",
         cwd=tmp_path,
     )
@@ -948,6 +954,21 @@ def test_child_processes_join_the_same_trace(tmp_path: Path) -> None:
     assert len({by_process[f"{tag}-a"] for tag in ("subprocess", "fork", "spawn")}) == 3
     (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
     assert (row["waits"], row["holds"]) == (4, 8)  # the report adds up every process
+
+    # In OpenTelemetry a process is a resource: each span's says which made it,
+    # in the trace file, over OTLP, and when the file is sent on.
+    run_pid = root.attributes[semconv.ATTR_PID]
+    for span in trace.spans:
+        resource = trace.resources[span.span_id]
+        assert resource[semconv.ATTR_PID] == process_of(span.span_id), span.name
+        assert resource["service.name"] == "spawner"
+        if resource[semconv.ATTR_PID] != run_pid:
+            assert resource[semconv.ATTR_PARENT_PID] == run_pid
+    sent = aiotrace("send", "t.json", "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    for received in (http_receiver.spans, grpc_receiver.spans):
+        assert len(received) == len(trace.spans)
+        assert {s.span_id: s.resource for s in received} == trace.resources
 
     alone = aiotrace(
         "run", "--no-children", "--trace-file", "n.json", PROGRAMS / "spawner.py", cwd=tmp_path

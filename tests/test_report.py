@@ -420,3 +420,86 @@ def test_the_longest_wait_is_exact_when_a_span_reached_the_threshold_or_all_were
         (2, "< 2.0 ms", "< 1.0 ms"),
         (2, "0.0 ms", "0.0 ms"),
     ]
+
+
+SAME_NAMES = """\
+import asyncio
+import multiprocessing
+import sys
+
+
+async def contend(hold_s):
+    lock = asyncio.Lock()
+
+    async def use():
+        async with lock:
+            await asyncio.sleep(hold_s)
+
+    await asyncio.gather(
+        asyncio.create_task(use(), name="first"), asyncio.create_task(use(), name="second")
+    )
+
+
+def run(hold_s):
+    asyncio.run(contend(hold_s))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "alone":
+        run(0.06)
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        workers = [spawn.Process(target=run, args=(s,)) for s in (0.06, 0.09)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+"""
+
+
+def test_tasks_of_one_name_in_several_processes_are_told_apart_by_process(
+    tmp_path: Path,
+) -> None:
+    # Every worker of a pool has its "Task-2": with several processes, a
+    # holder named alone could be any of them.
+    (tmp_path / "prog.py").write_text(SAME_NAMES)
+    lines: dict[str, list[str]] = {}
+    for which in ("alone", "workers"):
+        result = aiotrace(
+            "run",
+            f"--trace-file={which}.json",
+            f"--report-json={which}.json.r",
+            "prog.py",
+            which,
+            cwd=tmp_path,
+            env=clean_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        lines[which] = [line for line in report_lines(result.stderr) if " held by " in line]
+        replayed = aiotrace("report", f"{which}.json", cwd=tmp_path, env=clean_env())
+        assert replayed.returncode == 0, replayed.stderr
+        again = [line for line in report_lines(replayed.stdout) if " held by " in line]
+        assert again == lines[which]  # the trace file keeps each span's process
+
+    assert len(lines["alone"]) == 2
+    assert not any(" in process " in line for line in lines["alone"])
+    assert any(" held by first at prog.py:" in line for line in lines["alone"])
+
+    trace = Trace(tmp_path / "workers.json")
+    workers = {int(p.attributes[semconv.ATTR_PID]) for p in trace.named(semconv.SPAN_PROCESS)}
+    assert len(workers) == 2
+    report = json.loads((tmp_path / "workers.json.r").read_text())
+    assert report["processes"] == 3  # the program and its two workers
+    assert {(h["holder"], h["process"]) for h in report["longest_holds"]} == {
+        (task, pid) for task in ("first", "second") for pid in workers
+    }
+    top = max(report["longest_holds"], key=lambda h: h["ms"])
+    assert re.fullmatch(
+        rf" +\d+ ms  lock \(prog\.py:\d+\) held by {top['holder']} in process {top['process']} "
+        r"at prog\.py:\d+( \(1 waiting\))?",
+        lines["workers"][0],
+    ), lines["workers"]
+    for pid in workers:
+        for task in ("first", "second"):
+            held = f" held by {task} in process {pid} at "
+            assert sum(held in line for line in lines["workers"]) == 1, lines["workers"]

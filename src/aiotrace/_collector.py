@@ -30,11 +30,14 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from aiotrace import semconv
 from aiotrace._assemble import Assembler
 from aiotrace._recorder import LOGGER, Stats
 from aiotrace._wire import W_SITE
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
     from aiotrace.timeline import TimelineSink
 
 FRAME: Final = struct.Struct("!I")
@@ -44,6 +47,8 @@ MAX_FRAME: Final = 256 * 1024 * 1024
 MSG_RECORDS: Final = "R"
 MSG_STATS: Final = "S"
 MSG_BYE: Final = "B"
+MSG_HELLO: Final = "H"
+"""The first message on every connection: which process it is (its pid and parent's)."""
 
 
 # ===========================================================================
@@ -80,6 +85,9 @@ class Shipping:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.address)
+            # Said once per connection, so after a fork the child's new one says its own.
+            hello = marshal.dumps((MSG_HELLO, {"pid": os.getpid(), "ppid": os.getppid()}))
+            sock.sendall(FRAME.pack(len(hello)) + hello)
         except OSError:
             sock.close()
             raise
@@ -167,13 +175,15 @@ class Shipping:
 
 
 class _Producer:
-    __slots__ = ("assembler", "buffer", "finished", "pid", "stats")
+    __slots__ = ("assembler", "buffer", "finished", "resource", "stats")
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, resource: Resource) -> None:
         self.buffer = bytearray()
         self.assembler = Assembler(stats)
         self.stats: dict[str, Any] = {}
-        self.pid = 0
+        self.resource = resource
+        """The run's resource, and once the process has said hello, its pid's too:
+        in OpenTelemetry a process is a resource, and Jaeger shows it as one."""
         self.finished = False
         """Said goodbye: shipped everything it had. A connection that ends
         without it belonged to a process killed in the middle of its run."""
@@ -310,7 +320,7 @@ class Collector:
             elif key.data is None:
                 conn, _ = self.listener.accept()
                 conn.setblocking(False)
-                self.producers[conn] = _Producer(self.stats)
+                self.producers[conn] = _Producer(self.stats, self.resource)
                 self.connections += 1
                 self.selector.register(conn, selectors.EVENT_READ, True)
             else:
@@ -360,7 +370,19 @@ class Collector:
         if kind == MSG_RECORDS:
             drafts = producer.assembler.process(message[1])
             if drafts:
-                self.sink.export(drafts)
+                self.sink.export(drafts, producer.resource)
+        elif kind == MSG_HELLO:
+            from opentelemetry.sdk.resources import Resource
+
+            process = message[1]
+            producer.resource = self.resource.merge(
+                Resource(
+                    {
+                        semconv.ATTR_PID: int(process["pid"]),
+                        semconv.ATTR_PARENT_PID: int(process["ppid"]),
+                    }
+                )
+            )
         elif kind == MSG_STATS:
             producer.stats = dict(message[1])
         elif kind == MSG_BYE:

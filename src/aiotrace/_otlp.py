@@ -136,7 +136,13 @@ def new_trace_file(directory: str, label: str, now: datetime.datetime | None = N
 
 
 class TraceFileWriter:
-    """Writes the trace file incrementally; :meth:`close` makes it one valid JSON object."""
+    """Writes the trace file incrementally; :meth:`close` makes it one valid JSON object.
+
+    Spans go under the resource of the process that made them: one
+    ``resourceSpans`` entry per run of consecutive batches from one process
+    (OTLP allows a resource to appear in several entries), so the file is
+    written as spans come, whichever process they come from.
+    """
 
     def __init__(self, path: str, resource: Mapping[str, Any]) -> None:
         self.path = path
@@ -144,19 +150,39 @@ class TraceFileWriter:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._fh: IO[str] | None = open(path, "w", encoding="utf-8")  # noqa: SIM115  # closed in close()
+        self._default = resource
+        self._resource: Mapping[str, Any] | None = None
+        """The resource of the entry open now; None before the first."""
         self._first = True
+        self._fh.write('{"resourceSpans":[')
+
+    def _open_entry(self, resource: Mapping[str, Any]) -> None:
+        fh = self._fh
+        assert fh is not None
+        if self._resource is not None:
+            fh.write("]},")  # the open entry's scopeSpans array, then the entry
         head = {"resource": {"attributes": attributes_to_json(resource)}}
         # The head with its closing brace cut off, then the scopeSpans array.
-        self._fh.write('{"resourceSpans":[' + json.dumps(head)[:-1] + ',"scopeSpans":[')
+        fh.write(json.dumps(head)[:-1] + ',"scopeSpans":[')
+        self._resource = resource
+        self._first = True
 
-    def write(self, drafts: Iterable[SpanDraft]) -> None:
-        """Append a batch, one ``scopeSpans`` entry per instrumentation scope."""
+    def write(self, drafts: Iterable[SpanDraft], resource: Mapping[str, Any] | None = None) -> None:
+        """Append a batch of one process (``resource``, the file's own if None),
+        one ``scopeSpans`` entry per instrumentation scope."""
         fh = self._fh
         if fh is None:
             return
         by_scope: dict[Any, list[dict[str, Any]]] = {}
         for draft in drafts:
             by_scope.setdefault(draft.scope, []).append(draft_to_json(draft))
+        if not by_scope:
+            return
+        resource = resource if resource is not None else self._default
+        if self._resource is None or (
+            resource is not self._resource and resource != self._resource
+        ):
+            self._open_entry(resource)
         for scope, spans in by_scope.items():
             entry = json.dumps(
                 {"scope": scope_to_json(scope), "spans": spans}, separators=(",", ":")
@@ -171,10 +197,14 @@ class TraceFileWriter:
 
     def close(self) -> None:
         """Finish the JSON object and close the file (idempotent)."""
-        fh, self._fh = self._fh, None
-        if fh is not None:
-            fh.write("]}]}\n")
-            fh.close()
+        fh = self._fh
+        if fh is None:
+            return
+        if self._resource is None:  # no span: the resource alone, for the title
+            self._open_entry(self._default)
+        self._fh = None
+        fh.write("]}]}\n")
+        fh.close()
 
 
 # ---------------------------------------------------------------------------
@@ -254,11 +284,22 @@ def draft_from_json(span: Mapping[str, Any], scope: tuple[str, str | None] | Non
 
 
 class TraceData:
-    """The content of a trace file: its resource and its spans."""
+    """The content of a trace file: its spans, by the resource (the process) that made them."""
 
-    def __init__(self, resource: dict[str, Any], drafts: list[SpanDraft]) -> None:
-        self.resource = resource
-        self.drafts = drafts
+    def __init__(self, groups: list[tuple[dict[str, Any], list[SpanDraft]]]) -> None:
+        self.groups = groups
+        """``(resource attributes, spans)`` per ``resourceSpans`` entry, in file order."""
+        self.resource: dict[str, Any] = next((r for r, _ in groups if r), {})
+        """The first entry's: the service, and whatever else every process shares."""
+        self.drafts = [draft for _, drafts in groups for draft in drafts]
+
+    def by_process(self) -> list[tuple[int | None, list[SpanDraft]]]:
+        """The spans in file order, grouped as they were written, each with its ``process.pid``."""
+        out: list[tuple[int | None, list[SpanDraft]]] = []
+        for resource, drafts in self.groups:
+            pid = resource.get(semconv.ATTR_PID)
+            out.append((pid if isinstance(pid, int) else None, drafts))
+        return out
 
 
 def read_trace_file(path: str) -> TraceData:
@@ -278,20 +319,20 @@ def read_trace_file(path: str) -> TraceData:
         raise TraceFileError(f"{path} is not JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("resourceSpans"), list):
         raise TraceFileError(f"{path} is not an OTLP JSON trace (no resourceSpans)")
-    resource: dict[str, Any] = {}
-    drafts: list[SpanDraft] = []
+    groups: list[tuple[dict[str, Any], list[SpanDraft]]] = []
     try:
         for resource_spans in data["resourceSpans"]:
             attrs = attributes_from_json((resource_spans.get("resource") or {}).get("attributes"))
-            resource = resource or attrs
+            drafts: list[SpanDraft] = []
             for scope_spans in resource_spans.get("scopeSpans", ()):
                 scope_json = scope_spans.get("scope") or {}
                 scope = (str(scope_json.get("name", "")), scope_json.get("version"))
                 for span in scope_spans.get("spans", ()):
                     drafts.append(draft_from_json(span, scope))
+            groups.append((attrs, drafts))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TraceFileError(f"{path} is not a valid OTLP JSON trace: {exc}") from None
-    return TraceData(resource, drafts)
+    return TraceData(groups)
 
 
 # ---------------------------------------------------------------------------

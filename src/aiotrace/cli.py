@@ -820,7 +820,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     html = _output_path(args.html, "the HTML timeline")
     builder = ReportBuilder()
-    builder.add(data.drafts)
+    for pid, drafts in data.by_process():
+        builder.add(drafts, pid)
     report = builder.build(trace_file=os.path.abspath(args.trace_file))
     if html is not None:
         from aiotrace.timeline import write_html
@@ -853,7 +854,6 @@ def cmd_send(args: argparse.Namespace) -> int:
         data = read_trace_file(args.trace_file)
     except TraceFileError as exc:
         raise UsageError(str(exc)) from None
-    resource = Resource(data.resource)
     exporter = otlp_exporter(settings["endpoint"], settings["protocol"], settings["timeout"])
     capture = _Capture()
     import logging
@@ -865,23 +865,25 @@ def cmd_send(args: argparse.Namespace) -> int:
     sent = 0
     try:
         send = bulk_sender(exporter)
-        encoder = BulkEncoder(dict(resource.attributes))
-        for start in range(0, len(data.drafts), 512):
-            drafts = data.drafts[start : start + 512]
-            if send is not None:
-                ok = send(encoder.request(drafts, AIOTRACE_SCOPE), len(drafts))
-            else:
-                result = exporter.export([draft_to_readable(d, resource) for d in drafts])
-                ok = getattr(result, "name", "") == "SUCCESS"
-            chunk = drafts
-            if not ok:
-                reason = capture.messages[-1] if capture.messages else "the exporter failed"
-                sys.stderr.write(
-                    f"aiotrace: could not send to {settings['endpoint']}: {reason} "
-                    f"({sent} of {len(data.drafts)} spans sent)\n"
-                )
-                return 1
-            sent += len(chunk)
+        # Each process's spans under its own resource, as the run exported them.
+        for attributes, spans in data.groups:
+            resource = Resource(attributes)
+            encoder = BulkEncoder(attributes)
+            for start in range(0, len(spans), 512):
+                drafts = spans[start : start + 512]
+                if send is not None:
+                    ok = send(encoder.request(drafts, AIOTRACE_SCOPE), len(drafts))
+                else:
+                    result = exporter.export([draft_to_readable(d, resource) for d in drafts])
+                    ok = getattr(result, "name", "") == "SUCCESS"
+                if not ok:
+                    reason = capture.messages[-1] if capture.messages else "the exporter failed"
+                    sys.stderr.write(
+                        f"aiotrace: could not send to {settings['endpoint']}: {reason} "
+                        f"({sent} of {len(data.drafts)} spans sent)\n"
+                    )
+                    return 1
+                sent += len(drafts)
     finally:
         with contextlib.suppress(Exception):
             exporter.shutdown()

@@ -969,7 +969,7 @@ class AiotracePlugin:
                         f"{waits}, {duration_text(row.wait_ms)} in total, "
                         f"longest {row.longest_wait_text()}"
                     )
-                    if row.holds:
+                    if row.times_held:
                         line += f"; longest hold {row.longest_hold_text()}"
                 else:
                     line = f"never waited on; longest hold {row.longest_hold_text()}"

@@ -113,6 +113,8 @@ class HoldRow:
     holder: str
     site: str
     waiters: int
+    process: int | None = None
+    """The holder's process id, when known (shown when the run had several processes)."""
 
 
 @dataclass
@@ -126,6 +128,8 @@ class WaitRow:
     outcome: str
     by: str | None
     by_at: str | None
+    process: int | None = None
+    """The waiter's process id (the waker's too: a wake-up never crosses processes)."""
 
 
 @dataclass
@@ -138,6 +142,8 @@ class FutureRow:
     by: str | None
     at: str | None
     waiters: int
+    process: int | None = None
+    """The process id of the future, its waiters and its resolver."""
 
 
 @dataclass
@@ -192,6 +198,8 @@ class Report:
     unresolved_futures: list[tuple[str, str, int, int]] = field(default_factory=list)
     """Name, outcome (pending or collected), waiters in all and how many such futures."""
     tasks: dict[str, int] = field(default_factory=dict)
+    processes: int = 0
+    """Traced processes whose spans are in the report (those whose process is known)."""
     stats: dict[str, int] = field(default_factory=dict)
     findings: list[dict[str, Any]] = field(default_factory=list)
     """Most severe first, one per kind and summary: ``kind``, ``summary``, the first
@@ -256,6 +264,8 @@ def _code_site(attrs: dict[str, Any]) -> str:
 # where, how many queued).
 _Wait = tuple[int, int, str, str]
 _Hold = tuple[int, int, str, str, int]
+_TaskKey = tuple[int | None, int, int, str]
+"""A task, for pairing its waits with its holds: process, trace, parent span, name."""
 
 
 class ReportBuilder:
@@ -291,11 +301,21 @@ class ReportBuilder:
         self._findings: dict[tuple[str, str], dict[str, Any]] = {}
         self._findings_unlisted = 0
         self._trace_ids: dict[int, int] = {}
-        self._recent: dict[tuple[int, int, str], tuple[deque[_Wait], deque[_Hold]]] = {}
+        self._recent: dict[_TaskKey, tuple[deque[_Wait], deque[_Hold]]] = {}
         self._nested: dict[tuple[str, str, str, str], NestedRow] = {}
+        self._pids: set[int] = set()
+        self._pid: int | None = None
+        """The process of the batch being added."""
 
-    def add(self, drafts: Iterable[SpanDraft]) -> None:
-        """Take a batch of finished spans."""
+    def add(self, drafts: Iterable[SpanDraft], process: int | None = None) -> None:
+        """Take a batch of finished spans, all from ``process`` (its pid) if given.
+
+        Tasks are named per process ("Task-3" in every worker of a pool):
+        with several processes, the rows that name tasks say whose.
+        """
+        self._pid = process
+        if process is not None:
+            self._pids.add(process)
         for draft in drafts:
             self._spans += 1
             name = draft.name
@@ -374,6 +394,7 @@ class ReportBuilder:
             holder=str(attrs.get(semconv.ATTR_TASK_NAME, "?")),
             site=_code_site(attrs),
             waiters=int(attrs.get(semconv.ATTR_WAITERS_DURING, 0)),
+            process=self._pid,
         )
         self._keep(self._holds, self.KEEP_HOLDS, ms, entry)
 
@@ -397,6 +418,7 @@ class ReportBuilder:
             outcome=str(attrs.get(semconv.ATTR_OUTCOME, "?")),
             by=str(by) if by is not None else None,
             by_at=str(by_at) if by_at is not None else None,
+            process=self._pid,
         )
         self._keep(self._waits, self.KEEP_HOLDS, ms, entry)
 
@@ -406,7 +428,7 @@ class ReportBuilder:
             return None
         # The parent tells tasks of one name apart: its task's span, or with
         # no task spans its process's (xdist workers each have a "Task-3").
-        key = (draft.trace_id, draft.parent_id, str(task))
+        key = (self._pid, draft.trace_id, draft.parent_id, str(task))
         recent = self._recent.get(key)
         if recent is None:
             if len(self._recent) >= self.KEEP_TASKS:
@@ -502,6 +524,7 @@ class ReportBuilder:
             by=str(by) if by is not None else None,
             at=str(at) if at is not None else None,
             waiters=waiters,
+            process=self._pid,
         )
         self._keep(self._slow_futures, self.KEEP_SLOW_FUTURES, float(ttr), entry)
 
@@ -602,6 +625,7 @@ class ReportBuilder:
             ],
             slowest_futures=[entry for _, _, entry in sorted(self._slow_futures, reverse=True)],
             tasks=dict(self._tasks),
+            processes=len(self._pids),
             findings=_by_severity(list(self._findings.values())),
             findings_unlisted=self._findings_unlisted,
         )
@@ -648,12 +672,21 @@ def _size(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
-def wait_text(row: WaitRow) -> str:
-    """Who waited where, for what, and who ended the wait (the setter, the notifier)."""
+def task_text(task: str, process: int | None, several: bool) -> str:
+    """``Task-3``, or ``Task-3 in process 4242`` when ``several`` processes share task names."""
+    return f"{task} in process {process}" if several and process is not None else task
+
+
+def wait_text(row: WaitRow, several: bool = False) -> str:
+    """Who waited where, for what, and who ended the wait (the setter, the notifier).
+
+    ``several``: the run had several processes (see :func:`task_text`).
+    """
     ended = row.outcome
     if row.by:
         ended += f", woken by {row.by}" + (f" at {row.by_at}" if row.by_at else "")
-    return f"{duration_text(row.ms):>8}  {row.task} at {row.at}, for {row.primitive}: {ended}"
+    task = task_text(row.task, row.process, several)
+    return f"{duration_text(row.ms):>8}  {task} at {row.at}, for {row.primitive}: {ended}"
 
 
 _RESOLVED: Final = {
@@ -663,10 +696,10 @@ _RESOLVED: Final = {
 }
 
 
-def future_text(row: FutureRow) -> str:
+def future_text(row: FutureRow, several: bool = False) -> str:
     """Who kept a waited-for future's waiters waiting: the task that resolved it, and where."""
     what = _RESOLVED.get(row.outcome, row.outcome)
-    by = f" by {row.by}" if row.by else ""
+    by = f" by {task_text(row.by, row.process, several)}" if row.by else ""
     at = f" at {row.at}" if row.at else ""
     waited = f"{row.waiters} task{'s' if row.waiters != 1 else ''} waited"
     return f"{duration_text(row.ms):>8}  {row.future}: {what}{by}{at}; {waited}"
@@ -820,19 +853,22 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             f"{report.uncontended_operations} times, never waited on and never held long"
         )
 
+    several = report.processes > 1  # then task names need their process
     if report.longest_holds:
         console.print("[bold]Longest holds")
         for hold in report.longest_holds:
             waiting = f" ({hold.waiters} waiting)" if hold.waiters else ""
-            console.print(
-                f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {hold.holder} "
-                f"at {hold.site}{waiting}"
+            holder = task_text(hold.holder, hold.process, several)
+            print_plain(
+                console,
+                f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {holder} "
+                f"at {hold.site}{waiting}",
             )
 
     if report.longest_waits:
         console.print("[bold]Longest waits[/] on events, conditions, barriers and queues")
         for wait in report.longest_waits:
-            print_plain(console, f"  {wait_text(wait)}")
+            print_plain(console, f"  {wait_text(wait, several)}")
 
     if report.waits_while_holding:
         console.print("[bold]Waited while holding[/] (others queued for what was held)")
@@ -862,7 +898,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             )
         console.print(line)
         for slow in report.slowest_futures[:3]:
-            print_plain(console, f"  {future_text(slow)}")
+            print_plain(console, f"  {future_text(slow, several)}")
         for name, outcome, waiters, count in report.unresolved_futures:
             what = (
                 "never resolved"

@@ -342,23 +342,30 @@ class OtlpForwarder:
         # Bounded in spans (QUEUED batches of at most BATCH): when export lags,
         # building waits for it instead of piling up drafts (about 600 bytes
         # each) in memory.
-        self._queue: queue.Queue[list[SpanDraft] | None] = queue.Queue(maxsize=self.QUEUED)
+        self._queue: queue.Queue[tuple[Resource, list[SpanDraft]] | None] = queue.Queue(
+            maxsize=self.QUEUED
+        )
         self._thread = threading.Thread(target=self._run, name="aiotrace-otlp", daemon=True)
         self._thread.start()
 
-    def submit(self, drafts: list[SpanDraft]) -> None:
-        """Queue a batch (blocks when far behind: back-pressure, not loss)."""
+    def submit(self, drafts: list[SpanDraft], resource: Resource | None = None) -> None:
+        """Queue a batch of one process (blocks when far behind: back-pressure, not loss).
+
+        ``resource``: that process's, the forwarder's own if None.
+        """
         if self.error is not None:
             self.failed += len(drafts)
             return
+        resource = resource if resource is not None else self._resource
         for start in range(0, len(drafts), self.BATCH):
-            self._queue.put(drafts[start : start + self.BATCH])
+            self._queue.put((resource, drafts[start : start + self.BATCH]))
 
     def _run(self) -> None:
         from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable
         from aiotrace._otlp_bulk import BulkEncoder
 
-        encoder = BulkEncoder(dict(self._resource.attributes))
+        # One encoder per process's resource, which it encodes once.
+        encoders: dict[int, tuple[Resource, BulkEncoder]] = {}
 
         capture = _Capture()
         loggers = [
@@ -369,9 +376,10 @@ class OtlpForwarder:
             logger.propagate = False
         try:
             while True:
-                batch = self._queue.get()
-                if batch is None:
+                item = self._queue.get()
+                if item is None:
                     return
+                resource, batch = item
                 if self.error is not None:
                     self.failed += len(batch)
                     continue
@@ -379,9 +387,15 @@ class OtlpForwarder:
                     chunk = batch[start : start + self.BATCH]
                     try:
                         if self._send is not None:
+                            known = encoders.get(id(resource))
+                            if known is None:
+                                encoder = BulkEncoder(dict(resource.attributes))
+                                encoders[id(resource)] = (resource, encoder)
+                            else:
+                                encoder = known[1]
                             ok = self._send(encoder.request(chunk, AIOTRACE_SCOPE), len(chunk))
                         else:
-                            spans = [draft_to_readable(d, self._resource) for d in chunk]
+                            spans = [draft_to_readable(d, resource) for d in chunk]
                             result = self._exporter.export(spans)
                             ok = getattr(result, "name", "") == "SUCCESS"
                     except Exception as exc:  # an exporter must not break the run
@@ -424,11 +438,12 @@ class ConsoleSink:
         self._resource = resource
         self._exporter = ConsoleSpanExporter(out=out if out is not None else sys.stderr)
 
-    def export(self, drafts: list[SpanDraft]) -> None:
+    def export(self, drafts: list[SpanDraft], resource: Resource | None = None) -> None:
         from aiotrace._otlp import draft_to_readable
 
+        resource = resource if resource is not None else self._resource
         with contextlib.suppress(Exception):  # a closed stderr must not break the run
-            self._exporter.export([draft_to_readable(d, self._resource) for d in drafts])
+            self._exporter.export([draft_to_readable(d, resource) for d in drafts])
 
 
 class OwnedSink:
@@ -449,16 +464,20 @@ class OwnedSink:
         self.writer = TraceFileWriter(trace_file, dict(resource.attributes)) if trace_file else None
         self.otlp = otlp
         self.report = ReportBuilder()
-        self.extra: list[Any] = []  # more sinks (tests, the HTML timeline)
+        self.extra: list[Any] = []
+        """More sinks (the console, the HTML timeline): ``export(drafts, resource)``."""
 
-    def export(self, drafts: list[SpanDraft]) -> None:
-        self.report.add(drafts)
+    def export(self, drafts: list[SpanDraft], resource: Resource | None = None) -> None:
+        """A batch of one process's spans; ``resource`` is that process's (ours if None)."""
+        resource = resource if resource is not None else self.resource
+        pid = resource.attributes.get(semconv.ATTR_PID)
+        self.report.add(drafts, int(pid) if isinstance(pid, int) else None)
         if self.writer is not None:
-            self.writer.write(drafts)
+            self.writer.write(drafts, resource.attributes)
         if self.otlp is not None:
-            self.otlp.submit(drafts)
+            self.otlp.submit(drafts, resource)
         for sink in self.extra:
-            sink.export(drafts)
+            sink.export(drafts, resource)
 
     def flush(self, timeout: float) -> bool:
         if self.writer is not None:

@@ -235,7 +235,8 @@ class TimelineSink:
         self.truncated = 0
         self.size: int | None = None
 
-    def export(self, drafts: list[SpanDraft]) -> None:
+    def export(self, drafts: list[SpanDraft], resource: object = None) -> None:
+        """Keep a batch; ``resource`` is not needed: a process's tasks nest under its span."""
         room = self.LIMIT - len(self.drafts)
         if room >= len(drafts):
             self.drafts.extend(drafts)
