@@ -6,7 +6,9 @@ the bug off. They run under ``aiotrace run --hang-timeout 5 --check``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -579,3 +581,67 @@ def test_a_class_left_out_of_lock_order_checking(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "r.json").read_text())["findings"] == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("how", ["spawn", "fork"])
+def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
+    tmp_path: Path, how: str
+) -> None:
+    """Stopped at the hang timeout, a program waiting for a deadlocked child takes it along.
+
+    As Ctrl-C in the terminal would, the interrupt reaches the child too
+    (spawn); a child deaf to it (fork) is ended with the program. Either
+    way its spans and findings are in the report, and it does not outlive
+    the run, deadlocked, holding the run's stderr open.
+    """
+    try:
+        result = aiotrace(
+            "run",
+            "--hang-timeout=2",
+            "--trace-file=t.json",
+            "--report-json=r.json",
+            DIAG / "hung_child.py",
+            how,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        pid = int((tmp_path / "child.pid").read_text())
+        assert result.returncode == EXIT_HANG, result.stderr
+        assert not _alive(pid)
+        report = json.loads((tmp_path / "r.json").read_text())
+        deadlock = report["findings"][0]
+        assert deadlock["kind"] == "deadlock"
+        assert deadlock["summary"] == (
+            '2 tasks wait for each other: "to-savings" -> "to-checking" -> "to-savings"'
+        )
+        assert deadlock["details"][-1].startswith(f"in child process {pid}")
+        assert report["notes"] == []  # no process still running, none killed unfinished
+        assert "lost" not in result.stderr
+        assert "interrupted (Ctrl-C)" not in result.stderr  # a fork's inherited dump
+        trace = Trace(tmp_path / "t.json")
+        (process,) = trace.named(semconv.SPAN_PROCESS)
+        assert process.attributes[semconv.ATTR_PID] == pid
+        holders = {
+            span.attributes[semconv.ATTR_TASK_NAME]
+            for span in trace.named(semconv.SPAN_LOCK_HOLD)
+            if trace.resources[span.span_id][semconv.ATTR_PID] == pid
+        }
+        assert holders == {"to-savings", "to-checking"}
+    finally:
+        with contextlib.suppress(Exception):  # never leave a deadlocked process behind
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)

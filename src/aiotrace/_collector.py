@@ -11,7 +11,9 @@ killed still leaves a complete, valid trace file of everything it shipped.
 Control is over the collector's stdin/stdout: the parent writes the config
 as one JSON line, reads ``READY <socket path>``, and at the end writes
 ``finish`` and reads ``DONE <report json>``. If stdin closes without
-``finish`` (the parent died), the collector finishes anyway.
+``finish`` (the parent died), the collector finishes anyway. Before that,
+``signal N`` has the collector send signal N to the traced child processes
+(see :meth:`CollectorHandle.signal_children`).
 """
 
 from __future__ import annotations
@@ -175,12 +177,14 @@ class Shipping:
 
 
 class _Producer:
-    __slots__ = ("assembler", "buffer", "finished", "resource", "stats")
+    __slots__ = ("assembler", "buffer", "finished", "pid", "resource", "stats")
 
     def __init__(self, stats: Stats, resource: Resource) -> None:
         self.buffer = bytearray()
         self.assembler = Assembler(stats)
         self.stats: dict[str, Any] = {}
+        self.pid = 0
+        """Its process id, from its hello (0 until then)."""
         self.resource = resource
         """The run's resource, and once the process has said hello, its pid's too:
         in OpenTelemetry a process is a resource, and Jaeger shows it as one."""
@@ -244,6 +248,10 @@ class Collector:
         """Traced processes gone without saying goodbye: killed (SIGKILL, a crash)."""
         self.orphaned = True
         """No ``finish`` from the parent (yet): it died if the control stream ends so."""
+        self.run_pid = int(config.get("run_pid") or 0)
+        """The process that started the collector and runs the program."""
+        self.signals: list[int] = []
+        """Signals the parent asked to send to the child processes, not sent yet."""
 
     # ------------------------------------------------------------------
     def serve(self, control: IO[str], out: IO[str]) -> None:
@@ -303,12 +311,35 @@ class Collector:
 
     def _watch(self, control: IO[str], finish: threading.Event, wake: socket.socket) -> None:
         for line in control:
-            if line.strip() == "finish":
+            command = line.split()
+            if command == ["finish"]:
                 self.orphaned = False
                 break
+            if len(command) == 2 and command[0] == "signal" and command[1].isdigit():
+                self.signals.append(int(command[1]))  # sent from the selector's thread
+                with contextlib.suppress(OSError):
+                    wake.send(b"!")
         finish.set()
         with contextlib.suppress(OSError):
             wake.send(b"!")
+
+    def _signal_children(self, signum: int) -> None:
+        """Send ``signum`` to each traced child still connected that Ctrl-C would reach.
+
+        That is, those in the run's process group: a child that started a
+        session of its own (a daemon) is left alone, as the terminal would.
+        """
+        try:
+            group = os.getpgid(self.run_pid)
+        except OSError:
+            return
+        for producer in list(self.producers.values()):
+            pid = producer.pid
+            if not pid or pid == self.run_pid or producer.finished:
+                continue
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if os.getpgid(pid) == group:
+                    os.kill(pid, signum)
 
     def _poll(self, timeout: float) -> bool:
         """Handle what is ready; whether anything was."""
@@ -325,6 +356,8 @@ class Collector:
                 self.selector.register(conn, selectors.EVENT_READ, True)
             else:
                 self._read(key.fileobj)  # type: ignore[arg-type]
+        while self.signals:
+            self._signal_children(self.signals.pop(0))
         return bool(ready)
 
     def _read(self, conn: socket.socket) -> None:
@@ -375,6 +408,7 @@ class Collector:
             from opentelemetry.sdk.resources import Resource
 
             process = message[1]
+            producer.pid = int(process["pid"])
             producer.resource = self.resource.merge(
                 Resource(
                     {
@@ -502,6 +536,24 @@ class CollectorHandle:
             self.process.kill()
             raise CollectorError("the aiotrace collector did not start")
         self.address = answer[len("READY ") :].strip()
+        self._control = threading.Lock()
+        """Control lines come from more than one thread (a hang's, the main one)."""
+
+    def _tell(self, line: str) -> None:
+        process = self.process
+        assert process.stdin is not None
+        with self._control, contextlib.suppress(OSError, ValueError):  # gone, or closed
+            process.stdin.write(line + "\n")
+            process.stdin.flush()
+
+    def signal_children(self, signum: int) -> None:
+        """Have the collector send ``signum`` to the traced child processes still running.
+
+        The collector knows them (each said hello); ``run_pid`` in its
+        config is spared. Those outside the run's process group are spared
+        too: what Ctrl-C in the terminal would reach, this reaches.
+        """
+        self._tell(f"signal {int(signum)}")
 
     def finish(self, timeout: float = 60.0, reap: bool = True) -> dict[str, Any] | None:
         """Tell it to finish; the report data, or ``None`` if it died or hung.
@@ -511,15 +563,11 @@ class CollectorHandle:
         waiting for that (call :meth:`reap` later), for callers that time it.
         """
         process = self.process
-        assert process.stdin is not None
-        try:
-            process.stdin.write("finish\n")
-            process.stdin.flush()
-        except OSError:
-            pass
+        self._tell("finish")
         assert process.stdout is not None
         answer = _readline(process.stdout, timeout)
-        with contextlib.suppress(OSError):
+        with self._control, contextlib.suppress(OSError):
+            assert process.stdin is not None
             process.stdin.close()
         if reap:
             self.reap()

@@ -413,6 +413,7 @@ class TraceSession:
                 "resource": resource_json(self.resource),
                 "jaeger_url": config.jaeger_url,
                 "linger": config.linger,
+                "run_pid": os.getpid(),
             }
         )
         self.shipping = Shipping(self.collector.address)
@@ -473,6 +474,16 @@ class TraceSession:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+    def signal_children(self, signum: int) -> None:
+        """Send ``signum`` to the run's traced child processes that Ctrl-C would reach.
+
+        A hung program is stopped as Ctrl-C would stop it, and the terminal
+        sends Ctrl-C to the program's children too: without this, a child
+        the program waits for (deadlocked, as a rule, when its parent hangs)
+        would keep the program from stopping, and outlive the run.
+        """
+        self.collector.signal_children(signum)
 
     def finish(self, exit_code: int | None = None, timeout: float = 60.0) -> Report | None:
         """End the root span, deliver everything, stop the collector, return the report."""

@@ -686,10 +686,15 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
             # system: interrupt_main() would do nothing. Ctrl-C from inside
             # each loop instead, as its next callback.
             _interrupt_loops()
+        # The terminal's Ctrl-C reaches the program's children too.
+        session.signal_children(signal.SIGINT)
 
         def last_resort() -> None:
             if not concluded.wait(10.0):
                 STDERR.write("aiotrace: the hung program did not stop; ending it\n")
+                # Its children too (they ship their spans as they go): else
+                # one the program waited for outlives the run, hung.
+                session.signal_children(signal.SIGTERM)
                 conclude(EXIT_HANG)
                 EXIT_DELIVERY.real_exit(EXIT_HANG)
 
@@ -707,11 +712,19 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         return _finish_exit(code, interrupted)
 
     findings = [0]
+    # A second caller (the program ending while a hang's last resort
+    # concludes) waits for the first: returning at once, it would exit the
+    # process and cut the report off. Reentrant for a SIGTERM meanwhile.
+    concluding = threading.RLock()
 
     def conclude(code: int) -> None:
-        if concluded.is_set():
-            return
-        concluded.set()
+        with concluding:
+            if concluded.is_set():
+                return
+            concluded.set()
+            _conclude(code)
+
+    def _conclude(code: int) -> None:
         with contextlib.suppress(Exception):  # what the program wrote comes first
             sys.stderr.flush()
         report = None

@@ -1284,11 +1284,22 @@ class Diagnoser:
 
         if threading.current_thread() is not threading.main_thread():
             return
+        # A fork inherits these: there they are the process's own again
+        # (SIGUSR1 ends it, Ctrl-C is the program's), and dump nothing.
+        pid = os.getpid()
+
+        def on_usr1(signum: int, frame: Any) -> None:
+            if os.getpid() != pid:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self.dump("SIGUSR1")
+
         usr1 = getattr(signal, "SIGUSR1", None)
         with contextlib.suppress(ValueError, OSError, TypeError):
             if usr1 is not None and signal.getsignal(usr1) is signal.SIG_DFL:
                 self._saved_signals.append((usr1, signal.SIG_DFL))
-                signal.signal(usr1, lambda signum, frame: self.dump("SIGUSR1"))
+                signal.signal(usr1, on_usr1)
         # Ctrl-C: asyncio.run() of 3.11+ handles SIGINT itself (cancelling the
         # main task); we dump first by wrapping that handler. Before 3.11 the
         # default handler raises KeyboardInterrupt, and a handler of ours would
@@ -1300,7 +1311,11 @@ class Diagnoser:
             original = runner._on_sigint
 
             def _on_sigint(self_: Any, signum: int, frame: Any, main_task: Any) -> Any:
-                if getattr(self_, "_interrupt_count", 0) == 0 and self.hung is None:
+                if (
+                    getattr(self_, "_interrupt_count", 0) == 0
+                    and self.hung is None
+                    and os.getpid() == pid
+                ):
                     self.dump_later("interrupted (Ctrl-C)")
                 return original(self_, signum, frame, main_task)
 
@@ -1311,7 +1326,11 @@ class Diagnoser:
             cancel_all = runners._cancel_all_tasks
 
             def _cancel_all_tasks(loop: Any) -> Any:
-                if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self.hung is None:
+                if (
+                    isinstance(sys.exc_info()[1], KeyboardInterrupt)
+                    and self.hung is None
+                    and os.getpid() == pid
+                ):
                     with contextlib.suppress(Exception):  # never into the program
                         self.dump_later("interrupted (Ctrl-C)")
                 return cancel_all(loop)
