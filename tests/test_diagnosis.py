@@ -569,6 +569,40 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
     assert "aiotrace: interrupted (Ctrl-C): 1 pending task(s)" in stderr
 
 
+FORK_SIGNALS = """\
+import asyncio
+import os
+import signal
+import sys
+import time
+
+
+async def main():
+    pid = os.fork()
+    if pid == 0:  # the child, forked from inside the running loop
+        os.kill(os.getpid(), signal.SIGUSR1)  # its default action: the end of the child
+        time.sleep(2)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("ended by SIGUSR1" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGUSR1
+          else f"status {status}")
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_fork_keeps_no_dump_signal_of_the_run(tmp_path: Path) -> None:
+    """SIGUSR1 ends a forked child, as untraced: the run's dump is the run's process's."""
+    (tmp_path / "forks.py").write_text(FORK_SIGNALS)
+    untraced = subprocess.run(
+        [sys.executable, "forks.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    traced = aiotrace("run", "--no-trace-file", "-q", "forks.py", cwd=tmp_path)
+    assert untraced.stdout == traced.stdout == "ended by SIGUSR1\n", traced.stderr
+    assert "SIGUSR1" not in traced.stderr
+
+
 def test_a_class_left_out_of_lock_order_checking(tmp_path: Path) -> None:
     source = (DIAG / "lock_order.py").read_text()
     marked = source.replace(
