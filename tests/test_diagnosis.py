@@ -307,6 +307,49 @@ def test_the_watchdog_leaves_a_loop_it_is_told_to_alone() -> None:
     assert blocks_seen(ignore=True) == []
 
 
+def test_an_idle_loop_is_left_to_sleep_but_a_selector_in_a_callback_is_a_block() -> None:
+    """A loop waiting for I/O is pinged only for the graph (twice a second, not 100 times).
+
+    Idle is the loop's own wait: ``select`` called by the program (as
+    ``subprocess.run`` calls it) blocks the loop, and is seen to.
+    """
+    import asyncio
+    import selectors
+
+    from aiotrace.diagnosis import Watchdog
+
+    pings: list[float] = []
+    blocks: list[float] = []
+
+    class Counting(Watchdog):
+        def _ping(self, loop: Any, state: Any) -> None:
+            pings.append(time.monotonic())
+            super()._ping(loop, state)
+
+    async def main() -> None:
+        watchdog = Counting(
+            report=lambda finding: None,
+            blocked=lambda start, end, *rest: blocks.append(end - start),
+            block_threshold=0.05,
+        )
+        watchdog.start()
+        try:
+            await asyncio.sleep(0.2)  # found, and seen idle
+            pings.clear()
+            await asyncio.sleep(1.0)
+            idle_pings = len(pings)
+            with selectors.DefaultSelector() as selector:
+                selector.select(0.2)  # a blocking wait of the program's own
+            await asyncio.sleep(0.05)
+        finally:
+            watchdog.stop()
+        assert idle_pings <= 4, pings  # one per graph_interval (0.5 s), not one per 10 ms
+
+    asyncio.run(main())
+    assert len(blocks) == 1
+    assert 0.15 <= blocks[0] <= 0.5
+
+
 def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None:
     result, findings, trace = diagnose(tmp_path, "loop_blocked.py")
     assert result.returncode == EXIT_FINDINGS

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import selectors
 import sys
 import sysconfig
 import threading
@@ -736,6 +737,7 @@ class Watchdog:
                     loop = loop_of(task)
                     if id(loop) not in self._loops and id(loop) not in self._ignored:
                         self._loops[id(loop)] = (loop, _LoopState())
+        frames_now: dict[int, FrameType] | None = None
         for key, (loop, state) in list(self._loops.items()):
             if is_closed(loop):
                 del self._loops[key]
@@ -749,6 +751,16 @@ class Watchdog:
                 continue
             if not is_running(loop):
                 continue
+            thread_id = state.thread_id or getattr(loop, "_thread_id", None)
+            if thread_id is not None and now - state.last_graph < self.graph_interval:
+                # A loop waiting for I/O is blocked by nothing: seen so, it
+                # needs no ping but the graph's. An idle program's loop then
+                # wakes twice a second for us, not a hundred times.
+                if frames_now is None:
+                    frames_now = _current_frames() or {}
+                if _waiting_for_io(frames_now.get(thread_id)):
+                    state.alive = now  # as good as an answer to a ping
+                    continue
             state.pending = True
             state.sent = now
             try:
@@ -957,6 +969,28 @@ def _other_threads_busy() -> bool:
             continue
         return True
     return False
+
+
+_SELECTS: Final = frozenset(
+    vars(cls)["select"].__code__
+    for cls in vars(selectors).values()
+    if isinstance(cls, type) and hasattr(vars(cls).get("select"), "__code__")
+)
+"""The code of every ``select`` in :mod:`selectors`: where asyncio's own loops wait."""
+_RUN_ONCE: Final = asyncio.base_events.BaseEventLoop._run_once.__code__  # type: ignore[attr-defined]
+
+
+def _waiting_for_io(frame: FrameType | None) -> bool:
+    """Whether a loop's thread, at ``frame``, is in the loop's own wait for I/O.
+
+    The loop's: a callback that calls a selector (``subprocess.run`` does)
+    blocks the loop, and its ``select`` is called from elsewhere. A loop
+    whose wait has no Python frame (uvloop) is never seen waiting.
+    """
+    if frame is None or frame.f_code not in _SELECTS:
+        return False
+    caller = frame.f_back
+    return caller is not None and caller.f_code is _RUN_ONCE
 
 
 def _current_frames() -> dict[int, FrameType] | None:
