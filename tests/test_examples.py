@@ -60,7 +60,8 @@ def check_futures(trace: Trace, report: dict[str, Any]) -> None:
     assert report["futures"] == {"result": 1}
     (slowest,) = report["slowest_futures"]  # the report says who kept main waiting, and where
     assert slowest["ms"] >= 190
-    assert {k: v for k, v in slowest.items() if k != "ms"} == {
+    assert slowest["process"] == trace.root.attributes[semconv.ATTR_PID]
+    assert {k: v for k, v in slowest.items() if k not in ("ms", "process")} == {
         "future": f"fut (futures.py:{created})",
         "outcome": "result",
         "by": "setter",
@@ -141,7 +142,8 @@ def check_events(trace: Trace, report: dict[str, Any]) -> None:
     assert sorted(w["task"] for w in longest) == ["worker-0", "worker-1", "worker-2"]
     for wait in longest:
         assert wait["ms"] >= 90
-        assert {k: v for k, v in wait.items() if k not in ("ms", "task")} == {
+        assert wait["process"] == trace.root.attributes[semconv.ATTR_PID]
+        assert {k: v for k, v in wait.items() if k not in ("ms", "task", "process")} == {
             "primitive": name,
             "at": waited_at,
             "outcome": "set",

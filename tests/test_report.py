@@ -503,3 +503,89 @@ def test_tasks_of_one_name_in_several_processes_are_told_apart_by_process(
         for task in ("first", "second"):
             held = f" held by {task} in process {pid} at "
             assert sum(held in line for line in lines["workers"]) == 1, lines["workers"]
+
+
+LIBRARY = """\
+import asyncio
+
+_connection = asyncio.Lock()
+
+
+async def query(seconds):
+    async with _connection:  # LIB_HOLD
+        await asyncio.sleep(seconds)
+"""
+
+USES_LIBRARY = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import slowdb
+
+
+async def report():
+    await slowdb.query(0.06)  # VIA_REPORT
+
+
+async def index():
+    await slowdb.query(0.06)  # VIA_INDEX
+
+
+async def main():
+    mine = asyncio.Lock()
+
+    async def own():
+        async with mine:  # OWN
+            await asyncio.sleep(0.03)
+
+    await asyncio.gather(report(), index(), own(), own())
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_library_primitive_says_which_line_of_the_program_led_to_it(tmp_path: Path) -> None:
+    # Every request takes an installed library's lock at the library's line:
+    # the program's line that called it is what tells the waits apart.
+    library = tmp_path / "site-packages" / "slowdb"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(LIBRARY)
+    (tmp_path / "prog.py").write_text(USES_LIBRARY)
+    result = aiotrace(
+        "run", "--min-hold=0", "--trace-file=t.json", "prog.py", cwd=tmp_path, env=clean_env()
+    )
+    assert result.returncode == 0, result.stderr
+
+    def at(source: str, marker: str) -> int:
+        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
+
+    lib_line = at(LIBRARY, "LIB_HOLD")
+    callers = {f"prog.py:{at(USES_LIBRARY, m)}" for m in ("VIA_REPORT", "VIA_INDEX")}
+    trace = Trace(tmp_path / "t.json")
+    theirs = [
+        s
+        for s in trace.spans
+        if s.name in (semconv.SPAN_LOCK_HOLD, semconv.SPAN_LOCK_ACQUIRE)
+        and str(s.attributes[semconv.ATTR_CODE_FILE_PATH]).endswith("slowdb/__init__.py")
+    ]
+    holds = [s for s in theirs if s.name == semconv.SPAN_LOCK_HOLD]
+    (wait,) = [s for s in theirs if s.name == semconv.SPAN_LOCK_ACQUIRE]
+    assert {s.attributes[semconv.ATTR_CODE_LINE_NUMBER] for s in theirs} == {lib_line}
+    assert {s.attributes[semconv.ATTR_VIA_SITE] for s in holds} == callers
+    # The wait is the second caller's: the hold it waited for is the other one's.
+    (first,) = [s for s in holds if s.end <= wait.end]
+    assert wait.attributes[semconv.ATTR_VIA_SITE] in callers - {
+        first.attributes[semconv.ATTR_VIA_SITE]
+    }
+    own = [
+        s
+        for s in trace.spans
+        if s.name in (semconv.SPAN_LOCK_HOLD, semconv.SPAN_LOCK_ACQUIRE) and s not in theirs
+    ]
+    assert len(own) == 3  # two holds, one wait, at the program's own line: no "via"
+    assert all(semconv.ATTR_VIA_SITE not in s.attributes for s in own)
+    held = [line for line in report_lines(result.stderr) if "held by" in line]
+    for caller in callers:
+        assert sum(f"at slowdb/__init__.py:{lib_line} via {caller}" in line for line in held) == 1

@@ -165,6 +165,53 @@ def user_frame(depth: int = 0) -> FrameType | None:
     return first_user_frame(frame)
 
 
+class _LibraryFiles(dict[str, bool]):
+    """Filename -> whether it is an installed package's or the standard library's."""
+
+    def __missing__(self, filename: str) -> bool:
+        flag = self[filename] = bool(
+            _PACKAGES.match(filename) or _STDLIB.match(filename) or filename.startswith("<frozen ")
+        )
+        return flag
+
+
+is_library_file: Final[Callable[[str], bool]] = _LibraryFiles().__getitem__
+"""Whether ``filename`` is a library's (site-packages, the standard library), not the program's."""
+
+_VIA: dict[tuple[int, int], tuple[CodeType, str]] = {}
+
+
+def via_label(frame: FrameType) -> str | None:
+    """The program's own line that a library's call at ``frame`` came from: ``app.py:40``.
+
+    A lock inside aiohttp is taken at aiohttp's line, the same for every
+    request: the line of the program's that led there says which request.
+    ``None`` when nothing of the program's is on the way (a protocol
+    callback run by the loop). Walks the stack: only for spans, never for
+    the operations below the thresholds. Callers check
+    :func:`is_library_file` first, so that the program's own sites cost
+    no call.
+    """
+    caller = frame.f_back
+    while caller is not None:
+        code = caller.f_code
+        filename = code.co_filename
+        if is_internal_file(filename):
+            if code.co_name == "_run" and filename.endswith("events.py"):
+                return None  # the loop's callback runner: nothing of the program's
+        elif not is_library_file(filename):
+            key = (id(code), caller.f_lasti)
+            hit = _VIA.get(key)
+            if hit is None or hit[0] is not code:
+                if len(_VIA) >= _RAW_SITES_LIMIT:
+                    _VIA.clear()
+                label = f"{short_path(filename)}:{line_of(code, caller.f_lasti)}"
+                hit = _VIA[key] = (code, label)
+            return hit[1]
+        caller = caller.f_back
+    return None
+
+
 def first_user_frame(frame: FrameType | None) -> FrameType | None:
     """``frame`` or the first of its callers that is the user's (see :func:`user_frame`).
 

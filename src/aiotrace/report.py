@@ -254,9 +254,13 @@ def _ms(draft: SpanDraft) -> float:
 
 
 def _code_site(attrs: dict[str, Any]) -> str:
+    """``app.py:12``; a library's line with the program's that led there:
+    ``aiohttp/streams.py:716 via app.py:40``."""
     path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
     line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
-    return f"{short_path(str(path))}:{line}" if path and line else "?"
+    site = f"{short_path(str(path))}:{line}" if path and line else "?"
+    via = attrs.get(semconv.ATTR_VIA_SITE)
+    return f"{site} via {via}" if via else site
 
 
 # What the pairing of holds and waits keeps per task, most recent last:

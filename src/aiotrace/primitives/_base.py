@@ -46,7 +46,10 @@ from aiotrace._sites import (
     capture,
     capture_creation,
     default_name,
-    site_from,
+    first_user_frame,
+    is_library_file,
+    raw_site,
+    via_label,
 )
 
 if TYPE_CHECKING:
@@ -572,9 +575,15 @@ def emit_wait(
         task = current_task()
     if parent is CURRENT:
         parent = current_span()
+    user = first_user_frame(sys._getframe(1) if frame is None else frame)
+    site = None
+    if user is not None:
+        code = user.f_code
+        site = raw_site(code, user.f_lasti)
+        if is_library_file(code.co_filename):
+            attrs = with_via(attrs, user)
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
-    site = capture(1) if frame is None else site_from(frame)
     fields = (name, t0, t1, span_id, parent, task_name(task), site, ref, outcome)
     if optional:
         record: tuple[Any, ...] = (R_OPTIONAL, *fields, attrs)
@@ -599,6 +608,17 @@ _NORMAL: Final = frozenset(
 def outcome_is_normal(outcome: str) -> bool:
     """Whether ``outcome`` is a success (thresholds apply) rather than an abandonment."""
     return outcome in _NORMAL
+
+
+def with_via(attrs: dict[str, Any] | None, frame: FrameType) -> dict[str, Any] | None:
+    """``attrs`` plus the program's line a library's call at ``frame`` came from, if any.
+
+    A new dict: ``attrs`` may be a shared one (see :func:`intern_attrs`).
+    """
+    via = via_label(frame)
+    if via is None:
+        return attrs
+    return {**attrs, semconv.ATTR_VIA_SITE: via} if attrs else {semconv.ATTR_VIA_SITE: via}
 
 
 def emit_hold(

@@ -50,7 +50,14 @@ from aiotrace import semconv
 from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace._sites import capture, is_internal_file, raw_site, user_frame
+from aiotrace._sites import (
+    capture,
+    first_user_frame,
+    is_internal_file,
+    is_library_file,
+    raw_site,
+    user_frame,
+)
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
@@ -73,6 +80,7 @@ from aiotrace.primitives._base import (
     task_of_frame,
     wait_spanned,
     waiter_future,
+    with_via,
 )
 from aiotrace.primitives._lock_order import LOCK_ORDER
 
@@ -162,6 +170,12 @@ def _record_hold(
             attrs[semconv.ATTR_RELEASER_TASK] = releaser
         if ref.capacity is not None:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
+    if site is not None and is_library_file(site[0].co_filename):
+        # Released where it was taken, as a rule (``async with``): the
+        # releaser's way there is the holder's.
+        user = first_user_frame(caller)
+        if user is not None and is_library_file(user.f_code.co_filename):
+            attrs = with_via(attrs, user)
     return emit_hold(name, ref, t0, t1, parent, holder, site, attrs or None)
 
 
