@@ -1,52 +1,44 @@
 """The program waits for a child process that deadlocks: it hangs, the culprit is the child.
 
-``spawn``: the child is a new interpreter (``subprocess``); ``fork``: a
-Process of the fork context, forked from inside the parent's running loop
-(which leaves the child deaf to a first Ctrl-C, untraced too: it inherits
-the parent's ``asyncio.run`` SIGINT handler). The child writes its pid to
-``child.pid``.
+The child runs ``deadlock_locks.py``. ``spawn``: as a new interpreter
+(``subprocess``); ``fork``: in a Process of the fork context, forked from
+inside the parent's running loop (which leaves the child deaf to a first
+Ctrl-C, untraced too: it inherits the parent's ``asyncio.run`` SIGINT
+handler). The program writes the child's pid to ``child.pid``.
 """
 
 import asyncio
 import multiprocessing
 import os
+import runpy
 import subprocess
 import sys
+from collections.abc import Callable
+
+DEADLOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deadlock_locks.py")
 
 
-async def transfers() -> None:
-    checking = asyncio.Lock()
-    savings = asyncio.Lock()
-
-    async def transfer(first: asyncio.Lock, second: asyncio.Lock) -> None:
-        async with first:
-            await asyncio.sleep(0.05)
-            async with second:
-                pass
-
-    await asyncio.gather(
-        asyncio.create_task(transfer(checking, savings), name="to-savings"),
-        asyncio.create_task(transfer(savings, checking), name="to-checking"),
-    )
+def deadlock() -> None:
+    runpy.run_path(DEADLOCK, run_name="__main__")
 
 
-def child() -> None:
-    with open("child.pid", "w") as fh:
-        fh.write(str(os.getpid()))
-    asyncio.run(transfers())
-
-
-async def parent(how: str) -> None:
+def start(how: str) -> Callable[[], object]:
+    """The child started, its pid written; returns what waits for it."""
     if how == "spawn":
-        await asyncio.to_thread(subprocess.run, [sys.executable, __file__, "child"])
+        process = subprocess.Popen([sys.executable, DEADLOCK])
+        pid, wait = process.pid, process.wait
     else:
-        process = multiprocessing.get_context("fork").Process(target=child)
-        process.start()
-        await asyncio.to_thread(process.join)
+        forked = multiprocessing.get_context("fork").Process(target=deadlock)
+        forked.start()
+        pid, wait = forked.pid, forked.join
+    with open("child.pid", "w") as fh:
+        fh.write(str(pid))
+    return wait
+
+
+async def main(how: str) -> None:
+    await asyncio.to_thread(start(how))  # started from inside the running loop
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "child":
-        child()
-    else:
-        asyncio.run(parent(sys.argv[1]))
+    asyncio.run(main(sys.argv[1]))
