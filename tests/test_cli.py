@@ -292,6 +292,95 @@ def test_a_fork_sees_no_thread_of_ours(tmp_path: Path, how: str) -> None:
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2  # the parent's and the child's
 
 
+FORK_WHILE_BUSY = """
+import asyncio
+import multiprocessing
+import os
+import sys
+
+
+def work() -> None:
+    async def step() -> None:
+        async with asyncio.Lock():
+            await asyncio.sleep(0.01)
+
+    asyncio.run(step())
+
+
+async def main() -> None:
+    lock = asyncio.Lock()
+    answer = asyncio.get_running_loop().create_future()
+
+    async def holder() -> None:
+        async with lock:
+            await asyncio.sleep(0.2)
+
+    async def waiter() -> None:
+        await answer
+
+    tasks = [
+        asyncio.create_task(holder(), name="holder"),
+        asyncio.create_task(waiter(), name="waiter"),
+    ]
+    await asyncio.sleep(0.05)  # the fork copies a held lock, a pending future, two tasks
+    if sys.argv[1] == "os.fork":
+        pid = os.fork()
+        if pid == 0:
+            work()
+            os._exit(0)
+        await asyncio.to_thread(os.waitpid, pid, 0)
+    else:
+        child = multiprocessing.get_context("fork").Process(target=work)
+        child.start()
+        await asyncio.to_thread(child.join)
+    answer.set_result(42)
+    await asyncio.gather(*tasks)
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("how", ["os.fork", "multiprocessing"])
+def test_a_fork_leaves_the_parents_tasks_and_futures_to_the_parent(
+    tmp_path: Path, how: str
+) -> None:
+    """The copies a fork makes of the parent's pending tasks and futures are not the child's.
+
+    (At its exit the child ended them too: a second span of each id, all
+    ``pending``, a held lock the child never took, and a false "future
+    unresolved" leak, for a future the parent resolved, failing ``--check``.)
+    """
+    (tmp_path / "busy.py").write_text(FORK_WHILE_BUSY)
+    result = aiotrace(
+        "run",
+        "--check",
+        "--min-hold=0",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "busy.py",
+        how,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["findings"] == []
+    trace = Trace(tmp_path / "t.json")
+    ids = [span.span_id for span in trace.spans]
+    assert len(ids) == len(set(ids))
+    (process,) = trace.named(semconv.SPAN_PROCESS)
+    child = process.attributes[semconv.ATTR_PID]
+    in_child = [s for s in trace.spans if trace.resources[s.span_id][semconv.ATTR_PID] == child]
+    assert sorted(s.name for s in in_child) == sorted(
+        [semconv.SPAN_PROCESS, semconv.SPAN_TASK, semconv.SPAN_LOCK_HOLD]
+    )  # its own main task and its own lock's hold, nothing of the parent's
+    outcomes = {
+        (s.name, s.attributes[semconv.ATTR_OUTCOME])
+        for s in trace.spans
+        if s.name in (semconv.SPAN_TASK, semconv.SPAN_FUTURE, semconv.SPAN_LOCK_HOLD)
+    }
+    assert all(outcome != semconv.OUTCOME_PENDING for _, outcome in outcomes), outcomes
+
+
 FORK_RETURNS = """
 import asyncio
 import os

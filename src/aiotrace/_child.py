@@ -248,14 +248,10 @@ def after_fork(consumer: Any) -> None:
         consumer.shutdown(0.0)  # never connected: closes without a word
         return
     _begin(consumer, None, otel_context.get_current())
+    inherited = _forget_the_parents()
     if CHILD_DIAGNOSIS[0] is not None:
-        from aiotrace._loops import loop_of, pending_tasks
-
         with contextlib.suppress(Exception):  # the child runs on, undiagnosed
-            _diagnose(
-                [loop_of(task) for task in pending_tasks()],  # the watchdog keeps each once
-                f"child process {os.getpid()}, forked from {os.getppid()}",
-            )
+            _diagnose(inherited, f"child process {os.getpid()}, forked from {os.getppid()}")
     atexit.register(finish)
     _deliver_at_os_exit()  # a plain os.fork() child leaves through os._exit() as a rule
     from aiotrace._session import SIGTERM_DELIVERY
@@ -270,6 +266,27 @@ def after_fork(consumer: Any) -> None:
         with contextlib.suppress(Exception):
             mp_util.Finalize(None, finish, exitpriority=-100)
             mp_util.register_after_fork(_MP_HOOK, _finalize_at_mp_exit)
+
+
+def _forget_the_parents() -> list[Any]:
+    """Leave the parent's pending tasks and futures, copied by the fork, to the parent.
+
+    Their spans are the parent's to end: ended here too at exit, each would
+    be a second span of the same id, ``pending``, and a future the parent
+    resolves a false "future unresolved" leak of this process. Returns the
+    parent's loops (see ``_loops.INHERITED``).
+    """
+    from aiotrace._context import TASK_SPANS
+    from aiotrace._loops import inherit_loops
+    from aiotrace.primitives.tasks import PENDING
+
+    inherited = inherit_loops()
+    TASK_SPANS.clear()
+    PENDING.clear()
+    leaks = sys.modules.get("aiotrace._leaks")
+    if leaks is not None:
+        leaks.COLLECTED.clear()
+    return inherited
 
 
 class _Hook:

@@ -113,7 +113,7 @@ def find(since_ns: int) -> list[Leak]:
 
     leaks: list[Leak] = []
     watched = list(WATCHED[0] or ())
-    pending = pending_tasks() if watched else []
+    pending = pending_tasks(parents_too=True) if watched else []
     for prim in watched:
         try:
             leaks.extend(_prim_leaks(prim, pending))

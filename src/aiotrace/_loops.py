@@ -35,16 +35,39 @@ def call_soon_threadsafe(loop: Any, callback: Callable[..., object], *args: Any)
     type(loop).call_soon_threadsafe(loop, callback, *args)
 
 
-def pending_tasks() -> list[Any]:
+INHERITED: dict[int, Any] = {}
+"""In the child of a fork: the parent's loops that had tasks pending then (id -> loop).
+
+They never run in the child, and their tasks are the parent's, which the
+parent traces and reports: the child's account leaves them out.
+"""
+
+
+def inherit_loops() -> list[Any]:
+    """In the child of a fork, at once: set :data:`INHERITED` aside; returns those loops."""
+    loops = {id(loop_of(task)): loop_of(task) for task in pending_tasks(parents_too=True)}
+    INHERITED.update(loops)
+    return list(loops.values())
+
+
+def pending_tasks(parents_too: bool = False) -> list[Any]:
     """Every task not done whose loop is not closed, on any loop of any thread.
+
+    In the child of a fork, not the parent's tasks (see :data:`INHERITED`),
+    unless ``parents_too``: a lock the parent's task holds is not this
+    process's leak.
 
     asyncio keeps all tasks in weak sets (3.12+ splits them in two);
     ``asyncio.all_tasks()`` would need each loop, and a running one.
     """
+    inherited = INHERITED if not parents_too else {}
     tasks = []
     for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
         with contextlib.suppress(Exception):
             for task in list(getattr(asyncio.tasks, attr, None) or ()):
-                if not task.done() and not is_closed(loop_of(task)):
+                if task.done():
+                    continue
+                loop = loop_of(task)
+                if not is_closed(loop) and id(loop) not in inherited:
                     tasks.append(task)
     return tasks
