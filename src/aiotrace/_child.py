@@ -237,6 +237,7 @@ def _finish() -> None:
 
 def after_fork(consumer: Any) -> None:
     """In the child of a fork: our own connection, and a span for this process."""
+    inherited = _forget_the_parents()  # whatever the sink: the parent ends its own spans
     reconnect = getattr(consumer, "reconnect", None)
     if reconnect is None:
         return  # an in-process sink (the user's TracerProvider): nothing to reconnect
@@ -248,7 +249,6 @@ def after_fork(consumer: Any) -> None:
         consumer.shutdown(0.0)  # never connected: closes without a word
         return
     _begin(consumer, None, otel_context.get_current())
-    inherited = _forget_the_parents()
     if CHILD_DIAGNOSIS[0] is not None:
         with contextlib.suppress(Exception):  # the child runs on, undiagnosed
             _diagnose(inherited, f"child process {os.getpid()}, forked from {os.getppid()}")
