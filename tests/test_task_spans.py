@@ -425,3 +425,74 @@ def test_tasks_off_leaves_create_task_alone() -> None:
     with capture_spans(tasks=False):
         assert "create_task" in vars(asyncio.BaseEventLoop)
         assert vars(asyncio.BaseEventLoop)["create_task"] is ORIGINAL_CREATE_TASK
+
+
+FORKED_IN_PROCESS = """
+import asyncio
+import atexit
+import os
+import sys
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import aiotrace
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+aiotrace.instrument(tracer_provider=provider)
+
+
+def show(who):
+    aiotrace.uninstrument()
+    for span in exporter.get_finished_spans():
+        print(who, span.context.span_id, span.name, flush=True)
+
+
+async def main():
+    answer = asyncio.get_running_loop().create_future()
+
+    async def waiter():
+        await answer
+
+    task = asyncio.create_task(waiter(), name="waiter")
+    await asyncio.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:  # the child leaves as the program would: its exit hooks run
+        exporter.clear()
+        atexit.register(show, "child")
+        sys.exit(0)
+    os.waitpid(pid, 0)
+    answer.set_result(1)
+    await task
+
+
+asyncio.run(main())
+show("parent")
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_fork_ends_no_span_of_the_parents_tasks_and_futures(tmp_path: Any) -> None:
+    """With the user's own provider too: the parent's pending tasks and futures are its own.
+
+    (The child, at exit, ended its copies of them: spans of the same ids as
+    the parent's, in the same trace.)
+    """
+    import subprocess
+
+    program = tmp_path / "forked.py"
+    program.write_text(FORKED_IN_PROCESS)
+    result = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    spans: dict[str, dict[str, str]] = {"parent": {}, "child": {}}
+    for line in result.stdout.splitlines():
+        who, span_id, name = line.split()
+        spans[who][span_id] = name
+    assert sorted(spans["parent"].values()).count(semconv.SPAN_TASK) == 2
+    assert semconv.SPAN_FUTURE in spans["parent"].values()
+    assert not set(spans["child"]) & set(spans["parent"]), spans["child"]
