@@ -329,6 +329,8 @@ class Collector:
         That is, those in the run's process group: a child that started a
         session of its own (a daemon) is left alone, as the terminal would.
         """
+        if not self.run_pid:  # no run to take the group of (getpgid(0) is our own)
+            return
         try:
             group = os.getpgid(self.run_pid)
         except OSError:
