@@ -275,10 +275,11 @@ def test_a_child_process_is_diagnosed_and_its_findings_say_which(tmp_path: Path,
     assert findings == []
 
 
-def test_the_watchdog_leaves_a_loop_it_is_told_to_alone() -> None:
+def test_the_watchdog_leaves_a_loop_inherited_from_the_parent_alone() -> None:
     """A forked child's copy of its parent's running loop says it runs, but never will."""
     import asyncio
 
+    from aiotrace import _loops
     from aiotrace.diagnosis import Watchdog
 
     def blocks_seen(ignore: bool) -> list[float]:
@@ -286,11 +287,12 @@ def test_the_watchdog_leaves_a_loop_it_is_told_to_alone() -> None:
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
+            if ignore:  # as _child.after_fork sets it aside
+                _loops.INHERITED[id(loop)] = loop
             watchdog = Watchdog(
                 report=lambda finding: None,
                 blocked=lambda start, end, *rest: blocks.append(end - start),
                 block_threshold=0.05,
-                ignored_loops=[loop] if ignore else [],
             )
             watchdog.start()
             try:
@@ -299,6 +301,7 @@ def test_the_watchdog_leaves_a_loop_it_is_told_to_alone() -> None:
                 await asyncio.sleep(0.05)
             finally:
                 watchdog.stop()
+                _loops.INHERITED.pop(id(loop), None)
 
         asyncio.run(main())
         return blocks

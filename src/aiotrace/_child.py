@@ -21,15 +21,12 @@ import contextvars
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from aiotrace import _api, semconv
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 _state: dict[str, Any] = {}
 
@@ -62,7 +59,7 @@ def start() -> None:
 
         with contextlib.suppress(Exception):  # the child runs on, undiagnosed
             CHILD_DIAGNOSIS[0] = DiagnosisConfig(**json.loads(diagnosis))
-            _diagnose((), f"child process {os.getpid()}: {_command_line()}")
+            _diagnose(f"child process {os.getpid()}: {_command_line()}")
 
 
 def _command_line(limit: int = 80) -> str:
@@ -75,14 +72,14 @@ def _command_line(limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _diagnose(inherited_loops: Iterable[Any], process: str) -> None:
+def _diagnose(process: str) -> None:
     """Watch this child as the run watches its own process (see ``DiagnosisConfig.for_children``).
 
     Findings become spans under this process's span, and so reach the run's
     report; none is printed as it happens, since a child's stderr is the
-    program's to read (a parent may capture it). ``inherited_loops``: a
-    fork's copies of its parent's loops, which never run in the child;
-    ``process`` says which process each finding is from.
+    program's to read (a parent may capture it). ``process`` says which
+    process each finding is from. A fork's copies of its parent's loops are
+    left out by ``pending_tasks()`` (see :func:`_forget_the_parents`).
     """
     from aiotrace.diagnosis import Diagnoser
 
@@ -90,7 +87,6 @@ def _diagnose(inherited_loops: Iterable[Any], process: str) -> None:
         CHILD_DIAGNOSIS[0],
         trace.set_span_in_context(_state["span"]),
         echo=_unprinted,
-        ignored_loops=inherited_loops,
         process=process,
     )
     _state["diagnoser"] = diagnoser
@@ -237,7 +233,7 @@ def _finish() -> None:
 
 def after_fork(consumer: Any) -> None:
     """In the child of a fork: our own connection, and a span for this process."""
-    inherited = _forget_the_parents()  # whatever the sink: the parent ends its own spans
+    _forget_the_parents()  # whatever the sink: the parent ends its own spans
     reconnect = getattr(consumer, "reconnect", None)
     if reconnect is None:
         return  # an in-process sink (the user's TracerProvider): nothing to reconnect
@@ -251,7 +247,7 @@ def after_fork(consumer: Any) -> None:
     _begin(consumer, None, otel_context.get_current())
     if CHILD_DIAGNOSIS[0] is not None:
         with contextlib.suppress(Exception):  # the child runs on, undiagnosed
-            _diagnose(inherited, f"child process {os.getpid()}, forked from {os.getppid()}")
+            _diagnose(f"child process {os.getpid()}, forked from {os.getppid()}")
     atexit.register(finish)
     _deliver_at_os_exit()  # a plain os.fork() child leaves through os._exit() as a rule
     from aiotrace._session import SIGTERM_DELIVERY
@@ -268,25 +264,25 @@ def after_fork(consumer: Any) -> None:
             mp_util.register_after_fork(_MP_HOOK, _finalize_at_mp_exit)
 
 
-def _forget_the_parents() -> list[Any]:
+def _forget_the_parents() -> None:
     """Leave the parent's pending tasks and futures, copied by the fork, to the parent.
 
     Their spans are the parent's to end: ended here too at exit, each would
     be a second span of the same id, ``pending``, and a future the parent
-    resolves a false "future unresolved" leak of this process. Returns the
-    parent's loops (see ``_loops.INHERITED``).
+    resolves a false "future unresolved" leak of this process. The parent's
+    loops are set aside (``_loops.INHERITED``): ``pending_tasks()``, which
+    the watchdog and the exit reports go by, leaves their tasks out.
     """
     from aiotrace._context import TASK_SPANS
     from aiotrace._loops import inherit_loops
     from aiotrace.primitives.tasks import PENDING
 
-    inherited = inherit_loops()
+    inherit_loops()
     TASK_SPANS.clear()
     PENDING.clear()
     leaks = sys.modules.get("aiotrace._leaks")
     if leaks is not None:
         leaks.COLLECTED.clear()
-    return inherited
 
 
 class _Hook:

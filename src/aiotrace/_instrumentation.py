@@ -36,18 +36,17 @@ def build_patches(options: Options) -> list[Patch]:
     families = set(options.primitives)
     patches: list[Patch] = []
     # Condition waits re-acquire their Lock: the lock family serves conditions too.
-    if "lock" in families:
-        patches += locks.lock_patches()
-    if "semaphore" in families:
-        patches += locks.semaphore_patches()
-    if "event" in families:
-        patches += events.event_patches()
-    if "condition" in families:
-        patches += events.condition_patches()
-    if "barrier" in families:
-        patches += barriers.barrier_patches()
-    if "queue" in families:
-        patches += queues.queue_patches()
+    by_family = {
+        "lock": locks.lock_patches,
+        "semaphore": locks.semaphore_patches,
+        "event": events.event_patches,
+        "condition": events.condition_patches,
+        "barrier": barriers.barrier_patches,
+        "queue": queues.queue_patches,
+    }
+    for family, make in by_family.items():  # in application order
+        if family in families:
+            patches += make()
     if options.tasks:
         patches += tasks.task_patches()
     if options.futures:

@@ -43,11 +43,9 @@ parent traces and reports: the child's account leaves them out.
 """
 
 
-def inherit_loops() -> list[Any]:
-    """In the child of a fork, at once: set :data:`INHERITED` aside; returns those loops."""
-    loops = {id(loop_of(task)): loop_of(task) for task in pending_tasks(parents_too=True)}
-    INHERITED.update(loops)
-    return list(loops.values())
+def inherit_loops() -> None:
+    """In the child of a fork, at once: set the parent's loops aside (:data:`INHERITED`)."""
+    INHERITED.update({id(loop_of(task)): loop_of(task) for task in pending_tasks(parents_too=True)})
 
 
 def pending_tasks(parents_too: bool = False) -> list[Any]:

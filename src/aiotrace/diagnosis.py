@@ -656,7 +656,6 @@ class Watchdog:
         interval: float = 0.01,
         graph_interval: float = 0.5,
         discover_interval: float = 0.05,
-        ignored_loops: Iterable[Any] = (),
     ) -> None:
         self._report = report
         self._blocked = blocked
@@ -672,9 +671,6 @@ class Watchdog:
         self._discovered = 0.0
         self.started = time.monotonic()
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
-        # A forked child's copies of its parent's loops: they say they are
-        # running, but never will be here (kept, so that their ids stay theirs).
-        self._ignored = {id(loop): loop for loop in ignored_loops}
         self._stop = threading.Event()
         self._reported: set[frozenset[int]] = set()
         self._hang_reported = False
@@ -732,10 +728,12 @@ class Watchdog:
         now = time.monotonic()
         if now - self._discovered >= self.discover_interval:  # every task: not every tick
             self._discovered = now
+            # Not a fork's copies of its parent's loops (see _loops.INHERITED):
+            # they say they are running, but never will be here.
             for task in pending_tasks():
                 with contextlib.suppress(Exception):
                     loop = loop_of(task)
-                    if id(loop) not in self._loops and id(loop) not in self._ignored:
+                    if id(loop) not in self._loops:
                         self._loops[id(loop)] = (loop, _LoopState())
         frames_now: dict[int, FrameType] | None = None
         for key, (loop, state) in list(self._loops.items()):
@@ -1099,13 +1097,10 @@ class Diagnoser:
         parent: Any,
         on_hang: Callable[[Finding], None] | None = None,
         echo: Callable[[str], None] | None = None,
-        ignored_loops: Iterable[Any] = (),
         process: str | None = None,
     ) -> None:
         self.config = config
         self.parent = parent
-        self.ignored_loops = list(ignored_loops)
-        """Loops the watchdog leaves alone: in a forked child, the parent's copies."""
         self.process = process
         """Which process, said in each finding, for a child of the run: its tasks'
         names (``Task-1``) and lines alone could be any process's."""
@@ -1135,7 +1130,6 @@ class Diagnoser:
                 self._hung,
                 hang_timeout=self.config.hang_timeout,
                 block_threshold=self.config.block_threshold or 3600.0,
-                ignored_loops=self.ignored_loops,
             )
             self.watchdog.start()
         if self.config.dump_signals:
