@@ -725,3 +725,36 @@ def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
     finally:
         with contextlib.suppress(Exception):  # never leave a deadlocked process behind
             os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+
+
+def test_a_hang_leaves_a_child_in_a_session_of_its_own_alone(tmp_path: Path) -> None:
+    """A daemon (``start_new_session``) is out of Ctrl-C's reach, so out of the hang's.
+
+    It is traced and connected (its deadlock is found and shipped), so the
+    collector knows it; it still runs after the run, which says so.
+    """
+    try:
+        result = aiotrace(
+            "run",
+            "--hang-timeout=2",
+            "--no-trace-file",
+            "--report-json=r.json",
+            DIAG / "hung_child.py",
+            "daemon",
+            cwd=tmp_path,
+            timeout=60,
+        )
+        pid = int((tmp_path / "child.pid").read_text())
+        assert result.returncode == EXIT_HANG, result.stderr
+        report = json.loads((tmp_path / "r.json").read_text())
+        kinds = [finding["kind"] for finding in report["findings"]]
+        assert kinds == ["deadlock", "hang", "hang"]  # the child's two, then the program's
+        assert report["findings"][0]["details"][-1].startswith(f"in child process {pid}")
+        assert report["notes"] == [
+            "1 traced process(es) still running when the report was made: "
+            "their later spans are not in it"
+        ]
+        assert _alive(pid)
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)

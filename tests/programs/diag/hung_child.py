@@ -4,7 +4,9 @@ The child runs ``deadlock_locks.py``. ``spawn``: as a new interpreter
 (``subprocess``); ``fork``: in a Process of the fork context, forked from
 inside the parent's running loop (which leaves the child deaf to a first
 Ctrl-C, untraced too: it inherits the parent's ``asyncio.run`` SIGINT
-handler). The program writes the child's pid to ``child.pid``.
+handler); ``daemon``: as a new interpreter in a session of its own, which
+Ctrl-C in the terminal would not reach, while the program sleeps instead
+of waiting for it. The program writes the child's pid to ``child.pid``.
 """
 
 import asyncio
@@ -27,6 +29,14 @@ def start(how: str) -> Callable[[], object]:
     if how == "spawn":
         process = subprocess.Popen([sys.executable, DEADLOCK])
         pid, wait = process.pid, process.wait
+    elif how == "daemon":  # with its own output, as a daemon has
+        process = subprocess.Popen(
+            [sys.executable, DEADLOCK],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        pid, wait = process.pid, process.wait
     else:
         forked = multiprocessing.get_context("fork").Process(target=deadlock)
         forked.start()
@@ -37,7 +47,10 @@ def start(how: str) -> Callable[[], object]:
 
 
 async def main(how: str) -> None:
-    await asyncio.to_thread(start(how))  # started from inside the running loop
+    wait = start(how)  # started from inside the running loop
+    if how == "daemon":
+        await asyncio.sleep(3600)  # a daemon is not waited for
+    await asyncio.to_thread(wait)
 
 
 if __name__ == "__main__":
