@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 import aiotrace
 from aiotrace import semconv
 from aiotrace.testing import Captured, capture_spans
+from tests.cli_support import PROGRAMS, console_script, python
+from tests.cli_support import aiotrace as aiotrace_command
 
 
 def test_types_reprs_and_signatures_are_unchanged(traced: Captured) -> None:
@@ -205,3 +208,34 @@ def test_importing_patches_nothing() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("how", ["aiotrace run", "console script", "instrument()"])
+def test_debug_mode_records_the_creation_stacks_it_would_untraced(tmp_path: Path, how: str) -> None:
+    """asyncio's debug mode says where each task and future was "created at": never in aiotrace.
+
+    A task's repr and asyncio's warnings about it name the last line of
+    its creation stack, which our wrappers would otherwise be; under
+    ``aiotrace run`` the runner's frames would also start it. A lock's
+    waiter future, made by our inlined copy of asyncio's slow path, has
+    the stack untraced minus asyncio's frames for that call (they did not run).
+    """
+    program = PROGRAMS / "debug_stacks.py"
+    bare = python(program, cwd=tmp_path)
+    if how == "aiotrace run":
+        traced = aiotrace_command("run", "-q", "--no-trace-file", program, cwd=tmp_path)
+    elif how == "console script":
+        traced = console_script("run", "-q", "--no-trace-file", program, cwd=tmp_path)
+    else:
+        traced = python(program, "instrument", cwd=tmp_path)
+    assert bare.returncode == traced.returncode == 0, traced.stderr
+    expected, got = bare.stdout.splitlines(), traced.stdout.splitlines()
+    assert len(expected) == len(got) == 11
+    assert got[:-1] == expected[:-1]
+    assert "aiotrace" not in traced.stdout
+    untraced_waiter, traced_waiter = expected[-1].split(" | "), got[-1].split(" | ")
+    assert [frame.split(":")[0] for frame in untraced_waiter[-2:]] == [
+        "locks.py",
+        "base_events.py",
+    ]
+    assert traced_waiter == untraced_waiter[:-2]

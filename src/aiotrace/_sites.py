@@ -239,6 +239,51 @@ _RAW_SITES: dict[int, dict[int, RawSite]] = {}
 _RAW_SITES_LIMIT: Final = 50_000
 
 
+_RUNNER_FILE: Final = _AIOTRACE_DIR + "cli.py"
+_STAND_INS: Final[dict[tuple[str, str], traceback.FrameSummary]] = {}
+"""(file, name) of a wrapper of ours -> the frame of the function it stands in for."""
+
+
+def stands_in_for(wrapper: Callable[..., object], original: Callable[..., object]) -> None:
+    """In creation stacks, ``wrapper``'s frame reads as ``original``'s last line.
+
+    For a wrapper that does what ``original`` would have done without
+    calling it (``loop.create_future``): untraced, the stack ends there.
+    """
+    code, replaced = wrapper.__code__, original.__code__
+    last = max(line for _, _, line in replaced.co_lines() if line is not None)
+    _STAND_INS[code.co_filename, code.co_name] = traceback.FrameSummary(
+        replaced.co_filename, last, replaced.co_name, lookup_line=False
+    )
+
+
+def as_untraced(obj: object) -> None:
+    """Give a task or future made through our patches the creation stack it would have untraced.
+
+    In asyncio's debug mode a future records the stack it was made on, and
+    its repr and asyncio's warnings ("Task was destroyed but it is
+    pending!", "Executing <Task ...> took 0.2 seconds") say it was "created
+    at" the innermost line: our wrapper's, untouched. Under ``aiotrace run``
+    the stack also starts in the runner, below the program's first frame.
+    Both go, in place (the list is asyncio's own), so the stack reads as
+    under ``python``. Outside debug mode there is no stack and nothing to do.
+    """
+    stack = getattr(obj, "_source_traceback", None)
+    if not stack:
+        return
+    start = 0
+    for index, frame in enumerate(stack):
+        if frame.filename == _RUNNER_FILE:  # what ran the program: all below it is start-up
+            start = index + 1
+    kept = [
+        _STAND_INS.get((frame.filename, frame.name), frame)
+        for frame in stack[start:]
+        if not frame.filename.startswith(_AIOTRACE_DIR)
+        or (frame.filename, frame.name) in _STAND_INS
+    ]
+    stack[:] = kept
+
+
 def raw_site(code: CodeType, lasti: int) -> RawSite:
     """``(code, lasti)``, one shared tuple per call site.
 

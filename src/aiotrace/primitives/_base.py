@@ -43,6 +43,7 @@ from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SPAN, RECORDER
 from aiotrace._sites import (
     SITES,
     RawSite,
+    as_untraced,
     capture,
     capture_creation,
     default_name,
@@ -393,7 +394,10 @@ def waiter_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     asyncio does: a Python call per waiter is 1% of a contended hand-off.
     """
     if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
-        return asyncio.futures.Future(loop=loop)
+        future: asyncio.Future[Any] = asyncio.futures.Future(loop=loop)
+        if getattr(loop, "_debug", False):  # debug mode: a stack recorded, ending in ours
+            as_untraced(future)
+        return future
     return loop.create_future()
 
 

@@ -49,7 +49,14 @@ from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
-from aiotrace._sites import RaisedException, capture, is_asyncio_file, is_internal_file
+from aiotrace._sites import (
+    RaisedException,
+    as_untraced,
+    capture,
+    is_asyncio_file,
+    is_internal_file,
+    stands_in_for,
+)
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     CancelledError,
@@ -405,6 +412,8 @@ def task_patches() -> list[Patch]:
                     context.run(var.set, ctx)
                 task = orig(self, coro, *args, **kwargs)
             try:
+                if getattr(task, "_source_traceback", None):  # asyncio's debug mode
+                    as_untraced(task)
                 TASK_SPANS[id(task)] = span
                 # Also for an eager task (3.12+) already done: the callback then
                 # runs soon, after asyncio.create_task() has set its name. It
@@ -526,6 +535,8 @@ class TracedFuture(_CFuture, metaclass=_FutureMeta):  # type: ignore[misc]  # _C
         super().__init__(loop=loop)
         if _FUTURE_LIVE[0] and RECORDER.enabled[FAMILY_FUTURE]:
             try:
+                if self._source_traceback:  # asyncio's debug mode
+                    as_untraced(self)
                 _future_created(self)
             except Exception as exc:
                 RECORDER.fail(FAMILY_FUTURE, exc)
@@ -788,7 +799,10 @@ def future_patches() -> list[Patch]:
             ):
                 return TracedFuture(loop=self)
             if plain:
-                return futures_module.Future(loop=self)
+                future: Any = futures_module.Future(loop=self)
+                if getattr(self, "_debug", False):  # a stack recorded, ending in this wrapper
+                    as_untraced(future)
+                return future
             return orig(self)
 
         return create_future
@@ -796,8 +810,10 @@ def future_patches() -> list[Patch]:
     orig_base = vars(asyncio.BaseEventLoop)["create_future"]
     base_plain = source_is(orig_base, _KNOWN_CREATE_FUTURE)
     base_create_future = make(orig_base, base_plain)
-    if base_plain and not include_internal:
-        PLAIN_CREATE_FUTURE[0] = base_create_future
+    if base_plain:
+        stands_in_for(base_create_future, orig_base)
+        if not include_internal:
+            PLAIN_CREATE_FUTURE[0] = base_create_future
     patches = [
         Patch(asyncio.BaseEventLoop, "create_future", base_create_future),
         Patch(asyncio, "Future", TracedFuture),
