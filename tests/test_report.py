@@ -9,15 +9,18 @@ the second.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace.cli import EXIT_FINDINGS
-from aiotrace.report import ReportBuilder
+from aiotrace.report import Report, ReportBuilder, render
 from tests.cli_support import Trace, aiotrace, clean_env, report_lines
 
 PROGRAM = """\
@@ -167,6 +170,80 @@ def test_only_a_wait_of_the_holder_inside_a_hold_others_queued_for_is_paired() -
         30.0,
         2,
     )
+
+
+def test_the_longest_lists_give_one_row_per_primitive_and_line_with_its_count() -> None:
+    """Ten tasks holding one lock at one line are one culprit, listed once: room for the next."""
+
+    def hold(start: int, end: int, task: str, kind: str, line: int, at: int) -> SpanDraft:
+        return _draft(
+            semconv.SPAN_LOCK_HOLD if kind == "Lock" else semconv.SPAN_SEMAPHORE_HOLD,
+            start,
+            end,
+            aiotrace__task__name=task,
+            aiotrace__primitive__kind=kind,
+            aiotrace__primitive__site=f"a.py:{line}",
+            code__file__path="a.py",
+            code__line__number=at,
+        )
+
+    event = {"aiotrace.primitive.kind": "Event", "aiotrace.primitive.site": "a.py:3"}
+    waits = [  # three woken at one line by the setter at line 40, one timed out there
+        _draft(
+            semconv.SPAN_EVENT_WAIT,
+            0,
+            end,
+            aiotrace__task__name=task,
+            aiotrace__outcome=outcome,
+            aiotrace__waker__task="setter" if outcome == "set" else None,
+            aiotrace__waker__site="a.py:40" if outcome == "set" else None,
+            code__file__path="a.py",
+            code__line__number=30,
+            **event,
+        )
+        for task, end, outcome in [
+            ("w1", 80, "set"),
+            ("w2", 90, "set"),
+            ("w3", 70, "set"),
+            ("w4", 50, "timed_out"),
+        ]
+    ]
+    for draft in waits:  # no waker attribute at all where nobody woke it
+        draft.attributes = {k: v for k, v in draft.attributes.items() if v is not None}
+    builder = ReportBuilder()
+    builder.add(
+        [
+            *(hold(0, ms, f"t{ms}", "Lock", 1, 10) for ms in (50, 60, 40)),  # lock 1, line 10
+            hold(0, 30, "t30", "Lock", 1, 11),  # the same lock at another line
+            *(hold(0, ms, f"s{ms}", "Semaphore", 2, 20) for ms in (55, 5)),
+            *(hold(0, ms, f"x{ms}", "Lock", line, 50) for line, ms in [(5, 9), (6, 8), (7, 7)]),
+            *waits,
+        ]
+    )
+    report = builder.build()
+    assert [
+        (h.primitive, h.site, h.ms, h.holder, h.times, h.total_ms) for h in report.longest_holds
+    ] == [
+        ("a.py:1", "a.py:10", 60.0, "t60", 3, 150.0),
+        ("a.py:2", "a.py:20", 55.0, "s55", 2, 60.0),
+        ("a.py:1", "a.py:11", 30.0, "t30", 1, None),
+        ("a.py:5", "a.py:50", 9.0, "x9", 1, None),
+        ("a.py:6", "a.py:50", 8.0, "x8", 1, None),
+    ]
+    assert [(w.task, w.outcome, w.times, w.total_ms) for w in report.longest_waits] == [
+        ("w2", "set", 3, 240.0),
+        ("w4", "timed_out", 1, None),
+    ]
+    console = Console(file=io.StringIO(), width=300)
+    render(report, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "60 ms  a.py:1 held by t60 at a.py:10; 3 holds there, 150 ms in all\n" in text
+    assert "30 ms  a.py:1 held by t30 at a.py:11\n" in text
+    assert (
+        "90 ms  w2 at a.py:30, for a.py:3: set, woken by setter at a.py:40; "
+        "3 such waits there, 240 ms in all\n"
+    ) in text
+    assert Report.from_json(json.loads(json.dumps(report.to_json()))) == report
 
 
 QUEUE = """\
@@ -481,28 +558,32 @@ def test_tasks_of_one_name_in_several_processes_are_told_apart_by_process(
         again = [line for line in report_lines(replayed.stdout) if " held by " in line]
         assert again == lines[which]  # the trace file keeps each span's process
 
-    assert len(lines["alone"]) == 2
-    assert not any(" in process " in line for line in lines["alone"])
-    assert any(" held by first at prog.py:" in line for line in lines["alone"])
+    # One lock at one line: one row, the longest hold, standing for both
+    (alone,) = lines["alone"]
+    assert re.fullmatch(
+        r" +\d+ ms  lock \(prog\.py:\d+\) held by (first|second) at prog\.py:\d+( \(1 waiting\))?; "
+        r"2 holds there, \d+ ms in all",
+        alone,
+    ), alone
 
     trace = Trace(tmp_path / "workers.json")
     workers = {int(p.attributes[semconv.ATTR_PID]) for p in trace.named(semconv.SPAN_PROCESS)}
     assert len(workers) == 2
+    (slow,) = {  # the worker whose holds were 90 ms
+        trace.resources[hold.span_id][semconv.ATTR_PID]
+        for hold in trace.named(semconv.SPAN_LOCK_HOLD)
+        if hold.end - hold.start > 80_000_000
+    }
     report = json.loads((tmp_path / "workers.json.r").read_text())
     assert report["processes"] == 3  # the program and its two workers
-    assert {(h["holder"], h["process"]) for h in report["longest_holds"]} == {
-        (task, pid) for task in ("first", "second") for pid in workers
-    }
-    top = max(report["longest_holds"], key=lambda h: h["ms"])
-    assert re.fullmatch(
-        rf" +\d+ ms  lock \(prog\.py:\d+\) held by {top['holder']} in process {top['process']} "
-        r"at prog\.py:\d+( \(1 waiting\))?",
-        lines["workers"][0],
-    ), lines["workers"]
-    for pid in workers:
-        for task in ("first", "second"):
-            held = f" held by {task} in process {pid} at "
-            assert sum(held in line for line in lines["workers"]) == 1, lines["workers"]
+    (top,) = report["longest_holds"]
+    assert (top["process"], top["times"]) == (slow, 4)
+    assert top["holder"] in ("first", "second")
+    waiting = " (1 waiting)" if top["waiters"] else ""
+    assert lines["workers"] == [
+        f"{top['ms']:>7.0f} ms  lock (prog.py:7) held by {top['holder']} in process {slow} "
+        f"at prog.py:10{waiting}; 4 holds there, {top['total_ms']:.0f} ms in all"
+    ]
 
 
 LIBRARY = """\

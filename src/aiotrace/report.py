@@ -20,10 +20,9 @@ instead of leaving the user to find the two spans in a timeline.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from aiotrace import semconv
 from aiotrace._sites import short_path
@@ -115,6 +114,10 @@ class HoldRow:
     waiters: int
     process: int | None = None
     """The holder's process id, when known (shown when the run had several processes)."""
+    times: int = 1
+    """Spanned holds of this primitive at this line: the row is the longest of them."""
+    total_ms: float | None = None
+    """Their total, when more than one."""
 
 
 @dataclass
@@ -130,6 +133,10 @@ class WaitRow:
     by_at: str | None
     process: int | None = None
     """The waiter's process id (the waker's too: a wake-up never crosses processes)."""
+    times: int = 1
+    """Such waits (this primitive, at this line, ended this way there): the row is the longest."""
+    total_ms: float | None = None
+    """Their total, when more than one."""
 
 
 @dataclass
@@ -144,6 +151,10 @@ class FutureRow:
     waiters: int
     process: int | None = None
     """The process id of the future, its waiters and its resolver."""
+    times: int = 1
+    """Futures made at that line and resolved this way there: the row is the slowest."""
+    total_ms: float | None = None
+    """Their total time to resolve, when more than one."""
 
 
 @dataclass
@@ -272,6 +283,45 @@ _TaskKey = tuple[int | None, int, int, str]
 """A task, for pairing its waits with its holds: process, trace, parent span, name."""
 
 
+_Row = TypeVar("_Row", HoldRow, WaitRow, FutureRow)
+
+
+class _Longest(Generic[_Row]):
+    """The longest row of each group (one primitive, one line), with how many and how long in all.
+
+    Ten tasks holding one lock at one line are one culprit: listed once,
+    the list has room for the next one. Groups are lines of code, so few;
+    past :attr:`KEEP_GROUPS` a new group is not kept.
+    """
+
+    KEEP_GROUPS: Final = 4096
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, ...], list[Any]] = {}
+        """Key -> [longest ms, order of arrival, its row, how many, total ms]."""
+
+    def add(self, key: tuple[str, ...], ms: float, row: _Row) -> None:
+        group = self._groups.get(key)
+        if group is None:
+            if len(self._groups) < self.KEEP_GROUPS:
+                self._groups[key] = [ms, len(self._groups), row, 1, ms]
+            return
+        group[3] += 1
+        group[4] += ms
+        if ms > group[0]:  # ties: the earlier stays
+            group[0], group[2] = ms, row
+
+    def top(self, size: int) -> list[_Row]:
+        """The ``size`` longest groups' rows, longest first, each with its count and total."""
+        ranked = sorted(self._groups.values(), key=lambda g: (-g[0], g[1]))[:size]
+        rows = []
+        for _, _, row, times, total in ranked:
+            if times > 1:
+                row = replace(row, times=times, total_ms=round(total, 3))
+            rows.append(row)
+        return rows
+
+
 class ReportBuilder:
     """Aggregates drafts into a :class:`Report`, keeping only bounded state."""
 
@@ -292,12 +342,11 @@ class ReportBuilder:
         self._thresholds: dict[tuple[str, str], list[float]] = {}
         """Per summary row: the largest ``min_wait`` and ``min_hold`` (ms) it was counted under."""
         self._named: dict[tuple[str, str], str] = {}
-        self._holds: list[tuple[float, int, HoldRow]] = []
-        self._waits: list[tuple[float, int, WaitRow]] = []
-        self._counter = 0
+        self._holds: _Longest[HoldRow] = _Longest()
+        self._waits: _Longest[WaitRow] = _Longest()
         self._futures: dict[str, int] = {}
         self._ttr: list[float] = []
-        self._slow_futures: list[tuple[float, int, FutureRow]] = []
+        self._slow_futures: _Longest[FutureRow] = _Longest()
         self._unresolved: dict[tuple[str, str], list[int]] = {}
         self._tasks: dict[str, int] = {}
         self._spans = 0
@@ -400,16 +449,7 @@ class ReportBuilder:
             waiters=int(attrs.get(semconv.ATTR_WAITERS_DURING, 0)),
             process=self._pid,
         )
-        self._keep(self._holds, self.KEEP_HOLDS, ms, entry)
-
-    def _keep(self, heap: list[tuple[float, int, Any]], size: int, key: float, entry: Any) -> None:
-        """Keep ``entry`` if it is among the ``size`` largest ``key`` so far (in a min-heap)."""
-        self._counter += 1  # ties: the earlier stays, and entries are never compared
-        item = (key, self._counter, entry)
-        if len(heap) < size:
-            heapq.heappush(heap, item)
-        elif key > heap[0][0]:
-            heapq.heapreplace(heap, item)
+        self._holds.add((entry.primitive, entry.site), ms, entry)
 
     def _long_wait(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
         by = attrs.get(semconv.ATTR_WAKER_TASK)
@@ -424,7 +464,7 @@ class ReportBuilder:
             by_at=str(by_at) if by_at is not None else None,
             process=self._pid,
         )
-        self._keep(self._waits, self.KEEP_HOLDS, ms, entry)
+        self._waits.add((entry.primitive, entry.at, entry.outcome, entry.by_at or ""), ms, entry)
 
     def _recent_of(self, draft: SpanDraft) -> tuple[deque[_Wait], deque[_Hold]] | None:
         task = draft.attributes.get(semconv.ATTR_TASK_NAME)
@@ -530,7 +570,7 @@ class ReportBuilder:
             waiters=waiters,
             process=self._pid,
         )
-        self._keep(self._slow_futures, self.KEEP_SLOW_FUTURES, float(ttr), entry)
+        self._slow_futures.add((entry.future, entry.outcome, entry.at or ""), float(ttr), entry)
 
     def _summaries(self, draft: SpanDraft) -> None:
         for name, _, attrs in draft.events:
@@ -612,8 +652,8 @@ class ReportBuilder:
             primitives=ranked,
             uncontended=len(quiet),
             uncontended_operations=sum(r.operations for r in quiet),
-            longest_holds=[entry for _, _, entry in sorted(self._holds, reverse=True)],
-            longest_waits=[entry for _, _, entry in sorted(self._waits, reverse=True)],
+            longest_holds=self._holds.top(self.KEEP_HOLDS),
+            longest_waits=self._waits.top(self.KEEP_HOLDS),
             waits_while_holding=sorted(
                 (
                     NestedRow(**{**asdict(row), "wait_ms": round(row.wait_ms, 3)})
@@ -627,7 +667,7 @@ class ReportBuilder:
                 (name, outcome, waiters, count)
                 for (name, outcome), (waiters, count) in self._unresolved.items()
             ],
-            slowest_futures=[entry for _, _, entry in sorted(self._slow_futures, reverse=True)],
+            slowest_futures=self._slow_futures.top(self.KEEP_SLOW_FUTURES),
             tasks=dict(self._tasks),
             processes=len(self._pids),
             findings=_by_severity(list(self._findings.values())),
@@ -690,7 +730,17 @@ def wait_text(row: WaitRow, several: bool = False) -> str:
     if row.by:
         ended += f", woken by {row.by}" + (f" at {row.by_at}" if row.by_at else "")
     task = task_text(row.task, row.process, several)
-    return f"{duration_text(row.ms):>8}  {task} at {row.at}, for {row.primitive}: {ended}"
+    return (
+        f"{duration_text(row.ms):>8}  {task} at {row.at}, for {row.primitive}: {ended}"
+        + times_text(row, "such waits")
+    )
+
+
+def times_text(row: HoldRow | WaitRow | FutureRow, what: str) -> str:
+    """``; 4 holds there, 200 ms in all`` for a row that stands for several, else nothing."""
+    if row.times <= 1 or row.total_ms is None:
+        return ""
+    return f"; {row.times} {what} there, {duration_text(row.total_ms)} in all"
 
 
 _RESOLVED: Final = {
@@ -706,7 +756,9 @@ def future_text(row: FutureRow, several: bool = False) -> str:
     by = f" by {task_text(row.by, row.process, several)}" if row.by else ""
     at = f" at {row.at}" if row.at else ""
     waited = f"{row.waiters} task{'s' if row.waiters != 1 else ''} waited"
-    return f"{duration_text(row.ms):>8}  {row.future}: {what}{by}{at}; {waited}"
+    return f"{duration_text(row.ms):>8}  {row.future}: {what}{by}{at}; {waited}" + times_text(
+        row, "such futures"
+    )
 
 
 def semaphore_text(row: PrimitiveRow) -> str:
@@ -866,7 +918,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
             print_plain(
                 console,
                 f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {holder} "
-                f"at {hold.site}{waiting}",
+                f"at {hold.site}{waiting}{times_text(hold, 'holds')}",
             )
 
     if report.longest_waits:
