@@ -20,6 +20,7 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace.cli import EXIT_FINDINGS, EXIT_HANG
+from aiotrace.diagnosis import _blocking_line
 from tests.cli_support import PROGRAMS, Trace, aiotrace, started_and_ready
 
 DIAG = PROGRAMS / "diag"
@@ -375,6 +376,35 @@ def test_a_blocked_loop_is_a_span_with_the_blocking_line(tmp_path: Path) -> None
         if s.attributes[semconv.ATTR_TASK_NAME] == "compress"
     ]
     assert span.parent_id == task.span_id
+
+
+def test_a_loop_blocked_by_an_import_shows_the_import_line_not_importlibs_frames(
+    tmp_path: Path,
+) -> None:
+    """As Python's tracebacks do, the import machinery's frames are left out of the stack."""
+    result, findings, trace = diagnose(tmp_path, "loop_blocked_import.py")
+    assert result.returncode == EXIT_FINDINGS
+    (finding,) = findings
+    assert finding["summary"].endswith(
+        'at aiotrace_slow_plugin.py:3 in task "plugins" (main.<locals>.load_plugins)'
+    )
+    details = "\n".join(finding["details"])
+    assert "import aiotrace_slow_plugin" in details  # the line that imported, in the program
+    assert "time.sleep(0.3)" in details
+    assert "importlib" not in details
+    (span,) = trace.named(semconv.SPAN_LOOP_BLOCKED)
+    assert "importlib" not in span.attributes[semconv.ATTR_BLOCKED_STACK]
+
+
+def test_a_block_inside_the_import_machinery_is_placed_at_the_line_that_imported() -> None:
+    """Found on a real program: a first import searching ``sys.path``, stat by stat."""
+    sample = [
+        ("/app/prog.py", 12, "main"),
+        ("<frozen importlib._bootstrap>", 1176, "_find_and_load"),
+        ("<frozen importlib._bootstrap_external>", 147, "_path_stat"),
+    ]
+    assert _blocking_line(sample) == ("/app/prog.py", 12)
+    assert _blocking_line(sample[1:]) == ("<frozen importlib._bootstrap_external>", 147)
 
 
 def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path: Path) -> None:

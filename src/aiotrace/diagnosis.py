@@ -1214,7 +1214,7 @@ class Diagnoser:
         task_span = TASK_SPANS.get(id(running)) if running is not None else None
         if task_span is not None:
             parent = trace.set_span_in_context(task_span)
-        stack = format_stack(sample)
+        stack = format_stack(_shown(sample))
         attributes: dict[str, Any] = {semconv.ATTR_BLOCKED_STACK: "\n".join(stack)}
         if task is not None:
             attributes[semconv.ATTR_TASK_NAME] = task
@@ -1431,8 +1431,28 @@ _STDLIB_DIRS: Final = tuple(
 _SITE_PACKAGES: Final = f"{os.sep}site-packages{os.sep}"
 
 
+_STDLIB_PREFIXES: Final = (*_STDLIB_DIRS, "<frozen ")
+"""The frozen modules (importlib's, runpy, zipimport) are the standard library too."""
+
+
 def _is_stdlib_file(path: str) -> bool:
-    return path.startswith(_STDLIB_DIRS) and _SITE_PACKAGES not in path
+    return path.startswith(_STDLIB_PREFIXES) and _SITE_PACKAGES not in path
+
+
+_IMPORT_MACHINERY: Final = (
+    "<frozen importlib._bootstrap>",
+    "<frozen importlib._bootstrap_external>",
+)
+
+
+def _shown(sample: list[SampledFrame]) -> list[SampledFrame]:
+    """A sampled stack without the import machinery's frames, as Python's tracebacks show it.
+
+    A loop blocked by an import (a module's slow top-level code, a search
+    of a long ``sys.path``) is otherwise a screen of importlib's frames
+    that hides the ``import`` line that did it.
+    """
+    return [entry for entry in sample if entry[0] not in _IMPORT_MACHINERY]
 
 
 def _running_callback(frame: Any) -> str | None:
