@@ -627,6 +627,95 @@ asyncio.run(main())
 """
 
 
+WAKING_LIBRARY = """\
+import asyncio
+
+_ready = asyncio.Event()
+
+
+async def connect(seconds):
+    await asyncio.sleep(seconds)
+    _ready.set()  # LIB_SET
+
+
+async def ready():
+    await _ready.wait()
+
+
+def deliver(future, value):
+    future.set_result(value)  # LIB_RESOLVE
+"""
+
+WAKES_THROUGH_LIBRARY = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import wakedb
+
+
+async def main():
+    fut = asyncio.get_running_loop().create_future()
+
+    async def answer():
+        await asyncio.sleep(0.06)
+        wakedb.deliver(fut, 42)  # VIA_DELIVER
+
+    async def start():
+        await wakedb.connect(0.06)  # VIA_CONNECT
+
+    async def use():
+        return await fut
+
+    await asyncio.gather(wakedb.ready(), start(), answer(), use())
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_wake_at_a_library_line_says_which_line_of_the_program_led_to_it(
+    tmp_path: Path,
+) -> None:
+    # A library sets its event, resolves the program's future: at its own
+    # line, the same for every caller; the program's line says which call.
+    library = tmp_path / "site-packages" / "wakedb"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(WAKING_LIBRARY)
+    (tmp_path / "prog.py").write_text(WAKES_THROUGH_LIBRARY)
+    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    def at(source: str, marker: str) -> int:
+        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
+
+    set_at = f"wakedb/__init__.py:{at(WAKING_LIBRARY, 'LIB_SET')}"
+    resolved_at = f"wakedb/__init__.py:{at(WAKING_LIBRARY, 'LIB_RESOLVE')}"
+    connect = f"prog.py:{at(WAKES_THROUGH_LIBRARY, 'VIA_CONNECT')}"
+    deliver = f"prog.py:{at(WAKES_THROUGH_LIBRARY, 'VIA_DELIVER')}"
+    trace = Trace(tmp_path / "t.json")
+    wait = trace.one(semconv.SPAN_EVENT_WAIT)
+    assert str(wait.attributes[semconv.ATTR_WAKER_SITE]).endswith(set_at)
+    assert wait.attributes[semconv.ATTR_WAKER_VIA_SITE] == connect
+    future = trace.one(semconv.SPAN_FUTURE)
+    assert str(future.attributes[semconv.ATTR_WAKER_SITE]).endswith(resolved_at)
+    assert future.attributes[semconv.ATTR_WAKER_VIA_SITE] == deliver
+    future_wait = trace.one(semconv.SPAN_FUTURE_WAIT)
+    assert future_wait.attributes[semconv.ATTR_WAKER_VIA_SITE] == deliver
+    # The span events of the waking calls say it too
+    (event_set,) = [e for s in trace.spans for e in s.events if e[0] == semconv.SPAN_EVENT_SET]
+    assert event_set[2][semconv.ATTR_VIA_SITE] == connect
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    (long_wait,) = report["longest_waits"]
+    assert long_wait["by_at"] == f"{set_at} via {connect}"
+    (slowest,) = report["slowest_futures"]
+    assert slowest["at"] == f"{resolved_at} via {deliver}"
+    text = "\n".join(report_lines(result.stderr))
+    assert f"woken by Task-3 at {set_at} via {connect}" in text
+    assert f"its result set by Task-4 at {resolved_at} via {deliver}" in text
+
+
 def test_a_library_primitive_says_which_line_of_the_program_led_to_it(tmp_path: Path) -> None:
     # Every request takes an installed library's lock at the library's line:
     # the program's line that called it is what tells the waits apart.

@@ -274,6 +274,15 @@ def _code_site(attrs: dict[str, Any]) -> str:
     return f"{site} via {via}" if via else site
 
 
+def _waker_site(attrs: dict[str, Any]) -> str | None:
+    """Where the waking call was (``set()``, ``set_result()``); ``via`` as in :func:`_code_site`."""
+    at = attrs.get(semconv.ATTR_WAKER_SITE)
+    if at is None:
+        return None
+    via = attrs.get(semconv.ATTR_WAKER_VIA_SITE)
+    return f"{at} via {via}" if via else str(at)
+
+
 # What the pairing of holds and waits keeps per task, most recent last:
 # a wait (start, end, what, where); a contended hold (start, end, what,
 # where, how many queued).
@@ -453,7 +462,7 @@ class ReportBuilder:
 
     def _long_wait(self, ms: float, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
         by = attrs.get(semconv.ATTR_WAKER_TASK)
-        by_at = attrs.get(semconv.ATTR_WAKER_SITE)
+        by_at = _waker_site(attrs)
         entry = WaitRow(
             ms=round(ms, 3),
             primitive=row.name,
@@ -461,7 +470,7 @@ class ReportBuilder:
             at=_code_site(attrs),
             outcome=str(attrs.get(semconv.ATTR_OUTCOME, "?")),
             by=str(by) if by is not None else None,
-            by_at=str(by_at) if by_at is not None else None,
+            by_at=by_at,
             process=self._pid,
         )
         self._waits.add((entry.primitive, entry.at, entry.outcome, entry.by_at or ""), ms, entry)
@@ -560,13 +569,13 @@ class ReportBuilder:
         if not waiters:
             return  # nobody waited: its time cost no one
         by = attrs.get(semconv.ATTR_WAKER_TASK)
-        at = attrs.get(semconv.ATTR_WAKER_SITE)
+        at = _waker_site(attrs)
         entry = FutureRow(
             ms=round(float(ttr), 3),
             future=str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, "?")),
             outcome=outcome,
             by=str(by) if by is not None else None,
-            at=str(at) if at is not None else None,
+            at=at,
             waiters=waiters,
             process=self._pid,
         )

@@ -205,6 +205,8 @@ ATTR_WAKER_SITE: Final = "aiotrace.waker.site"
 ATTR_VIA_SITE: Final = "aiotrace.via.site"
 """On a wait or hold whose line (``code.*``) is a library's (``aiohttp/streams.py:716``):
 ``file:line`` of the program's own call it came from."""
+ATTR_WAKER_VIA_SITE: Final = "aiotrace.waker.via.site"
+"""The same for the waking call, when ``aiotrace.waker.site`` is a library's line."""
 ATTR_WOKEN: Final = "aiotrace.woken"
 """Number of waiters a ``set()``, ``notify()`` or ``put()`` woke."""
 ATTR_CONDITION_NOTIFY_N: Final = "aiotrace.condition.n"

@@ -41,6 +41,7 @@ _DETAIL_KEYS: Final = (
     semconv.ATTR_BLOCKER_SITE,
     semconv.ATTR_WAKER_TASK,
     semconv.ATTR_WAKER_SITE,
+    semconv.ATTR_WAKER_VIA_SITE,
     semconv.ATTR_VIA_SITE,
     semconv.ATTR_SEMAPHORE_VALUE,
     semconv.ATTR_SEMAPHORE_CAPACITY,

@@ -44,7 +44,6 @@ from aiotrace._sites import (
     SITES,
     RawSite,
     as_untraced,
-    capture,
     capture_creation,
     default_name,
     first_user_frame,
@@ -659,14 +658,38 @@ def emit_hold(
     return record
 
 
-def mark_point(
-    name: str, attrs: dict[str, Any], t: int | None = None
-) -> tuple[Any, str | None, RawSite | None, int]:
+Waker = tuple[Any, "str | None", "RawSite | None", int, "str | None"]
+"""``(span or point-span id, task name, raw site, time, via)`` of a recorded waking call;
+``via``: the program's line it came from, when the site is a library's (see
+:func:`aiotrace._sites.via_label`)."""
+
+
+def waking_site() -> tuple[RawSite | None, str | None]:
+    """The waking call's site, and the program's line that led there if it is a library's.
+
+    Only for a waking call that is recorded (it ended a wait long enough to
+    be spanned): the look-up for ``via`` walks the stack.
+    """
+    frame = first_user_frame(sys._getframe(2))  # our caller's caller: the waking call
+    if frame is None:
+        return None, None
+    code = frame.f_code
+    site = raw_site(code, frame.f_lasti)
+    return site, via_label(frame) if is_library_file(code.co_filename) else None
+
+
+def waker_here(t: int) -> Waker:
+    """A waking call recorded without a span event of its own (a queue's put or get)."""
+    site, via = waking_site()
+    return current_span(), task_name(current_task()), site, t, via
+
+
+def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
     """Record a waking call (``set()``, ``notify()``) as an event on the current span.
 
-    Returns ``(span, task name, site, time)`` so woken waiters can link to it.
-    With a recording span current (the user's, or a task span) the event goes
-    on it at once, because that span may end before the pipeline runs; with no
+    Returns it as a :data:`Waker`, so woken waiters can link to it. With a
+    recording span current (the user's, or a task span) the event goes on
+    it at once, because that span may end before the pipeline runs; with no
     span current a zero-length span of that name is emitted instead, and
     returned as the link target.
     """
@@ -674,11 +697,13 @@ def mark_point(
         t = perf_counter_ns()
     task = current_task()
     tname = task_name(task)
-    site = capture()
+    site, via = waking_site()
     span = current_span()
     full = dict(attrs)
     if tname is not None:
         full[semconv.ATTR_TASK_NAME] = tname
+    if via is not None:
+        full[semconv.ATTR_VIA_SITE] = via
     if span is not None and span.is_recording():
         if site is not None:
             full.update(site_attributes(site))
@@ -687,11 +712,11 @@ def mark_point(
             attributes={k: resolve_value(v) for k, v in full.items()},
             timestamp=RECORDER.to_epoch(t),
         )
-        return span, tname, site, t
+        return span, tname, site, t, via
     point_id = RECORDER.next_id()
     full = intern_attrs(full)
     RECORDER.emit((R_SPAN, name, t, t, point_id, span, tname, site, None, None, full, ()))
-    return point_id, tname, site, t
+    return point_id, tname, site, t, via
 
 
 def site_attributes(raw: RawSite) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
+    Waker,
     adopt,
     adopt_preexisting,
     current_task,
@@ -49,9 +50,6 @@ from aiotrace.primitives._base import (
 
 FAMILY_EVENT: Final = "event"
 FAMILY_CONDITION: Final = "condition"
-
-Waker = tuple[Any, "str | None", Any, int]
-"""``(span or point-span id, task name, raw site, time)`` of a recorded waking call."""
 
 
 def prim_attrs(ref: Any) -> dict[str, Any]:
@@ -100,11 +98,13 @@ def waker_links(waker: Waker | None, attrs: dict[str, Any]) -> tuple[tuple[str, 
     """Link (and name) the recorded waking call that ended a wait."""
     if waker is None:
         return ()
-    span, task, site, _ = waker
+    span, task, site, _, via = waker
     if task is not None:
         attrs[semconv.ATTR_WAKER_TASK] = task
     if site is not None:
         attrs[semconv.ATTR_WAKER_SITE] = site  # resolved to "file:line" by the pipeline
+    if via is not None:
+        attrs[semconv.ATTR_WAKER_VIA_SITE] = via
     if span is None:
         return ()
     # One set() wakes every waiter: they share one links tuple.
@@ -273,12 +273,11 @@ def event_patches() -> list[Patch]:
                     try:
                         ref = ref_of(self, semconv.KIND_EVENT)
                         if not ref.stats.internal:
-                            point = mark_point(
+                            self._aiotrace_waker = mark_point(
                                 semconv.SPAN_EVENT_SET,
                                 {**prim_attrs(ref), semconv.ATTR_WOKEN: len(self._waiters)},
                                 t,
                             )
-                            self._aiotrace_waker = (*point[:3], t)
                     except Exception as exc:
                         rec.fail(FAMILY_EVENT, exc)
 
@@ -382,8 +381,7 @@ def condition_patches() -> list[Patch]:
                 attrs = {**prim_attrs(ref), semconv.ATTR_WOKEN: woken}
                 if n is not None:
                     attrs[semconv.ATTR_CONDITION_NOTIFY_N] = n
-                point = mark_point(semconv.SPAN_CONDITION_NOTIFY, attrs, t)
-                waker = (*point[:3], t)
+                waker = mark_point(semconv.SPAN_CONDITION_NOTIFY, attrs, t)
         wakes = self._aiotrace_wakes
         if wakes is None:
             wakes = self._aiotrace_wakes = deque(maxlen=65536)

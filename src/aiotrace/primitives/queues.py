@@ -26,10 +26,8 @@ from time import perf_counter_ns
 from typing import Any, Final
 
 from aiotrace import semconv
-from aiotrace._context import current_span
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace._sites import capture
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     current_task,
@@ -41,9 +39,9 @@ from aiotrace.primitives._base import (
     preexisting_stats,
     ref_of,
     source_is,
-    task_name,
     wait_spanned,
     waiter_future,
+    waker_here,
 )
 from aiotrace.primitives.events import (
     oldest_woken,
@@ -341,10 +339,10 @@ def queue_patches() -> list[Patch]:
                 if not ref.stats.internal:
                     if point is None:
                         # No span event for a put or get: a pipeline would add one per item.
-                        waker = (current_span(), task_name(current_task()), capture(), t)
+                        waker = waker_here(t)
                     else:
                         attrs = {**prim_attrs(ref), semconv.ATTR_WOKEN: count}
-                        waker = (*mark_point(point, attrs, t)[:3], t)
+                        waker = mark_point(point, attrs, t)
             wakes = getattr(self, wakes_attr)
             if wakes is None:
                 wakes = deque(maxlen=65536)

@@ -647,9 +647,11 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
                 attrs[semconv.ATTR_WAKER_TASK] = point[1]
             if point[2] is not None:
                 attrs[semconv.ATTR_WAKER_SITE] = point[2]
+            if point[4] is not None:
+                attrs[semconv.ATTR_WAKER_VIA_SITE] = point[4]
             if point[0] is not None:
                 links = ((semconv.LINK_WAKER, point[0]),)
-            fut._aiotrace_resolved = (state.span_id, t, point[1], point[2])
+            fut._aiotrace_resolved = (state.span_id, t, point[1], point[2], point[4])
         if ref is not None:
             ref.stats.holds += 1
             ref.stats.spanned += 1
@@ -705,6 +707,8 @@ def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
                 attrs[semconv.ATTR_WAKER_TASK] = resolved[2]
             if resolved[3] is not None:
                 attrs[semconv.ATTR_WAKER_SITE] = resolved[3]
+            if resolved[4] is not None:
+                attrs[semconv.ATTR_WAKER_VIA_SITE] = resolved[4]
         from aiotrace.primitives._base import emit_wait
 
         emit_wait(semconv.SPAN_FUTURE_WAIT, ref, t0, t1, outcome, attrs, links)
