@@ -4,11 +4,13 @@ Two costs that do not scale with what a program does, so that the other
 benchmarks, which time operations, never see them:
 
 * **a child process** of a traced program: under ``aiotrace run`` every
-  Python child (``subprocess``, multiprocessing's spawn) starts traced,
-  with its diagnosis, and ships to the run's collector. ``_spawner`` starts
-  ``python -c pass`` children one after another and times each; it runs
-  untraced and under ``aiotrace run``, interleaved, and each repetition's
-  ratio is traced over untraced, per child.
+  Python child (``subprocess``, multiprocessing's spawn) is traced, with
+  its diagnosis, once it imports asyncio, and ships to the run's
+  collector. The spawner starts children one after another and times
+  each: ``python -c pass`` (a tool that never imports asyncio) and a child
+  that runs ``asyncio.run()`` once; it runs untraced and under ``aiotrace
+  run``, interleaved, and each repetition's ratio is traced over
+  untraced, per child.
 * **importing the pytest plugin**: pytest imports every installed plugin, so
   every pytest run in an environment with pytest-aiotrace pays this, with
   ``--aiotrace`` or not. Timed as a fresh interpreter importing pytest and
@@ -29,12 +31,19 @@ import time
 
 SPAWNER = """
 import subprocess, sys, time
-count = int(sys.argv[1])
+count, code = int(sys.argv[1]), sys.argv[2]
 started = time.perf_counter()
 for _ in range(count):
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
 print((time.perf_counter() - started) / count)
 """
+
+CHILDREN = {
+    "python -c pass": "pass",
+    "a child that runs asyncio.run() once": (
+        "import asyncio\nasync def main(): await asyncio.sleep(0)\nasyncio.run(main())"
+    ),
+}
 
 
 def _env() -> dict[str, str]:
@@ -43,9 +52,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _time_child_run(traced: bool, children: int, script: str) -> float:
-    """Seconds per ``python -c pass`` child, started from the spawner run plain or traced."""
-    command = [sys.executable, script, str(children)]
+def _time_child_run(traced: bool, children: int, script: str, code: str) -> float:
+    """Seconds per ``python -c CODE`` child, started from the spawner run plain or traced."""
+    command = [sys.executable, script, str(children), code]
     if traced:
         command = [sys.executable, "-m", "aiotrace", "run", "-q", "--no-trace-file", *command[1:]]
     result = subprocess.run(command, capture_output=True, text=True, check=True, env=_env())
@@ -71,17 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         with open(script, "w", encoding="utf-8") as fh:
             fh.write(SPAWNER)
         for warm in (False, True):  # compiled modules cached, as users have them
-            _time_child_run(warm, 1, script)
-        child: dict[bool, list[float]] = {False: [], True: []}
-        child_ratios = []
+            for code in CHILDREN.values():
+                _time_child_run(warm, 1, script, code)
+        child: dict[str, dict[bool, list[float]]] = {k: {False: [], True: []} for k in CHILDREN}
+        child_ratios: dict[str, list[float]] = {kind: [] for kind in CHILDREN}
         plugin: dict[bool, list[float]] = {False: [], True: []}
         plugin_ratios = []
         for _ in range(args.reps):
-            bare = _time_child_run(False, args.children, script)
-            spawned = _time_child_run(True, args.children, script)
-            child[False].append(bare)
-            child[True].append(spawned)
-            child_ratios.append(spawned / bare)
+            for kind, code in CHILDREN.items():
+                bare = _time_child_run(False, args.children, script, code)
+                spawned = _time_child_run(True, args.children, script, code)
+                child[kind][False].append(bare)
+                child[kind][True].append(spawned)
+                child_ratios[kind].append(spawned / bare)
             alone = _time_import("pytest")
             with_plugin = _time_import("pytest, aiotrace.pytest_plugin")
             plugin[False].append(alone)
@@ -92,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(values) * 1000
 
     print(f"{args.reps} interleaved repetitions, medians")
-    print(
-        f"child process (python -c pass): untraced {ms(child[False]):.1f} ms, "
-        f"traced {ms(child[True]):.1f} ms, ratio {statistics.median(child_ratios):.2f}x"
-    )
+    for kind in CHILDREN:
+        print(
+            f"child process ({kind}): untraced {ms(child[kind][False]):.1f} ms, traced "
+            f"{ms(child[kind][True]):.1f} ms, ratio {statistics.median(child_ratios[kind]):.2f}x"
+        )
     print(
         f"python -c 'import pytest': {ms(plugin[False]):.1f} ms; with aiotrace.pytest_plugin "
         f"{ms(plugin[True]):.1f} ms, ratio {statistics.median(plugin_ratios):.2f}x"

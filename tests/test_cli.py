@@ -1066,6 +1066,58 @@ def test_child_processes_join_the_same_trace(
     assert Trace(tmp_path / "n.json").names()[semconv.SPAN_PROCESS] == 0
 
 
+LATE_ASYNCIO = """\
+import json
+import subprocess
+import sys
+import time
+
+if sys.argv[1:] == ["tool"]:  # a child that never touches asyncio
+    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("aiotrace", "asyncio"))))
+elif sys.argv[1:] == ["late"]:  # a child that imports asyncio only after a while
+    time.sleep(0.3)
+    import asyncio
+
+    async def main():
+        lock = asyncio.Lock()
+
+        async def hold():
+            async with lock:
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(hold(), hold())
+
+    asyncio.run(main())
+    print(json.dumps([type(asyncio.__loader__).__name__, type(asyncio.__spec__.loader).__name__,
+                      [type(f).__name__ for f in sys.meta_path]]))
+else:
+    for how in ("tool", "late"):
+        print(subprocess.run([sys.executable, __file__, how], capture_output=True, text=True,
+                             check=True).stdout, end="")
+"""
+
+
+def test_a_child_is_traced_once_it_imports_asyncio_and_costs_nothing_before(
+    tmp_path: Path,
+) -> None:
+    """Most children that never use asyncio (tools, multiprocessing's helpers) import nothing
+    of aiotrace's; one that does is traced from its import on, its span from its start."""
+    (tmp_path / "late.py").write_text(LATE_ASYNCIO)
+    bare = python("late.py", cwd=tmp_path)
+    traced = aiotrace("run", "--trace-file=t.json", "late.py", cwd=tmp_path)
+    assert bare.returncode == traced.returncode == 0, traced.stderr
+    tool, late = traced.stdout.splitlines()
+    assert json.loads(tool) == []  # neither aiotrace nor asyncio imported
+    # asyncio's loader is its own again, and the import hook is gone: as untraced
+    assert late == bare.stdout.splitlines()[1]
+    trace = Trace(tmp_path / "t.json")
+    (process,) = trace.named(semconv.SPAN_PROCESS)
+    assert process.attributes[semconv.ATTR_ARGV][-1] == "late"
+    (first,) = [s for s in trace.named(semconv.SPAN_TASK) if s.parent_id == process.span_id]
+    assert first.start - process.start >= 0.25e9  # the span covers the time before asyncio
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2
+
+
 # ---------------------------------------------------------------------------
 # Nothing lost when the collector is down; clear errors for bad input
 # ---------------------------------------------------------------------------

@@ -37,8 +37,12 @@ CHILD_DIAGNOSIS: list[Any] = [None]
 ``aiotrace run`` for its forks, and in a child it started, for the child's."""
 
 
-def start() -> None:
-    """Instrument a freshly started child Python process (see ``_bootstrap``)."""
+def start(started_ns: int | None = None) -> None:
+    """Instrument a child Python process (see ``_bootstrap``), started at ``started_ns``.
+
+    The bootstrap calls this once the child imports asyncio: its process
+    span begins when the process did all the same.
+    """
     from aiotrace._session import ENV_COLLECTOR, ENV_DIAGNOSIS, ENV_OPTIONS, ENV_RESOURCE
 
     if _api.is_instrumented():
@@ -50,6 +54,7 @@ def start() -> None:
         None,  # TRACEPARENT and TRACESTATE, from the environment
         semconv.SPAN_PROCESS,
         {semconv.ATTR_ARGV: list(sys.argv)},
+        started_ns,
     )
     atexit.register(finish)
     _deliver_at_os_exit()
@@ -110,12 +115,13 @@ def begin(
     traceparent: str | None,
     span_name: str,
     attributes: dict[str, Any],
+    started_ns: int | None = None,
 ) -> None:
     """Trace this process into the collector at ``address``, under ``traceparent``.
 
-    A span ``span_name`` covers the process until :func:`finish`, and
-    everything the process does nests under it. Used by child processes and
-    by pytest-xdist workers.
+    A span ``span_name`` covers the process (from ``started_ns``, else now)
+    until :func:`finish`, and everything the process does nests under it.
+    Used by child processes and by pytest-xdist workers.
     """
     from opentelemetry.sdk.resources import Resource
 
@@ -124,7 +130,7 @@ def begin(
 
     shipping = Shipping(address, lazy=True)
     provider = install_provider(Resource(resource))
-    _begin(shipping, provider, parent_from_env(traceparent), span_name, attributes)
+    _begin(shipping, provider, parent_from_env(traceparent), span_name, attributes, started_ns)
     _api.instrument(consumer=shipping, nestable=True, **options)
     SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
 
@@ -135,6 +141,7 @@ def _begin(
     parent: otel_context.Context,
     span_name: str = semconv.SPAN_PROCESS,
     attributes: dict[str, Any] | None = None,
+    started_ns: int | None = None,
 ) -> None:
     from aiotrace._session import aiotrace_tracer
 
@@ -146,6 +153,7 @@ def _begin(
             semconv.ATTR_ARGV: list(sys.argv),
             **(attributes or {}),
         },
+        start_time=started_ns,
     )
     token = otel_context.attach(trace.set_span_in_context(span))
     _state.update(shipping=shipping, provider=provider, span=span, token=token)
