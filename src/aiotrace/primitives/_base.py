@@ -667,8 +667,9 @@ Waker = tuple[Any, "str | None", "RawSite | None", int, "str | None"]
 def waking_site() -> tuple[RawSite | None, str | None]:
     """The waking call's site, and the program's line that led there if it is a library's.
 
-    Only for a waking call that is recorded (it ended a wait long enough to
-    be spanned): the look-up for ``via`` walks the stack.
+    Only for a waking call that is recorded (one that ended a wait long
+    enough to be spanned, a traced future's resolution): the look-up for
+    ``via`` walks the stack, and only from a library's line.
     """
     frame = first_user_frame(sys._getframe(2))  # our caller's caller: the waking call
     if frame is None:
