@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zipapp
 from collections import Counter
 from collections.abc import Iterator
@@ -1152,6 +1153,38 @@ def test_an_unreachable_collector_keeps_the_spans_and_says_how_to_send_them(
     sent = aiotrace("send", path, "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
     assert sent.returncode == 0, sent.stderr
     assert _identities(grpc_receiver.spans) == _identities_of_file(path)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_collector_that_never_answers_costs_the_export_timeout_not_a_hang(
+    tmp_path: Path, protocol: str
+) -> None:
+    """A black hole (it accepts the connection, never replies): the run ends when the
+    OTLP timeout does, keeps every span in the file and says how to send them."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        started = time.monotonic()
+        result = aiotrace(
+            "run",
+            "--otlp",
+            f"http://127.0.0.1:{hole.getsockname()[1]}",
+            "--protocol",
+            protocol,
+            "--trace-file",
+            "t.json",
+            CONTEND,
+            "q",
+            cwd=tmp_path,
+            env=clean_env(OTEL_EXPORTER_OTLP_TIMEOUT="1"),
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 10, elapsed
+    (complaint,) = [line for line in result.stderr.splitlines() if "could not export" in line]
+    assert f"aiotrace send {tmp_path / 't.json'} --otlp" in complaint
+    assert ".." not in complaint
+    assert len(Trace(tmp_path / "t.json").spans) == 7
 
 
 def test_send_to_an_unreachable_collector_fails_in_one_line(tmp_path: Path) -> None:

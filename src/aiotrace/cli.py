@@ -794,7 +794,7 @@ def _print_report(
         endpoint = otlp["endpoint"]
         print_plain(
             console,
-            f"aiotrace: could not export to {endpoint}: {report.export_error}. "
+            f"aiotrace: could not export to {endpoint}: {report.export_error.rstrip('.')}. "
             + (
                 f"The spans are in {trace_file}; send them later with: aiotrace send "
                 f"{shlex.quote(trace_file)} --otlp {shlex.quote(endpoint)} "
