@@ -757,6 +757,34 @@ def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
             os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
 
 
+def test_a_hang_stops_a_child_that_is_not_traced_yet(tmp_path: Path) -> None:
+    """A child that never imported asyncio is no traced process, but Ctrl-C would reach it.
+
+    The program waits for it: left running, it would keep the program
+    waiting until the last resort (SIGTERM, 10 s on) and outlive the run.
+    """
+    try:
+        started = time.monotonic()
+        result = aiotrace(
+            "run",
+            "--hang-timeout=2",
+            "--no-trace-file",
+            DIAG / "hung_child.py",
+            "sleeper",
+            cwd=tmp_path,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+        pid = int((tmp_path / "child.pid").read_text())
+        assert result.returncode == EXIT_HANG, result.stderr
+        assert not _alive(pid)
+        assert elapsed < 10, elapsed  # the interrupt did it, not the last resort
+        assert "KeyboardInterrupt" in result.stderr  # the child's own, as in a terminal
+    finally:
+        with contextlib.suppress(Exception):
+            os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+
+
 def test_a_hang_leaves_a_child_in_a_session_of_its_own_alone(tmp_path: Path) -> None:
     """A daemon (``start_new_session``) is out of Ctrl-C's reach, so out of the hang's.
 

@@ -176,6 +176,32 @@ class Shipping:
 # ===========================================================================
 
 
+def descendants(pid: int) -> list[int]:
+    """The living descendants of ``pid``, read from ``/proc``; none without one (not Linux)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                state, parent = fh.read().rsplit(b")", 1)[1].split()[:2]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if state != b"Z":  # a zombie is dead already
+            children.setdefault(int(parent), []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 class _Producer:
     __slots__ = ("assembler", "buffer", "finished", "pid", "resource", "stats")
 
@@ -324,10 +350,14 @@ class Collector:
             wake.send(b"!")
 
     def _signal_children(self, signum: int) -> None:
-        """Send ``signum`` to each traced child still connected that Ctrl-C would reach.
+        """Send ``signum`` to each child of the run that Ctrl-C would reach.
 
         That is, those in the run's process group: a child that started a
         session of its own (a daemon) is left alone, as the terminal would.
+        The children are the traced processes that said hello, and every
+        descendant of the run found in ``/proc``: a child that has not
+        imported asyncio (so is not traced yet), or is no Python at all,
+        would otherwise keep the program waiting for it, and outlive it.
         """
         if not self.run_pid:  # no run to take the group of (getpgid(0) is our own)
             return
@@ -335,10 +365,11 @@ class Collector:
             group = os.getpgid(self.run_pid)
         except OSError:
             return
-        for producer in list(self.producers.values()):
-            pid = producer.pid
-            if not pid or pid == self.run_pid or producer.finished:
-                continue
+        pids = {p.pid for p in self.producers.values() if p.pid and not p.finished}
+        pids.update(descendants(self.run_pid))
+        pids.discard(self.run_pid)
+        pids.discard(os.getpid())  # the collector: a child of the run too
+        for pid in pids:
             with contextlib.suppress(OSError):  # gone meanwhile
                 if os.getpgid(pid) == group:
                     os.kill(pid, signum)

@@ -6,7 +6,9 @@ inside the parent's running loop (which leaves the child deaf to a first
 Ctrl-C, untraced too: it inherits the parent's ``asyncio.run`` SIGINT
 handler); ``daemon``: as a new interpreter in a session of its own, which
 Ctrl-C in the terminal would not reach, while the program sleeps instead
-of waiting for it. The program writes the child's pid to ``child.pid``.
+of waiting for it; ``sleeper``: a child that never imports asyncio, so is
+not traced, and sleeps for a minute. The program writes the child's pid
+to ``child.pid``.
 """
 
 import asyncio
@@ -28,6 +30,9 @@ def start(how: str) -> Callable[[], object]:
     """The child started, its pid written; returns what waits for it."""
     if how == "spawn":
         process = subprocess.Popen([sys.executable, DEADLOCK])
+        pid, wait = process.pid, process.wait
+    elif how == "sleeper":
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         pid, wait = process.pid, process.wait
     elif how == "daemon":  # with its own output, as a daemon has
         process = subprocess.Popen(
