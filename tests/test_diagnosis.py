@@ -773,6 +773,7 @@ def test_a_hang_stops_a_child_that_is_not_traced_yet(tmp_path: Path) -> None:
             "sleeper",
             cwd=tmp_path,
             timeout=60,
+            sigint="default",  # as in a terminal, also when this suite runs in the background
         )
         elapsed = time.monotonic() - started
         pid = int((tmp_path / "child.pid").read_text())
