@@ -1067,6 +1067,55 @@ def test_child_processes_join_the_same_trace(
     assert Trace(tmp_path / "n.json").names()[semconv.SPAN_PROCESS] == 0
 
 
+LOOPS_IN_THREADS = """\
+import subprocess
+import sys
+import threading
+
+
+def contend():
+    import asyncio  # in the thread: a child's first import of asyncio
+
+    async def main():
+        lock = asyncio.Lock()
+
+        async def hold():
+            async with lock:
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(hold(), hold())
+
+    asyncio.run(main())
+
+
+thread = threading.Thread(target=contend)
+thread.start()
+thread.join()
+if sys.argv[1:] != ["child"]:
+    subprocess.run([sys.executable, __file__, "child"], check=True)
+"""
+
+
+def test_event_loops_in_the_programs_threads_join_the_runs_trace(tmp_path: Path) -> None:
+    """A thread starts with an empty context: its loop's tasks nest under the run, or under
+    the child's process (one whose first import of asyncio is in that thread), not each
+    in a trace of its own."""
+    (tmp_path / "threads.py").write_text(LOOPS_IN_THREADS)
+    result = aiotrace("run", "--trace-file=t.json", "threads.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace = Trace(tmp_path / "t.json")
+    assert len({s.trace_id for s in trace.spans}) == 1
+    assert len(trace.named(semconv.SPAN_PROCESS)) == 1
+    firsts = [
+        s for s in trace.named(semconv.SPAN_TASK) if s.attributes["aiotrace.task.name"] == "Task-1"
+    ]
+    assert sorted(trace.by_id(s.parent_id).name for s in firsts) == [
+        semconv.SPAN_PROCESS,
+        semconv.SPAN_RUN,
+    ]
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 4
+
+
 LATE_ASYNCIO = """\
 import json
 import subprocess

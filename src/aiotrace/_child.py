@@ -27,6 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from aiotrace import _api, semconv
+from aiotrace._context import AMBIENT
 
 _state: dict[str, Any] = {}
 
@@ -156,6 +157,7 @@ def _begin(
         start_time=started_ns,
     )
     token = otel_context.attach(trace.set_span_in_context(span))
+    AMBIENT[0] = span  # for the process's other threads too
     _state.update(shipping=shipping, provider=provider, span=span, token=token)
 
 
@@ -213,6 +215,7 @@ def _finish() -> None:
     with contextlib.suppress(Exception):
         report_pending()
     detach_quietly(_state.pop("token"))
+    AMBIENT[0] = None
     shipping = _state.get("shipping")
     events = summary_events()
     if _api.is_instrumented():

@@ -33,22 +33,37 @@ def _find_context_var() -> ContextVar[Any] | None:
 _CONTEXT_VAR: Final = _find_context_var()
 
 
+AMBIENT: Final[list[Any]] = [None]
+"""The span aiotrace's spans nest under where no span is current at all.
+
+``aiotrace run``'s run span, a child process's span, the running test's
+phase under ``pytest --aiotrace``: each is current in the thread that
+started it, but a thread the program starts has a context of its own,
+empty. An event loop run there (``asyncio.run`` in a worker thread, a
+blocking portal) would otherwise start a new trace for each of its tasks.
+A context that holds a span, even the invalid one a program set on
+purpose, keeps it. ``None``: no session (``instrument()`` in a program).
+"""
+
+
 def _current_span_fast() -> trace.Span | None:
     span = _CONTEXT_VAR.get().get(SPAN_KEY)  # type: ignore[union-attr]  # checked at import
-    if span is None or span is _INVALID:
+    if span is None:
+        return AMBIENT[0]  # type: ignore[no-any-return]  # a span or None
+    if span is _INVALID:
         return None
     return span  # type: ignore[no-any-return]  # Context is a Mapping[str, object]
 
 
 def _current_span_api() -> trace.Span | None:
     span = trace.get_current_span()
-    return None if span is _INVALID else span
+    return AMBIENT[0] if span is _INVALID else span  # (no span and the invalid one look alike)
 
 
 current_span: Final[Callable[[], trace.Span | None]] = (
     _current_span_fast if _CONTEXT_VAR is not None else _current_span_api
 )
-"""The span current in this task/thread, or ``None`` when there is none."""
+"""The span current in this task/thread, else the :data:`AMBIENT` one, else ``None``."""
 
 SpanIds = tuple[int, int, int, bool]
 """``(trace_id, span_id, trace_flags, is_remote)`` of a span."""

@@ -29,6 +29,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from aiotrace import _api, semconv
 from aiotrace._child import CHILD_DIAGNOSIS, FOLLOW_FORKS, detach_quietly
+from aiotrace._context import AMBIENT
 from aiotrace._instrumentation import INSTRUMENTATION
 from aiotrace._recorder import R_SDK, RECORDER
 from aiotrace._sites import SITES, default_name
@@ -424,6 +425,7 @@ class TraceSession:
             attributes={semconv.ATTR_PID: os.getpid(), **config.root_attributes},
         )
         self._token = otel_context.attach(trace.set_span_in_context(self.root))
+        AMBIENT[0] = self.root  # for the program's own threads too
         self._saved_env: dict[str, str | None] = {}
         FOLLOW_FORKS[0] = config.trace_children
         if config.trace_children and config.diagnosis is not None:
@@ -516,6 +518,7 @@ class TraceSession:
         root.set_attribute(semconv.ATTR_BELOW_THRESHOLD, stats["below_threshold"])
         root.set_attribute(semconv.ATTR_OPERATIONS, stats["operations"])
         detach_quietly(self._token)
+        AMBIENT[0] = None
         root.end()
         self.shipping.send_stats(producer_stats())
         # Everything, nested instrumentations included: drains the pipeline

@@ -1023,6 +1023,7 @@ class _Phase:
         self.when = when
         self.span: Any = None
         self.token: object = None
+        self.ambient: Any = None
 
     def __enter__(self) -> _Phase:
         running = self.running
@@ -1032,6 +1033,7 @@ class _Phase:
         from opentelemetry import trace
 
         from aiotrace import semconv
+        from aiotrace._context import AMBIENT
         from aiotrace._session import aiotrace_tracer
 
         name = {
@@ -1043,6 +1045,8 @@ class _Phase:
         parent = trace.set_span_in_context(running.span, otel_context.Context())
         self.span = tracer.start_span(name, context=parent)
         self.token = otel_context.attach(trace.set_span_in_context(self.span, parent))
+        # Threads the test starts (a blocking portal, a server) nest in it too.
+        self.ambient, AMBIENT[0] = AMBIENT[0], self.span
         running.phase = self.span
         return self
 
@@ -1053,6 +1057,7 @@ class _Phase:
         from opentelemetry.trace import Status, StatusCode
 
         from aiotrace import semconv
+        from aiotrace._context import AMBIENT
 
         if exc is not None:
             skipped = type(exc).__name__ in ("Skipped", "XFailed")
@@ -1066,6 +1071,7 @@ class _Phase:
             self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, "passed")
         with contextlib.suppress(Exception):  # a test that detached our context itself
             otel_context.detach(self.token)  # type: ignore[arg-type]
+        AMBIENT[0] = self.ambient
         self.span.end()
         self.running.phase = None
 
