@@ -169,6 +169,28 @@ def test_a_hang_without_a_cycle_names_the_wait_nobody_will_end(tmp_path: Path, s
     assert "KeyboardInterrupt" not in result.stderr  # our interrupt, not the program's
 
 
+@pytest.mark.parametrize("retrieved", [False, True])
+def test_a_hang_names_a_task_that_died_of_an_exception_nobody_read(
+    tmp_path: Path, retrieved: bool
+) -> None:
+    """The classic: the consumer crashed, asyncio says nothing until it is collected, and its
+    producer waits on the full queue. The hang names the failure, unless it was read."""
+    args = ("--retrieved",) if retrieved else ()
+    result, findings, _ = diagnose(tmp_path, "hang_dead_consumer.py", *args)
+    assert result.returncode == EXIT_HANG, result.stderr
+    (hang,) = findings
+    assert hang["kind"] == "hang"
+    put = line("hang_dead_consumer.py", "await queue.put(item)")
+    assert f"    hang_dead_consumer.py:{put} in main" in hang["details"]
+    raised = line("hang_dead_consumer.py", "raise ValueError")
+    died = (
+        'task "consumer" (consume) ended raising ValueError: cannot handle item 5 '
+        f"(hang_dead_consumer.py:{raised}), and nothing has retrieved it"
+    )
+    assert (died in hang["details"]) is not retrieved
+    assert not any("ended raising" in detail for detail in hang["details"] if detail != died)
+
+
 def test_a_program_running_past_the_hang_timeout_is_stopped(tmp_path: Path) -> None:
     program = tmp_path / "slow.py"
     program.write_text(

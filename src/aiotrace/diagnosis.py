@@ -54,6 +54,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
+from aiotrace.primitives.tasks import unretrieved_failures
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -913,6 +914,7 @@ class Watchdog:
         if deadlocks:
             details.append("deadlocked: " + deadlocks[0].summary)
         details.extend(graph.format(stuck))
+        details.extend(unretrieved_failures({id(loop_of(task)) for task in graph.tasks}))
         finding = Finding(HANG, why, details, list(graph.tasks))
         self._report(finding)
         if self._hung is not None:

@@ -36,6 +36,8 @@ import contextlib
 import contextvars
 import functools
 import sys
+import weakref
+from collections import deque
 from random import getrandbits as _getrandbits
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -55,6 +57,7 @@ from aiotrace._sites import (
     capture,
     is_asyncio_file,
     is_internal_file,
+    short_path,
     stands_in_for,
 )
 from aiotrace.primitives._base import (
@@ -77,6 +80,7 @@ from aiotrace.primitives._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from types import TracebackType
 
     from opentelemetry.util import types
 
@@ -292,6 +296,39 @@ def _new_trace_id() -> int:
 _EMPTY_CONTEXT: Final = contextvars.Context()
 
 
+DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
+"""The latest tasks that ended raising: the task (weakly: its exception is not kept) and
+``task "name" (coroutine) ended raising Type: message (file:line)``, for a hang's report."""
+
+
+def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType | None) -> None:
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" ({short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})" if tb else ""
+    coroutine = f" ({span.coroutine})" if span.coroutine else ""
+    message = f"{raised.name}: {raised.message}" if raised.message else raised.name
+    text = f'task "{span.task_name}"{coroutine} ended raising {message}{where}'
+    with contextlib.suppress(TypeError):  # a task type without weak references
+        DIED.append((weakref.ref(task), text))
+
+
+def unretrieved_failures(loops: set[int]) -> list[str]:
+    """Tasks of these loops (ids) that ended raising, whose exception nothing has retrieved.
+
+    A likely culprit of a hang: the consumer that crashed, leaving its
+    producer waiting on a full queue for ever. asyncio says "Task exception
+    was never retrieved" only when the task is collected, which may be never.
+    """
+    lines = []
+    for ref, text in list(DIED):
+        task = ref()
+        if task is None or id(task.get_loop()) not in loops:
+            continue
+        if getattr(task, "_log_traceback", False):  # not retrieved: no result(), exception()
+            lines.append(f"{text}, and nothing has retrieved it")
+    return lines
+
+
 def _task_done(task: Any) -> None:
     """Done callback of every traced task: end its span and hand it to the pipeline."""
     span = TASK_SPANS.pop(id(task), None)
@@ -312,7 +349,8 @@ def _task_done(task: Any) -> None:
             exc = getattr(task, "_exception", None)
             if exc is not None:
                 span.outcome = semconv.OUTCOME_RAISED
-                span._extras().exception = RaisedException(exc)
+                raised = span._extras().exception = RaisedException(exc)
+                _died(task, span, raised, exc.__traceback__)
             else:
                 span.outcome = semconv.OUTCOME_COMPLETED
         _emit((R_TASK, span))
