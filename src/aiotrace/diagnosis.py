@@ -1307,6 +1307,8 @@ class Diagnoser:
         for finding in deadlock_findings(graph):
             lines.append(f"  DEADLOCK: {finding.summary}")
         lines.extend(f"  {line}" for line in graph.format())
+        loops = {id(loop_of(task)) for task in graph.tasks}
+        lines.extend(f"  {line}" for line in unretrieved_failures(loops))
         return "\n".join(lines)
 
     def _install_dumps(self) -> None:
