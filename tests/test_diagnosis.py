@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,7 +201,38 @@ def test_a_program_running_past_the_hang_timeout_is_stopped(tmp_path: Path) -> N
     assert result.returncode == EXIT_HANG
     (hang,) = json.loads((tmp_path / "r.json").read_text())["findings"]
     assert hang["summary"] == "still running after the hang timeout of 1 s"
-    assert 'task "Task-1" (main) waits for an asyncio internal future' in hang["details"][0]
+    assert re.fullmatch(
+        r'task "Task-1" \(main\) waits for asyncio\.sleep\(\), 5[89] s to go', hang["details"][0]
+    )
+
+
+def test_a_wait_on_asyncios_own_futures_says_what_it_waits_for(tmp_path: Path) -> None:
+    result = aiotrace(
+        "run",
+        "--hang-timeout=1",
+        "--no-trace-file",
+        "--report-json=r.json",
+        DIAG / "internal_waits.py",
+        cwd=tmp_path,
+    )
+    assert result.returncode == EXIT_HANG, result.stderr
+    (hang,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    waits = {
+        match[1]: match[2]
+        for detail in hang["details"]
+        if (match := re.fullmatch(r'task "(\w+)" \(main\.<locals>\.\w+\) waits for (.*)', detail))
+    }
+    assert waits.pop("sleeper") in (
+        "asyncio.sleep(), 3599 s to go",
+        "asyncio.sleep(), 3598 s to go",
+    )
+    assert waits == {
+        "reader": "data on a stream",
+        "threader": "a thread (asyncio.to_thread)",
+        "executor": "a thread or process (run_in_executor)",
+        "subprocess": "a subprocess to exit",
+        "waiter": "asyncio.wait()",
+    }
 
 
 def test_leaked_ownership_is_reported_with_sites(tmp_path: Path) -> None:

@@ -394,7 +394,60 @@ def _classify(
         if state.creator_id and creator is None:
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
         return Wait(task, what, None)
-    return Wait(task, "an asyncio internal future (a sleep, I/O, a thread)", None)
+    return Wait(task, _internal_wait(task, fut), None)
+
+
+# asyncio's coroutines that await a future of their own, by qualified name:
+# what a waiting task is doing, in words (see _internal_wait).
+_INTERNAL_WAITS: Final = {
+    "sleep": "asyncio.sleep()",
+    "to_thread": "a thread (asyncio.to_thread)",
+    "StreamReader._wait_for_data": "data on a stream",
+    "FlowControlMixin._drain_helper": "a stream to drain (writer.drain)",
+    "Process.wait": "a subprocess to exit",
+    "BaseSubprocessTransport._wait": "a subprocess to exit",
+    "Process.communicate": "a subprocess's output",
+    "_wait": "asyncio.wait()",
+    "wait_for": "asyncio.wait_for()",
+    "Server.serve_forever": "a server to be closed (serve_forever)",
+    "Server.wait_closed": "a server to close",
+}
+
+
+def _internal_wait(task: Any, fut: Any) -> str:
+    """What a task waiting on one of asyncio's own futures waits for, as best it can be told.
+
+    By the innermost coroutine of its await chain (``sleep``, a stream's
+    read), by what resolves the future (a timer: how long is left; another
+    thread: ``run_in_executor``), else by asyncio's function that waits.
+    """
+    frames = await_frames(task)
+    inner = frames[-1].f_code if frames else None
+    name = qualname(inner) if inner is not None and is_asyncio_file(inner.co_filename) else None
+    what = _INTERNAL_WAITS.get(name or "")
+    if name == "sleep":
+        left = _timer_left(fut)
+        if left is not None:
+            what = f"asyncio.sleep(), {left:.0f} s to go" if left >= 1 else "asyncio.sleep()"
+    if what is None:
+        callbacks = getattr(fut, "_callbacks", None) or ()
+        if any("_chain_future" in getattr(cb[0], "__qualname__", "") for cb in callbacks):
+            what = "a thread or process (run_in_executor)"
+        elif name is not None:
+            what = f"asyncio's {name}"
+        else:
+            what = "an asyncio internal future"
+    return what
+
+
+def _timer_left(fut: Any) -> float | None:
+    """Seconds until the timer that will resolve ``fut`` fires (a sleep's), if there is one."""
+    loop = loop_of(fut)
+    for handle in list(getattr(loop, "_scheduled", ())):
+        args = getattr(handle, "_args", None)
+        if args and args[0] is fut and not handle.cancelled():
+            return max(0.0, float(handle.when()) - float(loop.time()))
+    return None
 
 
 def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wait:
