@@ -10,7 +10,10 @@ import time
 
 
 async def main() -> None:
-    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    connections = []  # kept: a collected writer closes its connection (3.13)
+    server = await asyncio.start_server(
+        lambda reader, writer: connections.append(writer), "127.0.0.1", 0
+    )
     port = server.sockets[0].getsockname()[1]
 
     async def sleeper() -> None:
