@@ -1067,41 +1067,12 @@ def test_child_processes_join_the_same_trace(
     assert Trace(tmp_path / "n.json").names()[semconv.SPAN_PROCESS] == 0
 
 
-LOOPS_IN_THREADS = """\
-import subprocess
-import sys
-import threading
-
-
-def contend():
-    import asyncio  # in the thread: a child's first import of asyncio
-
-    async def main():
-        lock = asyncio.Lock()
-
-        async def hold():
-            async with lock:
-                await asyncio.sleep(0.02)
-
-        await asyncio.gather(hold(), hold())
-
-    asyncio.run(main())
-
-
-thread = threading.Thread(target=contend)
-thread.start()
-thread.join()
-if sys.argv[1:] != ["child"]:
-    subprocess.run([sys.executable, __file__, "child"], check=True)
-"""
-
-
 def test_event_loops_in_the_programs_threads_join_the_runs_trace(tmp_path: Path) -> None:
     """A thread starts with an empty context: its loop's tasks nest under the run, or under
     the child's process (one whose first import of asyncio is in that thread), not each
     in a trace of its own."""
-    (tmp_path / "threads.py").write_text(LOOPS_IN_THREADS)
-    result = aiotrace("run", "--trace-file=t.json", "threads.py", cwd=tmp_path)
+    program = PROGRAMS / "asyncio_children.py"
+    result = aiotrace("run", "--trace-file=t.json", program, "threads", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trace = Trace(tmp_path / "t.json")
     assert len({s.trace_id for s in trace.spans}) == 1
@@ -1116,45 +1087,14 @@ def test_event_loops_in_the_programs_threads_join_the_runs_trace(tmp_path: Path)
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 4
 
 
-LATE_ASYNCIO = """\
-import json
-import subprocess
-import sys
-import time
-
-if sys.argv[1:] == ["tool"]:  # a child that never touches asyncio
-    print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("aiotrace", "asyncio"))))
-elif sys.argv[1:] == ["late"]:  # a child that imports asyncio only after a while
-    time.sleep(0.3)
-    import asyncio
-
-    async def main():
-        lock = asyncio.Lock()
-
-        async def hold():
-            async with lock:
-                await asyncio.sleep(0.02)
-
-        await asyncio.gather(hold(), hold())
-
-    asyncio.run(main())
-    print(json.dumps([type(asyncio.__loader__).__name__, type(asyncio.__spec__.loader).__name__,
-                      [type(f).__name__ for f in sys.meta_path]]))
-else:
-    for how in ("tool", "late"):
-        print(subprocess.run([sys.executable, __file__, how], capture_output=True, text=True,
-                             check=True).stdout, end="")
-"""
-
-
 def test_a_child_is_traced_once_it_imports_asyncio_and_costs_nothing_before(
     tmp_path: Path,
 ) -> None:
     """Most children that never use asyncio (tools, multiprocessing's helpers) import nothing
     of aiotrace's; one that does is traced from its import on, its span from its start."""
-    (tmp_path / "late.py").write_text(LATE_ASYNCIO)
-    bare = python("late.py", cwd=tmp_path)
-    traced = aiotrace("run", "--trace-file=t.json", "late.py", cwd=tmp_path)
+    program = PROGRAMS / "asyncio_children.py"
+    bare = python(program, "late", cwd=tmp_path)
+    traced = aiotrace("run", "--trace-file=t.json", program, "late", cwd=tmp_path)
     assert bare.returncode == traced.returncode == 0, traced.stderr
     tool, late = traced.stdout.splitlines()
     assert json.loads(tool) == []  # neither aiotrace nor asyncio imported
@@ -1162,7 +1102,7 @@ def test_a_child_is_traced_once_it_imports_asyncio_and_costs_nothing_before(
     assert late == bare.stdout.splitlines()[1]
     trace = Trace(tmp_path / "t.json")
     (process,) = trace.named(semconv.SPAN_PROCESS)
-    assert process.attributes[semconv.ATTR_ARGV][-1] == "late"
+    assert process.attributes[semconv.ATTR_ARGV][-1] == "late-child"
     (first,) = [s for s in trace.named(semconv.SPAN_TASK) if s.parent_id == process.span_id]
     assert first.start - process.start >= 0.25e9  # the span covers the time before asyncio
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2
