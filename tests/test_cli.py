@@ -1113,15 +1113,14 @@ def test_a_child_is_traced_once_it_imports_asyncio_and_costs_nothing_before(
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
-def test_an_unreachable_collector_keeps_the_spans_and_says_how_to_send_them(
-    tmp_path: Path, grpc_receiver: GrpcReceiver, protocol: str
-) -> None:
-    down = f"http://127.0.0.1:{free_port()}"
+def _export_to(
+    tmp_path: Path, endpoint: str, protocol: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``CONTEND q`` run with ``--otlp endpoint``; the spans kept in ``t.json``, as it says."""
     result = aiotrace(
         "run",
         "--otlp",
-        down,
+        endpoint,
         "--protocol",
         protocol,
         "--trace-file",
@@ -1129,16 +1128,26 @@ def test_an_unreachable_collector_keeps_the_spans_and_says_how_to_send_them(
         CONTEND,
         "q",
         cwd=tmp_path,
+        env=clean_env(**env),
     )
-    assert result.returncode == 0
+    assert result.returncode == 0, result.stderr
     assert result.stdout == "done ['q']\n"
     assert "Traceback" not in result.stderr
     complaints = [line for line in result.stderr.splitlines() if "could not export" in line]
     assert len(complaints) == 1, result.stderr
-    path = tmp_path / "t.json"
-    assert f"aiotrace send {path} --otlp" in complaints[0]
-    assert len(Trace(path).spans) == 7
+    assert f"aiotrace send {tmp_path / 't.json'} --otlp" in complaints[0]
+    assert ".." not in complaints[0]
+    assert len(Trace(tmp_path / "t.json").spans) == 7
+    return result
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_unreachable_collector_keeps_the_spans_and_says_how_to_send_them(
+    tmp_path: Path, grpc_receiver: GrpcReceiver, protocol: str
+) -> None:
+    _export_to(tmp_path, f"http://127.0.0.1:{free_port()}", protocol)
     # ... and sending later, as told, delivers every span.
+    path = tmp_path / "t.json"
     sent = aiotrace("send", path, "--otlp", grpc_receiver.endpoint, cwd=tmp_path)
     assert sent.returncode == 0, sent.stderr
     assert _identities(grpc_receiver.spans) == _identities_of_file(path)
@@ -1154,26 +1163,9 @@ def test_a_collector_that_never_answers_costs_the_export_timeout_not_a_hang(
         hole.bind(("127.0.0.1", 0))
         hole.listen(16)
         started = time.monotonic()
-        result = aiotrace(
-            "run",
-            "--otlp",
-            f"http://127.0.0.1:{hole.getsockname()[1]}",
-            "--protocol",
-            protocol,
-            "--trace-file",
-            "t.json",
-            CONTEND,
-            "q",
-            cwd=tmp_path,
-            env=clean_env(OTEL_EXPORTER_OTLP_TIMEOUT="1"),
-        )
-        elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
-    assert elapsed < 10, elapsed
-    (complaint,) = [line for line in result.stderr.splitlines() if "could not export" in line]
-    assert f"aiotrace send {tmp_path / 't.json'} --otlp" in complaint
-    assert ".." not in complaint
-    assert len(Trace(tmp_path / "t.json").spans) == 7
+        endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        _export_to(tmp_path, endpoint, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="1")
+        assert time.monotonic() - started < 10
 
 
 def test_send_to_an_unreachable_collector_fails_in_one_line(tmp_path: Path) -> None:
