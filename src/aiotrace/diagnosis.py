@@ -152,6 +152,10 @@ class Wait:
     """``any``: one releaser is enough (lock, semaphore); ``all``: each must finish (gather)."""
     held_at: dict[int, str] = field(default_factory=dict)
     """id(releaser) -> where it took what it holds (``bank.py:14 in transfer``)."""
+    internal: Any = None
+    """A future of asyncio's own that it waits on: put in words only when shown
+    (:func:`_internal_wait` reads the loop's timers; the watchdog takes a
+    snapshot every half second)."""
 
 
 def await_frames(task: Any) -> list[FrameType]:
@@ -213,6 +217,22 @@ class Graph:
     def __init__(self, tasks: list[Any], waits: dict[int, Wait | None]) -> None:
         self.tasks = tasks
         self.waits = waits
+        self._timers: dict[int, dict[int, Any]] = {}
+        """id(loop) -> id(future) -> the timer that will resolve it (a sleep's): built once."""
+
+    def _what(self, wait: Wait) -> str:
+        """What ``wait`` is for, in words."""
+        if wait.internal is None:
+            return wait.what
+        loop = loop_of(wait.internal)
+        timers = self._timers.get(id(loop))
+        if timers is None:
+            timers = self._timers[id(loop)] = {
+                id(handle._args[0]): handle
+                for handle in list(getattr(loop, "_scheduled", ()))
+                if getattr(handle, "_args", None) and not handle.cancelled()
+            }
+        return _internal_wait(wait.task, wait.internal, timers.get(id(wait.internal)))
 
     def wait_of(self, task: Any) -> Wait | None:
         """What ``task`` waits on (None: it is runnable, or waits on nothing we know)."""
@@ -271,16 +291,15 @@ class Graph:
         wait = self.waits.get(id(task))
         if wait is None:
             return f"{_task_label(task)} is not waiting on anything aiotrace knows"
-        line = f"{_task_label(task)} waits for {wait.what}"
+        what = self._what(wait)
+        line = f"{_task_label(task)} waits for {what}"
         if wait.releasers:
             holders = ", ".join(
                 _task_label(r)
                 + (f" (taken at {wait.held_at[id(r)]})" if id(r) in wait.held_at else "")
                 for r in wait.releasers
             )
-            verb = (
-                "held by" if wait.what.split(" ")[0] in ("lock", "semaphore") else "to be ended by"
-            )
+            verb = "held by" if what.split(" ")[0] in ("lock", "semaphore") else "to be ended by"
             line += f", {verb} {holders}"
         elif wait.releasers == [] or stuck:
             line += ", which no pending task can end"
@@ -394,7 +413,7 @@ def _classify(
         if state.creator_id and creator is None:
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
         return Wait(task, what, None)
-    return Wait(task, _internal_wait(task, fut), None)
+    return Wait(task, "an asyncio internal future", None, internal=fut)
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:
@@ -414,21 +433,21 @@ _INTERNAL_WAITS: Final = {
 }
 
 
-def _internal_wait(task: Any, fut: Any) -> str:
+def _internal_wait(task: Any, fut: Any, timer: Any) -> str:
     """What a task waiting on one of asyncio's own futures waits for, as best it can be told.
 
     By the innermost coroutine of its await chain (``sleep``, a stream's
-    read), by what resolves the future (a timer: how long is left; another
-    thread: ``run_in_executor``), else by asyncio's function that waits.
+    read), by what resolves the future (``timer``, the loop's timer that
+    will: how long is left; another thread: ``run_in_executor``), else by
+    asyncio's function that waits.
     """
     frames = await_frames(task)
     inner = frames[-1].f_code if frames else None
     name = qualname(inner) if inner is not None and is_asyncio_file(inner.co_filename) else None
     what = _INTERNAL_WAITS.get(name or "")
-    if name == "sleep":
-        left = _timer_left(fut)
-        if left is not None:
-            what = f"asyncio.sleep(), {left:.0f} s to go" if left >= 1 else "asyncio.sleep()"
+    if name == "sleep" and timer is not None:
+        left = max(0.0, float(timer.when()) - float(loop_of(fut).time()))
+        what = f"asyncio.sleep(), {left:.0f} s to go" if left >= 1 else "asyncio.sleep()"
     if what is None:
         callbacks = getattr(fut, "_callbacks", None) or ()
         if any("_chain_future" in getattr(cb[0], "__qualname__", "") for cb in callbacks):
@@ -438,16 +457,6 @@ def _internal_wait(task: Any, fut: Any) -> str:
         else:
             what = "an asyncio internal future"
     return what
-
-
-def _timer_left(fut: Any) -> float | None:
-    """Seconds until the timer that will resolve ``fut`` fires (a sleep's), if there is one."""
-    loop = loop_of(fut)
-    for handle in list(getattr(loop, "_scheduled", ())):
-        args = getattr(handle, "_args", None)
-        if args and args[0] is fut and not handle.cancelled():
-            return max(0.0, float(handle.when()) - float(loop.time()))
-    return None
 
 
 def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wait:
