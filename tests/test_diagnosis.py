@@ -682,6 +682,9 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
         "import asyncio\n\n"
         "async def main():\n"
         "    gate = asyncio.Event()\n"
+        "    async def fail(): raise RuntimeError('lost')\n"
+        "    failed = asyncio.create_task(fail(), name='worker')\n"
+        "    await asyncio.sleep(0)\n"
         "    print('ready', flush=True)\n"
         "    await gate.wait()\n\n"
         "asyncio.run(main())\n"
@@ -695,7 +698,11 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert "aiotrace: SIGUSR1: 1 pending task(s)" in stderr
     assert 'task "Task-1" (main) waits for event gate (waits.py:4)' in stderr
-    assert "waits.py:6 in main" in stderr
+    assert "waits.py:9 in main" in stderr
+    assert (  # a task that failed, its exception unread: a likely culprit
+        'task "worker" (main.<locals>.fail) ended raising RuntimeError: lost (waits.py:5), '
+        "and nothing has retrieved it"
+    ) in stderr
     assert "aiotrace: interrupted (Ctrl-C): 1 pending task(s)" in stderr
 
 
