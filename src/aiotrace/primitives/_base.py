@@ -671,7 +671,10 @@ def waking_site() -> tuple[RawSite | None, str | None]:
     enough to be spanned, a traced future's resolution): the look-up for
     ``via`` walks the stack, and only from a library's line.
     """
-    frame = first_user_frame(sys._getframe(2))  # our caller's caller: the waking call
+    try:
+        frame = first_user_frame(sys._getframe(2))  # our caller's caller: the waking call
+    except ValueError:  # a stack not that deep (capture()'s guard too)
+        return None, None
     if frame is None:
         return None, None
     code = frame.f_code
