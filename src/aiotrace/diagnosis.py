@@ -54,7 +54,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import unretrieved_failures
+from aiotrace.primitives.tasks import DIED
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -128,6 +128,26 @@ def _task_label(task: Any) -> str:
     coro = getattr(task, "get_coro", lambda: None)()
     qualname = getattr(coro, "__qualname__", None)
     return f'task "{name}"' + (f" ({qualname})" if qualname and qualname != name else "")
+
+
+def unread_failures(tasks: list[Any]) -> list[str]:
+    """Tasks of these tasks' loops that ended raising an exception nothing has retrieved.
+
+    A likely culprit of a hang: the consumer that crashed, leaving its
+    producer waiting on a full queue for ever. asyncio says "Task exception
+    was never retrieved" only when the task is collected, which may be never.
+    """
+    loops = {id(loop_of(task)) for task in tasks}
+    lines = []
+    for ref, failure in list(DIED):
+        task = ref()
+        if task is None or id(task.get_loop()) not in loops:
+            continue
+        if getattr(task, "_log_traceback", False):  # not retrieved: no result(), exception()
+            lines.append(
+                f"{_task_label(task)} ended raising {failure}, and nothing has retrieved it"
+            )
+    return lines
 
 
 def _where(code: Any, line: int | None) -> str:
@@ -976,7 +996,7 @@ class Watchdog:
         if deadlocks:
             details.append("deadlocked: " + deadlocks[0].summary)
         details.extend(graph.format(stuck))
-        details.extend(unretrieved_failures({id(loop_of(task)) for task in graph.tasks}))
+        details.extend(unread_failures(graph.tasks))
         finding = Finding(HANG, why, details, list(graph.tasks))
         self._report(finding)
         if self._hung is not None:
@@ -1369,8 +1389,7 @@ class Diagnoser:
         for finding in deadlock_findings(graph):
             lines.append(f"  DEADLOCK: {finding.summary}")
         lines.extend(f"  {line}" for line in graph.format())
-        loops = {id(loop_of(task)) for task in graph.tasks}
-        lines.extend(f"  {line}" for line in unretrieved_failures(loops))
+        lines.extend(f"  {line}" for line in unread_failures(graph.tasks))
         return "\n".join(lines)
 
     def _install_dumps(self) -> None:

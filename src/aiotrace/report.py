@@ -270,17 +270,17 @@ def _code_site(attrs: dict[str, Any]) -> str:
     path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
     line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
     site = f"{short_path(str(path))}:{line}" if path and line else "?"
-    via = attrs.get(semconv.ATTR_VIA_SITE)
-    return f"{site} via {via}" if via else site
+    return _via(site, attrs.get(semconv.ATTR_VIA_SITE))
 
 
 def _waker_site(attrs: dict[str, Any]) -> str | None:
     """Where the waking call was (``set()``, ``set_result()``); ``via`` as in :func:`_code_site`."""
     at = attrs.get(semconv.ATTR_WAKER_SITE)
-    if at is None:
-        return None
-    via = attrs.get(semconv.ATTR_WAKER_VIA_SITE)
-    return f"{at} via {via}" if via else str(at)
+    return None if at is None else _via(str(at), attrs.get(semconv.ATTR_WAKER_VIA_SITE))
+
+
+def _via(site: str, via: Any) -> str:
+    return f"{site} via {via}" if via else site
 
 
 # What the pairing of holds and waits keeps per task, most recent last:

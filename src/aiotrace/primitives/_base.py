@@ -394,7 +394,7 @@ def waiter_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     """
     if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
         future: asyncio.Future[Any] = asyncio.futures.Future(loop=loop)
-        if getattr(loop, "_debug", False):  # debug mode: a stack recorded, ending in ours
+        if loop._debug:  # type: ignore[attr-defined]  # a BaseEventLoop's; Future() read it too
             as_untraced(future)
         return future
     return loop.create_future()
@@ -578,13 +578,9 @@ def emit_wait(
         task = current_task()
     if parent is CURRENT:
         parent = current_span()
-    user = first_user_frame(sys._getframe(1) if frame is None else frame)
-    site = None
-    if user is not None:
-        code = user.f_code
-        site = raw_site(code, user.f_lasti)
-        if is_library_file(code.co_filename):
-            attrs = with_via(attrs, user)
+    site, via = site_and_via(sys._getframe(1) if frame is None else frame)
+    if via is not None:
+        attrs = _added_via(attrs, via)
     if attrs is not None and len(attrs) > 1:
         attrs = intern_attrs(attrs)
     fields = (name, t0, t1, span_id, parent, task_name(task), site, ref, outcome)
@@ -613,14 +609,25 @@ def outcome_is_normal(outcome: str) -> bool:
     return outcome in _NORMAL
 
 
-def with_via(attrs: dict[str, Any] | None, frame: FrameType) -> dict[str, Any] | None:
-    """``attrs`` plus the program's line a library's call at ``frame`` came from, if any.
+def site_and_via(frame: FrameType | None) -> tuple[RawSite | None, str | None]:
+    """The user's site at or above ``frame``; if that line is a library's, the program's
+    line that led there (see :func:`aiotrace._sites.via_label`), else ``None``."""
+    user = first_user_frame(frame)
+    if user is None:
+        return None, None
+    code = user.f_code
+    site = raw_site(code, user.f_lasti)
+    return site, via_label(user) if is_library_file(code.co_filename) else None
 
-    A new dict: ``attrs`` may be a shared one (see :func:`intern_attrs`).
-    """
+
+def with_via(attrs: dict[str, Any] | None, frame: FrameType) -> dict[str, Any] | None:
+    """``attrs`` plus the program's line a library's call at ``frame`` came from, if any."""
     via = via_label(frame)
-    if via is None:
-        return attrs
+    return attrs if via is None else _added_via(attrs, via)
+
+
+def _added_via(attrs: dict[str, Any] | None, via: str) -> dict[str, Any]:
+    """A new dict: ``attrs`` may be a shared one (see :func:`intern_attrs`)."""
     return {**attrs, semconv.ATTR_VIA_SITE: via} if attrs else {semconv.ATTR_VIA_SITE: via}
 
 
@@ -672,14 +679,10 @@ def waking_site() -> tuple[RawSite | None, str | None]:
     ``via`` walks the stack, and only from a library's line.
     """
     try:
-        frame = first_user_frame(sys._getframe(2))  # our caller's caller: the waking call
+        frame = sys._getframe(2)  # our caller's caller: the waking call
     except ValueError:  # a stack not that deep (capture()'s guard too)
         return None, None
-    if frame is None:
-        return None, None
-    code = frame.f_code
-    site = raw_site(code, frame.f_lasti)
-    return site, via_label(frame) if is_library_file(code.co_filename) else None
+    return site_and_via(frame)
 
 
 def waker_here(t: int) -> Waker:

@@ -298,35 +298,16 @@ _EMPTY_CONTEXT: Final = contextvars.Context()
 
 DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 """The latest tasks that ended raising: the task (weakly: its exception is not kept) and
-``task "name" (coroutine) ended raising Type: message (file:line)``, for a hang's report."""
+``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
-def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType | None) -> None:
+def _died(task: Any, raised: RaisedException, tb: TracebackType | None) -> None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f" ({short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})" if tb else ""
-    coroutine = f" ({span.coroutine})" if span.coroutine else ""
     message = f"{raised.name}: {raised.message}" if raised.message else raised.name
-    text = f'task "{span.task_name}"{coroutine} ended raising {message}{where}'
     with contextlib.suppress(TypeError):  # a task type without weak references
-        DIED.append((weakref.ref(task), text))
-
-
-def unretrieved_failures(loops: set[int]) -> list[str]:
-    """Tasks of these loops (ids) that ended raising, whose exception nothing has retrieved.
-
-    A likely culprit of a hang: the consumer that crashed, leaving its
-    producer waiting on a full queue for ever. asyncio says "Task exception
-    was never retrieved" only when the task is collected, which may be never.
-    """
-    lines = []
-    for ref, text in list(DIED):
-        task = ref()
-        if task is None or id(task.get_loop()) not in loops:
-            continue
-        if getattr(task, "_log_traceback", False):  # not retrieved: no result(), exception()
-            lines.append(f"{text}, and nothing has retrieved it")
-    return lines
+        DIED.append((weakref.ref(task), message + where))
 
 
 def _task_done(task: Any) -> None:
@@ -350,7 +331,7 @@ def _task_done(task: Any) -> None:
             if exc is not None:
                 span.outcome = semconv.OUTCOME_RAISED
                 raised = span._extras().exception = RaisedException(exc)
-                _died(task, span, raised, exc.__traceback__)
+                _died(task, raised, exc.__traceback__)
             else:
                 span.outcome = semconv.OUTCOME_COMPLETED
         _emit((R_TASK, span))
@@ -842,7 +823,9 @@ def future_patches() -> list[Patch]:
                 return TracedFuture(loop=self)
             if plain:
                 future: Any = futures_module.Future(loop=self)
-                if getattr(self, "_debug", False):  # a stack recorded, ending in this wrapper
+                # Debug mode: a stack recorded, ending in this wrapper. (Future()
+                # read loop._debug already: the read cannot fail here.)
+                if self._debug:
                     as_untraced(future)
                 return future
             return orig(self)
