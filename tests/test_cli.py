@@ -293,6 +293,32 @@ def test_a_fork_sees_no_thread_of_ours(tmp_path: Path, how: str) -> None:
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 2  # the parent's and the child's
 
 
+@pytest.mark.parametrize("follow", [True, False], ids=["followed", "no-children"])
+def test_a_fork_ended_by_sigterm_leaves_the_run_and_its_report_alone(
+    tmp_path: Path, follow: bool
+) -> None:
+    """``Process.terminate()`` (as ``Pool`` ends its workers) on a fork of the program.
+
+    The fork inherits the run's SIGTERM handler. Followed, the child ships
+    its own spans and dies; not followed, it must simply die: it once ran
+    the run's own ending instead, printing a report of its own, and cut the
+    parent's connection to the collector, so the run reported nothing,
+    five seconds late.
+    """
+    forks = PROGRAMS / "forks.py"
+    plain = python(forks, "terminate", cwd=tmp_path)
+    flags = ["--min-hold=0"] if follow else ["--min-hold=0", "--no-children"]
+    traced = aiotrace("run", *flags, "--trace-file=t.json", forks, "terminate", cwd=tmp_path)
+    assert plain.returncode == traced.returncode == 0, traced.stderr
+    assert plain.stdout == traced.stdout == "terminated: -15\nforked filters as they were: True\n"
+    assert traced.stderr.count("Spans:") == 1, traced.stderr  # one report, the run's
+    for wrong in ("lost", "did not report", "still running", "killed"):
+        assert wrong not in traced.stderr
+    trace = Trace(tmp_path / "t.json")
+    assert len(trace.named(semconv.SPAN_PROCESS)) == (1 if follow else 0)
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == (2 if follow else 1)  # the child's too
+
+
 FORK_WHILE_BUSY = """
 import asyncio
 import multiprocessing

@@ -186,10 +186,18 @@ class SigtermDelivery:
 
     A SIGTERM that arrives while the spans are being delivered anyway (at a
     normal exit) waits for that delivery to end, instead of cutting it short.
+
+    A delivery belongs to the process that installed it, as with
+    :class:`ExitDelivery`: a fork that installs none of its own (one not
+    followed, ``--no-children``) inherits the handler, but SIGTERM there
+    only kills, as it would untraced. Run there, the parent's delivery
+    would end the parent's run from the child, through the parent's
+    connection to the collector.
     """
 
     def __init__(self) -> None:
         self._deliver: Callable[[], object] | None = None
+        self._pid = 0
         self._depth = 0
         self._pending = False
 
@@ -197,7 +205,7 @@ class SigtermDelivery:
         """Deliver with ``deliver`` on SIGTERM (main thread only, as Python requires)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self._deliver, self._depth, self._pending = deliver, 0, False
+        self._deliver, self._pid, self._depth, self._pending = deliver, os.getpid(), 0, False
         with contextlib.suppress(ValueError, OSError, TypeError):
             current = signal.getsignal(signal.SIGTERM)
             if current is signal.SIG_DFL or current == self._handle:
@@ -228,7 +236,7 @@ class SigtermDelivery:
             self._pending = True
             return
         try:
-            if self._deliver is not None:
+            if self._deliver is not None and self._pid == os.getpid():
                 with self.delivering():
                     self._deliver()
         except Exception:  # dying anyway: nothing may stop that
