@@ -790,10 +790,14 @@ def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
             how,
             cwd=tmp_path,
             timeout=60,
+            sigint="default",  # as in a terminal, also when this suite runs in the background
         )
         pid = int((tmp_path / "child.pid").read_text())
         assert result.returncode == EXIT_HANG, result.stderr
         assert not _alive(pid)
+        # The interrupt stopped the spawned child; only the fork, deaf to it,
+        # waited for the last resort.
+        assert ("did not stop" in result.stderr) == (how == "fork"), result.stderr
         report = json.loads((tmp_path / "r.json").read_text())
         deadlock = report["findings"][0]
         assert deadlock["kind"] == "deadlock"
