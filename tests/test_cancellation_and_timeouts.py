@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -163,6 +165,48 @@ def test_asyncio_timeout_is_outcome_timeout(traced: Captured) -> None:
         semconv.OUTCOME_TIMEOUT,
         semconv.OUTCOME_CANCELLED,
     ]
+
+
+@pytest.mark.parametrize("how", [pytest.param("timeout", marks=needs_timeout), "wait_for"])
+def test_a_timed_out_task_is_not_kept_alive(traced: Captured, how: str) -> None:
+    """Noting which task a timeout cancelled must not keep that task alive after it ends.
+
+    The note once held the ``Timeout`` itself, which refers to its task: an
+    entry of a weak dictionary whose value keeps its own key alive. Every
+    task that timed out stayed in memory for good, with its exception and
+    every frame of its traceback (CPython's ``test_sslproto`` caught it on
+    3.12: a connection's SSL context outlived the cancelled handshake).
+    """
+
+    class Payload:
+        pass
+
+    async def body(payload: Payload) -> None:
+        sem = asyncio.Semaphore(0)
+        if how == "timeout":
+            async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                await sem.acquire()
+        elif how == "wait_for":
+            await asyncio.wait_for(sem.acquire(), 0.01)
+        else:
+            await asyncio.wait_for(asyncio.create_task(sem.acquire()), 0.01)
+        del payload  # never reached: the frame holds it until the traceback goes
+
+    async def main() -> tuple[weakref.ref[Payload], weakref.ref[asyncio.Task[None]]]:
+        payload = Payload()
+        task = asyncio.create_task(body(payload))
+        refs = weakref.ref(payload), weakref.ref(task)
+        del payload
+        with pytest.raises(asyncio.TimeoutError):
+            await task
+        return refs
+
+    payload, task = asyncio.run(main())
+    gc.collect()
+    assert task() is None
+    assert payload() is None
+    (wait,) = traced.named(semconv.SPAN_SEMAPHORE_ACQUIRE)
+    assert wait[semconv.ATTR_OUTCOME] == semconv.OUTCOME_TIMEOUT
 
 
 def test_exception_in_critical_section_releases_and_propagates(traced: Captured) -> None:

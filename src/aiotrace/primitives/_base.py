@@ -442,7 +442,7 @@ def retire_since(mark: int) -> None:
 # --------------------------------------------------------------------------
 
 TIMED_OUT: Final[weakref.WeakKeyDictionary[Any, Any]] = weakref.WeakKeyDictionary()
-"""Task -> the timeout that cancelled it (see ``primitives/_timeouts.py``)."""
+"""Task -> ``True`` or a weak reference to the timeout that cancelled it (see ``_timeouts.py``)."""
 
 
 def is_timeout(task: asyncio.Task[Any] | None) -> bool:
@@ -457,9 +457,9 @@ def is_timeout(task: asyncio.Task[Any] | None) -> bool:
         return False
     if marker is True:
         return True
-    # asyncio.Timeout (3.11+): expiring until its __aexit__ turns the
-    # CancelledError into TimeoutError.
-    state = getattr(marker, "_state", None)
+    # A weak reference to an asyncio.Timeout (3.11+): expiring until its
+    # __aexit__ turns the CancelledError into TimeoutError.
+    state = getattr(marker(), "_state", None)
     return getattr(state, "name", None) == "EXPIRING"
 
 

@@ -6,7 +6,10 @@ give such waits the outcome "timeout", we note which task a timeout is
 cancelling, in a weak dictionary that the waits consult:
 
 * 3.11+: ``asyncio.Timeout._on_timeout`` cancels ``self._task``; we remember
-  the Timeout object, which stays "expiring" until its ``__aexit__``.
+  the Timeout object, which stays "expiring" until its ``__aexit__``, by a
+  weak reference: the Timeout refers to its task, and a value that refers
+  to its own key keeps the entry, the task, its exception and every frame
+  of its traceback alive for good.
 * 3.10-3.11 ``wait_for`` cancels its inner task through
   ``tasks._cancel_and_wait``. It also does so when the *outer* task is
   cancelled, but then it runs inside an ``except CancelledError`` block, so a
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import sys
+import weakref
 from typing import Any
 
 from aiotrace._patching import Patch
@@ -37,8 +41,8 @@ def timeout_patches() -> list[Patch]:
         def _on_timeout(self: Any) -> None:
             task = getattr(self, "_task", None)
             if task is not None:
-                with contextlib.suppress(TypeError):  # a task type without weakrefs
-                    TIMED_OUT[task] = self
+                with contextlib.suppress(TypeError):  # a task or Timeout type without weakrefs
+                    TIMED_OUT[task] = weakref.ref(self)
             orig_on_timeout(self)
 
         patches.append(Patch(timeout_cls, "_on_timeout", _on_timeout))
