@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from aiotrace.selftest import DEFAULT_MODULES
+from aiotrace.selftest import DEFAULT_MODULES, all_modules, compare
 
 # A whole suite traced already: run inside the self-traced run as well, it
 # only added its minute to both of that run's passes.
@@ -38,3 +38,19 @@ def test_cpython_asyncio_suites_pass_traced() -> None:
     for module in ("test_locks", "test_queues", "test_pep492", "test_futures", "test_tasks"):
         assert verdicts[module] == "same", proc.stdout
     assert set(verdicts.values()) <= {"same", "absent"}, proc.stdout
+
+
+def test_all_modules_covers_the_whole_package_and_skips_other_platforms_modules(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--all``: every module, the default ones first; a Windows-only one is skipped, and a
+    module that never runs a loop (so builds no span) is no failure, unlike a default one."""
+    modules = all_modules()
+    assert modules[: len(DEFAULT_MODULES)] == list(DEFAULT_MODULES)
+    assert {"test_streams", "test_subprocess", "test_sslproto", "test_events"} <= set(modules)
+    assert compare(["test_windows_utils", "test_protocols"])
+    table = capsys.readouterr().out
+    assert "test_windows_utils      -      skipped: Windows only" in table
+    (protocols,) = [line for line in table.splitlines() if line.startswith("test_protocols")]
+    assert protocols.split()[-2:] == ["0", "same"]  # no span built, no failure
+    assert table.rstrip().endswith("all outcomes identical")
