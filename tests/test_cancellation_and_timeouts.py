@@ -128,6 +128,56 @@ def test_wait_for_timeout_is_outcome_timeout(traced: Captured) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "how",
+    [
+        "wait_for",
+        pytest.param("timeout", marks=needs_timeout),
+        pytest.param("timeout-gather", marks=needs_timeout),
+        "wait_for-shield",
+    ],
+)
+def test_a_wait_in_a_task_the_timed_out_code_awaits_is_a_timeout_too(
+    traced: Captured, how: str
+) -> None:
+    """The timeout cancels the task that awaits; that cancels the task it awaits, and so on.
+
+    The wait cut short in the awaited task is as much a timeout as one
+    awaited directly: "timeout" on every Python (3.10 and 3.11 said so for
+    ``wait_for`` of a task, 3.12+ said "cancelled"). A task behind
+    ``shield()`` is not cancelled, and its wait goes on to the end.
+    """
+
+    async def main() -> None:
+        ev = asyncio.Event()
+        inner = asyncio.create_task(ev.wait(), name="inner")
+
+        async def timed_out() -> None:
+            if how == "wait_for":
+                await asyncio.wait_for(inner, 0.01)
+            elif how == "timeout":
+                async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                    await inner
+            elif how == "timeout-gather":
+                async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                    await asyncio.gather(inner)
+            else:
+                await asyncio.wait_for(asyncio.shield(inner), 0.01)
+
+        with pytest.raises(asyncio.TimeoutError):
+            await timed_out()
+        if how == "wait_for-shield":
+            ev.set()
+            await inner
+        assert inner.cancelled() == (how != "wait_for-shield")
+
+    asyncio.run(main())
+    (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
+    assert wait[semconv.ATTR_TASK_NAME] == "inner"
+    expected = semconv.OUTCOME_SET if how == "wait_for-shield" else semconv.OUTCOME_TIMEOUT
+    assert wait[semconv.ATTR_OUTCOME] == expected
+
+
 def test_cancelling_the_waiter_of_wait_for_is_not_a_timeout(traced: Captured) -> None:
     """Cancelling the task that runs wait_for() gives "cancelled", not "timeout"."""
 

@@ -9,7 +9,8 @@ cancelling, in a weak dictionary that the waits consult:
   the Timeout object, which stays "expiring" until its ``__aexit__``, by a
   weak reference: the Timeout refers to its task, and a value that refers
   to its own key keeps the entry, the task, its exception and every frame
-  of its traceback alive for good.
+  of its traceback alive for good. The tasks the cancellation reaches
+  through that task (one it awaits, a ``gather``'s children) are noted too.
 * 3.10-3.11 ``wait_for`` cancels its inner task through
   ``tasks._cancel_and_wait``. It also does so when the *outer* task is
   cancelled, but then it runs inside an ``except CancelledError`` block, so a
@@ -23,10 +24,38 @@ import contextlib
 import functools
 import sys
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiotrace._patching import Patch
 from aiotrace.primitives._base import TIMED_OUT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def cancelled_with(task: Any, limit: int = 1000) -> Iterator[Any]:
+    """``task``, and what cancelling it now cancels too.
+
+    ``Task.cancel()`` passes the cancellation on to what the task awaits:
+    a task it awaits (``await task``, ``wait_for`` of a task on 3.12+), the
+    children of a ``gather``, and so on down. A wait cut short there is a
+    timeout as much as one in ``task``. A ``shield()`` passes nothing on,
+    so the chain stops at it.
+    """
+    stack = [task]
+    while stack and limit > 0:
+        limit -= 1
+        current = stack.pop()
+        yield current
+        waiter = getattr(current, "_fut_waiter", None)
+        if waiter is None or waiter.done():
+            continue
+        if hasattr(waiter, "_fut_waiter"):  # a task (C or Python)
+            stack.append(waiter)
+        else:
+            children = getattr(waiter, "_children", None)  # gather's
+            if isinstance(children, list):
+                stack.extend(c for c in children if hasattr(c, "_fut_waiter") and not c.done())
 
 
 def timeout_patches() -> list[Patch]:
@@ -42,7 +71,9 @@ def timeout_patches() -> list[Patch]:
             task = getattr(self, "_task", None)
             if task is not None:
                 with contextlib.suppress(TypeError):  # a task or Timeout type without weakrefs
-                    TIMED_OUT[task] = weakref.ref(self)
+                    note = weakref.ref(self)
+                    for cancelled in cancelled_with(task):
+                        TIMED_OUT[cancelled] = note
             orig_on_timeout(self)
 
         patches.append(Patch(timeout_cls, "_on_timeout", _on_timeout))
