@@ -132,6 +132,7 @@ def test_wait_for_timeout_is_outcome_timeout(traced: Captured) -> None:
     "how",
     [
         "wait_for",
+        "wait_for-gather",
         pytest.param("timeout", marks=needs_timeout),
         pytest.param("timeout-gather", marks=needs_timeout),
         "wait_for-shield",
@@ -155,6 +156,8 @@ def test_a_wait_in_a_task_the_timed_out_code_awaits_is_a_timeout_too(
         async def timed_out() -> None:
             if how == "wait_for":
                 await asyncio.wait_for(inner, 0.01)
+            elif how == "wait_for-gather":
+                await asyncio.wait_for(asyncio.gather(inner), 0.01)
             elif how == "timeout":
                 async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
                     await inner

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def cancelled_with(task: Any, limit: int = 1000) -> Iterator[Any]:
-    """``task``, and what cancelling it now cancels too.
+    """The tasks among ``task`` and what cancelling it now cancels too.
 
     ``Task.cancel()`` passes the cancellation on to what the task awaits:
     a task it awaits (``await task``, ``wait_for`` of a task on 3.12+), the
@@ -46,16 +46,16 @@ def cancelled_with(task: Any, limit: int = 1000) -> Iterator[Any]:
     while stack and limit > 0:
         limit -= 1
         current = stack.pop()
-        yield current
-        waiter = getattr(current, "_fut_waiter", None)
-        if waiter is None or waiter.done():
+        if current.done():
             continue
-        if hasattr(waiter, "_fut_waiter"):  # a task (C or Python)
+        waiter = getattr(current, "_fut_waiter", None)
+        if hasattr(current, "_fut_waiter"):  # a task (C or Python): its waits are noted
+            yield current
+        if waiter is not None:
             stack.append(waiter)
-        else:
-            children = getattr(waiter, "_children", None)  # gather's
-            if isinstance(children, list):
-                stack.extend(c for c in children if hasattr(c, "_fut_waiter") and not c.done())
+        children = getattr(current, "_children", None)  # a gather's
+        if isinstance(children, list):
+            stack.extend(children)
 
 
 def timeout_patches() -> list[Patch]:
@@ -85,8 +85,9 @@ def timeout_patches() -> list[Patch]:
         @functools.wraps(orig_cancel_and_wait)
         async def _cancel_and_wait(fut: Any, *args: Any, **kwargs: Any) -> None:
             if sys.exc_info()[1] is None:
-                with contextlib.suppress(TypeError):  # a plain Future: nothing waits inside
-                    TIMED_OUT[fut] = True
+                with contextlib.suppress(TypeError):  # a task type without weakrefs
+                    for cancelled in cancelled_with(fut):
+                        TIMED_OUT[cancelled] = True
             await orig_cancel_and_wait(fut, *args, **kwargs)
 
         patches.append(Patch(tasks_module, "_cancel_and_wait", _cancel_and_wait))
