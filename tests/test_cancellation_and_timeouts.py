@@ -13,6 +13,7 @@ import pytest
 
 import aiotrace
 from aiotrace import semconv
+from aiotrace.primitives import _timeouts
 from aiotrace.testing import Captured, capture_spans
 
 needs_timeout = pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11+")
@@ -179,6 +180,42 @@ def test_a_wait_in_a_task_the_timed_out_code_awaits_is_a_timeout_too(
     assert wait[semconv.ATTR_TASK_NAME] == "inner"
     expected = semconv.OUTCOME_SET if how == "wait_for-shield" else semconv.OUTCOME_TIMEOUT
     assert wait[semconv.ATTR_OUTCOME] == expected
+
+
+@pytest.mark.parametrize("how", [pytest.param("timeout", marks=needs_timeout), "wait_for"])
+def test_a_failure_noting_a_timeout_never_reaches_the_program(
+    traced: Captured, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Noting a timeout runs in asyncio's timer callback (or inside ``wait_for``): a bug
+    there is counted, and the timeout still fires as untraced."""
+
+    def broken(task: Any, limit: int = 0) -> Any:
+        raise RuntimeError("a bug in aiotrace")
+
+    monkeypatch.setattr(_timeouts, "cancelled_with", broken)
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(0)
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        # Were the timeout never to fire, this ends the wait (a CancelledError, not a hang).
+        guard = asyncio.get_running_loop().call_later(5, main_task.cancel)
+
+        async def timed_out() -> None:
+            if how == "timeout":
+                async with asyncio.timeout(0.01):  # type: ignore[attr-defined]
+                    await sem.acquire()
+            else:
+                await asyncio.wait_for(sem.acquire(), 0.01)
+
+        for _ in range(2):
+            with pytest.raises(asyncio.TimeoutError):
+                await timed_out()
+        guard.cancel()
+
+    asyncio.run(main())
+    assert aiotrace.stats().internal_errors == 1  # once: then it stops trying
+    assert len(traced.named(semconv.SPAN_SEMAPHORE_ACQUIRE)) == 2
 
 
 def test_cancelling_the_waiter_of_wait_for_is_not_a_timeout(traced: Captured) -> None:

@@ -197,6 +197,10 @@ class Recorder:
             self.enabled[family] = family in options.primitives
         self.enabled["task"] = options.tasks
         self.enabled["future"] = options.futures
+        # What failed outside the families last time (a fork's hooks, noting
+        # timeouts: see fail()) is tried again.
+        for helper in [key for key in self.enabled if key not in FAMILIES]:
+            del self.enabled[helper]
 
     def disable_all(self) -> None:
         """Stop recording everywhere (used when uninstrumenting)."""

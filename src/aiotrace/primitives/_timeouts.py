@@ -20,17 +20,20 @@ cancelling, in a weak dictionary that the waits consult:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace._patching import Patch
+from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import TIMED_OUT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+FAMILY_TIMEOUT: Final = "timeout"
+"""Whose failures :meth:`Recorder.fail` counts: noting timeouts stops, the program goes on."""
 
 
 def cancelled_with(task: Any, limit: int = 1000) -> Iterator[Any]:
@@ -69,11 +72,15 @@ def timeout_patches() -> list[Patch]:
         @functools.wraps(orig_on_timeout)
         def _on_timeout(self: Any) -> None:
             task = getattr(self, "_task", None)
-            if task is not None:
-                with contextlib.suppress(TypeError):  # a task or Timeout type without weakrefs
+            if task is not None and RECORDER.enabled.get(FAMILY_TIMEOUT, True):
+                try:
                     note = weakref.ref(self)
                     for cancelled in cancelled_with(task):
                         TIMED_OUT[cancelled] = note
+                except TypeError:  # a task or Timeout type without weakrefs
+                    pass
+                except Exception as exc:  # asyncio's timer callback: the timeout must still fire
+                    RECORDER.fail(FAMILY_TIMEOUT, exc)
             orig_on_timeout(self)
 
         patches.append(Patch(timeout_cls, "_on_timeout", _on_timeout))
@@ -84,10 +91,14 @@ def timeout_patches() -> list[Patch]:
 
         @functools.wraps(orig_cancel_and_wait)
         async def _cancel_and_wait(fut: Any, *args: Any, **kwargs: Any) -> None:
-            if sys.exc_info()[1] is None:
-                with contextlib.suppress(TypeError):  # a task type without weakrefs
+            if sys.exc_info()[1] is None and RECORDER.enabled.get(FAMILY_TIMEOUT, True):
+                try:
                     for cancelled in cancelled_with(fut):
                         TIMED_OUT[cancelled] = True
+                except TypeError:  # a task type without weakrefs
+                    pass
+                except Exception as exc:  # inside wait_for: it must still cancel and raise
+                    RECORDER.fail(FAMILY_TIMEOUT, exc)
             await orig_cancel_and_wait(fut, *args, **kwargs)
 
         patches.append(Patch(tasks_module, "_cancel_and_wait", _cancel_and_wait))
