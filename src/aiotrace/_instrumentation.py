@@ -18,7 +18,7 @@ import atexit
 import os
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from aiotrace._env import options_from_env
 from aiotrace._patching import Patch, PatchSet
@@ -26,6 +26,9 @@ from aiotrace._pipeline import Building, Consumer, Pipeline, Sink
 from aiotrace._recorder import LOGGER, RECORDER, Options, Stats
 from aiotrace.exceptions import ConfigurationError
 from aiotrace.primitives._base import live_mark, retire_all, retire_since
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def build_patches(options: Options) -> list[Patch]:
@@ -54,6 +57,25 @@ def build_patches(options: Options) -> list[Patch]:
     if families or options.tasks or options.futures:
         patches += timeout_patches()
     return patches
+
+
+def _stop_recording(report_pending: bool = False) -> None:
+    """Stop recording and let go of what was being tracked, before the patches go.
+
+    Each step on its own: a bug in one is counted (``Recorder.fail``) and
+    the next still runs, so that ``uninstrument()`` always restores asyncio
+    and stops the pipeline, whatever went wrong in the bookkeeping.
+    """
+    from aiotrace.primitives import tasks
+
+    steps: list[Callable[[], object]] = [RECORDER.disable_all, retire_all, tasks.retire_futures]
+    if report_pending:  # futures never resolved: reported, not forgotten
+        steps.insert(0, tasks.report_pending)
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            RECORDER.fail("uninstrument", exc)
 
 
 _exit_registered = False
@@ -226,11 +248,7 @@ class Instrumentation:
             patches.apply()
             pipeline.start()
         except BaseException:
-            from aiotrace.primitives import tasks
-
-            RECORDER.disable_all()
-            retire_all()
-            tasks.retire_futures()
+            _stop_recording()
             patches.revert()
             raise
         type(self)._patches = patches
@@ -243,12 +261,7 @@ class Instrumentation:
         type(self)._nestable = False
         patches, pipeline = type(self)._patches, type(self)._pipeline
         type(self)._patches = type(self)._pipeline = None
-        from aiotrace.primitives import tasks
-
-        tasks.report_pending()  # futures never resolved: reported, not forgotten
-        RECORDER.disable_all()
-        retire_all()
-        tasks.retire_futures()
+        _stop_recording(report_pending=True)
         try:
             if patches is not None:
                 patches.revert()
