@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
+import types
+from typing import NoReturn
 
 import pytest
 
@@ -11,6 +15,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace.primitives import locks
 from aiotrace.testing import capture_spans
+from tests.conftest import PRISTINE, snapshot
 
 
 async def _contend() -> list[int]:
@@ -110,3 +115,131 @@ def test_broken_sink_does_not_break_the_program(caplog: pytest.LogCaptureFixture
     )
     assert stats.spans_exported == 0
     assert "span sink failed: disk full" in caplog.text
+
+
+async def _every_primitive() -> list[object]:
+    """Something of everything aiotrace patches, contended, resolved, cancelled, timed out.
+
+    Deterministic: the same list on every run, traced or not.
+    """
+    results: list[object] = []
+    lock, sem, bounded = asyncio.Lock(), asyncio.Semaphore(2), asyncio.BoundedSemaphore(1)
+    event, cond, queue = asyncio.Event(), asyncio.Condition(), asyncio.Queue[int](2)
+    passed: list[int] = []
+
+    async def worker(i: int) -> int:
+        async with lock:
+            await asyncio.sleep(0.001)
+        async with sem, bounded:
+            passed.append(i)
+        await event.wait()
+        async with cond:
+            await cond.wait_for(lambda: len(passed) == 3)
+        await queue.put(i)
+        return i
+
+    workers = [asyncio.create_task(worker(i), name=f"worker-{i}") for i in range(3)]
+    while len(passed) < 3:
+        await asyncio.sleep(0.001)
+    event.set()
+    async with cond:
+        cond.notify_all()
+    results.append(sorted([await queue.get() for _ in range(3)]))
+    results.append(await asyncio.gather(*workers))
+    future = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.001, future.set_result, "resolved")
+    results.append(await future)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.Event().wait(), 0.002)
+        results.append("wait_for did not time out")
+    if sys.version_info >= (3, 11):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.002):
+                await asyncio.sleep(1)
+            results.append("timeout did not time out")
+
+        async def fail() -> None:
+            raise KeyError("in a task group")
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(1))
+                group.create_task(fail())
+        except BaseException as exc:  # an ExceptionGroup, named so on 3.10 too
+            results.append(type(exc).__name__)
+        barrier = asyncio.Barrier(2)
+        results.append(sorted(await asyncio.gather(barrier.wait(), barrier.wait())))
+    sleeper = asyncio.create_task(asyncio.sleep(1))
+    await asyncio.sleep(0)
+    sleeper.cancel()
+    results.append(await asyncio.gather(sleeper, asyncio.sleep(0, "slept"), return_exceptions=True))
+    return [repr(r) for r in results]
+
+
+def _helpers() -> list[tuple[types.ModuleType, str]]:
+    """Every function the patched methods call by module-level name, one module at a time."""
+    from aiotrace import _context, _leaks, _loops, _sites
+    from aiotrace.primitives import _base, _lock_order, _timeouts, barriers, events, queues, tasks
+
+    modules = [_base, locks, events, queues, barriers, tasks, _timeouts, _lock_order]
+    modules += [_context, _sites, _loops, _leaks]
+    return [
+        (module, name)
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__
+    ]
+
+
+@pytest.mark.pristine
+def test_any_helper_failing_leaves_the_program_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fault injection: each of aiotrace's helper functions in turn raises, every time.
+
+    With every primitive, task and future in play, the program's results
+    are those of the untraced run, each time: whatever breaks, aiotrace
+    catches, counts and stops tracing that family; never the program. Each
+    helper gets a fresh instrumentation (a family disabled by the previous
+    failure would hide the next one), and the many that the workload
+    reaches must show as internal errors, so that the check cannot pass by
+    reaching nothing. (A helper that builds the patches makes ``instrument()``
+    itself refuse, as ``test_failed_patch_rolls_back`` has it: at start-up,
+    with nothing left patched, never in the middle of the program.)
+    """
+    expected = asyncio.run(_every_primitive())
+    helpers = _helpers()
+    reached, refused, changed = [], [], []
+    for module, name in helpers:
+
+        def broken(*args: object, _name: str = name, **kwargs: object) -> NoReturn:
+            raise RuntimeError(f"injected into {_name}")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, broken)
+            logging.disable(logging.CRITICAL)  # each failure is logged once: not here
+            try:
+                tracing = capture_spans(min_wait=0, min_hold=0)
+                try:
+                    tracing.__enter__()
+                except RuntimeError:  # a helper that builds the patches: instrument() refuses
+                    assert snapshot() == PRISTINE  # and leaves nothing patched
+                    refused.append(name)
+                    continue
+                try:
+                    got = asyncio.run(asyncio.wait_for(_every_primitive(), 10))
+                except BaseException as exc:  # what the program would see
+                    got = [f"raised {exc!r}"]
+                finally:
+                    errors = aiotrace.stats().internal_errors
+                    tracing.__exit__(None, None, None)
+            finally:
+                logging.disable(logging.NOTSET)
+        if got != expected:
+            changed.append(f"{module.__name__}.{name}: {got}")
+        if errors:
+            reached.append(name)
+    assert changed == [], "\n".join(changed)
+    assert len(helpers) > 100
+    assert len(reached) > 25, reached
+    assert len(refused) < 20, refused  # the *_patches functions and what they call

@@ -322,9 +322,13 @@ def condition_patches() -> list[Patch]:
         t0 = pc()
         tracing = enabled[FAMILY_CONDITION] and live[0]
         if tracing:
-            ahead = len(self._waiters)
-            predicate = getframe(1).f_code is wait_for_code
-            start_waiting(self, t0)
+            try:
+                ahead = len(self._waiters)
+                predicate = getframe(1).f_code is wait_for_code
+                start_waiting(self, t0)
+            except Exception as exc:
+                rec.fail(FAMILY_CONDITION, exc)
+                tracing = False
         try:
             result: bool = await orig_wait(self)
         except BaseException as exc:

@@ -168,12 +168,16 @@ def queue_patches() -> list[Patch]:
         """
         if not (live[0] and enabled[FAMILY_QUEUE]):
             return None
-        start_waiting(self, t0, _SLOTS[which][0])
-        return (
-            self.qsize(),
-            len(waiters) if waiters else 0,
-            self._unfinished_tasks if which == _JOIN else -1,
-        )
+        try:
+            start_waiting(self, t0, _SLOTS[which][0])
+            return (
+                self.qsize(),
+                len(waiters) if waiters else 0,
+                self._unfinished_tasks if which == _JOIN else -1,
+            )
+        except Exception as exc:
+            rec.fail(FAMILY_QUEUE, exc)
+            return None
 
     def _attrs(self: Any, entry: tuple[int, int, int]) -> dict[str, Any]:
         size, ahead, unfinished = entry

@@ -584,15 +584,21 @@ class TracedFuture(_CFuture, metaclass=_FutureMeta):  # type: ignore[misc]  # _C
         try:
             result = yield from super().__await__()
         except BaseException as exc:
-            _future_waited(
-                self,
-                t0,
-                outcome_of(exc, current_task())
-                if isinstance(exc, CancelledError)
-                else semconv.OUTCOME_EXCEPTION,
-            )
+            try:
+                _future_waited(
+                    self,
+                    t0,
+                    outcome_of(exc, current_task())
+                    if isinstance(exc, CancelledError)
+                    else semconv.OUTCOME_EXCEPTION,
+                )
+            except Exception as inner:  # the program's own exception goes on, unchanged
+                RECORDER.fail(FAMILY_FUTURE, inner)
             raise
-        _future_waited(self, t0, semconv.OUTCOME_RESULT)
+        try:
+            _future_waited(self, t0, semconv.OUTCOME_RESULT)
+        except Exception as exc:
+            RECORDER.fail(FAMILY_FUTURE, exc)
         return result
 
     __iter__ = __await__
