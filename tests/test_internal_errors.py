@@ -13,7 +13,7 @@ import pytest
 
 import aiotrace
 from aiotrace import semconv
-from aiotrace.primitives import locks
+from aiotrace.primitives import _lock_order, locks
 from aiotrace.testing import capture_spans
 from tests.conftest import PRISTINE, snapshot
 
@@ -192,8 +192,9 @@ def _helpers() -> list[tuple[types.ModuleType, str]]:
 
 
 @pytest.mark.pristine
+@pytest.mark.parametrize("lock_order", [False, True], ids=["plain", "lock-order"])
 def test_any_helper_failing_leaves_the_program_as_it_was(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, lock_order: bool
 ) -> None:
     """Fault injection: each of aiotrace's helper functions in turn raises, every time.
 
@@ -209,7 +210,10 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
     """
     expected = asyncio.run(_every_primitive())
     helpers = _helpers()
-    reached, refused, changed = [], [], []
+    check_lock_order, stop_checking = _lock_order.enable, _lock_order.disable  # not injected
+    reached: list[str] = []
+    refused: list[str] = []
+    changed: list[str] = []
     for module, name in helpers:
 
         def broken(*args: object, _name: str = name, **kwargs: object) -> NoReturn:
@@ -226,12 +230,15 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
                     assert snapshot() == PRISTINE  # and leaves nothing patched
                     refused.append(name)
                     continue
+                if lock_order:  # and ownership: as diagnosis has them (aiotrace run)
+                    check_lock_order(lambda earlier, now: None)
                 try:
                     got = asyncio.run(asyncio.wait_for(_every_primitive(), 10))
                 except BaseException as exc:  # what the program would see
                     got = [f"raised {exc!r}"]
                 finally:
                     errors = aiotrace.stats().internal_errors
+                    stop_checking()
                     tracing.__exit__(None, None, None)
             finally:
                 logging.disable(logging.NOTSET)

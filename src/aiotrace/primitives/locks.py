@@ -253,6 +253,17 @@ return True"""
 )
 
 
+def _order_failed(exc: Exception) -> None:
+    """A bug in the lock-order bookkeeping: counted, and checking stops; never the program.
+
+    Called where it runs inside acquire and release, after asyncio's own
+    work is done: raising there would leave a lock released but its caller
+    told otherwise, or a waiter never woken.
+    """
+    LOCK_ORDER[0] = False
+    RECORDER.fail("lock_order", exc)
+
+
 def lock_patches() -> list[Patch]:
     """Patches for ``asyncio.Lock`` (also the lock inside every ``Condition``)."""
     Lock: Any = asyncio.Lock
@@ -329,7 +340,10 @@ def lock_patches() -> list[Patch]:
                     self._aiotrace_olasti = frame.f_lasti
                     if lock_order[0]:
                         if held:
-                            order_acquired(self, frame)
+                            try:
+                                order_acquired(self, frame)
+                            except Exception as exc:
+                                _order_failed(exc)
                         else:
                             held[frame] = self
             return True
@@ -400,7 +414,10 @@ def lock_patches() -> list[Patch]:
         if diagnosing[0]:
             self._aiotrace_olasti = frame.f_lasti
             if lock_order[0]:
-                order_acquired(self, frame)
+                try:
+                    order_acquired(self, frame)
+                except Exception as exc:
+                    _order_failed(exc)
         # The common case inline: we were handed the lock and did not wait
         # long (the release took our start out of the queue).
         # (Only a traced, non-internal lock leaves a note.)
@@ -483,7 +500,10 @@ def lock_patches() -> list[Patch]:
                 # owner's frame holds just this lock.
                 popped = held.pop(owner, None)
                 if popped is not self and popped is not None:
-                    unhold(self, owner, popped)
+                    try:
+                        unhold(self, owner, popped)
+                    except Exception as exc:
+                        _order_failed(exc)
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
             else:
@@ -503,7 +523,10 @@ def lock_patches() -> list[Patch]:
                 self._aiotrace_olasti = frame.f_lasti
                 if lock_order[0]:
                     if held:
-                        order_acquired(self, frame)
+                        try:
+                            order_acquired(self, frame)
+                        except Exception as exc:
+                            _order_failed(exc)
                     else:
                         held[frame] = self
             return None
@@ -531,7 +554,10 @@ def lock_patches() -> list[Patch]:
                 # owner's frame holds just this lock.
                 popped = held.pop(owner, None)
                 if popped is not self and popped is not None:
-                    unhold(self, owner, popped)
+                    try:
+                        unhold(self, owner, popped)
+                    except Exception as exc:
+                        _order_failed(exc)
             if t1 - t0 < min_hold:
                 if not starts:
                     self._aiotrace_stats.n += 1
@@ -720,7 +746,10 @@ def semaphore_patches() -> list[Patch]:
         else:
             permits.append(permit)
         if LOCK_ORDER[0]:
-            _lock_order.acquired(self, frame)
+            try:
+                _lock_order.acquired(self, frame)
+            except Exception as exc:
+                _order_failed(exc)
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:
@@ -863,7 +892,10 @@ def semaphore_patches() -> list[Patch]:
                 index = 0
         t0, owner, site = permits.pop(index)
         if LOCK_ORDER[0]:
-            _lock_order.released(self, owner)
+            try:
+                _lock_order.released(self, owner)
+            except Exception as exc:
+                _order_failed(exc)
         dt = t1 - t0
         stats = self._aiotrace_stats
         woken = None
@@ -991,7 +1023,10 @@ def semaphore_patches() -> list[Patch]:
                 if lock_order[0]:  # _lock_order.released, inline as in Lock.__aexit__
                     popped = held.pop(caller, None)
                     if popped is not self and popped is not None:
-                        unhold(self, caller, popped)
+                        try:
+                            unhold(self, caller, popped)
+                        except Exception as exc:
+                            _order_failed(exc)
                 stats = self._aiotrace_stats
                 if woken is None:
                     stats.n += 1
