@@ -176,19 +176,24 @@ async def _every_primitive() -> list[object]:
     return [repr(r) for r in results]
 
 
-def _helpers() -> list[tuple[types.ModuleType, str]]:
-    """Every function the patched methods call by module-level name, one module at a time."""
+def _helpers() -> list[tuple[str, list[tuple[types.ModuleType, str]]]]:
+    """Every function of aiotrace's that the patched methods may call by a module-level name.
+
+    Each with every binding of it in those modules (``queues`` calls
+    ``events.start_waiting`` by a name of its own), so that all its callers
+    see it fail.
+    """
     from aiotrace import _context, _leaks, _loops, _sites
     from aiotrace.primitives import _base, _lock_order, _timeouts, barriers, events, queues, tasks
 
     modules = [_base, locks, events, queues, barriers, tasks, _timeouts, _lock_order]
     modules += [_context, _sites, _loops, _leaks]
-    return [
-        (module, name)
-        for module in modules
-        for name, value in vars(module).items()
-        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__
-    ]
+    bindings: dict[types.FunctionType, list[tuple[types.ModuleType, str]]] = {}
+    for module in modules:
+        for name, value in vars(module).items():
+            if isinstance(value, types.FunctionType) and value.__module__.startswith("aiotrace."):
+                bindings.setdefault(value, []).append((module, name))
+    return [(f"{f.__module__}.{f.__name__}", where) for f, where in bindings.items()]
 
 
 @pytest.mark.pristine
@@ -214,13 +219,14 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
     reached: list[str] = []
     refused: list[str] = []
     changed: list[str] = []
-    for module, name in helpers:
+    for name, bindings in helpers:
 
         def broken(*args: object, _name: str = name, **kwargs: object) -> NoReturn:
             raise RuntimeError(f"injected into {_name}")
 
         with monkeypatch.context() as patch:
-            patch.setattr(module, name, broken)
+            for module, binding in bindings:
+                patch.setattr(module, binding, broken)
             logging.disable(logging.CRITICAL)  # each failure is logged once: not here
             try:
                 tracing = capture_spans(min_wait=0, min_hold=0)
@@ -243,7 +249,7 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
             finally:
                 logging.disable(logging.NOTSET)
         if got != expected:
-            changed.append(f"{module.__name__}.{name}: {got}")
+            changed.append(f"{name}: {got}")
         if errors:
             reached.append(name)
     assert changed == [], "\n".join(changed)

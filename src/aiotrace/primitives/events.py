@@ -163,12 +163,12 @@ def event_patches() -> list[Patch]:
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)
-        give_defaults(self, defaults)
-        if enabled[FAMILY_EVENT]:
-            try:
+        try:
+            give_defaults(self, defaults)
+            if enabled[FAMILY_EVENT]:
                 on_create(self, semconv.KIND_EVENT)
-            except Exception as exc:
-                rec.fail(FAMILY_EVENT, exc)
+        except Exception as exc:  # left like a primitive made before instrument()
+            rec.fail(FAMILY_EVENT, exc)
 
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
@@ -198,9 +198,14 @@ def event_patches() -> list[Patch]:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
                 loop = self._get_loop()
-                fut = (
-                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
-                )
+                if PLAIN_CREATE_FUTURE[0] is None:
+                    fut = loop.create_future()
+                else:
+                    try:
+                        fut = waiter_future(loop)
+                    except Exception as exc:  # ours failed: asyncio's own way
+                        rec.fail(FAMILY_EVENT, exc)
+                        fut = loop.create_future()
                 self._waiters.append(fut)
                 try:
                     await fut

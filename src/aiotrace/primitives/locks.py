@@ -311,12 +311,12 @@ def lock_patches() -> list[Patch]:
         # Set in __init__, the fast path's attributes join the instance's
         # shared key layout, which keeps every attribute access on the lock
         # (asyncio's own included) on CPython's fast path.
-        give_defaults(self, defaults)
-        if enabled[FAMILY_LOCK]:
-            try:
+        try:
+            give_defaults(self, defaults)
+            if enabled[FAMILY_LOCK]:
                 on_create(self, semconv.KIND_LOCK)
-            except Exception as exc:
-                rec.fail(FAMILY_LOCK, exc)
+        except Exception as exc:  # left like a primitive made before instrument()
+            rec.fail(FAMILY_LOCK, exc)
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:
@@ -372,9 +372,14 @@ def lock_patches() -> list[Patch]:
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 loop = self._get_loop()
-                fut = (
-                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
-                )
+                if PLAIN_CREATE_FUTURE[0] is None:
+                    fut = loop.create_future()
+                else:
+                    try:
+                        fut = waiter_future(loop)
+                    except Exception as exc:  # ours failed: asyncio's own way
+                        rec.fail(FAMILY_LOCK, exc)
+                        fut = loop.create_future()
                 self._waiters.append(fut)
                 try:
                     try:
@@ -709,9 +714,9 @@ def semaphore_patches() -> list[Patch]:
     @functools.wraps(orig_init)
     def __init__(self: Any, value: int = 1, *args: Any, **kwargs: Any) -> None:
         orig_init(self, value, *args, **kwargs)
-        give_defaults(self, defaults)
-        if enabled[FAMILY_SEMAPHORE]:
-            try:
+        try:
+            give_defaults(self, defaults)
+            if enabled[FAMILY_SEMAPHORE]:
                 ref = on_create(self, _kind(self))
                 ref.capacity = value
                 site = ref.stats
@@ -719,8 +724,8 @@ def semaphore_patches() -> list[Patch]:
                     site.capacity = value
                 elif site.capacity != value:
                     site.capacity = semconv.CAPACITIES_VARY
-            except Exception as exc:
-                rec.fail(FAMILY_SEMAPHORE, exc)
+        except Exception as exc:  # left like a primitive made before instrument()
+            rec.fail(FAMILY_SEMAPHORE, exc)
 
     def take(self: Any, t0: int, frame: Any) -> None:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
@@ -782,9 +787,14 @@ def semaphore_patches() -> list[Patch]:
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 loop = self._get_loop()
-                fut = (
-                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
-                )
+                if PLAIN_CREATE_FUTURE[0] is None:
+                    fut = loop.create_future()
+                else:
+                    try:
+                        fut = waiter_future(loop)
+                    except Exception as exc:  # ours failed: asyncio's own way
+                        rec.fail(FAMILY_SEMAPHORE, exc)
+                        fut = loop.create_future()
                 self._waiters.append(fut)
                 # The two texts differ only in what a cancelled waiter gives
                 # back and in how the next waiters are woken.
