@@ -776,7 +776,7 @@ def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
     """Stopped at the hang timeout, a program waiting for a deadlocked child takes it along.
 
     As Ctrl-C in the terminal would, the interrupt reaches the child too
-    (spawn); a child deaf to it (fork) is ended with the program. Either
+    (spawn); a child deaf to it (fork, on 3.11+) is ended with the program. Either
     way its spans and findings are in the report, and it does not outlive
     the run, deadlocked, holding the run's stderr open.
     """
@@ -795,9 +795,11 @@ def test_a_hang_stops_the_child_processes_too_and_keeps_their_spans(
         pid = int((tmp_path / "child.pid").read_text())
         assert result.returncode == EXIT_HANG, result.stderr
         assert not _alive(pid)
-        # The interrupt stopped the spawned child; only the fork, deaf to it,
-        # waited for the last resort.
-        assert ("did not stop" in result.stderr) == (how == "fork"), result.stderr
+        # The interrupt stopped the spawned child; only the fork, deaf to it
+        # on 3.11+ (asyncio.run's SIGINT handler, inherited), waited for the
+        # last resort.
+        deaf = how == "fork" and sys.version_info >= (3, 11)
+        assert ("did not stop" in result.stderr) == deaf, result.stderr
         report = json.loads((tmp_path / "r.json").read_text())
         deadlock = report["findings"][0]
         assert deadlock["kind"] == "deadlock"

@@ -2,9 +2,9 @@
 
 The child runs ``deadlock_locks.py``. ``spawn``: as a new interpreter
 (``subprocess``); ``fork``: in a Process of the fork context, forked from
-inside the parent's running loop (which leaves the child deaf to a first
-Ctrl-C, untraced too: it inherits the parent's ``asyncio.run`` SIGINT
-handler); ``daemon``: as a new interpreter in a session of its own, which
+inside the parent's running loop (which on 3.11+ leaves the child deaf to
+a first Ctrl-C, untraced too: it inherits the parent's ``asyncio.run``
+SIGINT handler); ``daemon``: as a new interpreter in a session of its own, which
 Ctrl-C in the terminal would not reach, while the program sleeps instead
 of waiting for it; ``sleeper``: a child that never imports asyncio, so is
 not traced, and sleeps for a minute. The program writes the child's pid
