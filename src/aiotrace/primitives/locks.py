@@ -257,8 +257,9 @@ def _order_failed(exc: Exception) -> None:
     """A bug in the lock-order bookkeeping: counted, and checking stops; never the program.
 
     Called where it runs inside acquire and release, after asyncio's own
-    work is done: raising there would leave a lock released but its caller
-    told otherwise, or a waiter never woken.
+    work is done: raising there, an acquire would fail with the lock taken,
+    never to be released (every later waiter hung), or a release would
+    fail after releasing.
     """
     LOCK_ORDER[0] = False
     RECORDER.fail("lock_order", exc)
