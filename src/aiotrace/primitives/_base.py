@@ -391,12 +391,17 @@ def waiter_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     made directly. Callers test ``PLAIN_CREATE_FUTURE[0] is None`` (futures
     not traced) first and then call ``loop.create_future()`` themselves, as
     asyncio does: a Python call per waiter is 1% of a contended hand-off.
+    Guarded whole: a failure of ours is counted, and the waiter is asyncio's
+    own ``loop.create_future()``, as untraced.
     """
-    if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
-        future: asyncio.Future[Any] = asyncio.futures.Future(loop=loop)
-        if loop._debug:  # type: ignore[attr-defined]  # a BaseEventLoop's; Future() read it too
-            as_untraced(future)
-        return future
+    try:
+        if type(loop).create_future is PLAIN_CREATE_FUTURE[0]:
+            future: asyncio.Future[Any] = asyncio.futures.Future(loop=loop)
+            if loop._debug:  # type: ignore[attr-defined]  # a BaseEventLoop's; Future() read it
+                as_untraced(future)
+            return future
+    except Exception as exc:
+        RECORDER.fail("future", exc)
     return loop.create_future()
 
 

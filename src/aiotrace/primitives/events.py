@@ -198,14 +198,9 @@ def event_patches() -> list[Patch]:
             if inline_slow_path:
                 # CPython's Event.wait from here on, verified at instrument time.
                 loop = self._get_loop()
-                if PLAIN_CREATE_FUTURE[0] is None:
-                    fut = loop.create_future()
-                else:
-                    try:
-                        fut = waiter_future(loop)
-                    except Exception as exc:  # ours failed: asyncio's own way
-                        rec.fail(FAMILY_EVENT, exc)
-                        fut = loop.create_future()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 try:
                     await fut

@@ -373,14 +373,9 @@ def lock_patches() -> list[Patch]:
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 loop = self._get_loop()
-                if PLAIN_CREATE_FUTURE[0] is None:
-                    fut = loop.create_future()
-                else:
-                    try:
-                        fut = waiter_future(loop)
-                    except Exception as exc:  # ours failed: asyncio's own way
-                        rec.fail(FAMILY_LOCK, exc)
-                        fut = loop.create_future()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 try:
                     try:
@@ -788,14 +783,9 @@ def semaphore_patches() -> list[Patch]:
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 loop = self._get_loop()
-                if PLAIN_CREATE_FUTURE[0] is None:
-                    fut = loop.create_future()
-                else:
-                    try:
-                        fut = waiter_future(loop)
-                    except Exception as exc:  # ours failed: asyncio's own way
-                        rec.fail(FAMILY_SEMAPHORE, exc)
-                        fut = loop.create_future()
+                fut = (
+                    loop.create_future() if PLAIN_CREATE_FUTURE[0] is None else waiter_future(loop)
+                )
                 self._waiters.append(fut)
                 # The two texts differ only in what a cancelled waiter gives
                 # back and in how the next waiters are woken.

@@ -238,14 +238,11 @@ def queue_patches() -> list[Patch]:
                     if shutdown_get and self._is_shutdown and self.empty():
                         raise shutdown_error
                     loop = self._get_loop()
-                    if PLAIN_CREATE_FUTURE[0] is None:
-                        getter = loop.create_future()
-                    else:
-                        try:
-                            getter = waiter_future(loop)
-                        except Exception as exc:  # ours failed: asyncio's own way
-                            rec.fail(FAMILY_QUEUE, exc)
-                            getter = loop.create_future()
+                    getter = (
+                        loop.create_future()
+                        if PLAIN_CREATE_FUTURE[0] is None
+                        else waiter_future(loop)
+                    )
                     self._getters.append(getter)
                     try:
                         await getter
@@ -284,14 +281,11 @@ def queue_patches() -> list[Patch]:
                     if shutdown_put and self._is_shutdown:
                         raise shutdown_error
                     loop = self._get_loop()
-                    if PLAIN_CREATE_FUTURE[0] is None:
-                        putter = loop.create_future()
-                    else:
-                        try:
-                            putter = waiter_future(loop)
-                        except Exception as exc:  # ours failed: asyncio's own way
-                            rec.fail(FAMILY_QUEUE, exc)
-                            putter = loop.create_future()
+                    putter = (
+                        loop.create_future()
+                        if PLAIN_CREATE_FUTURE[0] is None
+                        else waiter_future(loop)
+                    )
                     self._putters.append(putter)
                     try:
                         await putter

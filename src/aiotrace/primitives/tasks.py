@@ -584,21 +584,9 @@ class TracedFuture(_CFuture, metaclass=_FutureMeta):  # type: ignore[misc]  # _C
         try:
             result = yield from super().__await__()
         except BaseException as exc:
-            try:
-                _future_waited(
-                    self,
-                    t0,
-                    outcome_of(exc, current_task())
-                    if isinstance(exc, CancelledError)
-                    else semconv.OUTCOME_EXCEPTION,
-                )
-            except Exception as inner:  # the program's own exception goes on, unchanged
-                RECORDER.fail(FAMILY_FUTURE, inner)
+            _future_waited(self, t0, exc)
             raise
-        try:
-            _future_waited(self, t0, semconv.OUTCOME_RESULT)
-        except Exception as exc:
-            RECORDER.fail(FAMILY_FUTURE, exc)
+        _future_waited(self, t0, None)
         return result
 
     __iter__ = __await__
@@ -712,14 +700,21 @@ def _emit_future(
     )
 
 
-def _future_waited(fut: TracedFuture, t0: int, outcome: str) -> None:
-    """A task's ``await future`` ended: span it (linked to the future's span) if long enough."""
-    if not RECORDER.enabled[FAMILY_FUTURE]:
-        return
+def _future_waited(fut: TracedFuture, t0: int, exc: BaseException | None) -> None:
+    """A task's ``await future`` ended (raising ``exc``, if not ``None``): span it, linked to
+    the future's span, if long enough. Guarded whole: it runs in the program's await."""
     try:
+        if not RECORDER.enabled[FAMILY_FUTURE]:
+            return
         ref = getattr(fut, "_aiotrace_ref", None)
         if ref is None:
             return
+        if exc is None:
+            outcome = semconv.OUTCOME_RESULT
+        elif isinstance(exc, CancelledError):
+            outcome = outcome_of(exc, current_task())
+        else:
+            outcome = semconv.OUTCOME_EXCEPTION
         resolved = getattr(fut, "_aiotrace_resolved", None)
         t1 = resolved[1] if resolved is not None and resolved[1] >= t0 else perf_counter_ns()
         if not wait_spanned(ref, t0, t1, outcome):
