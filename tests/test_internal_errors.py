@@ -287,9 +287,12 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
     assert len(helpers) > 100
     assert len(reached) > 25, reached
     assert len(refused) < 20, refused  # the *_patches functions and what they call
-    # Those on the waits' paths guard themselves (the five inlined slow paths
-    # share waiter_future), rather than each caller guarding them.
+    # Those on the waits' and holds' paths guard themselves (the five inlined
+    # slow paths share waiter_future), rather than each caller guarding them.
     assert {
         "aiotrace.primitives._base.waiter_future",
         "aiotrace.primitives.tasks._future_waited",
+        "aiotrace.primitives._lock_order.acquired",
+        "aiotrace.primitives._lock_order.released",
+        "aiotrace.primitives._lock_order.unhold",
     } <= set(guarded)

@@ -22,6 +22,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from aiotrace._recorder import RECORDER
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType
@@ -87,21 +89,22 @@ def acquired(prim: Any, frame: FrameType | None) -> None:
     """``prim`` was just taken by ``frame``, while something is held somewhere.
 
     (With nothing held at all, the fast paths just store ``HELD[frame] = prim``.)
+    Like :func:`released` and :func:`unhold`, guarded whole (see :func:`_failed`).
     """
-    if frame is None:
-        return
-    if HELD:
-        try:  # noqa: SIM105  # suppress() costs three Python calls here
+    try:
+        if frame is None:
+            return
+        if HELD:
             _check(prim, frame)
-        except Exception:  # never fail an acquire
-            pass
-    held = HELD.get(frame)
-    if held is None:
-        HELD[frame] = prim
-    elif type(held) is list:
-        held.append(prim)
-    else:
-        HELD[frame] = [held, prim]
+        held = HELD.get(frame)
+        if held is None:
+            HELD[frame] = prim
+        elif type(held) is list:
+            held.append(prim)
+        else:
+            HELD[frame] = [held, prim]
+    except Exception as exc:
+        _failed(exc)
 
 
 def released(prim: Any, owner: FrameType | None) -> None:
@@ -110,22 +113,40 @@ def released(prim: Any, owner: FrameType | None) -> None:
     The fast paths do the commonest case inline, ``HELD.pop(owner)`` giving
     back ``prim`` itself, and call :func:`unhold` with anything else popped.
     """
-    popped = HELD.pop(owner, None) if owner is not None else None
-    if popped is not None and popped is not prim:
-        unhold(prim, owner, popped)
+    try:
+        popped = HELD.pop(owner, None) if owner is not None else None
+        if popped is not None and popped is not prim:
+            unhold(prim, owner, popped)
+    except Exception as exc:
+        _failed(exc)
 
 
 def unhold(prim: Any, owner: FrameType | None, popped: Any) -> None:
     """Put back what ``HELD.pop(owner)`` gave that was not ``prim`` alone, less ``prim``."""
-    if type(popped) is list:
-        with contextlib.suppress(ValueError):
-            popped.remove(prim)
-        if len(popped) == 1:
-            HELD[owner] = popped[0]
-        elif popped:
+    try:
+        if type(popped) is list:
+            with contextlib.suppress(ValueError):
+                popped.remove(prim)
+            if len(popped) == 1:
+                HELD[owner] = popped[0]
+            elif popped:
+                HELD[owner] = popped
+        else:  # another primitive taken in that frame: still held
             HELD[owner] = popped
-    else:  # another primitive taken in that frame: still held
-        HELD[owner] = popped
+    except Exception as exc:
+        _failed(exc)
+
+
+def _failed(exc: Exception) -> None:
+    """A bug in this bookkeeping: counted, and checking stops; never the program.
+
+    It runs inside acquire and release, after asyncio's own work is done:
+    raising there, an acquire would fail with the lock taken, never to be
+    released (every later waiter hung), or a release would fail after
+    releasing.
+    """
+    LOCK_ORDER[0] = False
+    RECORDER.fail("lock_order", exc)
 
 
 def _check(prim: Any, frame: FrameType) -> None:

@@ -253,18 +253,6 @@ return True"""
 )
 
 
-def _order_failed(exc: Exception) -> None:
-    """A bug in the lock-order bookkeeping: counted, and checking stops; never the program.
-
-    Called where it runs inside acquire and release, after asyncio's own
-    work is done: raising there, an acquire would fail with the lock taken,
-    never to be released (every later waiter hung), or a release would
-    fail after releasing.
-    """
-    LOCK_ORDER[0] = False
-    RECORDER.fail("lock_order", exc)
-
-
 def lock_patches() -> list[Patch]:
     """Patches for ``asyncio.Lock`` (also the lock inside every ``Condition``)."""
     Lock: Any = asyncio.Lock
@@ -341,10 +329,7 @@ def lock_patches() -> list[Patch]:
                     self._aiotrace_olasti = frame.f_lasti
                     if lock_order[0]:
                         if held:
-                            try:
-                                order_acquired(self, frame)
-                            except Exception as exc:
-                                _order_failed(exc)
+                            order_acquired(self, frame)
                         else:
                             held[frame] = self
             return True
@@ -415,10 +400,7 @@ def lock_patches() -> list[Patch]:
         if diagnosing[0]:
             self._aiotrace_olasti = frame.f_lasti
             if lock_order[0]:
-                try:
-                    order_acquired(self, frame)
-                except Exception as exc:
-                    _order_failed(exc)
+                order_acquired(self, frame)
         # The common case inline: we were handed the lock and did not wait
         # long (the release took our start out of the queue).
         # (Only a traced, non-internal lock leaves a note.)
@@ -501,10 +483,7 @@ def lock_patches() -> list[Patch]:
                 # owner's frame holds just this lock.
                 popped = held.pop(owner, None)
                 if popped is not self and popped is not None:
-                    try:
-                        unhold(self, owner, popped)
-                    except Exception as exc:
-                        _order_failed(exc)
+                    unhold(self, owner, popped)
             if t1 - t0 < min_hold and not starts:
                 self._aiotrace_stats.n += 1
             else:
@@ -524,10 +503,7 @@ def lock_patches() -> list[Patch]:
                 self._aiotrace_olasti = frame.f_lasti
                 if lock_order[0]:
                     if held:
-                        try:
-                            order_acquired(self, frame)
-                        except Exception as exc:
-                            _order_failed(exc)
+                        order_acquired(self, frame)
                     else:
                         held[frame] = self
             return None
@@ -555,10 +531,7 @@ def lock_patches() -> list[Patch]:
                 # owner's frame holds just this lock.
                 popped = held.pop(owner, None)
                 if popped is not self and popped is not None:
-                    try:
-                        unhold(self, owner, popped)
-                    except Exception as exc:
-                        _order_failed(exc)
+                    unhold(self, owner, popped)
             if t1 - t0 < min_hold:
                 if not starts:
                     self._aiotrace_stats.n += 1
@@ -747,10 +720,7 @@ def semaphore_patches() -> list[Patch]:
         else:
             permits.append(permit)
         if LOCK_ORDER[0]:
-            try:
-                _lock_order.acquired(self, frame)
-            except Exception as exc:
-                _order_failed(exc)
+            _lock_order.acquired(self, frame)
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:
@@ -893,10 +863,7 @@ def semaphore_patches() -> list[Patch]:
                 index = 0
         t0, owner, site = permits.pop(index)
         if LOCK_ORDER[0]:
-            try:
-                _lock_order.released(self, owner)
-            except Exception as exc:
-                _order_failed(exc)
+            _lock_order.released(self, owner)
         dt = t1 - t0
         stats = self._aiotrace_stats
         woken = None
@@ -1024,10 +991,7 @@ def semaphore_patches() -> list[Patch]:
                 if lock_order[0]:  # _lock_order.released, inline as in Lock.__aexit__
                     popped = held.pop(caller, None)
                     if popped is not self and popped is not None:
-                        try:
-                            unhold(self, caller, popped)
-                        except Exception as exc:
-                            _order_failed(exc)
+                        unhold(self, caller, popped)
                 stats = self._aiotrace_stats
                 if woken is None:
                     stats.n += 1
