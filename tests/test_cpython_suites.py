@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from aiotrace.selftest import DEFAULT_MODULES, all_modules, compare
+from aiotrace.selftest import DEFAULT_MODULES, all_modules, compare, main
 
 # A whole suite traced already: run inside the self-traced run as well, it
 # only added its minute to both of that run's passes.
@@ -44,13 +44,23 @@ def test_all_modules_covers_the_whole_package_and_skips_other_platforms_modules(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``--all``: every module, the default ones first; a Windows-only one is skipped, and a
-    module that never runs a loop (so builds no span) is no failure, unlike a default one."""
+    module that never runs a loop (so builds no span) is no failure, unlike a default one.
+    Runs in parallel are listed in the order asked for."""
     modules = all_modules()
     assert modules[: len(DEFAULT_MODULES)] == list(DEFAULT_MODULES)
     assert {"test_streams", "test_subprocess", "test_sslproto", "test_events"} <= set(modules)
-    assert compare(["test_windows_utils", "test_protocols"])
-    table = capsys.readouterr().out
-    assert "test_windows_utils      -      skipped: Windows only" in table
-    (protocols,) = [line for line in table.splitlines() if line.startswith("test_protocols")]
-    assert protocols.split()[-2:] == ["0", "same"]  # no span built, no failure
-    assert table.rstrip().endswith("all outcomes identical")
+    assert compare(["test_windows_utils", "test_protocols", "test_futures2"], jobs=3)
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table[2:5]] == [
+        "test_windows_utils",
+        "test_protocols",
+        "test_futures2",
+    ]
+    assert table[2] == "test_windows_utils      -      skipped: Windows only"
+    assert table[3].split()[-2:] == ["0", "same"]  # no span built, no failure
+    assert table[4].split()[-1] == "same"
+    assert table[-1] == "all outcomes identical"
+    with pytest.raises(SystemExit) as exit:
+        main(["--jobs", "0"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("--jobs must be at least 1")
