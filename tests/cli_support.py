@@ -12,6 +12,7 @@ from typing import Any
 
 from aiotrace._assemble import SpanDraft
 from aiotrace._otlp import read_trace_file
+from tests.outcomes import STEERING, STEERING_KEYS, ScrubbedEnv
 
 PROGRAMS = Path(__file__).parent / "programs"
 """Small programs the CLI tests run."""
@@ -19,14 +20,13 @@ PROGRAMS = Path(__file__).parent / "programs"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def clean_env(**extra: str) -> dict[str, str]:
+def clean_env(**extra: str) -> ScrubbedEnv:
     """This environment without any OTEL_*, AIOTRACE_* or TRACEPARENT that would steer a run."""
-    env = {
-        key: value
+    env = ScrubbedEnv(
+        (key, value)
         for key, value in os.environ.items()
-        if not key.startswith(("OTEL_", "AIOTRACE_"))
-        and key not in ("TRACEPARENT", "TRACESTATE", "PYTHONPATH")
-    }
+        if not key.startswith(STEERING) and key not in STEERING_KEYS
+    )
     env.update(COLUMNS="160", PYTHONUNBUFFERED="1", PYTHONHASHSEED="0")
     env.update(extra)
     return env
