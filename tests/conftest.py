@@ -99,6 +99,29 @@ def traced() -> Iterator[Captured]:
         yield captured
 
 
+@pytest.fixture
+def no_syntax_trees_from_aiotrace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ast.parse`` fails the test when aiotrace's code is anywhere up its caller's stack.
+
+    Others (pytest's own, showing a failure) parse as usual. Why aiotrace must
+    not: ``aiotrace._sites.SHARED_SYNTAX_TREE_DEPTH``.
+    """
+    import ast
+    import sys
+
+    parse = ast.parse
+
+    def refuse(*args: Any, **kwargs: Any) -> ast.AST:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_globals.get("__name__", "").startswith("aiotrace"):
+                raise AssertionError("aiotrace built a syntax tree")
+            frame = frame.f_back  # type: ignore[assignment]
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", refuse)
+
+
 def line_of(marker: str, obj: Any = None) -> int:
     """Line number of the line containing ``marker`` in the calling test module."""
     frame = inspect.currentframe()

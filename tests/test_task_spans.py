@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import re
+import subprocess
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from aiotrace import semconv
+from aiotrace._sites import SHARED_SYNTAX_TREE_DEPTH
 from aiotrace.testing import Captured, CapturedSpan, capture_spans
+from tests.cli_support import clean_env
 from tests.conftest import ORIGINAL_CREATE_TASK, line_of
 
 needs_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup/context= are 3.11+")
@@ -271,10 +276,87 @@ def test_a_taken_exception_formats_as_traceback_does() -> None:
             raised.append(exc)
     for exc in raised:
         taken = RaisedException(exc)
-        assert taken.stacktrace() == "".join(
-            traceback.format_exception(type(exc), exc, exc.__traceback__)
-        )
+        expected = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if SHARED_SYNTAX_TREE_DEPTH:  # the same less the ^^^^ lines (see stacktrace())
+            assert re.search(r"(?m)^[ |]*[~^]+$", expected)
+            expected = re.sub(r"(?m)^[ |]*[~^]+\n", "", expected)
+        assert taken.stacktrace() == expected
         assert (taken.name, taken.message) == (type(exc).__name__, str(exc))
+
+
+@pytest.mark.skipif(not SHARED_SYNTAX_TREE_DEPTH, reason="this Python's syntax trees are safe")
+@pytest.mark.usefixtures("no_syntax_trees_from_aiotrace")
+def test_where_a_syntax_tree_is_not_safe_an_exception_is_formatted_without_one() -> None:
+    from aiotrace._sites import RaisedException
+
+    try:
+        {}["row"]
+    except KeyError as exc:
+        stacktrace = RaisedException(exc).stacktrace()
+    assert '    {}["row"]\n' in stacktrace
+    assert "^" not in stacktrace
+
+
+FORMATTED_WHILE_PARSING = """
+import ast, asyncio, inspect, weakref
+import aiotrace
+
+SOURCE = inspect.getsource(asyncio.tasks) * 2
+
+
+class Node:
+    pass
+
+
+def busy(_):
+    total = 0
+    for i in range(20000):  # a finaliser long enough to let another thread run
+        total += i
+
+
+async def fails(n):
+    raise KeyError({}.get(n, n) + 1)
+
+
+async def main():
+    keep = []
+    for _ in range(20):
+        tasks = [asyncio.create_task(fails(n)) for n in range(200)]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(50):
+            a, b = Node(), Node()
+            a.b, b.a = b, a  # freed by the garbage collector, during the parse
+            keep.append(weakref.ref(a, busy))
+        del a, b
+        ast.parse(SOURCE)
+
+
+with aiotrace.tracing():
+    asyncio.run(main())
+print("parsed")
+"""
+
+
+def test_formatting_a_tasks_exception_leaves_the_programs_parse_alone(tmp_path: Path) -> None:
+    """The pipeline formats failed tasks' exceptions while the program parses source.
+
+    On 3.11.0-3.11.7 (CPython gh-106905) ``traceback`` placing its carets
+    with ``ast.parse`` in aiotrace's thread, let run by a finaliser in the
+    middle of the program's parse, made that parse fail: ``SystemError: AST
+    constructor recursion depth mismatch`` (6 of 20 here, before the fix).
+    A traced pytest run of anyio's suite stopped with an INTERNALERROR so.
+    """
+    program = tmp_path / "formatted.py"
+    program.write_text(FORMATTED_WHILE_PARSING, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(program)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "parsed\n", "")
 
 
 def test_task_cancelled_while_holding_a_lock(traced: Captured) -> None:

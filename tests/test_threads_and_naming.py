@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace._sites import short_path
 from aiotrace.testing import Captured, capture_spans
+from tests.cli_support import clean_env
 from tests.conftest import line_of, snapshot
 
 
@@ -220,6 +222,99 @@ def test_a_wrapped_value_is_named_in_the_spans(traced: Captured) -> None:
     base = os.path.basename(__file__)
     (get,) = traced.named(semconv.SPAN_QUEUE_GET)
     assert get[semconv.ATTR_PRIMITIVE_NAME] == f"self._failed ({base}:{line_of('# wrapped-queue')})"
+
+
+NAMING_CASES = [
+    # (the line, or the lines ending with it; where the value starts; the name)
+    ("    users, self.orders = Lock(), Lock()", "Lock(), L", "users"),
+    ("    users, self.orders = Lock(), Lock()", "Lock()\n", "self.orders"),
+    ("    (a, b) = [X(), Y()]", "Y()", "b"),
+    ("    a, = X(),", "X()", "a"),
+    ("    é, b = X(), Y()", "X()", "é"),  # columns count bytes
+    ("    d['k'], e = X(), Y()", "X()", None),
+    ("    d['k'], e = X(), Y()", "Y()", "e"),
+    ("    a, b = f()", "f()", None),
+    ("    *rest, last = X(), Y()", "X()", None),
+    ("    a, b == X(), Y()", "X()", None),
+    ("    x = (\n        asyncio.Queue()", "asyncio", "x"),
+    ("    x = (\n        asyncio.Queue(\n", "asyncio", "x"),
+    ("    x = (\n        asyncio.Queue())", "asyncio", "x"),
+    ("    x: Queue[int] = \\\n        make()[0].queue()  # c", "make", "x"),
+    ("    x = (\n        asyncio.Queue(), 1", "asyncio", None),
+    ("    x = (\n        await asyncio.Queue()", "await", None),
+    ("    x = (\n        asyncio.Queue().attribute", "asyncio", None),
+]
+
+
+@pytest.mark.parametrize(("source", "value", "name"), NAMING_CASES)
+@pytest.mark.usefixtures("no_syntax_trees_from_aiotrace")
+def test_names_are_read_without_parsing_into_a_syntax_tree(
+    source: str, value: str, name: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names of ``a, b = X(), Y()`` and of wrapped values come from the line's tokens.
+
+    Never from ``ast``: the name of a future is looked up in the finaliser of
+    one garbage-collected unresolved, and on 3.11.0-3.11.7 an ``ast.parse``
+    there breaks the one the program was running (pytest's, showing a
+    failure): ``test_naming_in_a_finaliser_leaves_the_programs_parse_alone``.
+    """
+    from aiotrace import _sites
+
+    monkeypatch.setattr(_sites, "_NAME_CACHE", {})
+    path = tmp_path / "case.py"
+    path.write_text(source + "\n", encoding="utf-8")
+    line = len(source.splitlines())
+    last = source.splitlines()[-1]
+    column = len(last[: (last + "\n").index(value)].encode())
+    assert _sites.variable_name(_sites.Site(str(path), line, "f", column)) == name
+
+
+FINALISED = """
+import ast, asyncio, gc, inspect
+import aiotrace
+
+SOURCE = inspect.getsource(asyncio.tasks) * 2
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        gc.disable()
+        for _ in range(200):
+            a, b = loop.create_future(), loop.create_future()
+            a.cycle, b.cycle = a, b  # freed by the garbage collector only
+        del a, b
+        gc.enable()  # and now it runs, while the tree below is built
+        ast.parse(SOURCE)
+
+
+with aiotrace.tracing():
+    asyncio.run(main())
+print("parsed")
+"""
+
+
+def test_naming_in_a_finaliser_leaves_the_programs_parse_alone(tmp_path: Path) -> None:
+    """A future garbage-collected unresolved, in the middle of the program's ``ast.parse``.
+
+    aiotrace names the future after ``a, b = ...`` from a finaliser. On
+    3.11.0-3.11.7 (CPython gh-106905) a parse there made the program's fail
+    with ``SystemError: AST constructor recursion depth mismatch``: a traced
+    pytest run of anyio's suite stopped with an INTERNALERROR so. On other
+    Pythons this passed before too; ``test_names_are_read_without_parsing...``
+    holds on every one.
+    """
+    program = tmp_path / "finalised.py"
+    program.write_text(FINALISED, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, str(program)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        check=False,
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "parsed\n", "")
 
 
 def test_explicit_name_wins_and_propagates_to_a_conditions_lock(traced: Captured) -> None:

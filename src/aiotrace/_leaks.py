@@ -22,10 +22,15 @@ from typing import Any, Final
 from aiotrace import semconv
 from aiotrace._loops import pending_tasks
 from aiotrace._sites import SITES, line_of, qualname, short_path
-from aiotrace.primitives._base import WATCHED, _awaits_frame, display_name, ref_of
+from aiotrace.primitives._base import WATCHED, PrimRef, _awaits_frame, display_name, ref_of
 
-COLLECTED: Final[deque[tuple[int, str, int, str | None]]] = deque(maxlen=1000)
-"""Futures garbage-collected unresolved while watching: (created ns, name, waiters, creator)."""
+COLLECTED: Final[deque[tuple[int, PrimRef, int, str | None]]] = deque(maxlen=1000)
+"""Futures garbage-collected unresolved while watching: (created ns, ref, waiters, creator).
+
+The name is looked up when the leaks are listed, not in the finaliser that
+notes one: that runs in the middle of whatever the program was doing when
+the garbage collector ran, and reading source there is not ours to do.
+"""
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,10 @@ def unwatch() -> None:
     COLLECTED.clear()
 
 
-def future_collected(created_ns: int, name: str, waiters: int, creator: str | None) -> None:
+def future_collected(created_ns: int, ref: PrimRef, waiters: int, creator: str | None) -> None:
     """Called when a traced future is garbage-collected unresolved, while watching."""
     if WATCHED[0] is not None:
-        COLLECTED.append((created_ns, name, waiters, creator))
+        COLLECTED.append((created_ns, ref, waiters, creator))
 
 
 def _function(frame: Any) -> str:
@@ -131,13 +136,13 @@ def find(since_ns: int) -> list[Leak]:
                     (id(state), 0),
                 )
             )
-    for created_ns, name, waiters, creator in list(COLLECTED):
+    for created_ns, collected, waiters, creator in list(COLLECTED):
         if created_ns >= since_ns:
             by = f'created by task "{creator}", ' if creator else ""
             leaks.append(
                 Leak(
                     FUTURE_UNRESOLVED,
-                    name,
+                    display_name(collected),
                     f"{by}garbage-collected unresolved, {waiters} task(s) were waiting",
                     (created_ns, waiters),
                 )

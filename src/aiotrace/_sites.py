@@ -12,11 +12,11 @@ always the user's line (``async with lock`` in ``app.py``, not
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import functools
 import gc
 import inspect
+import io
 import keyword
 import linecache
 import os
@@ -24,6 +24,7 @@ import re
 import sys
 import threading
 import time
+import tokenize
 import traceback
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
@@ -461,40 +462,160 @@ def variable_name(site: Site) -> str | None:
     return name
 
 
+# The two readings below use ``tokenize``, never ``ast``: on 3.11.0-3.11.7 an
+# ``ast.parse`` made while another is building its tree (ours from a garbage
+# collection's finaliser, or from the pipeline's thread while a finaliser
+# holds up the program's) breaks the other one with ``SystemError: AST
+# constructor recursion depth mismatch`` (CPython gh-106905). pytest parses
+# source to show every failure: a traced test suite failed so.
+_SKIPPED_TOKENS: Final = frozenset(
+    {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.ENDMARKER,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+    }
+)
+_CLOSERS: Final = {"(": ")", "[": "]", "{": "}"}
+
+
+def _tokens(line: str) -> tuple[list[tokenize.TokenInfo], bool]:
+    """The line's tokens that mean something, and whether the line ended complete.
+
+    Incomplete: the statement goes on past the line (a bracket left open),
+    or the line is not Python on its own; the tokens are those read so far.
+    """
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line).readline):
+            if token.type == tokenize.ERRORTOKEN:
+                return tokens, False
+            if token.type not in _SKIPPED_TOKENS:
+                tokens.append(token)
+    except (tokenize.TokenError, SyntaxError):
+        return tokens, False
+    return tokens, True
+
+
+def _bracketed(tokens: list[tokenize.TokenInfo], start: int) -> int | None:
+    """The index just past the bracket opened at ``start`` and its match; None if unclosed."""
+    depth = 0
+    for index in range(start, len(tokens)):
+        text = tokens[index].string
+        if tokens[index].type != tokenize.OP:
+            continue
+        if text in _CLOSERS:
+            depth += 1
+        elif text in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
+
+
+def _primary(tokens: list[tokenize.TokenInfo], start: int) -> tuple[int, str, bool] | None:
+    """``name(.name | (...) | [...])*`` from ``start``: where it ends, how it ends, complete.
+
+    How it ends: ``"("`` for a call, ``"["`` for a subscript, ``"."`` for a
+    dotted name (or a bare name). Not complete: a bracket of it is still open
+    at the end of the tokens.
+    """
+    if start >= len(tokens):
+        return None
+    first = tokens[start]
+    if first.type != tokenize.NAME or keyword.iskeyword(first.string):
+        return None
+    index, last = start + 1, "."
+    while index < len(tokens) and tokens[index].type == tokenize.OP:
+        text = tokens[index].string
+        if text == ".":
+            if index + 1 >= len(tokens) or tokens[index + 1].type != tokenize.NAME:
+                return None
+            index, last = index + 2, "."
+        elif text in ("(", "["):
+            end = _bracketed(tokens, index)
+            if end is None:
+                return len(tokens), text, False
+            index, last = end, text
+        else:
+            break
+    return index, last, True
+
+
 def _is_the_lines_call(text: str, column: int | None) -> bool:
     """Whether the call at ``column`` is the whole line (or starts it and goes on)."""
     stripped = text.strip()
     if column is not None and column != len(text) - len(text.lstrip()):
         return False
-    try:
-        (statement,) = ast.parse(stripped).body
-    except SyntaxError:  # the call goes on over the next lines
-        return True
-    except ValueError:
+    tokens, _ = _tokens(stripped)
+    primary = _primary(tokens, 0)
+    if primary is None:
         return False
-    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+    end, last, complete = primary
+    if not complete:
+        return last == "("  # ``asyncio.Queue(`` with its arguments on the next lines
+    # What follows may only close brackets opened on earlier lines: ``X())``.
+    rest = tokens[end:]
+    return last == "(" and all(t.string in (")", "]", "}") for t in rest)
+
+
+def _split(tokens: list[tokenize.TokenInfo], separator: str) -> list[list[tokenize.TokenInfo]]:
+    """``tokens`` split at each ``separator`` outside brackets."""
+    parts: list[list[tokenize.TokenInfo]] = [[]]
+    depth = 0
+    for token in tokens:
+        if token.type == tokenize.OP:
+            if token.string in _CLOSERS:
+                depth += 1
+            elif token.string in (")", "]", "}"):
+                depth -= 1
+            elif token.string == separator and depth == 0:
+                parts.append([])
+                continue
+        parts[-1].append(token)
+    return parts
+
+
+def _elements(side: list[tokenize.TokenInfo]) -> list[list[tokenize.TokenInfo]] | None:
+    """The elements of a tuple or list display (``a, b``, ``(a, b)``, ``[a, b]``), or None."""
+    if len(side) >= 2 and side[0].string in ("(", "[") and _bracketed(side, 0) == len(side):
+        inner = side[1:-1]
+        bracketed = True
+    else:
+        inner, bracketed = side, False
+    elements = _split(inner, ",")
+    if elements and not elements[-1] and len(elements) > 1:
+        elements.pop()  # a trailing comma
+    if not bracketed and len(elements) < 2 and not (inner and inner[-1].string == ","):
+        return None  # one value, no tuple
+    if any(not element for element in elements):
+        return None
+    return elements
 
 
 def _unpacked_name(text: str, column: int) -> str | None:
     """In ``a, b = X(), Y()``, the target of the value starting at ``column``."""
     stripped = text.strip()
+    tokens, complete = _tokens(stripped)
+    if not complete:  # a line of a longer statement
+        return None
+    sides = _split(tokens, "=")
+    if len(sides) != 2:  # no assignment, or a chained one
+        return None
+    targets, values = _elements(sides[0]), _elements(sides[1])
+    if targets is None or values is None or len(targets) != len(values):
+        return None
     indent = len(text.encode()) - len(text.lstrip().encode())
-    try:
-        (statement,) = ast.parse(stripped).body
-    except (SyntaxError, ValueError):  # a line of a longer statement
-        return None
-    if not isinstance(statement, ast.Assign) or len(statement.targets) != 1:
-        return None
-    target, value = statement.targets[0], statement.value
-    if not (
-        isinstance(target, ast.Tuple | ast.List)
-        and isinstance(value, ast.Tuple | ast.List)
-        and len(target.elts) == len(value.elts)
-    ):
-        return None
-    for element, made in zip(target.elts, value.elts, strict=True):
-        if made.col_offset + indent == column and isinstance(element, ast.Name | ast.Attribute):
-            return ast.unparse(element)
+    for target, value in zip(targets, values, strict=True):
+        offset = len(stripped[: value[0].start[1]].encode())
+        if offset + indent != column:
+            continue
+        dotted = _primary(target, 0)
+        if dotted is None or dotted[0] != len(target) or dotted[1] != ".":
+            return None  # ``*rest`` or ``items[0]``: not a name
+        return "".join(token.string for token in target)
     return None
 
 
@@ -549,5 +670,42 @@ class RaisedException:
             )
 
     def stacktrace(self) -> str:
-        """What ``traceback.format_exception`` gives for the exception."""
+        """What ``traceback.format_exception`` gives for the exception.
+
+        Less the ``^^^^`` lines where building a syntax tree here could break
+        one the program is building (:data:`SHARED_SYNTAX_TREE_DEPTH`):
+        ``traceback`` parses each frame's line to place them.
+        """
+        if SHARED_SYNTAX_TREE_DEPTH:
+            _drop_carets(self.traceback)
         return "".join(self.traceback.format())
+
+
+SHARED_SYNTAX_TREE_DEPTH: Final = any(
+    low <= sys.version_info < high for low, high in (((3, 11), (3, 11, 8)), ((3, 12), (3, 12, 2)))
+)
+"""Whether every syntax tree this Python builds counts its depth in one shared place.
+
+On these versions (CPython gh-106905) an ``ast.parse`` that runs while
+another is building its tree breaks that one with ``SystemError: AST
+constructor recursion depth mismatch``. aiotrace's pipeline thread runs
+when the program's thread lets it, which a finaliser run by the garbage
+collector in the middle of the program's ``ast.parse`` does: pytest's
+parse of a failing test's source stopped a traced session so. aiotrace
+therefore never builds a syntax tree on them (see :func:`variable_name`).
+"""
+
+
+def _drop_carets(exception: traceback.TracebackException) -> None:
+    """Forget the columns of every frame of ``exception`` and its chain: no carets to place."""
+    seen: set[int] = set()
+    todo = [exception]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame in current.stack:
+            frame.colno = None  # type: ignore[attr-defined,unused-ignore]
+        todo.extend(x for x in (current.__cause__, current.__context__) if x is not None)
+        todo.extend(getattr(current, "exceptions", None) or ())

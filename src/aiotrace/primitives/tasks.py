@@ -66,7 +66,6 @@ from aiotrace.primitives._base import (
     PrimRef,
     current_task,
     current_task_name,
-    display_name,
     live_flag,
     mark_point,
     outcome_of,
@@ -644,7 +643,7 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
         links: tuple[tuple[str, Any], ...] = ()
         if outcome in (semconv.OUTCOME_COLLECTED, semconv.OUTCOME_PENDING):
             if outcome == semconv.OUTCOME_COLLECTED and ref is not None:
-                _leaks.future_collected(state.t0, display_name(ref), state.waiters, state.creator)
+                _leaks.future_collected(state.t0, ref, state.waiters, state.creator)
         else:
             # The resolver's call, as an event on its span; our span links to it.
             point = mark_point(
