@@ -58,7 +58,8 @@ def test_bookkeeping_error_is_swallowed_counted_logged_once(
     records = [r for r in caplog.records if r.name == "aiotrace"]
     assert len(records) == 1
     assert "tracing of lock has been disabled" in records[0].getMessage()
-    assert records[0].exc_info is not None
+    # The traceback: from logging, or where that would build a syntax tree, in the message
+    assert records[0].exc_info is not None or "ZeroDivisionError: bug" in records[0].getMessage()
     # The first holder's span was recorded before the failure; nothing after it.
     assert [s.name for s in spans] == [semconv.SPAN_LOCK_HOLD]
 
@@ -296,3 +297,29 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
         "aiotrace.primitives._lock_order.released",
         "aiotrace.primitives._lock_order.unhold",
     } <= set(guarded)
+
+
+def test_a_failure_is_logged_with_its_traceback_and_without_a_syntax_tree(
+    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> None:
+    """An internal error may be logged from a finaliser or aiotrace's thread, in the middle
+    of the program's ``ast.parse``: where a parse there breaks that one
+    (``SHARED_SYNTAX_TREE_DEPTH``), the traceback is written out without its carets,
+    which logging would place by parsing the line. Elsewhere logging formats it."""
+    from aiotrace._recorder import LOGGER, log_failure
+    from aiotrace._sites import SHARED_SYNTAX_TREE_DEPTH
+
+    if SHARED_SYNTAX_TREE_DEPTH:
+        request.getfixturevalue("no_syntax_trees_from_aiotrace")
+    with caplog.at_level(logging.ERROR, logger="aiotrace"):
+        try:
+            {}["row"]
+        except KeyError as exc:
+            log_failure(LOGGER.error, "aiotrace: failed %s", "here", exc=exc)
+    (record,) = caplog.records
+    text = caplog.text
+    assert record.getMessage().startswith("aiotrace: failed here")
+    assert "Traceback (most recent call last):" in text
+    assert '    {}["row"]\n' in text
+    assert text.rstrip().endswith("KeyError: 'row'")
+    assert (record.exc_info is None) == SHARED_SYNTAX_TREE_DEPTH

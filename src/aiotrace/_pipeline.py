@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from aiotrace import _fork
 from aiotrace._assemble import Assembler, SpanDraft
-from aiotrace._recorder import LOGGER, RECORDER, Recorder
+from aiotrace._recorder import LOGGER, RECORDER, Recorder, log_failure
 from aiotrace._wire import Encoder
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Building:
         except Exception as exc:  # a sink must not kill the pipeline
             self._recorder.stats.export_failures += 1
             self._recorder.stats.drop(len(drafts), "sink raised")
-            LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+            log_failure(LOGGER.warning, "aiotrace: span sink failed: %s", exc, exc=exc)
 
     def flush(self, timeout: float) -> bool:
         return self.sink.flush(timeout)

@@ -144,6 +144,28 @@ def _random_id_start() -> int:
     return random.SystemRandom().getrandbits(59) | 1
 
 
+def log_failure(log: Callable[..., None], message: str, *args: object, exc: BaseException) -> None:
+    """``log(message, *args)`` with ``exc``'s traceback, as ``exc_info=exc`` would add it.
+
+    Except where building a syntax tree can break the program's
+    (``aiotrace._sites.SHARED_SYNTAX_TREE_DEPTH``): logging's own formatting
+    of ``exc_info`` builds one to place its carets, and a failure may be
+    logged from a finaliser or from aiotrace's threads, in the middle of the
+    program's ``ast.parse``. There the traceback is added to the message,
+    formatted without its carets.
+    """
+    from aiotrace._sites import SHARED_SYNTAX_TREE_DEPTH, RaisedException
+
+    if not SHARED_SYNTAX_TREE_DEPTH:
+        log(message, *args, exc_info=exc)
+        return
+    try:
+        text = RaisedException(exc).stacktrace().rstrip("\n")
+    except Exception as failed:  # a failure is logged from an ``except``: it never raises
+        text = f"(its traceback could not be formatted: {failed!r})"
+    log(message + "\n%s", *args, text)
+
+
 class Recorder:
     """Process-wide recording state shared by every patch and the pipeline."""
 
@@ -239,12 +261,13 @@ class Recorder:
         self.enabled[family] = False
         if family not in self._logged:
             self._logged.add(family)
-            LOGGER.error(
+            log_failure(
+                LOGGER.error,
                 "aiotrace: internal error while tracing %s; tracing of %s has been disabled "
                 "(the program is unaffected)",
                 family,
                 family,
-                exc_info=exc,
+                exc=exc,
             )
 
     def to_epoch(self, perf_ns: int) -> int:

@@ -33,7 +33,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from aiotrace import semconv
 from aiotrace._assemble import STATUS_ERROR, SpanDraft
-from aiotrace._recorder import LOGGER, RECORDER
+from aiotrace._recorder import LOGGER, RECORDER, log_failure
 from aiotrace._version import __version__
 from aiotrace.exceptions import EndpointError
 
@@ -135,7 +135,7 @@ class TracerProviderSink:
                     RECORDER.stats.drop(1, "TracerProvider raised")
                     if not self._warned_raise:
                         self._warned_raise = True
-                        LOGGER.warning("aiotrace: span sink failed: %s", exc, exc_info=exc)
+                        log_failure(LOGGER.warning, "aiotrace: span sink failed: %s", exc, exc=exc)
                 self._since_flush += 1
                 if self._since_flush >= self._pace:
                     self._since_flush = 0
