@@ -10,7 +10,7 @@ import logging
 import sys
 import textwrap
 import types
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -180,7 +180,7 @@ async def _every_primitive() -> list[object]:
     return [repr(r) for r in results]
 
 
-def _guards_itself(function: types.FunctionType) -> bool:
+def _guards_itself(function: types.FunctionType | types.CodeType) -> bool:
     """Whether ``function``'s body is one ``try`` with an ``except Exception`` that does not
     raise, then at most a ``return`` (asyncio's own way, after a failure of ours).
 
@@ -188,7 +188,7 @@ def _guards_itself(function: types.FunctionType) -> bool:
     stand for a bug that cannot happen, so it is checked like this instead.
     """
     (definition,) = ast.parse(textwrap.dedent(inspect.getsource(function))).body
-    assert isinstance(definition, ast.FunctionDef)
+    assert isinstance(definition, ast.FunctionDef | ast.AsyncFunctionDef)
     body = definition.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]  # the docstring
@@ -296,6 +296,94 @@ def test_any_helper_failing_leaves_the_program_as_it_was(
         "aiotrace.primitives._lock_order.acquired",
         "aiotrace.primitives._lock_order.released",
         "aiotrace.primitives._lock_order.unhold",
+    } <= set(guarded)
+
+
+def _nested_helpers() -> list[tuple[str, types.CodeType]]:
+    """Every function aiotrace defines inside another, but the patched methods themselves.
+
+    The patch builders (``lock_patches``...) define the patched methods and,
+    beside them, the helpers those call (``hold_end``, a Queue's ``_begin``):
+    closures no module-level name reaches.
+    """
+    from aiotrace.primitives import _base, _timeouts, barriers, events, queues, tasks
+    from tests.conftest import _patched_owners
+
+    installed: set[types.CodeType] = set()
+    aiotrace.instrument()
+    try:
+        for owner in _patched_owners():
+            for value in vars(owner).values():
+                function = getattr(value, "__func__", value)
+                if isinstance(function, types.FunctionType):
+                    installed.add(function.__code__)
+    finally:
+        aiotrace.uninstrument()
+    found: dict[types.CodeType, str] = {}
+
+    def walk(code: types.CodeType, where: str) -> None:
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType) and not const.co_name.startswith("<"):
+                found.setdefault(const, f"{where}.{const.co_name}")
+                walk(const, f"{where}.{const.co_name}")
+
+    for module in (_base, locks, events, queues, barriers, tasks, _timeouts, _lock_order):
+        for name, value in vars(module).items():
+            if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+                walk(value.__code__, f"{module.__name__}.{name}")
+    return sorted(((name, code) for code, name in found.items() if code not in installed))
+
+
+@pytest.mark.pristine
+@pytest.mark.parametrize("lock_order", [False, True], ids=["plain", "lock-order"])
+def test_any_nested_helper_failing_leaves_the_program_as_it_was(lock_order: bool) -> None:
+    """Fault injection into the helpers no module-level name reaches: those the patch
+    builders define beside the patched methods. Each raises in turn, the first time it
+    is called (the trace function raising at its call is then removed), and the
+    program's results are the untraced run's. Those that guard themselves are checked
+    for that instead (see ``_guards_itself``)."""
+    expected = asyncio.run(_every_primitive())
+    nested = _nested_helpers()
+    guarded = [name for name, code in nested if _guards_itself(code)]
+    changed: list[str] = []
+    fired: list[str] = []
+    for name, code in nested:
+        if name in guarded:
+            continue
+
+        def inject(
+            frame: types.FrameType, event: str, arg: object, _code: Any = code, _name: str = name
+        ) -> None:
+            if event == "call" and frame.f_code is _code:
+                fired.append(_name)
+                raise RuntimeError(f"injected into {_name}")
+
+        logging.disable(logging.CRITICAL)  # each failure is logged once: not here
+        tracing = capture_spans(min_wait=0, min_hold=0)
+        tracing.__enter__()
+        if lock_order:
+            _lock_order.enable(lambda earlier, now: None)
+        sys.settrace(inject)
+        try:
+            got = asyncio.run(asyncio.wait_for(_every_primitive(), 10))
+        except BaseException as exc:  # what the program would see
+            got = [f"raised {exc!r}"]
+        finally:
+            sys.settrace(None)
+            _lock_order.disable()
+            tracing.__exit__(None, None, None)
+            logging.disable(logging.NOTSET)
+        if got != expected:
+            changed.append(f"{name}: {got}")
+    assert changed == [], "\n".join(changed)
+    assert len(nested) > 10, nested
+    assert len(fired) >= 3, fired  # reached, not guarded: it cannot pass by reaching nothing
+    assert {
+        "aiotrace.primitives.locks.lock_patches.hold_end",
+        "aiotrace.primitives.locks.semaphore_patches.take",
+        "aiotrace.primitives.queues.queue_patches._begin",
+        "aiotrace.primitives.queues.queue_patches._end",
+        "aiotrace.primitives.queues.queue_patches._woke",
     } <= set(guarded)
 
 

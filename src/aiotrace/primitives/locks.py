@@ -426,9 +426,9 @@ def lock_patches() -> list[Patch]:
 
     def hold_end(self: Any, t0: int, t1: int, owner: Any, starts: Any) -> None:
         """The slow release: the hold was long, or someone is waiting for the lock."""
-        if not enabled[FAMILY_LOCK]:
-            return
         try:
+            if not enabled[FAMILY_LOCK]:
+                return
             stats = self._aiotrace_stats
             if t0 == 0 or stats.internal:
                 return  # acquired before instrumentation, or asyncio's own lock
@@ -701,26 +701,29 @@ def semaphore_patches() -> list[Patch]:
         # ``async with sem``, whose caller is then the user. The site of an
         # ``async with`` is its release's (see released()): kept here only
         # for diagnosis, which may need it while the permit is held.
-        code = frame.f_code
-        if code is aenter_code or code is mixin_aenter_code:
-            frame = frame.f_back
-            site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
-        else:
-            if is_internal_file(code.co_filename):
-                frame = user_frame(2)
-            site = None if frame is None else (frame.f_code, frame.f_lasti)
-        permit = (t0, frame, site)
         try:
-            permits = self._aiotrace_permits
-        except AttributeError:  # made before instrument()
-            adopt_preexisting(self, defaults)
-            permits = None
-        if permits is None:
-            self._aiotrace_permits = [permit]
-        else:
-            permits.append(permit)
-        if LOCK_ORDER[0]:
-            _lock_order.acquired(self, frame)
+            code = frame.f_code
+            if code is aenter_code or code is mixin_aenter_code:
+                frame = frame.f_back
+                site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
+            else:
+                if is_internal_file(code.co_filename):
+                    frame = user_frame(2)
+                site = None if frame is None else (frame.f_code, frame.f_lasti)
+            permit = (t0, frame, site)
+            try:
+                permits = self._aiotrace_permits
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                permits = None
+            if permits is None:
+                self._aiotrace_permits = [permit]
+            else:
+                permits.append(permit)
+            if LOCK_ORDER[0]:
+                _lock_order.acquired(self, frame)
+        except Exception as exc:  # the permit is the program's: taken all the same
+            rec.fail(FAMILY_SEMAPHORE, exc)
 
     @functools.wraps(orig_acquire)
     async def acquire(self: Any) -> bool:

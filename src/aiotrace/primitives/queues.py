@@ -166,9 +166,9 @@ def queue_patches() -> list[Patch]:
         Only numbers: the attribute dict is built in :func:`_end`, and only
         for a wait that becomes a span.
         """
-        if not (live[0] and enabled[FAMILY_QUEUE]):
-            return None
         try:
+            if not (live[0] and enabled[FAMILY_QUEUE]):
+                return None
             start_waiting(self, t0, _SLOTS[which][0])
             return (
                 self.qsize(),
@@ -193,8 +193,8 @@ def queue_patches() -> list[Patch]:
     def _end(
         self: Any, which: int, t0: int, entry: tuple[int, int, int], exc: BaseException | None
     ) -> None:
-        starts_attr, wakes_attr, ok = _SLOTS[which]
         try:
+            starts_attr, wakes_attr, ok = _SLOTS[which]
             if exc is not None:
                 stop_waiting(self, t0, starts_attr)
                 outcome, t1, wake = _outcome(exc), pc(), None
@@ -327,8 +327,8 @@ def queue_patches() -> list[Patch]:
 
     def _woke(self: Any, which: int, count: int | None, point: str | None) -> None:
         """A call woke ``count`` waiters of kind ``which``; record it if they waited long."""
-        starts_attr, wakes_attr, _ = _SLOTS[which]
         try:
+            starts_attr, wakes_attr, _ = _SLOTS[which]
             t = pc()
             if count is None:  # every waiter of that kind (join)
                 count = len(getattr(self, starts_attr) or ())
