@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from aiotrace import semconv
 from aiotrace._sites import SHARED_SYNTAX_TREE_DEPTH
 from aiotrace.testing import Captured, CapturedSpan, capture_spans
-from tests.cli_support import clean_env
+from tests.cli_support import python
 from tests.conftest import ORIGINAL_CREATE_TASK, line_of
 
 needs_311 = pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup/context= are 3.11+")
@@ -348,14 +348,7 @@ def test_formatting_a_tasks_exception_leaves_the_programs_parse_alone(tmp_path: 
     """
     program = tmp_path / "formatted.py"
     program.write_text(FORMATTED_WHILE_PARSING, encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, str(program)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-        check=False,
-    )
+    run = python(program, cwd=tmp_path)
     assert (run.returncode, run.stdout, run.stderr) == (0, "parsed\n", "")
 
 
@@ -563,7 +556,6 @@ def test_a_fork_ends_no_span_of_the_parents_tasks_and_futures(tmp_path: Any) -> 
     (The child, at exit, ended its copies of them: spans of the same ids as
     the parent's, in the same trace.)
     """
-    import subprocess
 
     program = tmp_path / "forked.py"
     program.write_text(FORKED_IN_PROCESS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -15,7 +14,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace._sites import short_path
 from aiotrace.testing import Captured, capture_spans
-from tests.cli_support import clean_env
+from tests.cli_support import python
 from tests.conftest import line_of, snapshot
 
 
@@ -306,14 +305,7 @@ def test_naming_in_a_finaliser_leaves_the_programs_parse_alone(tmp_path: Path) -
     """
     program = tmp_path / "finalised.py"
     program.write_text(FINALISED, encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, str(program)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=clean_env(),
-        check=False,
-    )
+    run = python(program, cwd=tmp_path)
     assert (run.returncode, run.stdout, run.stderr) == (0, "parsed\n", "")
 
 
