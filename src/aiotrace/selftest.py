@@ -7,6 +7,7 @@ through a real SDK ``TracerProvider`` and ``BatchSpanProcessor``. It prints
 per-module results and exits non-zero if any module's outcome differs: a test
 that passes untraced must pass traced, and vice versa. The traced run also
 fails if aiotrace recorded an internal error or built no spans at all.
+Runs go one per CPU at a time (``--jobs``).
 
 Run it on every installed Python, e.g. with pyenv::
 
