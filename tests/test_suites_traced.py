@@ -131,11 +131,38 @@ def test_this_projects_suite_passes_identically_traced(
     }
     assert len(expected) > 100
     deselected = [f"--deselect={nodeid}" for nodeid in out_of_process]
-    traced = run_traced([*selection, *deselected], ROOT, tmp_path, **{FILE_VARIABLE: str(report)})
-    after = json.loads(report.read_text(encoding="utf-8"))
-    assert after["outcomes"] == expected
+    trace = tmp_path / "trace.json"
+    traced = run_pytest(
+        [*selection, *deselected, "--aiotrace", f"--aiotrace-trace-file={trace}"],
+        ROOT,
+        tmp_path / "traced.xml",
+        **{FILE_VARIABLE: str(report)},
+    )
+    after = json.loads(report.read_text(encoding="utf-8"))["outcomes"]
+    differ = sorted(nodeid for nodeid in expected if after.get(nodeid) != expected[nodeid])
+    if 0 < len(differ) <= 3:
+        # Two at a time on two loaded cores, a test that times what it checks
+        # can fail once where it passes alone: each such test runs again,
+        # traced, alone, and must then come to what it came to untraced. A
+        # difference that tracing makes stays.
+        again = tmp_path / "again.json"
+        rerun = run_pytest(
+            [*differ, "--aiotrace", "--aiotrace-trace-file=none"],
+            ROOT,
+            tmp_path / "again.xml",
+            **{FILE_VARIABLE: str(again)},
+        )
+        after.update(json.loads(again.read_text(encoding="utf-8"))["outcomes"])
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"\nself-traced run: ran alone again {differ}: {rerun.stdout[-200:]}"
+            )
+    else:
+        assert traced.returncode == 0, traced.stdout[-3000:]
+    assert after == expected, traced.stdout[-3000:]
     assert "= aiotrace =" in traced.stdout
-    assert (tmp_path / "trace.json").stat().st_size > 0
+    assert trace.stat().st_size > 0
 
 
 def _janus_tests(tmp_path: Path) -> Path:
