@@ -155,9 +155,8 @@ def test_this_projects_suite_passes_identically_traced(
         after.update(json.loads(again.read_text(encoding="utf-8"))["outcomes"])
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line(
-                f"\nself-traced run: ran alone again {differ}: {rerun.stdout[-200:]}"
-            )
+            outcome = rerun.stdout.strip().splitlines()[-1:]
+            reporter.write_line(f"\nself-traced run: ran alone again {differ}: {outcome}")
     else:
         assert traced.returncode == 0, traced.stdout[-3000:]
     assert after == expected, traced.stdout[-3000:]
