@@ -462,7 +462,7 @@ def variable_name(site: Site) -> str | None:
     return name
 
 
-# The two readings below use ``tokenize``, never ``ast``: on 3.11.0-3.11.7 an
+# The two readings below use ``tokenize``, never ``ast``: on 3.11.0-3.11.7 and 3.12.0-3.12.1 an
 # ``ast.parse`` made while another is building its tree (ours from a garbage
 # collection's finaliser, or from the pipeline's thread while a finaliser
 # holds up the program's) breaks the other one with ``SystemError: AST
