@@ -57,8 +57,7 @@ class _Watch:
     """
 
     def __init__(self) -> None:
-        self.children = 0
-        self.in_process = False
+        self.reset()
 
     def reset(self) -> None:
         self.children = 0
