@@ -770,6 +770,85 @@ def test_a_class_left_out_of_lock_order_checking(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["findings"] == []
 
 
+BANK_LIBRARY = """\
+import asyncio
+
+
+class Account:
+    def __init__(self):
+        self._lock = asyncio.Lock()  # LIB_LOCK
+
+
+async def transfer(source, target):
+    async with source._lock:  # LIB_FIRST
+        async with target._lock:  # LIB_SECOND
+            await asyncio.sleep(0)
+"""
+
+USES_BANK = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import bank
+
+
+async def main():
+    checking = bank.Account()  # CHECKING
+    savings = bank.Account()  # SAVINGS
+    second = [bank.Account() for _ in range(2)]  # SAME_LINE
+    await bank.transfer(checking, savings)
+    await bank.transfer(*second)
+    if "--bug" in sys.argv:
+        await bank.transfer(savings, checking)
+    else:
+        await bank.transfer(checking, savings)
+    await bank.transfer(*reversed(second))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_librarys_locks_made_from_two_lines_of_the_program_are_two_classes(
+    tmp_path: Path,
+) -> None:
+    """Two accounts of a library, made at two lines of the program, locked in both orders.
+
+    Every account's lock is made at one line of the library: by that line alone
+    they would be one class, and taking two in both orders would go unseen.
+    """
+    library = tmp_path / "site-packages" / "bank"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(BANK_LIBRARY)
+    (tmp_path / "prog.py").write_text(USES_BANK)
+
+    def at(source: str, marker: str) -> int:
+        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
+
+    lock = f"self._lock (bank/__init__.py:{at(BANK_LIBRARY, 'LIB_LOCK')})"
+    checking, savings = (f"{lock} via prog.py:{at(USES_BANK, m)}" for m in ("CHECKING", "SAVINGS"))
+    first, second = (
+        f"bank/__init__.py:{at(BANK_LIBRARY, m)} in transfer" for m in ("LIB_FIRST", "LIB_SECOND")
+    )
+    result = aiotrace("run", "--check", "--report-json=r.json", "prog.py", "--bug", cwd=tmp_path)
+    assert result.returncode == EXIT_FINDINGS, result.stderr
+    (finding,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    assert finding["kind"] == "lock order"
+    assert finding["summary"] == (
+        f"{checking} and {savings} are taken in both orders: a possible deadlock"
+    )
+    assert finding["details"][:2] == [
+        f'task "Task-1" took {checking} at {first}, then {savings} at {second}',
+        f'task "Task-1" took {savings} at {first}, then {checking} at {second}',
+    ]
+    # Two accounts made at one line of the program stay one class: taking
+    # them in both orders is not told (as for the program's own locks).
+    result = aiotrace("run", "--check", "--report-json=r.json", "prog.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["findings"] == []
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:

@@ -759,3 +759,134 @@ def test_a_library_primitive_says_which_line_of_the_program_led_to_it(tmp_path: 
     held = [line for line in report_lines(result.stderr) if "held by" in line]
     for caller in callers:
         assert sum(f"at slowdb/__init__.py:{lib_line} via {caller}" in line for line in held) == 1
+
+
+POOL_LIBRARY = """\
+import asyncio
+
+_stats_lock = asyncio.Lock()  # LIB_MODULE_LOCK
+
+
+class Pool:
+    def __init__(self, size):
+        self._sem = asyncio.Semaphore(size)  # LIB_SEM
+        self.ready = asyncio.get_running_loop().create_future()  # LIB_FUTURE
+
+    async def query(self, seconds):
+        async with _stats_lock:
+            pass
+        async with self._sem:
+            await asyncio.sleep(seconds)
+
+
+def make_pool(into):
+    into.set_result(Pool(1))
+"""
+
+USES_POOLS = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import aiotrace
+import minipool
+
+
+async def main():
+    users = minipool.Pool(1)  # USERS
+    orders = minipool.Pool(1)  # ORDERS
+    aiotrace.name(users._sem, "users-sem")
+    made = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(minipool.make_pool, made)
+    background = await made
+    mine = asyncio.Lock()
+    async with mine:
+        await background.query(0)
+    await asyncio.gather(
+        *(users.query(0.01) for _ in range(3)), *(orders.query(0.04) for _ in range(3))
+    )
+    for pool in (users, orders, background):
+        pool.ready.set_result(None)
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(
+    tmp_path: Path,
+) -> None:
+    # Every pool's semaphore is made at one line of the library: the line of
+    # the program that made the pool says which pool waited.
+    library = tmp_path / "site-packages" / "minipool"
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(POOL_LIBRARY)
+    (tmp_path / "prog.py").write_text(USES_POOLS)
+    result = aiotrace(
+        "run",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "prog.py",
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+
+    def at(source: str, marker: str) -> int:
+        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
+
+    sem_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_SEM')}"
+    future_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_FUTURE')}"
+    module_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_MODULE_LOCK')}"
+    users, orders = (f"prog.py:{at(USES_POOLS, m)}" for m in ("USERS", "ORDERS"))
+    orders_sem = f"self._sem ({sem_site}) via {orders}"
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = [(r["name"], r["site"], r["via"], r["waits"]) for r in report["primitives"]]
+    # Two rows, not one: the orders' pool waited longest (40 ms queries), first.
+    assert rows == [(orders_sem, sem_site, orders, 2), ("users-sem", sem_site, users, 2)], rows
+    assert report["primitives"][0]["wait_ms"] > report["primitives"][1]["wait_ms"]
+    assert f"  {orders_sem}: capacity 1; 2 of 3 acquisitions waited" in "\n".join(
+        report_lines(result.stderr)
+    )
+
+    trace = Trace(tmp_path / "t.json")
+    waits = trace.named(semconv.SPAN_SEMAPHORE_ACQUIRE)
+    assert sorted(str(w.attributes[semconv.ATTR_PRIMITIVE_VIA_SITE]) for w in waits) == sorted(
+        [users, users, orders, orders]
+    )
+    assert {w.attributes[semconv.ATTR_PRIMITIVE_SITE] for w in waits} == {sem_site}
+    # A pool made by a loop callback has no line of the program's behind it;
+    # a module-level lock is made by the library's import, once: neither has one.
+    summaries = {
+        (attrs[semconv.ATTR_PRIMITIVE_SITE], attrs.get(semconv.ATTR_PRIMITIVE_VIA_SITE)): attrs
+        for span in trace.spans
+        for name, _, attrs in span.events
+        if name == semconv.EVENT_PRIMITIVE_SUMMARY
+    }
+    assert set(summaries) == {
+        (sem_site, users),
+        (sem_site, orders),
+        (sem_site, None),
+        (module_site, None),
+        (f"prog.py:{at(USES_POOLS, 'USERS') + 6}", None),  # the program's own lock
+    }, set(summaries)
+    assert summaries[(sem_site, None)][semconv.ATTR_PRIMITIVE_NAME] == f"self._sem ({sem_site})"
+    assert summaries[(module_site, None)][semconv.ATTR_PRIMITIVE_NAME] == (
+        f"_stats_lock ({module_site})"
+    )
+    # The library's futures, likewise.
+    futures = {
+        s.attributes.get(semconv.ATTR_PRIMITIVE_VIA_SITE): s.attributes[semconv.ATTR_PRIMITIVE_NAME]
+        for s in trace.named(semconv.SPAN_FUTURE)
+        if s.attributes[semconv.ATTR_PRIMITIVE_SITE] == future_site
+    }
+    assert futures == {
+        users: f"self.ready ({future_site}) via {users}",
+        orders: f"self.ready ({future_site}) via {orders}",
+        None: f"self.ready ({future_site})",
+    }
+
+    # The trace file alone gives the same rows.
+    replayed = aiotrace("report", "t.json", "--json", cwd=tmp_path)
+    assert json.loads(replayed.stdout)["primitives"] == report["primitives"]

@@ -112,12 +112,16 @@ def test_a_librarys_primitive_is_named_from_its_package(
     from fakelib.pool import Pool  # type: ignore[import-not-found]
 
     async def main() -> None:
-        async with Pool()._lock:
+        async with Pool()._lock:  # made-here
             await asyncio.sleep(0.002)
 
     asyncio.run(main())
     (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
-    assert hold[semconv.ATTR_PRIMITIVE_NAME] == "self._lock (fakelib/pool.py:7)"
+    # Every pool's lock is made at pool.py:7: this test's line says which pool.
+    here = f"{short_path(__file__)}:{line_of('# made-here')}"
+    assert hold[semconv.ATTR_PRIMITIVE_NAME] == f"self._lock (fakelib/pool.py:7) via {here}"
+    assert hold[semconv.ATTR_PRIMITIVE_SITE] == "fakelib/pool.py:7"
+    assert hold[semconv.ATTR_PRIMITIVE_VIA_SITE] == here
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,7 @@ class Assembler:
         self._sites: dict[int, tuple[str, int, str, str]] = {}  # id -> path, line, func, label
         # pid -> kind, name, site label; least recently used forgotten, at twice
         # the encoder's bound, so whatever it does not define again is here.
-        self._prims: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
+        self._prims: OrderedDict[int, tuple[str, str, str, str | None]] = OrderedDict()
         # span id -> (trace id, flags, task name, site label) of recent spans
         # aiotrace allocated ids for (holds, waits, points, tasks, futures)
         self._known: OrderedDict[int, tuple[int, int, Any, Any]] = OrderedDict()
@@ -136,7 +136,7 @@ class Assembler:
                     self._sites[record[1]] = (path, line, function, label)
                 elif kind == W_PRIM:
                     prims = self._prims
-                    prims[record[1]] = (record[2], record[3], record[4])
+                    prims[record[1]] = (record[2], record[3], record[4], record[6])
                     prims.move_to_end(record[1])
                     if len(prims) > 2 * Encoder.PRIMS:
                         prims.popitem(last=False)
@@ -187,6 +187,8 @@ class Assembler:
             attrs[semconv.ATTR_PRIMITIVE_ID] = record[8]
             attrs[semconv.ATTR_PRIMITIVE_NAME] = prim[1]
             attrs[semconv.ATTR_PRIMITIVE_SITE] = prim[2]
+            if prim[3] is not None:
+                attrs[semconv.ATTR_PRIMITIVE_VIA_SITE] = prim[3]
         if record[6] is not None:
             attrs[semconv.ATTR_TASK_NAME] = record[6]
         site = self._sites.get(record[7]) if record[7] else None

@@ -32,8 +32,9 @@ from aiotrace._child import CHILD_DIAGNOSIS, FOLLOW_FORKS, detach_quietly
 from aiotrace._context import AMBIENT
 from aiotrace._instrumentation import INSTRUMENTATION
 from aiotrace._recorder import R_SDK, RECORDER
-from aiotrace._sites import SITES, default_name
+from aiotrace._sites import SITES
 from aiotrace._version import __version__
+from aiotrace.primitives._base import via_label_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -323,15 +324,10 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             continue
         if stats.kind == semconv.KIND_FUTURE:
             continue  # futures are reported from their own spans
-        if stats.raw is not None:
-            site = SITES.resolve(stats.raw)
-            label = site.label
-            name = stats.display_name(lambda site=site: default_name(site))
-        else:
-            label = name = semconv.UNKNOWN_SITE
+        label = SITES.resolve(stats.raw).label if stats.raw is not None else semconv.UNKNOWN_SITE
         attrs: dict[str, Any] = {
             semconv.ATTR_PRIMITIVE_KIND: stats.kind,
-            semconv.ATTR_PRIMITIVE_NAME: name,
+            semconv.ATTR_PRIMITIVE_NAME: stats.display_name(),
             semconv.ATTR_PRIMITIVE_SITE: label,
             semconv.ATTR_OPERATIONS: stats.n + stats.holds,
             semconv.ATTR_SUMMARY_WAITS: stats.waits,
@@ -342,6 +338,9 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             semconv.ATTR_SUMMARY_MIN_WAIT_MS: min_wait_ms,
             semconv.ATTR_SUMMARY_MIN_HOLD_MS: min_hold_ms,
         }
+        via = via_label_of(stats)
+        if via is not None:
+            attrs[semconv.ATTR_PRIMITIVE_VIA_SITE] = via
         if stats.capacity is not None:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = stats.capacity
         events.append((semconv.EVENT_PRIMITIVE_SUMMARY, attrs))

@@ -182,6 +182,34 @@ is_library_file: Final[Callable[[str], bool]] = _LibraryFiles().__getitem__
 _VIA: dict[tuple[int, int], tuple[CodeType, str]] = {}
 
 
+_PROGRAM_FRAME_DEPTH: Final = 100
+
+
+def program_frame(frame: FrameType | None, past_imports: bool = True) -> FrameType | None:
+    """``frame`` or the first of its callers that is the program's own, not a library's.
+
+    ``None`` when nothing of the program's is on the way: the walk reached
+    the event loop's callback runner (a protocol callback, a task's first
+    step) or the bottom of the stack; or, unless ``past_imports``, a
+    library's module being imported; or after ``_PROGRAM_FRAME_DEPTH``
+    frames of libraries (deep recursion: the walk's cost stays bounded).
+    """
+    depth = _PROGRAM_FRAME_DEPTH
+    while frame is not None and depth:
+        depth -= 1
+        code = frame.f_code
+        filename = code.co_filename
+        if is_internal_file(filename):
+            if code.co_name == "_run" and filename.endswith("events.py"):
+                return None  # the loop's callback runner: nothing of the program's
+        elif not is_library_file(filename):
+            return frame
+        elif not past_imports and code.co_name == "<module>":
+            return None
+        frame = frame.f_back
+    return None
+
+
 def via_label(frame: FrameType) -> str | None:
     """The program's own line that a library's call at ``frame`` came from: ``app.py:40``.
 
@@ -193,24 +221,18 @@ def via_label(frame: FrameType) -> str | None:
     :func:`is_library_file` first, so that the program's own sites cost
     no call.
     """
-    caller = frame.f_back
-    while caller is not None:
-        code = caller.f_code
-        filename = code.co_filename
-        if is_internal_file(filename):
-            if code.co_name == "_run" and filename.endswith("events.py"):
-                return None  # the loop's callback runner: nothing of the program's
-        elif not is_library_file(filename):
-            key = (id(code), caller.f_lasti)
-            hit = _VIA.get(key)
-            if hit is None or hit[0] is not code:
-                if len(_VIA) >= _RAW_SITES_LIMIT:
-                    _VIA.clear()
-                label = f"{short_path(filename)}:{line_of(code, caller.f_lasti)}"
-                hit = _VIA[key] = (code, label)
-            return hit[1]
-        caller = caller.f_back
-    return None
+    caller = program_frame(frame.f_back)
+    if caller is None:
+        return None
+    code = caller.f_code
+    key = (id(code), caller.f_lasti)
+    hit = _VIA.get(key)
+    if hit is None or hit[0] is not code:
+        if len(_VIA) >= _RAW_SITES_LIMIT:
+            _VIA.clear()
+        label = f"{short_path(code.co_filename)}:{line_of(code, caller.f_lasti)}"
+        hit = _VIA[key] = (code, label)
+    return hit[1]
 
 
 def first_user_frame(frame: FrameType | None) -> FrameType | None:
@@ -320,8 +342,19 @@ def site_from(frame: FrameType | None) -> RawSite | None:
     return raw_site(frame.f_code, frame.f_lasti)
 
 
-def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool]:
-    """The site where ``obj`` was created, and whether asyncio itself created it.
+def creation_site(frame: FrameType | None) -> tuple[RawSite | None, RawSite | None]:
+    """The user's site at or above ``frame`` and, if that is a library's line, the
+    program's line that led there (see :func:`via_site`)."""
+    user = first_user_frame(frame)
+    if user is None:
+        return None, None
+    code = user.f_code
+    via = via_site(user) if is_library_file(code.co_filename) else None
+    return raw_site(code, user.f_lasti), via
+
+
+def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool, RawSite | None]:
+    """Where ``obj`` was created, whether asyncio itself created it, and the "via" site.
 
     Walks past aiotrace's frames and past ``__init__`` frames of ``obj`` itself
     (``BoundedSemaphore.__init__`` calling ``Semaphore.__init__``, a user's
@@ -329,11 +362,17 @@ def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool]:
     that instantiated the class. If that line is inside asyncio (the Lock a
     ``Condition`` makes, the Condition a ``Barrier`` makes) the primitive is
     asyncio's implementation detail and is reported as internal.
+
+    If the line is a library's (``self._lock = asyncio.Lock()`` in a
+    connection pool), every instance the library makes shares it; the third
+    value is then the program's own line that led there (``users =
+    Pool(1)``), which tells the users' pool from the orders' (see
+    :func:`via_site`), else ``None``.
     """
     try:
         frame: FrameType | None = sys._getframe(depth + 1)
     except ValueError:
-        return None, False
+        return None, False, None
     while frame is not None:
         code = frame.f_code
         if code.co_filename.startswith(_AIOTRACE_DIR):
@@ -344,15 +383,31 @@ def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool]:
             continue
         break
     if frame is None:
-        return None, False
+        return None, False, None
     internal = is_asyncio_file(frame.f_code.co_filename)
     while frame is not None and is_internal_file(frame.f_code.co_filename):
         if frame.f_code.co_name == "_run" and frame.f_code.co_filename.endswith("events.py"):
-            return None, internal
+            return None, internal, None
         frame = frame.f_back
     if frame is None:
-        return None, internal
-    return (frame.f_code, frame.f_lasti), internal
+        return None, internal, None
+    code = frame.f_code
+    via = via_site(frame) if not internal and is_library_file(code.co_filename) else None
+    return (code, frame.f_lasti), internal, via
+
+
+def via_site(frame: FrameType) -> RawSite | None:
+    """The program's own line that the library's line at ``frame`` was reached from.
+
+    For a primitive or future a library creates: its creation line is the
+    same for every instance the library makes, the program's line is not.
+    A library's import makes its module-level primitives once, whichever line
+    of the program imported it first: those have no such line.
+    """
+    if frame.f_code.co_name == "<module>":
+        return None
+    caller = program_frame(frame.f_back, past_imports=False)
+    return None if caller is None else raw_site(caller.f_code, caller.f_lasti)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ pipeline runs, so they share what can be shared: raw sites
 Wire records (first element the kind)::
 
     W_SITE  (kind, site id, path, line, function)
-    W_PRIM  (kind, pid, primitive kind, display name, creation site label, capacity)
+    W_PRIM  (kind, pid, primitive kind, display name, creation site label, capacity,
+             the program's line a library's primitive came from, or None)
     W_SPAN  (kind, name, t0, t1, span id, parent, task, site id, pid, outcome, attrs, links)
     W_HOLD  like W_SPAN, with ``optional`` (bool) instead of links
     W_FULL  (kind, name, t0, t1, span id, trace id, parent id, flags, remote,
@@ -48,7 +49,7 @@ from aiotrace import semconv
 from aiotrace._context import ids_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
 from aiotrace._sites import SITES, RaisedException, default_name
-from aiotrace.primitives._base import PrimRef, display_name, ref_suffix
+from aiotrace.primitives._base import PrimRef, display_name, ref_suffix, via_label_of
 
 W_SPAN: Final = 0
 W_HOLD: Final = 1
@@ -171,7 +172,9 @@ class Encoder:
                 label = (
                     SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
                 )
-                out.append((W_PRIM, pid, ref.kind, name, label, ref.capacity))
+                out.append(
+                    (W_PRIM, pid, ref.kind, name, label, ref.capacity, via_label_of(ref.stats))
+                )
             prims[pid] = (ref.name, name)
             if len(prims) > self.PRIMS:
                 prims.popitem(last=False)
@@ -238,6 +241,9 @@ class Encoder:
             attrs[semconv.ATTR_PRIMITIVE_SITE] = (
                 SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
             )
+            via = via_label_of(ref.stats)
+            if via is not None:
+                attrs[semconv.ATTR_PRIMITIVE_VIA_SITE] = via
             ref = None
         elif attrs:
             attrs = self.attributes(attrs)

@@ -45,7 +45,6 @@ from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of
 from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
     SITES,
-    default_name,
     is_asyncio_file,
     is_internal_file,
     line_of,
@@ -668,8 +667,7 @@ def lock_order_finding(earlier: Nesting, now: Nesting) -> Finding:
     """The finding for two nestings of the same two primitive classes in opposite orders."""
 
     def name(stats: Any) -> str:
-        site = SITES.resolve(stats.raw) if stats.raw is not None else None
-        return str(stats.display_name(lambda: default_name(site))) if site else str(stats.kind)
+        return str(stats.display_name())
 
     def at(site: tuple[Any, int] | None) -> str:
         if site is None:

@@ -392,12 +392,7 @@ def _wait_counters() -> dict[int, tuple[int, int]]:
 
 
 def _site_name(site: Any) -> str:
-    from aiotrace._sites import SITES, default_name
-
-    if site.raw is None:
-        return f"{site.kind} (created before tracing)"
-    resolved = SITES.resolve(site.raw)
-    return str(site.display_name(lambda: default_name(resolved)))
+    return str(site.display_name())
 
 
 def _outcome(reports: dict[str, pytest.TestReport]) -> str:

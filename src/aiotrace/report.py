@@ -47,6 +47,15 @@ _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 """Waits that can hold up a task holding a lock: on primitives and on futures."""
 
 
+_RowKey = tuple[str, str, "str | None"]
+"""A report row: kind, creation site and, for a library's primitive, the program's line."""
+
+
+def _row_key(attrs: dict[str, Any], kind: str, site: str) -> _RowKey:
+    via = attrs.get(semconv.ATTR_PRIMITIVE_VIA_SITE)
+    return kind, site, None if via is None else str(via)
+
+
 @dataclass
 class PrimitiveRow:
     """Totals for one primitive (all instances created at one site)."""
@@ -54,6 +63,8 @@ class PrimitiveRow:
     name: str
     kind: str
     site: str
+    via: str | None = None
+    """For a library's primitive: the program's line that made it (see ``semconv``)."""
     operations: int = 0
     waits: int = 0
     wait_ms: float = 0.0
@@ -346,11 +357,11 @@ class ReportBuilder:
     KEEP_NESTED: Final = 1000
 
     def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], PrimitiveRow] = {}
-        self._summary: dict[tuple[str, str], PrimitiveRow] = {}
-        self._thresholds: dict[tuple[str, str], list[float]] = {}
+        self._rows: dict[_RowKey, PrimitiveRow] = {}
+        self._summary: dict[_RowKey, PrimitiveRow] = {}
+        self._thresholds: dict[_RowKey, list[float]] = {}
         """Per summary row: the largest ``min_wait`` and ``min_hold`` (ms) it was counted under."""
-        self._named: dict[tuple[str, str], str] = {}
+        self._named: dict[_RowKey, str] = {}
         self._holds: _Longest[HoldRow] = _Longest()
         self._waits: _Longest[WaitRow] = _Longest()
         self._futures: dict[str, int] = {}
@@ -440,12 +451,13 @@ class ReportBuilder:
         kind = attrs.get(semconv.ATTR_PRIMITIVE_KIND)
         if site is None or kind is None:
             return None
-        key = (str(kind), str(site))
+        key = _row_key(attrs, str(kind), str(site))
         row = self._rows.get(key)
         name = str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site))
         if row is None:
-            row = self._rows[key] = PrimitiveRow(name=name, kind=key[0], site=key[1])
-        if not name.endswith(f"({site})") and name != site:
+            row = self._rows[key] = PrimitiveRow(name=name, kind=key[0], site=key[1], via=key[2])
+        ending = f"({site})" if key[2] is None else f"({site}) via {key[2]}"
+        if not name.endswith(ending) and name != site:
             self._named[key] = name  # an explicit aiotrace.name(): show it
         return row
 
@@ -587,11 +599,14 @@ class ReportBuilder:
                 continue
             kind = str(attrs.get(semconv.ATTR_PRIMITIVE_KIND, "?"))
             site = str(attrs.get(semconv.ATTR_PRIMITIVE_SITE, "?"))
-            key = (kind, site)
+            key = _row_key(attrs, kind, site)
             row = self._summary.get(key)
             if row is None:
                 row = self._summary[key] = PrimitiveRow(
-                    name=str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site)), kind=kind, site=site
+                    name=str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site)),
+                    kind=kind,
+                    site=site,
+                    via=key[2],
                 )
             row.operations += int(attrs.get(semconv.ATTR_OPERATIONS, 0))
             row.waits += int(attrs.get(semconv.ATTR_SUMMARY_WAITS, 0))
@@ -613,7 +628,7 @@ class ReportBuilder:
 
     def build(self, **extra: Any) -> Report:
         """The report so far; ``extra`` sets fields such as ``trace_file`` or ``stats``."""
-        rows: dict[tuple[str, str], PrimitiveRow] = {}
+        rows: dict[_RowKey, PrimitiveRow] = {}
         for key, row in self._rows.items():
             rows[key] = PrimitiveRow(**asdict(row))
         for row in rows.values():  # spans alone: every wait and hold counted was spanned

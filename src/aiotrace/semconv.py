@@ -175,6 +175,10 @@ ATTR_PRIMITIVE_NAME: Final = "aiotrace.primitive.name"
 """``aiotrace.name()`` or ``variable (file:line)`` of where it was created."""
 ATTR_PRIMITIVE_SITE: Final = "aiotrace.primitive.site"
 """``file:line`` where the primitive was created."""
+ATTR_PRIMITIVE_VIA_SITE: Final = "aiotrace.primitive.via.site"
+"""When ``aiotrace.primitive.site`` is a library's line (a pool's ``self._lock =
+asyncio.Lock()``): ``file:line`` of the program's own call that led there (``users =
+Pool()``). Primitives are counted and reported per creation site and this line."""
 ATTR_TASK_NAME: Final = "aiotrace.task.name"
 """``Task.get_name()`` of the task that performed the operation."""
 ATTR_OUTCOME: Final = "aiotrace.outcome"

@@ -166,16 +166,26 @@ class SiteStats:
         "owner",
         "raw",
         "spanned",
+        "via",
         "wait_ns",
         "waits",
     )
 
-    def __init__(self, kind: str, raw: RawSite | None, internal: bool) -> None:
+    def __init__(
+        self, kind: str, raw: RawSite | None, internal: bool, via: RawSite | None = None
+    ) -> None:
         self.n = 0
         """Fast-path operations (uncontended, short) at this site."""
         self.kind = kind
         self.raw = raw
         self.internal = internal
+        self.via = via
+        """Where ``raw`` is a library's line: the program's line that led there.
+
+        A library's primitives are counted per program line that made them:
+        the pool behind ``users = Pool()`` apart from the one behind
+        ``orders = Pool()``, though both locks come from one line of the pool.
+        """
         self.waits = 0
         self.wait_ns = 0
         self.max_wait_ns = 0
@@ -198,12 +208,16 @@ class SiteStats:
         self.owner: tuple[SiteStats, str] | None = None
         """For a helper (a Condition's own Lock): its owner's stats and the name suffix."""
 
-    def display_name(self, default: Callable[[], str]) -> str:
-        """The name reports show for this site: given, derived from an owner, or ``default()``."""
+    def display_name(self) -> str:
+        """The name reports show for this site: given, derived from an owner, or from the site."""
         if self.owner is not None:
             owner, suffix = self.owner
-            return owner.display_name(default) + suffix
-        return self.label if self.label is not None else default()
+            return owner.display_name() + suffix
+        if self.label is not None:
+            return self.label
+        if self.raw is None:
+            return f"{self.kind} {semconv.UNKNOWN_SITE}"
+        return site_name(self.raw, self.via)
 
     @property
     def operations(self) -> int:
@@ -237,7 +251,7 @@ class PrimRef:
 
 
 _SITE_LIMIT: Final = 50_000
-_site_stats: dict[tuple[int, int, str, bool], SiteStats] = {}
+_site_stats: dict[tuple[int, int, str, bool, int, int], SiteStats] = {}
 _site_lock = threading.Lock()
 _overflow: dict[str, SiteStats] = {}
 PREEXISTING: Final[dict[str, SiteStats]] = {}
@@ -275,11 +289,16 @@ def adopt_preexisting(prim: Any, defaults: dict[str, Any]) -> None:
             setattr(prim, name, value)
 
 
-def stats_for(kind: str, raw: RawSite | None, internal: bool) -> SiteStats:
-    """The shared :class:`SiteStats` of a creation site."""
+def stats_for(
+    kind: str, raw: RawSite | None, internal: bool, via: RawSite | None = None
+) -> SiteStats:
+    """The shared :class:`SiteStats` of a creation site (and program line, see ``via``)."""
     if raw is None:
         return preexisting_stats(kind)
-    key = (id(raw[0]), raw[1], kind, internal)
+    if via is None:
+        key = (id(raw[0]), raw[1], kind, internal, 0, -1)
+    else:
+        key = (id(raw[0]), raw[1], kind, internal, id(via[0]), via[1])
     stats = _site_stats.get(key)
     if stats is None:
         with _site_lock:
@@ -291,7 +310,7 @@ def stats_for(kind: str, raw: RawSite | None, internal: bool) -> SiteStats:
                         stats = _overflow[kind] = SiteStats(kind, None, internal)
                         RECORDER.sites.append(stats)
                     return stats
-                stats = SiteStats(kind, raw, internal)
+                stats = SiteStats(kind, raw, internal, via)
                 _site_stats[key] = stats
                 RECORDER.sites.append(stats)
     return stats
@@ -310,10 +329,10 @@ _WATCHED_KINDS: Final[set[str]] = {
 
 def on_create(prim: Any, kind: str) -> PrimRef:
     """Give a new primitive its identity; called from patched ``__init__``."""
-    raw, internal = capture_creation(0, prim)
+    raw, internal, via = capture_creation(0, prim)
     if internal and RECORDER.options.internal_primitives:
         internal = False
-    stats = stats_for(kind, raw, internal)
+    stats = stats_for(kind, raw, internal, via)
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
     prim._aiotrace_stats = stats
@@ -338,7 +357,8 @@ def adopt(child: Any, parent_ref: PrimRef, suffix: str) -> None:
     """Make an asyncio-created helper (a Condition's own Lock) a named part of ``parent``."""
     ref = ref_of(child, semconv.KIND_LOCK)
     ref.raw = parent_ref.raw
-    ref.stats = stats_for(ref.kind, parent_ref.raw, parent_ref.stats.internal)
+    parent_stats = parent_ref.stats
+    ref.stats = stats_for(ref.kind, parent_ref.raw, parent_stats.internal, parent_stats.via)
     ref.stats.owner = (parent_ref.stats, suffix)
     child._aiotrace_stats = ref.stats
     ref.name = None if parent_ref.name is None else parent_ref.name + suffix
@@ -750,7 +770,19 @@ def display_name(ref: PrimRef) -> str:
         return display_name(owned[0]) + owned[1]
     if ref.raw is None:
         return f"{ref.kind} #{ref.pid} {semconv.UNKNOWN_SITE}"
-    return default_name(SITES.resolve(ref.raw))
+    return site_name(ref.raw, ref.stats.via)
+
+
+def site_name(raw: RawSite, via: RawSite | None) -> str:
+    """``cache_lock (app.py:12)``; for a library's primitive, the program's line too:
+    ``self._lock (pool.py:40) via app.py:7``."""
+    name = default_name(SITES.resolve(raw))
+    return name if via is None else f"{name} via {SITES.resolve(via).label}"
+
+
+def via_label_of(stats: SiteStats) -> str | None:
+    """``app.py:7``: the program's line a library's primitive came from (``SiteStats.via``)."""
+    return None if stats.via is None else SITES.resolve(stats.via).label
 
 
 def resolve_value(value: Any) -> Any:

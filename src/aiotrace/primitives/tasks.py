@@ -54,7 +54,7 @@ from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import (
     RaisedException,
     as_untraced,
-    capture,
+    creation_site,
     is_asyncio_file,
     is_internal_file,
     short_path,
@@ -604,8 +604,8 @@ TracedFuture.__module__ = "asyncio.futures"
 
 
 def _future_created(fut: TracedFuture) -> None:
-    raw = capture()
-    stats = stats_for(semconv.KIND_FUTURE, raw, False)
+    raw, via = creation_site(sys._getframe(1))
+    stats = stats_for(semconv.KIND_FUTURE, raw, False, via)
     ref = PrimRef(semconv.KIND_FUTURE, raw, stats)
     fut._aiotrace_ref = ref
     fut._aiotrace_stats = stats
