@@ -7,6 +7,7 @@ the global TracerProvider); spans are read back from the trace file.
 from __future__ import annotations
 
 import datetime
+import json
 import re
 
 import pytest
@@ -239,6 +240,48 @@ def test_a_span_per_test_with_its_phases_and_primitives_nested(suite: pytest.Pyt
         semconv.SPAN_TEST_CALL,
         semconv.SPAN_TEST,
     ]
+
+
+MANY = """
+import asyncio
+import pytest
+
+
+@pytest.mark.parametrize("n", range(40))
+def test_many(n):
+    async def main():
+        async with asyncio.Lock():
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+"""
+
+COUNT_LIVE_TEST_SPANS = """
+import gc
+import json
+
+
+def pytest_unconfigure(config):
+    gc.collect()
+    live = [
+        o for o in gc.get_objects()
+        if type(o).__name__ == "_Span" and getattr(o, "name", None) == "pytest.test"
+    ]
+    with open("live.json", "w") as fh:
+        json.dump(len(live), fh)
+"""
+
+
+def test_a_finished_test_keeps_nothing_of_its_tracing_alive(suite: pytest.Pytester) -> None:
+    """pytest keeps every test item to the end of the session: what the plugin
+    stashes on one (the test's span, a copy of every wait counter) must go when
+    the test ends, or a suite's memory grows with every test it runs."""
+    suite.makepyfile(test_many=MANY)
+    suite.makeconftest(COUNT_LIVE_TEST_SPANS)
+    result = run(suite, "--aiotrace")
+    result.assert_outcomes(passed=40)
+    assert json.loads((suite.path / "live.json").read_text()) == 0
+    assert len(trace_of(suite).named(semconv.SPAN_TEST)) == 40
 
 
 def test_the_session_joins_an_outer_trace(

@@ -682,6 +682,10 @@ class AiotracePlugin:
             return (yield)
         finally:
             if running is not None:
+                # pytest keeps every item to the end of the session: the test's
+                # span and counters must not stay with it.
+                with contextlib.suppress(KeyError):
+                    del item.stash[_RUNNING]
                 self._end_test(item, running)
 
     def _begin_test(self, item: pytest.Item) -> _Running | None:
