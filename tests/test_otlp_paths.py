@@ -71,6 +71,7 @@ def _variety() -> list[SpanDraft]:
                 ("exception", 2_400, {"exception.type": "ValueError", "exception.message": "boom"}),
                 ("marker", 2_450, {}),
             ],
+            dropped=(1, 7, 2),  # over a task span's limits (a long-lived task's events)
         ),
         _draft("GET /users", 4, parent_id=3, kind=2, scope=("app.http", "1.2")),
         _draft("user.span", 5, parent_id=3, scope=("app", None)),

@@ -52,6 +52,7 @@ class SpanDraft:
 
     __slots__ = (
         "attributes",
+        "dropped",
         "end",
         "events",
         "flags",
@@ -84,6 +85,8 @@ class SpanDraft:
         self.status_description: str | None = None
         self.scope: tuple[str, str | None] | None = None  # None: aiotrace's own
         self.kind = 0  # SpanKind.INTERNAL
+        self.dropped: tuple[int, int, int] | None = None
+        """Attributes, events and links recorded but not kept (span limits), if any."""
 
     def __repr__(self) -> str:
         return (
@@ -289,6 +292,7 @@ class Assembler:
             draft.links = list(record[15])
         draft.status = record[16]
         draft.status_description = record[17]
+        draft.dropped = record[19]
         self.stats.spans_built += 1
         self.remember(draft.span_id, draft.trace_id, draft.flags, task_name, label)
         return draft

@@ -16,7 +16,9 @@ import os
 import re
 from typing import IO, TYPE_CHECKING, Any, Final
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
@@ -64,6 +66,9 @@ def attributes_to_json(attributes: Mapping[str, Any] | None) -> list[dict[str, A
     return [{"key": key, "value": value_to_json(value)} for key, value in attributes.items()]
 
 
+_DROPPED_KEYS: Final = ("droppedAttributesCount", "droppedEventsCount", "droppedLinksCount")
+
+
 def draft_to_json(draft: SpanDraft) -> dict[str, Any]:
     """One OTLP/JSON ``Span``."""
     span: dict[str, Any] = {
@@ -93,6 +98,10 @@ def draft_to_json(draft: SpanDraft) -> dict[str, Any]:
             }
             for trace_id, span_id, flags, attrs in draft.links
         ]
+    if draft.dropped:
+        for key, count in zip(_DROPPED_KEYS, draft.dropped, strict=True):
+            if count:
+                span[key] = count
     if draft.status:
         status: dict[str, Any] = {"code": draft.status}
         if draft.status_description:
@@ -274,6 +283,9 @@ def draft_from_json(span: Mapping[str, Any], scope: tuple[str, str | None] | Non
         )
         for link in span.get("links", ())
     ]
+    dropped = tuple(int(span.get(key, 0)) for key in _DROPPED_KEYS)
+    if any(dropped):
+        draft.dropped = (dropped[0], dropped[1], dropped[2])
     status = span.get("status") or {}
     draft.status = int(status.get("code", 0))
     draft.status_description = status.get("message")
@@ -355,6 +367,17 @@ def draft_to_readable(draft: SpanDraft, resource: Resource) -> ReadableSpan:
         else None
     )
     name, version = draft.scope if draft.scope is not None else AIOTRACE_SCOPE
+    attributes: Any = draft.attributes
+    events: Any = [Event(name, attrs, ts) for name, ts, attrs in draft.events]
+    links: Any = [
+        Link(SpanContext(t, s, is_remote=False, trace_flags=TraceFlags(f)), attrs)
+        for t, s, f, attrs in draft.links
+    ]
+    if draft.dropped:
+        # The SDK's exporters read dropped counts off its bounded containers.
+        attributes = BoundedAttributes(None, attributes, immutable=True)
+        events, links = BoundedList.from_seq(None, events), BoundedList.from_seq(None, links)
+        attributes.dropped, events.dropped, links.dropped = draft.dropped
     return ReadableSpan(
         name=draft.name,
         context=SpanContext(
@@ -362,12 +385,9 @@ def draft_to_readable(draft: SpanDraft, resource: Resource) -> ReadableSpan:
         ),
         parent=parent,
         resource=resource,
-        attributes=draft.attributes,
-        events=[Event(name, attrs, ts) for name, ts, attrs in draft.events],
-        links=[
-            Link(SpanContext(t, s, is_remote=False, trace_flags=TraceFlags(f)), attrs)
-            for t, s, f, attrs in draft.links
-        ],
+        attributes=attributes,
+        events=events,
+        links=links,
         kind=_KINDS[draft.kind] if 0 <= draft.kind < len(_KINDS) else SpanKind.INTERNAL,
         status=Status(StatusCode(draft.status), draft.status_description)
         if draft.status

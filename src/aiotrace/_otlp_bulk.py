@@ -79,8 +79,11 @@ _SPAN_KIND = _tag(Span, "kind", _VARINT)
 _SPAN_START = _tag(Span, "start_time_unix_nano", _FIXED64)
 _SPAN_END = _tag(Span, "end_time_unix_nano", _FIXED64)
 _SPAN_ATTRIBUTES = _tag(Span, "attributes", _LEN)
+_SPAN_DROPPED_ATTRIBUTES = _tag(Span, "dropped_attributes_count", _VARINT)
 _SPAN_EVENTS = _tag(Span, "events", _LEN)
+_SPAN_DROPPED_EVENTS = _tag(Span, "dropped_events_count", _VARINT)
 _SPAN_LINKS = _tag(Span, "links", _LEN)
+_SPAN_DROPPED_LINKS = _tag(Span, "dropped_links_count", _VARINT)
 _SPAN_STATUS = _tag(Span, "status", _LEN)
 _SPAN_FLAGS = _tag(Span, "flags", _FIXED32)
 _EVENT_TIME = _tag(Span.Event, "time_unix_nano", _FIXED64)
@@ -183,11 +186,16 @@ class BulkEncoder:
         parts.append(_SPAN_END + _FIX64(draft.end))
         if draft.attributes:
             parts.append(self._attrs(draft.attributes, _SPAN_ATTRIBUTES))
+        dropped = draft.dropped or (0, 0, 0)
+        if dropped[0]:
+            parts.append(_SPAN_DROPPED_ATTRIBUTES + _varint(dropped[0]))
         for event_name, timestamp, attributes in draft.events:
             body = _EVENT_TIME + _FIX64(timestamp) + _ld(_EVENT_NAME, event_name.encode())
             if attributes:
                 body += self._attrs(attributes, _EVENT_ATTRIBUTES)
             parts.append(_ld(_SPAN_EVENTS, body))
+        if dropped[1]:
+            parts.append(_SPAN_DROPPED_EVENTS + _varint(dropped[1]))
         for trace_id, span_id, _flags, attributes in draft.links:
             body = (
                 _LINK_TRACE_ID
@@ -200,6 +208,8 @@ class BulkEncoder:
             if attributes:
                 body += self._attrs(attributes, _LINK_ATTRIBUTES)
             parts.append(_ld(_SPAN_LINKS, body + _LINK_FLAGS + _FIX32(_HAS_IS_REMOTE)))
+        if dropped[2]:
+            parts.append(_SPAN_DROPPED_LINKS + _varint(dropped[2]))
         if draft.status or draft.status_description:
             status = b""
             if draft.status_description:

@@ -300,10 +300,11 @@ class Encoder:
         end = span.end_ns + offset
         extras = span.extras
         status, description = STATUS_UNSET, None
+        dropped = None
         if extras is None:
             name, attributes, events, links = semconv.SPAN_TASK, None, None, None
         else:
-            name, attributes = extras.name, extras.attributes
+            name, attributes, dropped = extras.name, extras.attributes, extras.dropped
             events, links = extras.events, extras.links
             exception = extras.exception
             if exception is not None:
@@ -335,6 +336,7 @@ class Encoder:
             status,
             description,
             name,
+            tuple(dropped) if dropped else None,
         )
 
 

@@ -74,6 +74,22 @@ def _span_context(trace_id: int, span_id: int, flags: int, remote: bool = False)
     return SpanContext(trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(flags))
 
 
+def _add_dropped(span: Any, dropped: tuple[int, int, int]) -> None:
+    """Count on an SDK span what the task span it is built from did not keep.
+
+    The SDK's exporters read the counts off the span's bounded containers;
+    a provider that is not the SDK's has none, and its spans go without.
+    """
+    containers = (
+        getattr(span, "_attributes", None),
+        getattr(span, "_events", None),
+        getattr(span, "_links", None),
+    )
+    for container, count in zip(containers, dropped, strict=True):
+        if count and isinstance(getattr(container, "dropped", None), int):
+            container.dropped += count  # type: ignore[union-attr]
+
+
 class TracerProviderSink:
     """Builds SDK spans through a ``TracerProvider`` (the user's, or the global one).
 
@@ -173,6 +189,8 @@ class TracerProviderSink:
                 ids.span_id = ids.trace_id = None
         for name, timestamp, attrs in draft.events:
             span.add_event(name, attrs, timestamp)
+        if draft.dropped:
+            _add_dropped(span, draft.dropped)
         if draft.status == STATUS_ERROR:
             span.set_status(Status(StatusCode.ERROR, draft.status_description))
         span.end(end_time=draft.end)

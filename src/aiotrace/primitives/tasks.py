@@ -100,6 +100,7 @@ class TaskSpanExtras:
     __slots__ = (
         "attributes",
         "context",
+        "dropped",
         "events",
         "exception",
         "links",
@@ -112,11 +113,39 @@ class TaskSpanExtras:
         self.name: str = semconv.SPAN_TASK
         self.context: SpanContext | None = None
         self.attributes: dict[str, Any] | None = None
-        self.events: list[tuple[str, int, dict[str, Any]]] | None = None
-        self.links: list[tuple[int, int, int, dict[str, Any]]] | None = None
+        self.events: deque[tuple[str, int, dict[str, Any]]] | None = None
+        self.links: deque[tuple[int, int, int, dict[str, Any]]] | None = None
         self.status: StatusCode | None = None
         self.status_description: str | None = None
         self.exception: RaisedException | None = None
+        self.dropped: list[int] | None = None
+        """Attributes, events and links not kept (over ``LIMITS``), as the SDK counts them."""
+
+    def drop(self, which: int) -> None:
+        dropped = self.dropped
+        if dropped is None:
+            dropped = self.dropped = [0, 0, 0]
+        dropped[which] += 1
+
+
+LIMITS: Final = [128, 128, 128]
+"""Attributes, events and links a task span keeps: the SDK's ``SpanLimits`` (its
+``OTEL_SPAN_*_COUNT_LIMIT`` variables), read at ``instrument()``. A long-lived task
+(a connection's reader resolving every request's future) records an event per
+resolution on its span: kept without a bound, they would grow with the run. As in
+the SDK, the latest events and links are kept, the first attributes."""
+_ATTRIBUTES, _EVENTS, _LINKS = 0, 1, 2
+
+
+def read_limits() -> None:
+    """Take the SDK's span limits (and the environment's) for task spans."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    limits = SpanLimits()
+    wanted = (limits.max_span_attributes, limits.max_events, limits.max_links)
+    for index, value in enumerate(wanted):
+        # None: the user asked for no limit (SpanLimits.UNSET).
+        LIMITS[index] = value if isinstance(value, int) and value >= 0 else 1 << 62
 
 
 class TaskSpan(trace.Span):
@@ -202,9 +231,13 @@ class TaskSpan(trace.Span):
         if self.end_ns:
             return
         extras = self._extras()
-        if extras.attributes is None:
-            extras.attributes = {}
-        extras.attributes[key] = value
+        attributes = extras.attributes
+        if attributes is None:
+            attributes = extras.attributes = {}
+        if key not in attributes and len(attributes) >= LIMITS[_ATTRIBUTES]:
+            extras.drop(_ATTRIBUTES)
+            return
+        attributes[key] = value
 
     def add_event(
         self,
@@ -215,18 +248,24 @@ class TaskSpan(trace.Span):
         if self.end_ns:
             return
         extras = self._extras()
-        if extras.events is None:
-            extras.events = []
+        events = extras.events
+        if events is None:
+            events = extras.events = deque(maxlen=LIMITS[_EVENTS])
+        if len(events) == events.maxlen:
+            extras.drop(_EVENTS)  # the oldest goes
         when = timestamp if timestamp is not None else RECORDER.to_epoch(perf_counter_ns())
-        extras.events.append((name, when, dict(attributes or {})))
+        events.append((name, when, dict(attributes or {})))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self.end_ns or not context.is_valid:
             return
         extras = self._extras()
-        if extras.links is None:
-            extras.links = []
-        extras.links.append(
+        links = extras.links
+        if links is None:
+            links = extras.links = deque(maxlen=LIMITS[_LINKS])
+        if len(links) == links.maxlen:
+            extras.drop(_LINKS)  # the oldest goes
+        links.append(
             (context.trace_id, context.span_id, int(context.trace_flags), dict(attributes or {}))
         )
 
@@ -343,6 +382,7 @@ _emit: Final = RECORDER.emit
 
 def task_patches() -> list[Patch]:
     """Patches that give every task a span, on every event loop class we know."""
+    read_limits()
     if _CONTEXT_VAR is None:  # pragma: no cover - a non-contextvars OpenTelemetry runtime
         RECORDER.fail(
             FAMILY_TASK,
