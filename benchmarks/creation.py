@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import os
 import statistics
 import sys
@@ -36,26 +37,10 @@ from aiotrace._pipeline import Discard
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-LIBRARY = """
-import asyncio
-
-
-def make(kind, count, depth):
-    if depth:
-        return make(kind, count, depth - 1)
-    if kind == "future":
-        loop = asyncio.get_running_loop()
-        for _ in range(count):
-            loop.create_future().set_result(None)
-    else:
-        factory = getattr(asyncio, kind)
-        for _ in range(count):
-            factory()
-"""
-
 
 def make(kind: str, count: int, depth: int) -> None:
-    """The program's own creation loop: the same as the library's, in this file."""
+    """The creation loop: run from this file (the program's code), and written out as
+    an installed library's module and run from there."""
     if depth:
         return make(kind, count, depth - 1)
     if kind == "future":
@@ -89,7 +74,8 @@ def measure(reps: int, count: int, depth: int) -> list[tuple[str, str, float, fl
         package = os.path.join(tmp, "site-packages")
         os.makedirs(package)
         with open(os.path.join(package, "creation_lib.py"), "w", encoding="utf-8") as fh:
-            fh.write(LIBRARY)
+            # The same function, as an installed library's file.
+            fh.write("import asyncio\n\n\n" + inspect.getsource(make))
         sys.path.insert(0, package)
         try:
             library: Any = importlib.import_module("creation_lib")

@@ -157,3 +157,17 @@ class Trace:
 def report_lines(stderr: str) -> list[str]:
     """stderr's lines with trailing spaces dropped."""
     return [line.rstrip() for line in stderr.splitlines()]
+
+
+def installed_library(tmp_path: Path, package: str, source: str, program: str) -> None:
+    """``package`` as if installed (under a ``site-packages`` folder: aiotrace counts its
+    files as a library's), and beside it ``prog.py``, which puts that folder on its path."""
+    library = tmp_path / "site-packages" / package
+    library.mkdir(parents=True)
+    (library / "__init__.py").write_text(source)
+    (tmp_path / "prog.py").write_text(program)
+
+
+def marker_line(source: str, marker: str) -> int:
+    """The number of the line of ``source`` that carries the comment ``# marker``."""
+    return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)

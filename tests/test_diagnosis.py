@@ -22,7 +22,14 @@ import pytest
 from aiotrace import semconv
 from aiotrace.cli import EXIT_FINDINGS, EXIT_HANG
 from aiotrace.diagnosis import _blocking_line
-from tests.cli_support import PROGRAMS, Trace, aiotrace, started_and_ready
+from tests.cli_support import (
+    PROGRAMS,
+    Trace,
+    aiotrace,
+    installed_library,
+    marker_line,
+    started_and_ready,
+)
 
 DIAG = PROGRAMS / "diag"
 
@@ -818,18 +825,15 @@ def test_a_librarys_locks_made_from_two_lines_of_the_program_are_two_classes(
     Every account's lock is made at one line of the library: by that line alone
     they would be one class, and taking two in both orders would go unseen.
     """
-    library = tmp_path / "site-packages" / "bank"
-    library.mkdir(parents=True)
-    (library / "__init__.py").write_text(BANK_LIBRARY)
-    (tmp_path / "prog.py").write_text(USES_BANK)
+    installed_library(tmp_path, "bank", BANK_LIBRARY, USES_BANK)
 
-    def at(source: str, marker: str) -> int:
-        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
-
-    lock = f"self._lock (bank/__init__.py:{at(BANK_LIBRARY, 'LIB_LOCK')})"
-    checking, savings = (f"{lock} via prog.py:{at(USES_BANK, m)}" for m in ("CHECKING", "SAVINGS"))
+    lock = f"self._lock (bank/__init__.py:{marker_line(BANK_LIBRARY, 'LIB_LOCK')})"
+    checking, savings = (
+        f"{lock} via prog.py:{marker_line(USES_BANK, m)}" for m in ("CHECKING", "SAVINGS")
+    )
     first, second = (
-        f"bank/__init__.py:{at(BANK_LIBRARY, m)} in transfer" for m in ("LIB_FIRST", "LIB_SECOND")
+        f"bank/__init__.py:{marker_line(BANK_LIBRARY, m)} in transfer"
+        for m in ("LIB_FIRST", "LIB_SECOND")
     )
     result = aiotrace("run", "--check", "--report-json=r.json", "prog.py", "--bug", cwd=tmp_path)
     assert result.returncode == EXIT_FINDINGS, result.stderr

@@ -21,7 +21,14 @@ from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace.cli import EXIT_FINDINGS
 from aiotrace.report import Report, ReportBuilder, render
-from tests.cli_support import Trace, aiotrace, clean_env, report_lines
+from tests.cli_support import (
+    Trace,
+    aiotrace,
+    clean_env,
+    installed_library,
+    marker_line,
+    report_lines,
+)
 
 PROGRAM = """\
 import asyncio
@@ -679,20 +686,14 @@ def test_a_wake_at_a_library_line_says_which_line_of_the_program_led_to_it(
 ) -> None:
     # A library sets its event, resolves the program's future: at its own
     # line, the same for every caller; the program's line says which call.
-    library = tmp_path / "site-packages" / "wakedb"
-    library.mkdir(parents=True)
-    (library / "__init__.py").write_text(WAKING_LIBRARY)
-    (tmp_path / "prog.py").write_text(WAKES_THROUGH_LIBRARY)
+    installed_library(tmp_path, "wakedb", WAKING_LIBRARY, WAKES_THROUGH_LIBRARY)
     result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
-    def at(source: str, marker: str) -> int:
-        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
-
-    set_at = f"wakedb/__init__.py:{at(WAKING_LIBRARY, 'LIB_SET')}"
-    resolved_at = f"wakedb/__init__.py:{at(WAKING_LIBRARY, 'LIB_RESOLVE')}"
-    connect = f"prog.py:{at(WAKES_THROUGH_LIBRARY, 'VIA_CONNECT')}"
-    deliver = f"prog.py:{at(WAKES_THROUGH_LIBRARY, 'VIA_DELIVER')}"
+    set_at = f"wakedb/__init__.py:{marker_line(WAKING_LIBRARY, 'LIB_SET')}"
+    resolved_at = f"wakedb/__init__.py:{marker_line(WAKING_LIBRARY, 'LIB_RESOLVE')}"
+    connect = f"prog.py:{marker_line(WAKES_THROUGH_LIBRARY, 'VIA_CONNECT')}"
+    deliver = f"prog.py:{marker_line(WAKES_THROUGH_LIBRARY, 'VIA_DELIVER')}"
     trace = Trace(tmp_path / "t.json")
     wait = trace.one(semconv.SPAN_EVENT_WAIT)
     assert str(wait.attributes[semconv.ATTR_WAKER_SITE]).endswith(set_at)
@@ -719,20 +720,14 @@ def test_a_wake_at_a_library_line_says_which_line_of_the_program_led_to_it(
 def test_a_library_primitive_says_which_line_of_the_program_led_to_it(tmp_path: Path) -> None:
     # Every request takes an installed library's lock at the library's line:
     # the program's line that called it is what tells the waits apart.
-    library = tmp_path / "site-packages" / "slowdb"
-    library.mkdir(parents=True)
-    (library / "__init__.py").write_text(LIBRARY)
-    (tmp_path / "prog.py").write_text(USES_LIBRARY)
+    installed_library(tmp_path, "slowdb", LIBRARY, USES_LIBRARY)
     result = aiotrace(
         "run", "--min-hold=0", "--trace-file=t.json", "prog.py", cwd=tmp_path, env=clean_env()
     )
     assert result.returncode == 0, result.stderr
 
-    def at(source: str, marker: str) -> int:
-        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
-
-    lib_line = at(LIBRARY, "LIB_HOLD")
-    callers = {f"prog.py:{at(USES_LIBRARY, m)}" for m in ("VIA_REPORT", "VIA_INDEX")}
+    lib_line = marker_line(LIBRARY, "LIB_HOLD")
+    callers = {f"prog.py:{marker_line(USES_LIBRARY, m)}" for m in ("VIA_REPORT", "VIA_INDEX")}
     trace = Trace(tmp_path / "t.json")
     theirs = [
         s
@@ -818,10 +813,7 @@ def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_t
 ) -> None:
     # Every pool's semaphore is made at one line of the library: the line of
     # the program that made the pool says which pool waited.
-    library = tmp_path / "site-packages" / "minipool"
-    library.mkdir(parents=True)
-    (library / "__init__.py").write_text(POOL_LIBRARY)
-    (tmp_path / "prog.py").write_text(USES_POOLS)
+    installed_library(tmp_path, "minipool", POOL_LIBRARY, USES_POOLS)
     result = aiotrace(
         "run",
         "--trace-file=t.json",
@@ -832,13 +824,10 @@ def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_t
     )
     assert result.returncode == 0, result.stderr
 
-    def at(source: str, marker: str) -> int:
-        return next(n for n, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
-
-    sem_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_SEM')}"
-    future_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_FUTURE')}"
-    module_site = f"minipool/__init__.py:{at(POOL_LIBRARY, 'LIB_MODULE_LOCK')}"
-    users, orders = (f"prog.py:{at(USES_POOLS, m)}" for m in ("USERS", "ORDERS"))
+    sem_site = f"minipool/__init__.py:{marker_line(POOL_LIBRARY, 'LIB_SEM')}"
+    future_site = f"minipool/__init__.py:{marker_line(POOL_LIBRARY, 'LIB_FUTURE')}"
+    module_site = f"minipool/__init__.py:{marker_line(POOL_LIBRARY, 'LIB_MODULE_LOCK')}"
+    users, orders = (f"prog.py:{marker_line(USES_POOLS, m)}" for m in ("USERS", "ORDERS"))
     orders_sem = f"self._sem ({sem_site}) via {orders}"
 
     report = json.loads((tmp_path / "r.json").read_text())
@@ -869,7 +858,7 @@ def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_t
         (sem_site, orders),
         (sem_site, None),
         (module_site, None),
-        (f"prog.py:{at(USES_POOLS, 'USERS') + 6}", None),  # the program's own lock
+        (f"prog.py:{marker_line(USES_POOLS, 'USERS') + 6}", None),  # the program's own lock
     }, set(summaries)
     assert summaries[(sem_site, None)][semconv.ATTR_PRIMITIVE_NAME] == f"self._sem ({sem_site})"
     assert summaries[(module_site, None)][semconv.ATTR_PRIMITIVE_NAME] == (
