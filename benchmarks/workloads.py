@@ -131,6 +131,19 @@ async def ensure_future_of_future(n: int) -> int:
     return n
 
 
+async def create_primitives(n: int) -> int:
+    """``asyncio.Lock()``, ``Event()`` and ``Semaphore()``: an operation makes one of each.
+
+    The other workloads make their primitives once; a program that makes them
+    per request pays this every time (see ``benchmarks.creation`` for more).
+    """
+    for _ in range(n):
+        asyncio.Lock()
+        asyncio.Event()
+        asyncio.Semaphore()
+    return n
+
+
 PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
 TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
@@ -143,5 +156,6 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "create_task + await": (create_task_await, 20_000, TASKS),
     "gather of 1000": (gather_1000, 20_000, TASKS),
     "ensure_future(fut)": (ensure_future_of_future, 100_000, TASKS),
+    "create Lock, Event, Semaphore": (create_primitives, 20_000, PRIMITIVES),
 }
 """name -> (coroutine function, operations per run, what is traced)."""

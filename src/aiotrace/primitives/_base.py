@@ -18,7 +18,7 @@ Semaphore and Event, whose every wait and hold reads several, cannot:
 from Python 3.12 a class attribute named like an instance attribute stops
 CPython specialising every access to it, which made the uncontended
 ``async with lock`` cost 1.64x bare instead of 1.34x. Their patched
-``__init__`` gives every new instance its attributes (:func:`give_defaults`),
+``__init__`` gives every new instance its attributes (:func:`defaults_setter`),
 and the patched methods :func:`adopt_preexisting` an older instance the
 first time a read finds one missing. The slow path creates a ref lazily.
 """
@@ -268,14 +268,27 @@ def preexisting_stats(kind: str) -> SiteStats:
     return stats
 
 
-def give_defaults(prim: Any, defaults: dict[str, Any]) -> None:
-    """Set aiotrace's per-instance attributes on a new primitive, always in one order.
+def defaults_setter(defaults: dict[str, Any]) -> Callable[[Any], None]:
+    """A function setting aiotrace's per-instance attributes on a new primitive, in one order.
 
     One order keeps them in the class's shared key layout, where CPython
-    specialises their accesses.
+    specialises their accesses. Generated, as ``dataclasses`` generates an
+    ``__init__``: an attribute store per field, its value bound as a default
+    argument. A loop of ``setattr`` calls cost a Lock's ten fields 1.3 µs,
+    a third of its traced creation; this costs 0.13 µs.
     """
-    for name, value in defaults.items():
-        setattr(prim, name, value)
+    names = list(defaults)
+    if not all(name.isidentifier() for name in names):
+        raise ValueError(f"not attribute names: {names!r}")
+    values = {f"_v{i}": value for i, value in enumerate(defaults.values())}
+    params = "".join(f", {v}={v}" for v in values)
+    body = "".join(f"    prim.{name} = _v{i}\n" for i, name in enumerate(names)) or "    pass\n"
+    namespace: dict[str, Any] = dict(values)
+    exec(f"def give_defaults(prim{params}):\n{body}", namespace)  # our own text
+    setter: Callable[[Any], None] = namespace["give_defaults"]
+    setter.__qualname__ = "defaults_setter.<locals>.give_defaults"
+    setter.__module__ = __name__
+    return setter
 
 
 def adopt_preexisting(prim: Any, defaults: dict[str, Any]) -> None:

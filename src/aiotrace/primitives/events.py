@@ -34,9 +34,9 @@ from aiotrace.primitives._base import (
     adopt,
     adopt_preexisting,
     current_task,
+    defaults_setter,
     display_name,
     emit_wait,
-    give_defaults,
     live_flag,
     mark_point,
     on_create,
@@ -159,12 +159,13 @@ def event_patches() -> list[Patch]:
         "_aiotrace_set_at": 0,
         "_aiotrace_waker": None,
     }
+    give_defaults = defaults_setter(defaults)
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)
         try:
-            give_defaults(self, defaults)
+            give_defaults(self)
             if enabled[FAMILY_EVENT]:
                 on_create(self, semconv.KIND_EVENT)
         except Exception as exc:  # left like a primitive made before instrument()

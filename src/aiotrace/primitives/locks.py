@@ -65,9 +65,9 @@ from aiotrace.primitives._base import (
     adopt_preexisting,
     current_task,
     current_task_name,
+    defaults_setter,
     emit_hold,
     emit_wait,
-    give_defaults,
     in_stack,
     live_flag,
     on_create,
@@ -293,6 +293,7 @@ def lock_patches() -> list[Patch]:
         "_aiotrace_handed_at": 0,
         "_aiotrace_handoff": None,
     }
+    give_defaults = defaults_setter(defaults)
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -301,7 +302,7 @@ def lock_patches() -> list[Patch]:
         # shared key layout, which keeps every attribute access on the lock
         # (asyncio's own included) on CPython's fast path.
         try:
-            give_defaults(self, defaults)
+            give_defaults(self)
             if enabled[FAMILY_LOCK]:
                 on_create(self, semconv.KIND_LOCK)
         except Exception as exc:  # left like a primitive made before instrument()
@@ -661,6 +662,7 @@ def semaphore_patches() -> list[Patch]:
         "_aiotrace_starts": None,
         "_aiotrace_handoffs": None,
     }
+    give_defaults = defaults_setter(defaults)
 
     def _kind(self: Any) -> str:
         if isinstance(self, Bounded):
@@ -684,7 +686,7 @@ def semaphore_patches() -> list[Patch]:
     def __init__(self: Any, value: int = 1, *args: Any, **kwargs: Any) -> None:
         orig_init(self, value, *args, **kwargs)
         try:
-            give_defaults(self, defaults)
+            give_defaults(self)
             if enabled[FAMILY_SEMAPHORE]:
                 ref = on_create(self, _kind(self))
                 ref.capacity = value
