@@ -570,3 +570,39 @@ def test_a_fork_ends_no_span_of_the_parents_tasks_and_futures(tmp_path: Any) -> 
     assert sorted(spans["parent"].values()).count(semconv.SPAN_TASK) == 2
     assert semconv.SPAN_FUTURE in spans["parent"].values()
     assert not set(spans["child"]) & set(spans["parent"]), spans["child"]
+
+
+def test_a_task_span_keeps_what_the_sdks_span_limits_allow(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``OTEL_SPAN_EVENT_COUNT_LIMIT`` bounds a task span as it bounds an SDK span: the
+    latest events are kept, the others counted; a malformed value is said, not raised."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import aiotrace
+
+    async def main() -> None:
+        async def chatty() -> None:
+            for n in range(5):
+                trace.get_current_span().add_event(f"event {n}")
+
+        await asyncio.create_task(chatty(), name="chatty")
+
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with aiotrace.tracing(provider):
+        asyncio.run(main())
+    (span,) = [
+        s for s in exporter.get_finished_spans() if s.attributes[semconv.ATTR_TASK_NAME] == "chatty"
+    ]
+    assert [e.name for e in span.events] == ["event 2", "event 3", "event 4"]
+    assert span.dropped_events == 2
+
+    made_before = TracerProvider()  # the SDK's own would refuse the value below
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "many")
+    with aiotrace.tracing(made_before):
+        pass
+    assert "OTEL_SPAN_EVENT_COUNT_LIMIT" in caplog.text

@@ -31,6 +31,10 @@ Wire records (first element the kind)::
     W_HOLD  like W_SPAN, with ``optional`` (bool) instead of links
     W_FULL  (kind, name, t0, t1, span id, trace id, parent id, flags, remote,
              attrs, events, links, status, status description, scope, span kind)
+    W_TASK  (kind, t0, t1, span id, trace id, parent id, flags, remote, site id,
+             task name, coroutine, parent task, outcome, attrs, events, links,
+             status, status description, span name, dropped (attributes, events,
+             links) or None)
 
 Times are nanoseconds since the Unix epoch. ``parent`` is ``None`` (a root)
 or ``(trace id, span id, flags, remote)``. A link target is an int (a span id

@@ -391,10 +391,6 @@ def _wait_counters() -> dict[int, tuple[int, int]]:
     return {id(site): (site.waits, site.wait_ns) for site in RECORDER.sites if site.waits}
 
 
-def _site_name(site: Any) -> str:
-    return str(site.display_name())
-
-
 def _outcome(reports: dict[str, pytest.TestReport]) -> str:
     setup, call, teardown = (reports.get(w) for w in ("setup", "call", "teardown"))
     if setup is not None and setup.failed:
@@ -760,7 +756,7 @@ class AiotracePlugin:
             if site.waits > w0:
                 waits += site.waits - w0
                 wait_ns += site.wait_ns - ns0
-                per_site.append(((site.wait_ns - ns0) / 1e6, _site_name(site)))
+                per_site.append(((site.wait_ns - ns0) / 1e6, site.display_name()))
         per_site.sort(reverse=True)
         record = TestRecord(
             nodeid=item.nodeid,

@@ -50,7 +50,7 @@ from opentelemetry.trace.status import Status, StatusCode
 from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
 from aiotrace._patching import Patch
-from aiotrace._recorder import R_SPAN, R_TASK, RECORDER
+from aiotrace._recorder import LOGGER, R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import (
     RaisedException,
     as_untraced,
@@ -122,6 +122,7 @@ class TaskSpanExtras:
         """Attributes, events and links not kept (over ``LIMITS``), as the SDK counts them."""
 
     def drop(self, which: int) -> None:
+        """Count one not kept: the exported span says how many went (``dropped*Count``)."""
         dropped = self.dropped
         if dropped is None:
             dropped = self.dropped = [0, 0, 0]
@@ -141,7 +142,12 @@ def read_limits() -> None:
     """Take the SDK's span limits (and the environment's) for task spans."""
     from opentelemetry.sdk.trace import SpanLimits
 
-    limits = SpanLimits()
+    try:
+        limits = SpanLimits()
+    except ValueError as exc:  # a malformed OTEL_*_LIMIT: the SDK's defaults, and a word
+        LOGGER.warning("aiotrace: %s; task spans keep 128 of each", exc)
+        LIMITS[:] = [128, 128, 128]
+        return
     wanted = (limits.max_span_attributes, limits.max_events, limits.max_links)
     for index, value in enumerate(wanted):
         # None: the user asked for no limit (SpanLimits.UNSET).
