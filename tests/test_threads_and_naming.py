@@ -124,6 +124,38 @@ def test_a_librarys_primitive_is_named_from_its_package(
     assert hold[semconv.ATTR_PRIMITIVE_VIA_SITE] == here
 
 
+DEEP_LIBRARY = """
+import asyncio
+
+
+def make(depth):
+    if depth:
+        return make(depth - 1)
+    return asyncio.Lock()
+"""
+
+
+def test_the_walk_to_the_programs_line_stops_100_library_frames_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deep recursion in a library costs a bounded walk: no via line past 100 frames."""
+    from aiotrace._sites import SITES
+
+    package = tmp_path / "site-packages"
+    package.mkdir()
+    (package / "deeplib.py").write_text(DEEP_LIBRARY)
+    monkeypatch.syspath_prepend(str(package))
+    monkeypatch.delitem(sys.modules, "deeplib", raising=False)
+    import deeplib  # type: ignore[import-not-found]
+
+    with aiotrace.tracing(tasks=False):
+        shallow = deeplib.make(90)  # 91 frames of the library's: within reach
+        deep = deeplib.make(120)
+    assert SITES.resolve(shallow._aiotrace_stats.via).path == __file__
+    assert deep._aiotrace_stats.via is None
+    assert deep._aiotrace_stats.raw is not None  # still named after its own line
+
+
 @pytest.mark.parametrize(
     ("path", "label"),
     [

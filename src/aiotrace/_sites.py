@@ -28,7 +28,7 @@ import tokenize
 import traceback
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -181,6 +181,8 @@ is_library_file: Final[Callable[[str], bool]] = _LibraryFiles().__getitem__
 
 _VIA: dict[tuple[int, int], tuple[CodeType, str]] = {}
 
+
+_T = TypeVar("_T")
 
 _PROGRAM_FRAME_DEPTH: Final = 100
 
@@ -342,15 +344,18 @@ def site_from(frame: FrameType | None) -> RawSite | None:
     return raw_site(frame.f_code, frame.f_lasti)
 
 
-def creation_site(frame: FrameType | None) -> tuple[RawSite | None, RawSite | None]:
-    """The user's site at or above ``frame`` and, if that is a library's line, the
-    program's line that led there (see :func:`via_site`)."""
+def site_and_via(
+    frame: FrameType | None, via: Callable[[FrameType], _T | None]
+) -> tuple[RawSite | None, _T | None]:
+    """The user's site at or above ``frame`` and, if that is a library's line,
+    ``via(its frame)``: the program's line that led there, as a label
+    (:func:`via_label`, for a call) or a raw site (:func:`via_site`, for a
+    creation). The program's own sites cost no walk."""
     user = first_user_frame(frame)
     if user is None:
         return None, None
     code = user.f_code
-    via = via_site(user) if is_library_file(code.co_filename) else None
-    return raw_site(code, user.f_lasti), via
+    return raw_site(code, user.f_lasti), via(user) if is_library_file(code.co_filename) else None
 
 
 def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool, RawSite | None]:

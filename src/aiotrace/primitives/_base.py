@@ -46,9 +46,7 @@ from aiotrace._sites import (
     as_untraced,
     capture_creation,
     default_name,
-    first_user_frame,
-    is_library_file,
-    raw_site,
+    site_and_via,
     via_label,
 )
 
@@ -616,7 +614,7 @@ def emit_wait(
         task = current_task()
     if parent is CURRENT:
         parent = current_span()
-    site, via = site_and_via(sys._getframe(1) if frame is None else frame)
+    site, via = site_and_via(sys._getframe(1) if frame is None else frame, via_label)
     if via is not None:
         attrs = _added_via(attrs, via)
     if attrs is not None and len(attrs) > 1:
@@ -645,17 +643,6 @@ _NORMAL: Final = frozenset(
 def outcome_is_normal(outcome: str) -> bool:
     """Whether ``outcome`` is a success (thresholds apply) rather than an abandonment."""
     return outcome in _NORMAL
-
-
-def site_and_via(frame: FrameType | None) -> tuple[RawSite | None, str | None]:
-    """The user's site at or above ``frame``; if that line is a library's, the program's
-    line that led there (see :func:`aiotrace._sites.via_label`), else ``None``."""
-    user = first_user_frame(frame)
-    if user is None:
-        return None, None
-    code = user.f_code
-    site = raw_site(code, user.f_lasti)
-    return site, via_label(user) if is_library_file(code.co_filename) else None
 
 
 def with_via(attrs: dict[str, Any] | None, frame: FrameType) -> dict[str, Any] | None:
@@ -720,7 +707,7 @@ def waking_site() -> tuple[RawSite | None, str | None]:
         frame = sys._getframe(2)  # our caller's caller: the waking call
     except ValueError:  # a stack not that deep (capture()'s guard too)
         return None, None
-    return site_and_via(frame)
+    return site_and_via(frame, via_label)
 
 
 def waker_here(t: int) -> Waker:

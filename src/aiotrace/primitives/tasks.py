@@ -54,11 +54,12 @@ from aiotrace._recorder import LOGGER, R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import (
     RaisedException,
     as_untraced,
-    creation_site,
     is_asyncio_file,
     is_internal_file,
     short_path,
+    site_and_via,
     stands_in_for,
+    via_site,
 )
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
@@ -650,7 +651,7 @@ TracedFuture.__module__ = "asyncio.futures"
 
 
 def _future_created(fut: TracedFuture) -> None:
-    raw, via = creation_site(sys._getframe(1))
+    raw, via = site_and_via(sys._getframe(1), via_site)
     stats = stats_for(semconv.KIND_FUTURE, raw, False, via)
     ref = PrimRef(semconv.KIND_FUTURE, raw, stats)
     fut._aiotrace_ref = ref
