@@ -159,7 +159,7 @@ def _peer(name: str) -> tuple[Any, Any]:
             return exporter.count
 
         return start, stop
-    from viztracer import VizTracer  # type: ignore[import-not-found,unused-ignore]
+    from viztracer import VizTracer  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
     tracer = VizTracer(log_async=True, verbose=0, tracer_entries=5_000_000)
 

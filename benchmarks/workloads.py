@@ -7,6 +7,7 @@ the same code.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -131,6 +132,29 @@ async def ensure_future_of_future(n: int) -> int:
     return n
 
 
+async def future_per_request(n: int) -> int:
+    """A future per request, resolved by another task and awaited: a connection's reader
+    resolving each caller's reply, as client libraries do. An operation is one request."""
+    loop = asyncio.get_running_loop()
+    pending: deque[asyncio.Future[int]] = deque()
+    done = False
+
+    async def reader() -> None:
+        while not done:
+            while pending:
+                pending.popleft().set_result(1)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(reader())
+    for _ in range(n):
+        fut = loop.create_future()
+        pending.append(fut)
+        await fut
+    done = True
+    await task
+    return n
+
+
 async def create_primitives(n: int) -> int:
     """``asyncio.Lock()``, ``Event()`` and ``Semaphore()``: an operation makes one of each.
 
@@ -157,5 +181,6 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "gather of 1000": (gather_1000, 20_000, TASKS),
     "ensure_future(fut)": (ensure_future_of_future, 100_000, TASKS),
     "create Lock, Event, Semaphore": (create_primitives, 20_000, PRIMITIVES),
+    "future per request, resolved by a reader task": (future_per_request, 20_000, TASKS),
 }
 """name -> (coroutine function, operations per run, what is traced)."""

@@ -8,6 +8,7 @@ import os
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+import aiotrace
 from aiotrace import semconv
 from aiotrace.testing import Captured, capture_spans
 from tests.conftest import line_of
@@ -99,6 +100,58 @@ def test_event_set_is_an_event_on_the_setters_span() -> None:
     (wait,) = [s for s in spans if s.name == semconv.SPAN_EVENT_WAIT]
     assert wait.links == [(loader.span_id, {semconv.ATTR_LINK_KIND: semconv.LINK_WAKER})]
     assert [s.name for s in spans if s.name == semconv.SPAN_EVENT_SET] == []
+
+
+def test_a_set_on_a_task_span_is_the_event_it_would_be_on_the_users_span() -> None:
+    """A task's span keeps a waking call raw and makes it an event when it is encoded (off
+    the hot path); the event must be the one recorded at once on a user's span, attribute
+    for attribute, with the primitive's name as it is when the span is exported."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("test")
+
+    async def main() -> None:
+        ready = asyncio.Event()
+
+        async def set_later() -> None:
+            await asyncio.sleep(DELAY)
+            ready.set()  # set-in-task
+            aiotrace.name(ready, "ready-flag")  # before the task's span is encoded
+
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.create_task(set_later(), name="setter")
+        await waiter
+        ready.clear()
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.sleep(DELAY)
+        with tracer.start_as_current_span("loader"):
+            ready.set()  # set-in-span
+        await waiter
+
+    with capture_spans(provider, min_wait=0) as captured:
+        asyncio.run(main(), debug=False)
+        sets = {span.name: (span, attrs) for span, attrs in captured.events(semconv.SPAN_EVENT_SET)}
+    on_task, on_span = sets.pop(semconv.SPAN_TASK), sets.pop("loader")
+    assert sets == {}
+    in_task, in_span = on_task[1], on_span[1]
+    assert list(in_task) == list(in_span)  # the same keys, in the same order
+    assert in_task[semconv.ATTR_TASK_NAME] == "setter"
+    assert in_task[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# set-in-task")
+    assert in_task[semconv.ATTR_CODE_FUNCTION_NAME].endswith(".set_later")
+    assert in_span[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# set-in-span")
+    assert in_task[semconv.ATTR_CODE_FILE_PATH] == in_span[semconv.ATTR_CODE_FILE_PATH]
+    assert in_task[semconv.ATTR_PRIMITIVE_NAME] == in_span[semconv.ATTR_PRIMITIVE_NAME]
+    assert in_span[semconv.ATTR_PRIMITIVE_NAME] == "ready-flag"
+    differ = {
+        semconv.ATTR_TASK_NAME,
+        semconv.ATTR_CODE_LINE_NUMBER,
+        semconv.ATTR_CODE_FUNCTION_NAME,
+    }
+    assert {k: v for k, v in in_task.items() if k not in differ} == {
+        k: v for k, v in in_span.items() if k not in differ
+    }
+    # The event's time is the set()'s: the waiter's span ends there.
+    (first_wait, _) = captured.named(semconv.SPAN_EVENT_WAIT)
+    assert on_task[0].span.events[0].timestamp == first_wait.span.end_time
 
 
 async def _producer_consumer() -> list[int]:

@@ -53,7 +53,13 @@ from aiotrace import semconv
 from aiotrace._context import ids_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
 from aiotrace._sites import SITES, RaisedException, default_name
-from aiotrace.primitives._base import PrimRef, display_name, ref_suffix, via_label_of
+from aiotrace.primitives._base import (
+    PrimRef,
+    display_name,
+    ref_suffix,
+    site_attributes,
+    via_label_of,
+)
 
 W_SPAN: Final = 0
 W_HOLD: Final = 1
@@ -310,6 +316,8 @@ class Encoder:
         else:
             name, attributes, dropped = extras.name, extras.attributes, extras.dropped
             events, links = extras.events, extras.links
+            if events:
+                events = [e if len(e) == 3 else self._point(e, offset) for e in events]
             exception = extras.exception
             if exception is not None:
                 events = [
@@ -342,6 +350,19 @@ class Encoder:
             name,
             tuple(dropped) if dropped else None,
         )
+
+    def _point(self, event: tuple[Any, ...], offset: int) -> tuple[str, int, dict[str, Any]]:
+        """A waking call kept raw on a task span (``tasks.Event``), as the event it is."""
+        name, t, raw, task, site, via = event
+        value = self.value
+        attrs = {key: value(v) for key, v in raw.items()}
+        if task is not None:
+            attrs[semconv.ATTR_TASK_NAME] = task
+        if via is not None:
+            attrs[semconv.ATTR_VIA_SITE] = via
+        if site is not None:
+            attrs.update(site_attributes(site))
+        return name, t + offset, attrs
 
 
 def exception_attributes(exc: BaseException | RaisedException) -> dict[str, Any]:

@@ -716,6 +716,10 @@ def waker_here(t: int) -> Waker:
     return current_span(), task_name(current_task()), site, t, via
 
 
+TASK_SPAN_TYPE: Final[list[type]] = [type(None)]
+"""The task family's span class (set by it): :func:`mark_point` leaves its events raw."""
+
+
 def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
     """Record a waking call (``set()``, ``notify()``) as an event on the current span.
 
@@ -723,7 +727,10 @@ def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
     recording span current (the user's, or a task span) the event goes on
     it at once, because that span may end before the pipeline runs; with no
     span current a zero-length span of that name is emitted instead, and
-    returned as the link target.
+    returned as the link target. On a task span, the commonest case (a
+    task resolving a future), the event is kept raw, as records are: its
+    values are made attributes when the task's span is encoded, off the
+    hot path. ``attrs`` must be the caller's own dict: it is kept as given.
     """
     if t is None:
         t = perf_counter_ns()
@@ -731,6 +738,9 @@ def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
     tname = task_name(task)
     site, via = waking_site()
     span = current_span()
+    if type(span) is TASK_SPAN_TYPE[0] and not span.end_ns:  # type: ignore[union-attr]
+        span.add_point(name, t, attrs, tname, site, via)  # type: ignore[union-attr]
+        return span, tname, site, t, via
     full = dict(attrs)
     if tname is not None:
         full[semconv.ATTR_TASK_NAME] = tname

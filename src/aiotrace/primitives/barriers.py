@@ -18,7 +18,6 @@ from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace.primitives._base import (
     current_task,
-    display_name,
     emit_wait,
     live_flag,
     mark_point,
@@ -29,6 +28,7 @@ from aiotrace.primitives._base import (
     task_name,
     wait_spanned,
 )
+from aiotrace.primitives.events import prim_attrs
 
 FAMILY_BARRIER: Final = "barrier"
 
@@ -142,12 +142,7 @@ def barrier_patches() -> list[Patch]:
         if not ref.stats.internal:
             mark_point(
                 name,
-                {
-                    semconv.ATTR_PRIMITIVE_KIND: ref.kind,
-                    semconv.ATTR_PRIMITIVE_ID: ref.pid,
-                    semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
-                    semconv.ATTR_WAITERS_DURING: self._count,
-                },
+                {**prim_attrs(ref), semconv.ATTR_WAITERS_DURING: self._count},
             )
 
     @functools.wraps(orig_abort)

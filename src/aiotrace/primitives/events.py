@@ -35,7 +35,6 @@ from aiotrace.primitives._base import (
     adopt_preexisting,
     current_task,
     defaults_setter,
-    display_name,
     emit_wait,
     live_flag,
     mark_point,
@@ -53,11 +52,16 @@ FAMILY_CONDITION: Final = "condition"
 
 
 def prim_attrs(ref: Any) -> dict[str, Any]:
-    """Attributes naming a primitive on a span event."""
+    """Attributes naming a primitive on a span event.
+
+    The name is the ref itself, made a string where the event is made one
+    (at once on a user's span, when encoded on a task's): naming is the
+    costly part, and the name then is the one the primitive's spans carry.
+    """
     return {
         semconv.ATTR_PRIMITIVE_KIND: ref.kind,
         semconv.ATTR_PRIMITIVE_ID: ref.pid,
-        semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
+        semconv.ATTR_PRIMITIVE_NAME: ref,
     }
 
 

@@ -63,6 +63,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
+    TASK_SPAN_TYPE,
     CancelledError,
     PrimRef,
     current_task,
@@ -91,6 +92,13 @@ _SAMPLED: Final = int(TraceFlags.SAMPLED)
 _ROOT_FLAGS: Final = _SAMPLED | int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 
+Event = tuple[Any, ...]
+"""An event on a task span: ``(name, epoch ns, attributes)``, as the user recorded it, or
+raw, as :func:`~aiotrace.primitives._base.mark_point` leaves a waking call: ``(name,
+perf_counter ns, attributes with record-time values, task name, raw site, via label)``,
+made an event like the first when the span is encoded (``_wire``)."""
+
+
 class TaskSpanExtras:
     """What a task span rarely has: what the user recorded on it, and how it failed.
 
@@ -114,7 +122,7 @@ class TaskSpanExtras:
         self.name: str = semconv.SPAN_TASK
         self.context: SpanContext | None = None
         self.attributes: dict[str, Any] | None = None
-        self.events: deque[tuple[str, int, dict[str, Any]]] | None = None
+        self.events: deque[Event] | None = None
         self.links: deque[tuple[int, int, int, dict[str, Any]]] | None = None
         self.status: StatusCode | None = None
         self.status_description: str | None = None
@@ -263,6 +271,24 @@ class TaskSpan(trace.Span):
         when = timestamp if timestamp is not None else RECORDER.to_epoch(perf_counter_ns())
         events.append((name, when, dict(attributes or {})))
 
+    def add_point(
+        self,
+        name: str,
+        t: int,
+        attrs: dict[str, Any],
+        task: str | None,
+        site: Any,
+        via: str | None,
+    ) -> None:
+        """A waking call on this span, kept raw (see :data:`Event`); only while recording."""
+        extras = self._extras()
+        events = extras.events
+        if events is None:
+            events = extras.events = deque(maxlen=LIMITS[_EVENTS])
+        if len(events) == events.maxlen:
+            extras.drop(_EVENTS)  # the oldest goes
+        events.append((name, t, attrs, task, site, via))
+
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self.end_ns or not context.is_valid:
             return
@@ -304,6 +330,9 @@ class TaskSpan(trace.Span):
 
     def __repr__(self) -> str:
         return f"TaskSpan({self.task_name!r}, span_id={self.span_id:016x})"
+
+
+TASK_SPAN_TYPE[0] = TaskSpan
 
 
 def start_task_span(coro: Any, site: Any) -> TaskSpan | None:
