@@ -244,7 +244,13 @@ class Encoder:
             # A future is a primitive of its own: millions in a long run. Its
             # identity travels as attributes, not as a definition to remember
             # (and its attributes, a dict per future, are not worth keeping).
-            attrs = dict(self.attributes(attrs, keep=False)) if attrs else {}
+            # Its id is added here, not when recorded: a wait's attributes (who
+            # resolved it, where) are then the same for many, and shared.
+            attrs = (
+                {semconv.ATTR_FUTURE_ID: ref.pid, **self.attributes(attrs, keep=False)}
+                if attrs
+                else {semconv.ATTR_FUTURE_ID: ref.pid}
+            )
             attrs[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
             attrs[semconv.ATTR_PRIMITIVE_ID] = ref.pid
             attrs[semconv.ATTR_PRIMITIVE_NAME] = display_name(ref)

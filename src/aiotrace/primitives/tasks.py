@@ -68,6 +68,7 @@ from aiotrace.primitives._base import (
     PrimRef,
     current_task,
     current_task_name,
+    emit_wait,
     live_flag,
     mark_point,
     outcome_of,
@@ -711,14 +712,13 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
         del PENDING[id(fut)]
         ref = entry[1]
         t = perf_counter_ns()
-        attrs: dict[str, Any] = {
-            semconv.ATTR_FUTURE_ID: ref.pid if ref is not None else 0,
+        attrs: dict[str, Any] = {  # and its id: the encoder adds it (_wire)
             semconv.ATTR_FUTURE_TIME_TO_RESOLVE: (t - state.t0) / 1e6,
             semconv.ATTR_FUTURE_WAITERS: state.waiters,
         }
         links: tuple[tuple[str, Any], ...] = ()
         if outcome in (semconv.OUTCOME_COLLECTED, semconv.OUTCOME_PENDING):
-            if outcome == semconv.OUTCOME_COLLECTED and ref is not None:
+            if outcome == semconv.OUTCOME_COLLECTED:
                 _leaks.future_collected(state.t0, ref, state.waiters, state.creator)
         else:
             # The resolver's call, as an event on its span; our span links to it.
@@ -726,7 +726,7 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
                 semconv.SPAN_FUTURE_RESOLVE,
                 {
                     semconv.ATTR_PRIMITIVE_KIND: semconv.KIND_FUTURE,
-                    semconv.ATTR_FUTURE_ID: attrs[semconv.ATTR_FUTURE_ID],
+                    semconv.ATTR_FUTURE_ID: ref.pid,
                     semconv.ATTR_OUTCOME: outcome,
                 },
                 t,
@@ -740,9 +740,9 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
             if point[0] is not None:
                 links = ((semconv.LINK_WAKER, point[0]),)
             fut._aiotrace_resolved = (state.span_id, t, point[1], point[2], point[4])
-        if ref is not None:
-            ref.stats.holds += 1
-            ref.stats.spanned += 1
+        stats = ref.stats
+        stats.holds += 1
+        stats.spanned += 1
         _emit_future(state, ref, t, outcome, attrs, links)
     except Exception as exc:
         RECORDER.fail(FAMILY_FUTURE, exc)
@@ -794,18 +794,17 @@ def _future_waited(fut: TracedFuture, t0: int, exc: BaseException | None) -> Non
         t1 = resolved[1] if resolved is not None and resolved[1] >= t0 else perf_counter_ns()
         if not wait_spanned(ref, t0, t1, outcome):
             return
-        attrs: dict[str, Any] = {semconv.ATTR_FUTURE_ID: ref.pid}
+        attrs: dict[str, Any] | None = None  # the future's id: the encoder adds it (_wire)
         links: tuple[tuple[str, Any], ...] = ()
         if resolved is not None:
             links = ((semconv.LINK_FUTURE, resolved[0]),)
+            attrs = {}
             if resolved[2] is not None:
                 attrs[semconv.ATTR_WAKER_TASK] = resolved[2]
             if resolved[3] is not None:
                 attrs[semconv.ATTR_WAKER_SITE] = resolved[3]
             if resolved[4] is not None:
                 attrs[semconv.ATTR_WAKER_VIA_SITE] = resolved[4]
-        from aiotrace.primitives._base import emit_wait
-
         emit_wait(semconv.SPAN_FUTURE_WAIT, ref, t0, t1, outcome, attrs, links)
     except Exception as exc:
         RECORDER.fail(FAMILY_FUTURE, exc)
@@ -867,7 +866,7 @@ def _report_pending_futures(since: int = 0) -> int:
             ref,
             perf_counter_ns(),
             semconv.OUTCOME_PENDING,
-            {semconv.ATTR_FUTURE_ID: ref.pid, semconv.ATTR_FUTURE_WAITERS: state.waiters},
+            {semconv.ATTR_FUTURE_WAITERS: state.waiters},
         )
         count += 1
     return count
