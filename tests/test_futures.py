@@ -236,3 +236,32 @@ def test_naming_a_future(traced: Captured) -> None:
     asyncio.run(main())
     (future,) = traced.named(semconv.SPAN_FUTURE)
     assert future[semconv.ATTR_PRIMITIVE_NAME] == "config-loaded"
+
+
+def test_futures_made_at_one_line_share_its_name_unless_named(traced: Captured) -> None:
+    """A future's name is worked out once per creation site when encoded; one named
+    explicitly among them keeps its own, and the others keep the site's."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(4):
+            reply = loop.create_future()  # reply-created
+            if i == 1:
+                aiotrace.name(reply, "the-second")
+            reply.set_result(i)
+            await reply
+
+    asyncio.run(main())
+    futures = traced.named(semconv.SPAN_FUTURE)
+    site = f"{os.path.basename(__file__)}:{line_of('# reply-created')}"
+    assert [f[semconv.ATTR_PRIMITIVE_NAME] for f in futures] == [
+        f"reply ({site})",
+        "the-second",
+        f"reply ({site})",
+        f"reply ({site})",
+    ]
+    assert {f[semconv.ATTR_PRIMITIVE_SITE] for f in futures} == {site}
+    assert len({f[semconv.ATTR_FUTURE_ID] for f in futures}) == 4
+    assert [f[semconv.ATTR_FUTURE_ID] for f in futures] == [
+        f[semconv.ATTR_PRIMITIVE_ID] for f in futures
+    ]

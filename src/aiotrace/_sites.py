@@ -434,6 +434,12 @@ class Site:
         """
         return f"{short_path(self.path)}:{self.line}"
 
+    @functools.cached_property
+    def named(self) -> str:
+        """``cache_lock (app.py:12)``: see :func:`default_name`; kept, as :attr:`label` is."""
+        var = variable_name(self)
+        return f"{var} ({self.label})" if var else self.label
+
     def __str__(self) -> str:
         return self.label
 
@@ -681,10 +687,7 @@ def _unpacked_name(text: str, column: int) -> str | None:
 
 def default_name(site: Site | None) -> str:
     """``cache_lock (app.py:12)``, or ``app.py:12`` when no variable is obvious."""
-    if site is None:
-        return "<unknown>"
-    var = variable_name(site)
-    return f"{var} ({site.label})" if var else site.label
+    return "<unknown>" if site is None else site.named
 
 
 def _safe_str(exc: BaseException) -> str:

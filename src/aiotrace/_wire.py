@@ -123,6 +123,8 @@ class Encoder:
         self._prims: OrderedDict[int, tuple[str | None, str]] = OrderedDict()
         self._next_site = 1
         self._hold_ids = _RecordIds()
+        # id(a future's SiteStats) -> (it, its futures' names): see _future_names().
+        self._futures: dict[int, tuple[Any, dict[str, str]]] = {}
         # id(attrs) -> (attrs, converted): see attributes().
         self._converted: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
 
@@ -220,6 +222,34 @@ class Encoder:
             converted_by_id[id(attrs)] = (attrs, converted)
         return converted
 
+    def _future_names(self, ref: PrimRef) -> dict[str, str]:
+        """A future's name, creation site and the program's line, as attributes.
+
+        The same for every future made at one site (from one line of the
+        program, see ``SiteStats.via``) and not named otherwise, which is
+        almost all of them: worked out once per site.
+        """
+        stats = ref.stats
+        plain = not ref.name and ref.raw is not None and ref.pid not in ref_suffix
+        if plain:
+            known = self._futures.get(id(stats))
+            if known is not None and known[0] is stats:
+                return known[1]
+        names = {
+            semconv.ATTR_PRIMITIVE_NAME: display_name(ref),
+            semconv.ATTR_PRIMITIVE_SITE: (
+                SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
+            ),
+        }
+        via = via_label_of(stats)
+        if via is not None:
+            names[semconv.ATTR_PRIMITIVE_VIA_SITE] = via
+        if plain:
+            if len(self._futures) >= self.PRIMS:
+                self._futures.clear()
+            self._futures[id(stats)] = (stats, names)  # keeps stats: its id stays unique
+        return names
+
     def value(self, value: Any) -> Any:
         """An attribute value as OpenTelemetry accepts it."""
         if isinstance(value, PrimRef):
@@ -242,25 +272,17 @@ class Encoder:
         ref = record[8]
         if ref is not None and ref.kind == semconv.KIND_FUTURE:
             # A future is a primitive of its own: millions in a long run. Its
-            # identity travels as attributes, not as a definition to remember
-            # (and its attributes, a dict per future, are not worth keeping).
+            # identity travels as attributes, not as a definition to remember.
             # Its id is added here, not when recorded: a wait's attributes (who
-            # resolved it, where) are then the same for many, and shared.
-            attrs = (
-                {semconv.ATTR_FUTURE_ID: ref.pid, **self.attributes(attrs, keep=False)}
-                if attrs
-                else {semconv.ATTR_FUTURE_ID: ref.pid}
-            )
-            attrs[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
-            attrs[semconv.ATTR_PRIMITIVE_ID] = ref.pid
-            attrs[semconv.ATTR_PRIMITIVE_NAME] = display_name(ref)
-            attrs[semconv.ATTR_PRIMITIVE_SITE] = (
-                SITES.resolve(ref.raw).label if ref.raw is not None else semconv.UNKNOWN_SITE
-            )
-            via = via_label_of(ref.stats)
-            if via is not None:
-                attrs[semconv.ATTR_PRIMITIVE_VIA_SITE] = via
-            ref = None
+            # resolved it, where) are then the same for many, shared, and their
+            # conversion is kept; the future's own (its time to resolve) are not.
+            future = {semconv.ATTR_FUTURE_ID: ref.pid}
+            if attrs:
+                future.update(self.attributes(attrs, keep=record[1] != semconv.SPAN_FUTURE))
+            future[semconv.ATTR_PRIMITIVE_KIND] = ref.kind
+            future[semconv.ATTR_PRIMITIVE_ID] = ref.pid
+            future.update(self._future_names(ref))
+            attrs, ref = future, None
         elif attrs:
             attrs = self.attributes(attrs)
         span_id = record[4]
