@@ -54,6 +54,7 @@ from aiotrace._context import ids_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SDK, R_SPAN, R_TASK, Recorder
 from aiotrace._sites import SITES, RaisedException, default_name
 from aiotrace.primitives._base import (
+    TASK_SPAN_TYPE,
     PrimRef,
     display_name,
     ref_suffix,
@@ -264,7 +265,7 @@ class Encoder:
         parent = record[5]
         if parent is None:
             parent_ids = None
-        elif type(parent).__name__ == "TaskSpan":
+        elif type(parent) is TASK_SPAN_TYPE[0]:
             parent_ids = (parent.trace_id, parent.span_id, parent.flags, False)
         else:
             parent_ids = ids_of(parent)
@@ -312,6 +313,8 @@ class Encoder:
                 for link_kind, target in tail:
                     if isinstance(target, int):
                         links.append((link_kind, target))
+                    elif type(target) is TASK_SPAN_TYPE[0]:  # a resolver's task span
+                        links.append((link_kind, (target.trace_id, target.span_id, target.flags)))
                     else:
                         ids = ids_of(target)
                         if ids is not None:

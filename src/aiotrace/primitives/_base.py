@@ -716,7 +716,7 @@ def waker_here(t: int) -> Waker:
     return current_span(), task_name(current_task()), site, t, via
 
 
-TASK_SPAN_TYPE: Final[list[type]] = [type(None)]
+TASK_SPAN_TYPE: Final[list[type[Any]]] = [type(None)]
 """The task family's span class (set by it): :func:`mark_point` leaves its events raw."""
 
 
