@@ -879,3 +879,98 @@ def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_t
     # The trace file alone gives the same rows.
     replayed = aiotrace("report", "t.json", "--json", cwd=tmp_path)
     assert json.loads(replayed.stdout)["primitives"] == report["primitives"]
+
+
+CONN_LIBRARY = """\
+import asyncio
+
+
+class Connection:
+    def __init__(self):
+        self.inbox = None
+        self.reader = asyncio.get_running_loop().create_task(self._start())  # LIB_TASK
+
+    async def _start(self):
+        # The reader task starts one more: the chain still leads to the program.
+        await asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self):
+        self.inbox = asyncio.Queue()  # LIB_QUEUE
+        return await self.inbox.get()  # LIB_GET
+
+
+async def worker():
+    done = asyncio.Event()  # LIB_EVENT
+    asyncio.get_running_loop().call_later(0.03, done.set)
+    await done.wait()  # LIB_WAIT
+"""
+
+USES_CONNECTIONS = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import miniconn
+
+
+async def main():
+    users = miniconn.Connection()  # USERS
+    orders = miniconn.Connection()  # ORDERS
+    await asyncio.sleep(0.03)
+    users.inbox.put_nowait(1)
+    orders.inbox.put_nowait(2)
+    await asyncio.gather(users.reader, orders.reader)
+    await asyncio.create_task(miniconn.worker())  # WORKER
+
+
+asyncio.run(main())
+"""
+
+
+def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the_task(
+    tmp_path: Path,
+) -> None:
+    # A library's reader task makes each connection's queue at one line of the
+    # library, with no line of the program's on its stack: the program's line
+    # that led to the task (two tasks deep here) says which connection.
+    installed_library(tmp_path, "miniconn", CONN_LIBRARY, USES_CONNECTIONS)
+    result = aiotrace(
+        "run",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "prog.py",
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    queue_site, get_site, event_site, wait_site = (
+        f"miniconn/__init__.py:{marker_line(CONN_LIBRARY, m)}"
+        for m in ("LIB_QUEUE", "LIB_GET", "LIB_EVENT", "LIB_WAIT")
+    )
+    users, orders, worker = (
+        f"prog.py:{marker_line(USES_CONNECTIONS, m)}" for m in ("USERS", "ORDERS", "WORKER")
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["site"], r["via"]): r["name"] for r in report["primitives"]}
+    assert rows == {
+        (queue_site, users): f"self.inbox ({queue_site}) via {users}",
+        (queue_site, orders): f"self.inbox ({queue_site}) via {orders}",
+        # A library's coroutine made a task by the program: the task's line.
+        (event_site, worker): f"done ({event_site}) via {worker}",
+    }, rows
+
+    trace = Trace(tmp_path / "t.json")
+    gets = trace.named(semconv.SPAN_QUEUE_GET)
+    assert sorted(
+        (
+            str(g.attributes[semconv.ATTR_PRIMITIVE_VIA_SITE]),
+            str(g.attributes[semconv.ATTR_VIA_SITE]),
+        )
+        for g in gets
+    ) == sorted([(users, users), (orders, orders)])
+    assert {g.attributes[semconv.ATTR_CODE_LINE_NUMBER] for g in gets} == {
+        int(get_site.rsplit(":", 1)[1])
+    }
+    (wait,) = trace.named(semconv.SPAN_EVENT_WAIT)
+    assert wait.attributes[semconv.ATTR_VIA_SITE] == worker
+    assert wait.attributes[semconv.ATTR_CODE_LINE_NUMBER] == int(wait_site.rsplit(":", 1)[1])

@@ -179,6 +179,24 @@ class _LibraryFiles(dict[str, bool]):
 is_library_file: Final[Callable[[str], bool]] = _LibraryFiles().__getitem__
 """Whether ``filename`` is a library's (site-packages, the standard library), not the program's."""
 
+
+class _FileKinds(dict[str, "bool | None"]):
+    """Filename -> ``True`` (asyncio's or aiotrace's), ``False`` (the program's) or ``None``
+    (a library's): :func:`is_internal_file`'s answer, truthy exactly when it is, and which
+    of the two falsy ones, in the same C call. A walk past asyncio's frames (every task
+    created) then knows whose the next frame is without asking again."""
+
+    def __missing__(self, filename: str) -> bool | None:
+        kind = self[filename] = (
+            True if is_internal_file(filename) else None if is_library_file(filename) else False
+        )
+        return kind
+
+
+file_kind: Final[Callable[[str], bool | None]] = _FileKinds().__getitem__
+"""Whose ``filename`` is: ``True`` asyncio's or aiotrace's, ``None`` a library's, ``False``
+the program's."""
+
 _VIA: dict[tuple[int, int], tuple[CodeType, str]] = {}
 
 
@@ -187,14 +205,25 @@ _T = TypeVar("_T")
 _PROGRAM_FRAME_DEPTH: Final = 100
 
 
-def program_frame(frame: FrameType | None, past_imports: bool = True) -> FrameType | None:
+TASK_ORIGIN: Final[list[Callable[[], RawSite | None]]] = [lambda: None]
+"""The program's line that led to the running task (set by the task family, which knows
+each task's creation): where a walk for the program's line ends at the task's first
+frame, this is the line (see :func:`program_site`)."""
+
+
+_LOOP: Final = object()
+""":func:`_walk_to_program`'s answer when the walk reached the loop (see there)."""
+
+
+def _walk_to_program(frame: FrameType | None, past_imports: bool) -> FrameType | object | None:
     """``frame`` or the first of its callers that is the program's own, not a library's.
 
-    ``None`` when nothing of the program's is on the way: the walk reached
-    the event loop's callback runner (a protocol callback, a task's first
-    step) or the bottom of the stack; or, unless ``past_imports``, a
-    library's module being imported; or after ``_PROGRAM_FRAME_DEPTH``
-    frames of libraries (deep recursion: the walk's cost stays bounded).
+    :data:`_LOOP` when the walk reached the event loop's callback runner (a
+    protocol callback, a task's first step) or the bottom of the stack
+    (a task stepped by uvloop); ``None`` when, unless ``past_imports``, it
+    reached a library's module being imported, or after
+    ``_PROGRAM_FRAME_DEPTH`` frames of libraries (deep recursion: the walk's
+    cost stays bounded).
     """
     depth = _PROGRAM_FRAME_DEPTH
     while frame is not None and depth:
@@ -203,13 +232,32 @@ def program_frame(frame: FrameType | None, past_imports: bool = True) -> FrameTy
         filename = code.co_filename
         if is_internal_file(filename):
             if code.co_name == "_run" and filename.endswith("events.py"):
-                return None  # the loop's callback runner: nothing of the program's
+                return _LOOP
         elif not is_library_file(filename):
             return frame
         elif not past_imports and code.co_name == "<module>":
             return None
         frame = frame.f_back
-    return None
+    return _LOOP if frame is None else None
+
+
+def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite | None:
+    """The program's own line at or above ``frame`` (see :func:`_walk_to_program`).
+
+    Where the walk reaches the loop inside a task (a task a library
+    started, or a library's coroutine the program made a task of), the
+    program's line that led to the task, if any (:data:`TASK_ORIGIN`): a
+    connection's reader task, which a library starts, makes its queue at the
+    library's line for every connection, and the program's line that opened
+    the connection says which connection.
+    """
+    found = _walk_to_program(frame, past_imports)
+    if found is _LOOP:
+        return TASK_ORIGIN[0]()
+    if found is None:
+        return None
+    caller: FrameType = found  # type: ignore[assignment]
+    return raw_site(caller.f_code, caller.f_lasti)
 
 
 def via_label(frame: FrameType) -> str | None:
@@ -223,17 +271,16 @@ def via_label(frame: FrameType) -> str | None:
     :func:`is_library_file` first, so that the program's own sites cost
     no call.
     """
-    caller = program_frame(frame.f_back)
-    if caller is None:
+    site = program_site(frame.f_back)
+    if site is None:
         return None
-    code = caller.f_code
-    key = (id(code), caller.f_lasti)
+    code, lasti = site
+    key = (id(code), lasti)
     hit = _VIA.get(key)
     if hit is None or hit[0] is not code:
         if len(_VIA) >= _RAW_SITES_LIMIT:
             _VIA.clear()
-        label = f"{short_path(code.co_filename)}:{line_of(code, caller.f_lasti)}"
-        hit = _VIA[key] = (code, label)
+        hit = _VIA[key] = (code, f"{short_path(code.co_filename)}:{line_of(code, lasti)}")
     return hit[1]
 
 
@@ -411,8 +458,7 @@ def via_site(frame: FrameType) -> RawSite | None:
     """
     if frame.f_code.co_name == "<module>":
         return None
-    caller = program_frame(frame.f_back, past_imports=False)
-    return None if caller is None else raw_site(caller.f_code, caller.f_lasti)
+    return program_site(frame.f_back, past_imports=False)
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,16 @@ from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, 
 from aiotrace._patching import Patch
 from aiotrace._recorder import LOGGER, R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import (
+    TASK_ORIGIN,
     RaisedException,
+    RawSite,
     as_untraced,
+    file_kind,
     is_asyncio_file,
     is_internal_file,
+    is_library_file,
+    program_site,
+    raw_site,
     short_path,
     site_and_via,
     stands_in_for,
@@ -101,10 +107,11 @@ made an event like the first when the span is encoded (``_wire``)."""
 
 
 class TaskSpanExtras:
-    """What a task span rarely has: what the user recorded on it, and how it failed.
+    """What a task span rarely has: what the user recorded on it, how it failed, and for a
+    task a library made, the program's line behind it.
 
-    Kept apart so that making a task span, once per task, sets six fewer
-    slots; the pipeline reads one slot to learn there is nothing here.
+    Kept apart so that making a task span, once per task, sets fewer slots;
+    the pipeline reads one slot to learn there is nothing here.
     """
 
     __slots__ = (
@@ -115,6 +122,7 @@ class TaskSpanExtras:
         "exception",
         "links",
         "name",
+        "origin",
         "status",
         "status_description",
     )
@@ -130,6 +138,8 @@ class TaskSpanExtras:
         self.exception: RaisedException | None = None
         self.dropped: list[int] | None = None
         """Attributes, events and links not kept (over ``LIMITS``), as the SDK counts them."""
+        self.origin: RawSite | None = None
+        """For a task a library made: the program's line that led there (see ``task_origin``)."""
 
     def drop(self, which: int) -> None:
         """Count one not kept: the exported span says how many went (``dropped*Count``)."""
@@ -336,6 +346,27 @@ class TaskSpan(trace.Span):
 TASK_SPAN_TYPE[0] = TaskSpan
 
 
+def task_origin(span: TaskSpan) -> RawSite | None:
+    """The program's line that led to a task: where the program made it, or for a task a
+    library made, the program's line that led to the library's (``origin``), if any."""
+    extras = span.extras
+    if extras is not None and extras.origin is not None:
+        return extras.origin
+    site = span.site
+    if site is None or is_library_file(site[0].co_filename):
+        return None
+    return raw_site(site[0], site[1])
+
+
+def _running_task_origin() -> RawSite | None:
+    task = current_task()
+    span = TASK_SPANS.get(id(task)) if task is not None else None
+    return None if span is None else task_origin(span)
+
+
+TASK_ORIGIN[0] = _running_task_origin
+
+
 def start_task_span(coro: Any, site: Any) -> TaskSpan | None:
     """A span for a task about to be created, child of the current span."""
     parent = current_span()
@@ -432,7 +463,7 @@ def task_patches() -> list[Patch]:
     enabled = rec.enabled
     include_internal = rec.options.internal_tasks
     getframe = sys._getframe
-    internal = is_internal_file
+    file_kinds = file_kind
     asyncio_file = is_asyncio_file
     next_id = rec.next_id
     tasks_of = tasks_by_loop
@@ -456,7 +487,7 @@ def task_patches() -> list[Patch]:
                 frame: Any = getframe(1)
                 if frame.f_code is create_task_code:
                     frame = frame.f_back
-                while frame is not None and internal(frame.f_code.co_filename):
+                while frame is not None and (internal := file_kinds(frame.f_code.co_filename)):
                     frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if frame is not None else None
                 parent = current.get(SPAN_KEY)
@@ -475,6 +506,12 @@ def task_patches() -> list[Patch]:
                     )
                 else:
                     span = start_task_span(coro, site)
+                if site is not None and internal is None and span is not None:
+                    # A library's task: the program's line that led to it, for
+                    # the primitives it makes (see _sites.program_site).
+                    origin = program_site(frame.f_back)
+                    if origin is not None:
+                        span._extras().origin = origin
             except Exception as exc:
                 rec.fail(FAMILY_TASK, exc)
                 span = None
