@@ -273,14 +273,8 @@ class TaskSpan(trace.Span):
     ) -> None:
         if self.end_ns:
             return
-        extras = self._extras()
-        events = extras.events
-        if events is None:
-            events = extras.events = deque(maxlen=LIMITS[_EVENTS])
-        if len(events) == events.maxlen:
-            extras.drop(_EVENTS)  # the oldest goes
         when = timestamp if timestamp is not None else RECORDER.to_epoch(perf_counter_ns())
-        events.append((name, when, dict(attributes or {})))
+        self._events().append((name, when, dict(attributes or {})))
 
     def add_point(
         self,
@@ -292,13 +286,17 @@ class TaskSpan(trace.Span):
         via: str | None,
     ) -> None:
         """A waking call on this span, kept raw (see :data:`Event`); only while recording."""
+        self._events().append((name, t, attrs, task, site, via))
+
+    def _events(self) -> deque[Event]:
+        """The events, with room for one more: the oldest goes (and is counted) when full."""
         extras = self._extras()
         events = extras.events
         if events is None:
             events = extras.events = deque(maxlen=LIMITS[_EVENTS])
         if len(events) == events.maxlen:
-            extras.drop(_EVENTS)  # the oldest goes
-        events.append((name, t, attrs, task, site, via))
+            extras.drop(_EVENTS)
+        return events
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self.end_ns or not context.is_valid:
