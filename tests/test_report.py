@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -808,12 +809,12 @@ asyncio.run(main())
 """
 
 
-def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(
-    tmp_path: Path,
-) -> None:
-    # Every pool's semaphore is made at one line of the library: the line of
-    # the program that made the pool says which pool waited.
-    installed_library(tmp_path, "minipool", POOL_LIBRARY, USES_POOLS)
+def _run_with_library(
+    tmp_path: Path, package: str, library: str, program: str
+) -> subprocess.CompletedProcess[str]:
+    """``aiotrace run`` of ``program`` beside ``library`` installed as ``package``; the trace
+    goes to ``t.json`` and the report to ``r.json``."""
+    installed_library(tmp_path, package, library, program)
     result = aiotrace(
         "run",
         "--trace-file=t.json",
@@ -823,6 +824,15 @@ def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_t
         env=clean_env(),
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(
+    tmp_path: Path,
+) -> None:
+    # Every pool's semaphore is made at one line of the library: the line of
+    # the program that made the pool says which pool waited.
+    result = _run_with_library(tmp_path, "minipool", POOL_LIBRARY, USES_POOLS)
 
     sem_site = f"minipool/__init__.py:{marker_line(POOL_LIBRARY, 'LIB_SEM')}"
     future_site = f"minipool/__init__.py:{marker_line(POOL_LIBRARY, 'LIB_FUTURE')}"
@@ -933,16 +943,7 @@ def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the
     # A library's reader task makes each connection's queue at one line of the
     # library, with no line of the program's on its stack: the program's line
     # that led to the task (two tasks deep here) says which connection.
-    installed_library(tmp_path, "miniconn", CONN_LIBRARY, USES_CONNECTIONS)
-    result = aiotrace(
-        "run",
-        "--trace-file=t.json",
-        "--report-json=r.json",
-        "prog.py",
-        cwd=tmp_path,
-        env=clean_env(),
-    )
-    assert result.returncode == 0, result.stderr
+    _run_with_library(tmp_path, "miniconn", CONN_LIBRARY, USES_CONNECTIONS)
     queue_site, get_site, event_site, wait_site = (
         f"miniconn/__init__.py:{marker_line(CONN_LIBRARY, m)}"
         for m in ("LIB_QUEUE", "LIB_GET", "LIB_EVENT", "LIB_WAIT")
