@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aiotrace import semconv
 from aiotrace.testing import Captured
+from tests.cli_support import marker_line
+from tests.conftest import line_of
 from tests.test_events_and_conditions import _producer_consumer, _two_waiters_one_setter
 from tests.test_futures import _tutorial
 from tests.test_lock_contention import _three_contenders
@@ -72,3 +78,40 @@ def test_the_loops_own_coroutines_are_not_the_programs_tasks(traced: Captured) -
     coroutines = [s[semconv.ATTR_TASK_COROUTINE] for s in traced.task_spans]
     # uvloop.run's main task runs its own wrapper of main(); asyncio.run's, main() itself
     assert coroutines == ["run.<locals>.wrapper", main.__qualname__]
+
+
+_WORKER_LIBRARY = """\
+import asyncio
+
+
+async def worker():
+    done = asyncio.Event()  # LIB_EVENT
+    asyncio.get_running_loop().call_later(0.01, done.set)
+    await done.wait()
+"""
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_a_librarys_coroutine_made_a_task_names_the_programs_line(
+    traced: Captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Any
+) -> None:
+    """A library's coroutine made a task by the program has nothing of the program's on
+    its stack (under uvloop, not even the loop's runner: the stack just ends there);
+    what it makes names the program's line that made the task."""
+    package = tmp_path / "site-packages" / "uvworker"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(_WORKER_LIBRARY)
+    monkeypatch.syspath_prepend(str(tmp_path / "site-packages"))
+    uvworker = importlib.import_module("uvworker")
+
+    async def main() -> None:
+        await asyncio.create_task(uvworker.worker())  # made-the-task
+
+    run(main())
+    (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
+    made = f"{os.path.basename(__file__)}:{line_of('# made-the-task')}"
+    assert wait[semconv.ATTR_PRIMITIVE_SITE] == (
+        f"uvworker/__init__.py:{marker_line(_WORKER_LIBRARY, 'LIB_EVENT')}"
+    )
+    assert wait[semconv.ATTR_PRIMITIVE_VIA_SITE] == made
+    assert wait[semconv.ATTR_VIA_SITE] == made

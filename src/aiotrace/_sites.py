@@ -205,26 +205,50 @@ _T = TypeVar("_T")
 _PROGRAM_FRAME_DEPTH: Final = 100
 
 
-TASK_ORIGIN: Final[list[Callable[[], RawSite | None]]] = [lambda: None]
-"""The program's line that led to the running task (set by the task family, which knows
-each task's creation): where a walk for the program's line ends at the task's first
-frame, this is the line (see :func:`program_site`)."""
+TASK_ORIGIN: Final[list[Callable[[object], tuple[bool, RawSite | None]]]] = [
+    lambda task: (False, None)
+]
+"""For a task: whether the task family knows it (it has a span), and the program's line
+that led to it if any (set by the task family, which sees each task made): where a walk
+for the program's line reaches the task's first frame, that is the line (see
+:func:`program_site`)."""
 
 
-_LOOP: Final = object()
-""":func:`_walk_to_program`'s answer when the walk reached the loop (see there)."""
+def _running_task() -> tuple[object, FrameType | None]:
+    """The running task and its coroutine's outermost frame (``None``, ``None`` outside one)."""
+    loop = asyncio.events._get_running_loop()
+    if loop is None:
+        return None, None
+    try:
+        task = asyncio.current_task(loop)
+        coro = task.get_coro() if task is not None else None
+    except Exception:  # a Task subclass of the user's with a get_coro() of its own
+        return None, None
+    return task, getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
 
 
-def _walk_to_program(frame: FrameType | None, past_imports: bool) -> FrameType | object | None:
-    """``frame`` or the first of its callers that is the program's own, not a library's.
+def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite | None:
+    """The program's own line at or above ``frame``: ``frame``'s, or the first of its callers'
+    that is not a library's.
 
-    :data:`_LOOP` when the walk reached the event loop's callback runner (a
-    protocol callback, a task's first step) or the bottom of the stack
-    (a task stepped by uvloop); ``None`` when, unless ``past_imports``, it
-    reached a library's module being imported, or after
-    ``_PROGRAM_FRAME_DEPTH`` frames of libraries (deep recursion: the walk's
-    cost stays bounded).
+    Inside a task whose stack holds nothing of the program's (a task a
+    library started, or a library's coroutine the program made a task of),
+    the walk stops at the task's first frame: above it is only the loop
+    (under uvloop, whatever line started the loop, which is no answer), and
+    the answer is the program's line that led to the task, if any
+    (:data:`TASK_ORIGIN`). A connection's reader task, which a library
+    starts, makes its queue at the library's line for every connection: the
+    program's line that opened the connection says which connection. A task
+    aiotrace does not know (task spans off; or in its eager first step,
+    which runs on its creator's stack) is walked past.
+
+    ``None`` when nothing of the program's is behind it: the walk reached
+    the loop outside a task (a protocol callback) or the bottom of the
+    stack; or, unless ``past_imports``, a library's module being imported;
+    or after ``_PROGRAM_FRAME_DEPTH`` frames of libraries (deep recursion:
+    the walk's cost stays bounded).
     """
+    task, top = _running_task()
     depth = _PROGRAM_FRAME_DEPTH
     while frame is not None and depth:
         depth -= 1
@@ -232,32 +256,20 @@ def _walk_to_program(frame: FrameType | None, past_imports: bool) -> FrameType |
         filename = code.co_filename
         if is_internal_file(filename):
             if code.co_name == "_run" and filename.endswith("events.py"):
-                return _LOOP
+                break  # the loop's callback runner
         elif not is_library_file(filename):
-            return frame
+            return raw_site(code, frame.f_lasti)
         elif not past_imports and code.co_name == "<module>":
             return None
+        if frame is top:
+            known, origin = TASK_ORIGIN[0](task)
+            if known:
+                return origin
         frame = frame.f_back
-    return _LOOP if frame is None else None
-
-
-def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite | None:
-    """The program's own line at or above ``frame`` (see :func:`_walk_to_program`).
-
-    Where the walk reaches the loop inside a task (a task a library
-    started, or a library's coroutine the program made a task of), the
-    program's line that led to the task, if any (:data:`TASK_ORIGIN`): a
-    connection's reader task, which a library starts, makes its queue at the
-    library's line for every connection, and the program's line that opened
-    the connection says which connection.
-    """
-    found = _walk_to_program(frame, past_imports)
-    if found is _LOOP:
-        return TASK_ORIGIN[0]()
-    if found is None:
-        return None
-    caller: FrameType = found  # type: ignore[assignment]
-    return raw_site(caller.f_code, caller.f_lasti)
+    else:
+        if frame is not None:
+            return None  # too deep
+    return TASK_ORIGIN[0](task)[1] if task is not None else None
 
 
 def via_label(frame: FrameType) -> str | None:
@@ -271,7 +283,7 @@ def via_label(frame: FrameType) -> str | None:
     :func:`is_library_file` first, so that the program's own sites cost
     no call.
     """
-    site = program_site(frame.f_back)
+    site = program_site(frame)
     if site is None:
         return None
     code, lasti = site
@@ -458,7 +470,7 @@ def via_site(frame: FrameType) -> RawSite | None:
     """
     if frame.f_code.co_name == "<module>":
         return None
-    return program_site(frame.f_back, past_imports=False)
+    return program_site(frame, past_imports=False)
 
 
 @dataclass(frozen=True)

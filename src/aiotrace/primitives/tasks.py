@@ -356,13 +356,12 @@ def task_origin(span: TaskSpan) -> RawSite | None:
     return raw_site(site[0], site[1])
 
 
-def _running_task_origin() -> RawSite | None:
-    task = current_task()
-    span = TASK_SPANS.get(id(task)) if task is not None else None
-    return None if span is None else task_origin(span)
+def _known_task_origin(task: object) -> tuple[bool, RawSite | None]:
+    span = TASK_SPANS.get(id(task))
+    return (False, None) if span is None else (True, task_origin(span))
 
 
-TASK_ORIGIN[0] = _running_task_origin
+TASK_ORIGIN[0] = _known_task_origin
 
 
 def start_task_span(coro: Any, site: Any) -> TaskSpan | None:
@@ -507,7 +506,7 @@ def task_patches() -> list[Patch]:
                 if site is not None and internal is None and span is not None:
                     # A library's task: the program's line that led to it, for
                     # the primitives it makes (see _sites.program_site).
-                    origin = program_site(frame.f_back)
+                    origin = program_site(frame)
                     if origin is not None:
                         span._extras().origin = origin
             except Exception as exc:
