@@ -214,13 +214,14 @@ for the program's line reaches the task's first frame, that is the line (see
 :func:`program_site`)."""
 
 
-def _running_task() -> tuple[object, FrameType | None]:
+_get_running_loop: Final = asyncio.events._get_running_loop
+_BaseEventLoop: Final = asyncio.BaseEventLoop
+
+
+def _running_task(loop: object) -> tuple[object, FrameType | None]:
     """The running task and its coroutine's outermost frame (``None``, ``None`` outside one)."""
-    loop = asyncio.events._get_running_loop()
-    if loop is None:
-        return None, None
     try:
-        task = asyncio.current_task(loop)
+        task = asyncio.current_task(loop)  # type: ignore[arg-type]
         coro = task.get_coro() if task is not None else None
     except Exception:  # a Task subclass of the user's with a get_coro() of its own
         return None, None
@@ -248,16 +249,23 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     or after ``_PROGRAM_FRAME_DEPTH`` frames of libraries (deep recursion:
     the walk's cost stays bounded).
     """
-    task, top = _running_task()
+    loop = _get_running_loop()
+    # asyncio's own loops step a task from Handle._run, which ends the walk
+    # below; others (uvloop) from compiled code, above which the stack goes
+    # on to whatever started the loop: there the task's first frame is found.
+    task: object = None
+    top = None
+    if loop is not None and not isinstance(loop, _BaseEventLoop):
+        task, top = _running_task(loop)
     depth = _PROGRAM_FRAME_DEPTH
     while frame is not None and depth:
         depth -= 1
         code = frame.f_code
-        filename = code.co_filename
-        if is_internal_file(filename):
-            if code.co_name == "_run" and filename.endswith("events.py"):
+        kind = file_kind(code.co_filename)
+        if kind:  # asyncio's or aiotrace's
+            if code.co_name == "_run" and code.co_filename.endswith("events.py"):
                 break  # the loop's callback runner
-        elif not is_library_file(filename):
+        elif kind is False:  # the program's
             return raw_site(code, frame.f_lasti)
         elif not past_imports and code.co_name == "<module>":
             return None
@@ -269,6 +277,10 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     else:
         if frame is not None:
             return None  # too deep
+    if loop is None:
+        return None
+    if task is None:
+        task = _running_task(loop)[0]
     return TASK_ORIGIN[0](task)[1] if task is not None else None
 
 
