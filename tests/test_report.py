@@ -974,4 +974,18 @@ def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the
     }
     (wait,) = trace.named(semconv.SPAN_EVENT_WAIT)
     assert wait.attributes[semconv.ATTR_VIA_SITE] == worker
+    # The library's tasks themselves say which of the program's lines they are for;
+    # the program's own tasks need not.
+    vias = sorted(
+        (str(t.attributes[semconv.ATTR_TASK_COROUTINE]), t.attributes.get(semconv.ATTR_VIA_SITE))
+        for t in trace.named(semconv.SPAN_TASK)
+    )
+    assert vias == [
+        ("Connection._read", orders),
+        ("Connection._read", users),
+        ("Connection._start", orders),
+        ("Connection._start", users),
+        ("main", None),
+        ("worker", None),
+    ], vias
     assert wait.attributes[semconv.ATTR_CODE_LINE_NUMBER] == int(wait_site.rsplit(":", 1)[1])

@@ -346,6 +346,9 @@ class Encoder:
             name, attributes, events, links = semconv.SPAN_TASK, None, None, None
         else:
             name, attributes, dropped = extras.name, extras.attributes, extras.dropped
+            if extras.origin is not None:  # a library's task: the program's line behind it
+                via = SITES.resolve(extras.origin).label
+                attributes = {semconv.ATTR_VIA_SITE: via, **(attributes or {})}
             events, links = extras.events, extras.links
             if events:
                 events = [e if len(e) == 3 else self._point(e, offset) for e in events]
