@@ -197,9 +197,6 @@ file_kind: Final[Callable[[str], bool | None]] = _FileKinds().__getitem__
 """Whose ``filename`` is: ``True`` asyncio's or aiotrace's, ``None`` a library's, ``False``
 the program's."""
 
-_VIA: dict[tuple[int, int], tuple[CodeType, str]] = {}
-
-
 _T = TypeVar("_T")
 
 _PROGRAM_FRAME_DEPTH: Final = 100
@@ -296,16 +293,7 @@ def via_label(frame: FrameType) -> str | None:
     no call.
     """
     site = program_site(frame)
-    if site is None:
-        return None
-    code, lasti = site
-    key = (id(code), lasti)
-    hit = _VIA.get(key)
-    if hit is None or hit[0] is not code:
-        if len(_VIA) >= _RAW_SITES_LIMIT:
-            _VIA.clear()
-        hit = _VIA[key] = (code, f"{short_path(code.co_filename)}:{line_of(code, lasti)}")
-    return hit[1]
+    return None if site is None else SITES.resolve(site).label
 
 
 def first_user_frame(frame: FrameType | None) -> FrameType | None:

@@ -274,7 +274,7 @@ class TaskSpan(trace.Span):
         if self.end_ns:
             return
         when = timestamp if timestamp is not None else RECORDER.to_epoch(perf_counter_ns())
-        self._events().append((name, when, dict(attributes or {})))
+        self._bounded(_EVENTS).append((name, when, dict(attributes or {})))
 
     def add_point(
         self,
@@ -286,28 +286,25 @@ class TaskSpan(trace.Span):
         via: str | None,
     ) -> None:
         """A waking call on this span, kept raw (see :data:`Event`); only while recording."""
-        self._events().append((name, t, attrs, task, site, via))
+        self._bounded(_EVENTS).append((name, t, attrs, task, site, via))
 
-    def _events(self) -> deque[Event]:
-        """The events, with room for one more: the oldest goes (and is counted) when full."""
+    def _bounded(self, which: int) -> deque[Any]:
+        """The events (``_EVENTS``) or links (``_LINKS``), with room for one more: when
+        full, the oldest goes, and is counted."""
         extras = self._extras()
-        events = extras.events
-        if events is None:
-            events = extras.events = deque(maxlen=LIMITS[_EVENTS])
-        if len(events) == events.maxlen:
-            extras.drop(_EVENTS)
-        return events
+        slot = "events" if which == _EVENTS else "links"
+        kept: deque[Any] | None = getattr(extras, slot)
+        if kept is None:
+            kept = deque(maxlen=LIMITS[which])
+            setattr(extras, slot, kept)
+        if len(kept) == kept.maxlen:
+            extras.drop(which)
+        return kept
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self.end_ns or not context.is_valid:
             return
-        extras = self._extras()
-        links = extras.links
-        if links is None:
-            links = extras.links = deque(maxlen=LIMITS[_LINKS])
-        if len(links) == links.maxlen:
-            extras.drop(_LINKS)  # the oldest goes
-        links.append(
+        self._bounded(_LINKS).append(
             (context.trace_id, context.span_id, int(context.trace_flags), dict(attributes or {}))
         )
 
