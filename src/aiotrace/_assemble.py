@@ -35,7 +35,7 @@ from aiotrace._wire import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from aiotrace._recorder import Stats
 
@@ -45,6 +45,15 @@ ROOT_FLAGS: Final = SAMPLED | RANDOM_TRACE_ID
 """Flags of a root span aiotrace starts: sampled, random trace id (as the SDK sets them)."""
 
 __all__ = ["ROOT_FLAGS", "STATUS_ERROR", "STATUS_UNSET", "Assembler", "SpanDraft", "new_trace_id"]
+
+
+_NONE: Final[tuple[()]] = ()
+"""A draft's events or links when it has none.
+
+Drafts wait in batches of thousands, long enough for the garbage collector
+to move them to its oldest generation; every tracked object there makes
+full collections come sooner, in the user's threads as well as ours.
+"""
 
 
 class SpanDraft:
@@ -79,14 +88,23 @@ class SpanDraft:
         self.start = start
         self.end = end
         self.attributes: dict[str, Any] = {}
-        self.events: list[tuple[str, int, dict[str, Any]]] = []
-        self.links: list[tuple[int, int, int, dict[str, Any]]] = []
+        # Most spans have neither: one shared empty tuple instead of two lists
+        # apiece, which the garbage collector would track (see _NONE).
+        self.events: Sequence[tuple[str, int, dict[str, Any]]] = _NONE
+        self.links: Sequence[tuple[int, int, int, dict[str, Any]]] = _NONE
         self.status = STATUS_UNSET
         self.status_description: str | None = None
         self.scope: tuple[str, str | None] | None = None  # None: aiotrace's own
         self.kind = 0  # SpanKind.INTERNAL
         self.dropped: tuple[int, int, int] | None = None
         """Attributes, events and links recorded but not kept (span limits), if any."""
+
+    def add_link(self, link: tuple[int, int, int, dict[str, Any]]) -> None:
+        links = self.links
+        if isinstance(links, list):
+            links.append(link)
+        else:
+            self.links = [*links, link]
 
     def __repr__(self) -> str:
         return (
@@ -223,7 +241,7 @@ class Assembler:
         attrs = {semconv.ATTR_LINK_KIND: link_kind}
         if not isinstance(target, int):
             trace_id, span_id, flags = target
-            draft.links.append((trace_id, span_id, flags, attrs))
+            draft.add_link((trace_id, span_id, flags, attrs))
             return
         pending = self._pending.pop(target, None)
         if pending is not None:
@@ -236,9 +254,9 @@ class Assembler:
             self._wanted.add(target)
             if len(self._wanted) > self._memory:
                 self._wanted.clear()
-            draft.links.append((draft.trace_id, target, draft.flags, attrs))
+            draft.add_link((draft.trace_id, target, draft.flags, attrs))
             return
-        draft.links.append((known[0], target, known[1], attrs))
+        draft.add_link((known[0], target, known[1], attrs))
         if link_kind in (semconv.LINK_HANDOFF, semconv.LINK_BLOCKER):
             # Name the holder from its hold span: "who blocked me?"
             if known[2] is not None:
