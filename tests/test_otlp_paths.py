@@ -9,6 +9,7 @@ These tests pin them to each other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -20,7 +21,12 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
 
+import aiotrace
 from aiotrace import _sites, semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace._otlp import AIOTRACE_SCOPE, draft_to_readable, read_trace_file
@@ -29,6 +35,7 @@ from aiotrace._recorder import R_SPAN, RECORDER
 from aiotrace._sites import raw_site
 from aiotrace._wire import Encoder
 from aiotrace.primitives._base import PrimRef, SiteStats
+from aiotrace.sinks import TracerProviderSink, _Handover
 from aiotrace.testing import capture_spans
 from tests.cli_support import EXAMPLES, clean_env
 
@@ -250,3 +257,201 @@ def test_sdk_spans_in_process_and_the_collectors_spans_are_the_same(
         if d.name != semconv.SPAN_RUN  # the run's own root: only `aiotrace run` has one
     ]
     assert _shape(in_process) == _shape(collected)
+
+
+# ---------------------------------------------------------------------------
+# A user's TracerProvider: spans handed to its processors ready-made
+# ---------------------------------------------------------------------------
+
+_RESOURCE = Resource({"service.name": "handover"})
+
+
+class _Keep:
+    """A sink that keeps every draft, to feed the same drafts to two sinks."""
+
+    def __init__(self) -> None:
+        self.drafts: list[SpanDraft] = []
+
+    def export(self, drafts: list[SpanDraft]) -> None:
+        self.drafts.extend(drafts)
+
+    def flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        pass
+
+
+async def _everything() -> None:
+    """Tasks, a failing one, a lock handed over, an event, a future, user values."""
+    lock, event = asyncio.Lock(), asyncio.Event()
+    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def holder(n: int) -> None:
+        async with lock:
+            await asyncio.sleep(0.01)
+        if n == 1:
+            from opentelemetry import trace
+
+            span = trace.get_current_span()
+            span.set_attribute("user.tags", ["a", "b"])  # a list: the SDK makes it a tuple
+            span.set_attribute("user.count", 3)
+            span.add_event("user.event", {"k": "v"})
+
+    async def fail() -> None:
+        await event.wait()
+        fut.set_result(7)
+        raise ValueError("boom")
+
+    failing = asyncio.create_task(fail())
+    await asyncio.gather(*(holder(n) for n in range(3)))
+    event.set()
+    assert await fut == 7
+    with contextlib.suppress(ValueError):
+        await failing
+
+
+def _program_drafts() -> list[SpanDraft]:
+    keep = _Keep()
+    aiotrace.instrument(sink=keep, min_wait=0, min_hold=0)
+    try:
+        asyncio.run(_everything())
+    finally:
+        aiotrace.uninstrument()
+    return keep.drafts
+
+
+def _through(
+    drafts: list[SpanDraft], handover: bool, processor: SpanProcessor | None = None, **kw: Any
+) -> list[ReadableSpan]:
+    """What a user's provider exports of ``drafts``, built by ``start_span`` or handed over."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=_RESOURCE, **kw)
+    if processor is not None:
+        provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    TracerProviderSink(provider, handover=handover).export(drafts)
+    return list(exporter.get_finished_spans())
+
+
+def _content(span: ReadableSpan) -> tuple[Any, ...]:
+    """Everything a processor or exporter can read off a span, values with their types."""
+
+    def typed(attrs: Any) -> list[tuple[str, type, Any]]:
+        return [(k, type(v), v) for k, v in (attrs or {}).items()]
+
+    return (
+        span.name,
+        span.context,
+        span.context.trace_flags,
+        span.parent,
+        span.kind,
+        typed(span.attributes),
+        [(e.name, e.timestamp, typed(e.attributes), e.dropped_attributes) for e in span.events],
+        [(link.context, typed(link.attributes), link.dropped_attributes) for link in span.links],
+        span.status.status_code,
+        span.status.description,
+        span.start_time,
+        span.end_time,
+        span.resource,
+        span.instrumentation_scope,
+        (span.dropped_attributes, span.dropped_events, span.dropped_links),
+        span.to_json(),
+    )
+
+
+def _count_handed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the drafts handed over from now on."""
+    handed: list[str] = []
+    hand = _Handover.hand
+
+    def counting(self: _Handover, draft: SpanDraft) -> bool:
+        done = hand(self, draft)
+        if done:
+            handed.append(draft.name)
+        return done
+
+    monkeypatch.setattr(_Handover, "hand", counting)
+    return handed
+
+
+def test_a_span_handed_to_the_processors_is_the_one_start_span_would_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Field for field and byte for byte, on a program's spans and on every feature."""
+    unsampled = _draft("unsampled", 21, parent_id=9, parent_remote=True, flags=0)
+    root = _draft("root", 22)
+    drafts = [*_program_drafts(), *_variety(), unsampled, root]
+    handed = _count_handed(monkeypatch)
+    built = _through(drafts, handover=False)
+    assert not handed
+    ready = _through(drafts, handover=True)
+    assert [_content(s) for s in ready] == [_content(s) for s in built]
+    assert encode_spans(ready).SerializeToString() == encode_spans(built).SerializeToString()
+    # Most went the short way; what the SDK would change took start_span: the
+    # user's list value, the dropped counts, the unsampled parent (not exported).
+    assert "unsampled" not in [s.name for s in built]
+    assert len(handed) >= len(drafts) - 3
+    tasks = [s for s in ready if s.name == semconv.SPAN_TASK and "user.tags" in s.attributes]
+    assert [s.attributes["user.tags"] for s in tasks] == [("a", "b")]
+    assert {semconv.SPAN_LOCK_HOLD, semconv.SPAN_TASK, "root"} <= set(handed)
+
+
+class _Starts(SpanProcessor):
+    """A processor that looks at spans as they start, and as they end (the SDK's hook)."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ending: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+    def _on_ending(self, span: Any) -> None:
+        self.ending.append(span.name)
+
+
+class _DropHolds(Sampler):
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, *args: Any, **kw: Any
+    ) -> SamplingResult:
+        if name == semconv.SPAN_LOCK_HOLD:
+            return SamplingResult(Decision.DROP)
+        return ALWAYS_ON.should_sample(parent_context, trace_id, name, *args, **kw)
+
+    def get_description(self) -> str:
+        return "drop holds"
+
+
+@pytest.mark.parametrize("setup", ["on_start", "sampler", "limits", "batch"])
+def test_a_provider_set_up_otherwise_gets_what_start_span_gives_it(
+    setup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A processor that watches spans start, a sampler, a limit: each is honoured."""
+    drafts = _program_drafts()
+    handed = _count_handed(monkeypatch)
+    kw: dict[str, Any] = {}
+    processor: SpanProcessor | None = None
+    if setup == "on_start":
+        processor = _Starts()
+    elif setup == "sampler":
+        kw["sampler"] = _DropHolds()
+    elif setup == "limits":
+        kw["span_limits"] = SpanLimits(max_span_attribute_length=5)
+    else:  # the SDK's batching processor: still handed over
+        processor = BatchSpanProcessor(InMemorySpanExporter())
+    built = _through(drafts, False, processor, **kw)
+    if isinstance(processor, _Starts):
+        assert len(processor.started) == len(processor.ending) == len(drafts)
+        processor.started.clear()
+        processor.ending.clear()
+    ready = _through(drafts, True, processor, **kw)
+    assert [_content(s) for s in ready] == [_content(s) for s in built]
+    assert bool(handed) == (setup == "batch")
+    if isinstance(processor, _Starts):
+        assert len(processor.started) == len(processor.ending) == len(drafts)
+    elif setup == "sampler":
+        assert semconv.SPAN_LOCK_HOLD not in {s.name for s in ready}
+        assert semconv.SPAN_TASK in {s.name for s in ready}
+    elif setup == "limits":
+        assert all(len(v) <= 5 for s in ready for v in s.attributes.values() if isinstance(v, str))
