@@ -441,15 +441,16 @@ def test_a_provider_set_up_otherwise_gets_what_start_span_gives_it(
     else:  # the SDK's batching processor: still handed over
         processor = BatchSpanProcessor(InMemorySpanExporter())
     built = _through(drafts, False, processor, **kw)
+    ending = len(drafts) if hasattr(SpanProcessor, "_on_ending") else 0  # newer SDKs only
     if isinstance(processor, _Starts):
-        assert len(processor.started) == len(processor.ending) == len(drafts)
+        assert (len(processor.started), len(processor.ending)) == (len(drafts), ending)
         processor.started.clear()
         processor.ending.clear()
     ready = _through(drafts, True, processor, **kw)
     assert [_content(s) for s in ready] == [_content(s) for s in built]
     assert bool(handed) == (setup == "batch")
     if isinstance(processor, _Starts):
-        assert len(processor.started) == len(processor.ending) == len(drafts)
+        assert (len(processor.started), len(processor.ending)) == (len(drafts), ending)
     elif setup == "sampler":
         assert semconv.SPAN_LOCK_HOLD not in {s.name for s in ready}
         assert semconv.SPAN_TASK in {s.name for s in ready}

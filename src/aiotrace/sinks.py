@@ -217,6 +217,8 @@ class _Handover:
                 return None
             quiet = [sdk_trace.SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor]
             for hook in ("on_start", "_on_ending"):
+                if not hasattr(sdk_trace.SpanProcessor, hook):
+                    continue  # _on_ending: older SDKs (1.27, say) have no such hook
                 allowed = {vars(c)[hook] for c in quiet if hook in vars(c)}
                 for processor in active._span_processors:
                     if getattr(type(processor), hook, None) not in allowed:
