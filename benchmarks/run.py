@@ -45,11 +45,13 @@ import argparse
 import asyncio
 import atexit
 import gc
+import importlib.util
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -91,7 +93,8 @@ MODES: dict[str, dict[str, Any] | None] = {
     "otel-asyncio": {"peer": "otel-asyncio"},
     "viztracer": {"peer": "viztracer"},
 }
-PEERS = ("otel-asyncio", "viztracer")
+PEERS = {"otel-asyncio": "opentelemetry.instrumentation.asyncio", "viztracer": "viztracer"}
+"""The peers ``--peers`` adds, and the module each needs."""
 
 
 class Receiver:
@@ -169,6 +172,13 @@ def _peer(name: str) -> tuple[Any, Any]:
     def vstop() -> int:
         tracer.stop()
         tracer.clear()
+        # Before 3.12 viztracer installs its profile function for threads started
+        # later (threading.setprofile) when the tracer is made, and removes it only
+        # when the tracer is freed: until then, every thread started in the modes
+        # measured after it (aiotrace's pipeline, the SDK's batch worker) would run
+        # under viztracer's profiler, and the bare runs too would pay for it.
+        threading.setprofile(None)
+        sys.setprofile(None)
         return -1  # it records every call, not spans: no comparable count
 
     return vstart, vstop
@@ -183,6 +193,11 @@ def run_once(
     the collector, or (otlp-full) all the way to the receiver, which must
     have counted every span the collector built.
     """
+    if sys.getprofile() is not None or threading.getprofile() is not None:
+        raise RuntimeError(
+            f"a profiler's hook is still installed ({sys.getprofile()!r}, "
+            f"{threading.getprofile()!r}): it would be timed too"
+        )
     exporter = Discard()
     provider = TracerProvider()
     collector = None
@@ -319,12 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if modes[0] != "bare":
         modes.insert(0, "bare")
     if args.peers:
-        for peer in PEERS:
-            try:
-                _peer(peer)
-            except ImportError:
+        for peer, module in PEERS.items():
+            # Looked for, not imported: making a VizTracer installs its profile
+            # function on this thread, which every later run would then pay.
+            if importlib.util.find_spec(module) is None:
                 parser.error(f"{peer} is not installed: pip install -e '.[bench]'")
-            modes.append(peer)
+            if peer not in modes:
+                modes.append(peer)
     chosen = args.workload or list(WORKLOADS)
     print(
         f"# aiotrace {aiotrace.__version__}, Python {platform.python_version()}, "
