@@ -100,6 +100,7 @@ class SpanDraft:
         """Attributes, events and links recorded but not kept (span limits), if any."""
 
     def add_link(self, link: tuple[int, int, int, dict[str, Any]]) -> None:
+        """Links start as the shared empty tuple (see ``_NONE``): the first makes a list."""
         links = self.links
         if isinstance(links, list):
             links.append(link)
