@@ -13,9 +13,11 @@ import io
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from aiotrace import semconv
@@ -935,6 +937,66 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+EAGER_CONN_LIBRARY = """\
+import asyncio
+
+
+class Connection:
+    def __init__(self):
+        self.inbox = None
+        self.reader = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self):
+        await asyncio.sleep(0)  # from here on, nothing of the program's is on the stack
+        await asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self):
+        self.inbox = asyncio.Queue()  # LIB_QUEUE
+        return await self.inbox.get()
+"""
+
+USES_EAGER_CONNECTIONS = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import miniconn
+
+
+async def main():
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    users = miniconn.Connection()  # USERS
+    orders = miniconn.Connection()  # ORDERS
+    await asyncio.sleep(0.03)
+    users.inbox.put_nowait(1)
+    orders.inbox.put_nowait(2)
+    await asyncio.gather(users.reader, orders.reader)
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is 3.12+")
+def test_an_eager_tasks_first_step_is_told_apart_by_the_program_line_behind_it(
+    tmp_path: Path,
+) -> None:
+    # An eager task's first step runs inside create_task, before aiotrace knows
+    # the task: the queue it makes there still names the program's line behind
+    # it, as in a task that waits its turn.
+    _run_with_library(tmp_path, "miniconn", EAGER_CONN_LIBRARY, USES_EAGER_CONNECTIONS)
+    queue_site = f"miniconn/__init__.py:{marker_line(EAGER_CONN_LIBRARY, 'LIB_QUEUE')}"
+    users, orders = (
+        f"prog.py:{marker_line(USES_EAGER_CONNECTIONS, m)}" for m in ("USERS", "ORDERS")
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["site"], r["via"]): r["name"] for r in report["primitives"]}
+    assert rows == {
+        (queue_site, users): f"self.inbox ({queue_site}) via {users}",
+        (queue_site, orders): f"self.inbox ({queue_site}) via {orders}",
+    }, rows
 
 
 def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the_task(

@@ -237,8 +237,9 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     (:data:`TASK_ORIGIN`). A connection's reader task, which a library
     starts, makes its queue at the library's line for every connection: the
     program's line that opened the connection says which connection. A task
-    aiotrace does not know (task spans off; or in its eager first step,
-    which runs on its creator's stack) is walked past.
+    in its eager first step (3.12+), which runs on its creator's stack before
+    its span is registered, is known by the span current in it; one
+    aiotrace does not know at all (task spans off) is walked past.
 
     ``None`` when nothing of the program's is behind it: the walk reached
     the loop outside a task (a protocol callback) or the bottom of the

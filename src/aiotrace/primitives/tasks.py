@@ -355,7 +355,16 @@ def task_origin(span: TaskSpan) -> RawSite | None:
 
 def _known_task_origin(task: object) -> tuple[bool, RawSite | None]:
     span = TASK_SPANS.get(id(task))
-    return (False, None) if span is None else (True, task_origin(span))
+    if span is None:
+        # A task in its eager first step (3.12's eager_task_factory) runs inside
+        # create_task, before its span is registered; the span current there is
+        # its own. (In a task made some other way, never registered, it is the
+        # span of the task that made it: the line behind that task is the answer.)
+        current = current_span()
+        if type(current) is not TaskSpan or current.end_ns:
+            return (False, None)
+        span = current
+    return (True, task_origin(span))
 
 
 TASK_ORIGIN[0] = _known_task_origin
