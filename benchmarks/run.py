@@ -54,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -293,6 +294,8 @@ def _forked(
             with os.fdopen(write, "w") as out:
                 json.dump(run_once(workload, n, options, traced), out)
             code = 0
+        except BaseException:  # os._exit() would otherwise leave no word of why
+            traceback.print_exc()
         finally:
             os._exit(code)
     os.close(write)
