@@ -1,9 +1,10 @@
 """The span content is the same on every path: bulk protobuf, SDK spans, the trace file.
 
 aiotrace builds spans three ways: as SDK spans in the traced process (a
-``TracerProvider`` of the user's), as OTLP protobuf bytes written directly
-from drafts (the collector's export), and as OTLP JSON (the trace file).
-These tests pin them to each other.
+``TracerProvider`` of the user's: through its tracer's ``start_span``, or
+handed to its processors ready-made where that gives the same span), as
+OTLP protobuf bytes written directly from drafts (the collector's export),
+and as OTLP JSON (the trace file). These tests pin them to each other.
 """
 
 from __future__ import annotations
