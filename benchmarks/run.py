@@ -176,9 +176,8 @@ def _peer(name: str) -> tuple[Any, Any]:
         tracer.clear()
         # Before 3.12 viztracer installs its profile function for threads started
         # later (threading.setprofile) when the tracer is made, and removes it only
-        # when the tracer is freed: until then, every thread started in the modes
-        # measured after it (aiotrace's pipeline, the SDK's batch worker) would run
-        # under viztracer's profiler, and the bare runs too would pay for it.
+        # when the tracer is freed: the next run_once (the timed run after the
+        # warm-up in _forked) would refuse to start with it still there.
         threading.setprofile(None)
         sys.setprofile(None)
         return -1  # it records every call, not spans: no comparable count

@@ -457,3 +457,24 @@ def test_a_provider_set_up_otherwise_gets_what_start_span_gives_it(
         assert semconv.SPAN_TASK in {s.name for s in ready}
     elif setup == "limits":
         assert all(len(v) <= 5 for s in ready for v in s.attributes.values() if isinstance(v, str))
+
+
+def test_a_processor_added_later_sees_the_spans_start_from_then_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whether spans may be handed over is looked at again for every batch."""
+    drafts = _program_drafts()
+    handed = _count_handed(monkeypatch)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=_RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    sink = TracerProviderSink(provider)
+    sink.export(drafts)
+    first = len(handed)
+    assert first >= len(drafts) - 1  # all but the task with the user's list value
+    watcher = _Starts()
+    provider.add_span_processor(watcher)
+    sink.export(drafts)
+    assert len(handed) == first  # none more
+    assert len(watcher.started) == len(drafts)
+    assert len(exporter.get_finished_spans()) == 2 * len(drafts)
