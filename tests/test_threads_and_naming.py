@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,6 +155,77 @@ def test_the_walk_to_the_programs_line_stops_100_library_frames_up(
     assert SITES.resolve(shallow._aiotrace_stats.via).path == __file__
     assert deep._aiotrace_stats.via is None
     assert deep._aiotrace_stats.raw is not None  # still named after its own line
+
+
+REQUEST_LIBRARY = """
+import asyncio
+
+
+def make():
+    return asyncio.Lock()
+"""
+
+
+class SubLock(asyncio.Lock):
+    def __init__(self) -> None:
+        super().__init__()  # super-line
+
+
+def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The program's line is walked to once, then looked up; a library's line, whose
+    program line differs from call to call, and a subclass's ``super().__init__()``,
+    which the walk passes, are walked every time."""
+    from aiotrace._sites import SITES
+    from aiotrace.primitives import _base
+
+    package = tmp_path / "site-packages"
+    package.mkdir()
+    (package / "requestlib.py").write_text(REQUEST_LIBRARY)
+    monkeypatch.syspath_prepend(str(package))
+    monkeypatch.delitem(sys.modules, "requestlib", raising=False)
+    import requestlib  # type: ignore[import-not-found]
+
+    walked: list[object] = []
+    walk = _base.capture_creation
+
+    def counted(depth: int, obj: object) -> Any:
+        walked.append(obj)
+        return walk(depth + 1, obj)
+
+    monkeypatch.setattr(_base, "capture_creation", counted)
+
+    def line(made: object) -> int:
+        return SITES.resolve(made._aiotrace_stats.raw).line  # type: ignore[attr-defined]
+
+    def walks(made: list[Any]) -> int:
+        return sum(any(obj is m for m in made) for obj in walked)
+
+    with aiotrace.tracing(tasks=False):
+        plain = [asyncio.Lock() for _ in range(4)]  # plain-line
+        events = [asyncio.Event() for _ in range(4)]  # event-line
+        subclassed = [SubLock() for _ in range(3)]  # subclass-line
+        conditions = [asyncio.Condition() for _ in range(3)]  # condition-line
+        first = [requestlib.make() for _ in range(2)]  # first-program-line
+        second = [requestlib.make() for _ in range(2)]  # second-program-line
+
+    assert {line(m) for m in plain} == {line_of("# plain-line")}
+    assert len({id(m._aiotrace_stats) for m in plain}) == 1
+    assert {m._aiotrace_ref.raw for m in plain} == {plain[0]._aiotrace_stats.raw}
+    assert {line(m) for m in events} == {line_of("# event-line")}
+    assert {m._aiotrace_stats.kind for m in events} == {semconv.KIND_EVENT}
+    assert {line(m) for m in subclassed} == {line_of("# subclass-line")}
+    assert {line(c) for c in conditions} == {line_of("# condition-line")}
+    assert {line(c._lock) for c in conditions} == {line_of("# condition-line")}
+    for made, line_there in (
+        (first, line_of("# first-program-line")),
+        (second, line_of("# second-program-line")),
+    ):
+        assert {SITES.resolve(m._aiotrace_stats.via).line for m in made} == {line_there}
+        assert {SITES.resolve(m._aiotrace_stats.raw).path for m in made} == {requestlib.__file__}
+    assert (walks(plain), walks(events), walks(conditions)) == (1, 1, 1)
+    assert (walks(subclassed), walks(first + second)) == (3, 4)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ from aiotrace._sites import (
     as_untraced,
     capture_creation,
     default_name,
+    file_kind,
     site_and_via,
     via_label,
 )
@@ -338,12 +339,41 @@ _WATCHED_KINDS: Final[set[str]] = {
 """Kinds remembered while watching; diagnosis adds every kind (for its wait-for graph)."""
 
 
+_PROGRAM_SITES: Final[dict[tuple[int, int, str], SiteStats]] = {}
+"""(id(code), lasti, kind) of a creation line in the program's own code -> its stats.
+
+A program that makes a primitive per request or per connection (``self._lock
+= asyncio.Lock()`` in a class's ``__init__``) makes it at one line, over and
+over. What the walk of :func:`capture_creation` finds for such a line is the
+line itself, never internal, with no program line behind it; only the
+``__init__`` that called ours needs looking at, and this finds its answer in
+one look-up (half of a Lock's traced creation, before). A library's line is
+not kept: its program line differs from call to call. Bounded as the stats
+are: an entry shares its stats' code object, whose id it keys on."""
+
+
 def on_create(prim: Any, kind: str) -> PrimRef:
     """Give a new primitive its identity; called from patched ``__init__``."""
-    raw, internal, via = capture_creation(0, prim)
-    if internal and RECORDER.options.internal_primitives:
-        internal = False
-    stats = stats_for(kind, raw, internal, via)
+    frame = sys._getframe(2)  # what called the patched __init__ that called us
+    code = frame.f_code
+    key = (id(code), frame.f_lasti, kind)
+    stats = _PROGRAM_SITES.get(key)
+    if stats is not None:
+        raw = stats.raw
+    else:
+        raw, internal, via = capture_creation(0, prim)
+        if internal and RECORDER.options.internal_primitives:
+            internal = False
+        stats = stats_for(kind, raw, internal, via)
+        if (
+            raw is not None
+            and raw[0] is code
+            and raw[1] == key[1]
+            and stats.raw is not None  # not the overflow's
+            and file_kind(code.co_filename) is False
+        ):
+            _PROGRAM_SITES[key] = stats
+            raw = stats.raw
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
     prim._aiotrace_stats = stats
