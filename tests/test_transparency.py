@@ -54,8 +54,9 @@ def test_types_reprs_and_signatures_are_unchanged(traced: Captured) -> None:
     asyncio.run(main())
 
 
-def test_errors_are_exactly_asyncios(traced: Captured) -> None:
-    """Misuse raises the same exceptions with the same messages."""
+def test_errors_are_exactly_asyncios(traced: Captured, slow_paths: str) -> None:
+    """Misuse raises the same exceptions with the same messages, whether aiotrace runs
+    asyncio's code as its own (verified source) or calls it."""
 
     async def main() -> None:
         with pytest.raises(RuntimeError, match="Lock is not acquired"):
@@ -74,6 +75,14 @@ def test_errors_are_exactly_asyncios(traced: Captured) -> None:
             queue.put_nowait(2)
         with pytest.raises(ValueError, match="task_done"):
             asyncio.Queue().task_done()
+        if hasattr(queue, "shutdown"):  # 3.13
+            queue.shutdown()
+            with pytest.raises(asyncio.QueueShutDown):
+                queue.put_nowait(3)
+            assert queue.get_nowait() == 1  # what was put is still there
+            with pytest.raises(asyncio.QueueShutDown):
+                queue.get_nowait()
+            assert queue.qsize() == 0
 
     asyncio.run(main())
 
@@ -106,6 +115,16 @@ def test_inlined_slow_paths_match_this_python() -> None:
     assert sum(source_is(asyncio.Queue.get, text) for text in queues._KNOWN_GET) == 1
     assert sum(source_is(asyncio.Queue.put, text) for text in queues._KNOWN_PUT) == 1
     assert source_is(asyncio.Queue.get, queues._KNOWN_GET[1]) == (sys.version_info >= (3, 13))
+    # put_nowait, get_nowait, task_done: run as aiotrace's own, once per item.
+    for method, texts in (
+        (asyncio.Queue.put_nowait, queues._KNOWN_PUT_NOWAIT),
+        (asyncio.Queue.get_nowait, queues._KNOWN_GET_NOWAIT),
+    ):
+        assert [source_is(method, text) for text in texts] == [
+            sys.version_info < (3, 13),
+            sys.version_info >= (3, 13),
+        ]
+    assert source_is(asyncio.Queue.task_done, queues._KNOWN_TASK_DONE)
 
 
 def test_fifo_wakeup_order_is_kept(slow_paths: str) -> None:

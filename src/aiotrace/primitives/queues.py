@@ -13,8 +13,12 @@ empty (not full, has no unfinished items) CPython's methods reduce to
 So are the slow paths of ``get`` and ``put``, one coroutine less per blocked
 call, but only where the running Python's code is one of the two texts we
 know (3.10-3.12's, and 3.13's with its shutdown check); otherwise the
-original is awaited. A blocked call reads only numbers before it waits and
-settles a short wait on the spot: the attribute dict is built for a span.
+original is awaited. ``put_nowait``, ``get_nowait`` and ``task_done``, run
+once per item, are likewise CPython's code with the tracing around it where
+the running Python's is the text we know, rather than a wrapper calling it:
+as many Python calls per item as untraced. A blocked call reads only numbers
+before it waits and settles a short wait on the spot: the attribute dict is
+built for a span.
 """
 
 from __future__ import annotations
@@ -112,6 +116,37 @@ _KNOWN_PUT: Final = (
     _known_wait("put", "full", "putter", "if self._is_shutdown:\nraise QueueShutDown\n"),
 )
 
+# CPython's put_nowait/get_nowait, one text from 3.10 to 3.12 and 3.13's with
+# its shutdown checks; task_done is one text from 3.10 to 3.13.
+_KNOWN_PUT_NOWAIT: Final = tuple(
+    f"""\
+def put_nowait(self, item):
+{shutdown}if self.full():
+raise QueueFull
+self._put(item)
+self._unfinished_tasks += 1
+self._finished.clear()
+self._wakeup_next(self._getters)"""
+    for shutdown in ("", "if self._is_shutdown:\nraise QueueShutDown\n")
+)
+_KNOWN_GET_NOWAIT: Final = tuple(
+    f"""\
+def get_nowait(self):
+if self.empty():
+{shutdown}raise QueueEmpty
+item = self._get()
+self._wakeup_next(self._putters)
+return item"""
+    for shutdown in ("", "if self._is_shutdown:\nraise QueueShutDown\n")
+)
+_KNOWN_TASK_DONE: Final = """\
+def task_done(self):
+if self._unfinished_tasks <= 0:
+raise ValueError('task_done() called too many times')
+self._unfinished_tasks -= 1
+if self._unfinished_tasks == 0:
+self._finished.set()"""
+
 
 def _kind(queue: Any) -> str:
     if isinstance(queue, asyncio.PriorityQueue):
@@ -150,6 +185,14 @@ def queue_patches() -> list[Patch]:
     shutdown_put = source_is(orig_put, _KNOWN_PUT[1])
     inline_put = shutdown_put or source_is(orig_put, _KNOWN_PUT[0])
     shutdown_error: Any = _SHUTDOWN_ERROR
+    # put_nowait, get_nowait and task_done run once per item: where they are
+    # the code we know, ours is CPython's with the tracing around it, not a
+    # wrapper calling it (one Python call less per item, as many as bare).
+    shutdown_put_nowait = source_is(orig_put_nowait, _KNOWN_PUT_NOWAIT[1])
+    fused_put_nowait = shutdown_put_nowait or source_is(orig_put_nowait, _KNOWN_PUT_NOWAIT[0])
+    shutdown_get_nowait = source_is(orig_get_nowait, _KNOWN_GET_NOWAIT[1])
+    fused_get_nowait = shutdown_get_nowait or source_is(orig_get_nowait, _KNOWN_GET_NOWAIT[0])
+    fused_task_done = source_is(orig_task_done, _KNOWN_TASK_DONE)
 
     @functools.wraps(orig_init)
     def __init__(self: Any, maxsize: int = 0, *args: Any, **kwargs: Any) -> None:
@@ -364,7 +407,17 @@ def queue_patches() -> list[Patch]:
             and enabled[FAMILY_QUEUE]
             and (not getters[0].done() or any(not g.done() for g in getters))
         )
-        orig_put_nowait(self, item)
+        if fused_put_nowait:
+            if shutdown_put_nowait and self._is_shutdown:
+                raise shutdown_error
+            if self.full():
+                raise asyncio.QueueFull
+            self._put(item)
+            self._unfinished_tasks += 1
+            self._finished.clear()
+            self._wakeup_next(self._getters)
+        else:
+            orig_put_nowait(self, item)
         if woke:
             _woke(self, _GET, 1, None)
 
@@ -377,7 +430,15 @@ def queue_patches() -> list[Patch]:
             and enabled[FAMILY_QUEUE]
             and (not putters[0].done() or any(not p.done() for p in putters))
         )
-        item = orig_get_nowait(self)
+        if fused_get_nowait:
+            if self.empty():
+                if shutdown_get_nowait and self._is_shutdown:
+                    raise shutdown_error
+                raise asyncio.QueueEmpty
+            item = self._get()
+            self._wakeup_next(self._putters)
+        else:
+            item = orig_get_nowait(self)
         if woke:
             _woke(self, _PUT, 1, None)
         return item
@@ -387,7 +448,14 @@ def queue_patches() -> list[Patch]:
         joiners = 0
         if self._unfinished_tasks == 1 and live[0] and enabled[FAMILY_QUEUE]:
             joiners = len(getattr(self._finished, "_waiters", None) or ())
-        orig_task_done(self)
+        if fused_task_done:
+            if self._unfinished_tasks <= 0:
+                raise ValueError("task_done() called too many times")
+            self._unfinished_tasks -= 1
+            if self._unfinished_tasks == 0:
+                self._finished.set()
+        else:
+            orig_task_done(self)
         if joiners:
             _woke(self, _JOIN, None, semconv.SPAN_QUEUE_TASK_DONE)
 
