@@ -163,6 +163,10 @@ import asyncio
 
 def make():
     return asyncio.Lock()
+
+
+def make_future(loop):
+    return loop.create_future()
 """
 
 
@@ -176,9 +180,9 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
 ) -> None:
     """The program's line is walked to once, then looked up; a library's line, whose
     program line differs from call to call, and a subclass's ``super().__init__()``,
-    which the walk passes, are walked every time."""
+    which the walk passes, are walked every time. Futures likewise."""
     from aiotrace._sites import SITES
-    from aiotrace.primitives import _base
+    from aiotrace.primitives import _base, tasks
 
     package = tmp_path / "site-packages"
     package.mkdir()
@@ -195,6 +199,19 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
         return walk(depth + 1, obj)
 
     monkeypatch.setattr(_base, "capture_creation", counted)
+    future_walks = [0]
+    future_walk = tasks.site_and_via
+
+    def counted_future(frame: Any, via: Any) -> Any:
+        future_walks[0] += 1
+        return future_walk(frame, via)
+
+    monkeypatch.setattr(tasks, "site_and_via", counted_future)
+
+    def walked_futures(make: Any) -> tuple[list[Any], int]:
+        before = future_walks[0]
+        made = make()
+        return made, future_walks[0] - before
 
     def line(made: object) -> int:
         return SITES.resolve(made._aiotrace_stats.raw).line  # type: ignore[attr-defined]
@@ -209,6 +226,21 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
         conditions = [asyncio.Condition() for _ in range(3)]  # condition-line
         first = [requestlib.make() for _ in range(2)]  # first-program-line
         second = [requestlib.make() for _ in range(2)]  # second-program-line
+        loop = asyncio.new_event_loop()
+        futures = walked_futures(lambda: [loop.create_future() for _ in range(3)])  # future-line
+        direct = walked_futures(
+            lambda: [asyncio.Future(loop=loop) for _ in range(3)]  # direct-line
+        )
+        first_futures = walked_futures(
+            lambda: [requestlib.make_future(loop) for _ in range(2)]  # first-future-line
+        )
+        second_futures = walked_futures(
+            lambda: [requestlib.make_future(loop) for _ in range(2)]  # second-future-line
+        )
+        for made, _ in (futures, direct, first_futures, second_futures):
+            for future in made:
+                future.cancel()
+        loop.close()
 
     assert {line(m) for m in plain} == {line_of("# plain-line")}
     assert len({id(m._aiotrace_stats) for m in plain}) == 1
@@ -221,11 +253,21 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
     for made, line_there in (
         (first, line_of("# first-program-line")),
         (second, line_of("# second-program-line")),
+        (first_futures[0], line_of("# first-future-line")),
+        (second_futures[0], line_of("# second-future-line")),
     ):
         assert {SITES.resolve(m._aiotrace_stats.via).line for m in made} == {line_there}
         assert {SITES.resolve(m._aiotrace_stats.raw).path for m in made} == {requestlib.__file__}
     assert (walks(plain), walks(events), walks(conditions)) == (1, 1, 1)
     assert (walks(subclassed), walks(first + second)) == (3, 4)
+    for (made, _), line_there in (
+        (futures, line_of("# future-line")),
+        (direct, line_of("# direct-line")),
+    ):
+        assert {line(m) for m in made} == {line_there}
+        assert {m._aiotrace_stats.via for m in made} == {None}
+        assert {m._aiotrace_ref.raw for m in made} == {made[0]._aiotrace_stats.raw}
+    assert (futures[1], direct[1], first_futures[1] + second_futures[1]) == (1, 1, 4)
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,7 @@ _WATCHED_KINDS: Final[set[str]] = {
 """Kinds remembered while watching; diagnosis adds every kind (for its wait-for graph)."""
 
 
-_PROGRAM_SITES: Final[dict[tuple[int, int, str], SiteStats]] = {}
+PROGRAM_SITES: Final[dict[tuple[int, int, str], SiteStats]] = {}
 """(id(code), lasti, kind) of a creation line in the program's own code -> its stats.
 
 A program that makes a primitive per request or per connection (``self._lock
@@ -352,12 +352,27 @@ not kept: its program line differs from call to call. Bounded as the stats
 are: an entry shares its stats' code object, whose id it keys on."""
 
 
+def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: SiteStats) -> bool:
+    """Keep ``stats`` in :data:`PROGRAM_SITES` for what ``frame`` creates next, if the
+    walk from it found ``frame``'s own line (``raw``) and that is the program's; whether
+    it did."""
+    code = frame.f_code
+    if (
+        raw is not None
+        and raw[0] is code
+        and raw[1] == frame.f_lasti
+        and stats.raw is not None  # not the overflow's
+        and file_kind(code.co_filename) is False
+    ):
+        PROGRAM_SITES[(id(code), raw[1], kind)] = stats
+        return True
+    return False
+
+
 def on_create(prim: Any, kind: str) -> PrimRef:
     """Give a new primitive its identity; called from patched ``__init__``."""
     frame = sys._getframe(2)  # what called the patched __init__ that called us
-    code = frame.f_code
-    key = (id(code), frame.f_lasti, kind)
-    stats = _PROGRAM_SITES.get(key)
+    stats = PROGRAM_SITES.get((id(frame.f_code), frame.f_lasti, kind))
     if stats is not None:
         raw = stats.raw
     else:
@@ -365,14 +380,7 @@ def on_create(prim: Any, kind: str) -> PrimRef:
         if internal and RECORDER.options.internal_primitives:
             internal = False
         stats = stats_for(kind, raw, internal, via)
-        if (
-            raw is not None
-            and raw[0] is code
-            and raw[1] == key[1]
-            and stats.raw is not None  # not the overflow's
-            and file_kind(code.co_filename) is False
-        ):
-            _PROGRAM_SITES[key] = stats
+        if keep_program_site(frame, kind, raw, stats):
             raw = stats.raw
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref

@@ -69,12 +69,14 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
+    PROGRAM_SITES,
     TASK_SPAN_TYPE,
     CancelledError,
     PrimRef,
     current_task,
     current_task_name,
     emit_wait,
+    keep_program_site,
     live_flag,
     mark_point,
     outcome_of,
@@ -88,7 +90,7 @@ from aiotrace.primitives._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import TracebackType
+    from types import CodeType, TracebackType
 
     from opentelemetry.util import types
 
@@ -720,9 +722,29 @@ TracedFuture.__name__ = TracedFuture.__qualname__ = "Future"
 TracedFuture.__module__ = "asyncio.futures"
 
 
+_CREATE_FUTURE_CODE: Final[list[CodeType | None]] = [None]
+"""The code of the patched ``loop.create_future`` (one for every loop class)."""
+
+
 def _future_created(fut: TracedFuture) -> None:
-    raw, via = site_and_via(sys._getframe(1), via_site)
-    stats = stats_for(semconv.KIND_FUTURE, raw, False, via)
+    # What made the future: the program's line, or (loop.create_future()) ours below it.
+    init = sys._getframe(1)
+    frame = init.f_back
+    if frame is not None and frame.f_code is _CREATE_FUTURE_CODE[0]:
+        frame = frame.f_back
+    # A line making a future per request is walked to once (see PROGRAM_SITES).
+    stats = (
+        None
+        if frame is None
+        else PROGRAM_SITES.get((id(frame.f_code), frame.f_lasti, semconv.KIND_FUTURE))
+    )
+    if stats is not None:
+        raw = stats.raw
+    else:
+        raw, via = site_and_via(init, via_site)
+        stats = stats_for(semconv.KIND_FUTURE, raw, False, via)
+        if frame is not None and keep_program_site(frame, semconv.KIND_FUTURE, raw, stats):
+            raw = stats.raw
     ref = PrimRef(semconv.KIND_FUTURE, raw, stats)
     fut._aiotrace_ref = ref
     fut._aiotrace_stats = stats
@@ -950,6 +972,7 @@ def future_patches() -> list[Patch]:
     orig_base = vars(asyncio.BaseEventLoop)["create_future"]
     base_plain = source_is(orig_base, _KNOWN_CREATE_FUTURE)
     base_create_future = make(orig_base, base_plain)
+    _CREATE_FUTURE_CODE[0] = base_create_future.__code__  # every make()'s
     if base_plain:
         stands_in_for(base_create_future, orig_base)
         if not include_internal:
