@@ -23,6 +23,16 @@ async def uncontended_lock(n: int) -> int:
     return n
 
 
+async def uncontended_semaphore(n: int) -> int:
+    """``async with sem: pass`` with permits to spare: a semaphore as a concurrency
+    limit, most of whose acquisitions never wait."""
+    sem = asyncio.Semaphore(5)
+    for _ in range(n):
+        async with sem:
+            pass
+    return n
+
+
 async def contended_lock(n: int, tasks: int = 10) -> int:
     """Ten tasks hand one lock around; each holds it across a yield to the loop."""
     lock = asyncio.Lock()
@@ -173,6 +183,7 @@ TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
 WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "uncontended lock (async with)": (uncontended_lock, 40_000, PRIMITIVES),
+    "uncontended Semaphore (async with)": (uncontended_semaphore, 40_000, PRIMITIVES),
     "contended lock, 10 tasks": (contended_lock, 20_000, PRIMITIVES),
     "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000, PRIMITIVES),
     "Event fan-out to 10": (event_fan_out, 20_000, PRIMITIVES),

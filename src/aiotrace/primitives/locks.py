@@ -953,7 +953,19 @@ def semaphore_patches() -> list[Patch]:
         ):
             self._value -= 1
             if live[0]:
-                take(self, pc(), getframe(1))
+                t0 = pc()
+                try:
+                    permits = self._aiotrace_permits
+                except AttributeError:  # made before instrument(): take() adopts it
+                    permits = take
+                if permits is take or diagnosing[0] or lock_order[0]:
+                    take(self, t0, getframe(1))
+                # take()'s common case, without the call: an ``async with``'s
+                # permit, whose site is its release's (see take()).
+                elif permits is None:
+                    self._aiotrace_permits = [(t0, getframe(1), None)]
+                else:
+                    permits.append((t0, getframe(1), None))
             return None
         await self.acquire()
         return None  # asyncio's __aenter__ returns None
