@@ -614,6 +614,14 @@ def release(self):
 self._value += 1
 self._wake_up_next()"""
 
+# BoundedSemaphore.release, the same from 3.10 to 3.13: past its check, the
+# above. An ``async with`` on one runs both inline, as on a Semaphore.
+_KNOWN_BOUNDED_RELEASE: Final = """\
+def release(self):
+if self._value >= self._bound_value:
+raise ValueError('BoundedSemaphore released too many times')
+super().release()"""
+
 
 def semaphore_patches() -> list[Patch]:
     """Patches for ``asyncio.Semaphore``; ``BoundedSemaphore`` inherits them.
@@ -649,6 +657,7 @@ def semaphore_patches() -> list[Patch]:
     inline_310 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_310)
     inline_313 = source_is(orig_acquire, _KNOWN_SEMAPHORE_ACQUIRE_313)
     inline_release = source_is(orig_release, _KNOWN_SEMAPHORE_RELEASE)
+    inline_bounded = inline_release and source_is(vars(Bounded)["release"], _KNOWN_BOUNDED_RELEASE)
     lock_order = LOCK_ORDER
     diagnosing = _lock_order.DIAGNOSING
     held = _lock_order.HELD
@@ -972,8 +981,12 @@ def semaphore_patches() -> list[Patch]:
 
     @functools.wraps(mixin.__aexit__)
     async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-        if type(self) is not Semaphore or not live[0]:
-            self.release()  # BoundedSemaphore's checks its bound first
+        if not live[0] or (
+            type(self) is not Semaphore
+            and not (type(self) is Bounded and inline_bounded and self._value < self._bound_value)  # type: ignore[attr-defined]
+        ):
+            # A subclass's release, or a BoundedSemaphore's refusing to pass its bound.
+            self.release()
             return None
         value = self._value
         self._value += 1
