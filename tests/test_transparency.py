@@ -106,6 +106,8 @@ def test_inlined_slow_paths_match_this_python() -> None:
 
     assert source_is(asyncio.Lock.acquire, locks._KNOWN_LOCK_ACQUIRE)
     assert source_is(asyncio.Event.wait, events._KNOWN_EVENT_WAIT)
+    assert source_is(asyncio.Event.set, events._KNOWN_EVENT_SET)
+    assert source_is(asyncio.BoundedSemaphore.release, locks._KNOWN_BOUNDED_RELEASE)
     assert not source_is(asyncio.Lock.release, locks._KNOWN_LOCK_ACQUIRE)
     assert source_is(asyncio.Semaphore.release, locks._KNOWN_SEMAPHORE_RELEASE)
     # Exactly one of the two Semaphore texts: 3.10-3.12's or 3.13's.

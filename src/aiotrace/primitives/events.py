@@ -140,6 +140,16 @@ finally:
 self._waiters.remove(fut)"""
 """CPython's Event.wait, normalized (see ``_base.source_is``): the same 3.10-3.13."""
 
+_KNOWN_EVENT_SET: Final = """\
+def set(self):
+if not self._value:
+self._value = True
+for fut in self._waiters:
+if not fut.done():
+fut.set_result(True)"""
+"""CPython's Event.set, the same 3.10-3.13: run as ours, with the tracing around it
+(``set()`` then costs one Python call, as untraced; a Queue's ``task_done`` sets one)."""
+
 
 def event_patches() -> list[Patch]:
     """Patches for ``asyncio.Event``."""
@@ -154,6 +164,7 @@ def event_patches() -> list[Patch]:
     pc = perf_counter_ns
     getframe = sys._getframe
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
+    fused_set = source_is(orig_set, _KNOWN_EVENT_SET)
     # Per-instance, never class-level (see _base): starts are the blocked
     # waiters' start times, set_at and waker the last waking set().
     defaults: dict[str, Any] = {
@@ -263,7 +274,14 @@ def event_patches() -> list[Patch]:
     @functools.wraps(orig_set)
     def set(self: Any) -> None:  # mirrors Event.set
         waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
-        orig_set(self)
+        if fused_set:
+            if not self._value:
+                self._value = True
+                for fut in self._waiters:
+                    if not fut.done():
+                        fut.set_result(True)
+        else:
+            orig_set(self)
         if waking:
             try:
                 starts = self._aiotrace_starts
