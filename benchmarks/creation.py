@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import inspect
 import os
-import statistics
 import sys
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiotrace
-from aiotrace._pipeline import Discard
+from .interleaved import add_reps, check_reps, times, traced_over_bare
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,26 +82,10 @@ def measure(reps: int, count: int, depth: int) -> list[tuple[str, str, float, fl
             rows = []
             for kind in KINDS:
                 for whose, maker in makers.items():
-                    bare, traced, ratios = [], [], []
-                    for _ in range(reps):
-                        plain = _time(maker, kind, count, depth)
-                        aiotrace.instrument(consumer=Discard())
-                        try:
-                            with_tracing = _time(maker, kind, count, depth)
-                        finally:
-                            aiotrace.uninstrument()
-                        bare.append(plain)
-                        traced.append(with_tracing)
-                        ratios.append(with_tracing / plain)
-                    rows.append(
-                        (
-                            kind,
-                            whose,
-                            statistics.median(bare) * 1e6,
-                            statistics.median(traced) * 1e6,
-                            statistics.median(ratios),
-                        )
+                    bare, traced, ratio = traced_over_bare(
+                        reps, functools.partial(_time, maker, kind, count, depth)
                     )
+                    rows.append((kind, whose, bare * 1e6, traced * 1e6, ratio))
             return rows
         finally:
             sys.path.remove(package)
@@ -111,19 +94,17 @@ def measure(reps: int, count: int, depth: int) -> list[tuple[str, str, float, fl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7, help="repetitions (median; >= 7)")
+    add_reps(parser, default=7)
     parser.add_argument("--count", type=int, default=20_000, help="primitives per run")
     parser.add_argument("--depth", type=int, default=5, help="frames of the caller's own code")
     args = parser.parse_args(argv)
-    if args.reps < 7:
-        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    check_reps(parser, args)
     print(f"Python {sys.version.split()[0]}, {args.count} per run, {args.depth} frames deep")
     print("| created | by | bare µs | traced µs | traced / bare |")
     print("|---|---|---|---|---|")
     for kind, whose, bare, traced, ratio in measure(args.reps, args.count, args.depth):
         name = "loop.create_future().set_result()" if kind == "future" else f"asyncio.{kind}()"
-        times = f"{ratio:.2f}×"  # noqa: RUF001  # the multiplication sign, on purpose
-        print(f"| {name} | {whose} code | {bare:.2f} | {traced:.2f} | {times} |")
+        print(f"| {name} | {whose} code | {bare:.2f} | {traced:.2f} | {times(ratio)} |")
     return 0
 
 

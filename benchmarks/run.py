@@ -65,6 +65,7 @@ import aiotrace
 from aiotrace._collector import CollectorHandle, Shipping
 from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
+from .interleaved import add_reps, check_reps
 from .workloads import PRIMITIVES, WORKLOADS
 
 if TYPE_CHECKING:
@@ -351,7 +352,7 @@ def _cell(workload: str, mode: str, result: dict[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
+    add_reps(parser, default=9)
     parser.add_argument("--workload", action="append", help="only these workloads")
     parser.add_argument("--modes", default="bare,default,run,checks,run-full,otlp-full,full")
     parser.add_argument(
@@ -370,8 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="then run benchmarks.delivery with this many spans (e.g. 1000000)",
     )
     args = parser.parse_args(argv)
-    if args.reps < 7:
-        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    check_reps(parser, args)
     modes = args.modes.split(",")
     if modes[0] != "bare":
         modes.insert(0, "bare")

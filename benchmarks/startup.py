@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from .interleaved import add_reps, check_reps
+
 SPAWNER = """
 import subprocess, sys, time
 count, code = int(sys.argv[1]), sys.argv[2]
@@ -70,11 +72,10 @@ def _time_import(modules: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7, help="repetitions (median; >= 7)")
+    add_reps(parser, default=7)
     parser.add_argument("--children", type=int, default=10, help="children per repetition")
     args = parser.parse_args(argv)
-    if args.reps < 7:
-        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    check_reps(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "spawner.py")
         with open(script, "w", encoding="utf-8") as fh:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import functools
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiotrace
-from aiotrace._pipeline import Discard
+from .interleaved import add_reps, check_reps, times, traced_over_bare
 
 Operation = Callable[[int], Coroutine[Any, Any, None]]
 
@@ -131,41 +130,24 @@ def measure(reps: int, count: int) -> list[tuple[str, float, float, float]]:
     """Rows of (operation, bare µs, traced µs, median ratio)."""
     rows = []
     for name, operation in OPERATIONS.items():
-        bare, traced, ratios = [], [], []
-        for _ in range(reps):
-            plain = _time(operation, count)
-            aiotrace.instrument(consumer=Discard(), tasks=False, futures=False)
-            try:
-                with_tracing = _time(operation, count)
-            finally:
-                aiotrace.uninstrument()
-            bare.append(plain)
-            traced.append(with_tracing)
-            ratios.append(with_tracing / plain)
-        rows.append(
-            (
-                name,
-                statistics.median(bare) * 1e6,
-                statistics.median(traced) * 1e6,
-                statistics.median(ratios),
-            )
+        bare, traced, ratio = traced_over_bare(
+            reps, functools.partial(_time, operation, count), tasks=False, futures=False
         )
+        rows.append((name, bare * 1e6, traced * 1e6, ratio))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=9, help="repetitions (median; >= 7)")
+    add_reps(parser, default=9)
     parser.add_argument("--count", type=int, default=30_000, help="operations per run")
     args = parser.parse_args(argv)
-    if args.reps < 7:
-        parser.error("--reps must be at least 7 (medians of fewer are noise here)")
+    check_reps(parser, args)
     print(f"Python {sys.version.split()[0]}, {args.count} per run, {args.reps} repetitions")
     print("| uncontended | bare µs | traced µs | traced / bare |")
     print("|---|---|---|---|")
     for name, bare, traced, ratio in measure(args.reps, args.count):
-        times = f"{ratio:.2f}×"  # noqa: RUF001  # the multiplication sign, on purpose
-        print(f"| {name} | {bare:.2f} | {traced:.2f} | {times} |")
+        print(f"| {name} | {bare:.2f} | {traced:.2f} | {times(ratio)} |")
     return 0
 
 
