@@ -10,6 +10,7 @@ import logging
 import sys
 import textwrap
 import types
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -18,6 +19,7 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace.primitives import _lock_order, locks
 from aiotrace.testing import capture_spans
+from tests.cli_support import python
 from tests.conftest import PRISTINE, snapshot
 
 
@@ -411,3 +413,37 @@ def test_a_failure_is_logged_with_its_traceback_and_without_a_syntax_tree(
     assert '    {}["row"]\n' in text
     assert text.rstrip().endswith("KeyError: 'row'")
     assert (record.exc_info is None) == SHARED_SYNTAX_TREE_DEPTH
+
+
+NO_PYTHON_ABOVE = """
+import asyncio, atexit, itertools
+import aiotrace
+
+made = []
+
+def report():
+    print("internal errors:", aiotrace.stats().internal_errors, "locks:", len(made))
+    print("identified:", all(lock._aiotrace_ref is not None for lock in made))
+
+atexit.register(report)  # callbacks run last registered first
+aiotrace.instrument()
+# At exit, C code (atexit, list.extend, starmap) calls asyncio.Lock(): no Python
+# frame is above its __init__.
+atexit.register(made.extend, itertools.starmap(asyncio.Lock, [(), ()]))
+"""
+
+
+def test_a_primitive_made_with_no_python_frame_above_it_is_traced_without_an_error(
+    tmp_path: Path,
+) -> None:
+    """A Lock made by C code at exit (atexit, ``list.extend``, ``starmap``): the patched
+    ``__init__`` has no caller frame to look at. The walk finds no creation line
+    (the lock is named as one made before instrumenting), and nothing fails: the
+    first version of the per-line look-up failed there, and turned the lock family off."""
+    script = tmp_path / "no_python_above.py"
+    script.write_text(NO_PYTHON_ABOVE)
+    proc = python(script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "internal error" not in proc.stderr
+    assert "internal errors: 0 locks: 2" in proc.stdout
+    assert "identified: True" in proc.stdout

@@ -371,8 +371,11 @@ def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: S
 
 def on_create(prim: Any, kind: str) -> PrimRef:
     """Give a new primitive its identity; called from patched ``__init__``."""
-    frame = sys._getframe(2)  # what called the patched __init__ that called us
-    stats = PROGRAM_SITES.get((id(frame.f_code), frame.f_lasti, kind))
+    try:
+        frame: FrameType | None = sys._getframe(2)  # what called the patched __init__
+    except ValueError:  # C code with nothing of Python's above it
+        frame = None
+    stats = None if frame is None else PROGRAM_SITES.get((id(frame.f_code), frame.f_lasti, kind))
     if stats is not None:
         raw = stats.raw
     else:
@@ -380,7 +383,7 @@ def on_create(prim: Any, kind: str) -> PrimRef:
         if internal and RECORDER.options.internal_primitives:
             internal = False
         stats = stats_for(kind, raw, internal, via)
-        if keep_program_site(frame, kind, raw, stats):
+        if frame is not None and keep_program_site(frame, kind, raw, stats):
             raw = stats.raw
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
