@@ -54,9 +54,10 @@ def test_types_reprs_and_signatures_are_unchanged(traced: Captured) -> None:
     asyncio.run(main())
 
 
-def test_errors_are_exactly_asyncios(traced: Captured, slow_paths: str) -> None:
+def test_errors_are_exactly_asyncios(slow_paths: str, traced: Captured) -> None:
     """Misuse raises the same exceptions with the same messages, whether aiotrace runs
-    asyncio's code as its own (verified source) or calls it."""
+    asyncio's code as its own (verified source) or calls it. (``slow_paths`` first: it
+    decides what instrumenting, in ``traced``, patches in.)"""
 
     async def main() -> None:
         with pytest.raises(RuntimeError, match="Lock is not acquired"):
@@ -73,8 +74,12 @@ def test_errors_are_exactly_asyncios(traced: Captured, slow_paths: str) -> None:
         queue.put_nowait(1)
         with pytest.raises(asyncio.QueueFull):
             queue.put_nowait(2)
-        with pytest.raises(ValueError, match="task_done"):
+        with pytest.raises(ValueError, match="task_done") as raised:
             asyncio.Queue().task_done()
+        # Raised by asyncio's task_done, or by ours running its code.
+        ours = sys.modules["aiotrace.primitives.queues"].__file__
+        raiser = asyncio.queues.__file__ if slow_paths == "awaited" else ours
+        assert str(raised.traceback[-1].path) == raiser
         if hasattr(queue, "shutdown"):  # 3.13
             queue.shutdown()
             with pytest.raises(asyncio.QueueShutDown):
