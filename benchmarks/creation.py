@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from .interleaved import add_reps, check_reps, times, traced_over_bare
+from .interleaved import add_reps, times, traced_over_bare
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20_000, help="primitives per run")
     parser.add_argument("--depth", type=int, default=5, help="frames of the caller's own code")
     args = parser.parse_args(argv)
-    check_reps(parser, args)
     print(f"Python {sys.version.split()[0]}, {args.count} per run, {args.depth} frames deep")
     print("| created | by | bare µs | traced µs | traced / bare |")
     print("|---|---|---|---|---|")

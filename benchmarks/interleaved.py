@@ -7,6 +7,7 @@ and a median of fewer than seven is noise.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from typing import TYPE_CHECKING, Any
 
@@ -14,22 +15,25 @@ import aiotrace
 from aiotrace._pipeline import Discard
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Callable
 
 MIN_REPS = 7
 
 
+def _reps(text: str) -> int:
+    reps = int(text)
+    if reps < MIN_REPS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_REPS} (medians of fewer are noise here)"
+        )
+    return reps
+
+
 def add_reps(parser: argparse.ArgumentParser, default: int) -> None:
-    """The ``--reps`` option; :func:`check_reps` refuses fewer than :data:`MIN_REPS`."""
+    """The ``--reps`` option, refusing fewer than :data:`MIN_REPS`."""
     parser.add_argument(
-        "--reps", type=int, default=default, help=f"repetitions (median; >= {MIN_REPS})"
+        "--reps", type=_reps, default=default, help=f"repetitions (median; >= {MIN_REPS})"
     )
-
-
-def check_reps(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.reps < MIN_REPS:
-        parser.error(f"--reps must be at least {MIN_REPS} (medians of fewer are noise here)")
 
 
 def traced_over_bare(

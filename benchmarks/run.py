@@ -65,7 +65,7 @@ import aiotrace
 from aiotrace._collector import CollectorHandle, Shipping
 from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
-from .interleaved import add_reps, check_reps
+from .interleaved import add_reps
 from .workloads import PRIMITIVES, WORKLOADS
 
 if TYPE_CHECKING:
@@ -371,7 +371,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="then run benchmarks.delivery with this many spans (e.g. 1000000)",
     )
     args = parser.parse_args(argv)
-    check_reps(parser, args)
     modes = args.modes.split(",")
     if modes[0] != "bare":
         modes.insert(0, "bare")

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from .interleaved import add_reps, check_reps
+from .interleaved import add_reps
 
 SPAWNER = """
 import subprocess, sys, time
@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     add_reps(parser, default=7)
     parser.add_argument("--children", type=int, default=10, help="children per repetition")
     args = parser.parse_args(argv)
-    check_reps(parser, args)
     with tempfile.TemporaryDirectory() as tmp:
         script = os.path.join(tmp, "spawner.py")
         with open(script, "w", encoding="utf-8") as fh:

@@ -23,16 +23,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .interleaved import add_reps, check_reps, times, traced_over_bare
+from .interleaved import add_reps, times, traced_over_bare
+from .workloads import uncontended_lock, uncontended_semaphore
 
-Operation = Callable[[int], Coroutine[Any, Any, None]]
-
-
-async def lock_async_with(n: int) -> None:
-    lock = asyncio.Lock()
-    for _ in range(n):
-        async with lock:
-            pass
+Operation = Callable[[int], Coroutine[Any, Any, object]]
 
 
 async def lock_acquire_release(n: int) -> None:
@@ -40,13 +34,6 @@ async def lock_acquire_release(n: int) -> None:
     for _ in range(n):
         await lock.acquire()
         lock.release()
-
-
-async def semaphore_async_with(n: int) -> None:
-    sem = asyncio.Semaphore(5)
-    for _ in range(n):
-        async with sem:
-            pass
 
 
 async def bounded_semaphore_async_with(n: int) -> None:
@@ -101,9 +88,9 @@ async def queue_put_get(n: int) -> None:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "`async with lock`": lock_async_with,
+    "`async with lock`": uncontended_lock,
     "`await lock.acquire()`, `lock.release()`": lock_acquire_release,
-    "`async with sem` (Semaphore(5))": semaphore_async_with,
+    "`async with sem` (Semaphore(5))": uncontended_semaphore,
     "`async with sem` (BoundedSemaphore(5))": bounded_semaphore_async_with,
     "`await sem.acquire()`, `sem.release()`": semaphore_acquire_release,
     "`async with cond`": condition_async_with,
@@ -142,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     add_reps(parser, default=9)
     parser.add_argument("--count", type=int, default=30_000, help="operations per run")
     args = parser.parse_args(argv)
-    check_reps(parser, args)
     print(f"Python {sys.version.split()[0]}, {args.count} per run, {args.reps} repetitions")
     print("| uncontended | bare µs | traced µs | traced / bare |")
     print("|---|---|---|---|")
