@@ -164,7 +164,7 @@ def event_patches() -> list[Patch]:
     pc = perf_counter_ns
     getframe = sys._getframe
     inline_slow_path = source_is(orig_wait, _KNOWN_EVENT_WAIT)
-    fused_set = source_is(orig_set, _KNOWN_EVENT_SET)
+    inline_set = source_is(orig_set, _KNOWN_EVENT_SET)
     # Per-instance, never class-level (see _base): starts are the blocked
     # waiters' start times, set_at and waker the last waking set().
     defaults: dict[str, Any] = {
@@ -274,7 +274,7 @@ def event_patches() -> list[Patch]:
     @functools.wraps(orig_set)
     def set(self: Any) -> None:  # mirrors Event.set
         waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
-        if fused_set:
+        if inline_set:
             if not self._value:
                 self._value = True
                 for fut in self._waiters:

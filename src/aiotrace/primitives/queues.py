@@ -189,10 +189,10 @@ def queue_patches() -> list[Patch]:
     # the code we know, ours is CPython's with the tracing around it, not a
     # wrapper calling it (one Python call less per item, as many as bare).
     shutdown_put_nowait = source_is(orig_put_nowait, _KNOWN_PUT_NOWAIT[1])
-    fused_put_nowait = shutdown_put_nowait or source_is(orig_put_nowait, _KNOWN_PUT_NOWAIT[0])
+    inline_put_nowait = shutdown_put_nowait or source_is(orig_put_nowait, _KNOWN_PUT_NOWAIT[0])
     shutdown_get_nowait = source_is(orig_get_nowait, _KNOWN_GET_NOWAIT[1])
-    fused_get_nowait = shutdown_get_nowait or source_is(orig_get_nowait, _KNOWN_GET_NOWAIT[0])
-    fused_task_done = source_is(orig_task_done, _KNOWN_TASK_DONE)
+    inline_get_nowait = shutdown_get_nowait or source_is(orig_get_nowait, _KNOWN_GET_NOWAIT[0])
+    inline_task_done = source_is(orig_task_done, _KNOWN_TASK_DONE)
 
     @functools.wraps(orig_init)
     def __init__(self: Any, maxsize: int = 0, *args: Any, **kwargs: Any) -> None:
@@ -407,7 +407,7 @@ def queue_patches() -> list[Patch]:
             and enabled[FAMILY_QUEUE]
             and (not getters[0].done() or any(not g.done() for g in getters))
         )
-        if fused_put_nowait:
+        if inline_put_nowait:
             if shutdown_put_nowait and self._is_shutdown:
                 raise shutdown_error
             if self.full():
@@ -430,7 +430,7 @@ def queue_patches() -> list[Patch]:
             and enabled[FAMILY_QUEUE]
             and (not putters[0].done() or any(not p.done() for p in putters))
         )
-        if fused_get_nowait:
+        if inline_get_nowait:
             if self.empty():
                 if shutdown_get_nowait and self._is_shutdown:
                     raise shutdown_error
@@ -448,7 +448,7 @@ def queue_patches() -> list[Patch]:
         joiners = 0
         if self._unfinished_tasks == 1 and live[0] and enabled[FAMILY_QUEUE]:
             joiners = len(getattr(self._finished, "_waiters", None) or ())
-        if fused_task_done:
+        if inline_task_done:
             if self._unfinished_tasks <= 0:
                 raise ValueError("task_done() called too many times")
             self._unfinished_tasks -= 1
