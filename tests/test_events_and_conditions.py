@@ -215,6 +215,74 @@ def test_condition_waits_end_when_notified(traced: Captured) -> None:
     }
 
 
+def test_a_conditions_async_with_is_its_locks_and_what_was_put_on_it_still_runs(
+    traced: Captured,
+) -> None:
+    """``async with cond`` takes the Condition's lock as ``async with lock`` would (aiotrace
+    takes it without asyncio's two coroutines): the hold is the lock's, at the line of the
+    ``async with``, in the task that held it. What asyncio's ``async with`` would call
+    instead, it still calls: an ``acquire``/``release`` put on the instance (a mock's way),
+    and a Condition made on a Lock subclass, whose own methods run."""
+    calls: list[str] = []
+
+    class CountingLock(asyncio.Lock):
+        async def acquire(self) -> bool:
+            calls.append("subclass acquire")
+            return await super().acquire()
+
+        def release(self) -> None:
+            calls.append("subclass release")
+            super().release()
+
+    async def main() -> None:
+        plain = asyncio.Condition()
+        async with plain:  # plain-async-with
+            await asyncio.sleep(0)
+        assert not plain.locked()
+
+        wrapped = asyncio.Condition()
+        acquire, release = wrapped.acquire, wrapped.release
+
+        async def counted_acquire() -> bool:
+            calls.append("instance acquire")
+            return await acquire()
+
+        def counted_release() -> None:
+            calls.append("instance release")
+            release()
+
+        wrapped.acquire = counted_acquire  # type: ignore[method-assign]
+        wrapped.release = counted_release  # type: ignore[method-assign]
+        async with wrapped:
+            assert wrapped.locked()
+        assert not wrapped.locked()
+
+        on_subclass = asyncio.Condition(CountingLock())
+        async with on_subclass:
+            assert on_subclass.locked()
+        assert not on_subclass.locked()
+
+        with pytest.raises(RuntimeError, match="Lock is not acquired"):
+            await plain.__aexit__(None, None, None)
+
+    asyncio.run(main())
+    assert calls == [
+        "instance acquire",
+        "instance release",
+        "subclass acquire",
+        "subclass release",
+    ]
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert len(holds) == 3
+    plain_hold = holds[0]
+    assert plain_hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# plain-async-with")
+    assert plain_hold[semconv.ATTR_PRIMITIVE_NAME].startswith("plain (")
+    assert plain_hold[semconv.ATTR_PRIMITIVE_NAME].endswith(").lock")
+    assert plain_hold[semconv.ATTR_TASK_NAME] == traced.named(semconv.SPAN_TASK)[0][
+        semconv.ATTR_TASK_NAME
+    ]
+
+
 def test_condition_with_explicit_lock_keeps_its_lock_name(traced: Captured) -> None:
     """A Condition built on the user's lock leaves that lock's own name alone."""
 

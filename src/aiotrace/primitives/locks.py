@@ -256,6 +256,7 @@ return True"""
 def lock_patches() -> list[Patch]:
     """Patches for ``asyncio.Lock`` (also the lock inside every ``Condition``)."""
     Lock: Any = asyncio.Lock
+    Condition: Any = asyncio.Condition
     live = live_flag()
     orig_init = vars(Lock)["__init__"]
     orig_acquire = vars(Lock)["acquire"]
@@ -494,9 +495,22 @@ def lock_patches() -> list[Patch]:
 
     @functools.wraps(mixin.__aenter__)
     async def __aenter__(self: Any) -> None:
+        if type(self) is not Lock:
+            # A Condition's: asyncio's __aenter__ awaits the acquire() it
+            # exported from its lock. While that is still our acquire() on a
+            # plain Lock, the lock is taken here as a Lock's own would be.
+            exported = self.acquire
+            try:
+                plain = exported.__func__ is acquire and exported.__self__.__class__ is Lock
+            except AttributeError:  # not a method
+                plain = False
+            if not plain:
+                await exported()
+                return None
+            self = exported.__self__
         # Free with nobody queued: taken here. Free with a queue (of
         # cancelled waiters, or one just woken) is acquire()'s to decide.
-        if type(self) is Lock and not self._locked and not self._waiters:
+        if not self._locked and not self._waiters:
             self._locked = True
             self._aiotrace_t0 = pc()
             frame = self._aiotrace_owner = getframe(1)
@@ -514,7 +528,18 @@ def lock_patches() -> list[Patch]:
 
     @functools.wraps(mixin.__aexit__)
     async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
-        if type(self) is Lock and self._locked and live[0]:
+        if type(self) is not Lock:
+            # A Condition's, as in __aenter__: its exported release().
+            exported = self.release
+            try:
+                plain = exported.__func__ is release and exported.__self__.__class__ is Lock
+            except AttributeError:  # not a method
+                plain = False
+            if not plain:
+                exported()
+                return None
+            self = exported.__self__
+        if self._locked and live[0]:
             try:
                 starts = self._aiotrace_starts
             except AttributeError:  # made before instrument()
@@ -559,6 +584,8 @@ def lock_patches() -> list[Patch]:
         Patch(Lock, "release", release),
         Patch(Lock, "__aenter__", __aenter__),
         Patch(Lock, "__aexit__", __aexit__),
+        Patch(Condition, "__aenter__", __aenter__),
+        Patch(Condition, "__aexit__", __aexit__),
     ]
 
 
