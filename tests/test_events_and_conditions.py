@@ -278,9 +278,10 @@ def test_a_conditions_async_with_is_its_locks_and_what_was_put_on_it_still_runs(
     assert plain_hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# plain-async-with")
     assert plain_hold[semconv.ATTR_PRIMITIVE_NAME].startswith("plain (")
     assert plain_hold[semconv.ATTR_PRIMITIVE_NAME].endswith(").lock")
-    assert plain_hold[semconv.ATTR_TASK_NAME] == traced.named(semconv.SPAN_TASK)[0][
-        semconv.ATTR_TASK_NAME
-    ]
+    assert (
+        plain_hold[semconv.ATTR_TASK_NAME]
+        == traced.named(semconv.SPAN_TASK)[0][semconv.ATTR_TASK_NAME]
+    )
 
 
 def test_condition_with_explicit_lock_keeps_its_lock_name(traced: Captured) -> None:
