@@ -761,7 +761,9 @@ TASK_SPAN_TYPE: Final[list[type[Any]]] = [type(None)]
 """The task family's span class (set by it): :func:`mark_point` leaves its events raw."""
 
 
-def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
+def mark_point(
+    name: str, attrs: dict[str, Any], t: int | None = None, frame: Any = CURRENT
+) -> Waker:
     """Record a waking call (``set()``, ``notify()``) as an event on the current span.
 
     Returns it as a :data:`Waker`, so woken waiters can link to it. With a
@@ -772,12 +774,13 @@ def mark_point(name: str, attrs: dict[str, Any], t: int | None = None) -> Waker:
     task resolving a future), the event is kept raw, as records are: its
     values are made attributes when the task's span is encoded, off the
     hot path. ``attrs`` must be the caller's own dict: it is kept as given.
+    A caller that knows the waking call's frame (or that there is none:
+    ``None``) passes it as ``frame``: the site's search starts there.
     """
     if t is None:
         t = perf_counter_ns()
-    task = current_task()
-    tname = task_name(task)
-    site, via = waking_site()
+    tname = current_task_name()
+    site, via = waking_site() if frame is CURRENT else site_and_via(frame, via_label)
     span = current_span()
     if type(span) is TASK_SPAN_TYPE[0] and not span.end_ns:  # type: ignore[union-attr]
         span.add_point(name, t, attrs, tname, site, via)  # type: ignore[union-attr]

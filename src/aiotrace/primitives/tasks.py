@@ -287,8 +287,23 @@ class TaskSpan(trace.Span):
         site: Any,
         via: str | None,
     ) -> None:
-        """A waking call on this span, kept raw (see :data:`Event`); only while recording."""
-        self._bounded(_EVENTS).append((name, t, attrs, task, site, via))
+        """A waking call on this span, kept raw (see :data:`Event`); only while recording.
+
+        A task resolving a future per request (a connection's reader) records
+        one per resolution: the common case, an events deque that exists and
+        is full or not, is settled here without ``_bounded()``'s calls.
+        """
+        extras = self.extras
+        events = None if extras is None else extras.events
+        if events is None:
+            events = self._bounded(_EVENTS)
+        elif len(events) == events.maxlen:
+            dropped = extras.dropped  # type: ignore[union-attr]  # events is extras'
+            if dropped is None:
+                extras.drop(_EVENTS)  # type: ignore[union-attr]
+            else:
+                dropped[_EVENTS] += 1
+        events.append((name, t, attrs, task, site, via))
 
     def _bounded(self, which: int) -> deque[Any]:
         """The events (``_EVENTS``) or links (``_LINKS``), with room for one more: when
@@ -784,6 +799,12 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
                 _leaks.future_collected(state.t0, ref, state.waiters, state.creator)
         else:
             # The resolver's call, as an event on its span; our span links to it.
+            # Its line is searched for from what called set_result() (or
+            # set_exception(), cancel()): ours, which called us.
+            try:
+                resolver: Any = sys._getframe(2)
+            except ValueError:  # called from C with no Python frame above
+                resolver = None
             point = mark_point(
                 semconv.SPAN_FUTURE_RESOLVE,
                 {
@@ -792,6 +813,7 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
                     semconv.ATTR_OUTCOME: outcome,
                 },
                 t,
+                resolver,
             )
             if point[1] is not None:
                 attrs[semconv.ATTR_WAKER_TASK] = point[1]
@@ -867,7 +889,13 @@ def _future_waited(fut: TracedFuture, t0: int, exc: BaseException | None) -> Non
                 attrs[semconv.ATTR_WAKER_SITE] = resolved[3]
             if resolved[4] is not None:
                 attrs[semconv.ATTR_WAKER_VIA_SITE] = resolved[4]
-        emit_wait(semconv.SPAN_FUTURE_WAIT, ref, t0, t1, outcome, attrs, links)
+        # The waiter's line is searched for from what awaited the future
+        # (our __await__, which called us, is its generator).
+        try:
+            awaiter: Any = sys._getframe(2)
+        except ValueError:  # nothing above: emit_wait searches from here
+            awaiter = None
+        emit_wait(semconv.SPAN_FUTURE_WAIT, ref, t0, t1, outcome, attrs, links, frame=awaiter)
     except Exception as exc:
         RECORDER.fail(FAMILY_FUTURE, exc)
 
