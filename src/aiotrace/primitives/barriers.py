@@ -50,7 +50,10 @@ def barrier_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, parties: int, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, parties, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, parties, *args, **kwargs)
+        else:  # Barrier(n): nothing to unpack
+            orig_init(self, parties)
         if enabled[FAMILY_BARRIER]:
             try:
                 on_create(self, semconv.KIND_BARRIER)

@@ -178,7 +178,10 @@ def event_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, *args, **kwargs)
+        else:  # Event(): no argument tuple and dict to unpack
+            orig_init(self)
         try:
             give_defaults(self)
             if enabled[FAMILY_EVENT]:
@@ -329,7 +332,10 @@ def condition_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, lock: Any = None, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, lock, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, lock, *args, **kwargs)
+        else:  # Condition() or Condition(lock): nothing to unpack
+            orig_init(self, lock)
         if enabled[FAMILY_CONDITION]:
             try:
                 ref = on_create(self, semconv.KIND_CONDITION)

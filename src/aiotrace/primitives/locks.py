@@ -298,7 +298,10 @@ def lock_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, *args, **kwargs)
+        else:  # Lock(): no argument tuple and dict to unpack
+            orig_init(self)
         # Set in __init__, the fast path's attributes join the instance's
         # shared key layout, which keeps every attribute access on the lock
         # (asyncio's own included) on CPython's fast path.
@@ -720,7 +723,10 @@ def semaphore_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, value: int = 1, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, value, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, value, *args, **kwargs)
+        else:  # Semaphore(n): no argument tuple and dict to unpack
+            orig_init(self, value)
         try:
             give_defaults(self)
             if enabled[FAMILY_SEMAPHORE]:

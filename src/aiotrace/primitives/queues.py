@@ -196,7 +196,10 @@ def queue_patches() -> list[Patch]:
 
     @functools.wraps(orig_init)
     def __init__(self: Any, maxsize: int = 0, *args: Any, **kwargs: Any) -> None:
-        orig_init(self, maxsize, *args, **kwargs)
+        if args or kwargs:
+            orig_init(self, maxsize, *args, **kwargs)
+        else:  # Queue(n): nothing to unpack
+            orig_init(self, maxsize)
         if enabled[FAMILY_QUEUE]:
             try:
                 on_create(self, _kind(self))
