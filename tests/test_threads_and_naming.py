@@ -194,9 +194,9 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
     walked: list[object] = []
     walk = _base.capture_creation
 
-    def counted(depth: int, obj: object) -> Any:
+    def counted(frame: Any, obj: object) -> Any:
         walked.append(obj)
-        return walk(depth + 1, obj)
+        return walk(frame, obj)
 
     monkeypatch.setattr(_base, "capture_creation", counted)
     future_walks = [0]

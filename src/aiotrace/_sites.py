@@ -199,7 +199,8 @@ the program's."""
 
 _T = TypeVar("_T")
 
-_PROGRAM_FRAME_DEPTH: Final = 100
+_PROGRAM_FRAME_STEPS: Final = range(100)
+"""The most frames :func:`program_site` walks (a range: its loop's counter costs nothing)."""
 
 
 TASK_ORIGIN: Final[list[Callable[[object], tuple[bool, RawSite | None]]]] = [
@@ -244,7 +245,7 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     ``None`` when nothing of the program's is behind it: the walk reached
     the loop outside a task (a protocol callback) or the bottom of the
     stack; or, unless ``past_imports``, a library's module being imported;
-    or after ``_PROGRAM_FRAME_DEPTH`` frames of libraries (deep recursion:
+    or after ``_PROGRAM_FRAME_STEPS`` frames of libraries (deep recursion:
     the walk's cost stays bounded).
     """
     loop = _get_running_loop()
@@ -255,18 +256,21 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     top = None
     if loop is not None and not isinstance(loop, _BaseEventLoop):
         task, top = _running_task(loop)
-    depth = _PROGRAM_FRAME_DEPTH
-    while frame is not None and depth:
-        depth -= 1
+    # A step costs what a library's frame (the commonest) asks first: it is
+    # run once per frame of a library between a creation and the program.
+    for _ in _PROGRAM_FRAME_STEPS:
+        if frame is None:
+            break
         code = frame.f_code
         kind = file_kind(code.co_filename)
-        if kind:  # asyncio's or aiotrace's
+        if kind is None:  # a library's
+            if not past_imports and code.co_name == "<module>":
+                return None
+        elif kind:  # asyncio's or aiotrace's
             if code.co_name == "_run" and code.co_filename.endswith("events.py"):
                 break  # the loop's callback runner
-        elif kind is False:  # the program's
+        else:  # the program's
             return raw_site(code, frame.f_lasti)
-        elif not past_imports and code.co_name == "<module>":
-            return None
         if frame is top:
             known, origin = TASK_ORIGIN[0](task)
             if known:
@@ -418,10 +422,13 @@ def site_and_via(
     return raw_site(code, user.f_lasti), via(user) if is_library_file(code.co_filename) else None
 
 
-def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool, RawSite | None]:
+def capture_creation(
+    frame: FrameType | None, obj: object
+) -> tuple[RawSite | None, bool, RawSite | None]:
     """Where ``obj`` was created, whether asyncio itself created it, and the "via" site.
 
-    Walks past aiotrace's frames and past ``__init__`` frames of ``obj`` itself
+    Walks from ``frame`` (what called aiotrace's ``__init__``; ``None`` when
+    nothing of Python's did) past aiotrace's frames and past ``__init__`` frames of ``obj`` itself
     (``BoundedSemaphore.__init__`` calling ``Semaphore.__init__``, a user's
     ``Lock`` subclass calling ``super().__init__()``), so the site is the line
     that instantiated the class. If that line is inside asyncio (the Lock a
@@ -434,10 +441,6 @@ def capture_creation(depth: int, obj: object) -> tuple[RawSite | None, bool, Raw
     Pool(1)``), which tells the users' pool from the orders' (see
     :func:`via_site`), else ``None``.
     """
-    try:
-        frame: FrameType | None = sys._getframe(depth + 1)
-    except ValueError:
-        return None, False, None
     while frame is not None:
         code = frame.f_code
         if code.co_filename.startswith(_AIOTRACE_DIR):

@@ -358,11 +358,12 @@ def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: S
     it did."""
     code = frame.f_code
     if (
-        raw is not None
+        # First, what a library's line fails on: that is asked on every creation.
+        file_kind(code.co_filename) is False
+        and raw is not None
         and raw[0] is code
         and raw[1] == frame.f_lasti
         and stats.raw is not None  # not the overflow's
-        and file_kind(code.co_filename) is False
     ):
         PROGRAM_SITES[(id(code), raw[1], kind)] = stats
         return True
@@ -379,7 +380,7 @@ def on_create(prim: Any, kind: str) -> PrimRef:
     if stats is not None:
         raw = stats.raw
     else:
-        raw, internal, via = capture_creation(0, prim)
+        raw, internal, via = capture_creation(frame, prim)
         if internal and RECORDER.options.internal_primitives:
             internal = False
         stats = stats_for(kind, raw, internal, via)

@@ -756,7 +756,7 @@ def _future_created(fut: TracedFuture) -> None:
     if stats is not None:
         raw = stats.raw
     else:
-        raw, via = site_and_via(init, via_site)
+        raw, via = site_and_via(frame, via_site)  # (init's and ours are aiotrace's)
         stats = stats_for(semconv.KIND_FUTURE, raw, False, via)
         if frame is not None and keep_program_site(frame, semconv.KIND_FUTURE, raw, stats):
             raw = stats.raw
