@@ -428,10 +428,11 @@ def capture_creation(
     """Where ``obj`` was created, whether asyncio itself created it, and the "via" site.
 
     Walks from ``frame`` (what called aiotrace's ``__init__``; ``None`` when
-    nothing of Python's did) past aiotrace's frames and past ``__init__`` frames of ``obj`` itself
-    (``BoundedSemaphore.__init__`` calling ``Semaphore.__init__``, a user's
-    ``Lock`` subclass calling ``super().__init__()``), so the site is the line
-    that instantiated the class. If that line is inside asyncio (the Lock a
+    nothing of Python's did) past aiotrace's frames and past ``__init__``
+    frames of ``obj`` itself (``BoundedSemaphore.__init__`` calling
+    ``Semaphore.__init__``, a user's ``Lock`` subclass calling
+    ``super().__init__()``), so the site is the line that instantiated the
+    class. If that line is inside asyncio (the Lock a
     ``Condition`` makes, the Condition a ``Barrier`` makes) the primitive is
     asyncio's implementation detail and is reported as internal.
 
