@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,44 @@ def test_errors_are_exactly_asyncios(slow_paths: str, traced: Captured) -> None:
             assert queue.qsize() == 0
 
     asyncio.run(main())
+
+
+def _constructor_misuse() -> list[tuple[str, str]]:
+    """What each wrong constructor call raises: ``(type, message)`` per call."""
+    calls: list[Callable[[], object]] = [
+        lambda: asyncio.Lock(1),  # type: ignore[call-arg]
+        lambda: asyncio.Lock(loop=None),  # type: ignore[call-arg]
+        lambda: asyncio.Event(1),  # type: ignore[call-arg]
+        lambda: asyncio.Semaphore(1, 2),  # type: ignore[call-arg]
+        lambda: asyncio.Semaphore(value=-1),
+        lambda: asyncio.BoundedSemaphore(-2),
+        lambda: asyncio.Condition(asyncio.Lock(), 1),  # type: ignore[call-arg]
+        lambda: asyncio.Condition(lock=asyncio.Lock(), loop=None),  # type: ignore[call-arg]
+        lambda: asyncio.Queue(1, 2),  # type: ignore[call-arg]
+        lambda: asyncio.Queue(maxsize=1, loop=None),  # type: ignore[call-arg]
+    ]
+    if hasattr(asyncio, "Barrier"):  # 3.11+
+        calls += [lambda: asyncio.Barrier(0), lambda: asyncio.Barrier(2, 3)]
+    raised = []
+    for call in calls:
+        try:
+            call()
+        except Exception as exc:
+            raised.append((type(exc).__name__, str(exc)))
+        else:
+            raised.append(("nothing", ""))
+    return raised
+
+
+@pytest.mark.pristine
+def test_constructors_refuse_wrong_arguments_exactly_as_asyncios() -> None:
+    """A primitive made with arguments asyncio refuses raises what asyncio raises, with or
+    without extra arguments (aiotrace's ``__init__`` passes none on when there are none)."""
+    untraced = _constructor_misuse()
+    assert ("nothing", "") not in untraced
+    with capture_spans():
+        traced = _constructor_misuse()
+    assert traced == untraced
 
 
 @pytest.fixture(params=["inlined", "awaited"])
