@@ -276,14 +276,19 @@ def event_patches() -> list[Patch]:
 
     @functools.wraps(orig_set)
     def set(self: Any) -> None:  # mirrors Event.set
-        waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
         if inline_set:
-            if not self._value:
-                self._value = True
-                for fut in self._waiters:
-                    if not fut.done():
-                        fut.set_result(True)
+            if self._value:
+                return
+            self._value = True
+            waiters = self._waiters
+            if not waiters:
+                return  # nobody to wake, nothing to record: as cheap as untraced
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(True)
+            waking = live[0] and enabled[FAMILY_EVENT]
         else:
+            waking = not self._value and self._waiters and live[0] and enabled[FAMILY_EVENT]
             orig_set(self)
         if waking:
             try:

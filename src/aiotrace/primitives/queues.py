@@ -405,7 +405,7 @@ def queue_patches() -> list[Patch]:
     def put_nowait(self: Any, item: Any) -> None:
         getters = self._getters
         woke = (
-            bool(getters)
+            getters  # (an empty deque is as false as False)
             and live[0]
             and enabled[FAMILY_QUEUE]
             and (not getters[0].done() or any(not g.done() for g in getters))
@@ -428,7 +428,7 @@ def queue_patches() -> list[Patch]:
     def get_nowait(self: Any) -> Any:
         putters = self._putters
         woke = (
-            bool(putters)
+            putters  # (an empty deque is as false as False)
             and live[0]
             and enabled[FAMILY_QUEUE]
             and (not putters[0].done() or any(not p.done() for p in putters))
@@ -448,17 +448,24 @@ def queue_patches() -> list[Patch]:
 
     @functools.wraps(orig_task_done)
     def task_done(self: Any) -> None:
+        if inline_task_done:
+            # CPython's text, its counter read once: only the last item's
+            # task_done sets the event, and only then can a join() be woken.
+            unfinished = self._unfinished_tasks
+            if unfinished <= 0:
+                raise ValueError("task_done() called too many times")
+            self._unfinished_tasks = unfinished - 1
+            if unfinished == 1:
+                finished = self._finished
+                joined = live[0] and enabled[FAMILY_QUEUE] and getattr(finished, "_waiters", None)
+                finished.set()
+                if joined:
+                    _woke(self, _JOIN, None, semconv.SPAN_QUEUE_TASK_DONE)
+            return
         joiners = 0
         if self._unfinished_tasks == 1 and live[0] and enabled[FAMILY_QUEUE]:
             joiners = len(getattr(self._finished, "_waiters", None) or ())
-        if inline_task_done:
-            if self._unfinished_tasks <= 0:
-                raise ValueError("task_done() called too many times")
-            self._unfinished_tasks -= 1
-            if self._unfinished_tasks == 0:
-                self._finished.set()
-        else:
-            orig_task_done(self)
+        orig_task_done(self)
         if joiners:
             _woke(self, _JOIN, None, semconv.SPAN_QUEUE_TASK_DONE)
 
