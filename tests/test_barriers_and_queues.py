@@ -160,6 +160,41 @@ def test_short_blocked_gets_are_counted_not_spanned() -> None:
     assert stats.waits == stats.quiet == rounds
     assert stats.n == 0  # no get found an item waiting
     assert stats.wait_ns > 0
+    # Each wake left the woken get its note, and each get took its own.
+    assert not queue._aiotrace_gstarts  # type: ignore[attr-defined]
+    assert not queue._aiotrace_feeds  # type: ignore[attr-defined]
+
+
+@pytest.mark.pristine  # its thresholds: a traced session's would win
+def test_short_blocked_puts_are_counted_not_spanned() -> None:
+    """Below ``min_wait`` a put blocked on a full queue is settled when a get frees a slot:
+    counted, no span, and no note of it left behind."""
+    rounds = 50
+
+    async def main() -> asyncio.Queue[int]:
+        queue: asyncio.Queue[int] = asyncio.Queue(1)
+
+        async def producer() -> None:
+            for i in range(rounds + 1):
+                await queue.put(i)  # blocks every time but the first: the queue is full
+
+        task = asyncio.create_task(producer())
+        for _ in range(rounds + 1):
+            await asyncio.sleep(0)
+            queue.get_nowait()
+        await task
+        return queue
+
+    with capture_spans(min_wait=60.0) as captured:
+        queue = asyncio.run(main())
+        assert captured.named(semconv.SPAN_QUEUE_PUT) == []
+        assert aiotrace.stats().internal_errors == 0
+    stats = queue._aiotrace_stats  # type: ignore[attr-defined]
+    assert stats.waits == stats.quiet == rounds
+    assert stats.n == 1  # the first put found room
+    assert stats.wait_ns > 0
+    assert not queue._aiotrace_pstarts  # type: ignore[attr-defined]
+    assert not queue._aiotrace_frees  # type: ignore[attr-defined]
 
 
 def test_blocked_put_and_join(traced: Captured) -> None:

@@ -422,7 +422,18 @@ def queue_patches() -> list[Patch]:
         else:
             orig_put_nowait(self, item)
         if woke:
-            _woke(self, _GET, 1, None)
+            starts = self._aiotrace_gstarts
+            notes = self._aiotrace_feeds
+            t = pc()
+            if notes is not None and (not starts or t - starts[0] < min_wait):
+                # _woke()'s common case, without the call: the one woken
+                # waited briefly (or is waiting again, its start taken by an
+                # earlier wake), and is left the time it was woken.
+                if starts:
+                    starts.popleft()
+                notes.append((None, t))
+            else:
+                _woke(self, _GET, 1, None)
 
     @functools.wraps(orig_get_nowait)
     def get_nowait(self: Any) -> Any:
@@ -443,7 +454,18 @@ def queue_patches() -> list[Patch]:
         else:
             item = orig_get_nowait(self)
         if woke:
-            _woke(self, _PUT, 1, None)
+            starts = self._aiotrace_pstarts
+            notes = self._aiotrace_frees
+            t = pc()
+            if notes is not None and (not starts or t - starts[0] < min_wait):
+                # _woke()'s common case, without the call: the one woken
+                # waited briefly (or is waiting again, its start taken by an
+                # earlier wake), and is left the time it was woken.
+                if starts:
+                    starts.popleft()
+                notes.append((None, t))
+            else:
+                _woke(self, _PUT, 1, None)
         return item
 
     @functools.wraps(orig_task_done)
