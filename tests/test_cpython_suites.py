@@ -40,6 +40,30 @@ def test_cpython_asyncio_suites_pass_traced() -> None:
     assert set(verdicts.values()) <= {"same", "absent"}, proc.stdout
 
 
+_IN_THE_BACKGROUND = """
+import os, resource, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to a background job
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a loop fails here, not the machine
+os.execv(sys.executable, [sys.executable, "-m", "aiotrace.selftest", *sys.argv[1:]])
+"""
+
+
+def test_a_run_started_in_the_background_gives_the_same_outcomes() -> None:
+    """Started as a background job (``tools/selftest-all --all &``), where SIGINT is
+    ignored: test_runners' interrupt tests still get their KeyboardInterrupt, untraced and
+    traced, instead of looping until memory runs out."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _IN_THE_BACKGROUND, "test_runners", "--jobs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("test_runners")]
+    assert line.split()[-1] == "same", proc.stdout
+
+
 def test_all_modules_covers_the_whole_package_and_skips_other_platforms_modules(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

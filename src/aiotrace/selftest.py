@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import pkgutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,12 @@ class _Result(unittest.TextTestResult):
 
 
 def _child(module: str, traced: bool, out: str) -> int:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell starts a background job (``tools/selftest-all &``) with
+        # Ctrl-C ignored, and Python then keeps it so. The suites assume
+        # Python's own handler: test_runners' interrupt tests would loop,
+        # untraced as traced, until memory ran out.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     result = ModuleResult(module)
     exporter_count = [0]
     if traced:
