@@ -371,6 +371,18 @@ def queue_patches() -> list[Patch]:
             _end(self, _JOIN, t0, entry, None)
         return None
 
+    def _noted(starts: deque[int] | None, notes: deque[Any] | None) -> bool:
+        """_woke()'s common case for a put or a get, with its two deques read by the
+        caller: the one woken waited briefly (or is waiting again, its start taken by
+        an earlier wake) and is left the time it was woken. False: _woke()'s to do."""
+        t = pc()
+        if notes is None or (starts and t - starts[0] >= min_wait):
+            return False
+        if starts:
+            starts.popleft()
+        notes.append((None, t))
+        return True
+
     def _woke(self: Any, which: int, count: int | None, point: str | None) -> None:
         """A call woke ``count`` waiters of kind ``which``; record it if they waited long."""
         try:
@@ -421,19 +433,8 @@ def queue_patches() -> list[Patch]:
             self._wakeup_next(self._getters)
         else:
             orig_put_nowait(self, item)
-        if woke:
-            starts = self._aiotrace_gstarts
-            notes = self._aiotrace_feeds
-            t = pc()
-            if notes is not None and (not starts or t - starts[0] < min_wait):
-                # _woke()'s common case, without the call: the one woken
-                # waited briefly (or is waiting again, its start taken by an
-                # earlier wake), and is left the time it was woken.
-                if starts:
-                    starts.popleft()
-                notes.append((None, t))
-            else:
-                _woke(self, _GET, 1, None)
+        if woke and not _noted(self._aiotrace_gstarts, self._aiotrace_feeds):
+            _woke(self, _GET, 1, None)
 
     @functools.wraps(orig_get_nowait)
     def get_nowait(self: Any) -> Any:
@@ -453,19 +454,8 @@ def queue_patches() -> list[Patch]:
             self._wakeup_next(self._putters)
         else:
             item = orig_get_nowait(self)
-        if woke:
-            starts = self._aiotrace_pstarts
-            notes = self._aiotrace_frees
-            t = pc()
-            if notes is not None and (not starts or t - starts[0] < min_wait):
-                # _woke()'s common case, without the call: the one woken
-                # waited briefly (or is waiting again, its start taken by an
-                # earlier wake), and is left the time it was woken.
-                if starts:
-                    starts.popleft()
-                notes.append((None, t))
-            else:
-                _woke(self, _PUT, 1, None)
+        if woke and not _noted(self._aiotrace_pstarts, self._aiotrace_frees):
+            _woke(self, _PUT, 1, None)
         return item
 
     @functools.wraps(orig_task_done)

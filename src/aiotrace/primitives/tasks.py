@@ -298,11 +298,7 @@ class TaskSpan(trace.Span):
         if events is None:
             events = self._bounded(_EVENTS)
         elif len(events) == events.maxlen:
-            dropped = extras.dropped  # type: ignore[union-attr]  # events is extras'
-            if dropped is None:
-                extras.drop(_EVENTS)  # type: ignore[union-attr]
-            else:
-                dropped[_EVENTS] += 1
+            extras.drop(_EVENTS)  # type: ignore[union-attr]  # events is extras'
         events.append((name, t, attrs, task, site, via))
 
     def _bounded(self, which: int) -> deque[Any]:
