@@ -375,12 +375,15 @@ def queue_patches() -> list[Patch]:
         """_woke()'s common case for a put or a get, with its two deques read by the
         caller: the one woken waited briefly (or is waiting again, its start taken by
         an earlier wake) and is left the time it was woken. False: _woke()'s to do."""
-        t = pc()
-        if notes is None or (starts and t - starts[0] >= min_wait):
-            return False
-        if starts:
-            starts.popleft()
-        notes.append((None, t))
+        try:
+            t = pc()
+            if notes is None or (starts and t - starts[0] >= min_wait):
+                return False
+            if starts:
+                starts.popleft()
+            notes.append((None, t))
+        except Exception as exc:  # counted, and the family stops: the put or get stands
+            rec.fail(FAMILY_QUEUE, exc)
         return True
 
     def _woke(self: Any, which: int, count: int | None, point: str | None) -> None:
