@@ -1,0 +1,517 @@
+"""Random programs observe exactly what they observe untraced, in every mode of tracing.
+
+The suites of CPython (``test_cpython_suites.py``) test each primitive one
+behaviour at a time. A program mixes them: tasks take a lock and are
+cancelled in its queue, release a permit another task took, notify a
+condition while others time out on an event, leave a future to a task that
+was cancelled. Each of aiotrace's fast paths decides from the primitive's
+state which of asyncio's paths it takes, and the decision is only right if
+it is right in every state such a mix reaches.
+
+Here a seeded generator writes small programs of a few tasks, each a list
+of steps drawn from every primitive's operations (including the misuses
+that raise), cancellations of other tasks and zero timeouts. A program
+only ever yields with ``sleep(0)`` or on a primitive, never on the clock,
+so its run is deterministic: the same program gives the same log every
+time. The log is every step's outcome (value, or exception type and
+message) in the order the steps finished, what was still pending at the
+end, and each primitive's final state and ``repr``. Each program runs
+untraced, then traced with thresholds at their defaults, at zero (every
+wait and hold a span), with the checks ``aiotrace run`` does (ownership and
+lock order) and with asyncio's own primitives, tasks and futures traced
+too, and with asyncio's slow paths awaited rather than inlined; then
+instrumented, and uninstrumented, a few loop iterations in, while tasks
+hold, wait and are being woken; then on uvloop against uvloop untraced.
+Every log must equal the untraced one, and aiotrace must count no internal
+error.
+
+Each primitive's slow path is reached (the test checks it), and the test
+fails for a fast path that decides wrongly: a Lock's ``async with`` taking
+a free lock that has waiters queued, a Semaphore's taking a free permit
+another waiter was woken for, a Lock's ``acquire()`` that looks only at its
+first waiter's cancellation, a ``put_nowait()`` that forgets to clear the
+``join()`` event each failed it (2026-12-04).
+
+A failure names the seed; ``python -m tests.test_random_programs SEED``
+prints that program and its untraced log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import aiotrace
+from aiotrace import semconv
+from aiotrace._pipeline import Discard
+from aiotrace.testing import capture_spans
+
+Step = tuple[str, int]
+Program = list[list[Step]]
+
+# Each operation with its weight in a drawn program: the locks and
+# semaphores, which have the most fast paths, drawn most often.
+_OPERATIONS: dict[str, int] = {
+    "lock_with": 6,
+    "lock_acquire": 4,
+    "lock_take": 2,
+    "lock_release": 2,
+    "sem_with": 5,
+    "sem_acquire": 3,
+    "sem_take": 2,
+    "sem_release": 1,
+    "bsem_with": 3,
+    "bsem_take": 2,
+    "bsem_release": 2,
+    "event_wait": 3,
+    "event_set": 2,
+    "event_clear": 2,
+    "cond_wait": 2,
+    "cond_wait_for": 2,
+    "cond_notify": 3,
+    "cond_notify_all": 1,
+    "cond_notify_unlocked": 1,
+    "cond_with": 2,
+    "queue_put": 3,
+    "queue_get": 3,
+    "queue_put_nowait": 2,
+    "queue_get_nowait": 2,
+    "queue_task_done": 2,
+    "queue_join": 1,
+    "future_wait": 2,
+    "future_set": 2,
+    "future_cancel": 1,
+    "wait_for_zero": 3,
+    "spawn": 2,
+    "spawn_await": 2,
+    "gather": 2,
+    "cancel": 3,
+    "sleep": 4,
+}
+if sys.version_info >= (3, 11):
+    _OPERATIONS |= {"barrier_wait": 2, "barrier_abort": 1, "timeout_zero": 2, "task_group": 2}
+if sys.version_info >= (3, 13):
+    _OPERATIONS |= {"queue_shutdown": 1}
+
+_TASKS = (2, 8)
+_STEPS = (3, 10)
+_SETTLE = 40
+"""Loop iterations every program gets before what still waits is cancelled."""
+_MIDWAY = 3
+"""Loop iterations before ``instrument()`` or ``uninstrument()`` in the midway modes:
+the programs' tasks are then holding, waiting and being woken."""
+
+
+def draw(seed: int) -> Program:
+    """The program of ``seed``: per task, its steps as (operation, argument)."""
+    rng = random.Random(seed)
+    names = list(_OPERATIONS)
+    weights = list(_OPERATIONS.values())
+    tasks = rng.randint(*_TASKS)
+    return [
+        [(op, rng.randint(0, 3)) for op in rng.choices(names, weights, k=rng.randint(*_STEPS))]
+        for _ in range(tasks)
+    ]
+
+
+@dataclass
+class World:
+    """The primitives a program shares, made inside its loop, and what it logs."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sem: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    bsem: asyncio.BoundedSemaphore = field(default_factory=lambda: asyncio.BoundedSemaphore(2))
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    queues: list[asyncio.Queue[Any]] = field(
+        default_factory=lambda: [
+            asyncio.Queue(2),
+            asyncio.LifoQueue(1),
+            asyncio.PriorityQueue(3),
+            asyncio.Queue(),
+        ]
+    )
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    barrier: Any = None
+    count: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    spawned: list[asyncio.Task[Any]] = field(default_factory=list)
+    log: list[Any] = field(default_factory=list)
+
+
+async def _yield(times: int) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+async def _operation(world: World, who: int, at: int, op: str, arg: int) -> Any:
+    """Run one step; what it returns is logged (and must be the same traced)."""
+    w = world
+    if op == "lock_with":
+        async with w.lock:
+            await _yield(arg)
+    elif op == "lock_acquire":
+        await w.lock.acquire()
+        try:
+            await _yield(arg)
+        finally:
+            w.lock.release()
+    elif op == "lock_take":
+        return await w.lock.acquire()
+    elif op == "lock_release":
+        w.lock.release()
+    elif op in ("sem_with", "bsem_with"):
+        async with w.sem if op == "sem_with" else w.bsem:
+            await _yield(arg)
+    elif op == "sem_acquire":
+        await w.sem.acquire()
+        try:
+            await _yield(arg)
+        finally:
+            w.sem.release()
+    elif op in ("sem_take", "bsem_take"):
+        return await (w.sem if op == "sem_take" else w.bsem).acquire()
+    elif op in ("sem_release", "bsem_release"):
+        (w.sem if op == "sem_release" else w.bsem).release()
+    elif op == "event_wait":
+        return await w.event.wait()
+    elif op == "event_set":
+        w.event.set()
+    elif op == "event_clear":
+        w.event.clear()
+    elif op == "cond_wait":
+        async with w.cond:
+            return await w.cond.wait()
+    elif op == "cond_wait_for":
+        target = w.count + arg
+        async with w.cond:
+            return await w.cond.wait_for(lambda: w.count >= target)
+    elif op in ("cond_notify", "cond_notify_all"):
+        async with w.cond:
+            w.count += 1
+            if op == "cond_notify":
+                w.cond.notify(arg)
+            else:
+                w.cond.notify_all()
+    elif op == "cond_notify_unlocked":
+        w.cond.notify()
+    elif op == "cond_with":
+        async with w.cond:
+            await _yield(arg)
+    elif op == "queue_put":
+        await w.queues[arg].put((who, at))
+    elif op == "queue_get":
+        return await w.queues[arg].get()
+    elif op == "queue_put_nowait":
+        w.queues[arg].put_nowait((who, at))
+    elif op == "queue_get_nowait":
+        return w.queues[arg].get_nowait()
+    elif op == "queue_task_done":
+        w.queues[arg].task_done()
+    elif op == "queue_join":
+        await w.queues[arg].join()
+    elif op == "queue_shutdown":
+        w.queues[arg].shutdown(immediate=bool(arg % 2))  # type: ignore[attr-defined]  # 3.13+
+    elif op == "future_wait":
+        return await w.futures[arg % 2]
+    elif op == "future_set":
+        w.futures[arg % 2].set_result((who, at))
+    elif op == "future_cancel":
+        return w.futures[arg % 2].cancel()
+    elif op == "wait_for_zero":
+        awaitable = (w.lock.acquire, w.sem.acquire, w.event.wait, w.queues[0].get)[arg]
+        got = await asyncio.wait_for(awaitable(), 0)
+        if arg == 0 and got:
+            w.lock.release()
+        elif arg == 1 and got:
+            w.sem.release()
+        return got
+    elif op == "timeout_zero":
+        async with asyncio.timeout(0):  # type: ignore[attr-defined]  # 3.11+
+            async with (w.lock, w.sem, w.bsem, w.cond)[arg]:
+                await _yield(1)
+    elif op == "spawn":
+        inner = ("lock_with", "sem_with", "event_wait", "queue_get")[arg]
+        task = asyncio.create_task(_operation(w, who, at, inner, 1), name=f"t{who}.{at}")
+        w.spawned.append(task)
+    elif op == "spawn_await":
+        inner = ("lock_with", "bsem_with", "cond_with", "queue_put")[arg]
+        return await asyncio.create_task(_operation(w, who, at, inner, 1), name=f"t{who}.{at}")
+    elif op == "gather":
+        results = await asyncio.gather(
+            _operation(w, who, at, "lock_with", arg),
+            _operation(w, who, at, ("sem_with", "event_wait", "queue_get", "cond_with")[arg], 1),
+            return_exceptions=True,
+        )
+        return [_outcome(r) for r in results]
+    elif op == "task_group":
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]  # 3.11+
+            for inner in (
+                ("lock_with", "lock_release"),
+                ("sem_with", "bsem_with"),
+                ("event_wait", "event_set"),
+                ("lock_take", "cond_wait"),
+            )[arg]:
+                group.create_task(_operation(w, who, at, inner, 1))
+    elif op == "barrier_wait":
+        return await w.barrier.wait()
+    elif op == "barrier_abort":
+        await w.barrier.abort()
+    elif op == "cancel":
+        targets = w.tasks + w.spawned
+        return targets[(who + arg + 1) % len(targets)].cancel()
+    elif op == "sleep":
+        await _yield(arg)
+    else:  # pragma: no cover - a typo in _OPERATIONS
+        raise AssertionError(op)
+    return None
+
+
+def _outcome(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        inner = getattr(result, "exceptions", None)
+        if inner is not None:  # an ExceptionGroup: its members
+            return (type(result).__name__, sorted(str(_outcome(e)) for e in inner))
+        return (type(result).__name__, str(result))
+    return result
+
+
+async def _task(world: World, who: int, steps: list[Step]) -> None:
+    for at, (op, arg) in enumerate(steps):
+        try:
+            result = await _operation(world, who, at, op, arg)
+        except BaseException as exc:  # logged, then as the program would
+            world.log.append((who, at, op, _outcome(exc)))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        else:
+            world.log.append((who, at, op, _outcome(result)))
+
+
+def _state(world: World) -> list[Any]:
+    """Every primitive's final state, ``repr`` included (it shows waiters and value)."""
+    w = world
+    prims: list[Any] = [w.lock, w.sem, w.bsem, w.event, w.cond, *w.queues]
+    state: list[Any] = [re.sub(r" at 0x[0-9a-f]+", "", repr(p)) for p in prims]
+    state += [w.lock.locked(), w.sem._value, w.bsem._value, w.event.is_set(), w.count]
+    state += [(q.qsize(), q._unfinished_tasks, list(q._queue)) for q in w.queues]  # type: ignore[attr-defined]  # asyncio's own
+    state += [_future_state(f) for f in w.futures]
+    if w.barrier is not None:
+        state += [w.barrier.n_waiting, w.barrier.broken]
+    return state
+
+
+def _future_state(future: asyncio.Future[Any]) -> Any:
+    if not future.done():
+        return "pending"
+    if future.cancelled():
+        return "cancelled"
+    return _outcome(future.exception() or future.result())
+
+
+async def run_program(program: Program, midway: Callable[[], object] | None = None) -> list[Any]:
+    """Run ``program`` in the running loop; its log.
+
+    ``midway`` is called a few loop iterations in, while tasks hold and wait.
+    """
+    loop = asyncio.get_running_loop()
+    world = World()
+    world.futures = [loop.create_future(), asyncio.Future()]
+    if sys.version_info >= (3, 11):
+        world.barrier = asyncio.Barrier(2)
+    world.tasks = [
+        asyncio.create_task(_task(world, who, steps), name=f"t{who}")
+        for who, steps in enumerate(program)
+    ]
+    await _yield(_MIDWAY)
+    if midway is not None:
+        midway()
+    await _yield(_SETTLE)
+    everyone = world.tasks + world.spawned
+    world.log.append(("pending", [t.get_name() for t in everyone if not t.done()]))
+    for _ in range(5):  # a cancelled step may be followed by another that waits
+        for task in everyone:
+            task.cancel()
+        await _yield(_SETTLE)
+        everyone = world.tasks + world.spawned
+    world.log.append(("stuck", [t.get_name() for t in everyone if not t.done()]))
+    world.log.append(
+        [_outcome(t.exception()) if t.done() and not t.cancelled() else t.done() for t in everyone]
+    )
+    world.log.append(_state(world))
+    for future in world.futures:
+        future.cancel()
+    return world.log
+
+
+def run_untraced(program: Program, midway: Callable[[], object] | None = None) -> list[Any]:
+    """The log of ``program`` in a fresh event loop."""
+    return asyncio.run(run_program(program, midway))
+
+
+@contextmanager
+def _checks() -> Iterator[None]:
+    """Ownership tracking and lock-order checking, as ``aiotrace run`` turns them on."""
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    config = DiagnosisConfig(block_threshold=None, dump_signals=False, leaks_at_exit=False)
+    diagnoser = Diagnoser(config, None)
+    diagnoser.start()
+    try:
+        yield
+    finally:
+        diagnoser.finish(at_exit=False)
+
+
+@contextmanager
+def _awaited_slow_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """asyncio's slow paths awaited, as on a Python whose source aiotrace does not know."""
+    from aiotrace.primitives import events, locks, queues
+
+    with monkeypatch.context() as patch:
+        for module in (locks, events, queues):
+            patch.setattr(module, "source_is", lambda func, known: False)
+        yield
+
+
+_MODES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "every wait and hold": {"min_wait": 0, "min_hold": 0},
+    "checks": {"min_wait": 0.0005},
+    "asyncio's own too": {
+        "min_wait": 0,
+        "internal_futures": True,
+        "internal_tasks": True,
+        "internal_primitives": True,
+    },
+    "slow paths awaited": {"min_wait": 0, "min_hold": 0},
+}
+
+_SEEDS = range(1000)
+
+
+@pytest.fixture(scope="module")
+def untraced() -> dict[int, list[Any]]:
+    """Every seed's untraced log, run twice: the programs are deterministic."""
+    logs = {seed: run_untraced(draw(seed)) for seed in _SEEDS}
+    again = {seed: run_untraced(draw(seed)) for seed in _SEEDS[:20]}
+    assert all(again[seed] == logs[seed] for seed in again)
+    return logs
+
+
+# What the programs must reach, traced with every wait a span: each
+# primitive's slow path (asyncio's wait on a future), not only its fast one.
+_WAITS_REACHED: list[str] = [
+    semconv.SPAN_LOCK_ACQUIRE,
+    semconv.SPAN_SEMAPHORE_ACQUIRE,
+    semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+    semconv.SPAN_EVENT_WAIT,
+    semconv.SPAN_CONDITION_WAIT,
+    semconv.SPAN_QUEUE_GET,
+    semconv.SPAN_QUEUE_PUT,
+    semconv.SPAN_QUEUE_JOIN,
+    semconv.SPAN_FUTURE_WAIT,
+    *([semconv.SPAN_BARRIER_WAIT] if sys.version_info >= (3, 11) else []),
+]
+
+
+@pytest.mark.parametrize("mode", list(_MODES))
+def test_random_programs_observe_what_they_do_untraced(
+    mode: str, untraced: dict[int, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each program's log traced equals its log untraced; aiotrace counts no internal error."""
+    with (
+        _awaited_slow_paths(monkeypatch) if mode == "slow paths awaited" else _nothing(),
+        capture_spans(**_MODES[mode]) as captured,
+    ):
+        with _checks() if mode == "checks" else _nothing():
+            differ = [seed for seed in _SEEDS if run_untraced(draw(seed)) != untraced[seed]]
+        aiotrace.flush()
+        errors = aiotrace.stats().internal_errors
+    assert differ == [], f"seeds whose log differs traced ({mode}): {differ}"
+    assert errors == 0
+    if _MODES[mode].get("min_wait") == 0:
+        reached = {span.name for span in captured.spans}
+        assert [name for name in _WAITS_REACHED if name not in reached] == []
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def test_random_programs_on_uvloop_observe_what_they_do_untraced_there() -> None:
+    """On uvloop, whose loop schedules in C, traced with every wait and hold a span."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is a test dependency")
+    seeds = _SEEDS[:300]
+    bare = {seed: uvloop.run(run_program(draw(seed))) for seed in seeds}
+    with capture_spans(min_wait=0, min_hold=0):
+        differ = [seed for seed in seeds if uvloop.run(run_program(draw(seed))) != bare[seed]]
+        aiotrace.flush()
+        errors = aiotrace.stats().internal_errors
+    assert differ == [], f"seeds whose log differs: {differ}"
+    assert errors == 0
+
+
+def test_random_programs_instrumented_midway_observe_what_they_do_untraced(
+    untraced: dict[int, list[Any]],
+) -> None:
+    """``instrument()`` while tasks hold locks and permits, wait and are being woken:
+    every primitive, task and future was made untraced, and the program's log is
+    unchanged."""
+    differ, errors = [], 0
+    for seed in _SEEDS:
+        try:
+            log = run_untraced(draw(seed), midway=lambda: aiotrace.instrument(consumer=Discard()))
+            aiotrace.flush()
+            errors += aiotrace.stats().internal_errors
+        finally:
+            aiotrace.uninstrument()
+        if log != untraced[seed]:
+            differ.append(seed)
+    assert differ == [], f"seeds whose log differs: {differ}"
+    assert errors == 0
+
+
+def test_random_programs_uninstrumented_midway_observe_what_they_do_untraced(
+    untraced: dict[int, list[Any]],
+) -> None:
+    """``uninstrument()`` while traced tasks hold, wait and are being woken: what
+    was begun traced ends untraced, and the program's log is unchanged."""
+    differ, errors = [], 0
+
+    def retire() -> None:
+        nonlocal errors
+        aiotrace.flush()
+        errors += aiotrace.stats().internal_errors
+        aiotrace.uninstrument()
+
+    for seed in _SEEDS:
+        aiotrace.instrument(consumer=Discard(), min_wait=0, min_hold=0)
+        try:
+            log = run_untraced(draw(seed), midway=retire)
+        finally:
+            aiotrace.uninstrument()
+        if log != untraced[seed]:
+            differ.append(seed)
+    assert differ == [], f"seeds whose log differs: {differ}"
+    assert errors == 0
+
+
+def _show(seed: int) -> None:
+    for who, steps in enumerate(draw(seed)):
+        print(f"t{who}: {steps}")
+    for entry in run_untraced(draw(seed)):
+        print(entry)
+
+
+if __name__ == "__main__":
+    _show(int(sys.argv[1]))
