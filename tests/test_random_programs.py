@@ -23,7 +23,9 @@ too, and with asyncio's slow paths awaited rather than inlined; then
 instrumented, and uninstrumented, a few loop iterations in, while tasks
 hold, wait and are being woken; then on uvloop against uvloop untraced.
 Every log must equal the untraced one, and aiotrace must count no internal
-error.
+error. And the spans of 300 of them, every wait and hold spanned, must
+tell a story that could have happened (a Lock's holds never overlap, a
+wait's link goes to the hold that ended in it, and so on).
 
 Each primitive's slow path is reached (the test checks it), and the test
 fails for a fast path that decides wrongly: a Lock's ``async with`` taking
@@ -39,6 +41,7 @@ prints that program and its untraced log.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 import sys
@@ -446,6 +449,69 @@ def test_random_programs_observe_what_they_do_untraced(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+_HOLDS = (semconv.SPAN_LOCK_HOLD, semconv.SPAN_SEMAPHORE_HOLD, semconv.SPAN_BOUNDED_SEMAPHORE_HOLD)
+_ACQUIRES = (
+    semconv.SPAN_LOCK_ACQUIRE,
+    semconv.SPAN_SEMAPHORE_ACQUIRE,
+    semconv.SPAN_BOUNDED_SEMAPHORE_ACQUIRE,
+)
+
+
+def test_random_programs_spans_tell_a_consistent_story() -> None:
+    """What the spans of every wait and hold say could have happened.
+
+    Each span's parent and link targets were exported; no span ends before it
+    starts; a Lock's holds never overlap; a BoundedSemaphore(2)'s holds never
+    number more than two at once; a wait's link goes to a hold that ended
+    while it waited (its hand-off).
+    """
+    with capture_spans(min_wait=0, min_hold=0) as captured:
+        for seed in _SEEDS[:300]:
+            run_untraced(draw(seed))
+        aiotrace.flush()
+    spans = captured.spans
+    by_id = {span.span_id: span for span in spans}
+    wrong: list[str] = []
+    for span in spans:
+        start, end = span.span.start_time or 0, span.span.end_time or 0
+        if end < start:
+            wrong.append(f"{span.name} ends before it starts")
+        if span.parent_id is not None and span.parent_id not in by_id:
+            wrong.append(f"{span.name}'s parent was not exported")
+        for target, _ in span.links:
+            hold = by_id.get(target)
+            if hold is None:
+                wrong.append(f"{span.name}'s link target was not exported")
+            elif span.name in _ACQUIRES and not (
+                hold.name in _HOLDS and start <= (hold.span.end_time or 0) <= end
+            ):
+                wrong.append(f"{span.name} links to a {hold.name} that did not end in it")
+    lock_holds: dict[int, list[tuple[int, int]]] = {}
+    bounded: list[tuple[int, int]] = []
+    for span in spans:
+        interval = (span.span.start_time or 0, span.span.end_time or 0)
+        if span.name == semconv.SPAN_LOCK_HOLD:
+            lock_holds.setdefault(span[semconv.ATTR_PRIMITIVE_ID], []).append(interval)
+        elif span.name == semconv.SPAN_BOUNDED_SEMAPHORE_HOLD:
+            bounded += [(interval[0], 1), (interval[1], -1)]
+    for intervals in lock_holds.values():
+        intervals.sort()
+        wrong += [
+            "a Lock's holds overlap"
+            for (_, end), (start, _) in itertools.pairwise(intervals)
+            if start < end
+        ]
+    held = 0
+    for _, change in sorted(bounded):  # at one instant, a release sorts before a take
+        held += change
+        if held > 2:
+            wrong.append(f"{held} holds of a BoundedSemaphore(2) at once")
+    assert wrong == []
+    assert len(lock_holds) > 100
+    assert len(bounded) > 100
+    assert sum(len(span.links) for span in spans if span.name in _ACQUIRES) > 100
 
 
 def test_random_programs_on_uvloop_observe_what_they_do_untraced_there() -> None:
