@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -289,6 +290,70 @@ def test_a_line_that_makes_a_primitive_per_request_names_each_as_it_named_the_fi
 )
 def test_labels_name_a_librarys_file_from_its_package(path: str, label: str) -> None:
     assert short_path(path) == label
+
+
+@dataclasses.dataclass
+class _Pool:
+    size: int = 2
+    note: str = dataclasses.field(init=False)  # set in __post_init__: no default made
+    read: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    write: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    spare: asyncio.Lock = dataclasses.field(default_factory=lambda: asyncio.Lock())
+
+    def __post_init__(self) -> None:
+        self.note = "made"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Slotted:
+    guard: asyncio.Semaphore = dataclasses.field(default_factory=asyncio.Semaphore)
+
+
+def test_a_dataclass_fields_default_is_named_by_its_field_and_the_line_that_made_it() -> None:
+    """``lock: asyncio.Lock = field(default_factory=asyncio.Lock)`` is made in the
+    ``__init__`` dataclasses generates, whose line says nothing (``<string>:3``) and
+    whose source cannot be read: such a primitive is named ``Pool.read (app.py:17)``,
+    by its field and by the program's line that made the instance. Two fields of one
+    instance, and one field of instances made at two lines, are each their own."""
+    from aiotrace.primitives._base import display_name
+
+    here = short_path(__file__)
+    with capture_spans():
+        first = _Pool()  # first-pool
+        second = _Pool(3)  # second-pool
+        again = [_Pool() for _ in range(2)]  # pools-in-a-loop
+        slotted = _Slotted()  # slotted
+        names = [
+            display_name(prim._aiotrace_ref)  # type: ignore[attr-defined]  # aiotrace's own
+            for prim in (
+                first.read,
+                first.write,
+                first.ready,
+                second.read,
+                again[1].write,
+                slotted.guard,
+            )
+        ]
+        spare = display_name(first.spare._aiotrace_ref)  # type: ignore[attr-defined]  # aiotrace's own
+        stats = {
+            id(p._aiotrace_stats) for p in (first.read, first.write, second.read, again[0].read)
+        }  # type: ignore[attr-defined]  # aiotrace's own
+    at_first = f"{here}:{line_of('# first-pool')}"
+    at_second = f"{here}:{line_of('# second-pool')}"
+    in_loop = f"{here}:{line_of('# pools-in-a-loop')}"
+    at_slotted = f"{here}:{line_of('# slotted')}"
+    assert names == [
+        f"_Pool.read ({at_first})",
+        f"_Pool.write ({at_first})",
+        f"_Pool.ready ({at_first})",
+        f"_Pool.read ({at_second})",
+        f"_Pool.write ({in_loop})",
+        f"_Slotted.guard ({at_slotted})",
+    ]
+    # A factory of the program's own makes it at its line, named from that line as ever.
+    assert spare == f"spare ({here}:{line_of('default_factory=lambda: asyncio.Lock()')})"
+    assert len(stats) == 4  # each field and each line its own totals
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")

@@ -13,6 +13,7 @@ always the user's line (``async with lock`` in ``app.py``, not
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import inspect
@@ -461,8 +462,73 @@ def capture_creation(
     if frame is None:
         return None, internal, None
     code = frame.f_code
+    if code.co_filename == "<string>" and code.co_name == "__init__":
+        field = _dataclass_field(frame)
+        if field is not None:
+            # A dataclass's generated __init__: its line says nothing, and its
+            # source cannot be read. The name is the field's; the program's
+            # line that made the instance tells one instance's from another's.
+            if len(_FIELD_NAMES) >= _FIELD_NAMES_LIMIT:
+                _FIELD_NAMES.clear()
+            _FIELD_NAMES[(id(code), frame.f_lasti)] = (code, field)
+            caller = frame.f_back
+            via = None if caller is None else program_site(caller, past_imports=False)
+            return (code, frame.f_lasti), internal, via
     via = via_site(frame) if not internal and is_library_file(code.co_filename) else None
     return (code, frame.f_lasti), internal, via
+
+
+_FIELD_NAMES: dict[tuple[int, int], tuple[CodeType, str]] = {}
+"""(id(code), lasti) of a field's default made in a dataclass's generated ``__init__``
+-> that code (kept, so that its id stays its) and ``Class.field``."""
+_FIELD_NAMES_LIMIT: Final = 10_000
+
+
+def _dataclass_field(frame: FrameType) -> str | None:
+    """``Pool.lock`` when ``frame`` is a dataclass's generated ``__init__`` making the
+    default of that field (``lock: asyncio.Lock = field(default_factory=asyncio.Lock)``).
+
+    It sets the fields in their order, so the field being made is the first with a
+    ``default_factory`` that the instance has no value for yet. Looked up in the
+    instance's ``__dict__`` or its slots, never with ``getattr``: a property of the
+    user's is not ours to run.
+    """
+    code = frame.f_code
+    if not code.co_varnames:
+        return None
+    obj = frame.f_locals.get(code.co_varnames[0])
+    cls = type(obj)
+    fields = inspect.getattr_static(cls, "__dataclass_fields__", None)
+    if not isinstance(fields, dict):
+        return None
+    try:
+        values = object.__getattribute__(obj, "__dict__")
+    except AttributeError:  # slots only
+        values = None
+    for name, spec in fields.items():
+        if getattr(spec, "default_factory", dataclasses.MISSING) is dataclasses.MISSING:
+            continue
+        if isinstance(values, dict):
+            if name in values:
+                continue
+        else:
+            slot = inspect.getattr_static(cls, name, None)
+            if type(slot).__name__ != "member_descriptor":
+                return None
+            try:
+                slot.__get__(obj, cls)
+                continue
+            except AttributeError:
+                pass
+        return f"{cls.__qualname__}.{name}"
+    return None
+
+
+def field_name(raw: RawSite) -> str | None:
+    """``Pool.lock`` for a site in a dataclass's generated ``__init__`` (see
+    :func:`capture_creation`), else ``None``."""
+    known = _FIELD_NAMES.get((id(raw[0]), raw[1]))
+    return known[1] if known is not None and known[0] is raw[0] else None
 
 
 def via_site(frame: FrameType) -> RawSite | None:

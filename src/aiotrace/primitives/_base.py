@@ -46,6 +46,7 @@ from aiotrace._sites import (
     as_untraced,
     capture_creation,
     default_name,
+    field_name,
     file_kind,
     site_and_via,
     via_label,
@@ -364,6 +365,7 @@ def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: S
         and raw[0] is code
         and raw[1] == frame.f_lasti
         and stats.raw is not None  # not the overflow's
+        and stats.via is None  # a dataclass field's: its program line varies
     ):
         PROGRAM_SITES[(id(code), raw[1], kind)] = stats
         return True
@@ -830,7 +832,11 @@ def display_name(ref: PrimRef) -> str:
 
 def site_name(raw: RawSite, via: RawSite | None) -> str:
     """``cache_lock (app.py:12)``; for a library's primitive, the program's line too:
-    ``self._lock (pool.py:40) via app.py:7``."""
+    ``self._lock (pool.py:40) via app.py:7``; for a dataclass field's default, the
+    field and the program's line that made the instance: ``Pool.lock (app.py:17)``."""
+    field = field_name(raw)
+    if field is not None:
+        return field if via is None else f"{field} ({SITES.resolve(via).label})"
     name = default_name(SITES.resolve(raw))
     return name if via is None else f"{name} via {SITES.resolve(via).label}"
 
