@@ -310,19 +310,34 @@ class _Slotted:
     guard: asyncio.Semaphore = dataclasses.field(default_factory=asyncio.Semaphore)
 
 
-def test_a_dataclass_fields_default_is_named_by_its_field_and_the_line_that_made_it() -> None:
+def test_a_dataclass_fields_default_is_named_by_its_field_and_the_line_that_made_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """``lock: asyncio.Lock = field(default_factory=asyncio.Lock)`` is made in the
     ``__init__`` dataclasses generates, whose line says nothing (``<string>:3``) and
     whose source cannot be read: such a primitive is named ``Pool.read (app.py:17)``,
     by its field and by the program's line that made the instance. Two fields of one
     instance, and one field of instances made at two lines, are each their own."""
+    from aiotrace.primitives import _base
     from aiotrace.primitives._base import display_name
 
+    walks = [0]  # before the loop, then one count per turn, then after it
+    walk = _base.capture_creation
+
+    def counted(frame: Any, obj: object) -> Any:
+        walks[-1] += 1
+        return walk(frame, obj)
+
+    monkeypatch.setattr(_base, "capture_creation", counted)
     here = short_path(__file__)
     with capture_spans():
         first = _Pool()  # first-pool
         second = _Pool(3)  # second-pool
-        again = [_Pool() for _ in range(2)]  # pools-in-a-loop
+        again = []
+        for _ in range(3):
+            walks.append(0)
+            again.append(_Pool())  # pools-in-a-loop
+        walks.append(0)
         slotted = _Slotted()  # slotted
         names = [
             display_name(prim._aiotrace_ref)  # type: ignore[attr-defined]  # aiotrace's own
@@ -336,9 +351,8 @@ def test_a_dataclass_fields_default_is_named_by_its_field_and_the_line_that_made
             )
         ]
         spare = display_name(first.spare._aiotrace_ref)  # type: ignore[attr-defined]  # aiotrace's own
-        stats = {
-            id(p._aiotrace_stats) for p in (first.read, first.write, second.read, again[0].read)
-        }  # type: ignore[attr-defined]  # aiotrace's own
+        made = (first.read, first.write, second.read, again[0].read)
+        stats = {id(p._aiotrace_stats) for p in made}  # type: ignore[attr-defined]  # aiotrace's own
     at_first = f"{here}:{line_of('# first-pool')}"
     at_second = f"{here}:{line_of('# second-pool')}"
     in_loop = f"{here}:{line_of('# pools-in-a-loop')}"
@@ -354,6 +368,9 @@ def test_a_dataclass_fields_default_is_named_by_its_field_and_the_line_that_made
     # A factory of the program's own makes it at its line, named from that line as ever.
     assert spare == f"spare ({here}:{line_of('default_factory=lambda: asyncio.Lock()')})"
     assert len(stats) == 4  # each field and each line its own totals
+    # The walk to those names is made once per field and program line, as for
+    # a primitive made per request at one line of the program.
+    assert walks[1:] == [3, 0, 0, 1]  # the loop's turns, then the slotted one
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")

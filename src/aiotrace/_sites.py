@@ -443,6 +443,10 @@ def capture_creation(
     Pool(1)``), which tells the users' pool from the orders' (see
     :func:`via_site`), else ``None``.
     """
+    if frame is not None and frame.f_code.co_filename == "<string>":
+        made = _field_default(frame)
+        if made is not None:
+            return made
     while frame is not None:
         code = frame.f_code
         if code.co_filename.startswith(_AIOTRACE_DIR):
@@ -462,26 +466,39 @@ def capture_creation(
     if frame is None:
         return None, internal, None
     code = frame.f_code
-    if code.co_filename == "<string>" and code.co_name == "__init__":
-        field = _dataclass_field(frame)
-        if field is not None:
-            # A dataclass's generated __init__: its line says nothing, and its
-            # source cannot be read. The name is the field's; the program's
-            # line that made the instance tells one instance's from another's.
-            if len(_FIELD_NAMES) >= _FIELD_NAMES_LIMIT:
-                _FIELD_NAMES.clear()
-            _FIELD_NAMES[(id(code), frame.f_lasti)] = (code, field)
-            caller = frame.f_back
-            via = None if caller is None else program_site(caller, past_imports=False)
-            return (code, frame.f_lasti), internal, via
     via = via_site(frame) if not internal and is_library_file(code.co_filename) else None
     return (code, frame.f_lasti), internal, via
 
 
-_FIELD_NAMES: dict[tuple[int, int], tuple[CodeType, str]] = {}
-"""(id(code), lasti) of a field's default made in a dataclass's generated ``__init__``
--> that code (kept, so that its id stays its) and ``Class.field``."""
+_FIELD_NAMES: dict[tuple[int, int], tuple[CodeType, str | None]] = {}
+"""(id(code), lasti) of a creation in an ``__init__`` compiled from a string -> that
+code (kept, so that its id stays its) and, in a dataclass's, the ``Class.field``
+whose default it makes."""
 _FIELD_NAMES_LIMIT: Final = 10_000
+
+
+def _field_default(frame: FrameType) -> tuple[RawSite, bool, RawSite | None] | None:
+    """:func:`capture_creation`'s answer if ``frame`` is a dataclass's generated
+    ``__init__`` making a field's default, else ``None``.
+
+    Its line says nothing (``<string>:3``), and its source cannot be read: the
+    name is the field's, the same at every call for one line of that
+    ``__init__`` (worked out once), and the program's line that made the
+    instance tells one instance's from another's, as for a library's line.
+    """
+    code = frame.f_code
+    if code.co_name != "__init__":
+        return None
+    lasti = frame.f_lasti
+    known = _FIELD_NAMES.get((id(code), lasti))
+    if known is None or known[0] is not code:
+        if len(_FIELD_NAMES) >= _FIELD_NAMES_LIMIT:
+            _FIELD_NAMES.clear()
+        known = _FIELD_NAMES[(id(code), lasti)] = (code, _dataclass_field(frame))
+    if known[1] is None:
+        return None
+    caller = frame.f_back
+    return (code, lasti), False, None if caller is None else program_site(caller, False)
 
 
 def _dataclass_field(frame: FrameType) -> str | None:

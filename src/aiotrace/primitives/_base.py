@@ -353,6 +353,14 @@ not kept: its program line differs from call to call. Bounded as the stats
 are: an entry shares its stats' code object, whose id it keys on."""
 
 
+FIELD_SITES: Final[dict[tuple[int, int, int, int, str], SiteStats]] = {}
+"""(id(code), lasti) of a dataclass's generated ``__init__`` making a field's default,
+(id(code), lasti) of the program's line that called it, and the kind -> its stats: as
+:data:`PROGRAM_SITES`, for a request object made per request whose field is an Event.
+Bounded as the stats are: an entry shares its stats' code objects (the raw site and the
+program's line), whose ids it keys on."""
+
+
 def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: SiteStats) -> bool:
     """Keep ``stats`` in :data:`PROGRAM_SITES` for what ``frame`` creates next, if the
     walk from it found ``frame``'s own line (``raw``) and that is the program's; whether
@@ -365,10 +373,16 @@ def keep_program_site(frame: FrameType, kind: str, raw: RawSite | None, stats: S
         and raw[0] is code
         and raw[1] == frame.f_lasti
         and stats.raw is not None  # not the overflow's
-        and stats.via is None  # a dataclass field's: its program line varies
     ):
-        PROGRAM_SITES[(id(code), raw[1], kind)] = stats
-        return True
+        if stats.via is None:
+            PROGRAM_SITES[(id(code), raw[1], kind)] = stats
+            return True
+        # A dataclass field's default (see _sites._field_default): kept for
+        # this line of the __init__ made from the program's line that called it.
+        caller = frame.f_back
+        if caller is not None and stats.via[0] is caller.f_code and stats.via[1] == caller.f_lasti:
+            FIELD_SITES[(id(code), raw[1], id(caller.f_code), caller.f_lasti, kind)] = stats
+            return True
     return False
 
 
@@ -379,6 +393,12 @@ def on_create(prim: Any, kind: str) -> PrimRef:
     except ValueError:  # C code with nothing of Python's above it
         frame = None
     stats = None if frame is None else PROGRAM_SITES.get((id(frame.f_code), frame.f_lasti, kind))
+    if stats is None and frame is not None and frame.f_code.co_filename == "<string>":
+        caller = frame.f_back
+        if caller is not None:
+            code = frame.f_code
+            key = (id(code), frame.f_lasti, id(caller.f_code), caller.f_lasti, kind)
+            stats = FIELD_SITES.get(key)
     if stats is not None:
         raw = stats.raw
     else:
