@@ -81,7 +81,11 @@ def _asyncio_left_unpatched() -> Iterator[None]:
     was_instrumented, depth, before = aiotrace.is_instrumented(), instrumentor.depth, snapshot()
     if not was_instrumented:
         assert before == PRISTINE
+    watching = _diagnosis_state()
     yield
+    # What a Diagnoser or a leak watcher began, it ended: else every later test
+    # (and a program traced again in the same process) pays for ownership tracking.
+    assert _diagnosis_state() == watching
     if aiotrace.is_instrumented() and not was_instrumented:
         aiotrace.uninstrument()
         pytest.fail("test left aiotrace instrumented")
@@ -90,6 +94,20 @@ def _asyncio_left_unpatched() -> Iterator[None]:
             instrumentor.pop()
         pytest.fail("test left a nested aiotrace instrumentation running")
     assert snapshot() == before
+
+
+def _diagnosis_state() -> tuple[object, ...]:
+    from aiotrace import _leaks
+    from aiotrace.primitives import _lock_order
+    from aiotrace.primitives._base import _WATCHED_KINDS, WATCHED
+
+    return (
+        WATCHED[0] is not None,
+        _lock_order.DIAGNOSING[0],
+        _lock_order.LOCK_ORDER[0],
+        sorted(_WATCHED_KINDS),
+        dict(_leaks._WATCHERS),
+    )
 
 
 @pytest.fixture

@@ -983,3 +983,59 @@ def test_a_hang_leaves_a_child_in_a_session_of_its_own_alone(tmp_path: Path) -> 
     finally:
         with contextlib.suppress(Exception):
             os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+
+
+def _diagnosis_switches() -> tuple[bool, bool, bool]:
+    from aiotrace.primitives import _lock_order
+    from aiotrace.primitives._base import WATCHED
+
+    return WATCHED[0] is not None, _lock_order.DIAGNOSING[0], _lock_order.LOCK_ORDER[0]
+
+
+def test_a_diagnosis_ended_leaves_nothing_on_and_an_outer_one_running() -> None:
+    """A test diagnosed inside a diagnosed session (``pytest --aiotrace`` running a
+    test that makes a ``Diagnoser``) hands lock-order checking and leak watching back
+    to the session when it ends; the session, ending, turns them off (or hands them
+    back in turn), and a program traced later in the process pays for neither."""
+    import asyncio
+
+    import aiotrace
+    from aiotrace import _leaks
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+    from aiotrace.primitives._base import _WATCHED_KINDS
+
+    kinds = set(_WATCHED_KINDS)
+    before = _diagnosis_switches()  # all off; under ``pytest --aiotrace``, the run's on
+    config = DiagnosisConfig(block_threshold=None, dump_signals=False, deadlocks=False)
+
+    async def inverted() -> None:
+        a, b = asyncio.Lock(), asyncio.Lock()
+        async with a, b:
+            pass
+        async with b, a:
+            pass
+
+    aiotrace.instrument(tasks=False, futures=False)
+    session, plugin = Diagnoser(config, None), None
+    try:
+        session.start()
+        _leaks.watch()  # as the pytest plugin does, after each test
+        plugin = True
+        test = Diagnoser(config, None)
+        test.start()
+        test.finish(at_exit=False)
+        assert _diagnosis_switches() == (True, True, True)
+        asyncio.run(inverted())  # found by the session, whose checking goes on
+        assert [f.kind for f in session.findings] == [semconv.FINDING_LOCK_ORDER]
+        assert test.findings == []
+        _leaks.unwatch()
+        plugin = None
+        assert _diagnosis_switches() == (True, True, True)  # the session still watches
+        session.finish(at_exit=False)
+        assert _diagnosis_switches() == before
+        assert set(_WATCHED_KINDS) == kinds
+    finally:
+        if plugin:
+            _leaks.unwatch()
+        session.finish(at_exit=False)  # (idempotent)
+        aiotrace.uninstrument()

@@ -476,7 +476,8 @@ _ACQUIRES = (
 def test_random_programs_spans_tell_a_consistent_story() -> None:
     """What the spans of every wait and hold say could have happened.
 
-    Each span's parent and link targets were exported; no span ends before it
+    Each span's parent (but the one the capture began in) and link targets were
+    exported; no span ends before it
     starts; a Lock's holds never overlap; a BoundedSemaphore(2)'s holds never
     number more than two at once; a wait's link goes to a hold that ended
     while it waited (its hand-off).
@@ -488,12 +489,13 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
     spans = captured.spans
     by_id = {span.span_id: span for span in spans}
     wrong: list[str] = []
+    outside: set[int] = set()  # parents not among these spans
     for span in spans:
         start, end = span.span.start_time or 0, span.span.end_time or 0
         if end < start:
             wrong.append(f"{span.name} ends before it starts")
         if span.parent_id is not None and span.parent_id not in by_id:
-            wrong.append(f"{span.name}'s parent was not exported")
+            outside.add(span.parent_id)
         for target, _ in span.links:
             hold = by_id.get(target)
             if hold is None:
@@ -523,6 +525,8 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
         if held > 2:
             wrong.append(f"{held} holds of a BoundedSemaphore(2) at once")
     assert wrong == []
+    # Only the span the capture began in (a test's, under ``pytest --aiotrace``).
+    assert len(outside) <= 1
     assert len(lock_holds) > 100
     assert len(bounded) > 100
     assert sum(len(span.links) for span in spans if span.name in _ACQUIRES) > 100
@@ -545,12 +549,17 @@ def test_random_programs_leaks_are_what_they_left_behind() -> None:
 
         def check(world: World, seed: int = seed, since: int = since) -> None:
             found: Counter[str] = Counter()
-            names = {id(world.lock): "lock", id(world.sem): "sem", id(world.bsem): "bsem"}
+            names = {
+                id(world.lock): "lock",
+                id(world.sem): "sem",
+                id(world.bsem): "bsem",
+                id(world.cond._lock): "the Condition's lock",  # type: ignore[attr-defined]  # asyncio's own
+            }
             for leak in _leaks.find(since):
                 if leak.kind == _leaks.FUTURE_UNRESOLVED:
                     found["future"] += 1
-                else:
-                    found[names.get(leak.key[0], "another program's")] += 1
+                elif leak.key[0] in names:  # (not another test's, under pytest --aiotrace)
+                    found[names[leak.key[0]]] += 1
             truth = Counter(
                 {
                     "lock": int(world.lock.locked()),
@@ -593,13 +602,21 @@ def test_random_programs_instrumented_midway_observe_what_they_do_untraced(
     every primitive, task and future was made untraced, and the program's log is
     unchanged."""
     differ, errors = [], 0
+    ours: list[bool] = []  # whether our instrument() ran (else uninstrument() is not ours)
+
+    def start() -> None:
+        aiotrace.instrument(consumer=Discard())
+        ours.append(True)
+
     for seed in _SEEDS:
         try:
-            log = run_untraced(draw(seed), midway=lambda: aiotrace.instrument(consumer=Discard()))
+            log = run_untraced(draw(seed), midway=start)
             aiotrace.flush()
             errors += aiotrace.stats().internal_errors
         finally:
-            aiotrace.uninstrument()
+            if ours:
+                ours.clear()
+                aiotrace.uninstrument()
         if log != untraced[seed]:
             differ.append(seed)
     assert differ == [], f"seeds whose log differs: {differ}"
@@ -612,19 +629,24 @@ def test_random_programs_uninstrumented_midway_observe_what_they_do_untraced(
     """``uninstrument()`` while traced tasks hold, wait and are being woken: what
     was begun traced ends untraced, and the program's log is unchanged."""
     differ, errors = [], 0
+    ours: list[bool] = []  # whether our instrumentation is still on (see the twin above)
 
     def retire() -> None:
         nonlocal errors
         aiotrace.flush()
         errors += aiotrace.stats().internal_errors
+        ours.clear()
         aiotrace.uninstrument()
 
     for seed in _SEEDS:
         aiotrace.instrument(consumer=Discard(), min_wait=0, min_hold=0)
+        ours.append(True)
         try:
             log = run_untraced(draw(seed), midway=retire)
         finally:
-            aiotrace.uninstrument()
+            if ours:
+                ours.clear()
+                aiotrace.uninstrument()
         if log != untraced[seed]:
             differ.append(seed)
     assert differ == [], f"seeds whose log differs: {differ}"

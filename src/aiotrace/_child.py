@@ -206,12 +206,8 @@ def _finish() -> None:
         return
     diagnoser = _state.pop("diagnoser", None)
     if diagnoser is not None:
-        from aiotrace.diagnosis import report_unfinished
-
         with contextlib.suppress(Exception):
-            diagnoser.finish()
-        with contextlib.suppress(Exception):
-            report_unfinished()  # before the tasks they belong to end (report_pending)
+            diagnoser.finish()  # at exit: the unfinished waits and holds as spans too
     with contextlib.suppress(Exception):
         report_pending()
     detach_quietly(_state.pop("token"))

@@ -57,37 +57,61 @@ KINDS: Final = (LOCK_HELD, PERMIT_TAKEN, FUTURE_UNRESOLVED)
 """Every kind, most severe first: a held lock strands its waiters at once."""
 
 
+_WATCHERS: Final[dict[str, int]] = {"all": 0, "every kind": 0}
+"""How many watch: the pytest plugin (after each test) and the diagnosis of the run
+it may be part of each watch, and each stops in its own time."""
+
+
 def watch(every_kind: bool = False) -> None:
     """Start remembering the locks and semaphores created from now on.
 
     ``every_kind`` remembers events, conditions, barriers and queues too
-    (the wait-for graph maps a task's waiter future back to them).
+    (the wait-for graph maps a task's waiter future back to them). Each call
+    is undone by one :func:`unwatch` with the same ``every_kind``.
     """
     from aiotrace.primitives import _lock_order
     from aiotrace.primitives._base import _WATCHED_KINDS
 
     _lock_order.track_ownership()  # a leak names the line the lock was taken at
+    _WATCHERS["all"] += 1
     if every_kind:
-        _WATCHED_KINDS.update(
-            {
-                semconv.KIND_EVENT,
-                semconv.KIND_CONDITION,
-                semconv.KIND_BARRIER,
-                semconv.KIND_QUEUE,
-                semconv.KIND_PRIORITY_QUEUE,
-                semconv.KIND_LIFO_QUEUE,
-            }
-        )
+        _WATCHERS["every kind"] += 1
+        _WATCHED_KINDS.update(_EVERY_KIND)
     if WATCHED[0] is None:
         WATCHED[0] = weakref.WeakSet()
 
 
-def unwatch() -> None:
-    """Stop; forget them."""
-    from aiotrace.primitives import _lock_order
+_EVERY_KIND: Final = frozenset(
+    {
+        semconv.KIND_EVENT,
+        semconv.KIND_CONDITION,
+        semconv.KIND_BARRIER,
+        semconv.KIND_QUEUE,
+        semconv.KIND_PRIORITY_QUEUE,
+        semconv.KIND_LIFO_QUEUE,
+    }
+)
 
-    if not _lock_order.LOCK_ORDER[0]:
-        _lock_order.DIAGNOSING[0] = False
+
+def unwatch(every_kind: bool = False) -> None:
+    """Stop one :func:`watch`; when none is left, stop remembering and forget.
+
+    Ownership tracking stops with the last, unless lock-order checking
+    still needs it: a program traced again later in the process runs its
+    hot paths without it, as one never watched.
+    """
+    from aiotrace.primitives import _lock_order
+    from aiotrace.primitives._base import _WATCHED_KINDS
+
+    if every_kind and _WATCHERS["every kind"] > 0:
+        _WATCHERS["every kind"] -= 1
+        if not _WATCHERS["every kind"]:
+            _WATCHED_KINDS.difference_update(_EVERY_KIND)
+    if _WATCHERS["all"] > 0:
+        _WATCHERS["all"] -= 1
+        _lock_order.untrack_ownership()
+    if _WATCHERS["all"]:
+        return
     WATCHED[0] = None
     COLLECTED.clear()
 

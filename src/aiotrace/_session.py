@@ -503,12 +503,10 @@ class TraceSession:
             return self._report
         self._finished = True
         if self.diagnoser is not None:
-            from aiotrace.diagnosis import report_unfinished
-
             with contextlib.suppress(Exception):
+                # At exit: the unfinished waits and holds as spans too, before
+                # report_pending() ends the tasks they belong to.
                 self.findings = self.diagnoser.finish()
-            with contextlib.suppress(Exception):
-                report_unfinished()  # before the tasks they belong to end (report_pending)
         self._restore_env()
         FOLLOW_FORKS[0] = True
         CHILD_DIAGNOSIS[0] = None

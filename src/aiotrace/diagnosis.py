@@ -1197,14 +1197,20 @@ class Diagnoser:
         self._cancel_patch: Any = None
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
+        self._watching = False
+        self._outer_checker: Any = None
+        """Lock-order checking's reporter before start(), if it was checking already."""
 
     def start(self) -> None:
         from aiotrace import _leaks
         from aiotrace.primitives import _lock_order
 
         _leaks.watch(every_kind=True)
+        self._watching = True
         if self.config.lock_order:
-            _lock_order.enable(lambda a, b: self.report(lock_order_finding(a, b)))
+            self._outer_checker = _lock_order.enable(
+                lambda a, b: self.report(lock_order_finding(a, b))
+            )
         if self.config.deadlocks or self.config.hang_timeout or self.config.block_threshold:
             self.watchdog = Watchdog(
                 self.report,
@@ -1218,13 +1224,19 @@ class Diagnoser:
             self._install_dumps()
 
     def finish(self, at_exit: bool = True) -> list[Finding]:
-        """Stop watching; leaks left at the end become findings. Returns them all, sorted."""
+        """Stop watching; leaks left at the end become findings. Returns them all, sorted.
+
+        At exit (``aiotrace run``'s, a child's, a pytest session's), every wait
+        still waiting and hold still held becomes a span first
+        (:func:`report_unfinished`).
+        """
         from aiotrace.primitives import _lock_order
 
         if self.watchdog is not None:
             self.watchdog.stop()
         self.flush_dump()
-        _lock_order.disable()
+        if self.config.lock_order:
+            _lock_order.disable(self._outer_checker)
         self._restore_dumps()
         if at_exit and self.config.leaks_at_exit:
             with contextlib.suppress(Exception):
@@ -1234,6 +1246,14 @@ class Diagnoser:
             with contextlib.suppress(Exception):
                 for finding in leak_findings():
                     self.report(finding, echo=False)
+        if at_exit:
+            with contextlib.suppress(Exception):
+                report_unfinished()  # while watched, and before report_pending() ends the tasks
+        if self._watching:  # what start() began, ended: a program traced later is not watched
+            self._watching = False
+            from aiotrace import _leaks
+
+            _leaks.unwatch(every_kind=True)
         self._report_blocks()
         return self.sorted()
 

@@ -63,22 +63,48 @@ _REPORTED: Final[set[frozenset[int]]] = set()
 _reporter: list[Callable[[Nesting, Nesting], None] | None] = [None]
 
 
+_TRACKERS: Final[list[int]] = [0]
+"""How many asked for ownership tracking (each leak watcher, see ``_leaks.watch``)."""
+
+
 def track_ownership() -> None:
-    """Record where each lock was taken (for diagnosis), without checking lock order."""
+    """Record where each lock was taken (for diagnosis), without checking lock order;
+    until a matching :func:`untrack_ownership`."""
+    _TRACKERS[0] += 1
     DIAGNOSING[0] = True
 
 
-def enable(reporter: Callable[[Nesting, Nesting], None]) -> None:
-    """Start checking; ``reporter(earlier, now)`` is called once per inverted pair."""
+def untrack_ownership() -> None:
+    """Undo one :func:`track_ownership`: tracking stops with the last, unless lock
+    order is still checked."""
+    if _TRACKERS[0] > 0:
+        _TRACKERS[0] -= 1
+    DIAGNOSING[0] = bool(_TRACKERS[0]) or LOCK_ORDER[0]
+
+
+def enable(
+    reporter: Callable[[Nesting, Nesting], None],
+) -> Callable[[Nesting, Nesting], None] | None:
+    """Start checking; ``reporter(earlier, now)`` is called once per inverted pair.
+
+    Returns the reporter this one stands in for, if checking was on already (a
+    test diagnosed inside a diagnosed pytest session), for :func:`disable`.
+    """
+    previous = _reporter[0] if LOCK_ORDER[0] else None
     _reporter[0] = reporter
     DIAGNOSING[0] = True
     LOCK_ORDER[0] = True
+    return previous
 
 
-def disable() -> None:
-    """Stop checking and tracking, and forget what was seen."""
+def disable(previous: Callable[[Nesting, Nesting], None] | None = None) -> None:
+    """Stop checking and tracking, and forget what was seen; or, given the reporter
+    :func:`enable` stood in for, go on checking for it."""
+    if previous is not None:
+        _reporter[0] = previous
+        return
     LOCK_ORDER[0] = False
-    DIAGNOSING[0] = False
+    DIAGNOSING[0] = bool(_TRACKERS[0])  # a leak watcher still needs the owners
     _reporter[0] = None
     HELD.clear()
     _EDGES.clear()
