@@ -4,7 +4,8 @@ The suites of CPython (``test_cpython_suites.py``) test each primitive one
 behaviour at a time. A program mixes them: tasks take a lock and are
 cancelled in its queue, release a permit another task took, notify a
 condition while others time out on an event, leave a future to a task that
-was cancelled. Each of aiotrace's fast paths decides from the primitive's
+was cancelled, wait on a Condition whose lock other tasks take directly, use
+a subclass of the program's whose ``acquire()`` does more than asyncio's. Each of aiotrace's fast paths decides from the primitive's
 state which of asyncio's paths it takes, and the decision is only right if
 it is right in every state such a mix reaches.
 
@@ -33,7 +34,8 @@ fails for a fast path that decides wrongly: a Lock's ``async with`` taking
 a free lock that has waiters queued, a Semaphore's taking a free permit
 another waiter was woken for, a Lock's ``acquire()`` that looks only at its
 first waiter's cancellation, a ``put_nowait()`` that forgets to clear the
-``join()`` event each failed it (2026-12-04).
+``join()`` event, a Condition's ``async with`` that takes any lock's fast
+path, a subclass's included, each failed it (2026-12-04).
 
 A failure names the seed; ``python -m tests.test_random_programs SEED``
 prints that program and its untraced log.
@@ -101,6 +103,14 @@ _OPERATIONS: dict[str, int] = {
     "gather": 2,
     "cancel": 3,
     "sleep": 4,
+    "sublock_with": 2,
+    "sublock_acquire": 2,
+    "subsem_with": 2,
+    "subsem_release": 1,
+    "shared_wait": 2,
+    "shared_notify": 2,
+    "subcond_wait": 1,
+    "subcond_notify": 1,
 }
 if sys.version_info >= (3, 11):
     _OPERATIONS |= {"barrier_wait": 2, "barrier_abort": 1, "timeout_zero": 2, "task_group": 2}
@@ -128,6 +138,30 @@ def draw(seed: int) -> Program:
     ]
 
 
+class _CountingLock(asyncio.Lock):
+    """A program's Lock subclass whose ``acquire()`` does more than asyncio's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acquires = 0
+
+    async def acquire(self) -> bool:
+        self.acquires += 1
+        return await super().acquire()
+
+
+class _CountingSemaphore(asyncio.BoundedSemaphore):
+    """A program's BoundedSemaphore subclass whose ``release()`` does more."""
+
+    def __init__(self, value: int = 2) -> None:
+        super().__init__(value)
+        self.releases = 0
+
+    def release(self) -> None:
+        self.releases += 1
+        super().release()
+
+
 @dataclass
 class World:
     """The primitives a program shares, made inside its loop, and what it logs."""
@@ -137,6 +171,12 @@ class World:
     bsem: asyncio.BoundedSemaphore = field(default_factory=lambda: asyncio.BoundedSemaphore(2))
     event: asyncio.Event = field(default_factory=asyncio.Event)
     cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    sublock: _CountingLock = field(default_factory=_CountingLock)
+    subsem: _CountingSemaphore = field(default_factory=_CountingSemaphore)
+    shared: asyncio.Condition = field(init=False)
+    """A Condition over ``lock``, which other steps take directly."""
+    subcond: asyncio.Condition = field(init=False)
+    """A Condition over ``sublock``, whose ``acquire()`` is the subclass's."""
     queues: list[asyncio.Queue[Any]] = field(
         default_factory=lambda: [
             asyncio.Queue(2),
@@ -153,6 +193,10 @@ class World:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     spawned: list[asyncio.Task[Any]] = field(default_factory=list)
     log: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shared = asyncio.Condition(self.lock)
+        self.subcond = asyncio.Condition(self.sublock)
 
 
 async def _yield(times: int) -> None:
@@ -279,6 +323,32 @@ async def _operation(world: World, who: int, at: int, op: str, arg: int) -> Any:
         return targets[(who + arg + 1) % len(targets)].cancel()
     elif op == "sleep":
         await _yield(arg)
+    elif op == "sublock_with":
+        async with w.sublock:
+            await _yield(arg)
+    elif op == "sublock_acquire":
+        await w.sublock.acquire()
+        try:
+            await _yield(arg)
+        finally:
+            w.sublock.release()
+    elif op == "subsem_with":
+        async with w.subsem:
+            await _yield(arg)
+    elif op == "subsem_release":
+        w.subsem.release()
+    elif op == "shared_wait":
+        async with w.shared:
+            return await w.shared.wait()
+    elif op == "shared_notify":
+        async with w.shared:
+            w.shared.notify(arg)
+    elif op == "subcond_wait":
+        async with w.subcond:
+            return await w.subcond.wait()
+    elif op == "subcond_notify":
+        async with w.subcond:
+            w.subcond.notify(arg)
     else:  # pragma: no cover - a typo in _OPERATIONS
         raise AssertionError(op)
     return None
@@ -308,9 +378,10 @@ async def _task(world: World, who: int, steps: list[Step]) -> None:
 def _state(world: World) -> list[Any]:
     """Every primitive's final state, ``repr`` included (it shows waiters and value)."""
     w = world
-    prims: list[Any] = [w.lock, w.sem, w.bsem, w.event, w.cond, *w.queues]
+    prims: list[Any] = [w.lock, w.sem, w.bsem, w.event, w.cond, w.sublock, w.subsem, *w.queues]
     state: list[Any] = [re.sub(r" at 0x[0-9a-f]+", "", repr(p)) for p in prims]
     state += [w.lock.locked(), w.sem._value, w.bsem._value, w.event.is_set(), w.count]
+    state += [w.sublock.acquires, w.subsem.releases, w.subsem._value]
     state += [(q.qsize(), q._unfinished_tasks, list(q._queue)) for q in w.queues]  # type: ignore[attr-defined]  # asyncio's own
     state += [_future_state(f) for f in w.futures]
     if w.barrier is not None:
@@ -366,6 +437,19 @@ async def run_program(
         at_end(world)
     for future in world.futures:
         future.cancel()
+    # A task cancelled in a Condition's wait takes the Condition's lock again
+    # before it ends: ``shared``'s is ``lock``, which a finished step may have
+    # left held. Released here, so that every task ends before asyncio.run()
+    # waits for them.
+    for _ in range(10):
+        if all(task.done() for task in everyone):
+            break
+        for lock in (world.lock, world.sublock):
+            if lock.locked():
+                lock.release()
+        for task in everyone:
+            task.cancel()
+        await _yield(5)
     return world.log
 
 
@@ -505,13 +589,14 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
             ):
                 wrong.append(f"{span.name} links to a {hold.name} that did not end in it")
     lock_holds: dict[int, list[tuple[int, int]]] = {}
-    bounded: list[tuple[int, int]] = []
+    bounded: dict[int, list[tuple[int, int]]] = {}  # both are BoundedSemaphore(2)s
     for span in spans:
         interval = (span.span.start_time or 0, span.span.end_time or 0)
         if span.name == semconv.SPAN_LOCK_HOLD:
             lock_holds.setdefault(span[semconv.ATTR_PRIMITIVE_ID], []).append(interval)
         elif span.name == semconv.SPAN_BOUNDED_SEMAPHORE_HOLD:
-            bounded += [(interval[0], 1), (interval[1], -1)]
+            changes = bounded.setdefault(span[semconv.ATTR_PRIMITIVE_ID], [])
+            changes += [(interval[0], 1), (interval[1], -1)]
     for intervals in lock_holds.values():
         intervals.sort()
         wrong += [
@@ -519,16 +604,17 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
             for (_, end), (start, _) in itertools.pairwise(intervals)
             if start < end
         ]
-    held = 0
-    for _, change in sorted(bounded):  # at one instant, a release sorts before a take
-        held += change
-        if held > 2:
-            wrong.append(f"{held} holds of a BoundedSemaphore(2) at once")
+    for changes in bounded.values():
+        held = 0
+        for _, change in sorted(changes):  # at one instant, a release sorts before a take
+            held += change
+            if held > 2:
+                wrong.append(f"{held} holds of a BoundedSemaphore(2) at once")
     assert wrong == []
     # Only the span the capture began in (a test's, under ``pytest --aiotrace``).
     assert len(outside) <= 1
     assert len(lock_holds) > 100
-    assert len(bounded) > 100
+    assert len(bounded) > 100  # semaphores held at least once
     assert sum(len(span.links) for span in spans if span.name in _ACQUIRES) > 100
 
 
