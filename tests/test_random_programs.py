@@ -5,9 +5,10 @@ behaviour at a time. A program mixes them: tasks take a lock and are
 cancelled in its queue, release a permit another task took, notify a
 condition while others time out on an event, leave a future to a task that
 was cancelled, wait on a Condition whose lock other tasks take directly, use
-a subclass of the program's whose ``acquire()`` does more than asyncio's. Each of aiotrace's fast paths decides from the primitive's
-state which of asyncio's paths it takes, and the decision is only right if
-it is right in every state such a mix reaches.
+a subclass of the program's whose ``acquire()`` does more than asyncio's.
+Each of aiotrace's fast paths decides from the primitive's state which of
+asyncio's paths it takes, and the decision is only right if it is right in
+every state such a mix reaches.
 
 Here a seeded generator writes small programs of a few tasks, each a list
 of steps drawn from every primitive's operations (including the misuses
@@ -22,7 +23,8 @@ wait and hold a span), with the checks ``aiotrace run`` does (ownership and
 lock order) and with asyncio's own primitives, tasks and futures traced
 too, and with asyncio's slow paths awaited rather than inlined; then
 instrumented, and uninstrumented, a few loop iterations in, while tasks
-hold, wait and are being woken; then on uvloop against uvloop untraced.
+hold, wait and are being woken; then on uvloop against uvloop untraced; then
+300 of them in one process under ``aiotrace run``, against ``python``.
 Every log must equal the untraced one, and aiotrace must count no internal
 error. And the spans of 300 of them, every wait and hold spanned, must
 tell a story that could have happened (a Lock's holds never overlap, a
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import re
 import sys
@@ -52,6 +55,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import perf_counter_ns
 from typing import Any
 
@@ -61,6 +65,8 @@ import aiotrace
 from aiotrace import semconv
 from aiotrace._pipeline import Discard
 from aiotrace.testing import capture_spans
+from tests.cli_support import aiotrace as aiotrace_command
+from tests.cli_support import python
 
 Step = tuple[str, int]
 Program = list[list[Step]]
@@ -739,6 +745,33 @@ def test_random_programs_uninstrumented_midway_observe_what_they_do_untraced(
     assert errors == 0
 
 
+def test_random_programs_run_by_aiotrace_run_print_what_they_print_under_python(
+    tmp_path: Path,
+) -> None:
+    """The whole product at once: ``aiotrace run -m`` (its collector process, task and
+    future spans, the diagnosis it runs by default with its watchdog thread, its
+    passes at exit) runs 300 programs in one process; what they print is what
+    ``python -m`` prints, and the run counts no internal error."""
+    root = Path(__file__).parent.parent
+    args = ("-m", "tests.test_random_programs", "--logs", "0", "300")
+    bare = python(*args, cwd=root, timeout=300)
+    traced = aiotrace_command(
+        "run",
+        "--no-trace-file",
+        f"--report-json={tmp_path / 'r.json'}",
+        *args,
+        cwd=root,
+        timeout=300,
+    )
+    assert bare.returncode == 0, bare.stderr
+    assert traced.returncode == 0, traced.stderr
+    assert traced.stdout == bare.stdout
+    assert bare.stdout.count("\n") == 300
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["stats"]["internal_errors"] == 0
+    assert report["stats"]["spans_built"] > 1000  # traced it was
+
+
 def _show(seed: int) -> None:
     for who, steps in enumerate(draw(seed)):
         print(f"t{who}: {steps}")
@@ -747,4 +780,8 @@ def _show(seed: int) -> None:
 
 
 if __name__ == "__main__":
-    _show(int(sys.argv[1]))
+    if sys.argv[1] == "--logs":  # one line per seed, for the test above
+        for seed in range(int(sys.argv[2]), int(sys.argv[3])):
+            print(repr(run_untraced(draw(seed))))
+    else:
+        _show(int(sys.argv[1]))
