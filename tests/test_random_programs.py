@@ -213,21 +213,22 @@ async def _yield(times: int) -> None:
 async def _operation(world: World, who: int, at: int, op: str, arg: int) -> Any:
     """Run one step; what it returns is logged (and must be the same traced)."""
     w = world
-    if op == "lock_with":
-        async with w.lock:
+    if op in ("lock_with", "sublock_with"):
+        async with w.lock if op == "lock_with" else w.sublock:
             await _yield(arg)
-    elif op == "lock_acquire":
-        await w.lock.acquire()
+    elif op in ("lock_acquire", "sublock_acquire"):
+        lock = w.lock if op == "lock_acquire" else w.sublock
+        await lock.acquire()
         try:
             await _yield(arg)
         finally:
-            w.lock.release()
+            lock.release()
     elif op == "lock_take":
         return await w.lock.acquire()
     elif op == "lock_release":
         w.lock.release()
-    elif op in ("sem_with", "bsem_with"):
-        async with w.sem if op == "sem_with" else w.bsem:
+    elif op in ("sem_with", "bsem_with", "subsem_with"):
+        async with {"sem_with": w.sem, "bsem_with": w.bsem, "subsem_with": w.subsem}[op]:
             await _yield(arg)
     elif op == "sem_acquire":
         await w.sem.acquire()
@@ -246,9 +247,10 @@ async def _operation(world: World, who: int, at: int, op: str, arg: int) -> Any:
         w.event.set()
     elif op == "event_clear":
         w.event.clear()
-    elif op == "cond_wait":
-        async with w.cond:
-            return await w.cond.wait()
+    elif op in ("cond_wait", "shared_wait", "subcond_wait"):
+        cond = {"cond": w.cond, "shared": w.shared, "subcond": w.subcond}[op.split("_")[0]]
+        async with cond:
+            return await cond.wait()
     elif op == "cond_wait_for":
         target = w.count + arg
         async with w.cond:
@@ -329,32 +331,12 @@ async def _operation(world: World, who: int, at: int, op: str, arg: int) -> Any:
         return targets[(who + arg + 1) % len(targets)].cancel()
     elif op == "sleep":
         await _yield(arg)
-    elif op == "sublock_with":
-        async with w.sublock:
-            await _yield(arg)
-    elif op == "sublock_acquire":
-        await w.sublock.acquire()
-        try:
-            await _yield(arg)
-        finally:
-            w.sublock.release()
-    elif op == "subsem_with":
-        async with w.subsem:
-            await _yield(arg)
     elif op == "subsem_release":
         w.subsem.release()
-    elif op == "shared_wait":
-        async with w.shared:
-            return await w.shared.wait()
-    elif op == "shared_notify":
-        async with w.shared:
-            w.shared.notify(arg)
-    elif op == "subcond_wait":
-        async with w.subcond:
-            return await w.subcond.wait()
-    elif op == "subcond_notify":
-        async with w.subcond:
-            w.subcond.notify(arg)
+    elif op in ("shared_notify", "subcond_notify"):
+        cond = w.shared if op == "shared_notify" else w.subcond
+        async with cond:
+            cond.notify(arg)
     else:  # pragma: no cover - a typo in _OPERATIONS
         raise AssertionError(op)
     return None
@@ -687,43 +669,21 @@ def test_random_programs_on_uvloop_observe_what_they_do_untraced_there() -> None
     assert errors == 0
 
 
-def test_random_programs_instrumented_midway_observe_what_they_do_untraced(
-    untraced: dict[int, list[Any]],
+@pytest.mark.parametrize("midway", ["instrument()", "uninstrument()"])
+def test_random_programs_switched_midway_observe_what_they_do_untraced(
+    midway: str, untraced: dict[int, list[Any]]
 ) -> None:
-    """``instrument()`` while tasks hold locks and permits, wait and are being woken:
-    every primitive, task and future was made untraced, and the program's log is
-    unchanged."""
+    """``instrument()`` while tasks hold locks and permits, wait and are being woken
+    (every primitive, task and future was made untraced); or ``uninstrument()`` then
+    (what was begun traced ends untraced): the program's log is unchanged."""
     differ, errors = [], 0
-    ours: list[bool] = []  # whether our instrument() ran (else uninstrument() is not ours)
+    ours: list[bool] = []  # whether ours is on: else uninstrument() ends pytest --aiotrace's
 
-    def start() -> None:
-        aiotrace.instrument(consumer=Discard())
+    def on() -> None:
+        aiotrace.instrument(consumer=Discard(), min_wait=0, min_hold=0)
         ours.append(True)
 
-    for seed in _SEEDS:
-        try:
-            log = run_untraced(draw(seed), midway=start)
-            aiotrace.flush()
-            errors += aiotrace.stats().internal_errors
-        finally:
-            if ours:
-                ours.clear()
-                aiotrace.uninstrument()
-        if log != untraced[seed]:
-            differ.append(seed)
-    assert differ == [], f"seeds whose log differs: {differ}"
-    assert errors == 0
-
-
-def test_random_programs_uninstrumented_midway_observe_what_they_do_untraced(
-    untraced: dict[int, list[Any]],
-) -> None:
-    """``uninstrument()`` while traced tasks hold, wait and are being woken: what
-    was begun traced ends untraced, and the program's log is unchanged."""
-    differ, errors = [], 0
-    ours: list[bool] = []  # whether our instrumentation is still on (see the twin above)
-
-    def retire() -> None:
+    def off() -> None:
         nonlocal errors
         aiotrace.flush()
         errors += aiotrace.stats().internal_errors
@@ -731,14 +691,13 @@ def test_random_programs_uninstrumented_midway_observe_what_they_do_untraced(
         aiotrace.uninstrument()
 
     for seed in _SEEDS:
-        aiotrace.instrument(consumer=Discard(), min_wait=0, min_hold=0)
-        ours.append(True)
+        if midway == "uninstrument()":
+            on()
         try:
-            log = run_untraced(draw(seed), midway=retire)
+            log = run_untraced(draw(seed), midway=on if midway == "instrument()" else off)
         finally:
             if ours:
-                ours.clear()
-                aiotrace.uninstrument()
+                off()
         if log != untraced[seed]:
             differ.append(seed)
     assert differ == [], f"seeds whose log differs: {differ}"
