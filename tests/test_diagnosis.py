@@ -1039,3 +1039,36 @@ def test_a_diagnosis_ended_leaves_nothing_on_and_an_outer_one_running() -> None:
             _leaks.unwatch()
         session.finish(at_exit=False)  # (idempotent)
         aiotrace.uninstrument()
+
+
+def test_a_permit_given_back_before_it_was_taken_is_no_leak() -> None:
+    """A task that took a permit and ended leaked it, while the semaphore is short of
+    it. A plain Semaphore has no bound: a ``release()`` that matched no ``acquire()``,
+    made before, gave a permit in advance, and nothing is stranded until a second
+    task keeps one too."""
+    import asyncio
+    import time
+
+    from aiotrace import _leaks
+    from aiotrace.testing import capture_spans
+
+    async def main() -> list[int]:
+        sem = asyncio.Semaphore(2)
+        since = time.perf_counter_ns()
+
+        async def take() -> None:
+            await sem.acquire()  # never released
+
+        sem.release()  # by no one who took one: the value is 3
+        counts = []
+        for _ in range(2):
+            await asyncio.create_task(take())
+            counts.append(len(_leaks.find(since)))
+        return counts
+
+    with capture_spans():
+        _leaks.watch()
+        try:
+            assert asyncio.run(main()) == [0, 1]
+        finally:
+            _leaks.unwatch()

@@ -198,10 +198,15 @@ def _prim_leaks(prim: Any, pending: list[Any]) -> list[Leak]:
         if isinstance(prim, asyncio.BoundedSemaphore)
         else semconv.KIND_SEMAPHORE
     )
-    name = display_name(ref_of(prim, kind))
+    ref = ref_of(prim, kind)
+    name = display_name(ref)
     out = []
+    held = 0  # by a task that can still run: not leaked, but missing all the same
     for _, owner, site in list(permits):
-        if owner is None or _held_by_pending_task(owner, pending):
+        if owner is None:
+            continue
+        if _held_by_pending_task(owner, pending):
+            held += 1
             continue
         where = SITES.resolve(site).label if site is not None else _where(owner)
         out.append(
@@ -212,6 +217,11 @@ def _prim_leaks(prim: Any, pending: list[Any]) -> list[Leak]:
                 (id(prim), id(owner)),
             )
         )
+    if ref.capacity is not None:
+        # No more than the semaphore is short of: a release() that matched no
+        # acquire() (a plain Semaphore has no bound) gave a permit back for one
+        # of these already, and nothing waits for it.
+        del out[max(0, ref.capacity - prim._value - held) :]
     return out
 
 
