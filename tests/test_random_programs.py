@@ -595,6 +595,12 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
             held += change
             if held > 2:
                 wrong.append(f"{held} holds of a BoundedSemaphore(2) at once")
+    # Named by what the program can read: ``World.lock (test_random_programs.py:N)``
+    # for a dataclass field's default, never its generated __init__'s ``<string>:3``.
+    names = {span.get(semconv.ATTR_PRIMITIVE_NAME) for span in spans} - {None}
+    wrong += [f"named {name}" for name in names if "<string>" in name]
+    fields = {"World.lock", "World.cond", "World.sublock", "World.subsem"}  # subclasses too
+    assert {name.split(" ")[0] for name in names} >= fields
     assert wrong == []
     # Only the span the capture began in (a test's, under ``pytest --aiotrace``).
     assert len(outside) <= 1

@@ -443,18 +443,19 @@ def capture_creation(
     Pool(1)``), which tells the users' pool from the orders' (see
     :func:`via_site`), else ``None``.
     """
-    if frame is not None and frame.f_code.co_filename == "<string>":
-        made = _field_default(frame)
-        if made is not None:
-            return made
     while frame is not None:
         code = frame.f_code
         if code.co_filename.startswith(_AIOTRACE_DIR):
             frame = frame.f_back
             continue
-        if code.co_name == "__init__" and frame.f_locals.get("self") is obj:
-            frame = frame.f_back
-            continue
+        if code.co_name == "__init__":
+            if code.co_filename == "<string>":  # perhaps a dataclass's
+                made = _field_default(frame)
+                if made is not None:
+                    return made
+            if frame.f_locals.get("self") is obj:
+                frame = frame.f_back
+                continue
         break
     if frame is None:
         return None, False, None
@@ -478,8 +479,8 @@ _FIELD_NAMES_LIMIT: Final = 10_000
 
 
 def _field_default(frame: FrameType) -> tuple[RawSite, bool, RawSite | None] | None:
-    """:func:`capture_creation`'s answer if ``frame`` is a dataclass's generated
-    ``__init__`` making a field's default, else ``None``.
+    """:func:`capture_creation`'s answer if ``frame``, an ``__init__`` compiled from a
+    string, is a dataclass's making a field's default, else ``None``.
 
     Its line says nothing (``<string>:3``), and its source cannot be read: the
     name is the field's, the same at every call for one line of that
@@ -487,8 +488,6 @@ def _field_default(frame: FrameType) -> tuple[RawSite, bool, RawSite | None] | N
     instance tells one instance's from another's, as for a library's line.
     """
     code = frame.f_code
-    if code.co_name != "__init__":
-        return None
     lasti = frame.f_lasti
     known = _FIELD_NAMES.get((id(code), lasti))
     if known is None or known[0] is not code:
