@@ -416,6 +416,36 @@ class Wrapped:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+def test_a_lock_per_key_of_a_defaultdict_is_named_after_the_dict() -> None:
+    """``async with self._locks[key]:`` over a ``defaultdict(asyncio.Lock)`` makes the
+    lock in the lookup: ``self._locks[…] (app.py:12)``. A lookup that goes on past
+    its subscript (``events[key].set()``) is not named after the dict."""
+    from collections import defaultdict
+
+    from aiotrace.primitives._base import display_name
+
+    class Cache:
+        def __init__(self) -> None:
+            self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def main() -> list[str]:
+        cache = Cache()
+        events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        async with cache._locks["a"]:  # per-key
+            pass
+        events["b"].set()  # goes-on
+        return [display_name(p._aiotrace_ref) for p in (cache._locks["a"], events["b"])]
+
+    with capture_spans():
+        names = asyncio.run(main())
+    here = short_path(__file__)
+    assert names == [
+        f"cache._locks[…] ({here}:{line_of('# per-key')})",
+        f"{here}:{line_of('# goes-on')}",
+    ]
+
+
 def test_a_value_wrapped_onto_the_next_line_is_named_after_its_target() -> None:
     """Formatters wrap a long annotated assignment; the value still has its name.
 

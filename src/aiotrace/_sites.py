@@ -651,7 +651,9 @@ def variable_name(site: Site) -> str | None:
     the site's column, ``users, orders = asyncio.Lock(), asyncio.Lock()``
     gives each its own). A value alone on the line after ``name = (`` or
     ``name = \\`` (formatters wrap long annotated assignments so) takes that
-    name. Cached; ``None`` when the line is not such an assignment.
+    name; a dict's lookup that made it (``async with self._locks[key]:``, a
+    ``defaultdict(asyncio.Lock)``) gives ``self._locks[…]``. Cached; ``None``
+    when the line is none of these.
     """
     key = (site.path, site.line, site.column)
     if key in _NAME_CACHE:
@@ -663,6 +665,8 @@ def variable_name(site: Site) -> str | None:
         name = match.group("target")
     elif site.column is not None and "," in text:
         name = _unpacked_name(text, site.column)
+    if name is None and site.column is not None and "[" in text:
+        name = _subscripted_name(text, site.column)
     if name is None and site.line > 1 and _is_the_lines_call(text, site.column):
         match = _OPENS_ASSIGNMENT.match(linecache.getline(site.path, site.line - 1))
         if match and not keyword.iskeyword(match.group("target")):
@@ -827,6 +831,34 @@ def _unpacked_name(text: str, column: int) -> str | None:
         if dotted is None or dotted[0] != len(target) or dotted[1] != ".":
             return None  # ``*rest`` or ``items[0]``: not a name
         return "".join(token.string for token in target)
+    return None
+
+
+def _subscripted_name(text: str, column: int) -> str | None:
+    """``self._locks[…]`` when the expression at ``column`` is a dotted name subscripted
+    once: a ``defaultdict(asyncio.Lock)`` (or a dict with a ``__missing__``) made the
+    primitive there, a lock per key, in ``async with self._locks[key]:``."""
+    stripped = text.strip()
+    tokens, _ = _tokens(stripped)
+    indent = len(text.encode()) - len(text.lstrip().encode())
+    for index, token in enumerate(tokens):
+        if len(stripped[: token.start[1]].encode()) + indent != column:
+            continue
+        if token.type != tokenize.NAME or keyword.iskeyword(token.string):
+            return None
+        opening = index + 1  # past ``name(.name)*``
+        while (
+            opening + 1 < len(tokens)
+            and tokens[opening].string == "."
+            and tokens[opening + 1].type == tokenize.NAME
+        ):
+            opening += 2
+        if opening >= len(tokens) or tokens[opening].string != "[":
+            return None
+        end = _bracketed(tokens, opening)
+        if end is None or (end < len(tokens) and tokens[end].string in ("[", "(", ".")):
+            return None  # ``locks[a][b]``, ``locks[a].b``: not a name subscripted once
+        return "".join(t.string for t in tokens[index:opening]) + "[…]"
     return None
 
 
