@@ -1016,9 +1016,10 @@ def test_a_diagnosis_ended_leaves_nothing_on_and_an_outer_one_running() -> None:
             pass
 
     aiotrace.instrument(tasks=False, futures=False)
-    session, plugin = Diagnoser(config, None), None
+    session, plugin, session_on = Diagnoser(config, None), False, False
     try:
         session.start()
+        session_on = True
         _leaks.watch()  # as the pytest plugin does, after each test
         plugin = True
         test = Diagnoser(config, None)
@@ -1029,15 +1030,17 @@ def test_a_diagnosis_ended_leaves_nothing_on_and_an_outer_one_running() -> None:
         assert [f.kind for f in session.findings] == [semconv.FINDING_LOCK_ORDER]
         assert test.findings == []
         _leaks.unwatch()
-        plugin = None
+        plugin = False
         assert _diagnosis_switches() == (True, True, True)  # the session still watches
         session.finish(at_exit=False)
+        session_on = False
         assert _diagnosis_switches() == before
         assert set(_WATCHED_KINDS) == kinds
-    finally:
+    finally:  # what an assertion above left on
         if plugin:
             _leaks.unwatch()
-        session.finish(at_exit=False)  # (idempotent)
+        if session_on:
+            session.finish(at_exit=False)
         aiotrace.uninstrument()
 
 
