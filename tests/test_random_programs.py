@@ -438,8 +438,8 @@ async def run_program(
     return world.log
 
 
-def run_untraced(program: Program, midway: Callable[[], object] | None = None) -> list[Any]:
-    """The log of ``program`` in a fresh event loop."""
+def run_in_new_loop(program: Program, midway: Callable[[], object] | None = None) -> list[Any]:
+    """The log of ``program`` in a fresh event loop (traced if aiotrace is instrumented)."""
     return asyncio.run(run_program(program, midway))
 
 
@@ -487,8 +487,8 @@ _SEEDS = range(1000)
 @pytest.fixture(scope="module")
 def untraced() -> dict[int, list[Any]]:
     """Every seed's untraced log, run twice: the programs are deterministic."""
-    logs = {seed: run_untraced(draw(seed)) for seed in _SEEDS}
-    again = {seed: run_untraced(draw(seed)) for seed in _SEEDS[:20]}
+    logs = {seed: run_in_new_loop(draw(seed)) for seed in _SEEDS}
+    again = {seed: run_in_new_loop(draw(seed)) for seed in _SEEDS[:20]}
     assert all(again[seed] == logs[seed] for seed in again)
     return logs
 
@@ -519,7 +519,7 @@ def test_random_programs_observe_what_they_do_untraced(
         capture_spans(**_MODES[mode]) as captured,
     ):
         with _checks() if mode == "checks" else _nothing():
-            differ = [seed for seed in _SEEDS if run_untraced(draw(seed)) != untraced[seed]]
+            differ = [seed for seed in _SEEDS if run_in_new_loop(draw(seed)) != untraced[seed]]
         aiotrace.flush()
         errors = aiotrace.stats().internal_errors
     assert differ == [], f"seeds whose log differs traced ({mode}): {differ}"
@@ -553,7 +553,7 @@ def test_random_programs_spans_tell_a_consistent_story() -> None:
     """
     with capture_spans(min_wait=0, min_hold=0) as captured:
         for seed in _SEEDS[:300]:
-            run_untraced(draw(seed))
+            run_in_new_loop(draw(seed))
         aiotrace.flush()
     spans = captured.spans
     by_id = {span.span_id: span for span in spans}
@@ -697,7 +697,7 @@ def test_random_programs_switched_midway_observe_what_they_do_untraced(
         if midway == "uninstrument()":
             on()
         try:
-            log = run_untraced(draw(seed), midway=on if midway == "instrument()" else off)
+            log = run_in_new_loop(draw(seed), midway=on if midway == "instrument()" else off)
         finally:
             if ours:
                 off()
@@ -737,13 +737,13 @@ def test_random_programs_run_by_aiotrace_run_print_what_they_print_under_python(
 def _show(seed: int) -> None:
     for who, steps in enumerate(draw(seed)):
         print(f"t{who}: {steps}")
-    for entry in run_untraced(draw(seed)):
+    for entry in run_in_new_loop(draw(seed)):
         print(entry)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "--logs":  # one line per seed, for the test above
         for seed in range(int(sys.argv[2]), int(sys.argv[3])):
-            print(repr(run_untraced(draw(seed))))
+            print(repr(run_in_new_loop(draw(seed))))
     else:
         _show(int(sys.argv[1]))
