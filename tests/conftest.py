@@ -106,7 +106,8 @@ def _diagnosis_state() -> tuple[object, ...]:
         _lock_order.DIAGNOSING[0],
         _lock_order.LOCK_ORDER[0],
         sorted(_WATCHED_KINDS),
-        dict(_leaks._WATCHERS),
+        _lock_order._TRACKERS[0],
+        _leaks._EVERY_KIND_WATCHERS[0],
     )
 
 

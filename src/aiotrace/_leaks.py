@@ -57,9 +57,9 @@ KINDS: Final = (LOCK_HELD, PERMIT_TAKEN, FUTURE_UNRESOLVED)
 """Every kind, most severe first: a held lock strands its waiters at once."""
 
 
-_WATCHERS: Final[dict[str, int]] = {"all": 0, "every kind": 0}
-"""How many watch: the pytest plugin (after each test) and the diagnosis of the run
-it may be part of each watch, and each stops in its own time."""
+_EVERY_KIND_WATCHERS: Final[list[int]] = [0]
+"""How many watchers asked for every kind (how many watch at all is ownership
+tracking's count, ``_lock_order.track_ownership``: each watcher tracks)."""
 
 
 def watch(every_kind: bool = False) -> None:
@@ -73,9 +73,8 @@ def watch(every_kind: bool = False) -> None:
     from aiotrace.primitives._base import _WATCHED_KINDS
 
     _lock_order.track_ownership()  # a leak names the line the lock was taken at
-    _WATCHERS["all"] += 1
     if every_kind:
-        _WATCHERS["every kind"] += 1
+        _EVERY_KIND_WATCHERS[0] += 1
         _WATCHED_KINDS.update(_EVERY_KIND)
     if WATCHED[0] is None:
         WATCHED[0] = weakref.WeakSet()
@@ -103,15 +102,12 @@ def unwatch(every_kind: bool = False) -> None:
     from aiotrace.primitives import _lock_order
     from aiotrace.primitives._base import _WATCHED_KINDS
 
-    if every_kind and _WATCHERS["every kind"] > 0:
-        _WATCHERS["every kind"] -= 1
-        if not _WATCHERS["every kind"]:
+    if every_kind and _EVERY_KIND_WATCHERS[0] > 0:
+        _EVERY_KIND_WATCHERS[0] -= 1
+        if not _EVERY_KIND_WATCHERS[0]:
             _WATCHED_KINDS.difference_update(_EVERY_KIND)
-    if _WATCHERS["all"] > 0:
-        _WATCHERS["all"] -= 1
-        _lock_order.untrack_ownership()
-    if _WATCHERS["all"]:
-        return
+    if _lock_order.untrack_ownership():
+        return  # another watcher still watches
     WATCHED[0] = None
     COLLECTED.clear()
 

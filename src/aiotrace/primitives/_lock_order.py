@@ -64,7 +64,8 @@ _reporter: list[Callable[[Nesting, Nesting], None] | None] = [None]
 
 
 _TRACKERS: Final[list[int]] = [0]
-"""How many asked for ownership tracking (each leak watcher, see ``_leaks.watch``)."""
+"""How many asked for ownership tracking: each leak watcher (``_leaks.watch``) does, the
+pytest plugin's and a run's diagnosis each once, and each stops in its own time."""
 
 
 def track_ownership() -> None:
@@ -74,12 +75,13 @@ def track_ownership() -> None:
     DIAGNOSING[0] = True
 
 
-def untrack_ownership() -> None:
+def untrack_ownership() -> int:
     """Undo one :func:`track_ownership`: tracking stops with the last, unless lock
-    order is still checked."""
+    order is still checked. Returns how many still track."""
     if _TRACKERS[0] > 0:
         _TRACKERS[0] -= 1
     DIAGNOSING[0] = bool(_TRACKERS[0]) or LOCK_ORDER[0]
+    return _TRACKERS[0]
 
 
 def enable(
