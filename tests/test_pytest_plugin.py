@@ -1194,3 +1194,49 @@ def test_a_finding_shown_at_once_stays_out_of_the_tests_captured_output(
     section = out[out.index("= aiotrace =") :]
     assert out[: out.index("= aiotrace =")].count("aiotrace: LOCK ORDER:") == 2  # as found
     assert section.count("LOCK ORDER:") == 2  # and in the summary
+
+
+STUCK_AT_THE_END = """
+import asyncio
+import threading
+
+
+def test_leaves_a_loop_stuck_behind():
+    started = threading.Event()
+
+    async def main():
+        lock, never = asyncio.Lock(), asyncio.Event()
+
+        async def holder():
+            async with lock:  # HOLD
+                started.set()
+                await never.wait()
+
+        async def waiter():
+            async with lock:
+                pass
+
+        await asyncio.gather(holder(), waiter())
+
+    threading.Thread(target=asyncio.run, args=(main(),), daemon=True).start()
+    assert started.wait(5)
+"""
+
+
+def test_a_session_ends_with_the_waits_and_holds_still_going_as_spans(
+    suite: pytest.Pytester,
+) -> None:
+    """A test that leaves a loop running in a thread, a task holding a lock and one
+    waiting for it: the session's end spans both, outcome pending (the plugin's leak
+    watch, which ends first, no longer takes the session diagnosis's with it)."""
+    suite.makepyfile(test_stuck=STUCK_AT_THE_END)
+    result = run(suite, "--aiotrace")
+    assert result.ret == 0, result.stdout.str()
+    trace = trace_of(suite)
+    hold = trace.one(semconv.SPAN_LOCK_HOLD)
+    assert hold.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING
+    assert hold.attributes[semconv.ATTR_CODE_LINE_NUMBER] == line_in(
+        suite, "test_stuck.py", "# HOLD"
+    )
+    wait = trace.one(semconv.SPAN_LOCK_ACQUIRE)
+    assert wait.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING
