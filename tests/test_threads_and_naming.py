@@ -417,10 +417,12 @@ class Wrapped:
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps no columns")
 def test_a_lock_per_key_of_a_defaultdict_is_named_after_the_dict() -> None:
     """``async with self._locks[key]:`` over a ``defaultdict(asyncio.Lock)`` makes the
-    lock in the lookup: ``self._locks[…] (app.py:12)``. A lookup that goes on past
-    its subscript (``events[key].set()``) is not named after the dict."""
+    lock in the lookup: ``self._locks[…] (app.py:12)``, a literal key as written.
+    A lookup that goes on past its subscript (``events[key].set()``) is not
+    named after the dict."""
     from collections import defaultdict
 
     from aiotrace.primitives._base import display_name
@@ -432,17 +434,57 @@ def test_a_lock_per_key_of_a_defaultdict_is_named_after_the_dict() -> None:
     async def main() -> list[str]:
         cache = Cache()
         events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        async with cache._locks["a"]:  # per-key
+        key = "a"
+        async with cache._locks[key]:  # per-key
+            pass
+        async with cache._locks["b"]:  # literal-key
             pass
         events["b"].set()  # goes-on
-        return [display_name(p._aiotrace_ref) for p in (cache._locks["a"], events["b"])]
+        made = (cache._locks[key], cache._locks["b"], events["b"])
+        return [display_name(p._aiotrace_ref) for p in made]
 
     with capture_spans():
         names = asyncio.run(main())
     here = short_path(__file__)
     assert names == [
         f"cache._locks[…] ({here}:{line_of('# per-key')})",
+        f'cache._locks["b"] ({here}:{line_of("# literal-key")})',
         f"{here}:{line_of('# goes-on')}",
+    ]
+
+
+def test_a_primitive_stored_in_a_dict_is_named_after_its_item() -> None:
+    """``app["db_pool"] = asyncio.Semaphore(3)``, aiohttp's way to keep an
+    application's state, was reported as ``app.py:48``; now it is
+    ``app["db_pool"] (app.py:48)``. A key that is not a literal is ``…``: the
+    line makes one per key. Not names: an item of an item, and a value that
+    is more than the call that made it."""
+    from aiotrace.primitives._base import display_name
+
+    async def main() -> list[str]:
+        app: dict[str, Any] = {}
+        locks: dict[str, asyncio.Lock] = {}
+        key = "user-1"
+        app["db_pool"] = asyncio.Semaphore(3)  # literal-item
+        locks[key] = asyncio.Lock()  # variable-item
+        self = type("Cache", (), {})()
+        self.events = {0: None}
+        self.events[0] = asyncio.Event()  # attribute-item
+        nested: dict[str, dict[str, asyncio.Lock]] = {"a": {}}
+        nested["a"]["b"] = asyncio.Lock()  # nested-item
+        app["queues"] = [asyncio.Queue()]  # inside-item
+        made = (app["db_pool"], locks[key], self.events[0], nested["a"]["b"], app["queues"][0])
+        return [display_name(p._aiotrace_ref) for p in made]
+
+    with capture_spans():
+        names = asyncio.run(main())
+    here = short_path(__file__)
+    assert names == [
+        f'app["db_pool"] ({here}:{line_of("# literal-item")})',
+        f"locks[…] ({here}:{line_of('# variable-item')})",
+        f"self.events[0] ({here}:{line_of('# attribute-item')})",
+        f"{here}:{line_of('# nested-item')}",
+        f"{here}:{line_of('# inside-item')}",
     ]
 
 

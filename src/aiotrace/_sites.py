@@ -651,9 +651,11 @@ def variable_name(site: Site) -> str | None:
     the site's column, ``users, orders = asyncio.Lock(), asyncio.Lock()``
     gives each its own). A value alone on the line after ``name = (`` or
     ``name = \\`` (formatters wrap long annotated assignments so) takes that
-    name; a dict's lookup that made it (``async with self._locks[key]:``, a
-    ``defaultdict(asyncio.Lock)``) gives ``self._locks[…]``. Cached; ``None``
-    when the line is none of these.
+    name; a dict's item it was stored in (``app["db_pool"] =
+    asyncio.Semaphore(3)``) or a dict's lookup that made it (``async with
+    self._locks[key]:``, a ``defaultdict(asyncio.Lock)``) gives
+    ``app["db_pool"]`` or ``self._locks[…]``: a literal key as written, any
+    other as ``…``. Cached; ``None`` when the line is none of these.
     """
     key = (site.path, site.line, site.column)
     if key in _NAME_CACHE:
@@ -665,8 +667,10 @@ def variable_name(site: Site) -> str | None:
         name = match.group("target")
     elif site.column is not None and "," in text:
         name = _unpacked_name(text, site.column)
-    if name is None and site.column is not None and "[" in text:
-        name = _subscripted_name(text, site.column)
+    if name is None and "[" in text:
+        name = _subscript_target(text, site.column)
+        if name is None and site.column is not None:
+            name = _subscripted_name(text, site.column)
     if name is None and site.line > 1 and _is_the_lines_call(text, site.column):
         match = _OPENS_ASSIGNMENT.match(linecache.getline(site.path, site.line - 1))
         if match and not keyword.iskeyword(match.group("target")):
@@ -834,31 +838,84 @@ def _unpacked_name(text: str, column: int) -> str | None:
     return None
 
 
+def _key_text(inside: list[tokenize.TokenInfo]) -> str:
+    """A subscript's key as the name shows it: a literal as written, anything else ``…``.
+
+    A literal key is the same on every run of the line; a variable's is not,
+    and the line's one name stands for every key it makes.
+    """
+    if len(inside) == 1 and inside[0].type in (tokenize.STRING, tokenize.NUMBER):
+        literal = inside[0].string
+        if len(literal) <= 40:
+            return literal
+    return "…"
+
+
+def _subscript_target(text: str, column: int | None) -> str | None:
+    """In ``app["db_pool"] = asyncio.Semaphore(3)``, the target of the value at ``column``.
+
+    A dotted name subscripted once: ``app["db_pool"]``, ``self._locks[…]``
+    for a key that is not a literal (see :func:`_key_text`). Where Python
+    keeps no columns (3.10), the value must be one call, the line's only
+    way to make the primitive.
+    """
+    stripped = text.strip()
+    tokens, complete = _tokens(stripped)
+    if not complete:
+        return None
+    sides = _split(tokens, "=")
+    if len(sides) != 2 or not sides[0] or not sides[1]:
+        return None  # no assignment, or a chained one
+    target, value = sides
+    if column is None:
+        call = _primary(value, 0)
+        if call is None or call[:2] != (len(value), "("):
+            return None
+    else:
+        indent = len(text.encode()) - len(text.lstrip().encode())
+        if len(stripped[: value[0].start[1]].encode()) + indent != column:
+            return None  # the value made here is not the whole right-hand side
+    opening = _dotted_end(target, 0)
+    if opening is None or opening >= len(target) or target[opening].string != "[":
+        return None
+    if _bracketed(target, opening) != len(target):
+        return None  # ``d[a][b]``, ``d[a].b``: not a name subscripted once
+    head = "".join(t.string for t in target[:opening])
+    return f"{head}[{_key_text(target[opening + 1 : -1])}]"
+
+
+def _dotted_end(tokens: list[tokenize.TokenInfo], start: int) -> int | None:
+    """The index just past ``name(.name)*`` from ``start``; None if no name starts there."""
+    first = tokens[start] if start < len(tokens) else None
+    if first is None or first.type != tokenize.NAME or keyword.iskeyword(first.string):
+        return None
+    end = start + 1
+    while end + 1 < len(tokens) and tokens[end].string == ".":
+        if tokens[end + 1].type != tokenize.NAME:
+            break
+        end += 2
+    return end
+
+
 def _subscripted_name(text: str, column: int) -> str | None:
     """``self._locks[…]`` when the expression at ``column`` is a dotted name subscripted
     once: a ``defaultdict(asyncio.Lock)`` (or a dict with a ``__missing__``) made the
-    primitive there, a lock per key, in ``async with self._locks[key]:``."""
+    primitive there, a lock per key, in ``async with self._locks[key]:`` (a
+    literal key shows as written: see :func:`_key_text`)."""
     stripped = text.strip()
     tokens, _ = _tokens(stripped)
     indent = len(text.encode()) - len(text.lstrip().encode())
     for index, token in enumerate(tokens):
         if len(stripped[: token.start[1]].encode()) + indent != column:
             continue
-        if token.type != tokenize.NAME or keyword.iskeyword(token.string):
-            return None
-        opening = index + 1  # past ``name(.name)*``
-        while (
-            opening + 1 < len(tokens)
-            and tokens[opening].string == "."
-            and tokens[opening + 1].type == tokenize.NAME
-        ):
-            opening += 2
-        if opening >= len(tokens) or tokens[opening].string != "[":
+        opening = _dotted_end(tokens, index)
+        if opening is None or opening >= len(tokens) or tokens[opening].string != "[":
             return None
         end = _bracketed(tokens, opening)
         if end is None or (end < len(tokens) and tokens[end].string in ("[", "(", ".")):
             return None  # ``locks[a][b]``, ``locks[a].b``: not a name subscripted once
-        return "".join(t.string for t in tokens[index:opening]) + "[…]"
+        head = "".join(t.string for t in tokens[index:opening])
+        return f"{head}[{_key_text(tokens[opening + 1 : end - 1])}]"
     return None
 
 
