@@ -23,7 +23,7 @@ from rich.console import Console
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace.cli import EXIT_FINDINGS
-from aiotrace.report import Report, ReportBuilder, render
+from aiotrace.report import NestedRow, Report, ReportBuilder, render
 from tests.cli_support import (
     Trace,
     aiotrace,
@@ -179,6 +179,30 @@ def test_only_a_wait_of_the_holder_inside_a_hold_others_queued_for_is_paired() -
         1,
         30.0,
         2,
+    )
+
+
+def test_a_librarys_wait_names_the_programs_line_behind_it_once() -> None:
+    """An aiohttp call under a lock: what was waited for and where both end
+    ``via app.py:16``; the row says it once, at the end."""
+    row = NestedRow(
+        held="TokenCache.lock (app.py:47)",
+        held_at="app.py:14",
+        waited_for="self._waiter (aiohttp/streams.py:714) via app.py:16",
+        waited_at="aiohttp/streams.py:716 via app.py:16",
+        times=29,
+        wait_ms=632.0,
+        max_queued=29,
+    )
+    assert row.text() == (
+        "TokenCache.lock (app.py:47), taken at app.py:14, was held while waiting 632 ms "
+        "for self._waiter (aiohttp/streams.py:714) at aiohttp/streams.py:716 via app.py:16 "
+        "(29 times; up to 29 queued behind)"
+    )
+    # Different lines behind each: both said.
+    row.waited_for = "self._waiter (aiohttp/streams.py:714) via app.py:30"
+    assert "(aiohttp/streams.py:714) via app.py:30 at aiohttp/streams.py:716 via app.py:16" in (
+        row.text()
     )
 
 

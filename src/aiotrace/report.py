@@ -185,10 +185,18 @@ class NestedRow:
     max_queued: int = 0
 
     def text(self) -> str:
-        """One line, for the run report and the pytest summary alike."""
+        """One line, for the run report and the pytest summary alike.
+
+        A library's wait names the program's line that led to it twice, once
+        in what was waited for and once in where: said once, at the end.
+        """
+        waited_for = self.waited_for
+        via = self.waited_at.rpartition(" via ")[2] if " via " in self.waited_at else None
+        if via is not None and waited_for.endswith(f" via {via}"):
+            waited_for = waited_for[: -len(f" via {via}")]
         return (
             f"{self.held}, taken at {self.held_at}, was held while waiting "
-            f"{duration_text(self.wait_ms)} for {self.waited_for} at {self.waited_at} "
+            f"{duration_text(self.wait_ms)} for {waited_for} at {self.waited_at} "
             f"({self.times} time{'s' if self.times != 1 else ''}; "
             f"up to {self.max_queued} queued behind)"
         )
