@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import pytest
@@ -167,6 +168,51 @@ def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:
     assert hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# explicit-acquire")
     assert hold[semconv.ATTR_TASK_NAME] != "releaser"
     assert hold[semconv.ATTR_RELEASER_TASK] == "releaser"
+
+
+@pytest.mark.parametrize("entry", ["async with", "acquire()"])
+def test_a_lock_taken_after_a_wait_names_its_holder_when_another_task_releases_it(
+    entry: str,
+) -> None:
+    """The holder of a lock taken after a short wait (no span: the wait is only
+    counted) is known as well as one taken at once: released by another task, its
+    hold names both (``async with`` takes a waited-for lock in its own lines, not
+    through acquire())."""
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        gate = asyncio.Event()
+
+        async def holder() -> None:
+            if entry == "async with":
+                async with lock:
+                    gate.set()
+                    await asyncio.sleep(1)  # released under it: never ends normally
+            else:
+                await lock.acquire()
+                gate.set()
+                await asyncio.sleep(1)
+
+        async def releaser() -> None:
+            await gate.wait()
+            lock.release()
+
+        waiting = asyncio.create_task(holder(), name="holder")
+        await asyncio.sleep(0)  # holder() queues behind main's hold
+        lock.release()
+        await asyncio.create_task(releaser(), name="releaser")
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            await waiting
+
+    with capture_spans(min_hold=0) as traced:
+        asyncio.run(main(), debug=False)
+    assert not traced.named(semconv.SPAN_LOCK_ACQUIRE)
+    holds = [h for h in traced.named(semconv.SPAN_LOCK_HOLD) if h.get(semconv.ATTR_RELEASER_TASK)]
+    assert [(h[semconv.ATTR_TASK_NAME], h[semconv.ATTR_RELEASER_TASK]) for h in holds] == [
+        ("holder", "releaser")
+    ]
 
 
 @pytest.mark.pristine

@@ -44,7 +44,7 @@ import functools
 import sys
 from collections import deque
 from time import perf_counter_ns
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from aiotrace import semconv
 from aiotrace._context import current_span, task_span_of
@@ -83,6 +83,9 @@ from aiotrace.primitives._base import (
     with_via,
 )
 from aiotrace.primitives._lock_order import LOCK_ORDER
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 FAMILY_LOCK: Final = "lock"
 FAMILY_SEMAPHORE: Final = "semaphore"
@@ -253,6 +256,34 @@ return True"""
 )
 
 
+class _SlowPath:
+    """A Lock's contended-path helpers and switches, for ``__aenter__``, as one
+    closure variable.
+
+    Each variable a closure uses is copied into every call's frame: one
+    object, not five, keeps the uncontended ``async with`` from paying for
+    the contended path it inlines. ``enabled`` is the recorder's switches
+    or, where the running Python's ``acquire()`` is not the one we inline,
+    switches always off: one test for both.
+    """
+
+    __slots__ = ("enabled", "failed", "live", "queue_start", "took")
+
+    def __init__(
+        self,
+        enabled: dict[str, bool],
+        live: list[bool],
+        queue_start: Callable[[Any, int], None],
+        took: Callable[[Any, int, int, Any], None],
+        failed: Callable[[Any, int, int, Any], None],
+    ) -> None:
+        self.enabled = enabled
+        self.live = live
+        self.queue_start = queue_start
+        self.took = took
+        self.failed = failed
+
+
 def lock_patches() -> list[Patch]:
     """Patches for ``asyncio.Lock`` (also the lock inside every ``Condition``)."""
     Lock: Any = asyncio.Lock
@@ -343,23 +374,19 @@ def lock_patches() -> list[Patch]:
             acquired: bool = await orig_acquire(self)
             self._aiotrace_t0 = pc()
             return acquired
-        # Contended: queue our start time (events.start_waiting, inline), then wait.
+        # Contended: queue our start time, then wait.
         t0 = pc()
         ahead = len(waiters) if waiters else 0
         try:
-            starts = self._aiotrace_starts
-        except AttributeError:  # made before instrument()
-            adopt_preexisting(self, defaults)
-            starts = None
-        if starts is None:
-            self._aiotrace_starts = deque((t0,))
-        else:
-            starts.append(t0)
+            self._aiotrace_starts.append(t0)
+        except AttributeError:  # no queue yet, or made before instrument()
+            queue_start(self, t0)
         try:
             if inline_slow_path:
                 # CPython's Lock.acquire from here on, verified identical at
                 # instrument time (see _base.source_is): one coroutine
                 # less per contended acquire than awaiting the original.
+                # (__aenter__ has the same lines: a coroutine less again.)
                 if self._waiters is None:
                     self._waiters = collections.deque()
                 loop = self._get_loop()
@@ -380,20 +407,8 @@ def lock_patches() -> list[Patch]:
                 result = True
             else:
                 result = await orig_acquire(self)
-        except BaseException as exc:
-            try:
-                _waited(
-                    self,
-                    ref_of(self, semconv.KIND_LOCK),
-                    t0,
-                    outcome_of(exc, current_task()),
-                    semconv.SPAN_LOCK_ACQUIRE,
-                    shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
-                    getframe(1),
-                    _lock_handoff(self, t0),
-                )
-            except Exception as inner:
-                rec.fail(FAMILY_LOCK, inner)
+        except BaseException:
+            wait_failed(self, t0, ahead, getframe(1))
             raise
         t1 = self._aiotrace_t0 = pc()
         frame: Any = getframe(1)  # type: ignore[no-redef]  # the same variable
@@ -402,32 +417,83 @@ def lock_patches() -> list[Patch]:
         else:
             self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
         self._aiotrace_owner = frame
-        if diagnosing[0]:
-            self._aiotrace_olasti = frame.f_lasti
-            if lock_order[0]:
-                order_acquired(self, frame)
-        # The common case inline: we were handed the lock and did not wait
-        # long (the release took our start out of the queue).
-        # (Only a traced, non-internal lock leaves a note.)
-        if self._aiotrace_handed == t0:
+        # The common case inline: handed the lock after a short wait (the
+        # release took our start out of the queue); nothing to check.
+        if self._aiotrace_handed == t0 and not diagnosing[0]:
             stats = self._aiotrace_stats
             stats.waits += 1
             stats.wait_ns += self._aiotrace_handed_at - t0
         else:
-            try:
-                _waited(
-                    self,
-                    ref_of(self, semconv.KIND_LOCK),
-                    t0,
-                    semconv.OUTCOME_ACQUIRED,
-                    semconv.SPAN_LOCK_ACQUIRE,
-                    shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
-                    frame,
-                    _lock_handoff(self, t0),
-                )
-            except Exception as exc:
-                rec.fail(FAMILY_LOCK, exc)
+            took_after_wait(self, t0, ahead, frame)
         return result
+
+    def queue_start(self: Any, t0: int) -> None:
+        """A blocked acquire's start, queued for the release that hands the lock over."""
+        try:
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
+            if starts is None:
+                self._aiotrace_starts = deque((t0,))
+            else:
+                starts.append(t0)
+        except Exception as exc:
+            rec.fail(FAMILY_LOCK, exc)
+
+    def took_after_wait(self: Any, t0: int, ahead: int, frame: Any) -> None:
+        """The lock taken after waiting since ``t0``: its owner, and the wait counted or spanned.
+
+        ``frame`` is the program's: the caller of ``__aenter__`` or of an
+        explicit ``acquire()``. Both inline the commonest case (see acquire()).
+        """
+        try:
+            self._aiotrace_owner = frame
+            if diagnosing[0]:
+                self._aiotrace_olasti = frame.f_lasti
+                if lock_order[0]:
+                    order_acquired(self, frame)
+            # We were handed the lock and did not wait long (the release took
+            # our start out of the queue). (Only a traced, non-internal lock
+            # leaves a note.)
+            if self._aiotrace_handed == t0:
+                stats = self._aiotrace_stats
+                stats.waits += 1
+                stats.wait_ns += self._aiotrace_handed_at - t0
+                return
+            _waited(
+                self,
+                ref_of(self, semconv.KIND_LOCK),
+                t0,
+                semconv.OUTCOME_ACQUIRED,
+                semconv.SPAN_LOCK_ACQUIRE,
+                shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                frame,
+                _lock_handoff(self, t0),
+            )
+        except Exception as exc:
+            rec.fail(FAMILY_LOCK, exc)
+
+    def wait_failed(self: Any, t0: int, ahead: int, frame: Any) -> None:
+        """A wait since ``t0`` that ended in the exception being handled (cancelled,
+        timed out): spanned if long. (Called from the handler, which so keeps
+        no local for it.)"""
+        exc = sys.exc_info()[1]
+        assert exc is not None  # called from an ``except`` block
+        try:
+            _waited(
+                self,
+                ref_of(self, semconv.KIND_LOCK),
+                t0,
+                outcome_of(exc, current_task()),
+                semconv.SPAN_LOCK_ACQUIRE,
+                shared_attrs(semconv.ATTR_WAITERS_AHEAD, ahead),
+                frame,
+                _lock_handoff(self, t0),
+            )
+        except Exception as inner:
+            rec.fail(FAMILY_LOCK, inner)
 
     def hold_end(self: Any, t0: int, t1: int, owner: Any, starts: Any) -> None:
         """The slow release: the hold was long, or someone is waiting for the lock."""
@@ -496,6 +562,14 @@ def lock_patches() -> list[Patch]:
         else:
             raise RuntimeError("Lock is not acquired.")
 
+    slow = _SlowPath(
+        enabled if inline_slow_path else {FAMILY_LOCK: False},
+        live,
+        queue_start,
+        took_after_wait,
+        wait_failed,
+    )
+
     @functools.wraps(mixin.__aenter__)
     async def __aenter__(self: Any) -> None:
         if type(self) is not Lock:
@@ -511,8 +585,7 @@ def lock_patches() -> list[Patch]:
                 await exported()
                 return None
             self = exported.__self__
-        # Free with nobody queued: taken here. Free with a queue (of
-        # cancelled waiters, or one just woken) is acquire()'s to decide.
+        # Free with nobody queued: taken here.
         if not self._locked and not self._waiters:
             self._locked = True
             self._aiotrace_t0 = pc()
@@ -525,8 +598,55 @@ def lock_patches() -> list[Patch]:
                     else:
                         held[frame] = self
             return None
-        await self.acquire()
-        # asyncio's __aenter__ returns None: "async with lock as x" binds None.
+        if not (slow.enabled[FAMILY_LOCK] and slow.live[0]) or (
+            # Free, with only cancelled waiters queued: acquire() takes it at once.
+            not self._locked
+            and self._waiters[0].cancelled()
+            and all(w.cancelled() for w in self._waiters)
+        ):
+            await self.acquire()
+            # asyncio's __aenter__ returns None: "async with lock as x" binds None.
+            return None
+        # Contended: acquire()'s slow path and its bookkeeping, here rather
+        # than awaited: a coroutine less, about 5% of a contended hand-off.
+        # (Few locals: each one costs every uncontended ``async with``.)
+        t0 = pc()
+        try:
+            self._aiotrace_starts.append(t0)
+        except AttributeError:  # no queue yet, or made before instrument()
+            slow.queue_start(self, t0)
+        ahead = len(self._waiters) if self._waiters else 0
+        try:
+            # CPython's Lock.acquire from here on, as in acquire().
+            if self._waiters is None:
+                self._waiters = collections.deque()
+            fut = (
+                self._get_loop().create_future()
+                if PLAIN_CREATE_FUTURE[0] is None
+                else waiter_future(self._get_loop())
+            )
+            self._waiters.append(fut)
+            try:
+                try:
+                    await fut
+                finally:
+                    self._waiters.remove(fut)
+            except CancelledError:
+                if not self._locked:
+                    self._wake_up_first()
+                raise
+            self._locked = True
+        except BaseException:
+            slow.failed(self, t0, ahead, getframe(1))
+            raise
+        self._aiotrace_t0 = pc()
+        frame = self._aiotrace_owner = getframe(1)
+        if self._aiotrace_handed == t0 and not diagnosing[0]:
+            stats = self._aiotrace_stats
+            stats.waits += 1
+            stats.wait_ns += self._aiotrace_handed_at - t0
+        else:
+            slow.took(self, t0, ahead, frame)
         return None
 
     @functools.wraps(mixin.__aexit__)
