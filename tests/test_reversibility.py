@@ -163,3 +163,39 @@ def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing(
     assert inner.task_spans == []  # its own options: tasks=False
     names = {defn[3] for defn in session.records if defn[0] == W_PRIM}
     assert names == {"before", "after"}  # the session saw its own, not the nested one's
+
+
+def test_a_wait_that_ends_after_uninstrument_reaches_no_later_trace() -> None:
+    """Waits begun traced and ended after ``uninstrument()`` end untraced: their
+    records went to the next instrumentation's trace (a pytest run's next test saw
+    a Queue's and a Condition's waits from a program the test before had run)."""
+
+    async def main() -> None:
+        lock, queue, event = asyncio.Lock(), asyncio.Queue[int](), asyncio.Event()
+        await lock.acquire()
+        waits = [
+            asyncio.create_task(lock.acquire()),
+            asyncio.create_task(queue.get()),
+            asyncio.create_task(event.wait()),
+        ]
+        await asyncio.sleep(0.002)  # all three waiting, traced
+        aiotrace.uninstrument()
+        lock.release()
+        queue.put_nowait(1)
+        event.set()
+        await asyncio.sleep(0.002)  # all three woken, untraced
+        waits.append(asyncio.create_task(lock.acquire()))  # queued, cancelled at the end
+        await asyncio.sleep(0)
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    aiotrace.instrument(min_wait=0, min_hold=0)
+    try:
+        asyncio.run(main())
+    finally:
+        if aiotrace.is_instrumented():
+            aiotrace.uninstrument()
+    with capture_spans(min_wait=0, min_hold=0) as later:
+        pass
+    assert later.primitive_spans == []

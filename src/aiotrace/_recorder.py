@@ -176,6 +176,8 @@ class Recorder:
         self.buffer: deque[tuple[Any, ...]] = deque()
         self.stats = Stats()
         self.enabled: dict[str, bool] = dict.fromkeys(FAMILIES, False)
+        self.recording = False
+        """Between :meth:`configure` and :meth:`disable_all`: see :meth:`emit`."""
         self._ids = itertools.count(_random_id_start())
         self.next_id: Callable[[], int] = self._ids.__next__
         self.epoch_offset = time.time_ns() - time.perf_counter_ns()
@@ -215,6 +217,7 @@ class Recorder:
         self._logged.clear()
         self._reset_sites()
         self.epoch_offset = time.time_ns() - time.perf_counter_ns()
+        self.recording = True
         for family in PRIMITIVE_FAMILIES:
             self.enabled[family] = family in options.primitives
         self.enabled["task"] = options.tasks
@@ -226,6 +229,7 @@ class Recorder:
 
     def disable_all(self) -> None:
         """Stop recording everywhere (used when uninstrumenting)."""
+        self.recording = False
         for family in FAMILIES:
             self.enabled[family] = False
 
@@ -234,7 +238,15 @@ class Recorder:
         self._pressure = handler
 
     def emit(self, record: tuple[Any, ...]) -> None:
-        """Queue one record; never raises into the caller."""
+        """Queue one record; never raises into the caller.
+
+        Not while stopped: a wait begun traced can end after ``uninstrument()``
+        (its coroutine runs our retired code to the end), and its record, left
+        in the buffer, went to the next instrumentation's trace, a wait that
+        trace never saw begin.
+        """
+        if not self.recording:
+            return
         buffer = self.buffer
         buffer.append(record)
         if len(buffer) > self._trigger:
