@@ -234,7 +234,7 @@ def test_sdk_spans_in_process_and_the_collectors_spans_are_the_same(
     """examples/locks.py traced into a user's TracerProvider, and under `aiotrace run`."""
     # On 3.10, qualified names are looked up within a time budget per process:
     # this one gets a fresh process's, as `aiotrace run` does.
-    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [0.25])
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [0.25, 0.0])
     source = EXAMPLES / "locks.py"
     namespace: dict[str, Any] = {"__name__": "locks_example"}
     exec(compile(source.read_text(), str(source), "exec"), namespace)

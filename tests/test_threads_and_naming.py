@@ -722,3 +722,39 @@ def test_selecting_families() -> None:
     with capture_spans(primitives=("event",), min_wait=0, min_hold=0):
         assert "__aenter__" not in vars(asyncio.Lock)  # patching adds it
         assert "wait" in vars(asyncio.Event)
+
+
+def test_qualified_names_are_looked_up_within_a_budget_that_refills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.10 keeps no qualified name in a code object: aiotrace looks it up
+    through the garbage collector, within a time budget. The budget was for the
+    process's life: a long test session on 3.10 spent it, and every later function
+    was its bare name (``set_later``, not ``main.<locals>.set_later``). It refills
+    by 1% of the time that passes, up to a quarter of a second."""
+    import time
+
+    from aiotrace import _sites
+
+    now = time.perf_counter()
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [0.0, now])
+    assert _sites._qualname_budget() < 0.001  # spent, and no time has passed
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [0.0, now - 10])
+    assert 0.09 < _sites._qualname_budget() < 0.11  # 1% of ten seconds
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [0.0, now - 1000])
+    assert _sites._qualname_budget() == 0.25
+
+    def outer() -> Any:
+        def inner() -> None:
+            pass
+
+        return inner
+
+    code = outer().__code__
+    monkeypatch.setattr(_sites, "_QUALNAMES", {})
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [-1.0, time.perf_counter()])
+    spent = "inner" if sys.version_info < (3, 11) else code.co_qualname
+    assert _sites.qualname(code) == spent  # 3.10: out of budget, the bare name
+    monkeypatch.setattr(_sites, "_QUALNAMES", {})
+    monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [-1.0, time.perf_counter() - 1000])
+    assert _sites.qualname(code).endswith("outer.<locals>.inner")  # refilled since

@@ -39,10 +39,24 @@ _AIOTRACE_DIR: Final = os.path.dirname(__file__) + os.sep
 
 # Python 3.10's code objects have no co_qualname: the qualified name is found
 # from the function that owns the code, through the garbage collector, once
-# per code object and within a total time budget (then the bare name).
+# per code object and within a time budget (else the bare name).
 _QUALNAMES: dict[int, tuple[CodeType, str]] = {}
-_QUALNAME_BUDGET: Final[list[float]] = [0.25]
-"""Seconds that looking qualified names up on 3.10 may still spend in this process."""
+_QUALNAME_BUDGET: Final[list[float]] = [0.25, 0.0]
+"""Seconds that looking qualified names up on 3.10 may spend now, and when that was
+worked out (``perf_counter``). It refills by 1% of the time that passes, up to
+0.25 s: a long process (a test session) keeps naming its code, at no more than
+that share of its time."""
+_QUALNAME_SHARE: Final = 0.01
+_QUALNAME_MAX: Final = 0.25
+
+
+def _qualname_budget() -> float:
+    """Seconds the next 3.10 lookups may spend (see ``_QUALNAME_BUDGET``)."""
+    now = time.perf_counter()
+    left, then = _QUALNAME_BUDGET
+    left = min(_QUALNAME_MAX, left + (now - then) * _QUALNAME_SHARE)
+    _QUALNAME_BUDGET[:] = [left, now]
+    return left
 
 
 def _qualname_310(code: CodeType) -> str:
@@ -84,7 +98,7 @@ def qualname(code: CodeType) -> str:
     if hit is not None and hit[0] is code:
         return hit[1]
     name = code.co_name
-    if _QUALNAME_BUDGET[0] > 0:
+    if _qualname_budget() > 0:
         started = time.perf_counter()
         try:
             name = _qualname_310(code)
