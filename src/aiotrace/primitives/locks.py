@@ -83,6 +83,7 @@ from aiotrace.primitives._base import (
     with_via,
 )
 from aiotrace.primitives._lock_order import LOCK_ORDER
+from aiotrace.primitives.events import start_waiting
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -431,14 +432,10 @@ def lock_patches() -> list[Patch]:
         """A blocked acquire's start, queued for the release that hands the lock over."""
         try:
             try:
-                starts = self._aiotrace_starts
+                start_waiting(self, t0)
             except AttributeError:  # made before instrument()
                 adopt_preexisting(self, defaults)
-                starts = None
-            if starts is None:
-                self._aiotrace_starts = deque((t0,))
-            else:
-                starts.append(t0)
+                start_waiting(self, t0)
         except Exception as exc:
             rec.fail(FAMILY_LOCK, exc)
 
