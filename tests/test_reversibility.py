@@ -165,6 +165,7 @@ def test_instrumenting_inside_a_session_nests_and_restores_the_sessions_tracing(
     assert names == {"before", "after"}  # the session saw its own, not the nested one's
 
 
+@pytest.mark.pristine  # in a traced session, the session's tracing resumes at uninstrument()
 def test_a_wait_that_ends_after_uninstrument_reaches_no_later_trace() -> None:
     """Waits begun traced and ended after ``uninstrument()`` end untraced: their
     records went to the next instrumentation's trace (a pytest run's next test saw
