@@ -828,6 +828,13 @@ def _elements(side: list[tokenize.TokenInfo]) -> list[list[tokenize.TokenInfo]] 
     return elements
 
 
+def _byte_column(text: str, token: tokenize.TokenInfo) -> int:
+    """Where ``token``, read from ``text.strip()``, starts in ``text``, counted in
+    bytes as CPython's columns are."""
+    indent = len(text.encode()) - len(text.lstrip().encode())
+    return indent + len(text.strip()[: token.start[1]].encode())
+
+
 def _unpacked_name(text: str, column: int) -> str | None:
     """In ``a, b = X(), Y()``, the target of the value starting at ``column``."""
     stripped = text.strip()
@@ -840,10 +847,8 @@ def _unpacked_name(text: str, column: int) -> str | None:
     targets, values = _elements(sides[0]), _elements(sides[1])
     if targets is None or values is None or len(targets) != len(values):
         return None
-    indent = len(text.encode()) - len(text.lstrip().encode())
     for target, value in zip(targets, values, strict=True):
-        offset = len(stripped[: value[0].start[1]].encode())
-        if offset + indent != column:
+        if _byte_column(text, value[0]) != column:
             continue
         dotted = _primary(target, 0)
         if dotted is None or dotted[0] != len(target) or dotted[1] != ".":
@@ -886,8 +891,7 @@ def _subscript_target(text: str, column: int | None) -> str | None:
         if call is None or call[:2] != (len(value), "("):
             return None
     else:
-        indent = len(text.encode()) - len(text.lstrip().encode())
-        if len(stripped[: value[0].start[1]].encode()) + indent != column:
+        if _byte_column(text, value[0]) != column:
             return None  # the value made here is not the whole right-hand side
     opening = _dotted_end(target, 0)
     if opening is None or opening >= len(target) or target[opening].string != "[":
@@ -916,11 +920,9 @@ def _subscripted_name(text: str, column: int) -> str | None:
     once: a ``defaultdict(asyncio.Lock)`` (or a dict with a ``__missing__``) made the
     primitive there, a lock per key, in ``async with self._locks[key]:`` (a
     literal key shows as written: see :func:`_key_text`)."""
-    stripped = text.strip()
-    tokens, _ = _tokens(stripped)
-    indent = len(text.encode()) - len(text.lstrip().encode())
+    tokens, _ = _tokens(text.strip())
     for index, token in enumerate(tokens):
-        if len(stripped[: token.start[1]].encode()) + indent != column:
+        if _byte_column(text, token) != column:
             continue
         opening = _dotted_end(tokens, index)
         if opening is None or opening >= len(tokens) or tokens[opening].string != "[":

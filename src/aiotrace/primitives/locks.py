@@ -476,9 +476,9 @@ def lock_patches() -> list[Patch]:
         """A wait since ``t0`` that ended in the exception being handled (cancelled,
         timed out): spanned if long. (Called from the handler, which so keeps
         no local for it.)"""
-        exc = sys.exc_info()[1]
-        assert exc is not None  # called from an ``except`` block
         try:
+            exc = sys.exc_info()[1]
+            assert exc is not None  # called from an ``except`` block
             _waited(
                 self,
                 ref_of(self, semconv.KIND_LOCK),
