@@ -8,6 +8,7 @@ import gc
 import re
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -493,6 +494,48 @@ def test_eager_tasks_get_spans() -> None:
         assert asyncio.run(main()) == 1
         eager = _by_task(captured.task_spans)["eager"]
     assert eager[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
+
+
+def test_a_task_span_ends_when_the_task_does(traced: Captured) -> None:
+    """Not when the loop next gets round to a done callback: a callback that blocks
+    the loop right after a task finished does not lengthen the task's span."""
+
+    async def quick() -> None:
+        # Queued before the task's end is: it runs first on the next turn.
+        asyncio.get_running_loop().call_soon(time.sleep, 0.3)
+
+    async def main() -> None:
+        await asyncio.create_task(quick(), name="quick")
+
+    asyncio.run(main())
+    quick_span = _by_task(traced.task_spans)["quick"]
+    assert quick_span[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
+    assert quick_span.duration < 0.15
+
+
+@pytest.mark.pristine
+def test_a_tasks_end_is_still_recorded_where_call_soon_is_not_asyncios_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Python whose ``call_soon`` is not the code aiotrace copies keeps its own, and a
+    task's end comes through a done callback, as on uvloop."""
+    from aiotrace.primitives import tasks as task_patching
+
+    original = vars(asyncio.BaseEventLoop)["call_soon"]
+    monkeypatch.setattr(task_patching, "_KNOWN_CALL_SOON", "def call_soon(): pass")
+
+    async def seven() -> int:
+        return 7
+
+    async def main() -> int:
+        return await asyncio.create_task(seven(), name="late")
+
+    with capture_spans() as captured:
+        assert vars(asyncio.BaseEventLoop)["call_soon"] is original
+        assert asyncio.run(main()) == 7
+        late = _by_task(captured.task_spans)["late"]
+    assert late[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
+    assert vars(asyncio.BaseEventLoop)["call_soon"] is original
 
 
 def test_tasks_off_leaves_create_task_alone() -> None:

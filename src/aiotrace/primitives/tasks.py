@@ -461,7 +461,69 @@ def _task_done(task: Any) -> None:
         RECORDER.fail(FAMILY_TASK, exc)
 
 
+def _task_done_later(task: Any) -> None:
+    """:func:`_task_done` for a task already done when it was made (an eager task,
+    3.12+): run as a callback, later, once ``asyncio.create_task()`` has named it.
+    A distinct function, so that ``call_soon`` does not run it at once."""
+    _task_done(task)
+
+
 _emit: Final = RECORDER.emit
+
+# BaseEventLoop.call_soon, normalised (see _base.source_is): the same from 3.10 to 3.13.
+_KNOWN_CALL_SOON: Final = """\
+def call_soon(self, callback, *args, context=None):
+self._check_closed()
+if self._debug:
+self._check_thread()
+self._check_callback(callback, 'call_soon')
+handle = self._call_soon(callback, args, context)
+if handle._source_traceback:
+del handle._source_traceback[-1]
+return handle"""
+
+
+def _call_soon_patch() -> Patch | None:
+    """``BaseEventLoop.call_soon`` that ends a traced task's span as the task completes.
+
+    A task's end is learnt only through a done callback, which asyncio runs
+    through ``call_soon``: a ``Handle`` made, queued and run on a later turn
+    of the loop. That was a fifth of a bare task's cost, and it put the span's
+    end late by whatever the loop ran first (a callback blocking for 100 ms
+    made every task that finished before it 100 ms longer). This is
+    asyncio's own ``call_soon``, run only if the running Python's is that
+    very code (as the Lock's slow path), with one test in front: our
+    callback runs here and now, and no Handle is made (asyncio's futures,
+    C and Python, ignore what ``call_soon`` returns when they schedule their
+    callbacks). Every other call pays that one test.
+
+    Not installed where asyncio's code differs: the callback then runs
+    through a Handle, as on uvloop, and as for a task that was traced when it
+    started and ends after ``uninstrument()``.
+    """
+    orig = vars(asyncio.BaseEventLoop)["call_soon"]
+    if not source_is(orig, _KNOWN_CALL_SOON):
+        return None
+    task_done = _task_done
+
+    @functools.wraps(orig)
+    def call_soon(self: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+        if callback is task_done:
+            try:  # run inside the task's last step: nothing of ours may reach it
+                task_done(*args)
+            except Exception as exc:
+                RECORDER.fail(FAMILY_TASK, exc)
+            return None
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_soon")
+        handle = self._call_soon(callback, args, context)
+        if handle._source_traceback:
+            del handle._source_traceback[-1]
+        return handle
+
+    return Patch(asyncio.BaseEventLoop, "call_soon", call_soon)
 
 
 def task_patches() -> list[Patch]:
@@ -563,10 +625,14 @@ def task_patches() -> list[Patch]:
                 if getattr(task, "_source_traceback", None):  # asyncio's debug mode
                     as_untraced(task)
                 TASK_SPANS[id(task)] = span
-                # Also for an eager task (3.12+) already done: the callback then
-                # runs soon, after asyncio.create_task() has set its name. It
-                # runs in a fixed empty context: no copy of the current one.
-                task.add_done_callback(_task_done, context=_EMPTY_CONTEXT)
+                # Run by call_soon as the task completes (see _call_soon_patch),
+                # or as a callback where call_soon is not ours, in a fixed
+                # empty context: no copy of the current one. An eager task
+                # (3.12+) already done gets it later, once asyncio.create_task()
+                # has set its name.
+                task.add_done_callback(
+                    _task_done_later if task.done() else _task_done, context=_EMPTY_CONTEXT
+                )
             except Exception as exc:
                 rec.fail(FAMILY_TASK, exc)
             return task
@@ -581,6 +647,9 @@ def task_patches() -> list[Patch]:
     uvloop_loop = _uvloop_loop()
     if uvloop_loop is not None:
         patches.append(Patch(uvloop_loop, "create_task", make(uvloop_loop.create_task)))
+    call_soon = _call_soon_patch()
+    if call_soon is not None:
+        patches.append(call_soon)
     patches.append(_repr_patch())
     return patches
 
@@ -604,14 +673,15 @@ def _repr_patch() -> Patch:
     base_futures = asyncio.base_futures
     orig = vars(base_futures)["_future_repr_info"]
     format_callbacks = base_futures._format_callbacks
+    ours = (_task_done, _task_done_later)
 
     @functools.wraps(orig)
     def _future_repr_info(future: Any) -> list[str]:
         info: list[str] = orig(future)
         callbacks = future._callbacks
-        if callbacks and any(entry[0] is _task_done for entry in callbacks):
+        if callbacks and any(entry[0] in ours for entry in callbacks):
             shown = format_callbacks(callbacks)
-            mine = [entry for entry in callbacks if entry[0] is not _task_done]
+            mine = [entry for entry in callbacks if entry[0] not in ours]
             if shown in info:
                 index = info.index(shown)
                 if mine:
