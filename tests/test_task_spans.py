@@ -496,6 +496,33 @@ def test_eager_tasks_get_spans() -> None:
     assert eager[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
 
 
+def test_a_task_spans_every_slot_is_set_however_the_task_was_made(traced: Captured) -> None:
+    """A task made by a task gets its span's slots set in ``create_task`` itself, and
+    one made elsewhere through ``TaskSpan()``: each path sets them all."""
+    from aiotrace.primitives.tasks import TaskSpan
+
+    unset: list[list[str]] = []
+
+    async def look() -> None:
+        span = trace.get_current_span()
+        assert type(span) is TaskSpan
+        unset.append([slot for slot in TaskSpan.__slots__ if not hasattr(span, slot)])
+
+    async def main() -> None:
+        await asyncio.create_task(look())  # made by a task
+
+    asyncio.run(main())  # main's task: made outside any
+    assert unset == [[]]
+    tracer = trace.get_tracer("test")
+
+    async def in_a_users_span() -> None:
+        with tracer.start_as_current_span("request"):
+            await asyncio.create_task(look())  # made under a span not a task's
+
+    asyncio.run(in_a_users_span())
+    assert unset == [[], []]
+
+
 def test_a_task_span_ends_when_the_task_does(traced: Captured) -> None:
     """Not when the loop next gets round to a done callback: a callback that blocks
     the loop right after a task finished does not lengthen the task's span."""
