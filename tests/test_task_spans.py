@@ -541,15 +541,18 @@ def test_a_task_span_ends_when_the_task_does(traced: Captured) -> None:
 
 
 @pytest.mark.pristine
-def test_a_tasks_end_is_still_recorded_where_call_soon_is_not_asyncios_own(
+def test_tasks_are_spanned_where_asyncios_code_is_not_what_aiotrace_copies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A Python whose ``call_soon`` is not the code aiotrace copies keeps its own, and a
-    task's end comes through a done callback, as on uvloop."""
+    """A Python whose ``call_soon`` and ``create_task`` are not the code aiotrace copies
+    keeps its own: a task is made by asyncio's ``create_task``, called, and its end
+    comes through a done callback, as on uvloop."""
     from aiotrace.primitives import tasks as task_patching
 
     original = vars(asyncio.BaseEventLoop)["call_soon"]
     monkeypatch.setattr(task_patching, "_KNOWN_CALL_SOON", "def call_soon(): pass")
+    monkeypatch.setattr(task_patching, "_KNOWN_CREATE_TASK_HEADS", ("def create_task(): pass",))
+    assert not task_patching._inlines_create_task(vars(asyncio.BaseEventLoop)["create_task"])
 
     async def seven() -> int:
         return 7

@@ -79,6 +79,7 @@ from aiotrace.primitives._base import (
     keep_program_site,
     live_flag,
     mark_point,
+    normalized_source,
     outcome_of,
     preexisting_stats,
     source_is,
@@ -505,29 +506,61 @@ def _call_soon_patch() -> Patch | None:
     through a Handle, as on uvloop, and as for a task that was traced when it
     started and ends after ``uninstrument()``.
     """
-    orig = vars(asyncio.BaseEventLoop)["call_soon"]
-    if not source_is(orig, _KNOWN_CALL_SOON):
-        return None
-    task_done = _task_done
-
-    @functools.wraps(orig)
-    def call_soon(self: Any, callback: Any, *args: Any, context: Any = None) -> Any:
-        if callback is task_done:
-            try:  # run inside the task's last step: nothing of ours may reach it
-                task_done(*args)
-            except Exception as exc:
-                RECORDER.fail(FAMILY_TASK, exc)
+    try:
+        orig = vars(asyncio.BaseEventLoop)["call_soon"]
+        if not source_is(orig, _KNOWN_CALL_SOON):
             return None
-        self._check_closed()
-        if self._debug:
-            self._check_thread()
-            self._check_callback(callback, "call_soon")
-        handle = self._call_soon(callback, args, context)
-        if handle._source_traceback:
-            del handle._source_traceback[-1]
-        return handle
+        task_done = _task_done
 
-    return Patch(asyncio.BaseEventLoop, "call_soon", call_soon)
+        @functools.wraps(orig)
+        def call_soon(self: Any, callback: Any, *args: Any, context: Any = None) -> Any:
+            if callback is task_done:
+                try:  # run inside the task's last step: nothing of ours may reach it
+                    task_done(*args)
+                except Exception as exc:
+                    RECORDER.fail(FAMILY_TASK, exc)
+                return None
+            self._check_closed()
+            if self._debug:
+                self._check_thread()
+                self._check_callback(callback, "call_soon")
+            handle = self._call_soon(callback, args, context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            return handle
+
+        return Patch(asyncio.BaseEventLoop, "call_soon", call_soon)
+    except Exception:  # undecided: asyncio's call_soon stays, and the callback a Handle
+        return None
+
+
+# The head of BaseEventLoop.create_task, normalised (see _base.source_is): what
+# it does when no task factory is set, from 3.10 (no ``context``) to 3.13.
+_KNOWN_CREATE_TASK_HEADS: Final = tuple(
+    f"""\
+def create_task(self, coro, *, name=None{context}):
+self._check_closed()
+if self._task_factory is None:
+task = tasks.Task(coro, loop=self, name=name{passed})
+if task._source_traceback:
+del task._source_traceback[-1]
+else:
+"""
+    for context, passed in (("", ""), (", context=None", ", context=context"))
+)
+
+
+def _inlines_create_task(orig: Any) -> bool:
+    """Whether our ``create_task`` may run ``orig``'s lines for ``loop.create_task(coro)``
+    itself (``asyncio.create_task``'s call): only if ``orig`` is asyncio's
+    ``BaseEventLoop.create_task`` and its head is the code we copy."""
+    try:
+        if orig is not vars(asyncio.BaseEventLoop)["create_task"]:
+            return False
+        source = normalized_source(orig)
+        return source is not None and source.startswith(_KNOWN_CREATE_TASK_HEADS)
+    except Exception:  # undecided: the original is called
+        return False
 
 
 def task_patches() -> list[Patch]:
@@ -553,7 +586,11 @@ def task_patches() -> list[Patch]:
     create_task_code = asyncio.tasks.create_task.__code__
     new_span = object.__new__
 
+    asyncio_tasks: Any = asyncio.tasks
+
     def make(orig: Any) -> Any:
+        inline = _inlines_create_task(orig)
+
         @functools.wraps(orig)
         def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
             if not (live[0] and enabled[FAMILY_TASK]):
@@ -615,7 +652,15 @@ def task_patches() -> list[Patch]:
                 token = var.set(ctx)
                 try:
                     plain = not (args or kwargs)
-                    task = orig(self, coro) if plain else orig(self, coro, *args, **kwargs)
+                    if plain and inline and self._task_factory is None:
+                        # asyncio's own lines for this call, here rather than
+                        # called (see _inlines_create_task): a frame fewer.
+                        self._check_closed()
+                        task = asyncio_tasks.Task(coro, loop=self)
+                        if task._source_traceback:
+                            del task._source_traceback[-1]
+                    else:
+                        task = orig(self, coro) if plain else orig(self, coro, *args, **kwargs)
                 finally:
                     var.reset(token)
                 if not isinstance(task, c_task):
