@@ -372,6 +372,9 @@ class Encoder:
                 description = f"{exception.name}: {exception.message}"
             if extras.status is not None and int(extras.status.value) == STATUS_ERROR:
                 status, description = STATUS_ERROR, extras.status_description
+        # self.site(), its commonest case inline: a site sent before.
+        raw = span.site
+        sent = None if raw is None else self._sites.get((id(raw[0]), raw[1]))
         return (
             W_TASK,
             span.start_ns + offset,
@@ -381,7 +384,7 @@ class Encoder:
             span.parent_id,
             span.flags,
             span.parent_remote,
-            self.site(span.site, out),
+            sent[1] if sent is not None else self.site(raw, out),
             span.task_name,
             span.coroutine,
             span.parent_task,
