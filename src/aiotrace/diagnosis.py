@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import _fork, _stderr, semconv
+from aiotrace._context import TASK_SPANS
 from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
 from aiotrace._pipeline import Pipeline
 from aiotrace._sites import (
@@ -712,7 +713,9 @@ class _LoopState:
     sample_callback: str | None = None
     sample_task: str | None = None
     sample_coro: str | None = None
-    sample_task_ref: Any = None
+    sample_task_span: Any = None
+    """The sampled task's span, taken while it runs: a task that ends with its block
+    has handed its span on by the time the block is reported."""
     last_graph: float = 0.0
     stuck_since: float | None = None
 
@@ -895,7 +898,7 @@ class Watchdog:
         ][-12:]
         state.sample_callback = _running_callback(frames[-1]) if frames else None
         task = _base.tasks_by_loop(loop)
-        state.sample_task_ref = task
+        state.sample_task_span = TASK_SPANS.get(id(task)) if task is not None else None
         state.sample_task = task.get_name() if task is not None else None
         coro = task.get_coro() if task is not None else None
         state.sample_coro = getattr(coro, "__qualname__", None)
@@ -927,13 +930,13 @@ class Watchdog:
         if state.blocked:
             # What the watchdog sampled, read before it may sample again.
             sample, task, coroutine = state.sample, state.sample_task, state.sample_coro
-            task_ref, callback = state.sample_task_ref, state.sample_callback
+            task_span, callback = state.sample_task_span, state.sample_callback
             state.blocked = False
             start = self._block_start(state)
             if now - start >= self.block_threshold:
                 with contextlib.suppress(Exception):
-                    self._blocked(start, now, task, coroutine, sample, task_ref, callback)
-            state.sample_task_ref = None
+                    self._blocked(start, now, task, coroutine, sample, task_span, callback)
+            state.sample_task_span = None
         state.alive = now
         if now - state.last_graph < self.graph_interval:
             return
@@ -1303,17 +1306,14 @@ class Diagnoser:
         task: str | None,
         coroutine: str | None,
         sample: list[SampledFrame],
-        running: Any,
+        task_span: Any,
         callback: str | None = None,
     ) -> None:
         from opentelemetry import trace
 
-        from aiotrace._context import TASK_SPANS
-
         epoch = time.time_ns() - time.monotonic_ns()
         start_ns, end_ns = int(start * 1e9) + epoch, int(end * 1e9) + epoch
         parent = self.parent
-        task_span = TASK_SPANS.get(id(running)) if running is not None else None
         if task_span is not None:
             parent = trace.set_span_in_context(task_span)
         stack = format_stack(_shown(sample))
