@@ -285,6 +285,30 @@ class _SlowPath:
         self.failed = failed
 
 
+class _SemaphoreSlowPath:
+    """A Semaphore's contended-path helpers and switches, for ``__aenter__``, as one
+    closure variable (see :class:`_SlowPath`). ``v313``: the running Python's
+    ``acquire()`` is 3.13's text, not 3.10-3.12's."""
+
+    __slots__ = ("enabled", "failed", "live", "long_wait", "queue_start", "v313")
+
+    def __init__(
+        self,
+        enabled: dict[str, bool],
+        live: list[bool],
+        v313: bool,
+        queue_start: Callable[[Any, int], None],
+        failed: Callable[[Any, int, int, int, Any], None],
+        long_wait: Callable[[Any, int, int, int, Any, Any], None],
+    ) -> None:
+        self.enabled = enabled
+        self.live = live
+        self.v313 = v313
+        self.queue_start = queue_start
+        self.failed = failed
+        self.long_wait = long_wait
+
+
 def lock_patches() -> list[Patch]:
     """Patches for ``asyncio.Lock`` (also the lock inside every ``Condition``)."""
     Lock: Any = asyncio.Lock
@@ -857,15 +881,17 @@ def semaphore_patches() -> list[Patch]:
         except Exception as exc:  # left like a primitive made before instrument()
             rec.fail(FAMILY_SEMAPHORE, exc)
 
-    def take(self: Any, t0: int, frame: Any) -> None:
+    def take(self: Any, t0: int, frame: Any, entered: bool = False) -> None:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
-        # ``async with sem``, whose caller is then the user. The site of an
+        # ``async with sem``, whose caller is then the user; or, ``entered``,
+        # the caller of our __aenter__, which waited itself. The site of an
         # ``async with`` is its release's (see released()): kept here only
         # for diagnosis, which may need it while the permit is held.
         try:
             code = frame.f_code
-            if code is aenter_code or code is mixin_aenter_code:
-                frame = frame.f_back
+            if entered or code is aenter_code or code is mixin_aenter_code:
+                if not entered:
+                    frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
             else:
                 if is_internal_file(code.co_filename):
@@ -896,20 +922,15 @@ def semaphore_patches() -> list[Patch]:
         if not (enabled[FAMILY_SEMAPHORE] and live[0]):
             # Retired, or turned off by an internal error: asyncio's own acquire.
             return await orig_acquire(self)  # type: ignore[no-any-return]  # it returns True
-        # Contended: queue our start time (events.start_waiting, inline), then wait.
+        # Contended: queue our start time, then wait.
         t0 = pc()
         waiters = self._waiters
         ahead = len(waiters) if waiters else 0
         value = self._value
         try:
-            starts = self._aiotrace_starts
-        except AttributeError:  # made before instrument()
-            adopt_preexisting(self, defaults)
-            starts = None
-        if starts is None:
-            self._aiotrace_starts = deque((t0,))
-        else:
-            starts.append(t0)
+            self._aiotrace_starts.append(t0)
+        except AttributeError:  # no queue yet, or made before instrument()
+            queue_start(self, t0)
         try:
             # CPython's slow path from here on, verified at instrument time
             # (see _base.source_is): no second coroutine per contended acquire.
@@ -946,21 +967,8 @@ def semaphore_patches() -> list[Patch]:
                 result = True
             else:
                 result = await orig_acquire(self)
-        except BaseException as exc:
-            try:
-                ref = _ref(self)
-                _waited(
-                    self,
-                    ref,
-                    t0,
-                    outcome_of(exc, current_task()),
-                    names[ref.kind][0],
-                    wait_attrs(ref, ahead, value),
-                    getframe(1),
-                    _semaphore_handoff(self, t0),
-                )
-            except Exception as inner:
-                rec.fail(FAMILY_SEMAPHORE, inner)
+        except BaseException:
+            wait_failed(self, t0, ahead, value, getframe(1))
             raise
         t1 = pc()
         frame = getframe(1)
@@ -972,21 +980,15 @@ def semaphore_patches() -> list[Patch]:
             stats.waits += 1
             stats.wait_ns += handoff - t0
         else:
-            try:
-                ref = _ref(self)
-                _waited(
-                    self,
-                    ref,
-                    t0,
-                    semconv.OUTCOME_ACQUIRED,
-                    names[ref.kind][0],
-                    wait_attrs(ref, ahead, value),
-                    # ``async with``: its line's search starts at the user's frame
-                    frame.f_back if frame.f_code is aenter_code else frame,
-                    _semaphore_note(handoff),
-                )
-            except Exception as exc:
-                rec.fail(FAMILY_SEMAPHORE, exc)
+            # ``async with``: its line's search starts at the user's frame
+            long_wait(
+                self,
+                t0,
+                ahead,
+                value,
+                frame.f_back if frame.f_code is aenter_code else frame,
+                handoff,
+            )
         if frame.f_code is aenter_code and not diagnosing[0] and not lock_order[0]:
             # take()'s common case, without the call: ``async with``, whose
             # site is its release's (the permits list exists: adopted above)
@@ -998,6 +1000,60 @@ def semaphore_patches() -> list[Patch]:
         else:
             take(self, t1, frame)
         return result
+
+    def queue_start(self: Any, t0: int) -> None:
+        """A blocked acquire's start, queued for the release that hands a permit over
+        (the first, or on a semaphore made before instrument())."""
+        try:
+            try:
+                starts = self._aiotrace_starts
+            except AttributeError:  # made before instrument()
+                adopt_preexisting(self, defaults)
+                starts = None
+            if starts is None:
+                self._aiotrace_starts = deque((t0,))
+            else:
+                starts.append(t0)
+        except Exception as exc:
+            rec.fail(FAMILY_SEMAPHORE, exc)
+
+    def wait_failed(self: Any, t0: int, ahead: int, value: int, frame: Any) -> None:
+        """A wait since ``t0`` that ended in the exception being handled (cancelled,
+        timed out): spanned if long. (Called from the handler, which so keeps
+        no local for it.)"""
+        try:
+            exc = sys.exc_info()[1]
+            assert exc is not None  # called from an ``except`` block
+            ref = _ref(self)
+            _waited(
+                self,
+                ref,
+                t0,
+                outcome_of(exc, current_task()),
+                names[ref.kind][0],
+                wait_attrs(ref, ahead, value),
+                frame,
+                _semaphore_handoff(self, t0),
+            )
+        except Exception as exc:
+            rec.fail(FAMILY_SEMAPHORE, exc)
+
+    def long_wait(self: Any, t0: int, ahead: int, value: int, frame: Any, handoff: Any) -> None:
+        """A permit taken after a wait with no short wait's note: counted or spanned."""
+        try:
+            ref = _ref(self)
+            _waited(
+                self,
+                ref,
+                t0,
+                semconv.OUTCOME_ACQUIRED,
+                names[ref.kind][0],
+                wait_attrs(ref, ahead, value),
+                frame,
+                _semaphore_note(handoff),
+            )
+        except Exception as exc:
+            rec.fail(FAMILY_SEMAPHORE, exc)
 
     def wait_attrs(ref: Any, ahead: int, value: int) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -1099,6 +1155,15 @@ def semaphore_patches() -> list[Patch]:
                 rec.fail(FAMILY_SEMAPHORE, exc)
         return None
 
+    slow = _SemaphoreSlowPath(
+        enabled if inline_310 or inline_313 else {FAMILY_SEMAPHORE: False},
+        live,
+        inline_313,
+        queue_start,
+        wait_failed,
+        long_wait,
+    )
+
     @functools.wraps(mixin.__aenter__)
     async def __aenter__(self: Any) -> None:
         # Neither class overrides acquire() or locked(): a permit free with
@@ -1126,8 +1191,80 @@ def semaphore_patches() -> list[Patch]:
                 else:
                     permits.append((t0, getframe(1), None))
             return None
-        await self.acquire()
-        return None  # asyncio's __aenter__ returns None
+        if not (
+            (type(self) is Semaphore or type(self) is Bounded)
+            and slow.enabled[FAMILY_SEMAPHORE]
+            and slow.live[0]
+            and self.locked()
+        ):
+            # A subclass's acquire(), one asyncio's acquire() takes at once,
+            # or not traced: acquire()'s to decide.
+            await self.acquire()
+            return None  # asyncio's __aenter__ returns None
+        # Contended: acquire()'s slow path and its bookkeeping, here rather
+        # than awaited, as the Lock's __aenter__ has them: a coroutine less.
+        # (Few locals, one closure variable: each costs every uncontended
+        # ``async with``.)
+        t0 = pc()
+        ahead = len(self._waiters) if self._waiters else 0
+        value = self._value
+        try:
+            self._aiotrace_starts.append(t0)
+        except AttributeError:  # no queue yet, or made before instrument()
+            slow.queue_start(self, t0)
+        try:
+            # CPython's Semaphore.acquire from here on, as in acquire().
+            if self._waiters is None:
+                self._waiters = collections.deque()
+            fut = (
+                self._get_loop().create_future()
+                if PLAIN_CREATE_FUTURE[0] is None
+                else waiter_future(self._get_loop())
+            )
+            self._waiters.append(fut)
+            try:
+                try:
+                    await fut
+                finally:
+                    self._waiters.remove(fut)
+            except CancelledError:
+                if slow.v313:
+                    if fut.done() and not fut.cancelled():
+                        self._value += 1
+                elif not fut.cancelled():
+                    self._value += 1
+                    self._wake_up_next()
+                raise
+            finally:
+                if slow.v313:
+                    while self._value > 0:
+                        if not self._wake_up_next():
+                            break
+            if not slow.v313 and self._value > 0:
+                self._wake_up_next()
+        except BaseException:
+            slow.failed(self, t0, ahead, value, getframe(1))
+            raise
+        t1 = pc()
+        frame = getframe(1)
+        # As in acquire(): a short wait's note, else the wait counted or spanned.
+        handoffs = self._aiotrace_handoffs
+        handoff = handoffs.pop(t0, None) if handoffs else None
+        stats = self._aiotrace_stats
+        if type(handoff) is int and not stats.internal:
+            stats.waits += 1
+            stats.wait_ns += handoff - t0
+        else:
+            slow.long_wait(self, t0, ahead, value, frame, handoff)
+        if diagnosing[0] or lock_order[0]:
+            take(self, t1, frame, True)
+        else:  # take()'s common case, as above
+            permits = self._aiotrace_permits
+            if permits is None:
+                self._aiotrace_permits = [(t1, frame, None)]
+            else:
+                permits.append((t1, frame, None))
+        return None
 
     @functools.wraps(mixin.__aexit__)
     async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
