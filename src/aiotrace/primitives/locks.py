@@ -42,7 +42,6 @@ import asyncio
 import collections
 import functools
 import sys
-from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -1006,14 +1005,10 @@ def semaphore_patches() -> list[Patch]:
         (the first, or on a semaphore made before instrument())."""
         try:
             try:
-                starts = self._aiotrace_starts
+                start_waiting(self, t0)
             except AttributeError:  # made before instrument()
                 adopt_preexisting(self, defaults)
-                starts = None
-            if starts is None:
-                self._aiotrace_starts = deque((t0,))
-            else:
-                starts.append(t0)
+                start_waiting(self, t0)
         except Exception as exc:
             rec.fail(FAMILY_SEMAPHORE, exc)
 
