@@ -411,6 +411,21 @@ def test_every_way_of_making_a_task(traced: Captured) -> None:
     assert all(s.parent_id == main_span.span_id for s in jobs)
 
 
+class Uncomparable:
+    """A callback that cannot be compared: finding ours among a task's must not try."""
+
+    def __call__(self, future: object) -> None:
+        pass
+
+    def __eq__(self, other: object) -> bool:
+        raise AssertionError("compared")
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "Uncomparable()"
+
+
 def test_task_identity_is_untouched(traced: Captured) -> None:
     """get_coro() is the user's coroutine; the name, repr and current_task() are unchanged."""
 
@@ -428,6 +443,8 @@ def test_task_identity_is_untouched(traced: Captured) -> None:
         assert text.startswith("<Task pending name='mine' coro=<test_task_identity_is_untouched")
         task.add_done_callback(id)
         assert repr(task).endswith(" cb=[id()]>")  # the user's is, as asyncio shows it
+        task.add_done_callback(Uncomparable())
+        assert repr(task).endswith(" cb=[id(), Uncomparable()()]>")  # told apart by identity
         assert await task is task
 
     asyncio.run(main())

@@ -729,15 +729,18 @@ def _repr_patch() -> Patch:
     base_futures = asyncio.base_futures
     orig = vars(base_futures)["_future_repr_info"]
     format_callbacks = base_futures._format_callbacks
-    ours = (_task_done, _task_done_later)
+
+    def ours(callback: object) -> bool:
+        # By identity: a program's callback may define __eq__ as it likes.
+        return callback is _task_done or callback is _task_done_later
 
     @functools.wraps(orig)
     def _future_repr_info(future: Any) -> list[str]:
         info: list[str] = orig(future)
         callbacks = future._callbacks
-        if callbacks and any(entry[0] in ours for entry in callbacks):
+        if callbacks and any(ours(entry[0]) for entry in callbacks):
             shown = format_callbacks(callbacks)
-            mine = [entry for entry in callbacks if entry[0] not in ours]
+            mine = [entry for entry in callbacks if not ours(entry[0])]
             if shown in info:
                 index = info.index(shown)
                 if mine:
