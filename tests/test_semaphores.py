@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -187,7 +188,9 @@ def test_async_with_keeps_subclasses_and_bounds(traced: Captured) -> None:
 def _one_inversion(main: Callable[[], Coroutine[Any, Any, tuple[Any, Any]]]) -> None:
     """Run ``main`` with lock order checked: it returns (first, second), nested both ways.
 
-    Exactly that one inversion is reported, and nothing is left held.
+    Exactly that one inversion is reported, nothing is left held, and nothing of
+    aiotrace's failed on the way (a failure stops tracing the family, which could
+    hide a wrong owner).
     """
     found: list[tuple[Any, Any]] = []
     with capture_spans():
@@ -195,6 +198,7 @@ def _one_inversion(main: Callable[[], Coroutine[Any, Any, tuple[Any, Any]]]) -> 
         try:
             first, second = asyncio.run(main())
             assert _lock_order.HELD == {}
+            assert aiotrace.stats().internal_errors == 0
         finally:
             _lock_order.disable()
     ((earlier, now),) = found
@@ -227,6 +231,49 @@ def test_lock_order_sees_every_permit_taken_and_given_back() -> None:
         return sem, lock
 
     _one_inversion(main)
+
+
+@pytest.mark.pristine  # turns ownership tracking on and off itself
+@pytest.mark.parametrize("how", ["async with", "acquire()"])
+def test_a_permit_taken_after_a_wait_is_owned_by_the_waiters_frame(how: str) -> None:
+    """Under diagnosis a permit records its owner's frame and where it was taken: for one
+    taken after a wait too, whether ``async with`` waited in ``__aenter__`` or
+    ``acquire()`` did (a leak, a deadlock, names that task and line)."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(1)
+
+        async def holder() -> None:
+            async with sem:
+                await asyncio.sleep(0.01)
+
+        async def waiter() -> None:
+            me = sys._getframe()
+            if how == "async with":
+                async with sem:  # blocks: holder has the permit
+                    (permit,) = sem._aiotrace_permits  # type: ignore[attr-defined]
+                    seen.append(
+                        (permit[1] is me, permit[2] is not None and permit[2][0] is me.f_code)
+                    )
+            else:
+                await sem.acquire()  # blocks: holder has the permit
+                (permit,) = sem._aiotrace_permits  # type: ignore[attr-defined]
+                seen.append((permit[1] is me, permit[2] is not None and permit[2][0] is me.f_code))
+                sem.release()
+
+        first = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        await asyncio.gather(first, waiter())
+
+    with capture_spans():
+        _lock_order.track_ownership()
+        try:
+            asyncio.run(main())
+            assert aiotrace.stats().internal_errors == 0
+        finally:
+            _lock_order.untrack_ownership()
+    assert seen == [(True, True)]
 
 
 @pytest.mark.pristine  # turns lock-order checking on and off itself
