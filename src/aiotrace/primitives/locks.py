@@ -257,55 +257,34 @@ return True"""
 
 
 class _SlowPath:
-    """A Lock's contended-path helpers and switches, for ``__aenter__``, as one
-    closure variable.
+    """A Lock's or a Semaphore's contended-path helpers and switches, for
+    ``__aenter__``, as one closure variable.
 
     Each variable a closure uses is copied into every call's frame: one
     object, not five, keeps the uncontended ``async with`` from paying for
     the contended path it inlines. ``enabled`` is the recorder's switches
-    or, where the running Python's ``acquire()`` is not the one we inline,
-    switches always off: one test for both.
+    or, where the running Python's ``acquire()`` is not one we inline,
+    switches always off: one test for both. ``v313``: a Semaphore's
+    ``acquire()`` is 3.13's text, not 3.10-3.12's.
     """
 
-    __slots__ = ("enabled", "failed", "live", "queue_start", "took")
+    __slots__ = ("enabled", "failed", "live", "queue_start", "took", "v313")
 
     def __init__(
         self,
         enabled: dict[str, bool],
         live: list[bool],
         queue_start: Callable[[Any, int], None],
-        took: Callable[[Any, int, int, Any], None],
-        failed: Callable[[Any, int, int, Any], None],
+        took: Callable[..., None],
+        failed: Callable[..., None],
+        v313: bool = False,
     ) -> None:
         self.enabled = enabled
         self.live = live
         self.queue_start = queue_start
         self.took = took
         self.failed = failed
-
-
-class _SemaphoreSlowPath:
-    """A Semaphore's contended-path helpers and switches, for ``__aenter__``, as one
-    closure variable (see :class:`_SlowPath`). ``v313``: the running Python's
-    ``acquire()`` is 3.13's text, not 3.10-3.12's."""
-
-    __slots__ = ("enabled", "failed", "live", "long_wait", "queue_start", "v313")
-
-    def __init__(
-        self,
-        enabled: dict[str, bool],
-        live: list[bool],
-        v313: bool,
-        queue_start: Callable[[Any, int], None],
-        failed: Callable[[Any, int, int, int, Any], None],
-        long_wait: Callable[[Any, int, int, int, Any, Any], None],
-    ) -> None:
-        self.enabled = enabled
-        self.live = live
         self.v313 = v313
-        self.queue_start = queue_start
-        self.failed = failed
-        self.long_wait = long_wait
 
 
 def lock_patches() -> list[Patch]:
@@ -1150,13 +1129,13 @@ def semaphore_patches() -> list[Patch]:
                 rec.fail(FAMILY_SEMAPHORE, exc)
         return None
 
-    slow = _SemaphoreSlowPath(
+    slow = _SlowPath(
         enabled if inline_310 or inline_313 else {FAMILY_SEMAPHORE: False},
         live,
-        inline_313,
         queue_start,
-        wait_failed,
         long_wait,
+        wait_failed,
+        inline_313,
     )
 
     @functools.wraps(mixin.__aenter__)
@@ -1250,7 +1229,7 @@ def semaphore_patches() -> list[Patch]:
             stats.waits += 1
             stats.wait_ns += handoff - t0
         else:
-            slow.long_wait(self, t0, ahead, value, frame, handoff)
+            slow.took(self, t0, ahead, value, frame, handoff)
         if diagnosing[0] or lock_order[0]:
             take(self, t1, frame, True)
         else:  # take()'s common case, as above
