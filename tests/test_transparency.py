@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 import aiotrace
-from aiotrace import semconv
+from aiotrace import _threads, semconv
 from aiotrace.testing import Captured, capture_spans
 from tests.cli_support import PROGRAMS, console_script, python
 from tests.cli_support import aiotrace as aiotrace_command
@@ -304,3 +309,63 @@ def test_debug_mode_records_the_creation_stacks_it_would_untraced(tmp_path: Path
         "base_events.py",
     ]
     assert traced_waiter == untraced_waiter[:-2]
+
+
+class _SlowToFinalize:
+    """Cyclic garbage whose finalizer lets other threads run for a while."""
+
+    def __init__(self, started: threading.Event) -> None:
+        self.me = self
+        self.started = started
+
+    def __del__(self) -> None:
+        self.started.set()
+        time.sleep(0.3)  # the GIL is released: the program's thread runs
+
+
+class _Victim:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_programs_gc_collect_is_whole_while_aiotraces_thread_collects() -> None:
+    """CPython runs one collection at a time: ``gc.collect()`` during another
+    thread's returns 0 at once. aiotrace's threads must not make a program's
+    collection collect nothing (``test_log_destroyed_pending_task`` failed so)."""
+    started = threading.Event()
+
+    def collect_a_slow_finalizer() -> None:
+        _SlowToFinalize(started)
+        gc.collect()
+
+    was_enabled = gc.isenabled()
+    gc.disable()  # only the collections this test makes
+    try:
+        ours = _threads.thread(collect_a_slow_finalizer, "aiotrace-test")
+        ours.start()
+        assert started.wait(10)
+        victim = _Victim()
+        gone = weakref.ref(victim)
+        del victim
+        assert gc.collect() > 0
+        assert gone() is None
+        ours.join(10)
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert gc.collect is _threads._real_collect
+    assert _threads._watch not in gc.callbacks
+
+
+def test_gc_collect_is_pythons_again_when_aiotraces_threads_end() -> None:
+    original = gc.collect
+    provider = TracerProvider()
+    aiotrace.instrument(provider)
+    try:
+        assert _threads.guarding()
+        assert gc.collect.__name__ == "collect"
+        assert gc.collect.__doc__ == original.__doc__
+    finally:
+        aiotrace.uninstrument()
+    assert gc.collect is original
+    assert _threads._watch not in gc.callbacks

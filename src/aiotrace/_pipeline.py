@@ -21,7 +21,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from aiotrace import _fork
+from aiotrace import _fork, _threads
 from aiotrace._assemble import Assembler, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, Recorder, log_failure
 from aiotrace._wire import Encoder
@@ -134,9 +134,7 @@ class Pipeline:
     def start(self) -> None:
         """Start the background thread (a daemon: it never keeps a program alive)."""
         self._recorder.set_pressure_handler(self._pressure)
-        self._thread = threading.Thread(
-            target=self._run, args=(self._generation,), name="aiotrace-pipeline", daemon=True
-        )
+        self._thread = _threads.thread(self._run, "aiotrace-pipeline", self._generation)
         self._thread.start()
         _fork.pause_for_forks(self)
 

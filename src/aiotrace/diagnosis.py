@@ -40,7 +40,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from aiotrace import _fork, _stderr, semconv
+from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
 from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
 from aiotrace._pipeline import Pipeline
@@ -765,7 +765,7 @@ class Watchdog:
         self._fork_paused = False
 
     def _new_thread(self) -> threading.Thread:
-        return threading.Thread(target=self._run, name="aiotrace-watchdog", daemon=True)
+        return _threads.thread(self._run, "aiotrace-watchdog")
 
     def start(self) -> None:
         self.thread.start()

@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from aiotrace import semconv
+from aiotrace import _threads, semconv
 from aiotrace._assemble import RANDOM_TRACE_ID, SAMPLED, STATUS_ERROR, SpanDraft
 from aiotrace._recorder import LOGGER, RECORDER, log_failure
 from aiotrace._version import __version__
@@ -577,7 +577,7 @@ class OtlpForwarder:
         self._queue: queue.Queue[tuple[Resource, list[SpanDraft]] | None] = queue.Queue(
             maxsize=self.QUEUED
         )
-        self._thread = threading.Thread(target=self._run, name="aiotrace-otlp", daemon=True)
+        self._thread = _threads.thread(self._run, "aiotrace-otlp")
         self._thread.start()
 
     def submit(self, drafts: list[SpanDraft], resource: Resource | None = None) -> None:
