@@ -36,6 +36,9 @@ Needs ``valgrind`` on the PATH. Usage::
 
     python -m benchmarks.instructions
     python -m benchmarks.instructions --workload "Semaphore(2), 10 tasks" --modes bare,default
+    python -m benchmarks.instructions --workload "`await lock.acquire()`, `lock.release()`"
+
+A ``--workload`` may also name one of ``benchmarks.uncontended``'s operations.
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .workloads import WORKLOADS
+from .uncontended import OPERATIONS, Operation
+from .workloads import PRIMITIVES, WORKLOADS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,12 +64,18 @@ SIZES = (2000, 6000)
 QUIET = 1000.0
 """Seconds: thresholds no operation reaches, however slow valgrind makes it."""
 
+COUNTED: dict[str, tuple[Operation, dict[str, Any]]] = {
+    **{name: (run, traced) for name, (run, _, traced) in WORKLOADS.items()},
+    **{name: (operation, PRIMITIVES) for name, operation in OPERATIONS.items()},
+}
+"""``benchmarks.run``'s workloads, then ``benchmarks.uncontended``'s operations."""
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def child(mode: str, workload: str, n: int) -> None:
     """Run one workload ``n`` times in ``mode`` (inside valgrind)."""
-    run, _, traced = WORKLOADS[workload]
+    run, traced = COUNTED[workload]
     if mode != "bare":
         import aiotrace
         from aiotrace._pipeline import Discard
@@ -147,11 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(modes) - set(MODES)
     if unknown or "bare" not in modes:
         parser.error(f"--modes: choose from {', '.join(MODES)}, bare included")
-    workloads = args.workload or list(WORKLOADS)
+    workloads = args.workload or list(WORKLOADS)  # the operations on request
     print(f"# instructions per operation (callgrind), Python {sys.version.split()[0]}")
     for workload in workloads:
-        if workload not in WORKLOADS:
-            parser.error(f"unknown workload {workload!r}; one of: {', '.join(WORKLOADS)}")
+        if workload not in COUNTED:
+            parser.error(f"unknown workload {workload!r}; one of: {', '.join(COUNTED)}")
         bare = per_operation("bare", workload)
         cells = [f"bare {bare:,.0f}"]
         for mode in modes:
