@@ -561,6 +561,37 @@ def lock_patches() -> list[Patch]:
         else:
             raise RuntimeError("Lock is not acquired.")
 
+    def exported_lock(cond: Any) -> Any:
+        """The plain Lock whose acquire() and release() (ours) ``cond`` exports, else None.
+
+        Found so, the three are remembered on ``cond`` together, and
+        ``__aenter__``/``__aexit__`` then know them by identity: the method
+        attributes this looks up cost a Condition's ``async with`` a quarter
+        of it. A method the program puts in place of either is no longer the
+        one remembered, and is called.
+        """
+        try:
+            exported, released = cond.acquire, cond.release
+            lock = getattr(exported, "__self__", None)
+            if (
+                getattr(exported, "__func__", None) is acquire
+                and lock.__class__ is Lock
+                and getattr(released, "__func__", None) is release
+                and getattr(released, "__self__", None) is lock
+            ):
+                cond._aiotrace_acquire = exported
+                cond._aiotrace_release = released
+                cond._aiotrace_lock = lock
+                return lock
+            if "_aiotrace_acquire" not in vars(cond):
+                # Looked at (a Lock subclass makes a new method each time):
+                # the next look raises no AttributeError. (Not class-level
+                # defaults: they would cost every access on 3.12, see _base.)
+                cond._aiotrace_acquire = cond._aiotrace_release = None
+        except Exception:  # no __dict__, a property that raises: asyncio's way
+            pass
+        return None
+
     slow = _SlowPath(
         enabled if inline_slow_path else {FAMILY_LOCK: False},
         live,
@@ -576,14 +607,18 @@ def lock_patches() -> list[Patch]:
             # exported from its lock. While that is still our acquire() on a
             # plain Lock, the lock is taken here as a Lock's own would be.
             exported = self.acquire
-            try:
-                plain = exported.__func__ is acquire and exported.__self__.__class__ is Lock
-            except AttributeError:  # not a method
-                plain = False
-            if not plain:
-                await exported()
-                return None
-            self = exported.__self__
+            try:  # (not there before exported_lock() has looked)
+                known = exported is self._aiotrace_acquire
+            except AttributeError:
+                known = False
+            if known:  # found plain before
+                self = self._aiotrace_lock
+            else:
+                lock = exported_lock(self)
+                if lock is None:
+                    await exported()
+                    return None
+                self = lock
         # Free with nobody queued: taken here.
         if not self._locked and not self._waiters:
             self._locked = True
@@ -653,14 +688,18 @@ def lock_patches() -> list[Patch]:
         if type(self) is not Lock:
             # A Condition's, as in __aenter__: its exported release().
             exported = self.release
-            try:
-                plain = exported.__func__ is release and exported.__self__.__class__ is Lock
-            except AttributeError:  # not a method
-                plain = False
-            if not plain:
-                exported()
-                return None
-            self = exported.__self__
+            try:  # (not there before exported_lock() has looked)
+                known = exported is self._aiotrace_release
+            except AttributeError:
+                known = False
+            if known:
+                self = self._aiotrace_lock
+            else:
+                lock = exported_lock(self)
+                if lock is None:
+                    exported()
+                    return None
+                self = lock
         if self._locked and live[0]:
             try:
                 starts = self._aiotrace_starts
