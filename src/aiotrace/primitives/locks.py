@@ -357,12 +357,13 @@ def lock_patches() -> list[Patch]:
             t0 = self._aiotrace_t0 = pc()
             if live[0]:
                 frame: Any = getframe(1)
-                if frame.f_code is aenter_code or frame.f_code is mixin_code:
+                code = frame.f_code  # (a frame's attributes take no fast path)
+                if code is aenter_code or code is mixin_code:
                     frame = frame.f_back
                 else:
                     # An explicit acquire() may be released far away: remember
                     # where it was taken (``async with`` gets it at release).
-                    self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
+                    self._aiotrace_asite = (t0, code, frame.f_lasti)
                 self._aiotrace_owner = frame
                 if diagnosing[0]:
                     self._aiotrace_olasti = frame.f_lasti
@@ -415,10 +416,11 @@ def lock_patches() -> list[Patch]:
             raise
         t1 = self._aiotrace_t0 = pc()
         frame: Any = getframe(1)  # type: ignore[no-redef]  # the same variable
-        if frame.f_code is aenter_code or frame.f_code is mixin_code:
+        code = frame.f_code
+        if code is aenter_code or code is mixin_code:
             frame = frame.f_back
         else:
-            self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
+            self._aiotrace_asite = (t1, code, frame.f_lasti)
         self._aiotrace_owner = frame
         # The common case inline: handed the lock after a short wait (the
         # release took our start out of the queue); nothing to check.
@@ -543,7 +545,10 @@ def lock_patches() -> list[Patch]:
                 adopt_preexisting(self, defaults)
                 starts = None
             self._locked = False
-            self._wake_up_first()
+            if self._waiters or type(self) is not Lock:
+                # (_wake_up_first's own first test, without the call, unless
+                # a subclass may have its own.)
+                self._wake_up_first()
             t1 = pc()
             t0 = self._aiotrace_t0
             owner = self._aiotrace_owner
@@ -910,10 +915,11 @@ def semaphore_patches() -> list[Patch]:
                 if not entered:
                     frame = frame.f_back
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
-            else:
-                if is_internal_file(code.co_filename):
-                    frame = user_frame(2)
+            elif is_internal_file(code.co_filename):
+                frame = user_frame(2)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
+            else:  # (a frame's attributes take no fast path: f_code once)
+                site = (code, frame.f_lasti)
             permit = (t0, frame, site)
             try:
                 permits = self._aiotrace_permits
@@ -1155,11 +1161,14 @@ def semaphore_patches() -> list[Patch]:
                 # Through ``async with`` or BoundedSemaphore.release: the
                 # user's frame is above.
                 caller: Any = getframe(1)
-                while caller is not None and (
-                    caller.f_code is aexit_code
-                    or caller.f_code is mixin_aexit_code
-                    or caller.f_code is bounded_release_code
-                ):
+                while caller is not None:
+                    code = caller.f_code  # (no fast path for a frame's: once)
+                    if (
+                        code is not aexit_code
+                        and code is not mixin_aexit_code
+                        and code is not bounded_release_code
+                    ):
+                        break
                     caller = caller.f_back
                 # asyncio adds the permit back, and takes it again for the
                 # waiter it wakes: an unchanged value means one was woken.
