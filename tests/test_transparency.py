@@ -369,3 +369,41 @@ def test_gc_collect_is_pythons_again_when_aiotraces_threads_end() -> None:
         aiotrace.uninstrument()
     assert gc.collect is original
     assert _threads._watch not in gc.callbacks
+
+
+def test_a_subclasss_wake_up_is_called_as_untraced() -> None:
+    """aiotrace skips asyncio's ``_wake_up_first``/``_wake_up_next`` when nobody waits
+    (their own first test), but not on a subclass, which may have its own."""
+
+    def run() -> list[str]:
+        calls: list[str] = []
+
+        class Lock(asyncio.Lock):
+            def _wake_up_first(self) -> None:
+                calls.append("lock")
+                super()._wake_up_first()  # type: ignore[misc]  # not in typeshed
+
+        class Semaphore(asyncio.Semaphore):
+            def _wake_up_next(self) -> Any:  # None before 3.13, a bool since
+                calls.append("semaphore")
+                return super()._wake_up_next()
+
+        class Bounded(asyncio.BoundedSemaphore):
+            def _wake_up_next(self) -> Any:  # None before 3.13, a bool since
+                calls.append("bounded")
+                return super()._wake_up_next()
+
+        async def main() -> None:
+            for primitive in (Lock(), Semaphore(), Bounded()):
+                await primitive.acquire()
+                primitive.release()
+                async with primitive:
+                    pass
+
+        asyncio.run(main())
+        return calls
+
+    untraced = run()
+    with capture_spans():
+        assert run() == untraced
+    assert len(untraced) == 6

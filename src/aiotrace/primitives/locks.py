@@ -1149,7 +1149,12 @@ def semaphore_patches() -> list[Patch]:
         if not live[0]:
             return orig_release(self)  # type: ignore[no-any-return]  # returns None
         value = self._value
-        orig_release(self)
+        if inline_release:  # asyncio's release(), and _wake_up_next() as in __aexit__
+            self._value += 1
+            if self._waiters or (type(self) is not Semaphore and type(self) is not Bounded):
+                self._wake_up_next()  # someone waits, or a subclass may have its own
+        else:
+            orig_release(self)
         try:
             permits = self._aiotrace_permits
         except AttributeError:  # made before instrument()
@@ -1170,8 +1175,18 @@ def semaphore_patches() -> list[Patch]:
                     ):
                         break
                     caller = caller.f_back
+                permit = permits[0]
                 # asyncio adds the permit back, and takes it again for the
                 # waiter it wakes: an unchanged value means one was woken.
+                if (
+                    self._value != value
+                    and permit[_P_OWNER] is caller
+                    and t1 - permit[_P_T0] < min_hold
+                    and not lock_order[0]
+                ):  # the commonest case, without the call: see released()
+                    del permits[0]
+                    self._aiotrace_stats.n += 1
+                    return None
                 released(self, t1, self._value == value, permits, caller)
             except Exception as exc:
                 rec.fail(FAMILY_SEMAPHORE, exc)
