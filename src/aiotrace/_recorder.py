@@ -35,7 +35,7 @@ R_SPAN: Final = 0
 R_HOLD: Final = 1
 """A finished hold (or wait) that becomes a span: a span record without links."""
 R_TASK: Final = 3
-"""A finished task (its span's fields are in the task's placeholder span)."""
+"""A finished task: its span's fields (see ``tasks.task_record``)."""
 R_SDK: Final = 4
 """A finished span from the OpenTelemetry SDK, forwarded into aiotrace's own sinks."""
 R_OPTIONAL: Final = 5

@@ -1,7 +1,7 @@
 """Records as plain data: what crosses from the traced program to the span builder.
 
 Hot-path records hold live objects (the current span, a code object, the
-primitive's ref, a task's span). :class:`Encoder` turns them, in the traced
+primitive's ref, a task's extras). :class:`Encoder` turns them, in the traced
 process and off the hot path, into tuples of ints, strings, floats, tuples
 and dicts only, so the :class:`~aiotrace._assemble.Assembler` can run in
 this process or in a collector process (``marshal``-able, no pickling).
@@ -13,7 +13,9 @@ Hot-path records (first element the kind, see ``_recorder``)::
     R_SPAN      (kind, name, t0, t1, span id, parent span, task, raw site, ref,
                  outcome, attrs, links)
     R_HOLD      the same without links (an 11-tuple); R_OPTIONAL likewise
-    R_TASK      (kind, TaskSpan)
+    R_TASK      (kind, t0, t1, span id, trace id, parent id, flags, remote, site's code
+                 or None, site's lasti, task name, coroutine, parent task, outcome,
+                 TaskSpanExtras or None)
     R_SDK       (kind, ReadableSpan)
 
 A span id of ``0`` is given here: most spans are linked to by nothing, or,
@@ -145,7 +147,7 @@ class Encoder:
                 if kind in (R_SPAN, R_HOLD, R_OPTIONAL):
                     out.append(self._span(record, out, offset))
                 elif kind == R_TASK:
-                    out.append(self._task(record[1], out, offset))
+                    out.append(self._task(record, out, offset))
                 elif kind == R_SDK:
                     out.append(full_from_sdk(record[1]))
             except Exception as exc:
@@ -345,11 +347,27 @@ class Encoder:
             tail,
         )
 
-    def _task(self, span: Any, out: list[tuple[Any, ...]], offset: int) -> tuple[Any, ...]:
+    def _task(self, record: Any, out: list[tuple[Any, ...]], offset: int) -> tuple[Any, ...]:
         # Compact: a task is the commonest span of all, so no attribute dict
         # and no site lookup here; the receiver expands it (Assembler._task).
-        end = span.end_ns + offset
-        extras = span.extras
+        (
+            _,
+            start,
+            end,
+            span_id,
+            trace_id,
+            parent_id,
+            flags,
+            remote,
+            code,
+            lasti,
+            task_name,
+            coroutine,
+            parent_task,
+            outcome,
+            extras,
+        ) = record
+        end += offset
         status, description = STATUS_UNSET, None
         dropped = None
         if extras is None:
@@ -373,22 +391,23 @@ class Encoder:
             if extras.status is not None and int(extras.status.value) == STATUS_ERROR:
                 status, description = STATUS_ERROR, extras.status_description
         # self.site(), its commonest case inline: a site sent before.
-        raw = span.site
-        sent = None if raw is None else self._sites.get((id(raw[0]), raw[1]))
+        sent = None if code is None else self._sites.get((id(code), lasti))
         return (
             W_TASK,
-            span.start_ns + offset,
+            start + offset,
             end,
-            span.span_id,
-            span.trace_id,
-            span.parent_id,
-            span.flags,
-            span.parent_remote,
-            sent[1] if sent is not None else self.site(raw, out),
-            span.task_name,
-            span.coroutine,
-            span.parent_task,
-            span.outcome,
+            span_id,
+            trace_id,
+            parent_id,
+            flags,
+            remote,
+            sent[1]
+            if sent is not None
+            else self.site(None if code is None else (code, lasti), out),
+            task_name,
+            coroutine,
+            parent_task,
+            outcome,
             attributes,
             tuple(events) if events else None,
             tuple(links) if links else None,
