@@ -144,10 +144,10 @@ class Encoder:
         for record in records:
             kind = record[0]
             try:
-                if kind in (R_SPAN, R_HOLD, R_OPTIONAL):
-                    out.append(self._span(record, out, offset))
-                elif kind == R_TASK:
+                if kind == R_TASK:  # the commonest record: tested first
                     out.append(self._task(record, out, offset))
+                elif kind in (R_SPAN, R_HOLD, R_OPTIONAL):
+                    out.append(self._span(record, out, offset))
                 elif kind == R_SDK:
                     out.append(full_from_sdk(record[1]))
             except Exception as exc:
@@ -350,6 +350,32 @@ class Encoder:
     def _task(self, record: Any, out: list[tuple[Any, ...]], offset: int) -> tuple[Any, ...]:
         # Compact: a task is the commonest span of all, so no attribute dict
         # and no site lookup here; the receiver expands it (Assembler._task).
+        code = record[8]
+        sent = None if code is None else self._sites.get((id(code), record[9]))
+        if sent is not None and record[14] is None:
+            # The commonest task of all: a site sent before, no extras.
+            return (
+                W_TASK,
+                record[1] + offset,
+                record[2] + offset,
+                record[3],
+                record[4],
+                record[5],
+                record[6],
+                record[7],
+                sent[1],
+                record[10],
+                record[11],
+                record[12],
+                record[13],
+                None,
+                None,
+                None,
+                STATUS_UNSET,
+                None,
+                semconv.SPAN_TASK,
+                None,
+            )
         (
             _,
             start,
@@ -390,8 +416,6 @@ class Encoder:
                 description = f"{exception.name}: {exception.message}"
             if extras.status is not None and int(extras.status.value) == STATUS_ERROR:
                 status, description = STATUS_ERROR, extras.status_description
-        # self.site(), its commonest case inline: a site sent before.
-        sent = None if code is None else self._sites.get((id(code), lasti))
         return (
             W_TASK,
             start + offset,
