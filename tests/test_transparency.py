@@ -357,6 +357,52 @@ def test_a_programs_gc_collect_is_whole_while_aiotraces_thread_collects() -> Non
     assert (gc.collect, gc.callbacks) == before
 
 
+class _StuckInFinalizer:
+    """Cyclic garbage whose finalizer waits until the program's thread lets it go."""
+
+    def __init__(self, started: threading.Event, release: threading.Event) -> None:
+        self.me = self
+        self.started, self.release = started, release
+
+    def __del__(self) -> None:
+        self.started.set()
+        self.release.wait(10)
+
+
+def test_a_collection_stuck_in_aiotraces_thread_is_waited_for_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finalizer in aiotrace's collection that waits for the program's thread: the
+    program's ``gc.collect()`` waits ``PATIENCE`` for it once, then goes on as it would
+    untraced, and its next calls do not wait for that collection again."""
+    monkeypatch.setattr(_threads, "PATIENCE", 0.2)
+    started, release = threading.Event(), threading.Event()
+
+    def collect_a_stuck_finalizer() -> None:
+        _StuckInFinalizer(started, release)
+        gc.collect()
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ours = _threads.thread(collect_a_stuck_finalizer, "aiotrace-test")
+        ours.start()
+        assert started.wait(10)
+        waits = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert gc.collect() == 0  # CPython's: another thread is collecting
+            waits.append(time.monotonic() - t0)
+        release.set()
+        ours.join(10)
+    finally:
+        release.set()
+        if was_enabled:
+            gc.enable()
+    assert waits[0] >= 0.2
+    assert max(waits[1:]) < 0.1
+
+
 @pytest.mark.pristine
 def test_gc_collect_is_pythons_again_when_aiotraces_threads_end() -> None:
     original = gc.collect

@@ -31,30 +31,47 @@ if TYPE_CHECKING:
 _real_collect: Final = gc.collect
 _ours: set[int] = set()
 """Idents of aiotrace's running threads."""
-_collecting = [False]
-"""Whether one of aiotrace's threads is in a collection now."""
+_collecting = [0]
+"""The number of the collection one of aiotrace's threads is in now, 0 if none."""
+_started = [0]
+"""Collections aiotrace's threads have started."""
+_gave_up = [0]
+"""The collection a program's call stopped waiting for: not waited for again."""
 _lock = threading.Lock()
 
-PATIENCE: Final = 2.0
+PATIENCE = 2.0
 """Seconds a program's ``gc.collect()`` waits for aiotrace's collection.
 
 A finalizer running in that collection could wait for something the program's
-thread holds: past this, the program's call goes on as it would have untraced
-by aiotrace's wrapper (and may collect nothing).
+thread holds: past this, the program's call goes on as it would have without
+the wrapper (and may collect nothing), and no later call waits for that
+collection.
 """
 
 
 def _watch(phase: str, info: dict[str, int]) -> None:
     """A ``gc.callbacks`` entry: note when aiotrace's threads collect (never raises)."""
     if threading.get_ident() in _ours:
-        _collecting[0] = phase == "start"
+        if phase == "start":
+            _started[0] += 1
+            _collecting[0] = _started[0]
+        else:
+            _collecting[0] = 0
 
 
 @functools.wraps(_real_collect)
 def _collect(generation: int = 2) -> int:
     if _collecting[0] and threading.get_ident() not in _ours:
         deadline = time.monotonic() + PATIENCE
-        while _collecting[0] and time.monotonic() < deadline:
+        while True:
+            running = _collecting[0]
+            if not running or running == _gave_up[0]:
+                break
+            if time.monotonic() >= deadline:
+                # Stuck (a finalizer waiting for this thread?): the program's
+                # later calls do not wait for this collection again.
+                _gave_up[0] = running
+                break
             time.sleep(0.0005)
     return _real_collect(generation)
 
@@ -90,7 +107,7 @@ def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
     _ours.clear()
-    _collecting[0] = False
+    _collecting[0] = 0
     _restore()
 
 
