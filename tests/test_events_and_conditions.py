@@ -299,3 +299,43 @@ def test_condition_with_explicit_lock_keeps_its_lock_name(traced: Captured) -> N
     asyncio.run(main())
     (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
     assert hold[semconv.ATTR_PRIMITIVE_NAME].startswith("shared (")
+
+
+def test_a_conditions_methods_replaced_by_none_fail_as_untraced() -> None:
+    """``async with cond`` calls what the instance holds, whatever aiotrace has remembered
+    of it: ``None`` there fails as it would untraced, before and after a plain use, on a
+    plain Lock and on a subclass's."""
+
+    class Sub(asyncio.Lock):
+        pass
+
+    def run() -> list[str]:
+        seen: list[str] = []
+
+        async def main() -> None:
+            for lock in (None, Sub()):
+                for used_first in (False, True):
+                    cond = asyncio.Condition(lock)
+                    if used_first:
+                        async with cond:
+                            pass
+                    for name in ("acquire", "release"):
+                        saved = getattr(cond, name)
+                        setattr(cond, name, None)
+                        try:
+                            async with cond:
+                                pass
+                        except TypeError as exc:
+                            seen.append(f"{name}: {exc}")
+                        finally:
+                            setattr(cond, name, saved)
+                            if cond.locked():
+                                cond.release()
+
+        asyncio.run(main())
+        return seen
+
+    untraced = run()
+    with capture_spans():
+        assert run() == untraced
+    assert len(untraced) == 8

@@ -592,7 +592,8 @@ def lock_patches() -> list[Patch]:
                 # Looked at (a Lock subclass makes a new method each time):
                 # the next look raises no AttributeError. (Not class-level
                 # defaults: they would cost every access on 3.12, see _base.)
-                cond._aiotrace_acquire = cond._aiotrace_release = None
+                # Not None, which a program may have put there: this function.
+                cond._aiotrace_acquire = cond._aiotrace_release = exported_lock
         except Exception:  # no __dict__, a property that raises: asyncio's way
             pass
         return None
@@ -611,19 +612,20 @@ def lock_patches() -> list[Patch]:
             # A Condition's: asyncio's __aenter__ awaits the acquire() it
             # exported from its lock. While that is still our acquire() on a
             # plain Lock, the lock is taken here as a Lock's own would be.
+            # (No new local: each one costs every ``async with lock``.)
             exported = self.acquire
             try:  # (not there before exported_lock() has looked)
-                known = exported is self._aiotrace_acquire
+                if exported is self._aiotrace_acquire:
+                    exported = exported_lock  # "known plain": no program's value is
             except AttributeError:
-                known = False
-            if known:  # found plain before
+                pass
+            if exported is exported_lock:
                 self = self._aiotrace_lock
             else:
-                lock = exported_lock(self)
-                if lock is None:
+                self = exported_lock(self) or self
+                if type(self) is not Lock:
                     await exported()
                     return None
-                self = lock
         # Free with nobody queued: taken here.
         if not self._locked and not self._waiters:
             self._locked = True
@@ -693,18 +695,18 @@ def lock_patches() -> list[Patch]:
         if type(self) is not Lock:
             # A Condition's, as in __aenter__: its exported release().
             exported = self.release
-            try:  # (not there before exported_lock() has looked)
-                known = exported is self._aiotrace_release
+            try:
+                if exported is self._aiotrace_release:
+                    exported = exported_lock  # "known plain": no program's value is
             except AttributeError:
-                known = False
-            if known:
+                pass
+            if exported is exported_lock:
                 self = self._aiotrace_lock
             else:
-                lock = exported_lock(self)
-                if lock is None:
+                self = exported_lock(self) or self
+                if type(self) is not Lock:
                     exported()
                     return None
-                self = lock
         if self._locked and live[0]:
             try:
                 starts = self._aiotrace_starts
