@@ -17,6 +17,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+import aiotrace
 from aiotrace import semconv
 from aiotrace._sites import SHARED_SYNTAX_TREE_DEPTH
 from aiotrace.testing import Captured, CapturedSpan, capture_spans
@@ -696,3 +697,39 @@ def test_a_task_span_keeps_what_the_sdks_span_limits_allow(
     with aiotrace.tracing(made_before):
         pass
     assert "OTEL_SPAN_EVENT_COUNT_LIMIT" in caplog.text
+
+
+@pytest.mark.pristine
+def test_a_finished_tasks_record_is_task_record_of_its_span() -> None:
+    """The end of a task builds its record inline (a call fewer per task); it must be
+    exactly what ``tasks.task_record`` makes of the span, which the shutdown's report
+    of pending tasks uses, so that the encoder reads both alike."""
+    from aiotrace._pipeline import Discard
+    from aiotrace._recorder import R_TASK
+    from aiotrace.primitives.tasks import task_record
+
+    raw: list[tuple[Any, ...]] = []
+    spans: list[Any] = []
+
+    async def child(fail: bool) -> None:
+        spans.append(trace.get_current_span())
+        if fail:
+            raise ValueError("no")
+
+    async def main() -> None:
+        await asyncio.create_task(child(False), name="fine")
+        with pytest.raises(ValueError, match="no"):
+            await asyncio.create_task(child(True), name="failing")
+
+    aiotrace.instrument(consumer=Discard(), taps=[raw.extend], tasks=True)
+    try:
+        asyncio.run(main())
+        aiotrace.flush()
+    finally:
+        aiotrace.uninstrument()
+    records = [r for r in raw if r[0] == R_TASK]
+    by_id = {r[3]: r for r in records}
+    assert len(spans) == 2
+    for span in spans:
+        assert by_id[span.span_id] == task_record(span)
+    assert [by_id[s.span_id][10] for s in spans] == ["fine", "failing"]
