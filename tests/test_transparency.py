@@ -412,10 +412,36 @@ def test_gc_collect_is_pythons_again_when_aiotraces_threads_end() -> None:
         assert _threads.guarding()
         assert gc.collect.__name__ == "collect"
         assert gc.collect.__doc__ == original.__doc__
+        with pytest.raises(ValueError, match="invalid generation"):
+            gc.collect(5)  # as CPython's own
     finally:
         aiotrace.uninstrument()
     assert gc.collect is original
     assert _threads._watch not in gc.callbacks
+
+
+@pytest.mark.pristine
+def test_a_gc_collect_the_program_put_in_place_is_called_and_put_back() -> None:
+    original = gc.collect
+    calls: list[tuple[Any, ...]] = []
+
+    def programs(*args: Any) -> int:
+        calls.append(args)
+        return original(*args)
+
+    gc.collect = programs
+    try:
+        aiotrace.instrument(TracerProvider())
+        try:
+            assert _threads.guarding()
+            gc.collect()
+            gc.collect(0)
+        finally:
+            aiotrace.uninstrument()
+        assert gc.collect is programs
+    finally:
+        gc.collect = original
+    assert calls == [(), (0,)]
 
 
 def test_a_subclasss_wake_up_is_called_as_untraced() -> None:

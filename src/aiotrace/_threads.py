@@ -10,10 +10,12 @@ long enough to let the program's thread take the GIL back. The program's
 have freed everything: CPython's own ``test_log_destroyed_pending_task`` failed
 so about one run in five on 3.12.
 
-So every thread of aiotrace's starts through :func:`start`, and while one runs
+So every thread of aiotrace's is made by :func:`thread`, and while one runs
 ``gc.collect`` is a wrapper that first waits, GIL released, for a collection
-running in one of aiotrace's threads to end. A collection in a thread of the
-program's own is left as it is: that is the program's behaviour, not ours.
+running in one of aiotrace's threads to end, then calls what ``gc.collect``
+was (CPython's, or a wrapper the program put there first). A collection in a
+thread of the program's own is left as it is: that is the program's
+behaviour, not ours.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 _real_collect: Final = gc.collect
+_wrapped = [_real_collect]
+"""What ``gc.collect`` was when our wrapper went in: what it calls, and what comes back."""
 _ours: set[int] = set()
 """Idents of aiotrace's running threads."""
 _collecting = [0]
@@ -60,7 +64,8 @@ def _watch(phase: str, info: dict[str, int]) -> None:
 
 
 @functools.wraps(_real_collect)
-def _collect(generation: int = 2) -> int:
+def _collect(*args: Any, **kwargs: Any) -> Any:
+    # Arguments passed on as given: a wrong one fails as it would untraced.
     if _collecting[0] and threading.get_ident() not in _ours:
         deadline = time.monotonic() + PATIENCE
         while True:
@@ -73,7 +78,7 @@ def _collect(generation: int = 2) -> int:
                 _gave_up[0] = running
                 break
             time.sleep(0.0005)
-    return _real_collect(generation)
+    return _wrapped[0](*args, **kwargs)
 
 
 def _enter() -> None:
@@ -81,7 +86,9 @@ def _enter() -> None:
         if not _ours:
             if _watch not in gc.callbacks:
                 gc.callbacks.append(_watch)
-            gc.collect = _collect
+            if gc.collect is not _collect:
+                _wrapped[0] = gc.collect
+                gc.collect = _collect
         _ours.add(threading.get_ident())
 
 
@@ -94,9 +101,9 @@ def _leave(ident: int) -> None:
 
 def _restore() -> None:
     # A wrapper the program put over ours stays, and ours in it: with no
-    # thread of ours running it calls the real collection at once.
+    # thread of ours running it calls what it wrapped at once.
     if gc.collect is _collect:
-        gc.collect = _real_collect
+        gc.collect = _wrapped[0]
     if _watch in gc.callbacks:
         gc.callbacks.remove(_watch)
 

@@ -238,12 +238,6 @@ class TaskSpan(trace.Span):
         self.outcome: str | None = None
         self.extras: TaskSpanExtras | None = None
 
-    @property
-    def site(self) -> RawSite | None:
-        """Where the task was made, as a raw ``(code, lasti)`` site."""
-        code = self.site_code
-        return None if code is None else raw_site(code, self.site_lasti)
-
     def _extras(self) -> TaskSpanExtras:
         extras = self.extras
         if extras is None:
