@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -480,3 +482,34 @@ def test_a_subclasss_wake_up_is_called_as_untraced() -> None:
     with capture_spans():
         assert run() == untraced
     assert len(untraced) == 6
+
+
+@pytest.mark.pristine  # a traced session's pipeline starts a thread of ours in the child
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_gc_collect_back_while_the_parents_thread_runs() -> None:
+    """Only the forking thread lives on in a child: there, no thread of aiotrace's runs,
+    so ``gc.collect`` is what it was, and a collection the parent's thread was in is not
+    waited for."""
+    stop = threading.Event()
+    ours = _threads.thread(stop.wait, "aiotrace-test")
+    ours.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _threads.guarding() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert _threads.guarding()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+            pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            ok = (
+                gc.collect is _threads._wrapped[0]
+                and _threads._watch not in gc.callbacks
+                and _threads._collecting[0] == 0
+            )
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        ours.join(10)
