@@ -394,6 +394,7 @@ def test_every_way_of_making_a_task(traced: Captured) -> None:
             await asyncio.create_task(job("create_task")),
             await asyncio.ensure_future(job("ensure_future")),
             await loop.create_task(job("loop.create_task")),
+            await loop.create_task(job("named"), name="named"),
             await asyncio.wait_for(asyncio.create_task(job("wait_for")), 1),
         ]
         if sys.version_info >= (3, 11):
@@ -410,6 +411,7 @@ def test_every_way_of_making_a_task(traced: Captured) -> None:
         s for s in traced.task_spans if s[semconv.ATTR_TASK_COROUTINE].endswith("main")
     )
     assert all(s.parent_id == main_span.span_id for s in jobs)
+    assert [s for s in jobs if s[semconv.ATTR_TASK_NAME] == "named"]
 
 
 class Uncomparable:
@@ -452,13 +454,15 @@ def test_task_identity_is_untouched(traced: Captured) -> None:
 
 
 def test_a_wrong_create_task_call_fails_as_untraced(traced: Captured) -> None:
-    """Extra positional arguments still raise TypeError: none is dropped on the way."""
+    """Extra arguments still raise TypeError: none is dropped on the way."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         coro = _noop()
         with pytest.raises(TypeError):
             loop.create_task(coro, "a name, passed positionally")  # type: ignore[call-arg]  # noqa: RUF006
+        with pytest.raises(TypeError):
+            loop.create_task(coro, label="a keyword no create_task takes")  # type: ignore[call-arg]  # noqa: RUF006
         coro.close()
 
     asyncio.run(main())

@@ -648,27 +648,31 @@ def task_patches() -> list[Patch]:
         inline = _inlines_create_task(orig)
 
         @functools.wraps(orig)
-        def create_task(self: Any, coro: Any, *args: Any, **kwargs: Any) -> Any:
+        def create_task(self: Any, coro: Any, *args: Any, name: Any = None, **kwargs: Any) -> Any:
+            # ``name`` apart: asyncio.create_task passes ``name=None`` on 3.13,
+            # which is then still the plain call. (Passed on as given: None is
+            # every create_task's default.)
             if not (live[0] and enabled[FAMILY_TASK]):
-                return orig(self, coro, *args, **kwargs)
+                return orig(self, coro, *args, name=name, **kwargs)
             code = getattr(coro, "cr_code", None)
             if code is not None and not include_internal and asyncio_file(code.co_filename):
                 # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
-                return orig(self, coro, *args, **kwargs)
+                return orig(self, coro, *args, name=name, **kwargs)
             current = var.get()
             span: TaskSpan | None
             try:
                 # The creation site, cheaply: the first frame above asyncio's
                 # (asyncio.create_task's, the commonest, known by its code).
+                # (Each read of a frame's f_code is an audit event: once a frame.)
                 frame: Any = getframe(1)
-                if frame.f_code is create_task_code:
+                code = frame.f_code
+                if code is create_task_code:
                     frame = frame.f_back
-                while frame is not None and (internal := file_kinds(frame.f_code.co_filename)):
+                    code = frame.f_code if frame is not None else None
+                while code is not None and (internal := file_kinds(code.co_filename)):
                     frame = frame.f_back
-                if frame is not None:
-                    code, lasti = frame.f_code, frame.f_lasti
-                else:
-                    code, lasti = None, 0
+                    code = frame.f_code if frame is not None else None
+                lasti = frame.f_lasti if code is not None else 0
                 parent = current.get(SPAN_KEY)
                 if type(parent) is TaskSpan:  # the common case: a task made by a task
                     creator = tasks_of(self)  # self is the running loop
@@ -702,7 +706,7 @@ def task_patches() -> list[Patch]:
                 rec.fail(FAMILY_TASK, exc)
                 span = None
             if span is None:
-                return orig(self, coro, *args, **kwargs)
+                return orig(self, coro, *args, name=name, **kwargs)
             ctx = Context(current)
             dict.__setitem__(ctx, SPAN_KEY, span)
             # With nothing but the coroutine (asyncio.create_task's usual
@@ -716,11 +720,17 @@ def task_patches() -> list[Patch]:
                         # asyncio's own lines for this call, here rather than
                         # called (see _inlines_create_task): a frame fewer.
                         self._check_closed()
-                        task = asyncio_tasks.Task(coro, loop=self)
+                        task = (
+                            asyncio_tasks.Task(coro, loop=self)
+                            if name is None
+                            else asyncio_tasks.Task(coro, loop=self, name=name)
+                        )
                         if task._source_traceback:
                             del task._source_traceback[-1]
+                    elif plain and name is None:
+                        task = orig(self, coro)
                     else:
-                        task = orig(self, coro) if plain else orig(self, coro, *args, **kwargs)
+                        task = orig(self, coro, *args, name=name, **kwargs)
                 finally:
                     var.reset(token)
                 if not isinstance(task, c_task):
@@ -736,7 +746,7 @@ def task_patches() -> list[Patch]:
                 # the task then nests under its creator's span instead.
                 with contextlib.suppress(RuntimeError):
                     context.run(var.set, ctx)
-                task = orig(self, coro, *args, **kwargs)
+                task = orig(self, coro, *args, name=name, **kwargs)
             try:
                 if getattr(task, "_source_traceback", None):  # asyncio's debug mode
                     as_untraced(task)
