@@ -446,6 +446,40 @@ def test_a_gc_collect_the_program_put_in_place_is_called_and_put_back() -> None:
     assert calls == [(), (0,)]
 
 
+@pytest.mark.pristine
+def test_a_programs_wrapper_over_ours_runs_once_when_ours_goes_in_again() -> None:
+    """A program that wraps ``gc.collect`` while aiotrace's wrapper is in place wraps
+    ours, which then cannot come out; instrumenting again puts ours over the
+    program's. A call then runs each once, never round and round."""
+    original = gc.collect
+    calls: list[tuple[Any, ...]] = []
+    aiotrace.instrument(TracerProvider())
+    try:
+        ours = gc.collect
+
+        def programs(*args: Any) -> int:
+            calls.append(args)
+            return ours(*args)  # type: ignore[no-any-return]
+
+        gc.collect = programs
+    finally:
+        aiotrace.uninstrument()
+    try:
+        assert gc.collect is programs
+        aiotrace.instrument(TracerProvider())
+        try:
+            assert _threads.guarding()
+            assert gc.collect() >= 0
+            assert gc.collect(0) >= 0
+        finally:
+            aiotrace.uninstrument()
+        assert gc.collect is programs
+        gc.collect()
+    finally:
+        gc.collect = original
+    assert calls == [(), (0,), ()]
+
+
 def test_a_subclasss_wake_up_is_called_as_untraced() -> None:
     """aiotrace skips asyncio's ``_wake_up_first``/``_wake_up_next`` when nobody waits
     (their own first test), but not on a subclass, which may have its own."""

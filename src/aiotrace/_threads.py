@@ -32,7 +32,16 @@ if TYPE_CHECKING:
 
 _real_collect: Final = gc.collect
 _wrapped = [_real_collect]
-"""What ``gc.collect`` was when our wrapper went in: what it calls, and what comes back."""
+"""CPython's ``gc.collect``, then what ``gc.collect`` was each time our wrapper went in
+and has not yet come out, latest last: what the wrapper calls, and what comes back.
+
+Two or more over CPython's when a program wrapped ours (its wrapper calling
+ours, so ours could not come out) and ours went in again over that wrapper:
+ours then calls the program's, whose call of ours goes to the one below (see
+:func:`_collect`) rather than round again.
+"""
+_depth = threading.local()
+"""Per thread: how many calls of our wrapper are running in it, each nested in the last."""
 _ours: set[int] = set()
 """Idents of aiotrace's running threads."""
 _collecting = [0]
@@ -66,7 +75,12 @@ def _watch(phase: str, info: dict[str, int]) -> None:
 @functools.wraps(_real_collect)
 def _collect(*args: Any, **kwargs: Any) -> Any:
     # Arguments passed on as given: a wrong one fails as it would untraced.
-    if _collecting[0] and threading.get_ident() not in _ours:
+    # Reached again from inside what it called (a program's wrapper of ours,
+    # wrapped again by ours), the call goes one level down, never round again.
+    depth = getattr(_depth, "n", 0)
+    layers = _wrapped[:]  # (one read: another thread may take one out)
+    target = layers[-1 - depth] if depth < len(layers) else _real_collect
+    if not depth and _collecting[0] and threading.get_ident() not in _ours:
         deadline = time.monotonic() + PATIENCE
         while True:
             running = _collecting[0]
@@ -78,7 +92,11 @@ def _collect(*args: Any, **kwargs: Any) -> Any:
                 _gave_up[0] = running
                 break
             time.sleep(0.0005)
-    return _wrapped[0](*args, **kwargs)
+    _depth.n = depth + 1
+    try:
+        return target(*args, **kwargs)
+    finally:
+        _depth.n = depth
 
 
 def _enter() -> None:
@@ -87,7 +105,7 @@ def _enter() -> None:
             if _watch not in gc.callbacks:
                 gc.callbacks.append(_watch)
             if gc.collect is not _collect:
-                _wrapped[0] = gc.collect
+                _wrapped.append(gc.collect)
                 gc.collect = _collect
         _ours.add(threading.get_ident())
 
@@ -103,7 +121,7 @@ def _restore() -> None:
     # A wrapper the program put over ours stays, and ours in it: with no
     # thread of ours running it calls what it wrapped at once.
     if gc.collect is _collect:
-        gc.collect = _wrapped[0]
+        gc.collect = _wrapped.pop() if len(_wrapped) > 1 else _wrapped[0]
     if _watch in gc.callbacks:
         gc.callbacks.remove(_watch)
 
