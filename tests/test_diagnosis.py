@@ -752,6 +752,31 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_sigusr1_handler_the_program_installs_meanwhile_stays() -> None:
+    """At its end the diagnosis takes its SIGUSR1 handler out, but only its own:
+    one the program installed since (its own "dump on SIGUSR1") is the program's."""
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    def programs(signum: int, frame: Any) -> None:
+        pass
+
+    config = DiagnosisConfig(block_threshold=None, deadlocks=False, lock_order=False)
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        for program_installs, left in ((False, signal.SIG_DFL), (True, programs)):
+            diagnoser = Diagnoser(config, None)
+            diagnoser.start()
+            assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, programs)
+            if program_installs:
+                signal.signal(signal.SIGUSR1, programs)
+            diagnoser.finish(at_exit=False)
+            assert signal.getsignal(signal.SIGUSR1) is left
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_a_fork_keeps_no_dump_signal_of_the_run(tmp_path: Path) -> None:
     """SIGUSR1 ends a forked child, as untraced: the run's dump is the run's process's."""
     (tmp_path / "forks.py").write_text(FORK_SIGNALS)

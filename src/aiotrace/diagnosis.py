@@ -1195,7 +1195,8 @@ class Diagnoser:
         self._lock = threading.Lock()
         self._blocks: dict[str, list[Any]] = {}
         self.watchdog: Watchdog | None = None
-        self._saved_signals: list[tuple[int, Any]] = []
+        self._saved_signals: list[tuple[int, Any, Any]] = []
+        """(signal, its handler before ours, ours)."""
         self._runner_patch: Any = None
         self._cancel_patch: Any = None
         self._pending_dump: str | None = None
@@ -1429,7 +1430,7 @@ class Diagnoser:
         usr1 = getattr(signal, "SIGUSR1", None)
         with contextlib.suppress(ValueError, OSError, TypeError):
             if usr1 is not None and signal.getsignal(usr1) is signal.SIG_DFL:
-                self._saved_signals.append((usr1, signal.SIG_DFL))
+                self._saved_signals.append((usr1, signal.SIG_DFL, on_usr1))
                 signal.signal(usr1, on_usr1)
         # Ctrl-C: asyncio.run() of 3.11+ handles SIGINT itself (cancelling the
         # main task); we dump first by wrapping that handler. Before 3.11 the
@@ -1472,9 +1473,11 @@ class Diagnoser:
     def _restore_dumps(self) -> None:
         import signal
 
-        for signum, handler in self._saved_signals:
+        for signum, handler, ours in self._saved_signals:
+            # A handler the program installed since is the program's: it stays.
             with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(signum, handler)
+                if signal.getsignal(signum) is ours:
+                    signal.signal(signum, handler)
         self._saved_signals.clear()
         if self._runner_patch is not None:
             runner, original = self._runner_patch
