@@ -32,6 +32,11 @@ anyway. Modes:
             per operation, more on a loaded machine. ``benchmarks.run``'s
             ``checks`` mode times it with the rest.
 
+Counts to be compared are taken one at a time, never beside another run:
+the pipeline's thread runs by the clock (it drains, and takes turns on the
+GIL with the program, while the program goes on), so a run slowed by
+another can count differently (0.09x of a task once, on 3.10).
+
 Needs ``valgrind`` on the PATH. Usage::
 
     python -m benchmarks.instructions
