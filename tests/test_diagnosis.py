@@ -752,6 +752,78 @@ asyncio.run(main())
 """
 
 
+def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
+    """The wait-for graph tells what each task waits on: a lock, a semaphore, an event,
+    a condition, a queue's get, put or join, a barrier (3.11+)."""
+    import asyncio
+
+    import aiotrace
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig, snapshot
+
+    config = DiagnosisConfig(
+        block_threshold=None, dump_signals=False, deadlocks=False, lock_order=False
+    )
+
+    async def main() -> list[str]:
+        lock = aiotrace.name(asyncio.Lock(), "gate")
+        sem = aiotrace.name(asyncio.Semaphore(1), "pool")
+        event = aiotrace.name(asyncio.Event(), "ready")
+        cond = aiotrace.name(asyncio.Condition(), "changed")
+        inbox: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(), "inbox")
+        outbox: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(1), "outbox")
+        jobs: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(), "jobs")
+        await lock.acquire()
+        await sem.acquire()
+        outbox.put_nowait(0)
+        jobs.put_nowait(0)
+
+        async def notified() -> None:
+            async with cond:
+                await cond.wait()
+
+        waits: dict[str, Any] = {
+            "locker": lock.acquire(),
+            "permit": sem.acquire(),
+            "waiter": event.wait(),
+            "notified": notified(),
+            "getter": inbox.get(),
+            "putter": outbox.put(1),
+            "joiner": jobs.join(),
+        }
+        if sys.version_info >= (3, 11):
+            waits["party"] = aiotrace.name(asyncio.Barrier(2), "start").wait()  # type: ignore[attr-defined]
+        tasks = [asyncio.create_task(coro, name=name) for name, coro in waits.items()]
+        await asyncio.sleep(0.01)
+        graph = snapshot(tasks)
+        lines = [graph.describe_wait(task) for task in tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return lines
+
+    aiotrace.instrument(tasks=False, futures=False)
+    diagnoser = Diagnoser(config, None)
+    try:
+        diagnoser.start()
+        lines = asyncio.run(main())
+    finally:
+        diagnoser.finish(at_exit=False)
+        aiotrace.uninstrument()
+    expected = [
+        'task "locker" (Lock.acquire) waits for lock gate, which no pending task can end',
+        'task "permit" (Semaphore.acquire) waits for semaphore pool, which no pending task can end',
+        'task "waiter" (Event.wait) waits for event ready',
+        'task "notified" (test_a_wait_on_each_kind_of_primitive_is_named_with_its_role'
+        ".<locals>.main.<locals>.notified) waits for condition changed",
+        'task "getter" (Queue.get) waits for queue inbox (get)',
+        'task "putter" (Queue.put) waits for queue outbox (put)',
+        'task "joiner" (Queue.join) waits for queue jobs (join)',
+    ]
+    if sys.version_info >= (3, 11):
+        expected.append('task "party" (Barrier.wait) waits for barrier start')
+    assert lines == expected
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
 def test_a_sigusr1_handler_the_program_installs_meanwhile_stays() -> None:
     """At its end the diagnosis takes its SIGUSR1 handler out, but only its own:
