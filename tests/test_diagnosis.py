@@ -752,6 +752,50 @@ asyncio.run(main())
 """
 
 
+def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> None:
+    """Lock-order checking notes each hold's frame; a coroutine that finished holding
+    a lock left it there for the whole run, and the frame kept its locals alive. The
+    watchdog forgets such frames, and the program's objects go when the program
+    drops them."""
+    import asyncio
+    import gc
+    import weakref
+
+    import aiotrace
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+    from aiotrace.primitives import _lock_order
+
+    class Payload:
+        pass
+
+    config = DiagnosisConfig(block_threshold=None, dump_signals=False)
+    refs: list[weakref.ref[Any]] = []
+
+    async def leaks() -> None:
+        lock = asyncio.Lock()
+        payload = Payload()
+        refs.extend((weakref.ref(lock), weakref.ref(payload)))
+        await lock.acquire()  # and returns holding it
+
+    async def main() -> bool:
+        await asyncio.create_task(leaks())
+        deadline = time.monotonic() + 10
+        while any(ref() is not None for ref in refs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            gc.collect()
+        return all(ref() is None for ref in refs)
+
+    aiotrace.instrument(tasks=False, futures=False)
+    diagnoser = Diagnoser(config, None)
+    try:
+        diagnoser.start()
+        assert _lock_order.LOCK_ORDER[0]
+        assert asyncio.run(main())
+    finally:
+        diagnoser.finish(at_exit=False)
+        aiotrace.uninstrument()
+
+
 def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
     """The wait-for graph tells what each task waits on: a lock, a semaphore, an event,
     a condition, a queue's get, put or join, a barrier (3.11+)."""

@@ -964,7 +964,9 @@ class Watchdog:
         if now - state.last_graph < self.graph_interval:
             return
         state.last_graph = now
-        tasks = [t for t in pending_tasks() if loop_of(t) is loop]
+        every = pending_tasks()
+        _forget_finished_holds(every)
+        tasks = [t for t in every if loop_of(t) is loop]
         if not tasks:
             state.stuck_since = None
             return
@@ -1097,6 +1099,28 @@ def _waiting_for_io(frame: FrameType | None) -> bool:
         return False
     caller = frame.f_back
     return caller is not None and caller.f_code is _RUN_ONCE
+
+
+def _forget_finished_holds(pending: list[Any]) -> None:
+    """Lock-order checking forgets what coroutines that have finished still held
+    (see ``_lock_order.forget_finished``): every frame a pending task awaits in,
+    or a thread runs now, is still running."""
+    from aiotrace.primitives import _lock_order
+
+    if not _lock_order.HELD:
+        return
+    frames = _current_frames()
+    if frames is None:  # other threads' stacks unseen: nothing is known to be gone
+        return
+    running: set[int] = set()
+    for top in frames.values():
+        frame: FrameType | None = top
+        while frame is not None:
+            running.add(id(frame))
+            frame = frame.f_back
+    for task in pending:
+        running.update(id(frame) for frame in await_frames(task))
+    _lock_order.forget_finished(running)
 
 
 def _current_frames() -> dict[int, FrameType] | None:

@@ -47,6 +47,39 @@ paths add and remove it inline, with no call and no list.
 """
 
 
+_SUSPECTS: Final[set[int]] = set()
+"""ids of the frames in :data:`HELD` that :func:`forget_finished` last found running nowhere."""
+
+
+def forget_finished(running: set[int]) -> int:
+    """Forget the holds of frames that run nowhere any more; returns how many.
+
+    A coroutine that finished (or was cancelled) without releasing what it
+    took leaves its frame in :data:`HELD`, and a frame keeps its locals: the
+    program's objects, kept alive for as long as the run lasts. ``running``
+    is the ids of every frame a pending task awaits in or a thread is
+    running now. A frame missing from it twice in a row (the caller asks
+    every half second) is gone for good: one just made, or moving between a
+    thread's stack and its task's await chain, may be missed once. The
+    primitive stays held, and its leak is reported as before while the
+    program keeps it.
+    """
+    missing: set[int] = set()
+    forgotten = 0
+    for frame in list(HELD):
+        key = id(frame)
+        if key in running:
+            continue
+        if key in _SUSPECTS:
+            HELD.pop(frame, None)
+            forgotten += 1
+        else:
+            missing.add(key)
+    _SUSPECTS.clear()
+    _SUSPECTS.update(missing)
+    return forgotten
+
+
 @dataclass(frozen=True)
 class Nesting:
     """One observed "first, then second": the classes, and where and who."""
@@ -109,6 +142,7 @@ def disable(previous: Callable[[Nesting, Nesting], None] | None = None) -> None:
     DIAGNOSING[0] = bool(_TRACKERS[0])  # a leak watcher still needs the owners
     _reporter[0] = None
     HELD.clear()
+    _SUSPECTS.clear()
     _EDGES.clear()
     _REPORTED.clear()
 
@@ -243,6 +277,7 @@ __all__ = [
     "acquired",
     "disable",
     "enable",
+    "forget_finished",
     "released",
     "track_ownership",
     "unhold",
