@@ -790,6 +790,8 @@ def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> 
     try:
         diagnoser.start()
         assert _lock_order.LOCK_ORDER[0]
+        assert diagnoser.watchdog is not None
+        diagnoser.watchdog.forget_interval = 0.0  # every half second, not every five
         assert asyncio.run(main())
     finally:
         diagnoser.finish(at_exit=False)

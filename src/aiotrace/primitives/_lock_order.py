@@ -58,8 +58,8 @@ def forget_finished(running: set[int]) -> int:
     took leaves its frame in :data:`HELD`, and a frame keeps its locals: the
     program's objects, kept alive for as long as the run lasts. ``running``
     is the ids of every frame a pending task awaits in or a thread is
-    running now. A frame missing from it twice in a row (the caller asks
-    every half second) is gone for good: one just made, or moving between a
+    running now. A frame missing from it twice in a row (the watchdog asks
+    every five seconds) is gone for good: one just made, or moving between a
     thread's stack and its task's await chain, may be missed once. The
     primitive stays held, and its leak is reported as before while the
     program keeps it.

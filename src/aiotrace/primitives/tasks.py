@@ -650,8 +650,9 @@ def task_patches() -> list[Patch]:
         @functools.wraps(orig)
         def create_task(self: Any, coro: Any, *args: Any, name: Any = None, **kwargs: Any) -> Any:
             # ``name`` apart: asyncio.create_task passes ``name=None`` on 3.13,
-            # which is then still the plain call. (Passed on as given: None is
-            # every create_task's default.)
+            # which is then still the plain call. (Passed on to the original
+            # even when not given: None is the default of both we wrap,
+            # asyncio's and uvloop's.)
             if not (live[0] and enabled[FAMILY_TASK]):
                 return orig(self, coro, *args, name=name, **kwargs)
             code = getattr(coro, "cr_code", None)
