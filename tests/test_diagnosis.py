@@ -798,6 +798,51 @@ def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> 
         aiotrace.uninstrument()
 
 
+@pytest.mark.pristine  # turns lock-order checking off: a traced session's too
+def test_a_failing_clean_up_of_lock_order_checking_never_reaches_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clean-up runs in a callback on the program's loop: a bug in it is counted,
+    and lock-order checking stops; the loop's exception handler never hears of it."""
+    import asyncio
+
+    import aiotrace
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+    from aiotrace.primitives import _lock_order
+
+    def broken(running: set[int]) -> int:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(_lock_order, "forget_finished", broken)
+    handled: list[dict[str, Any]] = []
+
+    async def main() -> bool:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: handled.append(context))
+        lock = asyncio.Lock()
+        await lock.acquire()  # something held: the clean-up has work
+        deadline = time.monotonic() + 10
+        while _lock_order.LOCK_ORDER[0] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        lock.release()
+        return _lock_order.LOCK_ORDER[0]
+
+    aiotrace.instrument(tasks=False, futures=False)
+    errors = aiotrace.stats().internal_errors
+    diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
+    try:
+        diagnoser.start()
+        assert diagnoser.watchdog is not None
+        diagnoser.watchdog.forget_interval = 0.0
+        still_checking = asyncio.run(main())
+        counted = aiotrace.stats().internal_errors - errors
+    finally:
+        diagnoser.finish(at_exit=False)
+        aiotrace.uninstrument()
+    assert handled == []
+    assert not still_checking
+    assert counted == 1
+
+
 def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
     """The wait-for graph tells what each task waits on: a lock, a semaphore, an event,
     a condition, a queue's get, put or join, a barrier (3.11+)."""
