@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,6 +30,9 @@ from tests.cli_support import (
     marker_line,
     started_and_ready,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DIAG = PROGRAMS / "diag"
 
@@ -752,6 +755,25 @@ asyncio.run(main())
 """
 
 
+@contextlib.contextmanager
+def _diagnosed(**config: Any) -> Iterator[Any]:
+    """aiotrace instrumented (primitives only) and a diagnosis running, as ``aiotrace
+    run`` has them; the watchdog, if any, forgets finished holds at every graph check."""
+    import aiotrace
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    aiotrace.instrument(tasks=False, futures=False)
+    diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False, **config), None)
+    try:
+        diagnoser.start()
+        if diagnoser.watchdog is not None:
+            diagnoser.watchdog.forget_interval = 0.0  # every half second, not every five
+        yield diagnoser
+    finally:
+        diagnoser.finish(at_exit=False)
+        aiotrace.uninstrument()
+
+
 def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> None:
     """Lock-order checking notes each hold's frame; a coroutine that finished holding
     a lock left it there for the whole run, and the frame kept its locals alive. The
@@ -761,14 +783,11 @@ def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> 
     import gc
     import weakref
 
-    import aiotrace
-    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
     from aiotrace.primitives import _lock_order
 
     class Payload:
         pass
 
-    config = DiagnosisConfig(block_threshold=None, dump_signals=False)
     refs: list[weakref.ref[Any]] = []
 
     async def leaks() -> None:
@@ -785,17 +804,10 @@ def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> 
             gc.collect()
         return all(ref() is None for ref in refs)
 
-    aiotrace.instrument(tasks=False, futures=False)
-    diagnoser = Diagnoser(config, None)
-    try:
-        diagnoser.start()
+    with _diagnosed() as diagnoser:
         assert _lock_order.LOCK_ORDER[0]
         assert diagnoser.watchdog is not None
-        diagnoser.watchdog.forget_interval = 0.0  # every half second, not every five
         assert asyncio.run(main())
-    finally:
-        diagnoser.finish(at_exit=False)
-        aiotrace.uninstrument()
 
 
 @pytest.mark.pristine  # turns lock-order checking off: a traced session's too
@@ -807,10 +819,9 @@ def test_a_failing_clean_up_of_lock_order_checking_never_reaches_the_program(
     import asyncio
 
     import aiotrace
-    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
     from aiotrace.primitives import _lock_order
 
-    def broken(running: set[int]) -> int:
+    def broken(running: set[int]) -> None:
         raise RuntimeError("a bug of ours")
 
     monkeypatch.setattr(_lock_order, "forget_finished", broken)
@@ -826,18 +837,11 @@ def test_a_failing_clean_up_of_lock_order_checking_never_reaches_the_program(
         lock.release()
         return _lock_order.LOCK_ORDER[0]
 
-    aiotrace.instrument(tasks=False, futures=False)
-    errors = aiotrace.stats().internal_errors
-    diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
-    try:
-        diagnoser.start()
+    with _diagnosed() as diagnoser:
         assert diagnoser.watchdog is not None
-        diagnoser.watchdog.forget_interval = 0.0
+        errors = aiotrace.stats().internal_errors
         still_checking = asyncio.run(main())
         counted = aiotrace.stats().internal_errors - errors
-    finally:
-        diagnoser.finish(at_exit=False)
-        aiotrace.uninstrument()
     assert handled == []
     assert not still_checking
     assert counted == 1
@@ -849,11 +853,7 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
     import asyncio
 
     import aiotrace
-    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig, snapshot
-
-    config = DiagnosisConfig(
-        block_threshold=None, dump_signals=False, deadlocks=False, lock_order=False
-    )
+    from aiotrace.diagnosis import snapshot
 
     async def main() -> list[str]:
         lock = aiotrace.name(asyncio.Lock(), "gate")
@@ -892,14 +892,8 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         return lines
 
-    aiotrace.instrument(tasks=False, futures=False)
-    diagnoser = Diagnoser(config, None)
-    try:
-        diagnoser.start()
+    with _diagnosed(deadlocks=False, lock_order=False):
         lines = asyncio.run(main())
-    finally:
-        diagnoser.finish(at_exit=False)
-        aiotrace.uninstrument()
     expected = [
         'task "locker" (Lock.acquire) waits for lock gate, which no pending task can end',
         'task "permit" (Semaphore.acquire) waits for semaphore pool, which no pending task can end',

@@ -1119,14 +1119,9 @@ def _forget_finished_holds(pending: list[Any]) -> None:
         frames = _current_frames()
         if frames is None:  # other threads' stacks unseen: nothing is known to be gone
             return
-        running: set[int] = set()
+        running = set(_tasks_by_frame(pending))
         for top in frames.values():
-            frame: FrameType | None = top
-            while frame is not None:
-                running.add(id(frame))
-                frame = frame.f_back
-        for task in pending:
-            running.update(id(frame) for frame in await_frames(task))
+            running.update(id(frame) for frame in _stack_frames(top))
         _lock_order.forget_finished(running)
     except Exception as exc:  # a bug of ours: counted, and lock-order checking stops
         _lock_order._failed(exc)

@@ -51,8 +51,8 @@ _SUSPECTS: Final[set[int]] = set()
 """ids of the frames in :data:`HELD` that :func:`forget_finished` last found running nowhere."""
 
 
-def forget_finished(running: set[int]) -> int:
-    """Forget the holds of frames that run nowhere any more; returns how many.
+def forget_finished(running: set[int]) -> None:
+    """Forget the holds of frames that run nowhere any more.
 
     A coroutine that finished (or was cancelled) without releasing what it
     took leaves its frame in :data:`HELD`, and a frame keeps its locals: the
@@ -65,19 +65,16 @@ def forget_finished(running: set[int]) -> int:
     program keeps it.
     """
     missing: set[int] = set()
-    forgotten = 0
     for frame in list(HELD):
         key = id(frame)
         if key in running:
             continue
         if key in _SUSPECTS:
             HELD.pop(frame, None)
-            forgotten += 1
         else:
             missing.add(key)
     _SUSPECTS.clear()
     _SUSPECTS.update(missing)
-    return forgotten
 
 
 @dataclass(frozen=True)
