@@ -547,3 +547,80 @@ def test_a_forked_child_gets_gc_collect_back_while_the_parents_thread_runs() -> 
     finally:
         stop.set()
         ours.join(10)
+
+
+FRAMES_WITH_GARBAGE = """\
+import gc, sys, threading
+from aiotrace.diagnosis import _all_frames
+
+how, offset, collector = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seen = []
+
+class Holder:
+    pass
+
+def hook(event, args):  # just before the frames are made: garbage, and a collection due
+    if event == "sys._current_frames" and offset >= 0:
+        seen.append(gc.isenabled())
+        was = gc.isenabled()
+        gc.disable()
+        holder = Holder()
+        holder.me, holder.local = holder, threading.local()  # freed only by the collector
+        del holder
+        gc.set_threshold(gc.get_count()[0] + offset)
+        if was:
+            gc.enable()
+
+sys.addaudithook(hook)
+release, started = threading.Lock(), threading.Event()
+release.acquire()
+
+def blocked():  # its frame object is made by sys._current_frames(), not before
+    started.set()
+    release.acquire()
+
+thread = threading.Thread(target=blocked)
+thread.start()
+started.wait()
+if collector == "off":
+    gc.disable()
+frames = _all_frames() if how == "ours" else sys._current_frames()
+offset = -1
+gc.set_threshold(700)
+release.release()
+thread.join()
+print(threading.get_ident() in frames, seen, gc.isenabled())
+"""
+
+
+def test_reading_every_threads_frames_never_hangs_the_process(tmp_path: Path) -> None:
+    """The watchdog reads every thread's frames (``sys._current_frames()``) each tick
+    while the loop is idle. On 3.11 a collection inside that call that frees a
+    ``threading.local`` hangs the whole process for good (CPython gh-106883): a
+    fault-injection test of the diagnosis hung so. Garbage, and a collection due at
+    the first frame object made, are arranged just before the frames are made. aiotrace's
+    read never hangs, and leaves the collector as it found it; on 3.11 the plain call
+    hangs at one of the offsets (the test reproduces what it guards against)."""
+    script = tmp_path / "frames.py"
+    script.write_text(FRAMES_WITH_GARBAGE)
+
+    def run(how: str, offset: int, collector: str = "on") -> str | None:
+        try:
+            result = subprocess.run(
+                [sys.executable, script, how, str(offset), collector],
+                capture_output=True,
+                text=True,
+                timeout=5 if how == "ours" else 3,
+            )
+        except subprocess.TimeoutExpired:
+            return None  # hung
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    on_311 = sys.version_info[:2] == (3, 11)
+    for offset in range(4):
+        # the collector off while it reads, on 3.11; on as it was after
+        assert run("ours", offset) == f"True [{not on_311}] True"
+    assert run("ours", 0, collector="off") == "True [False] False"  # left off
+    if on_311:
+        assert None in [run("plain", offset) for offset in range(4)]

@@ -1145,7 +1145,53 @@ def _current_frames() -> dict[int, FrameType] | None:
                     return None
             except Exception:
                 return None
-    return sys._current_frames()
+    return _all_frames()
+
+
+def _all_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()``; on 3.11, with no garbage collection inside it.
+
+    On 3.11 it makes the frame objects it returns while it holds the lock
+    on the interpreter's threads. A collection started by one of them
+    that frees a ``threading.local`` takes that lock again, and the process
+    hangs for good, every thread of it, since it holds the GIL too
+    (CPython gh-106883, not fixed in 3.11; 3.10 makes no frame objects
+    there, 3.12 collects only between bytecodes). A random-programs fault
+    injection test hung so, about one run in ten.
+
+    So the collector is off for the call, and back on after it, if it was
+    on. Between a program's thread and ours, the GIL changes hands only
+    between bytecodes: the three calls are made from C (``deque`` over
+    ``map`` over built-ins), with no bytecode between them, so no thread
+    of the program can see the collector off, or turn it off meanwhile
+    and find it on again. (A Python audit hook of the program's on
+    ``sys._current_frames`` runs in between, collector off.)
+    """
+    if sys.version_info < (3, 11) or sys.version_info >= (3, 12):
+        return sys._current_frames()
+    import gc
+    from collections import deque
+    from itertools import chain, compress
+    from operator import call
+
+    enabled: list[bool] = []
+    frames: list[dict[int, FrameType]] = []
+    back_on: list[None] = []
+    try:
+        deque(
+            chain(
+                map(enabled.append, map(call, [gc.isenabled])),
+                map(call, [gc.disable]),
+                map(frames.append, map(call, [sys._current_frames])),
+                # Read as it is reached: [gc.enable] if it was on, else nothing.
+                map(back_on.append, map(call, compress([gc.enable], enabled))),
+            ),
+            maxlen=0,
+        )
+    finally:
+        if enabled == [True] and not back_on:  # sys._current_frames() raised
+            gc.enable()
+    return frames[0]
 
 
 def _idle_pool_worker(frame: FrameType) -> bool:
