@@ -934,6 +934,55 @@ def test_a_sigusr1_handler_the_program_installs_meanwhile_stays() -> None:
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_wrapper_the_program_puts_over_our_ctrl_c_handling_stays() -> None:
+    """The diagnosis wraps asyncio's Ctrl-C handling to dump; at its end it puts back
+    asyncio's only if ours is still there. A wrapper the program put over ours since
+    stays, and ours inside it passes the call on, dumping nothing."""
+    import asyncio
+
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    owner: Any = asyncio.runners
+    name = "_cancel_all_tasks"
+    runner = getattr(asyncio.runners, "Runner", None)
+    if runner is not None:  # 3.11+
+        owner, name = runner, "_on_sigint"
+    asyncios = vars(owner)[name]
+
+    async def interrupted() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(5)
+
+    config = DiagnosisConfig(block_threshold=None, deadlocks=False, lock_order=False)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)  # not a shell's ignore
+    try:
+        for program_wraps in (False, True):
+            echoed: list[str] = []
+            diagnoser = Diagnoser(config, None, echo=echoed.append)
+            diagnoser.start()
+            ours = vars(owner)[name]
+            assert ours is not asyncios
+            calls: list[str] = []
+
+            def programs(*args: Any, _inner: Any = ours, _calls: Any = calls, **kwargs: Any) -> Any:
+                _calls.append("program's")
+                return _inner(*args, **kwargs)
+
+            if program_wraps:
+                setattr(owner, name, programs)
+            diagnoser.finish(at_exit=False)
+            assert vars(owner)[name] is (programs if program_wraps else asyncios)
+            if program_wraps:  # the call goes through, ours inert: no dump
+                with pytest.raises(KeyboardInterrupt):
+                    asyncio.run(interrupted())
+                diagnoser.flush_dump()  # what a dump of ours would have left to print
+                assert calls == ["program's"]
+                assert echoed == []
+    finally:
+        setattr(owner, name, asyncios)
+        signal.signal(signal.SIGINT, interrupt)
+
+
 def test_a_fork_keeps_no_dump_signal_of_the_run(tmp_path: Path) -> None:
     """SIGUSR1 ends a forked child, as untraced: the run's dump is the run's process's."""
     (tmp_path / "forks.py").write_text(FORK_SIGNALS)

@@ -7,8 +7,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
+import signal
 import sys
 import textwrap
+import time
 import types
 from pathlib import Path
 from typing import Any, NoReturn
@@ -447,3 +450,164 @@ def test_a_primitive_made_with_no_python_frame_above_it_is_traced_without_an_err
     assert "internal error" not in proc.stderr
     assert "internal errors: 0 locks: 2" in proc.stdout
     assert "identified: True" in proc.stdout
+
+
+async def _diagnosed_program() -> list[str]:
+    """What the diagnosis acts on in the program's own thread: a deadlock its graph
+    checks find (broken by a cancellation), a dump on SIGUSR1, a lock-order inversion, a
+    block of the loop, a lock left held, and the hang timeout's graph, built on the
+    loop. Its exception handler's calls are part of what it observes."""
+    handled: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(
+        lambda _, context: handled.append(str(context.get("message")))
+    )
+    first, second = asyncio.Lock(), asyncio.Lock()
+
+    async def take(mine: asyncio.Lock, other: asyncio.Lock) -> str:
+        async with mine:
+            await asyncio.sleep(0.005)
+            async with other:
+                return "took both"
+
+    one = asyncio.create_task(take(first, second))
+    pair = asyncio.gather(one, take(second, first), return_exceptions=True)
+    await asyncio.sleep(0.03)  # deadlocked: the graph checks see the cycle
+    os.kill(os.getpid(), signal.SIGUSR1)  # a dump, on demand
+    await asyncio.sleep(0.005)
+    one.cancel()  # which breaks it
+    results: list[Any] = [[r if isinstance(r, str) else type(r).__name__ for r in await pair]]
+    async with first, second:
+        pass
+    async with second, first:  # the other order: a lock-order finding
+        pass
+    time.sleep(0.04)  # noqa: ASYNC251  # blocks the loop past its threshold
+    await asyncio.create_task(asyncio.Lock().acquire())  # and ends holding it
+    await asyncio.sleep(0.1)  # past the hang timeout
+    results.append(handled)
+    return [repr(r) for r in results]
+
+
+async def _interrupted_program() -> list[str]:
+    """Ctrl-C: the diagnosis dumps from asyncio's own handling of it (a pending task)."""
+    sleeper = asyncio.create_task(asyncio.sleep(5))
+    os.kill(os.getpid(), signal.SIGINT)
+    await sleeper
+    return ["not interrupted"]
+
+
+def _diagnosis_code() -> list[tuple[str, types.CodeType]]:
+    """Every function of ``aiotrace.diagnosis``: module-level, methods, nested, and the
+    functions of aiotrace's it calls by a module-level name of its own."""
+    from aiotrace import diagnosis
+
+    found: dict[types.CodeType, str] = {}
+
+    def walk(code: types.CodeType, where: str) -> None:
+        if not code.co_filename.endswith(".py"):  # a dataclass's generated methods
+            return
+        found.setdefault(code, where)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType) and not const.co_name.startswith("<"):
+                walk(const, f"{where}.{const.co_name}")
+
+    for name, value in vars(diagnosis).items():
+        if isinstance(value, type) and value.__module__ == diagnosis.__name__:
+            for attr, member in vars(value).items():
+                function = getattr(member, "fget", getattr(member, "__func__", member))
+                if isinstance(function, types.FunctionType):
+                    walk(function.__code__, f"{value.__module__}.{name}.{attr}")
+        elif isinstance(value, types.FunctionType) and value.__module__.startswith("aiotrace"):
+            walk(value.__code__, f"{value.__module__}.{value.__name__}")
+    return sorted(((name, code) for code, name in found.items()), key=lambda item: item[0])
+
+
+@pytest.mark.pristine
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
+    """Fault injection into the diagnosis (``aiotrace run``'s, ``pytest --aiotrace``'s):
+    each of its functions raises in turn, the first time the program's thread calls it.
+    Its graph checks run as callbacks on the program's loop, its dumps in signal
+    handlers and in asyncio's Ctrl-C handling: a bug there would reach the program's
+    exception handler, or be raised where the signal came. The program observes
+    what it does with nothing failing, each time; the helpers that guard themselves
+    (see ``_guards_itself``) are checked for that instead."""
+    from aiotrace.diagnosis import (
+        DEADLOCK,
+        HANG,
+        LOCK_ORDER,
+        LOOP_BLOCKED,
+        Diagnoser,
+        DiagnosisConfig,
+    )
+
+    def run(code: types.CodeType | None) -> tuple[list[str], int, list[str], list[str]]:
+        def inject(frame: types.FrameType, event: str, arg: object) -> None:
+            if code is None:  # the run that nothing fails in: what the thread calls
+                if event == "call":
+                    called.add(frame.f_code)
+            elif event == "call" and frame.f_code is code:
+                sys.settrace(None)  # the first call only
+                fired.append(frame.f_code.co_name)
+                raise RuntimeError(f"injected into {frame.f_code.co_name}")
+
+        config = DiagnosisConfig(hang_timeout=0.1, block_threshold=0.02)
+        echoed: list[str] = []
+        diagnoser = Diagnoser(config, None, echo=echoed.append)
+        logging.disable(logging.CRITICAL)  # each failure is logged once: not here
+        aiotrace.instrument(min_wait=0, min_hold=0)
+        errors = aiotrace.stats().internal_errors
+        diagnoser.start()
+        assert diagnoser.watchdog is not None
+        watchdog = diagnoser.watchdog
+        watchdog.graph_interval = watchdog.forget_interval = watchdog.discover_interval = 0.01
+        sys.settrace(inject)
+        got: list[str] = []
+        try:
+            # Interrupted first: after the hang, Ctrl-C dumps nothing more.
+            for program in (_interrupted_program(), asyncio.wait_for(_diagnosed_program(), 10)):
+                try:
+                    got.extend(asyncio.run(program))
+                except BaseException as exc:  # what the program would see
+                    got.append(f"raised {exc!r}")
+        finally:
+            sys.settrace(None)
+            kinds = sorted({finding.kind for finding in diagnoser.finish(at_exit=False)})
+            errors = aiotrace.stats().internal_errors - errors
+            aiotrace.uninstrument()
+            logging.disable(logging.NOTSET)
+        return got, errors, kinds, [text.split(":")[1].strip() for text in echoed]
+
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)  # not a shell's ignore
+    try:
+        fired: list[str] = []
+        called: set[types.CodeType] = set()
+        expected, errors, kinds, echoed = run(None)
+        assert errors == 0
+        assert expected == ["raised KeyboardInterrupt()", "['CancelledError', 'took both']", "[]"]
+        assert kinds == sorted([DEADLOCK, HANG, LOCK_ORDER, LOOP_BLOCKED])
+        assert {"SIGUSR1", "interrupted (Ctrl-C)"} <= set(echoed), echoed  # the dumps
+        everything = _diagnosis_code()
+        guarded = [name for name, code in everything if _guards_itself(code)]
+        changed: list[str] = []
+        counted: list[str] = []
+        for name, code in everything:
+            if name in guarded or code not in called:  # only the watchdog's thread runs it
+                continue
+            fired.clear()
+            got, errors, _, _ = run(code)
+            if got != expected:
+                changed.append(f"{name}: {got}")
+            if fired and errors:
+                counted.append(name)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGINT, interrupt)
+    assert changed == [], "\n".join(changed)
+    assert len(counted) > 10, counted  # it cannot pass by reaching nothing
+    assert {
+        "aiotrace.diagnosis.Watchdog._ping",
+        "aiotrace.diagnosis.Diagnoser.dump",
+        "aiotrace.diagnosis.Diagnoser._install_dumps.on_usr1",
+        "aiotrace.diagnosis.Watchdog._graph_from_any_thread.build",
+    } <= set(guarded)

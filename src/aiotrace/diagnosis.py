@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import selectors
 import sys
@@ -44,6 +45,7 @@ from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
 from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
 from aiotrace._pipeline import Pipeline
+from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
     SITES,
     is_asyncio_file,
@@ -945,9 +947,17 @@ class Watchdog:
         return state.sent - gap / 2 if 0.0 <= gap <= 3 * self.interval else state.sent
 
     def _ping(self, loop: Any, state: _LoopState) -> None:
-        """In the loop's thread: the loop is alive. Ends a block; checks the graph."""
+        """In the loop's thread: the loop is alive. Ends a block; checks the graph.
+
+        It runs as a callback of the program's loop, where an exception goes
+        to the program's exception handler (a service may treat that as
+        fatal): a bug of ours is counted instead, and the graph checks stop.
+        """
         try:
             self._pinged(loop, state)
+        except Exception as exc:
+            self.graph_interval = math.inf  # blocks are still timed, by the code above it
+            RECORDER.fail("diagnosis", exc)
         finally:
             state.pending = False  # only now: no second ping while this one runs
 
@@ -1012,12 +1022,17 @@ class Watchdog:
             box: list[Graph] = []
 
             def build(box: list[Graph] = box, done: threading.Event = done) -> None:
-                box.append(snapshot())
-                done.set()
+                # A callback on the program's loop: nothing of ours may reach its handler.
+                try:
+                    box.append(snapshot())
+                except Exception as exc:
+                    RECORDER.fail("diagnosis", exc)
+                finally:
+                    done.set()
 
             with contextlib.suppress(RuntimeError):
                 call_soon_threadsafe(loop, build)
-                if done.wait(1.0):
+                if done.wait(1.0) and box:
                     return box[0]
         return snapshot()  # the loop is blocked: read it from here, best effort
 
@@ -1156,8 +1171,8 @@ def _all_frames() -> dict[int, FrameType]:
     that frees a ``threading.local`` takes that lock again, and the process
     hangs for good, every thread of it, since it holds the GIL too
     (CPython gh-106883, not fixed in 3.11; 3.10 makes no frame objects
-    there, 3.12 collects only between bytecodes). A random-programs fault
-    injection test hung so, about one run in ten.
+    there, 3.12 collects only between bytecodes). The diagnosis's
+    fault-injection test hung so, about one run in ten.
 
     So the collector is off for the call, and back on after it, if it was
     on. Between a program's thread and ours, the GIL changes hands only
@@ -1294,8 +1309,8 @@ class Diagnoser:
         self.watchdog: Watchdog | None = None
         self._saved_signals: list[tuple[int, Any, Any]] = []
         """(signal, its handler before ours, ours)."""
-        self._runner_patch: Any = None
-        self._cancel_patch: Any = None
+        self._ctrl_c_patch: tuple[Any, str, Any, Any] | None = None
+        """(asyncio's Ctrl-C handling we wrap, its name, the original, ours)."""
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
         self._watching = False
@@ -1470,22 +1485,35 @@ class Diagnoser:
             self.on_hang(finding)
 
     def dump(self, why: str) -> None:
-        """Print the wait-for graph and every pending task's stack (SIGUSR1)."""
-        text = self._dump_text(why)
-        if text:
-            self.echo(text)
+        """Print the wait-for graph and every pending task's stack (SIGUSR1).
+
+        Run by a signal handler, between two of the program's bytecodes: what
+        it raised would be raised there, so a failure is counted instead.
+        """
+        try:
+            text = self._dump_text(why)
+            if text:
+                self.echo(text)
+        except Exception as exc:
+            RECORDER.fail("diagnosis", exc)
 
     def dump_later(self, why: str) -> None:
         """On Ctrl-C: the graph as it is now, printed once the program has printed its own
-        traceback (:meth:`flush_dump`), or in 2 s if the program does not stop."""
-        text = self._dump_text(why)
-        if not text:
-            return
-        self._pending_dump = text
-        timer = threading.Timer(2.0, self.flush_dump)
-        timer.daemon = True
-        timer.name = "aiotrace-dump"
-        timer.start()
+        traceback (:meth:`flush_dump`), or in 2 s if the program does not stop.
+
+        Run inside asyncio's own Ctrl-C handling: a failure is counted, never raised.
+        """
+        try:
+            text = self._dump_text(why)
+            if not text:
+                return
+            self._pending_dump = text
+            timer = threading.Timer(2.0, self.flush_dump)
+            timer.daemon = True
+            timer.name = "aiotrace-dump"
+            timer.start()
+        except Exception as exc:
+            RECORDER.fail("diagnosis", exc)
 
     def flush_dump(self) -> None:
         """Print a deferred Ctrl-C dump, if any (once)."""
@@ -1495,10 +1523,7 @@ class Diagnoser:
             self.echo(text)
 
     def _dump_text(self, why: str) -> str | None:
-        try:
-            graph = snapshot()
-        except Exception:  # a dump is best effort
-            return None
+        graph = snapshot()
         if not graph.tasks:
             return None
         lines = [f"aiotrace: {why}: {len(graph.tasks)} pending task(s)"]
@@ -1518,11 +1543,15 @@ class Diagnoser:
         pid = os.getpid()
 
         def on_usr1(signum: int, frame: Any) -> None:
-            if os.getpid() != pid:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            self.dump("SIGUSR1")
+            # Run between two of the program's bytecodes: nothing may raise there.
+            try:
+                if os.getpid() != pid:
+                    signal.signal(signum, signal.SIG_DFL)
+                    os.kill(os.getpid(), signum)
+                    return
+                self.dump("SIGUSR1")
+            except Exception as exc:
+                RECORDER.fail("diagnosis", exc)
 
         usr1 = getattr(signal, "SIGUSR1", None)
         with contextlib.suppress(ValueError, OSError, TypeError):
@@ -1540,32 +1569,39 @@ class Diagnoser:
             original = runner._on_sigint
 
             def _on_sigint(self_: Any, signum: int, frame: Any, main_task: Any) -> Any:
-                if (
-                    getattr(self_, "_interrupt_count", 0) == 0
-                    and self.hung is None
-                    and os.getpid() == pid
-                ):
-                    self.dump_later("interrupted (Ctrl-C)")
+                try:
+                    if (
+                        self._ctrl_c_patch is not None
+                        and getattr(self_, "_interrupt_count", 0) == 0
+                        and self.hung is None
+                        and os.getpid() == pid
+                    ):
+                        self.dump_later("interrupted (Ctrl-C)")
+                except Exception as exc:
+                    RECORDER.fail("diagnosis", exc)
                 return original(self_, signum, frame, main_task)
 
             runner._on_sigint = _on_sigint
-            self._runner_patch = (runner, original)
+            self._ctrl_c_patch = (runner, "_on_sigint", original, _on_sigint)
         elif hasattr(asyncio.runners, "_cancel_all_tasks"):
             runners: Any = asyncio.runners
             cancel_all = runners._cancel_all_tasks
 
             def _cancel_all_tasks(loop: Any) -> Any:
-                if (
-                    isinstance(sys.exc_info()[1], KeyboardInterrupt)
-                    and self.hung is None
-                    and os.getpid() == pid
-                ):
-                    with contextlib.suppress(Exception):  # never into the program
+                try:
+                    if (
+                        self._ctrl_c_patch is not None
+                        and isinstance(sys.exc_info()[1], KeyboardInterrupt)
+                        and self.hung is None
+                        and os.getpid() == pid
+                    ):
                         self.dump_later("interrupted (Ctrl-C)")
+                except Exception as exc:
+                    RECORDER.fail("diagnosis", exc)
                 return cancel_all(loop)
 
             runners._cancel_all_tasks = _cancel_all_tasks
-            self._cancel_patch = (runners, cancel_all)
+            self._ctrl_c_patch = (runners, "_cancel_all_tasks", cancel_all, _cancel_all_tasks)
 
     def _restore_dumps(self) -> None:
         import signal
@@ -1576,14 +1612,12 @@ class Diagnoser:
                 if signal.getsignal(signum) is ours:
                     signal.signal(signum, handler)
         self._saved_signals.clear()
-        if self._runner_patch is not None:
-            runner, original = self._runner_patch
-            runner._on_sigint = original
-            self._runner_patch = None
-        if self._cancel_patch is not None:
-            runners, cancel_all = self._cancel_patch
-            runners._cancel_all_tasks = cancel_all
-            self._cancel_patch = None
+        if self._ctrl_c_patch is not None:
+            owner, name, original, ours = self._ctrl_c_patch
+            self._ctrl_c_patch = None  # ours, if it stays, only passes the call on
+            # A wrapper the program put over ours since calls ours: it stays.
+            if vars(owner).get(name) is ours:
+                setattr(owner, name, original)
 
 
 _PIPELINE_DRAIN: Final = Pipeline.drain.__code__
