@@ -178,6 +178,20 @@ async def create_primitives(n: int) -> int:
     return n
 
 
+async def beside_10000_waiting(n: int, waiting: int = 10_000) -> int:
+    """Turns of the loop (``await asyncio.sleep(0)``) while 10,000 tasks wait on an
+    Event: a server with many idle connections. Nothing here is traced at its
+    operations; what ``checks`` adds is the diagnosis's graph checks, whose cost
+    grows with the number of pending tasks. An operation is one turn."""
+    ready = asyncio.Event()
+    tasks = [asyncio.create_task(ready.wait()) for _ in range(waiting)]
+    for _ in range(n):
+        await asyncio.sleep(0)
+    ready.set()
+    await asyncio.gather(*tasks)
+    return n
+
+
 PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
 TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
@@ -193,5 +207,6 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "ensure_future(fut)": (ensure_future_of_future, 100_000, TASKS),
     "create Lock, Event, Semaphore": (create_primitives, 20_000, PRIMITIVES),
     "future per request, resolved by a reader task": (future_per_request, 20_000, TASKS),
+    "loop turns beside 10,000 waiting tasks": (beside_10000_waiting, 400_000, PRIMITIVES),
 }
 """name -> (coroutine function, operations per run, what is traced)."""

@@ -7,6 +7,7 @@ the bug off. They run under ``aiotrace run --hang-timeout 5 --check``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -808,6 +809,80 @@ def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> 
         assert _lock_order.LOCK_ORDER[0]
         assert diagnoser.watchdog is not None
         assert asyncio.run(main())
+
+
+def test_the_watchdog_finds_every_loop_that_has_tasks() -> None:
+    """The watchdog looks for loops through their tasks, read in C; a task of another
+    class (Python's own Task) is read one by one. A closed loop is not listed."""
+    import asyncio
+    import threading
+
+    from aiotrace._loops import task_loops
+
+    found: list[bool] = []
+    other = asyncio.new_event_loop()
+    started, stop = threading.Event(), threading.Event()
+
+    def python_tasks() -> None:  # a loop whose tasks are asyncio's pure-Python Task
+        other.set_task_factory(lambda loop, coro: asyncio.tasks._PyTask(coro, loop=loop))  # type: ignore[attr-defined]
+
+        async def waits() -> None:
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+
+        other.run_until_complete(waits())
+
+    thread = threading.Thread(target=python_tasks)
+    thread.start()
+    started.wait(10)
+
+    async def main() -> None:
+        loops = task_loops()
+        found.extend([asyncio.get_running_loop() in loops, other in loops])
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join(10)
+    other.close()
+    assert found == [True, True]
+    assert other not in task_loops()
+
+
+def test_graph_checks_that_cost_more_come_further_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph checks run on the program's loop; in a program with many pending
+    tasks each costs more (37.5 ms at 10,000 tasks), and at a fixed interval they
+    took a growing share of its time. A check's cost puts the next one off, so that
+    they take at most ``GRAPH_SHARE`` of it."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    snapshot = diagnosis.snapshot
+    checks: list[float] = []
+
+    def costly(tasks: Any = None) -> Any:
+        checks.append(time.monotonic())
+        time.sleep(0.03)  # as 8,000 tasks or so would cost
+        return snapshot(tasks)
+
+    monkeypatch.setattr(diagnosis, "snapshot", costly)
+
+    async def main() -> None:
+        sleeper = asyncio.create_task(asyncio.sleep(10))  # a pending task: a graph to build
+        await asyncio.sleep(2.0)
+        sleeper.cancel()
+
+    with _diagnosed() as diagnoser:
+        assert diagnoser.watchdog is not None
+        diagnoser.watchdog.graph_interval = 0.1  # every tenth of a second, were it cheap
+        asyncio.run(main())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(checks)]
+    assert 1 <= len(checks) <= 2, gaps  # 0.03 s / 0.02: 1.5 s apart, not 0.1 s
+    assert all(gap >= 1.5 for gap in gaps), gaps
+    assert diagnosis.GRAPH_SHARE == 0.02
 
 
 @pytest.mark.pristine  # turns lock-order checking off: a traced session's too

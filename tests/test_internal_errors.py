@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import sys
@@ -560,6 +561,7 @@ def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
         assert diagnoser.watchdog is not None
         watchdog = diagnoser.watchdog
         watchdog.graph_interval = watchdog.forget_interval = watchdog.discover_interval = 0.01
+        watchdog.graph_share = math.inf  # every 10 ms, whatever a check costs under settrace
         sys.settrace(inject)
         got: list[str] = []
         try:

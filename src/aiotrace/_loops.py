@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,6 +46,34 @@ parent traces and reports: the child's account leaves them out.
 def inherit_loops() -> None:
     """In the child of a fork, at once: set the parent's loops aside (:data:`INHERITED`)."""
     INHERITED.update({id(loop_of(task)): loop_of(task) for task in pending_tasks(parents_too=True)})
+
+
+_TASK_GET_LOOP: Final = asyncio.Task.get_loop
+
+
+def task_loops() -> list[Any]:
+    """The loops of the tasks asyncio knows of, each once, none closed or a fork's parent's.
+
+    What the watchdog watches, looked for twenty times a second. A task per
+    loop would do, but asyncio keeps no list of loops: every task is read, in
+    C (``map`` of ``Task.get_loop``), at about 0.15 µs a task rather than
+    0.9 µs through :func:`pending_tasks`, which 10,000 pending tasks made 9 ms
+    of the GIL's time every 50 ms. A done task's loop is listed too, which
+    the watchdog passes over while it does not run.
+    """
+    found: dict[int, Any] = {}
+    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        with contextlib.suppress(Exception):
+            tasks = list(getattr(asyncio.tasks, attr, None) or ())
+            try:
+                loops = list(map(_TASK_GET_LOOP, tasks))
+            except Exception:  # a task of another class (Python's own Task, a subclass's)
+                loops = []
+                for task in tasks:
+                    with contextlib.suppress(Exception):
+                        loops.append(loop_of(task))
+            found.update(zip(map(id, loops), loops, strict=True))
+    return [loop for key, loop in found.items() if key not in INHERITED and not is_closed(loop)]
 
 
 def pending_tasks(parents_too: bool = False) -> list[Any]:

@@ -43,7 +43,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
-from aiotrace._loops import call_soon_threadsafe, is_closed, is_running, loop_of, pending_tasks
+from aiotrace._loops import (
+    call_soon_threadsafe,
+    is_closed,
+    is_running,
+    loop_of,
+    pending_tasks,
+    task_loops,
+)
 from aiotrace._pipeline import Pipeline
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
@@ -742,7 +749,18 @@ class _LoopState:
     """The sampled task's span, taken while it runs: a task that ends with its block
     has handed its span on by the time the block is reported."""
     last_graph: float = 0.0
+    graph_every: float = 0.0
+    """Seconds from one graph check to the next: the watchdog's interval, or more
+    for a program whose checks cost more (see ``Watchdog.graph_share``)."""
     stuck_since: float | None = None
+
+
+GRAPH_SHARE: Final = 0.02
+"""The share of a loop's time the graph checks may take (``math.inf``: no bound).
+
+A check costs about 3.5 ms per 1,000 pending tasks: every half second up to
+about 3,000 tasks, further apart beyond. 10,000 tasks: 37.5 ms, which every
+half second took 7.5% of the loop's time; every 1.9 s instead."""
 
 
 class Watchdog:
@@ -776,11 +794,15 @@ class Watchdog:
         # start, and of which blocks near the threshold are seen at all.
         self.interval = min(interval, block_threshold / 10)
         self.graph_interval = graph_interval
+        self.graph_share = GRAPH_SHARE
+        """At most this share of the loop's time goes to the graph checks: a check
+        that took longer puts the next one further off than ``graph_interval``."""
         self.forget_interval = 5.0
         """Seconds between lock-order checking's clean-ups (``_forget_finished_holds``):
         a walk of every pending task's await chain, about 3 ms per 1,000 tasks."""
         self._forgot = 0.0
         self.discover_interval = discover_interval
+        self._discover_every = discover_interval
         self._discovered = 0.0
         self.started = time.monotonic()
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
@@ -839,15 +861,17 @@ class Watchdog:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if now - self._discovered >= self.discover_interval:  # every task: not every tick
+        if now - self._discovered >= self._discover_every:  # every task: not every tick
             self._discovered = now
             # Not a fork's copies of its parent's loops (see _loops.INHERITED):
             # they say they are running, but never will be here.
-            for task in pending_tasks():
-                with contextlib.suppress(Exception):
-                    loop = loop_of(task)
-                    if id(loop) not in self._loops:
-                        self._loops[id(loop)] = (loop, _LoopState())
+            for loop in task_loops():
+                if id(loop) not in self._loops:
+                    self._loops[id(loop)] = (loop, _LoopState())
+            # It reads every task, holding the GIL the program's thread wants:
+            # with many tasks, less often (as the graph checks).
+            cost = time.monotonic() - now
+            self._discover_every = max(self.discover_interval, cost / self.graph_share)
         frames_now: dict[int, FrameType] | None = None
         for key, (loop, state) in list(self._loops.items()):
             if is_closed(loop):
@@ -863,7 +887,7 @@ class Watchdog:
             if not is_running(loop):
                 continue
             thread_id = state.thread_id or getattr(loop, "_thread_id", None)
-            if thread_id is not None and now - state.last_graph < self.graph_interval:
+            if thread_id is not None and now - state.last_graph < self._graph_every(state):
                 # A loop waiting for I/O is blocked by nothing: seen so, it
                 # needs no ping but the graph's. An idle program's loop then
                 # wakes twice a second for us, not a hundred times.
@@ -975,9 +999,19 @@ class Watchdog:
                     self._blocked(start, now, task, coroutine, sample, task_span, callback)
             state.sample_task_span = None
         state.alive = now
-        if now - state.last_graph < self.graph_interval:
+        if now - state.last_graph < self._graph_every(state):
             return
         state.last_graph = now
+        try:
+            self._check_graph(loop, state, now)
+        finally:
+            cost = time.monotonic() - now
+            state.graph_every = cost / self.graph_share
+
+    def _graph_every(self, state: _LoopState) -> float:
+        return max(self.graph_interval, state.graph_every)
+
+    def _check_graph(self, loop: Any, state: _LoopState, now: float) -> None:
         every = pending_tasks()
         if now - self._forgot >= self.forget_interval:
             self._forgot = now
