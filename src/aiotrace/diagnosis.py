@@ -1206,7 +1206,7 @@ def _all_frames() -> dict[int, FrameType]:
     hangs for good, every thread of it, since it holds the GIL too
     (CPython gh-106883, not fixed in 3.11; 3.10 makes no frame objects
     there, 3.12 collects only between bytecodes). The diagnosis's
-    fault-injection test hung so, about one run in ten.
+    fault-injection test hung so on 3.11, about one run in six.
 
     So the collector is off for the call, and back on after it, if it was
     on. Between a program's thread and ours, the GIL changes hands only
