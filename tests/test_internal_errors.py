@@ -472,7 +472,7 @@ async def _diagnosed_program() -> list[str]:
 
     one = asyncio.create_task(take(first, second))
     pair = asyncio.gather(one, take(second, first), return_exceptions=True)
-    await asyncio.sleep(0.03)  # deadlocked: the graph checks see the cycle
+    await asyncio.sleep(0.08)  # deadlocked: the graph checks see the cycle
     os.kill(os.getpid(), signal.SIGUSR1)  # a dump, on demand
     await asyncio.sleep(0.005)
     one.cancel()  # which breaks it
@@ -483,7 +483,7 @@ async def _diagnosed_program() -> list[str]:
         pass
     time.sleep(0.04)  # noqa: ASYNC251  # blocks the loop past its threshold
     await asyncio.create_task(asyncio.Lock().acquire())  # and ends holding it
-    await asyncio.sleep(0.1)  # past the hang timeout
+    await asyncio.sleep(0.15)  # past the hang timeout
     results.append(handled)
     return [repr(r) for r in results]
 
@@ -551,7 +551,7 @@ def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
                 fired.append(frame.f_code.co_name)
                 raise RuntimeError(f"injected into {frame.f_code.co_name}")
 
-        config = DiagnosisConfig(hang_timeout=0.1, block_threshold=0.02)
+        config = DiagnosisConfig(hang_timeout=0.2, block_threshold=0.02)
         echoed: list[str] = []
         diagnoser = Diagnoser(config, None, echo=echoed.append)
         logging.disable(logging.CRITICAL)  # each failure is logged once: not here

@@ -1216,31 +1216,31 @@ def _all_frames() -> dict[int, FrameType]:
     and find it on again. (A Python audit hook of the program's on
     ``sys._current_frames`` runs in between, collector off.)
     """
-    if sys.version_info < (3, 11) or sys.version_info >= (3, 12):
-        return sys._current_frames()
-    import gc
-    from collections import deque
-    from itertools import chain, compress
-    from operator import call
+    if sys.version_info >= (3, 11) and sys.version_info < (3, 12):
+        import gc
+        from collections import deque
+        from itertools import chain, compress
+        from operator import call
 
-    enabled: list[bool] = []
-    frames: list[dict[int, FrameType]] = []
-    back_on: list[None] = []
-    try:
-        deque(
-            chain(
-                map(enabled.append, map(call, [gc.isenabled])),
-                map(call, [gc.disable]),
-                map(frames.append, map(call, [sys._current_frames])),
-                # Read as it is reached: [gc.enable] if it was on, else nothing.
-                map(back_on.append, map(call, compress([gc.enable], enabled))),
-            ),
-            maxlen=0,
-        )
-    finally:
-        if enabled == [True] and not back_on:  # sys._current_frames() raised
-            gc.enable()
-    return frames[0]
+        enabled: list[bool] = []
+        frames: list[dict[int, FrameType]] = []
+        back_on: list[None] = []
+        try:
+            deque(
+                chain(
+                    map(enabled.append, map(call, [gc.isenabled])),
+                    map(call, [gc.disable]),
+                    map(frames.append, map(call, [sys._current_frames])),
+                    # Read as it is reached: [gc.enable] if it was on, else nothing.
+                    map(back_on.append, map(call, compress([gc.enable], enabled))),
+                ),
+                maxlen=0,
+            )
+        finally:
+            if enabled == [True] and not back_on:  # sys._current_frames() raised
+                gc.enable()
+        return frames[0]
+    return sys._current_frames()
 
 
 def _idle_pool_worker(frame: FrameType) -> bool:
