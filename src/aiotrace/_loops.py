@@ -51,6 +51,15 @@ def inherit_loops() -> None:
 _TASK_GET_LOOP: Final = asyncio.Task.get_loop
 
 
+def _task_lists() -> list[list[Any]]:
+    """asyncio's sets of tasks, each copied (3.12+ splits them in two), any unreadable left out."""
+    lists = []
+    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+        with contextlib.suppress(Exception):
+            lists.append(list(getattr(asyncio.tasks, attr, None) or ()))
+    return lists
+
+
 def task_loops() -> list[Any]:
     """The loops of the tasks asyncio knows of, each once, none closed or a fork's parent's.
 
@@ -62,17 +71,15 @@ def task_loops() -> list[Any]:
     the watchdog passes over while it does not run.
     """
     found: dict[int, Any] = {}
-    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
-        with contextlib.suppress(Exception):
-            tasks = list(getattr(asyncio.tasks, attr, None) or ())
-            try:
-                loops = list(map(_TASK_GET_LOOP, tasks))
-            except Exception:  # a task of another class (Python's own Task, a subclass's)
-                loops = []
-                for task in tasks:
-                    with contextlib.suppress(Exception):
-                        loops.append(loop_of(task))
-            found.update(zip(map(id, loops), loops, strict=True))
+    for tasks in _task_lists():
+        try:
+            loops = list(map(_TASK_GET_LOOP, tasks))
+        except Exception:  # a task of another class (Python's own Task, a subclass's)
+            loops = []
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    loops.append(loop_of(task))
+        found.update(zip(map(id, loops), loops, strict=True))
     return [loop for key, loop in found.items() if key not in INHERITED and not is_closed(loop)]
 
 
@@ -88,9 +95,9 @@ def pending_tasks(parents_too: bool = False) -> list[Any]:
     """
     inherited = INHERITED if not parents_too else {}
     tasks = []
-    for attr in ("_all_tasks", "_scheduled_tasks", "_eager_tasks"):
+    for known in _task_lists():
         with contextlib.suppress(Exception):
-            for task in list(getattr(asyncio.tasks, attr, None) or ()):
+            for task in known:
                 if task.done():
                     continue
                 loop = loop_of(task)

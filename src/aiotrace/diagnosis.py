@@ -981,7 +981,7 @@ class Watchdog:
             self._pinged(loop, state)
         except Exception as exc:
             self.graph_interval = math.inf  # blocks are still timed, by the code above it
-            RECORDER.fail("diagnosis", exc)
+            _failed(exc)
         finally:
             state.pending = False  # only now: no second ping while this one runs
 
@@ -1060,7 +1060,7 @@ class Watchdog:
                 try:
                     box.append(snapshot())
                 except Exception as exc:
-                    RECORDER.fail("diagnosis", exc)
+                    _failed(exc)
                 finally:
                     done.set()
 
@@ -1197,6 +1197,12 @@ def _current_frames() -> dict[int, FrameType] | None:
     return _all_frames()
 
 
+def _failed(exc: Exception) -> None:
+    """A bug of the diagnosis's own, met in the program's thread: counted and logged
+    once (``stats().internal_errors``), never raised there."""
+    RECORDER.fail("diagnosis", exc)
+
+
 def _all_frames() -> dict[int, FrameType]:
     """``sys._current_frames()``; on 3.11, with no garbage collection inside it.
 
@@ -1224,7 +1230,6 @@ def _all_frames() -> dict[int, FrameType]:
 
         enabled: list[bool] = []
         frames: list[dict[int, FrameType]] = []
-        back_on: list[None] = []
         try:
             deque(
                 chain(
@@ -1232,12 +1237,12 @@ def _all_frames() -> dict[int, FrameType]:
                     map(call, [gc.disable]),
                     map(frames.append, map(call, [sys._current_frames])),
                     # Read as it is reached: [gc.enable] if it was on, else nothing.
-                    map(back_on.append, map(call, compress([gc.enable], enabled))),
+                    map(call, compress([gc.enable], enabled)),
                 ),
                 maxlen=0,
             )
         finally:
-            if enabled == [True] and not back_on:  # sys._current_frames() raised
+            if enabled == [True] and not frames:  # sys._current_frames() raised
                 gc.enable()
         return frames[0]
     return sys._current_frames()
@@ -1529,7 +1534,7 @@ class Diagnoser:
             if text:
                 self.echo(text)
         except Exception as exc:
-            RECORDER.fail("diagnosis", exc)
+            _failed(exc)
 
     def dump_later(self, why: str) -> None:
         """On Ctrl-C: the graph as it is now, printed once the program has printed its own
@@ -1547,7 +1552,7 @@ class Diagnoser:
             timer.name = "aiotrace-dump"
             timer.start()
         except Exception as exc:
-            RECORDER.fail("diagnosis", exc)
+            _failed(exc)
 
     def flush_dump(self) -> None:
         """Print a deferred Ctrl-C dump, if any (once)."""
@@ -1585,7 +1590,7 @@ class Diagnoser:
                     return
                 self.dump("SIGUSR1")
             except Exception as exc:
-                RECORDER.fail("diagnosis", exc)
+                _failed(exc)
 
         usr1 = getattr(signal, "SIGUSR1", None)
         with contextlib.suppress(ValueError, OSError, TypeError):
@@ -1612,7 +1617,7 @@ class Diagnoser:
                     ):
                         self.dump_later("interrupted (Ctrl-C)")
                 except Exception as exc:
-                    RECORDER.fail("diagnosis", exc)
+                    _failed(exc)
                 return original(self_, signum, frame, main_task)
 
             runner._on_sigint = _on_sigint
@@ -1631,7 +1636,7 @@ class Diagnoser:
                     ):
                         self.dump_later("interrupted (Ctrl-C)")
                 except Exception as exc:
-                    RECORDER.fail("diagnosis", exc)
+                    _failed(exc)
                 return cancel_all(loop)
 
             runners._cancel_all_tasks = _cancel_all_tasks
