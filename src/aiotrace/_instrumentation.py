@@ -25,7 +25,7 @@ from aiotrace._patching import Patch, PatchSet
 from aiotrace._pipeline import Building, Consumer, Pipeline, Sink
 from aiotrace._recorder import LOGGER, RECORDER, Options, Stats
 from aiotrace.exceptions import ConfigurationError
-from aiotrace.primitives._base import live_mark, retire_all, retire_since
+from aiotrace.primitives._base import HOLDERS, live_mark, retire_all, retire_since
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,7 +68,12 @@ def _stop_recording(report_pending: bool = False) -> None:
     """
     from aiotrace.primitives import tasks
 
-    steps: list[Callable[[], object]] = [RECORDER.disable_all, retire_all, tasks.retire_futures]
+    steps: list[Callable[[], object]] = [
+        RECORDER.disable_all,
+        retire_all,
+        tasks.retire_futures,
+        HOLDERS.forget,
+    ]
     if report_pending:  # futures never resolved: reported, not forgotten
         steps.insert(0, tasks.report_pending)
     for step in steps:

@@ -41,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
+import operator
 import sys
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -91,10 +93,11 @@ FAMILY_LOCK: Final = "lock"
 FAMILY_SEMAPHORE: Final = "semaphore"
 
 
-def _hold_context(owner: Any, caller: Any) -> tuple[Any, str | None, str | None]:
+def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, str | None]:
     """(parent span, holder name, releaser name if not the holder) at release time.
 
-    ``caller`` is the frame that called ``release``/``__aexit__``. When the
+    ``caller`` is the frame that called ``release``/``__aexit__``, ``t0``
+    when ``owner`` took the lock. When the
     owner frame is on the running stack the holder is releasing its own lock
     (the usual ``async with``) and the parent is the current span. Otherwise
     another task released it, and the hold is parented under the holder's
@@ -102,7 +105,7 @@ def _hold_context(owner: Any, caller: Any) -> tuple[Any, str | None, str | None]
     """
     if owner is None or owner is caller or in_stack(owner, caller):
         return current_span(), current_task_name(), None
-    holder = task_of_frame(owner)
+    holder = task_of_frame(owner, t0)
     span = task_span_of(holder)
     return (
         span if span is not None else current_span(),
@@ -161,7 +164,7 @@ def _record_hold(
     waiters: int,
 ) -> tuple[Any, ...]:
     """Emit a hold span record (at release time, in the releasing task); returns it."""
-    parent, holder, releaser = _hold_context(owner, caller)
+    parent, holder, releaser = _hold_context(owner, caller, t0)
     attrs: dict[str, Any] | None
     if releaser is None and ref.capacity is None:
         attrs = shared_attrs(semconv.ATTR_WAITERS_DURING, waiters) if waiters else None
@@ -763,6 +766,25 @@ def lock_patches() -> list[Patch]:
 
 # A taken permit: (t0, owner frame, site).
 _P_T0, _P_OWNER, _P_SITE = range(3)
+_permit_owner: Final = operator.itemgetter(_P_OWNER)
+
+
+def _first_held_up_the_stack(permits: list[Any], frame: Any) -> int:
+    """Index of the first permit held by a caller of ``frame`` (else 0: the oldest).
+
+    The stack is walked once and the permits compared in C: asking
+    ``in_stack`` of each permit walked the stack once per permit, 40 µs at
+    each release of one of 150 permits by a task that held none.
+    """
+    on_stack = set()
+    for _ in range(64):
+        if frame is None:
+            break
+        on_stack.add(id(frame))
+        frame = frame.f_back
+    held = map(on_stack.__contains__, map(id, map(_permit_owner, permits)))
+    return next(itertools.compress(itertools.count(), held), 0)
+
 
 # CPython's Semaphore.acquire, normalised as for the Lock: one text from 3.10
 # to 3.12, another since 3.13 (which re-wakes in a ``finally``). Our acquire()
@@ -1095,13 +1117,7 @@ def semaphore_patches() -> list[Patch]:
                 break
             index += 1
         else:
-            index = 0
-            for permit in permits:
-                if permit[_P_OWNER] is not None and in_stack(permit[_P_OWNER], caller):
-                    break
-                index += 1
-            else:
-                index = 0
+            index = _first_held_up_the_stack(permits, caller)
         t0, owner, site = permits.pop(index)
         if LOCK_ORDER[0]:
             _lock_order.released(self, owner)
