@@ -192,6 +192,33 @@ async def beside_10000_waiting(n: int, waiting: int = 10_000) -> int:
     return n
 
 
+async def given_back_beside_10000_waiting(n: int, waiting: int = 10_000) -> int:
+    """Permits of a ``Semaphore`` taken by short-lived tasks and given back by
+    another, ten at a time, while 10,000 tasks wait on a future (untraced here:
+    no span of theirs weighs on the ratio). Each hold a release ends (traced in
+    full) is another task's, found from its frame by reading every task's await
+    chain, and that task has finished: no reading finds it. An operation is one
+    permit, taken and given back."""
+    gate = asyncio.get_running_loop().create_future()
+
+    async def wait() -> None:
+        await gate
+
+    tasks = [asyncio.create_task(wait()) for _ in range(waiting)]
+    sem = asyncio.Semaphore(0)
+
+    async def take() -> None:
+        await sem.acquire()
+
+    for _ in range(max(1, n // 10)):
+        for _ in range(10):
+            sem.release()
+        await asyncio.gather(*(take() for _ in range(10)))
+    gate.set_result(None)
+    await asyncio.gather(*tasks)
+    return n
+
+
 PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
 TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
@@ -208,5 +235,10 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "create Lock, Event, Semaphore": (create_primitives, 20_000, PRIMITIVES),
     "future per request, resolved by a reader task": (future_per_request, 20_000, TASKS),
     "loop turns beside 10,000 waiting tasks": (beside_10000_waiting, 400_000, PRIMITIVES),
+    "permits given back by another task, beside 10,000 waiting": (
+        given_back_beside_10000_waiting,
+        20_000,
+        PRIMITIVES,
+    ),
 }
 """name -> (coroutine function, operations per run, what is traced)."""
