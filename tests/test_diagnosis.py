@@ -1382,3 +1382,59 @@ def test_a_permit_given_back_before_it_was_taken_is_no_leak() -> None:
             assert asyncio.run(main()) == [0, 1]
         finally:
             _leaks.unwatch()
+
+
+def test_leaks_read_each_pending_task_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock is leaked when no pending task's await chain holds the frame that took
+    it. With 50 locks held by live tasks, 50 left held by finished ones and 200 tasks
+    beside, the chains are read once for all 100 locks, not once per lock."""
+    import asyncio
+    import time
+
+    import aiotrace
+    from aiotrace import _leaks
+    from aiotrace.testing import capture_spans
+
+    reads = [0]
+    chain_frames = _leaks.chain_frames
+
+    def counted(task: Any) -> Any:
+        reads[0] += 1
+        return chain_frames(task)
+
+    monkeypatch.setattr(_leaks, "chain_frames", counted)
+
+    async def main() -> tuple[set[str], int]:
+        since = time.perf_counter_ns()
+        done = asyncio.Event()
+        beside = [asyncio.create_task(done.wait()) for _ in range(200)]
+
+        async def hold(lock: asyncio.Lock, until: asyncio.Event | None) -> None:
+            await lock.acquire()
+            if until is not None:
+                await until.wait()
+
+        live = [asyncio.Lock() for _ in range(50)]
+        left = [asyncio.Lock() for _ in range(50)]
+        for i, lock in enumerate(live):
+            aiotrace.name(lock, f"live-{i}")
+        for i, lock in enumerate(left):
+            aiotrace.name(lock, f"left-{i}")
+        holders = [asyncio.create_task(hold(lock, done)) for lock in live]
+        await asyncio.gather(*(hold(lock, None) for lock in left))
+        await asyncio.sleep(0)
+        pending = len(asyncio.all_tasks())
+        reads[0] = 0
+        leaked = {leak.primitive for leak in _leaks.find(since) if leak.kind == _leaks.LOCK_HELD}
+        done.set()
+        await asyncio.gather(*beside, *holders)
+        return leaked, pending
+
+    with capture_spans():
+        _leaks.watch()
+        try:
+            leaked, pending = asyncio.run(main())
+        finally:
+            _leaks.unwatch()
+    assert leaked == {f"left-{i}" for i in range(50)}
+    assert pending <= reads[0] <= pending + 5  # (a loop of the outer session's, if traced)

@@ -189,31 +189,12 @@ class Wait:
 
 def await_frames(task: Any) -> list[FrameType]:
     """The frames of ``task``'s await chain, outermost first (like a call stack)."""
-    frames: list[FrameType] = []
-    try:
-        coro = task.get_coro()
-    except Exception:
-        return frames
-    for _ in range(256):
-        if coro is None:
-            break
-        frame = (
-            getattr(coro, "cr_frame", None)
-            or getattr(coro, "gi_frame", None)
-            or getattr(coro, "ag_frame", None)
-        )
-        if frame is not None:
-            frames.append(frame)
-        coro = (
-            getattr(coro, "cr_await", None)
-            or getattr(coro, "gi_yieldfrom", None)
-            or getattr(coro, "ag_await", None)
-        )
+    frames = list(_base.chain_frames(task))
     if not frames or task is _current_task_here():
         # A running task's suspended chain stops at the running coroutine;
         # its callers are on this thread's stack.
         stack: list[FrameType] = []
-        frame = sys._getframe(1)
+        frame: FrameType | None = sys._getframe(1)
         while frame is not None:
             stack.append(frame)
             frame = frame.f_back

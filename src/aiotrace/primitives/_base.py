@@ -110,7 +110,7 @@ def in_stack(target: FrameType, frame: FrameType | None, limit: int = 64) -> boo
 
 
 def _awaits_frame(task: Any, target: FrameType) -> bool:
-    return any(frame is target for frame in _chain_frames(task))
+    return any(frame is target for frame in chain_frames(task))
 
 
 HOLDER_SCAN_SHARE: Final = 0.05
@@ -194,7 +194,7 @@ class HolderLookups:
                 known = ref(task)
             except TypeError:  # a task-like object of the program's, not weakly referable
                 continue
-            for frame in _chain_frames(task):
+            for frame in chain_frames(task):
                 found[id(frame)] = known
         if current is not None:
             with contextlib.suppress(TypeError):  # not weakly referable, as above
@@ -217,16 +217,31 @@ class HolderLookups:
 HOLDERS: Final = HolderLookups()
 
 
-def _chain_frames(task: Any) -> Iterator[FrameType]:
-    """The frames of ``task``'s suspended await chain, outermost first."""
-    coro = task.get_coro()
-    for _ in range(128):
+def chain_frames(task: Any) -> Iterator[FrameType]:
+    """The frames of ``task``'s suspended await chain, outermost first.
+
+    A running task's chain stops at its outermost coroutine: the rest is on
+    its thread's stack.
+    """
+    try:
+        coro = task.get_coro()
+    except Exception:  # a Task subclass of the program's with a broken get_coro()
+        return
+    for _ in range(256):
         if coro is None:
             return
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        frame = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "gi_frame", None)
+            or getattr(coro, "ag_frame", None)
+        )
         if frame is not None:
             yield frame
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
 
 
 def task_of_frame(
