@@ -429,7 +429,14 @@ def condition_patches() -> list[Patch]:
     def notify(self: Any, n: int = 1) -> None:
         woken = 0
         if live[0] and enabled[FAMILY_CONDITION] and self._waiters:
-            woken = min(n, sum(1 for w in self._waiters if not w.done()))
+            # Those asyncio's notify() wakes: the first n not done. Counted
+            # up to n, not over every waiter: notify() in a loop, with
+            # 1,000 waiting, cost 160 µs a call.
+            for waiter in self._waiters:
+                if woken >= n:
+                    break
+                if not waiter.done():
+                    woken += 1
         orig_notify(self, n)  # raises RuntimeError if the lock is not held
         if woken:
             try:
