@@ -219,6 +219,20 @@ async def given_back_beside_10000_waiting(n: int, waiting: int = 10_000) -> int:
     return n
 
 
+async def hundred_held(n: int, held: int = 100) -> int:
+    """One coroutine takes 100 locks made at one line (a lock per row) with
+    ``acquire()``, then gives them back, last first. What ``checks`` adds is
+    lock-order checking, which sees one class of lock held, not 100 locks. An
+    operation is one lock taken and given back."""
+    rows = [asyncio.Lock() for _ in range(held)]
+    for _ in range(max(1, n // held)):
+        for row in rows:
+            await row.acquire()
+        for row in reversed(rows):
+            row.release()
+    return n
+
+
 PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
 TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
@@ -235,6 +249,7 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "create Lock, Event, Semaphore": (create_primitives, 20_000, PRIMITIVES),
     "future per request, resolved by a reader task": (future_per_request, 20_000, TASKS),
     "loop turns beside 10,000 waiting tasks": (beside_10000_waiting, 400_000, PRIMITIVES),
+    "100 locks held by one coroutine": (hundred_held, 40_000, PRIMITIVES),
     "permits given back by another task, beside 10,000 waiting": (
         given_back_beside_10000_waiting,
         20_000,

@@ -530,3 +530,60 @@ def test_lock_order_keeps_what_a_frame_still_holds() -> None:
         return outer, inner
 
     _one_inversion(main)
+
+
+@pytest.mark.pristine  # turns lock-order checking on and off itself
+def test_lock_order_checks_each_class_held_once_not_each_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame holding 200 locks of one class (a lock per row) checks a further
+    acquisition against that class once, not against each of the 200 (which made
+    every acquisition walk all taken before it). Given back out of order, the class
+    stays held while any of its locks is, and a nesting names where the last of
+    them still held was taken."""
+    from aiotrace._sites import line_of as line_at
+
+    checked = [0]
+    nested = _lock_order._nested
+
+    def counted(*args: Any) -> None:
+        checked[0] += 1
+        nested(*args)
+
+    monkeypatch.setattr(_lock_order, "_nested", counted)
+    found: list[tuple[Any, Any]] = []
+    seen: list[int] = []
+
+    async def main() -> tuple[asyncio.Lock, asyncio.Lock]:
+        rows = [asyncio.Lock() for _ in range(200)]
+        table = asyncio.Lock()
+        for row in rows:
+            await row.acquire()  # row-taken
+        for row in (rows[100], rows[199], rows[0]):  # the last taken among them
+            row.release()
+        checked[0] = 0
+        async with table:  # rows, then the table
+            pass
+        seen.append(checked[0])
+        for row in rows:
+            if row.locked():
+                row.release()
+        async with table:
+            await rows[5].acquire()  # the table, then a row: the inversion
+            rows[5].release()
+        return rows[0], table
+
+    with capture_spans():
+        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
+        try:
+            first, second = asyncio.run(main())
+            assert _lock_order.HELD == {}
+            assert aiotrace.stats().internal_errors == 0
+        finally:
+            _lock_order.disable()
+    assert seen == [1]
+    ((earlier, now),) = found
+    assert (earlier.first, earlier.second) == (first._aiotrace_stats, second._aiotrace_stats)
+    assert (now.first, now.second) == (second._aiotrace_stats, first._aiotrace_stats)
+    assert earlier.first_site is not None
+    assert line_at(*earlier.first_site) == line_of("# row-taken")
