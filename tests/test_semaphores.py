@@ -326,6 +326,7 @@ def test_with_the_reading_budget_spent_a_release_reads_nothing(
     assert all(semconv.ATTR_TASK_NAME not in h.attributes for h in holds)
     assert {h[semconv.ATTR_RELEASER_TASK] for h in holds} == {"giver"}
     assert (lookups.scans, lookups.skipped) == (0, 3)
+    assert aiotrace.stats().holders_unnamed == 3
 
 
 def test_the_reading_budget_grows_back_with_time() -> None:

@@ -180,6 +180,10 @@ class Stats:
     built itself."""
     lost: int = 0
     """Records that could not be sent: the collector was gone."""
+    holders_unnamed: int = 0
+    """Holds released by another task than the one that took them whose task was not
+    looked for, so spanned without its name: looking would have taken more than
+    aiotrace's share of the program's time (see docs/spans.md, *Parentage*)."""
 
 
 def stats() -> Stats:
@@ -200,4 +204,5 @@ def stats() -> Stats:
         pressure_timeouts=s.pressure_timeouts,
         shipped=getattr(consumer, "sent", 0),  # a Shipping's
         lost=getattr(consumer, "lost", 0),
+        holders_unnamed=s.holders_unnamed,
     )

@@ -138,7 +138,8 @@ def _set_site_counters(site: Any, counters: tuple[int, ...]) -> None:
 
 
 def _merge_counts(outer: Stats, inner: Stats, inner_sites: dict[int, tuple[int, ...]]) -> None:
-    for name in ("operations", "spans_built", "spans_dropped", "internal_errors"):
+    counted = ("operations", "spans_built", "spans_dropped", "internal_errors", "holders_unnamed")
+    for name in counted:
         setattr(outer, name, getattr(outer, name) + getattr(inner, name))
     outer.below_threshold += inner.below_threshold
     for site in RECORDER.sites:

@@ -128,6 +128,9 @@ class Stats:
     links_unresolved: int = 0
     pressure_timeouts: int = 0
     """Times the program stopped waiting for a pipeline that stayed behind."""
+    holders_unnamed: int = 0
+    """Holds released by another task, spanned without their holder's task (see
+    ``primitives._base.HolderLookups``)."""
     dropped_reasons: dict[str, int] = field(default_factory=dict)
 
     def drop(self, count: int, reason: str) -> None:

@@ -136,7 +136,7 @@ class HolderLookups:
     Readings are paid from a budget that grows with the program's time
     (``share`` of it, up to ``burst_ns`` saved). When it is spent, the hold
     span goes without its holder's name (its acquire site still says where
-    it was taken), counted in ``skipped``.
+    it was taken), counted in ``skipped`` and in ``aiotrace.stats()``.
     """
 
     __slots__ = (
@@ -173,6 +173,7 @@ class HolderLookups:
         if self.credit_ns > 0:
             return True
         self.skipped += 1
+        RECORDER.stats.holders_unnamed += 1
         return False
 
     def forget(self) -> None:
