@@ -310,6 +310,62 @@ def test_a_frame_running_when_the_tasks_were_read_is_found_later(
     assert lookups.scans == 1
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_a_reading_inside_an_eager_tasks_first_step_tells_the_tasks_on_the_stack_apart(
+    traced: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eager task's first step runs inside ``create_task()``, on its creator's
+    stack. A reading made there sees two running tasks on one stack: the creator's
+    frames are the creator's, and a lock the creator took there, released later by
+    another task, names the creator."""
+    lookups = _base.HolderLookups()
+    monkeypatch.setattr(_base, "HOLDERS", lookups)
+
+    async def main() -> None:
+        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        theirs, creators = asyncio.Lock(), asyncio.Lock()
+        other_took = asyncio.Event()
+        created = asyncio.Event()
+        started: list[asyncio.Task[None]] = []
+
+        async def other() -> None:
+            await theirs.acquire()
+            other_took.set()
+            await asyncio.sleep(1)  # cancelled
+
+        async def eager() -> None:
+            theirs.release()  # another task's lock: a reading, in this first step
+
+        async def creator() -> None:
+            await creators.acquire()
+            await other_took.wait()
+            started.append(asyncio.create_task(eager()))  # runs eager() at once, here
+            created.set()
+            await asyncio.sleep(1)  # cancelled, holding ``creators``
+
+        tasks = [
+            asyncio.create_task(other(), name="other"),
+            asyncio.create_task(creator(), name="creator"),
+        ]
+        await created.wait()
+        creators.release()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        loop.set_task_factory(None)
+
+    asyncio.run(main())
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    # (asyncio names an eager task after its first step: then, it had its default name)
+    assert [(h[semconv.ATTR_TASK_NAME], h[semconv.ATTR_RELEASER_TASK][:5]) for h in holds] == [
+        ("other", "Task-"),
+        ("creator", "main"),
+    ]
+    assert lookups.scans == 1
+
+
 def test_with_the_reading_budget_spent_a_release_reads_nothing(
     traced: Captured, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,7 +26,6 @@ first time a read finds one missing. The slow path creates a ref lazily.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import re
@@ -181,11 +180,14 @@ class HolderLookups:
         self.found = {}
         self.read_loop = 0
 
-    def read(self, loop: Any, current: Any) -> None:
+    def read(self, loop: Any) -> None:
         """Index the frames of every task's await chain on ``loop``.
 
-        The running task's chain stops at its outermost coroutine while it
-        runs: the rest of it is this thread's stack.
+        A running task's chain stops at its outermost coroutine: the rest
+        of it is on this thread's stack, below that frame. Below it there may
+        be another running task's (an eager task's first step runs inside
+        ``create_task()``, on its creator's stack): each frame on the stack
+        belongs to the first task's outermost coroutine met above it.
         """
         start = perf_counter_ns()
         found: dict[int, weakref.ref[Any]] = {}
@@ -197,15 +199,17 @@ class HolderLookups:
                 continue
             for frame in chain_frames(task):
                 found[id(frame)] = known
-        if current is not None:
-            with contextlib.suppress(TypeError):  # not weakly referable, as above
-                running = ref(current)
-                caller: FrameType | None = sys._getframe(1)
-                for _ in range(256):
-                    if caller is None:
-                        break
-                    found[id(caller)] = running
-                    caller = caller.f_back
+        unowned: list[int] = []
+        caller: FrameType | None = sys._getframe(1)
+        for _ in range(256):
+            if caller is None:
+                break
+            unowned.append(id(caller))
+            outermost = found.get(id(caller))
+            if outermost is not None:  # a running task's: the frames met so far are its
+                found.update(dict.fromkeys(unowned, outermost))
+                unowned.clear()
+            caller = caller.f_back
         self.found = found
         self.read_loop = id(loop)
         self.read_ns = start
@@ -275,7 +279,7 @@ def task_of_frame(
             return None  # in no task's chain at the last reading, nor since
         if not lookups.afford():
             return None
-        lookups.read(loop, current)
+        lookups.read(loop)
     return None
 
 
