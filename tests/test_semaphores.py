@@ -261,52 +261,66 @@ def test_permits_of_finished_tasks_are_not_looked_for_twice(
     assert all(semconv.ATTR_TASK_NAME not in h.attributes for h in holds)
 
 
+Stay = Callable[[], Coroutine[Any, Any, None]]
+Middle = Callable[[asyncio.Lock, asyncio.Lock, Stay], Coroutine[Any, Any, None]]
+
+
+async def _released_in_a_reading(middle: Middle) -> None:
+    """Task ``other`` takes a lock; task ``middle`` takes a second one in ``middle()``,
+    a coroutine below its outermost, has the first released there (a release by
+    another task: a reading of the tasks' chains), and awaits ``stay()``, holding
+    the second; then main gives it back. Main is named ``main``; both tasks end
+    cancelled."""
+    asyncio.current_task().set_name("main")  # type: ignore[union-attr]
+    theirs, its_own = asyncio.Lock(), asyncio.Lock()
+    other_took = asyncio.Event()
+    gave_back = asyncio.Event()
+
+    async def other() -> None:
+        await theirs.acquire()
+        other_took.set()
+        await asyncio.sleep(1)  # cancelled
+
+    async def stay() -> None:
+        gave_back.set()
+        await asyncio.sleep(1)  # cancelled
+
+    async def outermost() -> None:
+        await other_took.wait()
+        await middle(theirs, its_own, stay)
+
+    tasks = [
+        asyncio.create_task(other(), name="other"),
+        asyncio.create_task(outermost(), name="middle"),
+    ]
+    await gave_back.wait()
+    its_own.release()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _holders_and_releasers(traced: Captured) -> list[tuple[str, str]]:
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    return [(h[semconv.ATTR_TASK_NAME], h[semconv.ATTR_RELEASER_TASK]) for h in holds]
+
+
 def test_a_frame_running_when_the_tasks_were_read_is_found_later(
     traced: Captured, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A reading made in the middle of a task's coroutines (the task gives back a
-    lock another task took) sees the running task's chain only on the stack: a lock
-    taken further down it, released later by another task, still names that task."""
+    """A reading made in the middle of a task's coroutines sees the running task's
+    chain only on the stack: a lock taken further down it, released later by another
+    task, still names that task."""
     lookups = _base.HolderLookups()
     monkeypatch.setattr(_base, "HOLDERS", lookups)
 
-    async def main() -> None:
-        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
-        first, second = asyncio.Lock(), asyncio.Lock()
-        took_first = asyncio.Event()
-        gave_back = asyncio.Event()
+    async def middle(theirs: asyncio.Lock, its_own: asyncio.Lock, stay: Stay) -> None:
+        await its_own.acquire()
+        theirs.release()  # another task's lock: a reading, made from here
+        await stay()
 
-        async def other() -> None:
-            await first.acquire()
-            took_first.set()
-            await asyncio.sleep(1)  # cancelled
-
-        async def nested() -> None:
-            await second.acquire()
-            first.release()  # another task's lock: a reading, made from here
-            gave_back.set()
-            await asyncio.sleep(1)  # cancelled, holding ``second``
-
-        async def holder() -> None:
-            await took_first.wait()
-            await nested()
-
-        tasks = [
-            asyncio.create_task(other(), name="other"),
-            asyncio.create_task(holder(), name="holder"),
-        ]
-        await gave_back.wait()
-        second.release()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run(main())
-    holds = traced.named(semconv.SPAN_LOCK_HOLD)
-    assert [(h[semconv.ATTR_TASK_NAME], h[semconv.ATTR_RELEASER_TASK]) for h in holds] == [
-        ("other", "holder"),
-        ("holder", "main"),
-    ]
+    asyncio.run(_released_in_a_reading(middle))
+    assert _holders_and_releasers(traced) == [("other", "middle"), ("middle", "main")]
     assert lookups.scans == 1
 
 
@@ -320,48 +334,27 @@ def test_a_reading_inside_an_eager_tasks_first_step_tells_the_tasks_on_the_stack
     another task, names the creator."""
     lookups = _base.HolderLookups()
     monkeypatch.setattr(_base, "HOLDERS", lookups)
+    started: list[asyncio.Task[None]] = []
 
-    async def main() -> None:
-        asyncio.current_task().set_name("main")  # type: ignore[union-attr]
-        loop = asyncio.get_running_loop()
-        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
-        theirs, creators = asyncio.Lock(), asyncio.Lock()
-        other_took = asyncio.Event()
-        created = asyncio.Event()
-        started: list[asyncio.Task[None]] = []
-
-        async def other() -> None:
-            await theirs.acquire()
-            other_took.set()
-            await asyncio.sleep(1)  # cancelled
-
+    async def middle(theirs: asyncio.Lock, its_own: asyncio.Lock, stay: Stay) -> None:
         async def eager() -> None:
             theirs.release()  # another task's lock: a reading, in this first step
 
-        async def creator() -> None:
-            await creators.acquire()
-            await other_took.wait()
-            started.append(asyncio.create_task(eager()))  # runs eager() at once, here
-            created.set()
-            await asyncio.sleep(1)  # cancelled, holding ``creators``
+        await its_own.acquire()
+        started.append(asyncio.create_task(eager()))  # runs eager() at once, here
+        await stay()
 
-        tasks = [
-            asyncio.create_task(other(), name="other"),
-            asyncio.create_task(creator(), name="creator"),
-        ]
-        await created.wait()
-        creators.release()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        await _released_in_a_reading(middle)
         loop.set_task_factory(None)
 
     asyncio.run(main())
-    holds = traced.named(semconv.SPAN_LOCK_HOLD)
     # (asyncio names an eager task after its first step: then, it had its default name)
-    assert [(h[semconv.ATTR_TASK_NAME], h[semconv.ATTR_RELEASER_TASK][:5]) for h in holds] == [
+    assert [(holder, releaser[:5]) for holder, releaser in _holders_and_releasers(traced)] == [
         ("other", "Task-"),
-        ("creator", "main"),
+        ("middle", "main"),
     ]
     assert lookups.scans == 1
 
