@@ -97,11 +97,10 @@ def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, st
     """(parent span, holder name, releaser name if not the holder) at release time.
 
     ``caller`` is the frame that called ``release``/``__aexit__``, ``t0``
-    when ``owner`` took the lock. When the
-    owner frame is on the running stack the holder is releasing its own lock
-    (the usual ``async with``) and the parent is the current span. Otherwise
-    another task released it, and the hold is parented under the holder's
-    task span, if it has one.
+    when ``owner`` took the lock. When the owner frame is on the running
+    stack the holder is releasing its own lock (the usual ``async with``)
+    and the parent is the current span. Otherwise another task released it,
+    and the hold is parented under the holder's task span, if it has one.
     """
     if owner is None or owner is caller or in_stack(owner, caller):
         return current_span(), current_task_name(), None
