@@ -1438,3 +1438,65 @@ def test_leaks_read_each_pending_task_once(monkeypatch: pytest.MonkeyPatch) -> N
             _leaks.unwatch()
     assert leaked == {f"left-{i}" for i in range(50)}
     assert pending <= reads[0] <= pending + 5  # (a loop of the outer session's, if traced)
+
+
+def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_once() -> None:
+    """A dump of many pending tasks names the one the others queue behind first, and
+    tasks of one coroutine waiting alike (the same wait and stack), four or more, once:
+    twelve requests queued on a lock are one entry, behind the holder's. A wait that
+    many tasks can end names five of them and counts the rest."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    lines: list[str] = []
+    qualnames: dict[str, str] = {}
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        lock = asyncio.Lock()
+
+        async def holder() -> None:
+            async with lock:
+                await gate.wait()
+
+        async def request() -> None:
+            async with lock:
+                pass
+
+        async def watcher() -> None:
+            await gate.wait()
+
+        qualnames.update(holder=holder.__qualname__, request=request.__qualname__)
+        tasks = [asyncio.create_task(holder(), name="holder")]
+        await asyncio.sleep(0)  # the holder has the lock
+        tasks += [asyncio.create_task(request(), name=f"early-{i}") for i in range(2)]
+        tasks += [asyncio.create_task(request(), name=f"r{i}") for i in range(10)]
+        tasks += [asyncio.create_task(watcher(), name=f"watcher{i}") for i in range(2)]
+
+        async def look() -> None:
+            await asyncio.sleep(0)  # every request queued, main in gather()
+            lines.extend(diagnosis.snapshot().format())
+            gate.set()
+
+        looking = asyncio.create_task(look(), name="look")
+        await asyncio.gather(*tasks)
+        await looking
+
+    with _diagnosed():
+        asyncio.run(main())
+    entries = [line for line in lines if not line.startswith(" ")]
+    assert entries[0].startswith(f'task "holder" ({qualnames["holder"]}) waits for event gate')
+    queued = [line for line in entries if "request" in line and "gather" not in line]
+    (queue,) = queued
+    assert queue.startswith(
+        f'12 tasks ({qualnames["request"]}: "early-0", "early-1", "r0" and 9 more) '
+        "wait for lock lock"
+    )
+    assert 'held by task "holder"' in queue
+    watchers = [line for line in entries if "watcher" in line and "gather" not in line]
+    assert [line.split(" (", 1)[0] for line in watchers] == ['task "watcher0"', 'task "watcher1"']
+    (gathering,) = [line for line in entries if "gather(" in line]
+    assert gathering.startswith('task "Task-')
+    assert "and 10 more)" in gathering  # the 15 it gathers: five named
+    assert gathering.endswith(" and 10 more")  # the 15 that can end it: five named

@@ -129,13 +129,20 @@ class Finding:
         )
 
 
-def _task_label(task: Any) -> str:
+def _task_name(task: Any) -> str:
     try:
-        name = task.get_name()
+        return str(task.get_name())
     except Exception:  # a Task subclass with a broken get_name()
-        name = "?"
+        return "?"
+
+
+def _coroutine_name(task: Any) -> str | None:
     coro = getattr(task, "get_coro", lambda: None)()
-    qualname = getattr(coro, "__qualname__", None)
+    return getattr(coro, "__qualname__", None)
+
+
+def _task_label(task: Any) -> str:
+    name, qualname = _task_name(task), _coroutine_name(task)
     return f'task "{name}"' + (f" ({qualname})" if qualname and qualname != name else "")
 
 
@@ -298,17 +305,24 @@ class Graph:
         ``stuck``: nothing in the program can make progress, so a wait with
         no known releaser (an event, a queue) will never end either.
         """
+        return _task_label(task) + self._waits_for(task, stuck)
+
+    def _waits_for(self, task: Any, stuck: bool) -> str:
+        """:meth:`describe_wait` after the task's label: `` waits for ...``."""
         wait = self.waits.get(id(task))
         if wait is None:
-            return f"{_task_label(task)} is not waiting on anything aiotrace knows"
+            return " is not waiting on anything aiotrace knows"
         what = self._what(wait)
-        line = f"{_task_label(task)} waits for {what}"
+        line = f" waits for {what}"
         if wait.releasers:
+            shown = wait.releasers[:RELEASERS_SHOWN]
             holders = ", ".join(
                 _task_label(r)
                 + (f" (taken at {wait.held_at[id(r)]})" if id(r) in wait.held_at else "")
-                for r in wait.releasers
+                for r in shown
             )
+            if len(wait.releasers) > len(shown):
+                holders += f" and {len(wait.releasers) - len(shown)} more"
             verb = "held by" if what.split(" ")[0] in ("lock", "semaphore") else "to be ended by"
             line += f", {verb} {holders}"
         elif wait.releasers == [] or stuck:
@@ -316,16 +330,50 @@ class Graph:
         return line
 
     def format(self, stuck: bool = False) -> list[str]:
-        """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``)."""
+        """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``).
+
+        The tasks most waited on come first: the holder that a queue of others
+        waits behind is the one to look at. Tasks of one coroutine waiting
+        alike (the same wait, the same stack), from :data:`GROUP_FROM` of them
+        on, are shown once: 5,000 requests queued on one lock are one entry,
+        not 10,000 lines in front of the holder's.
+        """
+        waited_on: dict[int, int] = {}
+        for wait in self.waits.values():
+            for releaser in (wait.releasers or ()) if wait is not None else ():
+                waited_on[id(releaser)] = waited_on.get(id(releaser), 0) + 1
+        ordered = sorted(self.tasks, key=lambda t: (-waited_on.get(id(t), 0), _creation_order(t)))
+        alike: dict[tuple[str | None, str, tuple[str, ...]], list[Any]] = {}
+        for task in ordered:
+            stack = tuple(
+                f"    {_where(frame.f_code, frame.f_lineno)}"
+                for frame in await_frames(task)
+                if not is_internal_file(frame.f_code.co_filename)
+            )
+            key = (_coroutine_name(task), self._waits_for(task, stuck), stack)
+            alike.setdefault(key, []).append(task)
         lines: list[str] = []
-        for task in self.tasks:
-            lines.append(self.describe_wait(task, stuck))
-            for frame in await_frames(task):
-                code = frame.f_code
-                if is_internal_file(code.co_filename):
-                    continue
-                lines.append(f"    {_where(code, frame.f_lineno)}")
+        for (coroutine, waits_for, stack), tasks in alike.items():
+            if len(tasks) < GROUP_FROM:
+                for task in tasks:
+                    lines.append(_task_label(task) + waits_for)
+                    lines.extend(stack)
+                continue
+            names = ", ".join(f'"{_task_name(task)}"' for task in tasks[:3])
+            lines.append(
+                f"{len(tasks)} tasks ({coroutine or '?'}: {names} and {len(tasks) - 3} more)"
+                + waits_for.replace(" waits for ", " wait for ", 1).replace(
+                    " is not waiting ", " are not waiting ", 1
+                )
+            )
+            lines.extend(stack)
         return lines
+
+
+GROUP_FROM: Final = 4
+"""Tasks waiting alike shown once, from this many on (see :meth:`Graph.format`)."""
+RELEASERS_SHOWN: Final = 5
+"""Tasks named as able to end a wait; the rest are counted (a gather of 10,000)."""
 
 
 def _waiter_index() -> dict[int, tuple[Any, str, str]]:
@@ -422,7 +470,9 @@ def _classify(
     if children is not None:  # gather()
         pending = [c for c in children if not c.done()]
         if pending and all(isinstance(c, asyncio.Task) for c in pending):
-            names = ", ".join(_task_label(c) for c in pending[:5])
+            names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
+            if len(pending) > RELEASERS_SHOWN:
+                names += f" and {len(pending) - RELEASERS_SHOWN} more"
             return Wait(task, f"gather({names})", pending, mode="all")
         return Wait(task, "gather(...)", None)
     entry = waiters.get(id(fut))
