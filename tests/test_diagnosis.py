@@ -1393,16 +1393,17 @@ def test_leaks_read_each_pending_task_once(monkeypatch: pytest.MonkeyPatch) -> N
 
     import aiotrace
     from aiotrace import _leaks
+    from aiotrace.primitives import _base
     from aiotrace.testing import capture_spans
 
     reads = [0]
-    chain_frames = _leaks.chain_frames
+    chain_frames = _base.chain_frames
 
     def counted(task: Any) -> Any:
         reads[0] += 1
         return chain_frames(task)
 
-    monkeypatch.setattr(_leaks, "chain_frames", counted)
+    monkeypatch.setattr(_base, "chain_frames", counted)
 
     async def main() -> tuple[set[str], int]:
         since = time.perf_counter_ns()

@@ -14,6 +14,7 @@ pending, or was garbage-collected pending.
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any, Final
 from aiotrace import semconv
 from aiotrace._loops import pending_tasks
 from aiotrace._sites import SITES, line_of, qualname, short_path
-from aiotrace.primitives._base import WATCHED, PrimRef, chain_frames, display_name, ref_of
+from aiotrace.primitives._base import WATCHED, PrimRef, display_name, ref_of, tasks_by_frame
 
 COLLECTED: Final[deque[tuple[int, PrimRef, int, str | None]]] = deque(maxlen=1000)
 """Futures garbage-collected unresolved while watching: (created ns, ref, waiters, creator).
@@ -127,25 +128,17 @@ def _where(frame: Any) -> str:
     return f"{qualname(code)} ({short_path(code.co_filename)}:{frame.f_lineno})"
 
 
-def _frames_of(tasks: list[Any]) -> set[int]:
-    """ids of the frames in ``tasks``' await chains: the coroutines they can still run.
-
-    Read once for every held lock and permit (each held by a frame): asking
-    each task of each, 10,000 tasks and 1,000 locks were ten million walks.
-    """
-    frames: set[int] = set()
-    for task in tasks:
-        frames.update(map(id, chain_frames(task)))
-    return frames
-
-
 def find(since_ns: int) -> list[Leak]:
     """Everything left behind now: held locks and permits, and futures made after ``since_ns``."""
     from aiotrace.primitives.tasks import PENDING
 
     leaks: list[Leak] = []
     watched = list(WATCHED[0] or ())
-    running = _frames_of(pending_tasks(parents_too=True)) if watched else set()
+    # Read once for every held lock and permit, each held by a frame (asking
+    # each task of each, 10,000 tasks and 1,000 locks were ten million walks).
+    running = (
+        set(tasks_by_frame(pending_tasks(parents_too=True), sys._getframe())) if watched else set()
+    )
     for prim in watched:
         try:
             leaks.extend(_prim_leaks(prim, running))
@@ -178,7 +171,7 @@ def find(since_ns: int) -> list[Leak]:
 
 
 def _prim_leaks(prim: Any, running: set[int]) -> list[Leak]:
-    """``prim``'s leaks: held by a frame not in ``running`` (see :func:`_frames_of`)."""
+    """``prim``'s leaks: held by a frame not in ``running`` (the frames tasks still run)."""
     if isinstance(prim, asyncio.Lock):
         owner = getattr(prim, "_aiotrace_owner", None)
         if not prim.locked() or owner is None or id(owner) in running:

@@ -432,12 +432,8 @@ def _name(prim: Any, kind: str) -> str:
 
 
 def _tasks_by_frame(tasks: list[Any]) -> dict[int, Any]:
-    """id(frame) -> the task whose await chain it is in: who holds what a frame took."""
-    by_frame: dict[int, Any] = {}
-    for task in tasks:
-        for frame in await_frames(task):
-            by_frame.setdefault(id(frame), task)
-    return by_frame
+    """id(frame) -> the task running it: who holds what a frame took."""
+    return _base.tasks_by_frame(tasks, sys._getframe(1))
 
 
 def snapshot(tasks: Iterable[Any] | None = None) -> Graph:

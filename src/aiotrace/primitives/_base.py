@@ -53,7 +53,7 @@ from aiotrace._sites import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 _pid_counter = itertools.count(1)
 next_pid: Final[Callable[[], int]] = _pid_counter.__next__
@@ -181,35 +181,18 @@ class HolderLookups:
         self.read_loop = 0
 
     def read(self, loop: Any) -> None:
-        """Index the frames of every task's await chain on ``loop``.
-
-        A running task's chain stops at its outermost coroutine: the rest
-        of it is on this thread's stack, below that frame. Below it there may
-        be another running task's (an eager task's first step runs inside
-        ``create_task()``, on its creator's stack): each frame on the stack
-        belongs to the first task's outermost coroutine met above it.
-        """
+        """Index the frames of every task on ``loop`` (:func:`tasks_by_frame`), weakly."""
         start = perf_counter_ns()
         found: dict[int, weakref.ref[Any]] = {}
-        ref = weakref.ref
-        for task in asyncio.all_tasks(loop):
-            try:
-                known = ref(task)
-            except TypeError:  # a task-like object of the program's, not weakly referable
-                continue
-            for frame in chain_frames(task):
-                found[id(frame)] = known
-        unowned: list[int] = []
-        caller: FrameType | None = sys._getframe(1)
-        for _ in range(256):
-            if caller is None:
-                break
-            unowned.append(id(caller))
-            outermost = found.get(id(caller))
-            if outermost is not None:  # a running task's: the frames met so far are its
-                found.update(dict.fromkeys(unowned, outermost))
-                unowned.clear()
-            caller = caller.f_back
+        refs: dict[int, weakref.ref[Any]] = {}  # id(task) -> its one weak reference
+        for key, task in tasks_by_frame(asyncio.all_tasks(loop), sys._getframe(1)).items():
+            known = refs.get(id(task))
+            if known is None:
+                try:
+                    known = refs[id(task)] = weakref.ref(task)
+                except TypeError:  # a task-like object of the program's, not weakly referable
+                    continue
+            found[key] = known
         self.found = found
         self.read_loop = id(loop)
         self.read_ns = start
@@ -247,6 +230,33 @@ def chain_frames(task: Any) -> Iterator[FrameType]:
             or getattr(coro, "gi_yieldfrom", None)
             or getattr(coro, "ag_await", None)
         )
+
+
+def tasks_by_frame(tasks: Iterable[Any], stack: FrameType | None) -> dict[int, Any]:
+    """id(frame) -> the task running it, for every frame of ``tasks``' await chains.
+
+    Who holds what a frame took. A running task's chain stops at its
+    outermost coroutine: the rest of it is on this thread's ``stack``, below
+    that frame. Below it there may be another running task's (an eager
+    task's first step runs inside ``create_task()``, on its creator's
+    stack): each frame on the stack belongs to the first task's outermost
+    coroutine met above it.
+    """
+    by_frame: dict[int, Any] = {}
+    for task in tasks:
+        for frame in chain_frames(task):
+            by_frame.setdefault(id(frame), task)
+    unowned: list[int] = []
+    for _ in range(256):
+        if stack is None:
+            break
+        unowned.append(id(stack))
+        outermost = by_frame.get(id(stack))
+        if outermost is not None:  # a running task's: the frames met so far are its
+            by_frame.update(dict.fromkeys(unowned, outermost))
+            unowned.clear()
+        stack = stack.f_back
+    return by_frame
 
 
 def task_of_frame(
