@@ -14,7 +14,7 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
-from tests.cli_support import Trace
+from tests.cli_support import PROGRAMS, Trace
 from tests.receivers import GrpcReceiver
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestDeprecationWarning")
@@ -1001,6 +1001,26 @@ def test_lock():
     section = out[out.index("Left behind by tests") :].splitlines()
     assert section[1] == f"  lock held: {lock}, by 1 test:"
     assert section[3] == "  ... and 1 more primitive left behind"
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_the_summary_counts_holds_that_went_without_their_holders_name(
+    suite: pytest.Pytester, workers: str | None
+) -> None:
+    """As ``aiotrace run``'s report: how many holds, released by another task, went
+    without their holder's name (the lookup's budget spent), every worker's counted."""
+    program = (PROGRAMS / "given_back.py").read_text()
+    test = "\n\ndef test_given_back():\n    asyncio.run(main())\n"
+    suite.makepyfile(test_given_back=program + test)
+    xdist = ["-n", workers] if workers else []
+    result = run(suite, "--aiotrace", "--aiotrace-min-hold=0", *xdist)
+    result.assert_outcomes(passed=1)
+    summary = [line for line in result.stdout.lines if line.startswith("Spans: ")]
+    assert len(summary) == 1
+    assert summary[0].endswith(
+        "; 3 holds released by another task went without their holder's name"
+        " (the lookup's time budget was spent)"
+    )
 
 
 def test_the_strict_option_fails_every_leaky_test(suite: pytest.Pytester) -> None:

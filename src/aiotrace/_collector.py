@@ -484,6 +484,7 @@ class Collector:
                 "below_threshold",
                 "operations",
                 "pressure_timeouts",
+                "holders_unnamed",
             ):
                 totals[key] = totals.get(key, 0) + int(producer.stats.get(key, 0))
             totals["peak_rss_kb"] = max(

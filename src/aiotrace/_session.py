@@ -356,6 +356,7 @@ def producer_stats() -> dict[str, int]:
         "below_threshold": stats.below_threshold,
         "operations": stats.operations,
         "pressure_timeouts": stats.pressure_timeouts,
+        "holders_unnamed": stats.holders_unnamed,
         "peak_rss_kb": peak_rss_kb(),
     }
 

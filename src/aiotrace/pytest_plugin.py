@@ -984,6 +984,12 @@ class AiotracePlugin:
                     if stats.get("spans_not_exported")
                     else ""
                 )
+                + (
+                    f"; {stats['holders_unnamed']} holds released by another task went "
+                    "without their holder's name (the lookup's time budget was spent)"
+                    if stats.get("holders_unnamed")
+                    else ""
+                )
             )
             if report.trace_id:
                 write(f"Trace id: {report.trace_id}")

@@ -1021,6 +1021,11 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"; [yellow]the program stopped waiting for the span pipeline "
                 f"{stats['pressure_timeouts']} times (memory grew meanwhile)[/]"
             )
+        if stats.get("holders_unnamed"):
+            line += (
+                f"; [yellow]{stats['holders_unnamed']} holds released by another task "
+                "went without their holder's name (the lookup's time budget was spent)[/]"
+            )
         console.print(line)
     for note in report.notes:
         console.print(f"[yellow]{note}")
