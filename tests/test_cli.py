@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -39,6 +40,7 @@ from tests.receivers import GrpcReceiver, HttpReceiver, ReceivedSpan
 
 CONTEND = PROGRAMS / "contend.py"
 EXITS = PROGRAMS / "exits.py"
+AT_EXIT = PROGRAMS / "at_exit.py"
 GIVEN_BACK = PROGRAMS / "given_back.py"
 
 
@@ -238,6 +240,41 @@ def test_spans_are_delivered_when_the_program_fails_or_exits(tmp_path: Path, how
     )
     assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == expected
     assert f"exit status {expected}" in result.stderr
+
+
+def _addresses_out(text: str) -> str:
+    return re.sub(r"0x[0-9a-f]+", "0x...", text)
+
+
+@pytest.mark.parametrize(("how", "status"), [("return", 0), ("exit", 4), ("raise", 1)])
+def test_atexit_handlers_run_as_under_python(tmp_path: Path, how: str, status: int) -> None:
+    """The program's ``atexit`` handlers run as it ends (see ``cli._ExitHandlers``):
+    in Python's order, with their arguments, a failing one reported as Python does,
+    one unregistered or registered while they run not run, the status unchanged."""
+    plain = python(AT_EXIT, how, cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--no-trace-file", AT_EXIT, how, cwd=tmp_path)
+    assert plain.returncode == traced.returncode == status
+    assert traced.stdout == plain.stdout
+    assert _addresses_out(traced.stderr) == _addresses_out(plain.stderr)
+    assert "Exception ignored in atexit callback" in plain.stderr
+    assert "never run" not in plain.stdout
+
+
+def test_what_atexit_handlers_do_is_traced_before_the_report(tmp_path: Path) -> None:
+    """Left to the interpreter's exit, the handlers ran after the report, untraced:
+    their tasks and spans were lost without a word."""
+    result = aiotrace(
+        "run", "--min-hold", "0", "--trace-file", "t.json", "--report-json", "r.json",
+        AT_EXIT, "exit", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.index("cleaned up") < result.stderr.index("aiotrace: at_exit.py ran")
+    trace = Trace(tmp_path / "t.json")
+    holds = trace.named(semconv.SPAN_LOCK_HOLD)
+    assert sorted(h.attributes[semconv.ATTR_TASK_NAME] for h in holds) == ["closer-0", "closer-1"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["tasks"] == {"completed": 3}
+    assert report["stats"]["spans_dropped"] == 0
 
 
 STDERR_GAMES = PROGRAMS / "stderr_games.py"

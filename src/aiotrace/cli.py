@@ -14,8 +14,10 @@ with the program's own status.
 from __future__ import annotations
 
 import argparse
+import atexit
 import builtins
 import contextlib
+import functools
 import importlib.machinery
 import importlib.util
 import io
@@ -579,7 +581,9 @@ def _run_program(
     """
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = argv
+    exit_handlers = _ExitHandlers()
     try:
+        exit_handlers.start()
         if kind == "module":
             _run_module(target)
         else:
@@ -597,9 +601,99 @@ def _run_program(
         return 1, False
     finally:
         _join_threads()
+        exit_handlers.run()
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
+
+
+class _ExitHandlers:
+    """The ``atexit`` handlers the program registers, run as it ends, before the report.
+
+    Python runs them once the main module is done and its threads joined, at
+    the interpreter's exit. Under ``aiotrace run`` the trace and the report
+    end when the program does: left to the interpreter, the handlers ran
+    after the report and untraced, so the async clean-up done there
+    (``atexit.register(lambda: asyncio.run(client.aclose()))``) was lost
+    without a word, and a lock released there was reported as leaked. So
+    while the program runs its registrations are noted (and made as well:
+    if we never get to run them, the interpreter still does), and when it
+    ends they are taken back and run here, in Python's order (last
+    registered first, after the threads), each failure reported as
+    CPython's ``atexit`` reports it. As in Python, a handler registered while
+    the handlers run is not run.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: list[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = []
+        self.running = False
+        self._real = (atexit.register, atexit.unregister)
+
+    def start(self) -> None:
+        real_register: Any = self._real[0]
+        real_unregister: Any = self._real[1]
+
+        @functools.wraps(real_register)
+        def register(func: Callable[..., object], /, *args: Any, **kwargs: Any) -> Any:
+            if self.running:
+                return func
+            real_register(func, *args, **kwargs)  # first: its TypeError for a non-callable
+            self.handlers.append((func, args, kwargs))
+            return func
+
+        @functools.wraps(real_unregister)
+        def unregister(func: Callable[..., object], /) -> None:
+            real_unregister(func)  # first: a comparison that raises, raises as there
+            self.handlers[:] = [entry for entry in self.handlers if not entry[0] == func]  # noqa: SIM201  # atexit's test
+
+        atexit.register, atexit.unregister = register, unregister
+
+    def run(self) -> None:
+        """Run the program's handlers, last registered first; never raises."""
+        self.running = True
+        handlers, self.handlers = self.handlers, []
+        real_register, real_unregister = self._real
+        # Ctrl-C between two handlers: the rest are skipped.
+        with contextlib.suppress(BaseException):
+            for func, _, _ in handlers:
+                real_unregister(func)  # taken back from the interpreter's exit
+            for func, args, kwargs in reversed(handlers):
+                try:
+                    func(*args, **kwargs)
+                except BaseException as exc:  # as atexit: reported, and the next one runs
+                    _unraisable_in_atexit(exc, func)
+        atexit.register, atexit.unregister = real_register, real_unregister
+
+
+def _unraisable_in_atexit(exc: BaseException, func: object) -> None:
+    """Report a handler's exception as CPython's ``atexit`` does, through ``sys.unraisablehook``."""
+    # From the handler's own frame, as there (not from ours, which called it).
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    if sys.version_info >= (3, 13):
+        message, obj = f"Exception ignored in atexit callback {func!r}", None
+    else:
+        message, obj = "Exception ignored in atexit callback", func
+    with contextlib.suppress(BaseException):  # a hook that fails: the next handler runs
+        sys.unraisablehook(_unraisable_args_type()((type(exc), exc, tb, message, obj)))
+
+
+@functools.cache
+def _unraisable_args_type() -> Any:
+    """``sys.UnraisableHookArgs``, which the ``sys`` module does not export: learnt from
+    the one unraisable exception we cause, with the hook swapped out meanwhile."""
+    seen: list[object] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        _RaisesWhenCollected()
+    finally:
+        sys.unraisablehook = hook
+    return type(seen[0])
+
+
+class _RaisesWhenCollected:
+    def __del__(self) -> None:
+        raise RuntimeError
 
 
 def _interrupt_loops() -> None:
