@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import aiotrace
 from aiotrace._recorder import RECORDER
+from tests.cli_support import python
 
 
 class Counting(SpanExporter):
@@ -354,3 +355,73 @@ def test_a_pipeline_that_stays_behind_is_waited_for_less_each_time_then_not_at_a
     assert len([r for r in caplog.records if "did not catch up" in r.getMessage()]) == 1
     assert buffered == 0
     assert slow.consumed > 15_000
+
+
+AT_EXIT = """\
+import asyncio
+import atexit
+import sys
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+import aiotrace
+
+exported = []
+
+
+class Keep(SpanExporter):
+    def export(self, spans):
+        exported.extend(span.name for span in spans)
+        return SpanExportResult.SUCCESS
+
+
+async def contend(tag):
+    lock = asyncio.Lock()
+
+    async def worker():
+        async with lock:
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(worker(), worker())
+
+
+def clean_up():
+    asyncio.run(contend("at exit"))
+
+
+atexit.register(lambda: print("exported at last:", len(exported)))  # the last to run
+if sys.argv[1] == "before":
+    atexit.register(clean_up)
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(Keep()))
+trace.set_tracer_provider(provider)
+aiotrace.instrument(min_wait=0, min_hold=0)
+if sys.argv[1] == "after":
+    atexit.register(clean_up)
+asyncio.run(contend("main"))
+aiotrace.flush()
+print("exported by main:", len(exported))
+"""
+
+
+@pytest.mark.parametrize("registered", ["before", "after"])
+def test_what_asyncio_does_after_the_flush_at_exit_is_not_lost_silently(
+    tmp_path: Any, registered: str
+) -> None:
+    """``atexit`` runs handlers last in, first out: one registered before
+    ``instrument()`` runs after aiotrace's flush at exit, and what it records goes
+    nowhere. That is said, once; one registered after is traced as any code."""
+    (tmp_path / "at_exit.py").write_text(AT_EXIT)
+    result = python(tmp_path / "at_exit.py", registered, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warning = "aiotrace: asyncio ran after aiotrace's last flush, in an atexit handler"
+    by_main, at_last = (int(line.split(": ")[1]) for line in result.stdout.splitlines())
+    assert by_main > 0
+    if registered == "before":
+        assert result.stderr.count(warning) == 1
+        assert at_last == by_main
+    else:
+        assert warning not in result.stderr
+        assert at_last == 2 * by_main  # clean_up did as main did, and was delivered

@@ -97,6 +97,7 @@ def _flush_at_exit() -> None:
             pipeline.flush(timeout=10.0)
         except Exception as exc:  # exiting: report, never raise
             RECORDER.fail("pipeline", exc)
+        RECORDER.exit_flushed()
 
 
 def _after_fork_in_child() -> None:

@@ -188,6 +188,8 @@ class Recorder:
         self._pressure: Callable[[], None] | None = None
         self.high_water = 50_000
         self._trigger = self.high_water
+        self.after_exit = False
+        """Set by the flush at the interpreter's exit: see :meth:`exit_flushed`."""
         self.sites: list[Any] = []  # primitives._base.SiteStats, for operation totals
         self._lock = threading.Lock()
         if hasattr(os, "register_at_fork"):
@@ -214,10 +216,9 @@ class Recorder:
         self.options = options
         self.min_wait_ns = int(options.min_wait * 1e9)
         self.min_hold_ns = int(options.min_hold * 1e9)
-        limit = options.max_buffered
-        self._trigger = self.high_water if limit is None else min(self.high_water, limit)
         self.stats = Stats()
         self._logged.clear()
+        self._trigger = -1 if self.after_exit else self._configured_trigger()
         self._reset_sites()
         self.epoch_offset = time.time_ns() - time.perf_counter_ns()
         self.recording = True
@@ -229,6 +230,23 @@ class Recorder:
         # timeouts: see fail()) is tried again.
         for helper in [key for key in self.enabled if key not in FAMILIES]:
             del self.enabled[helper]
+
+    def _configured_trigger(self) -> int:
+        """The buffer's length past which :meth:`_overflow` is called."""
+        limit = self.options.max_buffered
+        return self.high_water if limit is None else min(self.high_water, limit)
+
+    def exit_flushed(self) -> None:
+        """The flush at the interpreter's exit is done: say so if anything is recorded after.
+
+        An ``atexit`` handler registered before ``instrument()`` runs after
+        ours (last in, first out): what asyncio does there is recorded and
+        never delivered. The next record reaches :meth:`_overflow` (its
+        trigger is set below any length), which warns once: the hot path pays
+        nothing for it.
+        """
+        self.after_exit = True
+        self._trigger = -1
 
     def disable_all(self) -> None:
         """Stop recording everywhere (used when uninstrumenting)."""
@@ -257,6 +275,15 @@ class Recorder:
 
     def _overflow(self) -> None:
         buffer = self.buffer
+        if self._trigger < 0:
+            self._trigger = self._configured_trigger()
+            LOGGER.warning(
+                "aiotrace: asyncio ran after aiotrace's last flush, in an atexit handler "
+                "registered before aiotrace.instrument(): what it records is not delivered; "
+                "call instrument() before registering that handler"
+            )
+            if len(buffer) <= self._trigger:
+                return
         limit = self.options.max_buffered
         if limit is not None and len(buffer) > limit:
             try:
