@@ -414,6 +414,43 @@ def test_every_way_of_making_a_task(traced: Captured) -> None:
     assert [s for s in jobs if s[semconv.ATTR_TASK_NAME] == "named"]
 
 
+def test_a_task_the_program_makes_of_asyncios_own_coroutine_has_a_span(traced: Captured) -> None:
+    """``asyncio.wait([create_task(queue.get()), create_task(stop.wait())])``: tasks the
+    program makes, of asyncio's public coroutines, are spanned as any; the tasks asyncio
+    makes of its own work (a server's accept, ``asyncio.run``'s clean-up) are not."""
+
+    async def main() -> None:
+        ev = asyncio.Event()
+        waiter = asyncio.create_task(ev.wait(), name="waiter")
+        sleeper = asyncio.create_task(asyncio.sleep(10), name="sleeper")
+        threaded = asyncio.create_task(asyncio.to_thread(sum, [1, 2]), name="threaded")
+        await asyncio.sleep(0)
+        ev.set()
+        sleeper.cancel()
+        await asyncio.wait([waiter, sleeper, threaded])
+        server = await asyncio.start_server(lambda _, writer: writer.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    tasks = _by_task(traced.task_spans)
+    made = {
+        name: (tasks[name][semconv.ATTR_TASK_COROUTINE], tasks[name][semconv.ATTR_OUTCOME])
+        for name in ("waiter", "sleeper", "threaded")
+    }
+    assert made == {
+        "waiter": ("Event.wait", semconv.OUTCOME_COMPLETED),
+        "sleeper": ("sleep", semconv.OUTCOME_CANCELLED),
+        "threaded": ("to_thread", semconv.OUTCOME_COMPLETED),
+    }
+    coroutines = sorted(s[semconv.ATTR_TASK_COROUTINE].rpartition(".")[2] for s in tasks.values())
+    assert coroutines == ["main", "sleep", "to_thread", "wait"]
+
+
 class Uncomparable:
     """A callback that cannot be compared: finding ours among a task's must not try."""
 

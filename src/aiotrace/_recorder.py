@@ -69,8 +69,9 @@ class Options:
     internal_futures: bool = False
     """Also trace futures created inside asyncio itself (sleep, lock waiters, streams)."""
     internal_tasks: bool = False
-    """Also give a span to tasks running asyncio's own coroutines (``asyncio.run``'s
-    clean-up, ``to_thread``, a bare ``asyncio.sleep``)."""
+    """Also give a span to the tasks asyncio makes of its own work (``asyncio.run``'s
+    clean-up, a server's accept, a subprocess's pipes). A task the program makes of one of
+    asyncio's public coroutines (``asyncio.sleep``, ``ev.wait()``, ``to_thread``) has one anyway."""
     internal_primitives: bool = False
     """Also trace primitives asyncio creates for itself (a Barrier's Condition, ...)."""
     primitives: tuple[str, ...] = PRIMITIVE_FAMILIES

@@ -619,6 +619,28 @@ def _inlines_create_task(orig: Any) -> bool:
         return False
 
 
+_HOUSEKEEPING_NAMES: Final = frozenset({"shutdown_asyncgens", "shutdown_default_executor"})
+
+
+def _asyncio_housekeeping(coro: Any, code: CodeType) -> bool:
+    """Whether a coroutine of asyncio's is asyncio's own work, made a task by asyncio: not a
+    task of the program's.
+
+    A private coroutine (a server's ``_accept_connection2``, a subprocess's
+    ``_connect_pipes``), a closure (the happy-eyeballs race's ``run_one_coro``),
+    or ``asyncio.run``'s clean-up. A public one (``asyncio.sleep``,
+    ``ev.wait()``, ``queue.get()``, ``to_thread``) is made a task by the
+    program, as in ``asyncio.wait([create_task(queue.get()), create_task(stop.wait())])``:
+    its task gets a span as any other (it did not, before 2026-12-05).
+    """
+    name = code.co_name
+    return (
+        name.startswith("_")
+        or name in _HOUSEKEEPING_NAMES
+        or "<locals>" in getattr(coro, "__qualname__", "")
+    )
+
+
 def task_patches() -> list[Patch]:
     """Patches that give every task a span, on every event loop class we know."""
     read_limits()
@@ -641,6 +663,7 @@ def task_patches() -> list[Patch]:
     c_task: Any = getattr(asyncio.tasks, "_CTask", ())  # isinstance(x, ()) is False
     create_task_code = asyncio.tasks.create_task.__code__
     new_span = object.__new__
+    housekeeping = _asyncio_housekeeping
 
     asyncio_tasks: Any = asyncio.tasks
 
@@ -656,8 +679,14 @@ def task_patches() -> list[Patch]:
             if not (live[0] and enabled[FAMILY_TASK]):
                 return orig(self, coro, *args, name=name, **kwargs)
             code = getattr(coro, "cr_code", None)
-            if code is not None and not include_internal and asyncio_file(code.co_filename):
-                # asyncio's own coroutine (asyncio.run's clean-up, to_thread): not the user's task
+            if (
+                code is not None
+                and not include_internal
+                and asyncio_file(code.co_filename)
+                and housekeeping(coro, code)
+            ):
+                # asyncio's own work (asyncio.run's clean-up, a server's accept): not a task of
+                # the program's, which a public coroutine of asyncio's (ev.wait()) may be
                 return orig(self, coro, *args, name=name, **kwargs)
             current = var.get()
             span: TaskSpan | None
