@@ -41,6 +41,7 @@ from tests.receivers import GrpcReceiver, HttpReceiver, ReceivedSpan
 CONTEND = PROGRAMS / "contend.py"
 EXITS = PROGRAMS / "exits.py"
 AT_EXIT = PROGRAMS / "at_exit.py"
+EXECS = PROGRAMS / "execs.py"
 GIVEN_BACK = PROGRAMS / "given_back.py"
 
 
@@ -275,6 +276,27 @@ def test_what_atexit_handlers_do_is_traced_before_the_report(tmp_path: Path) -> 
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["tasks"] == {"completed": 3}
     assert report["stats"]["spans_dropped"] == 0
+
+
+@pytest.mark.parametrize("how", ["execv", "execve"])
+def test_a_program_that_replaces_itself_is_reported_first(tmp_path: Path, how: str) -> None:
+    """``os.execv`` replaces the process: the spans not yet shipped and the report went
+    with it, and the collector said the program was killed. Now the run ends there,
+    reported; the new program runs untraced, as after any run, even with an
+    environment copied while traced."""
+    result = aiotrace(
+        "run", "--min-hold", "0", "--trace-file", "t.json", EXECS, how, cwd=tmp_path
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == (
+        "a failed exec raises as untraced\nreplacing itself\nthe new program, untraced\n"
+    )
+    assert "aiotrace: execs.py ran" in result.stderr
+    assert "the program replaced itself (os.exec*): its trace ends here" in result.stderr
+    assert "killed" not in result.stderr
+    assert "lost" not in result.stderr
+    trace = Trace(tmp_path / "t.json")
+    assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 4  # both runs before the exec
 
 
 STDERR_GAMES = PROGRAMS / "stderr_games.py"

@@ -256,7 +256,7 @@ SIGTERM_DELIVERY: Final = SigtermDelivery()
 
 
 class ExitDelivery:
-    """Make ``os._exit()`` deliver the spans first, then exit as it would have.
+    """Make ``os._exit()`` and the ``os.exec*`` calls deliver the spans first, then go on.
 
     ``os._exit`` skips atexit, ``finally`` blocks and the interpreter's
     shutdown: a program that leaves through it (a forking server's child, a
@@ -269,6 +269,16 @@ class ExitDelivery:
     ``os._exit`` changes: unflushed output stays unflushed, the status is
     the same.
 
+    ``os.execv`` and ``os.execve`` (which every ``os.exec*`` function ends
+    in) replace the process: its buffered spans, and under ``aiotrace run``
+    the report, went with it, and the collector, orphaned, said the program
+    had been killed. While a delivery is installed, an exec that can succeed
+    (its file executable) delivers first, as ``os._exit`` does, without a
+    timer: the process is to go on, as the new program. The new program is
+    not traced once this process's run has ended: an environment the program
+    copied from ``os.environ`` while traced loses what the run put there (see
+    :func:`untraced_env`).
+
     A delivery belongs to the process that installed it: a fork inherits
     the patch, not the parent's delivery, until it installs its own.
     """
@@ -277,22 +287,41 @@ class ExitDelivery:
 
     def __init__(self) -> None:
         self._deliver: Callable[[int], object] | None = None
+        self._on_exec: Callable[[], object] | None = None
         self._pid = 0
         self._real: Callable[[int], NoReturn] = os._exit
-        self._patched = self._exit  # one bound method, compared by identity
+        self._real_execv: Callable[..., NoReturn] = os.execv
+        self._real_execve: Callable[..., NoReturn] = os.execve
+        # One bound method each, compared by identity.
+        self._patched = self._exit
+        self._patched_execv = self._execv
+        self._patched_execve = self._execve
 
-    def install(self, deliver: Callable[[int], object]) -> None:
-        """Deliver with ``deliver(status)`` when this process calls ``os._exit(status)``."""
-        self._deliver, self._pid = deliver, os.getpid()
+    def install(
+        self, deliver: Callable[[int], object], on_exec: Callable[[], object] | None = None
+    ) -> None:
+        """Deliver with ``deliver(status)`` when this process calls ``os._exit(status)``,
+        and with ``on_exec()`` (else ``deliver(0)``) before it replaces itself by an exec."""
+        self._deliver, self._on_exec, self._pid = deliver, on_exec, os.getpid()
         if os._exit is not self._patched:
             self._real = os._exit
             os._exit = self._patched  # type: ignore[assignment]  # same signature
+        if os.execv is not self._patched_execv:
+            self._real_execv = os.execv
+            os.execv = self._patched_execv
+        if os.execve is not self._patched_execve:
+            self._real_execve = os.execve
+            os.execve = self._patched_execve  # type: ignore[assignment]  # same signature
 
     def restore(self) -> None:
-        """The real ``os._exit`` back, if ours is still in place."""
-        self._deliver = None
+        """The real ``os._exit`` and exec calls back, where ours are still in place."""
+        self._deliver = self._on_exec = None
         if os._exit is self._patched:
             os._exit = self._real  # type: ignore[assignment]  # the saved original
+        if os.execv is self._patched_execv:
+            os.execv = self._real_execv
+        if os.execve is self._patched_execve:
+            os.execve = self._real_execve
 
     def real_exit(self, status: int) -> NoReturn:
         """``os._exit`` itself, for aiotrace's own last resorts."""
@@ -308,6 +337,59 @@ class ExitDelivery:
             with contextlib.suppress(BaseException):  # exiting anyway: nothing may stop that
                 deliver(status)
         self._real(status)
+
+    def _execv(self, path: Any, argv: Any, /) -> NoReturn:
+        self._before_exec(path)
+        self._real_execv(path, argv)
+
+    def _execve(self, path: Any, argv: Any, env: Any, /) -> NoReturn:
+        if self._before_exec(path):
+            env = untraced_env(env)
+        self._real_execve(path, argv, env)
+
+    def _before_exec(self, path: Any) -> bool:
+        """Deliver before an exec that can succeed; whether a delivery was made."""
+        deliver, on_exec = self._deliver, self._on_exec
+        if deliver is None or self._pid != os.getpid():
+            return False
+        try:
+            # os.execvp tries each directory of PATH in turn: only the one
+            # that can run ends the trace. (A file descriptor: it can.)
+            if not isinstance(path, int) and not os.access(path, os.X_OK):
+                return False
+        except Exception:  # a path exec itself rejects: it raises, as untraced
+            return False
+        self._deliver = self._on_exec = None
+        with contextlib.suppress(BaseException):  # the exec goes ahead whatever happens here
+            if on_exec is not None:
+                on_exec()
+            else:
+                deliver(0)
+        return True
+
+
+def untraced_env(env: Any) -> Any:
+    """``env`` without what a run put in ``os.environ`` to trace children, once the run has
+    ended in this process (it is in ``os.environ`` no more): a child started with it would
+    try to join a trace already closed."""
+    try:
+        if ENV_COLLECTOR in os.environ or ENV_COLLECTOR not in env:
+            return env
+        cleaned = {
+            key: value
+            for key, value in env.items()
+            if key not in (ENV_COLLECTOR, ENV_OPTIONS, ENV_RESOURCE, ENV_DIAGNOSIS)
+        }
+        path = cleaned.get("PYTHONPATH")
+        if isinstance(path, str) and path.split(os.pathsep)[0] == BOOTSTRAP_DIR:
+            rest = path[len(BOOTSTRAP_DIR) + len(os.pathsep) :]
+            if rest:
+                cleaned["PYTHONPATH"] = rest
+            else:
+                del cleaned["PYTHONPATH"]
+        return cleaned
+    except Exception:  # a mapping of the program's own kind: as it is
+        return env
 
 
 EXIT_DELIVERY: Final = ExitDelivery()

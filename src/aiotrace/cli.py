@@ -843,10 +843,17 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
             except OSError as exc:
                 STDERR.write(f"aiotrace: could not write {report_json}: {exc.strerror}\n")
 
+    def replaced() -> None:
+        """The program replaces itself (``os.execv``): its run ends here, reported."""
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()  # what the program printed comes first, as it would
+        conclude(0)
+        STDERR.write("aiotrace: the program replaced itself (os.exec*): its trace ends here\n")
+
     # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
     SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
     # Leaving through os._exit(): report, then exit with its status, unflushed output unflushed.
-    EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)))
+    EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)), replaced)
     pid = os.getpid()
     try:
         code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
