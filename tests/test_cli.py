@@ -630,19 +630,22 @@ def test_ctrl_c_delivers_the_spans_and_exits_as_python_does(tmp_path: Path) -> N
     assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 130
 
 
-def test_sigterm_delivers_the_spans_and_dies_by_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_delivers_the_spans_and_dies_by_it(tmp_path: Path, signum: int) -> None:
+    """SIGTERM (a CI timeout, ``docker stop``) and SIGHUP (a closed terminal, a dropped SSH
+    session) kill without clean-up by default; traced, the spans go first."""
     program = str(PROGRAMS / "sigint.py")
     traced = _interrupt(
         [sys.executable, "-m", "aiotrace", "run", "--trace-file", "t.json", program],
         tmp_path,
-        signal.SIGTERM,
+        signum,
     )
-    assert traced.returncode == -signal.SIGTERM  # as untraced: killed by the signal
+    assert traced.returncode == -signum  # as untraced: killed by the signal
     trace = Trace(tmp_path / "t.json")
     task = trace.one(semconv.SPAN_TASK)
     assert task.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING  # never finished
     assert task.parent_id == trace.root.span_id
-    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 128 + signal.SIGTERM
+    assert trace.root.attributes[semconv.ATTR_EXIT_CODE] == 128 + signum
     assert "Trace file:" in traced.stderr
 
 

@@ -133,7 +133,7 @@ def begin(
     provider = install_provider(Resource(resource))
     _begin(shipping, provider, parent_from_env(traceparent), span_name, attributes, started_ns)
     _api.instrument(consumer=shipping, nestable=True, **options)
-    SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
+    SIGTERM_DELIVERY.install(lambda _signum: finish())  # Pool ends its workers by SIGTERM
 
 
 def _begin(
@@ -259,7 +259,7 @@ def after_fork(consumer: Any) -> None:
     _deliver_at_os_exit()  # a plain os.fork() child leaves through os._exit() as a rule
     from aiotrace._session import SIGTERM_DELIVERY
 
-    SIGTERM_DELIVERY.install(finish)  # multiprocessing.Pool ends its workers with SIGTERM
+    SIGTERM_DELIVERY.install(lambda _signum: finish())  # Pool ends its workers by SIGTERM
     # multiprocessing's forked workers leave through os._exit(), which skips
     # atexit; their finalizers still run. But a new multiprocessing.Process
     # clears the finalizers it inherited before it runs its after-fork hooks:

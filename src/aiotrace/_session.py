@@ -176,83 +176,91 @@ def parent_from_env(traceparent: str | None = None) -> otel_context.Context:
 
 
 class SigtermDelivery:
-    """Make SIGTERM deliver the spans first, then kill the process as it would have.
+    """Make SIGTERM and SIGHUP deliver the spans first, then kill the process as they would have.
 
-    SIGTERM's default action kills without any clean-up, so everything still
+    Their default action kills without any clean-up, so everything still
     buffered would be lost: a CI timeout, ``docker stop``, and
-    ``multiprocessing.Pool`` ending its workers all send it. Installed only
-    where SIGTERM has that default action (or aiotrace's handler, inherited
-    through fork); a program's own handler is left alone. The process still
-    dies by SIGTERM, with the same status.
+    ``multiprocessing.Pool`` ending its workers all send SIGTERM; a closed
+    terminal or a dropped SSH session sends SIGHUP. Installed only where the
+    signal has that default action (or aiotrace's handler, inherited through
+    fork); a program's own handler is left alone (``nohup``'s ignoring
+    SIGHUP too). The process still dies by the signal, with the same status.
 
-    A SIGTERM that arrives while the spans are being delivered anyway (at a
+    A signal that arrives while the spans are being delivered anyway (at a
     normal exit) waits for that delivery to end, instead of cutting it short.
 
     A delivery belongs to the process that installed it, as with
     :class:`ExitDelivery`: a fork that installs none of its own (one not
-    followed, ``--no-children``) inherits the handler, but SIGTERM there
+    followed, ``--no-children``) inherits the handler, but the signal there
     only kills, as it would untraced. Run there, the parent's delivery
     would end the parent's run from the child, through the parent's
     connection to the collector.
     """
 
+    SIGNALS: Final = tuple(
+        getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+    )
+
     def __init__(self) -> None:
-        self._deliver: Callable[[], object] | None = None
+        self._deliver: Callable[[int], object] | None = None
         self._pid = 0
         self._depth = 0
-        self._pending = False
+        self._pending: int | None = None
 
-    def install(self, deliver: Callable[[], object]) -> None:
-        """Deliver with ``deliver`` on SIGTERM (main thread only, as Python requires)."""
+    def install(self, deliver: Callable[[int], object]) -> None:
+        """Deliver with ``deliver(signum)`` on SIGTERM or SIGHUP (main thread only, as Python
+        requires)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self._deliver, self._pid, self._depth, self._pending = deliver, os.getpid(), 0, False
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            current = signal.getsignal(signal.SIGTERM)
-            if current is signal.SIG_DFL or current == self._handle:
-                signal.signal(signal.SIGTERM, self._handle)
+        self._deliver, self._pid, self._depth, self._pending = deliver, os.getpid(), 0, None
+        for signum in self.SIGNALS:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                current = signal.getsignal(signum)
+                if current is signal.SIG_DFL or current == self._handle:
+                    signal.signal(signum, self._handle)
 
     def restore(self) -> None:
-        """SIGTERM back to its default action, if aiotrace's handler is still there."""
+        """The signals back to their default action, where aiotrace's handler is still there."""
         self._deliver = None
         if threading.current_thread() is not threading.main_thread():
             return
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            if signal.getsignal(signal.SIGTERM) == self._handle:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in self.SIGNALS:
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                if signal.getsignal(signum) == self._handle:
+                    signal.signal(signum, signal.SIG_DFL)
 
     @contextlib.contextmanager
     def delivering(self) -> Iterator[None]:
-        """Around a delivery: a SIGTERM meanwhile takes effect only after it."""
+        """Around a delivery: a signal meanwhile takes effect only after it."""
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
-            if not self._depth and self._pending:
-                self._die()
+            if not self._depth and self._pending is not None:
+                self._die(self._pending)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self._depth:
-            self._pending = True
+            self._pending = signum
             return
         try:
             if self._deliver is not None and self._pid == os.getpid():
                 with self.delivering():
-                    self._deliver()
+                    self._deliver(signum)
         except Exception:  # dying anyway: nothing may stop that
             pass
         finally:
-            self._die()
+            self._die(signum)
 
     @staticmethod
-    def _die() -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def _die(signum: int) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 SIGTERM_DELIVERY: Final = SigtermDelivery()
-"""The process's one SIGTERM handler (the run's, or a child process's)."""
+"""The process's one SIGTERM and SIGHUP handler (the run's, or a child process's)."""
 
 
 class ExitDelivery:

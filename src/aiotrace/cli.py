@@ -850,8 +850,9 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         conclude(0)
         STDERR.write("aiotrace: the program replaced itself (os.exec*): its trace ends here\n")
 
-    # Killed by SIGTERM (a CI timeout, docker stop): report, then die by it as before.
-    SIGTERM_DELIVERY.install(lambda: conclude(128 + signal.SIGTERM))
+    # Killed by SIGTERM (a CI timeout, docker stop) or SIGHUP (a closed terminal):
+    # report, then die by it as before.
+    SIGTERM_DELIVERY.install(lambda signum: conclude(128 + signum))
     # Leaving through os._exit(): report, then exit with its status, unflushed output unflushed.
     EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)), replaced)
     pid = os.getpid()
