@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import signal
 
 import pytest
 
@@ -554,6 +555,55 @@ def test_os_exit_during_a_test_delivers_the_trace_first(
         )
     else:
         result.assert_outcomes(passed=1, failed=1)  # the worker crashed, the run went on
+
+
+KILLED = """
+import asyncio
+import os
+import signal
+
+
+def test_first():
+    pass
+
+
+def test_stuck():
+    async def main():
+        stuck_on = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+        await stuck_on.wait()
+
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_sigterm_during_a_test_delivers_the_trace_first(
+    suite: pytest.Pytester, workers: str | None
+) -> None:
+    """A CI job's timeout ends pytest with SIGTERM, which kills without clean-up: the
+    stuck test, the one the timeout is about, was missing from the trace. Now its span
+    ends, marked, with what it waited for, and the process still dies by SIGTERM."""
+    suite.makepyfile(test_killed=KILLED)
+    result = run(suite, "--aiotrace", *(["-n", workers] if workers else []))
+    trace = trace_of(suite)
+    tests = spans_by_test(trace)
+    killed = tests["test_stuck"]
+    assert killed.attributes[semconv.ATTR_TEST_OUTCOME] == semconv.TEST_OUTCOME_KILLED
+    assert killed.status_description == "killed by SIGTERM during the test"
+    (wait,) = trace.named(semconv.SPAN_EVENT_WAIT)
+    assert wait.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING
+    assert owning_test(trace, wait) == "test_stuck"
+    assert tests["test_first"].attributes[semconv.ATTR_TEST_OUTCOME] == "passed"
+    if workers is None:
+        assert result.ret == -signal.SIGTERM
+        trace_file = suite.path / "trace.json"
+        assert result.stdout.lines[-1] == (
+            "aiotrace: killed by SIGTERM during test_killed.py::test_stuck: the trace was "
+            f"finished first; trace file: {trace_file}"
+        )
+    else:
+        result.assert_outcomes(passed=1, failed=1)  # the worker died, the run went on
 
 
 # ---------------------------------------------------------------------------

@@ -451,10 +451,11 @@ class AiotracePlugin:
             else:
                 self._start_session()
             _leaks.watch()
-            if not self.attached:  # under `aiotrace run`, the run guards os._exit
-                from aiotrace._session import EXIT_DELIVERY
+            if not self.attached:  # under `aiotrace run`, the run guards os._exit and signals
+                from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
                 EXIT_DELIVERY.install(self._exiting)
+                SIGTERM_DELIVERY.install(self._killed)
         except pytest.UsageError:
             raise
         except Exception as exc:  # tracing must never stop the test run
@@ -577,6 +578,24 @@ class AiotracePlugin:
         says where. (A forked child's ``os._exit`` is its own: see
         ``ExitDelivery``.)
         """
+        from aiotrace import semconv
+
+        self._cut_short_by(f"os._exit({status})", semconv.TEST_OUTCOME_EXITED, status)
+
+    def _killed(self, signum: int) -> None:
+        """SIGTERM or SIGHUP (a CI job's timeout, a closed terminal): as ``os._exit``, the
+        trace finished first, the test it cut short marked, which is the one a
+        timeout wants to know about; then the process dies by the signal (see
+        ``SigtermDelivery``)."""
+        import signal
+
+        from aiotrace import semconv
+
+        self._cut_short_by(
+            signal.Signals(signum).name, semconv.TEST_OUTCOME_KILLED, 128 + signum, "killed by "
+        )
+
+    def _cut_short_by(self, what: str, outcome: str, status: int, verb: str = "") -> None:
         from opentelemetry.trace import Status, StatusCode
 
         from aiotrace import semconv
@@ -586,11 +605,11 @@ class AiotracePlugin:
             self._cut_short = True
             where = f" during {running.span.attributes.get(semconv.ATTR_TEST_CASE_NAME)}"
             with contextlib.suppress(Exception):
-                status_of = Status(StatusCode.ERROR, f"os._exit({status}) during the test")
+                status_of = Status(StatusCode.ERROR, f"{verb}{what} during the test")
                 if running.phase is not None:
                     running.phase.set_status(status_of)
                     running.phase.end()
-                running.span.set_attribute(semconv.ATTR_TEST_OUTCOME, semconv.TEST_OUTCOME_EXITED)
+                running.span.set_attribute(semconv.ATTR_TEST_OUTCOME, outcome)
                 running.span.set_attribute(semconv.ATTR_TEST_CASE_RESULT, "fail")
                 running.span.set_status(status_of)
                 running.span.end()
@@ -598,7 +617,7 @@ class AiotracePlugin:
         if self.worker_id is not None:
             return
         report = self.report
-        text = f"aiotrace: os._exit({status}){where}: the trace was finished first"
+        text = f"aiotrace: {verb}{what}{where}: the trace was finished first"
         if report is not None and report.trace_file:
             text += f"; trace file: {report.trace_file}"
         self._echo(text)
@@ -647,10 +666,18 @@ class AiotracePlugin:
             return
         self._finished = True
         from aiotrace import _child, _leaks, semconv
-        from aiotrace._session import EXIT_DELIVERY
+        from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
         if not self.attached:
             EXIT_DELIVERY.restore()
+            SIGTERM_DELIVERY.restore()
+        if self._cut_short and self.worker_id is not None:
+            # The waits and holds the test was stuck in, as spans, while still watched
+            # (the controller's session does it in its own finish).
+            from aiotrace.diagnosis import report_unfinished
+
+            with contextlib.suppress(Exception):
+                report_unfinished()
         _leaks.unwatch()
         try:
             if self.session is not None:

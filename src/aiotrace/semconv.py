@@ -268,9 +268,12 @@ ATTR_TEST_SUITE_RUN_STATUS: Final = "test.suite.run.status"
 """On the session span: ``success`` or ``failure`` (semconv ``test.suite.run.status``)."""
 ATTR_TEST_OUTCOME: Final = "aiotrace.test.outcome"
 """On a test span: pytest's outcome: passed, failed, error, skipped, xfailed, xpassed,
-or :data:`TEST_OUTCOME_EXITED`."""
+:data:`TEST_OUTCOME_EXITED` or :data:`TEST_OUTCOME_KILLED`."""
 TEST_OUTCOME_EXITED: Final = "os._exit"
 """The test (or the code it ran) ended the pytest process with ``os._exit()``."""
+TEST_OUTCOME_KILLED: Final = "killed"
+"""The pytest process was killed during the test by SIGTERM or SIGHUP (a CI job's timeout):
+the signal is in the span's status."""
 ATTR_TEST_PHASE_OUTCOME: Final = "aiotrace.test.phase_outcome"
 """On a phase span: passed, failed or skipped."""
 ATTR_TEST_WAIT_MS: Final = "aiotrace.test.wait_ms"
