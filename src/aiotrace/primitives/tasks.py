@@ -633,12 +633,15 @@ def _asyncio_housekeeping(coro: Any, code: CodeType) -> bool:
     program, as in ``asyncio.wait([create_task(queue.get()), create_task(stop.wait())])``:
     its task gets a span as any other (it did not, before 2026-12-05).
     """
-    name = code.co_name
-    return (
-        name.startswith("_")
-        or name in _HOUSEKEEPING_NAMES
-        or "<locals>" in getattr(coro, "__qualname__", "")
-    )
+    try:  # called before create_task's own guard: nothing of ours may escape
+        name = code.co_name
+        return (
+            name.startswith("_")
+            or name in _HOUSEKEEPING_NAMES
+            or "<locals>" in getattr(coro, "__qualname__", "")
+        )
+    except Exception:  # undecided: the task is the program's, and spanned
+        return False
 
 
 def task_patches() -> list[Patch]:
