@@ -415,8 +415,28 @@ class Wrapped:
 # fmt: on
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="columns: 3.11+ code positions")
+def test_primitives_made_by_statements_sharing_a_line_get_their_own_names() -> None:
+    """``lock = Lock(); sem = Semaphore(2); q = Queue(3)``: all three were named
+    ``lock``, the line's first target, and the report spoke of a Semaphore and a Queue
+    called ``lock``. Each statement names its own; where Python keeps no columns
+    (3.10), none is named rather than all wrongly."""
+    from aiotrace.primitives._base import display_name
+
+    # fmt: off
+    async def main() -> list[str]:
+        lock = asyncio.Lock(); sem = asyncio.Semaphore(2); q = asyncio.Queue(3)  # one-line  # noqa: E702
+        return [display_name(p._aiotrace_ref) for p in (lock, sem, q)]
+    # fmt: on
+
+    with capture_spans():
+        names = asyncio.run(main())
+    site = f"{short_path(__file__)}:{line_of('# one-line')}"
+    if sys.version_info >= (3, 11):
+        assert names == [f"lock ({site})", f"sem ({site})", f"q ({site})"]
+    else:
+        assert names == [site, site, site]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps no columns")
 def test_a_lock_per_key_of_a_defaultdict_is_named_after_the_dict() -> None:
     """``async with self._locks[key]:`` over a ``defaultdict(asyncio.Lock)`` makes the

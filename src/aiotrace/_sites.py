@@ -675,6 +675,8 @@ def variable_name(site: Site) -> str | None:
     if key in _NAME_CACHE:
         return _NAME_CACHE[key]
     text = linecache.getline(site.path, site.line)
+    if ";" in text:
+        text = _statement_at(text, site.column)
     name: str | None = None
     match = _ASSIGN.match(text)
     if match and not keyword.iskeyword(match.group("target")):  # not ``else: x = ...``
@@ -775,6 +777,28 @@ def _primary(tokens: list[tokenize.TokenInfo], start: int) -> tuple[int, str, bo
         else:
             break
     return index, last, True
+
+
+def _statement_at(text: str, column: int | None) -> str:
+    """Of a line of several statements (``lock = Lock(); ready = Event()``), the one at
+    ``column``, at its place in the line, the others blanked: each has its own name.
+
+    Without a column (3.10) there is no telling which made the object: an empty
+    line, which names nothing, rather than another statement's name.
+    """
+    tokens, complete = _tokens(text.strip())
+    statements = [part for part in _split(tokens, ";") if part]
+    if not complete or len(statements) < 2:
+        return text
+    if column is None:
+        return ""
+    encoded = text.encode()
+    for statement in reversed(statements):
+        start = _byte_column(text, statement[0])
+        if start <= column:
+            end = _byte_column(text, statement[-1]) + len(statement[-1].string.encode())
+            return " " * start + encoded[start:end].decode(errors="replace")
+    return ""
 
 
 def _is_the_lines_call(text: str, column: int | None) -> bool:
