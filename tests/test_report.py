@@ -372,6 +372,47 @@ def test_a_semaphore_line_gives_its_capacity_even_if_it_never_waited(tmp_path: P
     )
 
 
+GIVING_UP = """
+import asyncio
+
+
+async def main() -> None:
+    pool = asyncio.Semaphore(2)
+    done = asyncio.Event()
+
+    async def use() -> None:
+        async with pool:
+            await done.wait()
+
+    users = [asyncio.create_task(use()) for _ in range(6)]
+    await asyncio.sleep(0)  # two hold, four wait
+    users[-1].cancel()  # gives up waiting
+    try:
+        await asyncio.wait_for(pool.acquire(), 0.005)  # gives up too
+    except asyncio.TimeoutError:
+        pass
+    done.set()
+    await asyncio.gather(*users, return_exceptions=True)
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_semaphore_line_counts_waits_given_up_apart(tmp_path: Path) -> None:
+    """Waits that were cancelled or timed out acquired nothing: they were counted
+    as acquisitions that waited, "18 of 14 acquisitions waited (129%)"."""
+    (tmp_path / "giving_up.py").write_text(GIVING_UP)
+    result = aiotrace("run", "--no-trace-file", "--min-wait=0", "giving_up.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in report_lines(result.stderr)]
+    (line,) = lines[lines.index("Semaphores") + 1 : lines.index("Semaphores") + 2]
+    assert line.startswith(
+        "pool (giving_up.py:6): capacity 2; 3 of 5 acquisitions waited (60%); "
+        "2 more waits given up (cancelled or timed out), "
+    )
+
+
 FORGETFUL = """
 import asyncio
 

@@ -802,10 +802,19 @@ def semaphore_text(row: PrimitiveRow) -> str:
     acquisitions = row.operations or row.holds
     if not row.waits:
         return f"{row.name}: {capacity}; never waited on in {acquisitions} acquisitions"
-    share = f" ({100 * row.waits / acquisitions:.0f}%)" if acquisitions else ""
+    # A wait given up (cancelled, timed out) is no acquisition: "18 of 14 waited" before.
+    waited = max(0, row.waits - row.abandoned)
+    share = f" ({100 * waited / acquisitions:.0f}%)" if acquisitions else ""
+    gave_up = (
+        f"; {row.abandoned} more wait{'s' if row.abandoned != 1 else ''} given up "
+        "(cancelled or timed out)"
+        if row.abandoned
+        else ""
+    )
     return (
-        f"{row.name}: {capacity}; {row.waits} of {acquisitions or '?'} acquisitions "
-        f"waited{share}, {duration_text(row.wait_ms)} in total, up to {row.max_waiters} queued"
+        f"{row.name}: {capacity}; {waited} of {acquisitions or '?'} acquisitions "
+        f"waited{share}{gave_up}, {duration_text(row.wait_ms)} in total, "
+        f"up to {row.max_waiters} queued"
     )
 
 
