@@ -421,7 +421,7 @@ def test_a_task_the_program_makes_of_asyncios_own_coroutine_has_a_span(traced: C
 
     async def main() -> None:
         ev = asyncio.Event()
-        waiter = asyncio.create_task(ev.wait(), name="waiter")
+        waiter = asyncio.create_task(ev.wait(), name="waiter")  # waiter-made
         sleeper = asyncio.create_task(asyncio.sleep(10), name="sleeper")
         threaded = asyncio.create_task(asyncio.to_thread(sum, [1, 2]), name="threaded")
         await asyncio.sleep(0)
@@ -449,6 +449,10 @@ def test_a_task_the_program_makes_of_asyncios_own_coroutine_has_a_span(traced: C
     }
     coroutines = sorted(s[semconv.ATTR_TASK_COROUTINE].rpartition(".")[2] for s in tasks.values())
     assert coroutines == ["main", "sleep", "to_thread", "wait"]
+    # The wait has no caller but asyncio: it began where the program made its task.
+    (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
+    assert wait[semconv.ATTR_TASK_NAME] == "waiter"
+    assert wait[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# waiter-made")
 
 
 class Uncomparable:

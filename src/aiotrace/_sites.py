@@ -432,7 +432,10 @@ def site_and_via(
     creation). The program's own sites cost no walk."""
     user = first_user_frame(frame)
     if user is None:
-        return None, None
+        # Nothing above but asyncio: a task of the program's made of asyncio's own
+        # coroutine (``create_task(ev.wait())``) waits with no caller. The
+        # program's line that made the task is where that wait began.
+        return program_site(frame), None
     code = user.f_code
     return raw_site(code, user.f_lasti), via(user) if is_library_file(code.co_filename) else None
 
