@@ -219,6 +219,73 @@ def test_condition_waits_end_when_notified(traced: Captured) -> None:
     }
 
 
+async def _wait_then_take(other: asyncio.Lock) -> asyncio.Condition:
+    """A waiter that, woken, takes ``other`` while holding the condition's lock."""
+    cond = asyncio.Condition()
+    ready = False
+
+    async def waiter() -> None:
+        async with cond:
+            await cond.wait_for(lambda: ready)  # re-taken-here
+            async with other:
+                await asyncio.sleep(0.002)
+
+    async def notifier() -> None:
+        nonlocal ready
+        async with cond:
+            ready = True
+            cond.notify_all()
+
+    woken = asyncio.create_task(waiter(), name="waiter")
+    await asyncio.sleep(0)
+    await asyncio.create_task(notifier(), name="notifier")
+    await woken
+    return cond
+
+
+def test_the_hold_a_condition_wait_takes_again_is_the_waiters(traced: Captured) -> None:
+    """asyncio's ``Condition.wait`` takes the lock again itself: that hold was taken
+    for another task's (released by the waiter's ``async with``), without the
+    waiter's name, at ``asyncio/locks.py``. It is the waiter's, taken at its line."""
+    asyncio.run(_wait_then_take(asyncio.Lock()))
+    holds = [
+        h
+        for h in traced.named(semconv.SPAN_LOCK_HOLD)
+        if h[semconv.ATTR_PRIMITIVE_NAME].endswith(".lock")
+    ]
+    assert [h.get(semconv.ATTR_TASK_NAME) for h in holds] == ["waiter", "notifier", "waiter"]
+    after = holds[-1]
+    assert after[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# re-taken-here")
+    assert after[semconv.ATTR_CODE_FILE_PATH] == __file__
+    assert semconv.ATTR_RELEASER_TASK not in after.attributes
+
+
+@pytest.mark.pristine  # turns lock-order checking on and off itself
+def test_lock_order_sees_what_is_taken_after_a_condition_wait() -> None:
+    """Taking ``other`` after ``cond.wait_for()`` nests it in the condition's lock; one
+    path the other way round is an inversion. The nesting was missed: the lock's
+    owner was asyncio's ``Condition.wait``, finished by then, not the waiter."""
+    from aiotrace.primitives import _lock_order
+
+    found: list[tuple[Any, Any]] = []
+
+    async def main() -> None:
+        other = asyncio.Lock()
+        cond = await _wait_then_take(other)
+        async with other, cond:
+            pass
+
+    with capture_spans():
+        _lock_order.enable(lambda earlier, now: found.append((earlier, now)))
+        try:
+            asyncio.run(main())
+            assert _lock_order.HELD == {}
+            assert aiotrace.stats().internal_errors == 0
+        finally:
+            _lock_order.disable()
+    assert len(found) == 1
+
+
 class _CountingDeque(collections.deque):  # type: ignore[type-arg]
     """A Condition's waiter queue that counts the waiters read by iterating it."""
 

@@ -240,6 +240,23 @@ def released(prim: Any, owner: FrameType | None) -> None:
         _failed(exc)
 
 
+def moved(prim: Any, taker: FrameType, owner: FrameType) -> None:
+    """One hold of ``prim``, taken by ``taker``, is ``owner``'s: its nesting was checked
+    when ``taker`` took it (asyncio's ``Condition.wait`` re-taking its lock for the
+    frame that waits: see ``events``)."""
+    try:
+        released(prim, taker)
+        held = HELD.get(owner)
+        if held is None:
+            HELD[owner] = prim
+        elif type(held) is Holding:
+            held.add(prim)
+        else:
+            HELD[owner] = Holding((held, prim))
+    except Exception as exc:
+        _failed(exc)
+
+
 def unhold(prim: Any, owner: FrameType | None, popped: Any) -> None:
     """Put back what ``HELD.pop(owner)`` gave that was not ``prim`` alone, less ``prim``."""
     try:

@@ -28,6 +28,7 @@ from typing import Any, Final
 from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
+from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     Waker,
@@ -329,6 +330,8 @@ def condition_patches() -> list[Patch]:
     orig_notify = vars(Condition)["notify"]
     orig_notify_all = vars(Condition)["notify_all"]
     wait_for_code = orig_wait_for.__code__
+    lock_order = _lock_order.LOCK_ORDER
+    diagnosing = _lock_order.DIAGNOSING
     rec = RECORDER
     enabled = rec.enabled
     min_wait = int(rec.options.min_wait * 1e9)
@@ -351,9 +354,38 @@ def condition_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
 
+    def holder_of(lock: Any) -> Any:
+        """The frame holding a Condition's lock as it waits (a Lock's ``_aiotrace_owner``)."""
+        try:
+            return getattr(lock, "_aiotrace_owner", None) if live[0] else None
+        except Exception as exc:  # a lock of the program's whose attributes raise
+            rec.fail(FAMILY_CONDITION, exc)
+            return None
+
+    def reown(lock: Any, holder: Any) -> None:
+        """asyncio's ``Condition.wait`` re-takes the lock itself, so its frame became the
+        owner, and the release by the waiter's ``async with`` was taken for another
+        task's: the hold went without its holder's name, at ``asyncio/locks.py``. The
+        hold is the waiter's again."""
+        try:
+            taker = lock._aiotrace_owner
+            if taker is not None and taker is not holder and lock._locked:
+                lock._aiotrace_owner = holder
+                # Taken again at the waiter's line (``await cond.wait()``), not asyncio's.
+                asite, t0 = lock._aiotrace_asite, lock._aiotrace_t0
+                if asite is not None and asite[0] == t0:
+                    lock._aiotrace_asite = (t0, holder.f_code, holder.f_lasti)
+                if diagnosing[0]:
+                    lock._aiotrace_olasti = holder.f_lasti
+                if lock_order[0]:
+                    _lock_order.moved(lock, taker, holder)
+        except Exception as exc:
+            rec.fail(FAMILY_CONDITION, exc)
+
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
         t0 = pc()
+        holder = holder_of(self._lock)
         tracing = enabled[FAMILY_CONDITION] and live[0]
         if tracing:
             try:
@@ -366,6 +398,8 @@ def condition_patches() -> list[Patch]:
         try:
             result: bool = await orig_wait(self)
         except BaseException as exc:
+            if holder is not None:
+                reown(self._lock, holder)
             if tracing:
                 try:
                     stop_waiting(self, t0)
@@ -380,6 +414,8 @@ def condition_patches() -> list[Patch]:
                 except Exception as inner:
                     rec.fail(FAMILY_CONDITION, inner)
             raise
+        if holder is not None:
+            reown(self._lock, holder)
         if tracing:
             try:
                 wakes = self._aiotrace_wakes
