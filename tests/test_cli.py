@@ -278,6 +278,22 @@ def test_what_atexit_handlers_do_is_traced_before_the_report(tmp_path: Path) -> 
     assert report["stats"]["spans_dropped"] == 0
 
 
+def test_a_hang_in_an_atexit_handler_is_found_and_stopped(tmp_path: Path) -> None:
+    """The handlers run inside the run: one stuck there is a hang like any, stopped as
+    Ctrl-C would stop it, and that interrupt, aiotrace's, is not printed."""
+    (tmp_path / "stuck_at_exit.py").write_text(
+        "import asyncio, atexit\n"
+        "async def stuck():\n"
+        "    await asyncio.Event().wait()\n"
+        "atexit.register(lambda: asyncio.run(stuck()))\n"
+    )
+    result = aiotrace("run", "-q", "--hang-timeout", "2", "stuck_at_exit.py", cwd=tmp_path)
+    assert result.returncode == 124, result.stderr
+    assert "HANG: no task can make progress" in result.stderr
+    assert "stuck_at_exit.py:3 in stuck" in result.stderr
+    assert "KeyboardInterrupt" not in result.stderr
+
+
 @pytest.mark.parametrize("how", ["execv", "execve"])
 def test_a_program_that_replaces_itself_is_reported_first(tmp_path: Path, how: str) -> None:
     """``os.execv`` replaces the process: the spans not yet shipped and the report went

@@ -601,7 +601,7 @@ def _run_program(
         return 1, False
     finally:
         _join_threads()
-        exit_handlers.run()
+        exit_handlers.run(stopped)
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
@@ -648,8 +648,12 @@ class _ExitHandlers:
 
         atexit.register, atexit.unregister = register, unregister
 
-    def run(self) -> None:
-        """Run the program's handlers, last registered first; never raises."""
+    def run(self, stopped: Callable[[], bool]) -> None:
+        """Run the program's handlers, last registered first; never raises.
+
+        ``stopped()`` true: aiotrace stopped a hung handler as Ctrl-C would; that
+        KeyboardInterrupt is ours, not printed (as for the program itself).
+        """
         self.running = True
         handlers, self.handlers = self.handlers, []
         real_register, real_unregister = self._real
@@ -661,7 +665,8 @@ class _ExitHandlers:
                 try:
                     func(*args, **kwargs)
                 except BaseException as exc:  # as atexit: reported, and the next one runs
-                    _unraisable_in_atexit(exc, func)
+                    if not (isinstance(exc, KeyboardInterrupt) and stopped()):
+                        _unraisable_in_atexit(exc, func)
         atexit.register, atexit.unregister = real_register, real_unregister
 
 
