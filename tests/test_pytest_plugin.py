@@ -512,7 +512,7 @@ def test_first():
     pass
 
 
-def test_exits():
+def test_cut():
     async def main():
         lock = asyncio.Lock()
         async with lock:
@@ -523,6 +523,35 @@ def test_exits():
 """
 
 
+def _cut_short(
+    suite: pytest.Pytester, program: str, workers: str | None, outcome: str, what: str
+) -> tuple[pytest.RunResult, Trace]:
+    """Run ``program``: ``test_first``, then ``test_cut``, which ends the process.
+
+    ``test_cut``'s span is marked ``outcome``, its status ``<what> during the test``,
+    and one line says where the trace is; under xdist only that worker died, and
+    the run went on.
+    """
+    suite.makepyfile(test_cut=program)
+    result = run(
+        suite, "--aiotrace", "--aiotrace-min-hold=0", *(["-n", workers] if workers else [])
+    )
+    trace = trace_of(suite)
+    tests = spans_by_test(trace)
+    assert tests["test_cut"].attributes[semconv.ATTR_TEST_OUTCOME] == outcome
+    assert tests["test_cut"].status_description == f"{what} during the test"
+    assert tests["test_first"].attributes[semconv.ATTR_TEST_OUTCOME] == "passed"
+    if workers is None:
+        trace_file = suite.path / "trace.json"
+        assert result.stdout.lines[-1] == (
+            f"aiotrace: {what} during test_cut.py::test_cut: the trace was finished "
+            f"first; trace file: {trace_file}"
+        )
+    else:
+        result.assert_outcomes(passed=1, failed=1)  # the worker crashed, the run went on
+    return result, trace
+
+
 @pytest.mark.parametrize("workers", [None, "2"])
 def test_os_exit_during_a_test_delivers_the_trace_first(
     suite: pytest.Pytester, workers: str | None
@@ -531,30 +560,14 @@ def test_os_exit_during_a_test_delivers_the_trace_first(
 
     Under xdist only the worker dies; its spans reach the controller's trace.
     """
-    suite.makepyfile(test_exits=EXITS)
-    result = run(
-        suite, "--aiotrace", "--aiotrace-min-hold=0", *(["-n", workers] if workers else [])
-    )
-    trace = trace_of(suite)
-    tests = spans_by_test(trace)
-    exited = tests["test_exits"]
-    assert exited.attributes[semconv.ATTR_TEST_OUTCOME] == semconv.TEST_OUTCOME_EXITED
-    assert exited.status_description == "os._exit(3) during the test"
+    result, trace = _cut_short(suite, EXITS, workers, semconv.TEST_OUTCOME_EXITED, "os._exit(3)")
     (hold,) = trace.named(semconv.SPAN_LOCK_HOLD)
-    assert owning_test(trace, hold) == "test_exits"
-    assert tests["test_first"].attributes[semconv.ATTR_TEST_OUTCOME] == "passed"
+    assert owning_test(trace, hold) == "test_cut"
     if workers is None:
         assert result.ret == 3
         (session,) = trace.named(semconv.SPAN_TEST_SESSION)
         assert session.attributes[semconv.ATTR_EXIT_CODE] == 3
         assert session.attributes[semconv.ATTR_TEST_SUITE_RUN_STATUS] == "failure"
-        trace_file = suite.path / "trace.json"
-        assert result.stdout.lines[-1] == (
-            "aiotrace: os._exit(3) during test_exits.py::test_exits: the trace was finished "
-            f"first; trace file: {trace_file}"
-        )
-    else:
-        result.assert_outcomes(passed=1, failed=1)  # the worker crashed, the run went on
 
 
 KILLED = """
@@ -567,7 +580,7 @@ def test_first():
     pass
 
 
-def test_stuck():
+def test_cut():
     async def main():
         stuck_on = asyncio.Event()
         asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
@@ -584,26 +597,14 @@ def test_sigterm_during_a_test_delivers_the_trace_first(
     """A CI job's timeout ends pytest with SIGTERM, which kills without clean-up: the
     stuck test, the one the timeout is about, was missing from the trace. Now its span
     ends, marked, with what it waited for, and the process still dies by SIGTERM."""
-    suite.makepyfile(test_killed=KILLED)
-    result = run(suite, "--aiotrace", *(["-n", workers] if workers else []))
-    trace = trace_of(suite)
-    tests = spans_by_test(trace)
-    killed = tests["test_stuck"]
-    assert killed.attributes[semconv.ATTR_TEST_OUTCOME] == semconv.TEST_OUTCOME_KILLED
-    assert killed.status_description == "killed by SIGTERM during the test"
+    result, trace = _cut_short(
+        suite, KILLED, workers, semconv.TEST_OUTCOME_KILLED, "killed by SIGTERM"
+    )
     (wait,) = trace.named(semconv.SPAN_EVENT_WAIT)
     assert wait.attributes[semconv.ATTR_OUTCOME] == semconv.OUTCOME_PENDING
-    assert owning_test(trace, wait) == "test_stuck"
-    assert tests["test_first"].attributes[semconv.ATTR_TEST_OUTCOME] == "passed"
+    assert owning_test(trace, wait) == "test_cut"
     if workers is None:
         assert result.ret == -signal.SIGTERM
-        trace_file = suite.path / "trace.json"
-        assert result.stdout.lines[-1] == (
-            "aiotrace: killed by SIGTERM during test_killed.py::test_stuck: the trace was "
-            f"finished first; trace file: {trace_file}"
-        )
-    else:
-        result.assert_outcomes(passed=1, failed=1)  # the worker died, the run went on
 
 
 # ---------------------------------------------------------------------------

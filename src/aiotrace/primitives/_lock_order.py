@@ -215,15 +215,20 @@ def acquired(prim: Any, frame: FrameType | None) -> None:
             return
         if HELD:
             _check(prim, frame)
-        held = HELD.get(frame)
-        if held is None:
-            HELD[frame] = prim
-        elif type(held) is Holding:
-            held.add(prim)
-        else:
-            HELD[frame] = Holding((held, prim))
+        _hold(prim, frame)
     except Exception as exc:
         _failed(exc)
+
+
+def _hold(prim: Any, frame: FrameType) -> None:
+    """Note ``prim`` among what ``frame`` holds (unguarded: for the guarded callers)."""
+    held = HELD.get(frame)
+    if held is None:
+        HELD[frame] = prim
+    elif type(held) is Holding:
+        held.add(prim)
+    else:
+        HELD[frame] = Holding((held, prim))
 
 
 def released(prim: Any, owner: FrameType | None) -> None:
@@ -246,13 +251,7 @@ def moved(prim: Any, taker: FrameType, owner: FrameType) -> None:
     frame that waits: see ``events``)."""
     try:
         released(prim, taker)
-        held = HELD.get(owner)
-        if held is None:
-            HELD[owner] = prim
-        elif type(held) is Holding:
-            held.add(prim)
-        else:
-            HELD[owner] = Holding((held, prim))
+        _hold(prim, owner)
     except Exception as exc:
         _failed(exc)
 
