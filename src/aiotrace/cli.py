@@ -849,9 +849,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
                 STDERR.write(f"aiotrace: could not write {report_json}: {exc.strerror}\n")
 
     def replaced() -> None:
-        """The program replaces itself (``os.execv``): its run ends here, reported."""
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()  # what the program printed comes first, as it would
+        """The program replaces itself (``os.execv``): its run ends here, reported.
+
+        (Its unflushed output stays unflushed, lost as it would be untraced.)
+        """
         conclude(0)
         STDERR.write("aiotrace: the program replaced itself (os.exec*): its trace ends here\n")
 

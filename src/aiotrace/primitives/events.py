@@ -354,13 +354,15 @@ def condition_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
 
-    def holder_of(lock: Any) -> Any:
-        """The frame holding a Condition's lock as it waits (a Lock's ``_aiotrace_owner``)."""
+    def holder_of(cond: Any) -> tuple[Any, Any]:
+        """A Condition's lock, and the frame holding it as it waits (a Lock's
+        ``_aiotrace_owner``); ``(None, None)`` for a lock that keeps none."""
         try:
-            return getattr(lock, "_aiotrace_owner", None) if live[0] else None
-        except Exception as exc:  # a lock of the program's whose attributes raise
-            rec.fail(FAMILY_CONDITION, exc)
-            return None
+            lock = cond._lock if live[0] else None
+            holder = getattr(lock, "_aiotrace_owner", None)
+            return (lock, holder) if holder is not None else (None, None)
+        except Exception:  # no _lock, an attribute that raises: asyncio's wait() says so
+            return None, None
 
     def reown(lock: Any, holder: Any) -> None:
         """asyncio's ``Condition.wait`` re-takes the lock itself, so its frame became the
@@ -385,7 +387,7 @@ def condition_patches() -> list[Patch]:
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
         t0 = pc()
-        holder = holder_of(self._lock)
+        lock, holder = holder_of(self)
         tracing = enabled[FAMILY_CONDITION] and live[0]
         if tracing:
             try:
@@ -399,7 +401,7 @@ def condition_patches() -> list[Patch]:
             result: bool = await orig_wait(self)
         except BaseException as exc:
             if holder is not None:
-                reown(self._lock, holder)
+                reown(lock, holder)
             if tracing:
                 try:
                     stop_waiting(self, t0)
@@ -415,7 +417,7 @@ def condition_patches() -> list[Patch]:
                     rec.fail(FAMILY_CONDITION, inner)
             raise
         if holder is not None:
-            reown(self._lock, holder)
+            reown(lock, holder)
         if tracing:
             try:
                 wakes = self._aiotrace_wakes
