@@ -354,16 +354,6 @@ def condition_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
 
-    def holder_of(cond: Any) -> tuple[Any, Any]:
-        """A Condition's lock, and the frame holding it as it waits (a Lock's
-        ``_aiotrace_owner``); ``(None, None)`` for a lock that keeps none."""
-        try:
-            lock = cond._lock if live[0] else None
-            holder = getattr(lock, "_aiotrace_owner", None)
-            return (lock, holder) if holder is not None else (None, None)
-        except Exception:  # no _lock, an attribute that raises: asyncio's wait() says so
-            return None, None
-
     def reown(lock: Any, holder: Any) -> None:
         """asyncio's ``Condition.wait`` re-takes the lock itself, so its frame became the
         owner, and the release by the waiter's ``async with`` was taken for another
@@ -374,9 +364,7 @@ def condition_patches() -> list[Patch]:
             if taker is not None and taker is not holder and lock._locked:
                 lock._aiotrace_owner = holder
                 # Taken again at the waiter's line (``await cond.wait()``), not asyncio's.
-                asite, t0 = lock._aiotrace_asite, lock._aiotrace_t0
-                if asite is not None and asite[0] == t0:
-                    lock._aiotrace_asite = (t0, holder.f_code, holder.f_lasti)
+                lock._aiotrace_asite = (lock._aiotrace_t0, holder.f_code, holder.f_lasti)
                 if diagnosing[0]:
                     lock._aiotrace_olasti = holder.f_lasti
                 if lock_order[0]:
@@ -387,7 +375,14 @@ def condition_patches() -> list[Patch]:
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
         t0 = pc()
-        lock, holder = holder_of(self)
+        # The frame holding the lock as it waits (a Lock's _aiotrace_owner), for reown().
+        holder = lock = None
+        if live[0]:
+            try:
+                lock = self._lock
+                holder = lock._aiotrace_owner
+            except Exception:  # no _lock (asyncio's wait() says so), a lock that keeps none
+                holder = None
         tracing = enabled[FAMILY_CONDITION] and live[0]
         if tracing:
             try:
