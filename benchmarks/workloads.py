@@ -233,6 +233,24 @@ async def hundred_held(n: int, held: int = 100) -> int:
     return n
 
 
+async def condition_ping_pong(n: int) -> int:
+    """Two tasks taking turns through one Condition: ``wait_for`` their turn, pass it on
+    with ``notify_all``. An operation is one turn (a wait, a notify, the lock taken twice)."""
+    cond = asyncio.Condition()
+    turn = [0]
+    rounds = max(1, n // 2)
+
+    async def player(me: int) -> None:
+        for _ in range(rounds):
+            async with cond:
+                await cond.wait_for(lambda: turn[0] == me)
+                turn[0] = 1 - me
+                cond.notify_all()
+
+    await asyncio.gather(player(0), player(1))
+    return rounds * 2
+
+
 PRIMITIVES: dict[str, Any] = {"tasks": False, "futures": False}
 TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 
@@ -242,6 +260,7 @@ WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "contended lock, 10 tasks": (contended_lock, 20_000, PRIMITIVES),
     "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000, PRIMITIVES),
     "Event fan-out to 10": (event_fan_out, 20_000, PRIMITIVES),
+    "Condition ping-pong, 2 tasks": (condition_ping_pong, 20_000, PRIMITIVES),
     "Queue(8), 1 producer, 4 consumers": (queue_hand_off, 20_000, PRIMITIVES),
     "create_task + await": (create_task_await, 20_000, TASKS),
     "gather of 1000": (gather_1000, 20_000, TASKS),
