@@ -422,8 +422,14 @@ def condition_patches() -> list[Patch]:
                     if candidate[1] >= t0:
                         wake = candidate
                         break
-                ref = ref_of(self, semconv.KIND_CONDITION)
                 t1 = wake[1] if wake is not None else pc()
+                stats = self._aiotrace_stats
+                if 0 <= t1 - t0 < min_wait and not stats.internal:
+                    # wait_spanned()'s commonest case inline: a short wait, only counted.
+                    stats.waits += 1
+                    stats.wait_ns += t1 - t0
+                    return result
+                ref = ref_of(self, semconv.KIND_CONDITION)
                 if not ref.stats.internal and wait_spanned(ref, t0, t1, semconv.OUTCOME_NOTIFIED):
                     attrs = {semconv.ATTR_WAITERS_AHEAD: ahead}
                     if predicate:
@@ -444,7 +450,12 @@ def condition_patches() -> list[Patch]:
 
     def _notified(self: Any, n: int | None, woken: int) -> None:
         t = pc()
-        oldest = oldest_woken(self, woken)
+        starts = self._aiotrace_starts
+        # oldest_woken()'s commonest case inline: one waiter woken.
+        if woken == 1 and starts:
+            oldest: int | None = starts.popleft()
+        else:
+            oldest = oldest_woken(self, woken)
         waker = None
         if oldest is not None and t - oldest >= min_wait:
             ref = ref_of(self, semconv.KIND_CONDITION)
@@ -456,7 +467,10 @@ def condition_patches() -> list[Patch]:
         wakes = self._aiotrace_wakes
         if wakes is None:
             wakes = self._aiotrace_wakes = deque(maxlen=65536)
-        wakes.extend([(waker, t)] * woken)
+        if woken == 1:
+            wakes.append((waker, t))
+        else:
+            wakes.extend([(waker, t)] * woken)
 
     @functools.wraps(orig_notify)
     def notify(self: Any, n: int = 1) -> None:
