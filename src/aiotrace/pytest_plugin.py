@@ -591,11 +591,10 @@ class AiotracePlugin:
 
         from aiotrace import semconv
 
-        self._cut_short_by(
-            signal.Signals(signum).name, semconv.TEST_OUTCOME_KILLED, 128 + signum, "killed by "
-        )
+        what = f"killed by {signal.Signals(signum).name}"
+        self._cut_short_by(what, semconv.TEST_OUTCOME_KILLED, 128 + signum)
 
-    def _cut_short_by(self, what: str, outcome: str, status: int, verb: str = "") -> None:
+    def _cut_short_by(self, what: str, outcome: str, status: int) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         from aiotrace import semconv
@@ -605,7 +604,7 @@ class AiotracePlugin:
             self._cut_short = True
             where = f" during {running.span.attributes.get(semconv.ATTR_TEST_CASE_NAME)}"
             with contextlib.suppress(Exception):
-                status_of = Status(StatusCode.ERROR, f"{verb}{what} during the test")
+                status_of = Status(StatusCode.ERROR, f"{what} during the test")
                 if running.phase is not None:
                     running.phase.set_status(status_of)
                     running.phase.end()
@@ -617,7 +616,7 @@ class AiotracePlugin:
         if self.worker_id is not None:
             return
         report = self.report
-        text = f"aiotrace: {verb}{what}{where}: the trace was finished first"
+        text = f"aiotrace: {what}{where}: the trace was finished first"
         if report is not None and report.trace_file:
             text += f"; trace file: {report.trace_file}"
         self._echo(text)

@@ -215,20 +215,15 @@ def acquired(prim: Any, frame: FrameType | None) -> None:
             return
         if HELD:
             _check(prim, frame)
-        _hold(prim, frame)
+        held = HELD.get(frame)
+        if held is None:
+            HELD[frame] = prim
+        elif type(held) is Holding:
+            held.add(prim)
+        else:
+            HELD[frame] = Holding((held, prim))
     except Exception as exc:
         _failed(exc)
-
-
-def _hold(prim: Any, frame: FrameType) -> None:
-    """Note ``prim`` among what ``frame`` holds (unguarded: for the guarded callers)."""
-    held = HELD.get(frame)
-    if held is None:
-        HELD[frame] = prim
-    elif type(held) is Holding:
-        held.add(prim)
-    else:
-        HELD[frame] = Holding((held, prim))
 
 
 def released(prim: Any, owner: FrameType | None) -> None:
@@ -241,17 +236,6 @@ def released(prim: Any, owner: FrameType | None) -> None:
         popped = HELD.pop(owner, None) if owner is not None else None
         if popped is not None and popped is not prim:
             unhold(prim, owner, popped)
-    except Exception as exc:
-        _failed(exc)
-
-
-def moved(prim: Any, taker: FrameType, owner: FrameType) -> None:
-    """One hold of ``prim``, taken by ``taker``, is ``owner``'s: its nesting was checked
-    when ``taker`` took it (asyncio's ``Condition.wait`` re-taking its lock for the
-    frame that waits: see ``events``)."""
-    try:
-        released(prim, taker)
-        _hold(prim, owner)
     except Exception as exc:
         _failed(exc)
 

@@ -23,12 +23,11 @@ import functools
 import sys
 from collections import deque
 from time import perf_counter_ns
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiotrace import semconv
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     Waker,
@@ -320,6 +319,12 @@ def event_patches() -> list[Patch]:
     ]
 
 
+CONDITION_WAIT_CALLERS: Final[list[Any]] = [None, None]
+"""The code of aiotrace's ``Condition.wait`` and of asyncio's ``Condition.wait_for``: the
+frames between asyncio's ``Condition.wait``, which takes its lock again after a notify,
+and the frame that waits, whose hold that is (see ``locks._waiter_of``)."""
+
+
 def condition_patches() -> list[Patch]:
     """Patches for ``asyncio.Condition`` (its lock is traced by the lock family)."""
     Condition = asyncio.Condition
@@ -330,8 +335,6 @@ def condition_patches() -> list[Patch]:
     orig_notify = vars(Condition)["notify"]
     orig_notify_all = vars(Condition)["notify_all"]
     wait_for_code = orig_wait_for.__code__
-    lock_order = _lock_order.LOCK_ORDER
-    diagnosing = _lock_order.DIAGNOSING
     rec = RECORDER
     enabled = rec.enabled
     min_wait = int(rec.options.min_wait * 1e9)
@@ -354,35 +357,9 @@ def condition_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
 
-    def reown(lock: Any, holder: Any) -> None:
-        """asyncio's ``Condition.wait`` re-takes the lock itself, so its frame became the
-        owner, and the release by the waiter's ``async with`` was taken for another
-        task's: the hold went without its holder's name, at ``asyncio/locks.py``. The
-        hold is the waiter's again."""
-        try:
-            taker = lock._aiotrace_owner
-            if taker is not None and taker is not holder and lock._locked:
-                lock._aiotrace_owner = holder
-                # Taken again at the waiter's line (``await cond.wait()``), not asyncio's.
-                lock._aiotrace_asite = (lock._aiotrace_t0, holder.f_code, holder.f_lasti)
-                if diagnosing[0]:
-                    lock._aiotrace_olasti = holder.f_lasti
-                if lock_order[0]:
-                    _lock_order.moved(lock, taker, holder)
-        except Exception as exc:
-            rec.fail(FAMILY_CONDITION, exc)
-
     @functools.wraps(orig_wait)
     async def wait(self: Any) -> bool:
         t0 = pc()
-        # The frame holding the lock as it waits (a Lock's _aiotrace_owner), for reown().
-        holder = lock = None
-        if live[0]:
-            try:
-                lock = self._lock
-                holder = lock._aiotrace_owner
-            except Exception:  # no _lock (asyncio's wait() says so), a lock that keeps none
-                holder = None
         tracing = enabled[FAMILY_CONDITION] and live[0]
         if tracing:
             try:
@@ -395,8 +372,6 @@ def condition_patches() -> list[Patch]:
         try:
             result: bool = await orig_wait(self)
         except BaseException as exc:
-            if holder is not None:
-                reown(lock, holder)
             if tracing:
                 try:
                     stop_waiting(self, t0)
@@ -411,8 +386,6 @@ def condition_patches() -> list[Patch]:
                 except Exception as inner:
                     rec.fail(FAMILY_CONDITION, inner)
             raise
-        if holder is not None:
-            reown(lock, holder)
         if tracing:
             try:
                 wakes = self._aiotrace_wakes
@@ -447,6 +420,8 @@ def condition_patches() -> list[Patch]:
             except Exception as exc:
                 rec.fail(FAMILY_CONDITION, exc)
         return result
+
+    CONDITION_WAIT_CALLERS[:] = [cast("Any", wait).__code__, wait_for_code]
 
     def _notified(self: Any, n: int | None, woken: int) -> None:
         t = pc()

@@ -84,7 +84,7 @@ from aiotrace.primitives._base import (
     with_via,
 )
 from aiotrace.primitives._lock_order import LOCK_ORDER
-from aiotrace.primitives.events import start_waiting
+from aiotrace.primitives.events import CONDITION_WAIT_CALLERS, start_waiting
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,6 +126,21 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
     if is_internal_file(code.co_filename):
         return capture()
     return raw_site(code, caller.f_lasti)
+
+
+def _waiter_of(frame: Any) -> Any:
+    """For asyncio's ``Condition.wait()`` frame, taking its lock again after a notify: the
+    frame that waits (the ``async with cond:`` around ``await cond.wait()``), whose hold it
+    is. As asyncio's, the hold went without its holder's name, sited in
+    ``asyncio/locks.py``, and lock order missed what the waiter took next."""
+    try:
+        ours, wait_for = CONDITION_WAIT_CALLERS  # the frames in between, known by code
+        waiter = frame.f_back
+        while waiter is not None and (waiter.f_code is ours or waiter.f_code is wait_for):
+            waiter = waiter.f_back
+        return waiter or frame
+    except Exception:  # the hold stays asyncio's frame's, as before
+        return frame
 
 
 def _lock_handoff(lock: Any, t0: int) -> tuple[Any, int] | None:
@@ -316,6 +331,11 @@ def lock_patches() -> list[Patch]:
     # identity: hashing a code object hashes its bytecode.)
     mixin_code = mixin.__aenter__.__code__
     aenter_code: Any = None
+    # acquire() called from asyncio's Condition.wait(), taking the lock again
+    # after a notify: the owner is the frame that waits (see _waiter_of).
+    condition_wait = vars(asyncio.Condition)["wait"]
+    condition_wait_code = getattr(condition_wait, "__wrapped__", condition_wait).__code__
+    waiter_of = _waiter_of
     # Per-instance, never class-level (see _base): t0 and owner are the
     # current hold's start and frame, asite an explicit acquire()'s site.
     defaults: dict[str, Any] = {
@@ -363,6 +383,9 @@ def lock_patches() -> list[Patch]:
                 if code is aenter_code or code is mixin_code:
                     frame = frame.f_back
                 else:
+                    if code is condition_wait_code:
+                        frame = waiter_of(frame)
+                        code = frame.f_code
                     # An explicit acquire() may be released far away: remember
                     # where it was taken (``async with`` gets it at release).
                     self._aiotrace_asite = (t0, code, frame.f_lasti)
@@ -422,6 +445,9 @@ def lock_patches() -> list[Patch]:
         if code is aenter_code or code is mixin_code:
             frame = frame.f_back
         else:
+            if code is condition_wait_code:
+                frame = waiter_of(frame)
+                code = frame.f_code
             self._aiotrace_asite = (t1, code, frame.f_lasti)
         self._aiotrace_owner = frame
         # The common case inline: handed the lock after a short wait (the
