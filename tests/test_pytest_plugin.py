@@ -243,6 +243,83 @@ def test_a_span_per_test_with_its_phases_and_primitives_nested(suite: pytest.Pyt
     ]
 
 
+PHASES = """
+import asyncio
+import unittest
+import pytest
+
+
+class TestCaseStyle(unittest.IsolatedAsyncioTestCase):
+    async def test_unittest_fails(self):
+        await asyncio.sleep(0)
+        self.assertEqual(1, 2)
+
+    def test_unittest_passes(self):
+        pass
+
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    raise KeyError("expected")
+
+
+@pytest.mark.xfail(reason="known", strict=True)
+def test_strict_xpass():
+    pass
+
+
+def test_skips_itself():
+    pytest.skip("not here")
+
+
+@pytest.fixture
+def bad_teardown():
+    yield
+    raise OSError("teardown broke")
+
+
+def test_teardown_fails(bad_teardown):
+    pass
+"""
+
+
+def test_each_phase_has_its_reports_outcome(suite: pytest.Pytester) -> None:
+    """A phase's outcome is its report's, not what its hook raised: unittest
+    catches a test's failure itself, and an xfail's exception is expected."""
+    suite.makepyfile(test_phases=PHASES)
+    plain = run(suite, trace=None)
+    traced = run(suite, "--aiotrace")
+    assert plain.parseoutcomes() == traced.parseoutcomes()
+    trace = trace_of(suite)
+    phases = {
+        (owning_test(trace, s), s.name.split(".")[-1]): s
+        for s in trace.spans
+        if s.name in (semconv.SPAN_TEST_SETUP, semconv.SPAN_TEST_CALL, semconv.SPAN_TEST_TEARDOWN)
+    }
+    outcomes = {key: s.attributes[semconv.ATTR_TEST_PHASE_OUTCOME] for key, s in phases.items()}
+    assert {k: v for k, v in outcomes.items() if v != "passed"} == {
+        ("test_unittest_fails", "call"): "failed",
+        ("test_xfail", "call"): "xfailed",
+        ("test_strict_xpass", "call"): "failed",
+        ("test_skips_itself", "call"): "skipped",
+        ("test_teardown_fails", "teardown"): "failed",
+    }
+    failed = phases["test_unittest_fails", "call"]
+    assert failed.status == 2  # ERROR
+    assert failed.status_description == "AssertionError: 1 != 2"
+    ((_, _, event),) = failed.events
+    assert event[semconv.ATTR_EXCEPTION_MESSAGE] == "1 != 2"
+    assert phases["test_strict_xpass", "call"].status_description == "[XPASS(strict)] known"
+    assert phases["test_teardown_fails", "teardown"].status_description == "OSError: teardown broke"
+    for key in (("test_xfail", "call"), ("test_skips_itself", "call")):
+        assert phases[key].status != 2
+        assert not phases[key].events
+    # Each phase ends before the next begins: ended when the phase did, not at its report.
+    for test in ("test_unittest_fails", "test_xfail"):
+        setup, call, teardown = (phases[test, when] for when in ("setup", "call", "teardown"))
+        assert setup.end <= call.start <= call.end <= teardown.start
+
+
 MANY = """
 import asyncio
 import pytest

@@ -381,6 +381,7 @@ class _Running:
     counters: dict[int, tuple[int, int]]
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
     phase: Any = None
+    unreported: _Phase | None = None
     record: TestRecord | None = None
     findings_before: int = 0
 
@@ -605,6 +606,9 @@ class AiotracePlugin:
             where = f" during {running.span.attributes.get(semconv.ATTR_TEST_CASE_NAME)}"
             with contextlib.suppress(Exception):
                 status_of = Status(StatusCode.ERROR, f"{what} during the test")
+                if running.unreported is not None:
+                    running.unreported.finish(None, None)
+                    running.unreported = None
                 if running.phase is not None:
                     running.phase.set_status(status_of)
                     running.phase.end()
@@ -751,6 +755,9 @@ class AiotracePlugin:
 
         self._current = None
         span = running.span
+        if running.unreported is not None:  # its report never came (an interrupt)
+            running.unreported.finish(None, None)
+            running.unreported = None
         record = running.record or self._measure(item, running)
         record.outcome = _outcome(running.reports)
         span.set_attribute(semconv.ATTR_TEST_OUTCOME, record.outcome)
@@ -861,6 +868,10 @@ class AiotracePlugin:
             self.hung = None
         if running is not None:
             running.reports[report.when] = report
+            phase = running.unreported
+            if phase is not None and phase.when == report.when:
+                running.unreported = None
+                phase.finish(report, call.excinfo)
             if report.when == "teardown" and running.record is not None:
                 record = running.record
                 record.outcome = _outcome(running.reports)
@@ -1043,7 +1054,14 @@ _RUNNING: Final = pytest.StashKey[_Running]()
 
 
 class _Phase:
-    """A phase span (setup, call, teardown), current while the phase runs."""
+    """A phase span (setup, call, teardown), current while the phase runs.
+
+    Its outcome is the phase's report's, so it is ended when pytest makes that
+    report, with the time the phase ended: what the phase raised is not the
+    outcome. A unittest test's failure is caught by unittest and reaches
+    pytest only in the report; an ``xfail`` test's AssertionError is an
+    expected failure, not an error.
+    """
 
     def __init__(self, running: _Running | None, when: str) -> None:
         self.running = running
@@ -1051,6 +1069,8 @@ class _Phase:
         self.span: Any = None
         self.token: object = None
         self.ambient: Any = None
+        self.raised: BaseException | None = None
+        self.end_ns = 0
 
     def __enter__(self) -> _Phase:
         running = self.running
@@ -1081,26 +1101,48 @@ class _Phase:
         if self.span is None or self.running is None:
             return
         from opentelemetry import context as otel_context
-        from opentelemetry.trace import Status, StatusCode
 
-        from aiotrace import semconv
         from aiotrace._context import AMBIENT
 
-        if exc is not None:
-            skipped = type(exc).__name__ in ("Skipped", "XFailed")
-            self.span.set_attribute(
-                semconv.ATTR_TEST_PHASE_OUTCOME, "skipped" if skipped else "failed"
-            )
-            if not skipped:
-                self.span.record_exception(exc)
-                self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        else:
-            self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, "passed")
+        self.end_ns = time.time_ns()
+        self.raised = exc
         with contextlib.suppress(Exception):  # a test that detached our context itself
             otel_context.detach(self.token)  # type: ignore[arg-type]
         AMBIENT[0] = self.ambient
-        self.span.end()
         self.running.phase = None
+        if self.running.unreported is not None:  # a report that never came
+            self.running.unreported.finish(None, None)
+        self.running.unreported = self
+
+    def finish(self, report: pytest.TestReport | None, excinfo: Any) -> None:
+        """End the span with the outcome of ``report`` (without one, of what the phase raised)."""
+        from opentelemetry.trace import Status, StatusCode
+
+        from aiotrace import semconv
+
+        exc = excinfo.value if excinfo is not None else self.raised
+        if report is not None:
+            outcome = _phase_outcome(report)
+        elif exc is None:
+            outcome = "passed"
+        else:
+            outcome = "skipped" if type(exc).__name__ in ("Skipped", "XFailed") else "failed"
+        self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, outcome)
+        if outcome == "failed":
+            if isinstance(exc, BaseException):
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            else:  # failed without an exception: a strict xpass, a hang's report
+                text = report.longreprtext if report is not None else ""
+                first = text.strip().splitlines()[0] if text.strip() else f"{self.when} failed"
+                self.span.set_status(Status(StatusCode.ERROR, first))
+        self.span.end(end_time=self.end_ns)
+
+
+def _phase_outcome(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed" if report.passed else "failed"
+    return report.outcome
 
 
 def _current_context() -> Any:
