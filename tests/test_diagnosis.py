@@ -297,6 +297,48 @@ def test_lock_order_inversion_is_found_though_nothing_hung(tmp_path: Path) -> No
     assert findings == []
 
 
+def test_where_holders_were_while_others_waited_names_the_line_inside_the_hold(
+    tmp_path: Path,
+) -> None:
+    """A lock is contended because of what its holder does while holding it: the
+    report names that line (the slow ``await`` inside the ``async with``), sampled
+    while others waited, and its twin, whose holds nobody waits for, names none."""
+    result, findings, trace = diagnose(tmp_path, "held_across.py")
+    assert result.returncode == 0, result.stderr
+    assert findings == []  # slow, not wrong: no finding, no failed --check
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {row["name"].split(" ")[0]: row for row in report["primitives"]}
+    fetch = line("held_across.py", "await fetch(key)  # held")
+    query = line("held_across.py", "await asyncio.sleep(0.02)")
+    for name, where in (
+        ("self.lock", f"held_across.py:{fetch} in Cache.get: self.data[key] = await fetch(key)"),
+        ("pool", f"held_across.py:{query} in query: await asyncio.sleep(0.02)"),
+    ):
+        (at, samples), *others = sorted(rows[name]["held_at"].items(), key=lambda kv: -kv[1])
+        assert at == where, rows[name]  # the line, without its comment
+        # The lock has waiters for about 90 ms, two permits for 60 ms: one
+        # sample a holder every 10 ms, on a loaded machine fewer.
+        assert samples >= 3, rows[name]
+        assert samples >= 4 * sum(count for _, count in others), rows[name]
+        assert rows[name]["held_samples"] == samples + sum(count for _, count in others)
+        assert f"  {rows[name]['name']}: {where}" in result.stderr
+    assert "Where holders were while others waited" in result.stderr
+    (summary,) = [
+        attrs
+        for name, _, attrs in trace.root.events
+        if name == semconv.EVENT_PRIMITIVE_SUMMARY
+        and str(attrs[semconv.ATTR_PRIMITIVE_NAME]).startswith("self.lock")
+    ]
+    assert str(summary[semconv.ATTR_SUMMARY_HELD_AT][0]).startswith(f"held_across.py:{fetch}")
+    assert summary[semconv.ATTR_SUMMARY_HELD_SAMPLES] >= 3
+
+    twin, _, _ = diagnose(tmp_path, "held_across.py", "--outside")
+    assert twin.returncode == 0, twin.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert all(not row["held_at"] for row in report["primitives"])
+    assert "Where holders were" not in twin.stderr
+
+
 @pytest.mark.parametrize("how", ["spawn", "fork"])
 def test_a_child_process_is_diagnosed_and_its_findings_say_which(tmp_path: Path, how: str) -> None:
     """A worker process's inverted locks and blocked loop are the run's findings too."""
@@ -773,6 +815,49 @@ def _diagnosed(**config: Any) -> Iterator[Any]:
     finally:
         diagnoser.finish(at_exit=False)
         aiotrace.uninstrument()
+
+
+def test_a_holder_is_sampled_only_while_others_wait_for_what_it_holds() -> None:
+    """One sample per holder that others queue for, at the line it is suspended at;
+    nothing for a hold nobody waits for, or once it is released."""
+    import asyncio
+
+    from aiotrace.primitives import _lock_order
+
+    def held_at(prim: Any) -> dict[int, int]:
+        counts = prim._aiotrace_stats.held_at or {}
+        return {line: n for (code, line), n in counts.items() if code.co_name == "hold"}
+
+    async def main() -> list[dict[int, int]]:
+        lock, pool = asyncio.Lock(), asyncio.Semaphore(1)
+        go = asyncio.Event()
+
+        async def hold(prim: Any) -> None:
+            async with prim:
+                await go.wait()  # HOLDING
+
+        async def want(prim: Any) -> None:
+            async with prim:
+                pass
+
+        holders = [asyncio.create_task(hold(p)) for p in (lock, pool)]
+        await asyncio.sleep(0)
+        _lock_order.sample_holders()  # held, nobody waiting
+        seen = [held_at(lock), held_at(pool)]
+        wanting = [asyncio.create_task(want(p)) for p in (lock, pool)]
+        await asyncio.sleep(0)
+        _lock_order.sample_holders()
+        _lock_order.sample_holders()
+        seen += [held_at(lock), held_at(pool)]
+        go.set()
+        await asyncio.gather(*holders, *wanting)
+        _lock_order.sample_holders()  # released
+        return [*seen, held_at(lock), held_at(pool)]
+
+    with _diagnosed():
+        seen = asyncio.run(main())
+    here = marker_line(Path(__file__).read_text(), "HOLDING")
+    assert seen == [{}, {}, {here: 2}, {here: 2}, {here: 2}, {here: 2}]
 
 
 def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> None:

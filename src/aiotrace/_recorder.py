@@ -211,6 +211,7 @@ class Recorder:
         for site in list(self.sites):
             site.n = site.spanned = site.waits = site.holds = 0
             site.wait_ns = site.max_wait_ns = site.max_hold_ns = 0
+            site.held_at = None
 
     def configure(self, options: Options) -> None:
         """Install options, start counting from zero, enable the families selected."""

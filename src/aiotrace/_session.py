@@ -32,12 +32,13 @@ from aiotrace._child import CHILD_DIAGNOSIS, FOLLOW_FORKS, detach_quietly
 from aiotrace._context import AMBIENT
 from aiotrace._instrumentation import INSTRUMENTATION
 from aiotrace._recorder import R_SDK, RECORDER
-from aiotrace._sites import SITES
+from aiotrace._sites import SITES, code_text, qualname, short_path
 from aiotrace._version import __version__
 from aiotrace.primitives._base import via_label_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import CodeType
 
     from aiotrace.diagnosis import Diagnoser, DiagnosisConfig, Finding
     from aiotrace.report import Report
@@ -433,8 +434,26 @@ def summary_events() -> list[tuple[str, dict[str, Any]]]:
             attrs[semconv.ATTR_PRIMITIVE_VIA_SITE] = via
         if stats.capacity is not None:
             attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = stats.capacity
+        if stats.held_at:
+            attrs.update(held_at_attributes(stats.held_at))
         events.append((semconv.EVENT_PRIMITIVE_SUMMARY, attrs))
     return events
+
+
+def held_at_attributes(held_at: dict[tuple[CodeType, int], int]) -> dict[str, Any]:
+    """A primitive's sampled holding lines (``SiteStats.held_at``) as summary attributes."""
+    counts = dict(held_at)  # the watchdog's thread may be adding to it
+    top = sorted(counts.items(), key=lambda item: -item[1])[:3]
+    lines = []
+    for (code, line), _ in top:
+        where = f"{short_path(code.co_filename)}:{line} in {qualname(code)}"
+        text = code_text(code.co_filename, line)
+        lines.append(f"{where}: {text}" if text else where)
+    return {
+        semconv.ATTR_SUMMARY_HELD_AT: lines,
+        semconv.ATTR_SUMMARY_HELD_AT_SAMPLES: [count for _, count in top],
+        semconv.ATTR_SUMMARY_HELD_SAMPLES: sum(counts.values()),
+    }
 
 
 def producer_stats() -> dict[str, int]:

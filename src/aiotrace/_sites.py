@@ -13,6 +13,7 @@ always the user's line (``async with lock`` in ``app.py``, not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -735,6 +736,18 @@ def _tokens(line: str) -> tuple[list[tokenize.TokenInfo], bool]:
     except (tokenize.TokenError, SyntaxError):
         return tokens, False
     return tokens, True
+
+
+def code_text(path: str, line: int, width: int = 100) -> str:
+    """The code on a line of a file, its comment left out, at most ``width`` characters."""
+    text = linecache.getline(path, line)
+    with contextlib.suppress(tokenize.TokenError, SyntaxError):  # a line not Python alone
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.COMMENT and token.start[0] == 1:
+                text = text[: token.start[1]]
+                break
+    text = text.strip()
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _bracketed(tokens: list[tokenize.TokenInfo], start: int) -> int | None:

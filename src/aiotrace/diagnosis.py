@@ -828,6 +828,10 @@ class Watchdog:
         """Seconds between lock-order checking's clean-ups (``_forget_finished_holds``):
         a walk of every pending task's await chain, about 3 ms per 1,000 tasks."""
         self._forgot = 0.0
+        self._held_sampled = 0.0
+        self._sample_every = 0.0
+        """Seconds between samples of where holders are: every tick, or more apart
+        when a sample costs more (see ``_sample_holders``)."""
         self.discover_interval = discover_interval
         self._discover_every = discover_interval
         self._discovered = 0.0
@@ -929,8 +933,31 @@ class Watchdog:
                 call_soon_threadsafe(loop, self._ping, loop, state)
             except RuntimeError:  # closed in between
                 state.pending = False
+        if now - self._held_sampled >= self._sample_every:
+            self._held_sampled = now
+            self._sample_holders()
         if self.deadline is not None and now >= self.deadline and not self._hang_reported:
             self._timeout()
+
+    def _sample_holders(self) -> None:
+        """Where the holders others wait for are (see ``_lock_order.sample_holders``).
+
+        Every tick while it is cheap; with thousands of holds at once, spaced
+        by its cost as the graph checks are, for it holds the GIL the
+        program's thread wants.
+        """
+        from aiotrace.primitives import _lock_order
+
+        if not _lock_order.HELD:
+            return
+        began = time.monotonic()
+        try:
+            _lock_order.sample_holders()
+        except Exception as exc:  # a bug of ours: counted, and sampling stops
+            self._sample_every = math.inf
+            _failed(exc)
+            return
+        self._sample_every = max(self.interval, (time.monotonic() - began) / self.graph_share)
 
     def _sample(self, loop: Any, state: _LoopState) -> None:
         """The loop has not run our ping: sample its thread's stack, while it blocks."""

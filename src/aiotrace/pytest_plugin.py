@@ -1006,6 +1006,9 @@ class AiotracePlugin:
                 else:
                     line = f"never waited on; longest hold {row.longest_hold_text()}"
                 write(f"  {row.name}  {row.kind}: {line}")
+                held_at = row.held_at_text()
+                if held_at is not None:
+                    write(f"    while others waited, its holder was at {held_at}")
         if report is not None and limit and report.waits_while_holding:
             write("Waited while holding (others queued for what was held):")
             for nested in report.waits_while_holding[:limit]:

@@ -88,6 +88,24 @@ class PrimitiveRow:
     """
     max_hold_under_ms: float | None = None
     """The same for holds and ``min_hold``."""
+    held_at: dict[str, int] = field(default_factory=dict)
+    """Where holders were, sampled while others waited: line (with its code) -> samples."""
+    held_samples: int = 0
+    """Every such sample, the lines not in ``held_at`` included."""
+
+    def held_at_text(self) -> str | None:
+        """``app.py:11 in get: v = await fetch(k) (31 of 33 samples)``: where the holder
+        others waited for mostly was; the next lines too when they are common."""
+        if not self.held_at or not self.held_samples:
+            return None
+        ranked = sorted(self.held_at.items(), key=lambda item: -item[1])
+        parts = [f"{line} ({count} of {self.held_samples} samples)" for line, count in ranked[:1]]
+        parts += [
+            f"{line} ({count})"
+            for line, count in ranked[1:3]
+            if count * 5 >= self.held_samples  # a fifth or more: part of the answer
+        ]
+        return "; ".join(parts)
 
     def longest_wait_text(self) -> str:
         """``61 ms``, or ``< 1.0 ms`` when every wait was too short to be timed alone."""
@@ -629,6 +647,11 @@ class ReportBuilder:
             capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
             if capacity is not None:
                 row.capacity = int(capacity)
+            held_at = attrs.get(semconv.ATTR_SUMMARY_HELD_AT) or ()
+            samples = attrs.get(semconv.ATTR_SUMMARY_HELD_AT_SAMPLES) or ()
+            for line, count in zip(held_at, samples, strict=False):
+                row.held_at[str(line)] = row.held_at.get(str(line), 0) + int(count)
+            row.held_samples += int(attrs.get(semconv.ATTR_SUMMARY_HELD_SAMPLES, 0))
             # Children of one run may differ; the largest bounds them all.
             bounds = self._thresholds.setdefault(key, [0.0, 0.0])
             bounds[0] = max(bounds[0], float(attrs.get(semconv.ATTR_SUMMARY_MIN_WAIT_MS, 0.0)))
@@ -961,6 +984,12 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {holder} "
                 f"at {hold.site}{waiting}{times_text(hold, 'holds')}",
             )
+
+    held = [(row, text) for row in report.primitives[:limit] if (text := row.held_at_text())]
+    if held:
+        console.print("[bold]Where holders were[/] while others waited (sampled every 10 ms)")
+        for row, text in held:
+            print_plain(console, f"  {row.name}: {text}")
 
     if report.longest_waits:
         console.print("[bold]Longest waits[/] on events, conditions, barriers and queues")

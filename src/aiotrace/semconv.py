@@ -330,6 +330,17 @@ ATTR_SUMMARY_MAX_HOLD_MS: Final = "aiotrace.max_hold_ms"
 """In a primitive summary: the longest spanned hold, in milliseconds (as for waits)."""
 ATTR_SUMMARY_MIN_HOLD_MS: Final = "aiotrace.min_hold_ms"
 """In a primitive summary: ``min_hold`` in milliseconds; each hold not spanned was shorter."""
+ATTR_SUMMARY_HELD_AT: Final = "aiotrace.held_at"
+"""In a primitive summary: the lines a holder was sampled at while others waited, most
+sampled first (at most three), each ``app.py:11 in Cache.get: value = await fetch(key)``.
+
+The watchdog (diagnosis on) looks every 10 ms at each lock and semaphore that
+has waiters, and notes the line its holder is at: the ``await`` inside the
+``async with`` that keeps the others waiting, or the code it is running."""
+ATTR_SUMMARY_HELD_AT_SAMPLES: Final = "aiotrace.held_at_samples"
+"""In a primitive summary: how many samples found a holder at each ``aiotrace.held_at`` line."""
+ATTR_SUMMARY_HELD_SAMPLES: Final = "aiotrace.held_samples"
+"""In a primitive summary: every sample of a holder while others waited, all lines."""
 
 # --------------------------------------------------------------------------
 # Attribute values

@@ -308,6 +308,7 @@ class SiteStats:
 
     __slots__ = (
         "capacity",
+        "held_at",
         "holds",
         "internal",
         "kind",
@@ -360,6 +361,9 @@ class SiteStats:
         """Left out of lock-order checking (``aiotrace.ignore_lock_order``)."""
         self.owner: tuple[SiteStats, str] | None = None
         """For a helper (a Condition's own Lock): its owner's stats and the name suffix."""
+        self.held_at: dict[tuple[CodeType, int], int] | None = None
+        """(code, line) -> how often a holder of one of these was sampled there while
+        others waited (see ``_lock_order.sample_holders``); None until then."""
 
     def display_name(self) -> str:
         """The name reports show for this site: given, derived from an owner, or from the site."""

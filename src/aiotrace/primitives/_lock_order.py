@@ -323,6 +323,44 @@ def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> Non
             reporter(reverse, nesting)
 
 
+def sample_holders() -> int:
+    """Note where each holder that others queue for is now: one sample each.
+
+    Run by the watchdog's thread at each tick. A lock held while others wait
+    is the question; the line its holder is at while they wait (suspended
+    in an ``await``, or running) is the answer: ``await fetch(key)`` inside
+    the ``async with``. Counted per line on the primitive's class
+    (``SiteStats.held_at``); reports show the lines most sampled. Only
+    what :data:`HELD` knows (lock-order checking on) is sampled, and only
+    the holders whose primitive has waiters. Returns how many holding
+    frames were looked at: the sample's cost.
+    """
+    entries = list(HELD.items())  # one C call: atomic for the program's thread
+    for frame, held in entries:
+        for prim in tuple(held) if type(held) is Holding else (held,):
+            if not getattr(prim, "_waiters", None) or not _owned_by(prim, frame):
+                continue
+            stats = getattr(prim, "_aiotrace_stats", None)
+            if stats is None:
+                continue
+            counts = stats.held_at
+            if counts is None:
+                counts = stats.held_at = {}
+            key = (frame.f_code, frame.f_lineno)
+            counts[key] = counts.get(key, 0) + 1
+    return len(entries)
+
+
+def _owned_by(prim: Any, frame: FrameType) -> bool:
+    """Whether ``frame`` holds ``prim`` now: not a finished frame's hold, left in HELD."""
+    if getattr(prim, "_aiotrace_owner", None) is frame:
+        return True
+    permits = getattr(prim, "_aiotrace_permits", None)
+    if not permits:
+        return False
+    return any(permit[1] is frame for permit in tuple(permits))
+
+
 def _acquire_site(prim: Any) -> tuple[Any, int] | None:
     owner = getattr(prim, "_aiotrace_owner", None)
     if owner is not None:
@@ -344,6 +382,7 @@ __all__ = [
     "enable",
     "forget_finished",
     "released",
+    "sample_holders",
     "track_ownership",
     "unhold",
 ]
