@@ -413,6 +413,56 @@ def test_a_semaphore_line_counts_waits_given_up_apart(tmp_path: Path) -> None:
     )
 
 
+TIMING_OUT = """
+import asyncio
+
+
+async def main() -> None:
+    lock = asyncio.Lock()
+    stop = asyncio.Event()
+
+    async def slow() -> None:
+        async with lock:
+            await asyncio.sleep(0.05)
+
+    async def impatient() -> str:
+        try:
+            await asyncio.wait_for(lock.acquire(), 0.01)
+        except asyncio.TimeoutError:
+            return "gave up"
+        lock.release()
+        return "got it"
+
+    holder = asyncio.create_task(slow())
+    await asyncio.sleep(0)
+    print(await asyncio.gather(impatient(), impatient()))
+    await holder
+    try:  # a poll: an event's wait that times out is the idiom, not a symptom
+        await asyncio.wait_for(stop.wait(), 0.01)
+    except asyncio.TimeoutError:
+        pass
+
+
+asyncio.run(main())
+"""
+
+
+def test_waits_on_a_lock_that_timed_out_are_listed(tmp_path: Path) -> None:
+    """Requests that time out waiting for a lock: the report says how many and after
+    how long, and leaves out an event's wait polled with a timeout."""
+    (tmp_path / "timing_out.py").write_text(TIMING_OUT)
+    result = aiotrace("run", "--no-trace-file", "timing_out.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['gave up', 'gave up']"
+    lines = [line.strip() for line in report_lines(result.stderr)]
+    start = lines.index("Waits that timed out on locks and semaphores")
+    (line,) = [text for text in lines[start + 1 :] if text.startswith("lock ")]
+    assert re.fullmatch(
+        r"lock \(timing_out.py:6\): 2 waits timed out, after up to \d+(\.\d+)? ms", line
+    )
+    assert not [text for text in lines[start + 1 :] if text.startswith("stop ")]
+
+
 FORGETFUL = """
 import asyncio
 

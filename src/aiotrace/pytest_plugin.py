@@ -1001,6 +1001,8 @@ class AiotracePlugin:
                         f"{waits}, {duration_text(row.wait_ms)} in total, "
                         f"longest {row.longest_wait_text()}"
                     )
+                    if row.timed_out:
+                        line += f" ({row.timed_out} timed out)"
                     if row.times_held:
                         line += f"; longest hold {row.longest_hold_text()}"
                 else:

@@ -88,6 +88,10 @@ class PrimitiveRow:
     """
     max_hold_under_ms: float | None = None
     """The same for holds and ``min_hold``."""
+    timed_out: int = 0
+    """Spanned waits that ended timed out (``asyncio.timeout``, ``wait_for``)."""
+    max_timed_out_ms: float = 0.0
+    """The longest of them: how long a caller was prepared to wait."""
     held_at: dict[str, int] = field(default_factory=dict)
     """Where holders were, sampled while others waited: line (with its code) -> samples."""
     held_samples: int = 0
@@ -431,8 +435,12 @@ class ReportBuilder:
                     row.max_waiters = max(
                         row.max_waiters, int(attrs.get(semconv.ATTR_WAITERS_AHEAD, 0)) + 1
                     )
-                    if attrs.get(semconv.ATTR_OUTCOME) in _ABANDONED:
+                    outcome = attrs.get(semconv.ATTR_OUTCOME)
+                    if outcome in _ABANDONED:
                         row.abandoned += 1
+                        if outcome == semconv.OUTCOME_TIMEOUT:
+                            row.timed_out += 1
+                            row.max_timed_out_ms = max(row.max_timed_out_ms, ms)
                     capacity = attrs.get(semconv.ATTR_SEMAPHORE_CAPACITY)
                     if capacity is not None:
                         row.capacity = int(capacity)
@@ -675,6 +683,8 @@ class ReportBuilder:
                 # The summary counts every wait; spans add queue depth and abandonment.
                 merged.max_waiters = spanned.max_waiters
                 merged.abandoned = spanned.abandoned
+                merged.timed_out = spanned.timed_out
+                merged.max_timed_out_ms = spanned.max_timed_out_ms
                 merged.max_wait_ms = max(merged.max_wait_ms, spanned.max_wait_ms)
                 merged.max_hold_ms = max(merged.max_hold_ms, spanned.max_hold_ms)
                 merged.capacity = merged.capacity or spanned.capacity
@@ -701,6 +711,7 @@ class ReportBuilder:
             row.wait_ms = round(row.wait_ms, 3)
             row.max_wait_ms = round(row.max_wait_ms, 3)
             row.max_hold_ms = round(row.max_hold_ms, 3)
+            row.max_timed_out_ms = round(row.max_timed_out_ms, 3)
         quiet = [r for r in rows.values() if not (r.waits or r.holds) and r.operations]
         report = Report(
             spans=self._spans,
@@ -839,6 +850,13 @@ def semaphore_text(row: PrimitiveRow) -> str:
         f"waited{share}{gave_up}, {duration_text(row.wait_ms)} in total, "
         f"up to {row.max_waiters} queued"
     )
+
+
+def timed_out_text(row: PrimitiveRow) -> str:
+    """``5 of 6 waits timed out, after up to 51 ms``: callers that gave up on a lock."""
+    of = f" of {row.waits}" if row.waits > row.timed_out else ""
+    waits = f"{row.timed_out}{of} wait{'s' if row.waits != 1 else ''}"
+    return f"{waits} timed out, after up to {duration_text(row.max_timed_out_ms)}"
 
 
 def queue_text(row: PrimitiveRow) -> str:
@@ -990,6 +1008,12 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         console.print("[bold]Where holders were[/] while others waited (sampled every 10 ms)")
         for row, text in held:
             print_plain(console, f"  {row.name}: {text}")
+
+    timed_out = [row for row in report.primitives if row.kind in _HOLDERS and row.timed_out]
+    if timed_out:
+        console.print("[bold]Waits that timed out[/] on locks and semaphores")
+        for row in timed_out[:limit]:
+            print_plain(console, f"  {row.name}: {timed_out_text(row)}")
 
     if report.longest_waits:
         console.print("[bold]Longest waits[/] on events, conditions, barriers and queues")
