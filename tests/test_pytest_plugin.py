@@ -730,6 +730,53 @@ def test_summary_ranks_tests_and_primitives_and_says_where_the_trace_went(
     assert test_slow.attributes[semconv.ATTR_TEST_WAIT_MS] >= 80
 
 
+IMPATIENT = """
+import asyncio
+
+
+def test_impatient():
+    async def main():
+        lock = asyncio.Lock()
+
+        async def slow():
+            async with lock:
+                await asyncio.sleep(0.1)  # HOLDING
+
+        async def impatient():
+            try:
+                await asyncio.wait_for(lock.acquire(), 0.02)
+            except asyncio.TimeoutError:
+                return
+            lock.release()
+
+        holder = asyncio.create_task(slow())
+        await asyncio.sleep(0)
+        await asyncio.gather(impatient(), impatient())
+        await holder
+
+    asyncio.run(main())
+"""
+
+
+def test_summary_says_where_the_holder_was_and_how_many_waits_timed_out(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makepyfile(test_impatient=IMPATIENT)
+    result = run(suite, "--aiotrace", trace=None)
+    result.assert_outcomes(passed=1)
+    lines = result.stdout.str().splitlines()
+    at = lines.index("Most contended primitives:")
+    lock = f"lock (test_impatient.py:{line_in(suite, 'test_impatient.py', 'lock =')})"
+    assert re.fullmatch(
+        rf"  {re.escape(lock)}  Lock: 2 waits, .* \(2 timed out\); longest hold .*", lines[at + 1]
+    )
+    holding = line_in(suite, "test_impatient.py", "# HOLDING")
+    assert lines[at + 2].startswith(
+        f"    while others waited, its holder was at test_impatient.py:{holding} in "
+        "test_impatient.<locals>.main.<locals>.slow: await asyncio.sleep(0.1) ("
+    )
+
+
 def test_a_tests_child_process_is_diagnosed_leaks_at_its_exit_included(
     suite: pytest.Pytester,
 ) -> None:
