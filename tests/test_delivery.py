@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -425,3 +426,51 @@ def test_what_asyncio_does_after_the_flush_at_exit_is_not_lost_silently(
     else:
         assert warning not in result.stderr
         assert at_last == 2 * by_main  # clean_up did as main did, and was delivered
+
+
+NESTED_DELIVERIES = """
+import os
+import signal
+import signal
+import sys
+
+from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
+
+how, nested = sys.argv[1:]
+delivery = SIGTERM_DELIVERY if how == "sigterm" else EXIT_DELIVERY
+
+
+def outer(value: int) -> None:
+    print("outer", value, flush=True)
+
+
+def inner(value: int) -> None:
+    print("inner", value, flush=True)
+
+
+delivery.install(outer)
+delivery.install(inner)
+if nested == "restored":
+    delivery.restore(inner)  # the inner session ended: the outer one still delivers
+if how == "sigterm":
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+else:
+    os._exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "os_exit"])
+@pytest.mark.parametrize("nested", ["installed", "restored"])
+def test_deliveries_nest_innermost_first_and_an_inner_one_leaves_the_outer(
+    tmp_path: Any, how: str, nested: str
+) -> None:
+    """``pytest --aiotrace`` under ``aiotrace run``: both deliver, the plugin's first
+    (it ends the running test's spans), then the run's; once the plugin's session is
+    over, its restore leaves the run's in place."""
+    (tmp_path / "nested.py").write_text(NESTED_DELIVERIES)
+    result = python(tmp_path / "nested.py", how, nested, cwd=tmp_path)
+    value = 15 if how == "sigterm" else 3
+    expected = ["inner", "outer"] if nested == "installed" else ["outer"]
+    assert result.stdout.split() == [word for name in expected for word in (name, str(value))]
+    assert result.returncode == (-signal.SIGTERM if how == "sigterm" else 3)

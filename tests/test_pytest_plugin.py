@@ -10,6 +10,8 @@ import datetime
 import json
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -1216,14 +1218,11 @@ def test_the_strict_option_fails_every_leaky_test(suite: pytest.Pytester) -> Non
 # ---------------------------------------------------------------------------
 
 
-def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester) -> None:
-    import subprocess
-    import sys
-
+def _under_aiotrace_run(suite: pytest.Pytester) -> subprocess.CompletedProcess[str]:
+    """``aiotrace run --trace-file=run.json -m pytest --aiotrace -q`` in the suite."""
     from tests.cli_support import clean_env
 
-    suite.makepyfile(test_contended=CONTENDED)
-    result = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -1242,6 +1241,11 @@ def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester
         timeout=120,
         check=False,
     )
+
+
+def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester) -> None:
+    suite.makepyfile(test_contended=CONTENDED)
+    result = _under_aiotrace_run(suite)
     assert result.returncode == 0, result.stdout + result.stderr
     trace = trace_of(suite, "run.json")
     (root,) = trace.named(semconv.SPAN_RUN)
@@ -1249,6 +1253,33 @@ def test_under_aiotrace_run_the_tests_join_the_runs_trace(suite: pytest.Pytester
     assert len(tests) == 3
     assert {t.parent_id for t in tests} == {root.span_id}
     assert "Traced by the enclosing `aiotrace run`" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("program", "outcome", "what", "status"),
+    [
+        (KILLED, semconv.TEST_OUTCOME_KILLED, "killed by SIGTERM", -signal.SIGTERM),
+        (EXITS, semconv.TEST_OUTCOME_EXITED, "os._exit(3)", 3),
+    ],
+)
+def test_under_aiotrace_run_a_test_cut_short_is_in_the_runs_trace(
+    suite: pytest.Pytester, program: str, outcome: str, what: str, status: int
+) -> None:
+    """The run delivers on SIGTERM and ``os._exit``, but only the plugin knows the test
+    that was running: its span, and its phase's, were never ended, and so missing, and
+    what it had done was left without a parent. The plugin ends them first, then the
+    run delivers."""
+    suite.makepyfile(test_cut=program)
+    result = _under_aiotrace_run(suite)
+    assert result.returncode == status, result.stdout + result.stderr
+    trace = trace_of(suite, "run.json")
+    tests = spans_by_test(trace)
+    assert tests["test_cut"].attributes[semconv.ATTR_TEST_OUTCOME] == outcome
+    assert tests["test_cut"].status_description == f"{what} during the test"
+    ids = {span.span_id for span in trace.spans}
+    assert [s.name for s in trace.spans if s.parent_id and s.parent_id not in ids] == []
+    assert f"aiotrace: {what} during test_cut.py::test_cut" in result.stdout
+    assert f"exit status {128 + signal.SIGTERM if status < 0 else status}" in result.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -203,27 +203,34 @@ class SigtermDelivery:
     )
 
     def __init__(self) -> None:
-        self._deliver: Callable[[int], object] | None = None
-        self._pid = 0
+        self._delivers: list[tuple[Callable[[int], object], int]] = []
+        """(deliver, the process that installed it), innermost last."""
         self._depth = 0
         self._pending: int | None = None
 
     def install(self, deliver: Callable[[int], object]) -> None:
         """Deliver with ``deliver(signum)`` on SIGTERM or SIGHUP (main thread only, as Python
-        requires)."""
+        requires).
+
+        Installs nest: ``pytest --aiotrace`` under ``aiotrace run`` ends its
+        running test's spans, then the run delivers them with the rest. The
+        innermost delivers first.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
-        self._deliver, self._pid, self._depth, self._pending = deliver, os.getpid(), 0, None
+        self._delivers.append((deliver, os.getpid()))
+        self._depth, self._pending = 0, None
         for signum in self.SIGNALS:
             with contextlib.suppress(ValueError, OSError, TypeError):
                 current = signal.getsignal(signum)
                 if current is signal.SIG_DFL or current == self._handle:
                     signal.signal(signum, self._handle)
 
-    def restore(self) -> None:
-        """The signals back to their default action, where aiotrace's handler is still there."""
-        self._deliver = None
-        if threading.current_thread() is not threading.main_thread():
+    def restore(self, deliver: Callable[[int], object]) -> None:
+        """Take ``deliver`` back; with none left, the signals back to their default action,
+        where aiotrace's handler is still there."""
+        _take_back(self._delivers, deliver)
+        if self._delivers or threading.current_thread() is not threading.main_thread():
             return
         for signum in self.SIGNALS:
             with contextlib.suppress(ValueError, OSError, TypeError):
@@ -246,11 +253,12 @@ class SigtermDelivery:
             self._pending = signum
             return
         try:
-            if self._deliver is not None and self._pid == os.getpid():
-                with self.delivering():
-                    self._deliver(signum)
-        except Exception:  # dying anyway: nothing may stop that
-            pass
+            pid = os.getpid()
+            with self.delivering():
+                for deliver, owner in reversed(self._delivers):
+                    if owner == pid:
+                        with contextlib.suppress(Exception):  # dying anyway: nothing may stop that
+                            deliver(signum)
         finally:
             self._die(signum)
 
@@ -295,9 +303,8 @@ class ExitDelivery:
     TIMEOUT: Final = 30.0
 
     def __init__(self) -> None:
-        self._deliver: Callable[[int], object] | None = None
-        self._on_exec: Callable[[], object] | None = None
-        self._pid = 0
+        self._delivers: list[tuple[Callable[[int], object], Callable[[], object] | None, int]] = []
+        """(deliver, on_exec, the process that installed it), innermost last."""
         self._real: Callable[[int], NoReturn] = os._exit
         self._real_execv: Callable[..., NoReturn] = os.execv
         self._real_execve: Callable[..., NoReturn] = os.execve
@@ -310,8 +317,9 @@ class ExitDelivery:
         self, deliver: Callable[[int], object], on_exec: Callable[[], object] | None = None
     ) -> None:
         """Deliver with ``deliver(status)`` when this process calls ``os._exit(status)``,
-        and with ``on_exec()`` (else ``deliver(0)``) before it replaces itself by an exec."""
-        self._deliver, self._on_exec, self._pid = deliver, on_exec, os.getpid()
+        and with ``on_exec()`` (else ``deliver(0)``) before it replaces itself by an exec.
+        Installs nest, as :meth:`SigtermDelivery.install`'s."""
+        self._delivers.append((deliver, on_exec, os.getpid()))
         if os._exit is not self._patched:
             self._real = os._exit
             os._exit = self._patched  # type: ignore[assignment]  # same signature
@@ -322,9 +330,12 @@ class ExitDelivery:
             self._real_execve = os.execve
             os.execve = self._patched_execve  # type: ignore[assignment]  # same signature
 
-    def restore(self) -> None:
-        """The real ``os._exit`` and exec calls back, where ours are still in place."""
-        self._deliver = self._on_exec = None
+    def restore(self, deliver: Callable[[int], object]) -> None:
+        """Take ``deliver`` back; with none left, the real ``os._exit`` and exec calls back,
+        where ours are still in place."""
+        _take_back(self._delivers, deliver)
+        if self._delivers:
+            return
         if os._exit is self._patched:
             os._exit = self._real  # type: ignore[assignment]  # the saved original
         if os.execv is self._patched_execv:
@@ -337,15 +348,21 @@ class ExitDelivery:
         self._real(status)
 
     def _exit(self, status: int, /) -> NoReturn:
-        deliver = self._deliver
-        if deliver is not None and self._pid == os.getpid() and isinstance(status, int):
-            self._deliver = None  # once: the delivery itself may end in os._exit
+        delivers = self._own()
+        if delivers and isinstance(status, int):
+            self._delivers.clear()  # once: the delivery itself may end in os._exit
             timer = threading.Timer(self.TIMEOUT, self._real, (status,))
             timer.daemon = True
             timer.start()
-            with contextlib.suppress(BaseException):  # exiting anyway: nothing may stop that
-                deliver(status)
+            for deliver, _ in delivers:
+                with contextlib.suppress(BaseException):  # exiting anyway: nothing may stop that
+                    deliver(status)
         self._real(status)
+
+    def _own(self) -> list[tuple[Callable[[int], object], Callable[[], object] | None]]:
+        """This process's deliveries, innermost first (a fork inherits its parent's list)."""
+        pid = os.getpid()
+        return [(d, on_exec) for d, on_exec, owner in reversed(self._delivers) if owner == pid]
 
     def _execv(self, path: Any, argv: Any, /) -> NoReturn:
         self._before_exec(path)
@@ -358,8 +375,8 @@ class ExitDelivery:
 
     def _before_exec(self, path: Any) -> bool:
         """Deliver before an exec that can succeed; whether a delivery was made."""
-        deliver, on_exec = self._deliver, self._on_exec
-        if deliver is None or self._pid != os.getpid():
+        delivers = self._own()
+        if not delivers:
             return False
         try:
             # os.execvp tries each directory of PATH in turn: only the one
@@ -368,13 +385,23 @@ class ExitDelivery:
                 return False
         except Exception:  # a path exec itself rejects: it raises, as untraced
             return False
-        self._deliver = self._on_exec = None
-        with contextlib.suppress(BaseException):  # the exec goes ahead whatever happens here
-            if on_exec is not None:
-                on_exec()
-            else:
-                deliver(0)
+        self._delivers.clear()
+        for deliver, on_exec in delivers:
+            with contextlib.suppress(BaseException):  # the exec goes ahead whatever happens here
+                if on_exec is not None:
+                    on_exec()
+                else:
+                    deliver(0)
         return True
+
+
+def _take_back(delivers: list[Any], deliver: Callable[..., object]) -> None:
+    """Remove the latest entry of ``deliver`` (compared by ==: bound methods are new
+    objects each time) from a delivery's list, if it is there."""
+    for index in range(len(delivers) - 1, -1, -1):
+        if delivers[index][0] == deliver:
+            del delivers[index]
+            return
 
 
 def untraced_env(env: Any) -> Any:

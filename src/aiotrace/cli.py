@@ -858,14 +858,20 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
 
     # Killed by SIGTERM (a CI timeout, docker stop) or SIGHUP (a closed terminal):
     # report, then die by it as before.
-    SIGTERM_DELIVERY.install(lambda signum: conclude(128 + signum))
+    def killed(signum: int) -> None:
+        conclude(128 + signum)
+
+    def exiting(status: int) -> None:
+        conclude(_exit_status(status))
+
+    SIGTERM_DELIVERY.install(killed)
     # Leaving through os._exit(): report, then exit with its status, unflushed output unflushed.
-    EXIT_DELIVERY.install(lambda status: conclude(_exit_status(status)), replaced)
+    EXIT_DELIVERY.install(exiting, replaced)
     pid = os.getpid()
     try:
         code, interrupted = _run_program(kind, target, argv, lambda: bool(hung))
     finally:
-        EXIT_DELIVERY.restore()
+        EXIT_DELIVERY.restore(exiting)
     if os.getpid() != pid:
         # A fork of the program that left as the program does (sys.exit(), or
         # the end of the script): the run and its report are the parent's;
@@ -878,7 +884,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         conclude(code)
     finally:
         signal.signal(signal.SIGINT, previous)
-        SIGTERM_DELIVERY.restore()
+        SIGTERM_DELIVERY.restore(killed)
     if hung:
         STDERR.write(f"aiotrace: stopped: {hung[0].summary} (exit status {EXIT_HANG})\n")
         return EXIT_HANG

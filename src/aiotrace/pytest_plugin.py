@@ -433,6 +433,7 @@ class AiotracePlugin:
         self.hung: Any = None  # the hang finding of the test running now
         self._current: _Running | None = None  # the test running now
         self._cut_short = False  # os._exit() during a test
+        self.guarded = False  # os._exit and SIGTERM deliver (see start)
 
     # -- start and finish ----------------------------------------------
     def start(self) -> None:
@@ -452,11 +453,12 @@ class AiotracePlugin:
             else:
                 self._start_session()
             _leaks.watch()
-            if not self.attached:  # under `aiotrace run`, the run guards os._exit and signals
-                from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
+            from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
-                EXIT_DELIVERY.install(self._exiting)
-                SIGTERM_DELIVERY.install(self._killed)
+            # Under `aiotrace run` too, the run's own delivery after ours.
+            EXIT_DELIVERY.install(self._exiting)
+            SIGTERM_DELIVERY.install(self._killed)
+            self.guarded = True
         except pytest.UsageError:
             raise
         except Exception as exc:  # tracing must never stop the test run
@@ -671,9 +673,9 @@ class AiotracePlugin:
         from aiotrace import _child, _leaks, semconv
         from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
-        if not self.attached:
-            EXIT_DELIVERY.restore()
-            SIGTERM_DELIVERY.restore()
+        if self.guarded:
+            EXIT_DELIVERY.restore(self._exiting)
+            SIGTERM_DELIVERY.restore(self._killed)
         if self._cut_short and self.worker_id is not None:
             # The waits and holds the test was stuck in, as spans, while still watched
             # (the controller's session does it in its own finish).
