@@ -1094,7 +1094,7 @@ def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the
         (queue_site, users): f"self.inbox ({queue_site}) via {users}",
         (queue_site, orders): f"self.inbox ({queue_site}) via {orders}",
         # A library's coroutine made a task by the program: the task's line.
-        (event_site, worker): f"done ({event_site}) via {worker}",
+        (event_site, worker): f"done in worker ({event_site}) via {worker}",
     }, rows
 
     trace = Trace(tmp_path / "t.json")

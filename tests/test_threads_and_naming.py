@@ -97,13 +97,16 @@ import asyncio
 class Pool:
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        event = asyncio.Event()
+        asyncio.get_running_loop().call_soon(event.set)
+        await event.wait()
 """
 
 
-def test_a_librarys_primitive_is_named_from_its_package(
-    traced: Captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``fakelib/pool.py:7``, not ``pool.py:7``: a library's file is not the user's."""
+def _fake_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fakelib.pool`` (:data:`LIBRARY`), installed as a package is: in site-packages."""
     package = tmp_path / "lib" / "python3.99" / "site-packages" / "fakelib"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -111,6 +114,13 @@ def test_a_librarys_primitive_is_named_from_its_package(
     monkeypatch.syspath_prepend(str(package.parent))
     monkeypatch.delitem(sys.modules, "fakelib", raising=False)
     monkeypatch.delitem(sys.modules, "fakelib.pool", raising=False)
+
+
+def test_a_librarys_primitive_is_named_from_its_package(
+    traced: Captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fakelib/pool.py:7``, not ``pool.py:7``: a library's file is not the user's."""
+    _fake_library(tmp_path, monkeypatch)
     from fakelib.pool import Pool  # type: ignore[import-not-found]
 
     async def main() -> None:
@@ -124,6 +134,22 @@ def test_a_librarys_primitive_is_named_from_its_package(
     assert hold[semconv.ATTR_PRIMITIVE_NAME] == f"self._lock (fakelib/pool.py:7) via {here}"
     assert hold[semconv.ATTR_PRIMITIVE_SITE] == "fakelib/pool.py:7"
     assert hold[semconv.ATTR_PRIMITIVE_VIA_SITE] == here
+
+
+def test_a_librarys_local_is_named_with_the_method_that_made_it(
+    traced: Captured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``event (fakelib/pool.py:10)`` says nothing of what it is for; ``event in
+    Pool.take`` does (anyio's Lock on asyncio waits on ``fut in Lock.acquire``)."""
+    _fake_library(tmp_path, monkeypatch)
+    from fakelib.pool import Pool
+
+    asyncio.run(Pool().take())  # take-here
+    (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
+    here = f"{short_path(__file__)}:{line_of('# take-here')}"
+    assert (
+        wait[semconv.ATTR_PRIMITIVE_NAME] == f"event in Pool.take (fakelib/pool.py:10) via {here}"
+    )
 
 
 DEEP_LIBRARY = """

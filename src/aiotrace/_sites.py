@@ -599,9 +599,26 @@ class Site:
 
     @functools.cached_property
     def named(self) -> str:
-        """``cache_lock (app.py:12)``: see :func:`default_name`; kept, as :attr:`label` is."""
+        """``cache_lock (app.py:12)``: see :func:`default_name`; kept, as :attr:`label` is.
+
+        A library's local (``fut``, ``waiter``, ``event``) says little alone; the
+        method that made it says what it is for: ``fut in Lock.acquire
+        (anyio/_backends/_asyncio.py:2046)``, anyio's Lock on asyncio. An
+        attribute (``self._lock``) and what a constructor makes are named as
+        they are.
+        """
         var = variable_name(self)
-        return f"{var} ({self.label})" if var else self.label
+        if not var:
+            return self.label
+        function = self.function
+        if (
+            "." not in var
+            and is_library_file(self.path)
+            and function != "<module>"
+            and not function.endswith("__init__")
+        ):
+            return f"{var} in {function} ({self.label})"
+        return f"{var} ({self.label})"
 
     def __str__(self) -> str:
         return self.label
