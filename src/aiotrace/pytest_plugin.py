@@ -1127,23 +1127,27 @@ class _Phase:
 
         from aiotrace import semconv
 
-        exc = excinfo.value if excinfo is not None else self.raised
-        if report is not None:
-            outcome = _phase_outcome(report)
-        elif exc is None:
-            outcome = "passed"
-        else:
-            outcome = "skipped" if type(exc).__name__ in ("Skipped", "XFailed") else "failed"
-        self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, outcome)
-        if outcome == "failed":
-            if isinstance(exc, BaseException):
-                self.span.record_exception(exc)
-                self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            else:  # failed without an exception: a strict xpass, a hang's report
-                text = report.longreprtext if report is not None else ""
-                first = text.strip().splitlines()[0] if text.strip() else f"{self.when} failed"
-                self.span.set_status(Status(StatusCode.ERROR, first))
-        self.span.end(end_time=self.end_ns)
+        try:  # run inside pytest's hooks: nothing of ours may reach the test run
+            exc = excinfo.value if excinfo is not None else self.raised
+            if report is not None:
+                outcome = _phase_outcome(report)
+            elif exc is None:
+                outcome = "passed"
+            else:
+                outcome = "skipped" if type(exc).__name__ in ("Skipped", "XFailed") else "failed"
+            self.span.set_attribute(semconv.ATTR_TEST_PHASE_OUTCOME, outcome)
+            if outcome == "failed":
+                if isinstance(exc, BaseException):
+                    self.span.record_exception(exc)
+                    self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                else:  # failed without an exception: a strict xpass, a hang's report
+                    text = report.longreprtext.strip() if report is not None else ""
+                    first = text.splitlines()[0] if text else f"{self.when} failed"
+                    self.span.set_status(Status(StatusCode.ERROR, first))
+        except Exception:  # the span ends anyway, its outcome unsaid
+            pass
+        finally:
+            self.span.end(end_time=self.end_ns)
 
 
 def _phase_outcome(report: pytest.TestReport) -> str:
