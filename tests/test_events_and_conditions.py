@@ -287,13 +287,21 @@ def test_lock_order_sees_what_is_taken_after_a_condition_wait() -> None:
 
 
 class _CountingDeque(collections.deque):  # type: ignore[type-arg]
-    """A Condition's waiter queue that counts the waiters read by iterating it."""
+    """A Condition's waiter queue that counts the waiters read by iterating it.
+
+    Not the diagnosis's reads: under ``pytest --aiotrace`` the session's
+    watchdog reads every primitive's waiters twice a second, as many times
+    as a loaded machine makes this test last."""
 
     read = 0
 
     def __iter__(self) -> Iterator[Any]:
+        counted = not sys._getframe(1).f_code.co_filename.endswith(
+            os.path.join("aiotrace", "diagnosis.py")
+        )
         for item in super().__iter__():
-            _CountingDeque.read += 1
+            if counted:
+                _CountingDeque.read += 1
             yield item
 
 
