@@ -147,9 +147,12 @@ def test_a_librarys_local_is_named_with_the_method_that_made_it(
     asyncio.run(Pool().take())  # take-here
     (wait,) = traced.named(semconv.SPAN_EVENT_WAIT)
     here = f"{short_path(__file__)}:{line_of('# take-here')}"
-    assert (
-        wait[semconv.ATTR_PRIMITIVE_NAME] == f"event in Pool.take (fakelib/pool.py:10) via {here}"
-    )
+    # 3.10's code has no qualified name: looked up within a time budget, which a
+    # long session may have spent (then the function's own name).
+    methods = ("Pool.take", "take") if sys.version_info < (3, 11) else ("Pool.take",)
+    assert wait[semconv.ATTR_PRIMITIVE_NAME] in {
+        f"event in {method} (fakelib/pool.py:10) via {here}" for method in methods
+    }
 
 
 DEEP_LIBRARY = """
