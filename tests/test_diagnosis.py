@@ -860,6 +860,50 @@ def test_a_holder_is_sampled_only_while_others_wait_for_what_it_holds() -> None:
     assert seen == [{}, {}, {here: 2}, {here: 2}, {here: 2}, {here: 2}]
 
 
+def test_sampling_holders_is_not_upset_by_the_program_changing_what_is_held() -> None:
+    """The watchdog's thread reads what the program's thread changes. Building a
+    tuple per held item could start a collection, whose finalisers let the program's
+    thread run: "dictionary changed size during iteration", an internal error, and
+    no more sampling. Here a finaliser changes it as that thread would."""
+    import gc
+
+    from aiotrace.primitives import _lock_order
+
+    held = _lock_order.HELD
+    keys = [object() for _ in range(50)]
+
+    class Cycle:
+        """Garbage whose finaliser takes a lock (as the program's thread would, let
+        run meanwhile) and leaves garbage of its kind for the next collection."""
+
+        left = 200
+
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            key = object()
+            keys.append(key)
+            held[key] = object()
+            if Cycle.left:
+                Cycle.left -= 1
+                Cycle()
+
+    thresholds = gc.get_threshold()
+    try:
+        for key in keys:
+            held[key] = object()
+        gc.collect()
+        gc.set_threshold(1)  # each allocation of a tracked object collects
+        Cycle()
+        for _ in range(20):
+            _lock_order.sample_holders()
+    finally:
+        gc.set_threshold(*thresholds)
+        for key in keys:
+            held.pop(key, None)
+
+
 def test_what_a_finished_task_left_held_is_not_kept_alive_by_the_diagnosis() -> None:
     """Lock-order checking notes each hold's frame; a coroutine that finished holding
     a lock left it there for the whole run, and the frame kept its locals alive. The

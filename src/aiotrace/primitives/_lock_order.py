@@ -335,9 +335,14 @@ def sample_holders() -> int:
     the holders whose primitive has waiters. Returns how many holding
     frames were looked at: the sample's cost.
     """
-    entries = list(HELD.items())  # one C call: atomic for the program's thread
-    for frame, held in entries:
-        for prim in tuple(held) if type(held) is Holding else (held,):
+    # Copies, never iterations of what the program's thread changes: a copy
+    # runs no Python code midway, so no other thread runs meanwhile. (A
+    # ``list(HELD.items())`` builds a tuple per item, whose allocation can
+    # start a garbage collection, whose finalisers can let the program's
+    # thread run: "dictionary changed size during iteration".)
+    entries = HELD.copy()
+    for frame, held in entries.items():
+        for prim in list(held) if type(held) is Holding else (held,):
             if not getattr(prim, "_waiters", None) or not _owned_by(prim, frame):
                 continue
             stats = getattr(prim, "_aiotrace_stats", None)
@@ -358,7 +363,7 @@ def _owned_by(prim: Any, frame: FrameType) -> bool:
     permits = getattr(prim, "_aiotrace_permits", None)
     if not permits:
         return False
-    return any(permit[1] is frame for permit in tuple(permits))
+    return any(permit[1] is frame for permit in list(permits))  # a copy: see above
 
 
 def _acquire_site(prim: Any) -> tuple[Any, int] | None:
