@@ -382,8 +382,16 @@ class _Running:
     reports: dict[str, pytest.TestReport] = field(default_factory=dict)
     phase: Any = None
     unreported: _Phase | None = None
+    """The phase that ended and waits for its report to end its span (see ``_Phase``)."""
     record: TestRecord | None = None
     findings_before: int = 0
+
+    def end_unreported(self) -> None:
+        """End the waiting phase's span without its report, which never came (an
+        interrupt, ``os._exit``, a signal): from what the phase raised."""
+        phase, self.unreported = self.unreported, None
+        if phase is not None:
+            phase.finish(None, None)
 
 
 def _wait_counters() -> dict[int, tuple[int, int]]:
@@ -608,9 +616,7 @@ class AiotracePlugin:
             where = f" during {running.span.attributes.get(semconv.ATTR_TEST_CASE_NAME)}"
             with contextlib.suppress(Exception):
                 status_of = Status(StatusCode.ERROR, f"{what} during the test")
-                if running.unreported is not None:
-                    running.unreported.finish(None, None)
-                    running.unreported = None
+                running.end_unreported()
                 if running.phase is not None:
                     running.phase.set_status(status_of)
                     running.phase.end()
@@ -757,9 +763,7 @@ class AiotracePlugin:
 
         self._current = None
         span = running.span
-        if running.unreported is not None:  # its report never came (an interrupt)
-            running.unreported.finish(None, None)
-            running.unreported = None
+        running.end_unreported()
         record = running.record or self._measure(item, running)
         record.outcome = _outcome(running.reports)
         span.set_attribute(semconv.ATTR_TEST_OUTCOME, record.outcome)
@@ -1117,8 +1121,7 @@ class _Phase:
             otel_context.detach(self.token)  # type: ignore[arg-type]
         AMBIENT[0] = self.ambient
         self.running.phase = None
-        if self.running.unreported is not None:  # a report that never came
-            self.running.unreported.finish(None, None)
+        self.running.end_unreported()
         self.running.unreported = self
 
     def finish(self, report: pytest.TestReport | None, excinfo: Any) -> None:
