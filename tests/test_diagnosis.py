@@ -1019,6 +1019,35 @@ def test_graph_checks_that_cost_more_come_further_apart() -> None:
     assert diagnosis.GRAPH_SHARE == 0.02
 
 
+def test_samples_of_where_holders_are_that_cost_more_come_further_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sampling holds the GIL the program's thread wants: every tick (10 ms) while
+    cheap, and with thousands of holds at once at most ``GRAPH_SHARE`` of the time."""
+    import asyncio
+
+    from aiotrace.primitives import _lock_order
+
+    samples: list[float] = []
+
+    def costly() -> int:
+        samples.append(time.monotonic())
+        time.sleep(0.01)  # as 13,000 contended holds or so would cost
+        return 0
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        async with lock:  # something held: there is something to sample
+            await asyncio.sleep(1.0)
+
+    monkeypatch.setattr(_lock_order, "sample_holders", costly)
+    with _diagnosed():
+        asyncio.run(main())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(samples)]
+    assert 1 <= len(samples) <= 3, gaps  # 0.01 s / 0.02: 0.5 s apart, not 0.01 s
+    assert all(gap >= 0.5 for gap in gaps), gaps
+
+
 @pytest.mark.pristine  # turns lock-order checking off: a traced session's too
 def test_a_failing_clean_up_of_lock_order_checking_never_reaches_the_program(
     monkeypatch: pytest.MonkeyPatch,
