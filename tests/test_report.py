@@ -23,7 +23,7 @@ from rich.console import Console
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace.cli import EXIT_FINDINGS
-from aiotrace.report import NestedRow, Report, ReportBuilder, render
+from aiotrace.report import NestedRow, PrimitiveRow, Report, ReportBuilder, queue_text, render
 from tests.cli_support import (
     Trace,
     aiotrace,
@@ -333,6 +333,15 @@ def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
     assert texts["slow-consumer"].endswith("(full more than empty: its consumers fall behind)")
     assert texts["slow-producer"].startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
     assert texts["slow-producer"].endswith("(empty more than full: its producers fall behind)")
+
+
+def test_a_queue_line_counts_a_single_wait_as_once() -> None:
+    row = PrimitiveRow(name="q (app.py:3)", kind="Queue", site="app.py:3", capacity=2)
+    row.by_operation = {"put": [1, 11.0], "get": [2, 0.0]}
+    assert queue_text(row) == (
+        "q (app.py:3): maxsize 2; put waited once, 11 ms; get waited 2 times, 0.0 ms"
+        " (full more than empty: its consumers fall behind)"
+    )
 
 
 POOLS = """

@@ -866,7 +866,8 @@ def queue_text(row: PrimitiveRow) -> str:
     for operation in ("put", "get", "join"):
         count, ms = row.by_operation.get(operation, (0, 0.0))
         if count:
-            parts.append(f"{operation} waited {int(count)} times, {duration_text(ms)}")
+            times = "once" if count == 1 else f"{int(count)} times"
+            parts.append(f"{operation} waited {times}, {duration_text(ms)}")
     puts = row.by_operation.get("put", (0, 0.0))[1]
     gets = row.by_operation.get("get", (0, 0.0))[1]
     verdict = ""
