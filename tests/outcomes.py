@@ -29,6 +29,12 @@ from typing import Any
 import pytest
 
 FILE_VARIABLE = "AIOTRACE_SUITE_OUTCOMES_FILE"
+SELF_TRACED_VARIABLE = "AIOTRACE_SUITE_SELF_TRACED"
+"""Set in the self-traced run: tests that draw many examples draw a sample of them there.
+
+The untraced session ran them all; traced, each example costs two to three
+times as much (the tests' own tracing runs inside the session's).
+"""
 SEEN: dict[str, str] = {}
 """node id -> passed / skipped / xfailed / failed / error, for every test this process reported."""
 OUT_OF_PROCESS: set[str] = set()

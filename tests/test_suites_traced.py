@@ -22,7 +22,7 @@ import pytest
 
 from aiotrace.pytest_plugin import PLUGIN_NAME
 from tests.cli_support import clean_env
-from tests.outcomes import FILE_VARIABLE, OUT_OF_PROCESS, SEEN
+from tests.outcomes import FILE_VARIABLE, OUT_OF_PROCESS, SEEN, SELF_TRACED_VARIABLE
 
 pytestmark = pytest.mark.suite_check
 
@@ -133,7 +133,11 @@ def test_this_projects_suite_passes_identically_traced(
     assert len(expected) > 100
     deselected = [f"--deselect={nodeid}" for nodeid in out_of_process]
     traced = run_traced(
-        [*selection, *deselected], ROOT, tmp_path, check=False, **{FILE_VARIABLE: str(report)}
+        [*selection, *deselected],
+        ROOT,
+        tmp_path,
+        check=False,
+        **{FILE_VARIABLE: str(report), SELF_TRACED_VARIABLE: "1"},
     )
     after = json.loads(report.read_text(encoding="utf-8"))["outcomes"]
     differ = sorted(nodeid for nodeid in expected if after.get(nodeid) != expected[nodeid])
@@ -147,7 +151,7 @@ def test_this_projects_suite_passes_identically_traced(
             [*differ, "--aiotrace", "--aiotrace-trace-file=none"],
             ROOT,
             tmp_path / "again.xml",
-            **{FILE_VARIABLE: str(again)},
+            **{FILE_VARIABLE: str(again), SELF_TRACED_VARIABLE: "1"},
         )
         after.update(json.loads(again.read_text(encoding="utf-8"))["outcomes"])
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
