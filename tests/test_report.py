@@ -9,6 +9,7 @@ the second.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -1137,3 +1138,159 @@ def test_what_a_librarys_task_makes_is_told_apart_by_the_program_line_behind_the
         ]
     ), vias
     assert wait.attributes[semconv.ATTR_CODE_LINE_NUMBER] == int(wait_site.rsplit(":", 1)[1])
+
+
+FAILING_LIBRARY = """\
+async def fetch(key):
+    raise LookupError(f"no {key}")  # LIB_RAISE
+"""
+
+FAILING_TASKS = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import kvstore
+
+ready = asyncio.Event()
+
+
+async def loader():
+    await asyncio.sleep(0.01)
+    config = {}["config"]  # LOADER
+    ready.set()
+
+
+async def worker(n):
+    await kvstore.fetch(n)  # VIA_FETCH
+
+
+async def handler():
+    await asyncio.wait_for(ready.wait(), 0.02)  # WAIT_FOR
+
+
+async def main():
+    tasks = [asyncio.create_task(loader(), name="loader")]
+    await asyncio.sleep(0.03)  # the loader fails first
+    tasks += [asyncio.create_task(worker(n), name=f"worker-{n}") for n in range(3)]
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    tasks.append(asyncio.create_task(handler(), name="handler"))
+    await asyncio.gather(tasks[-1], return_exceptions=True)
+    sys.exit(0)  # an exit: raised, not a failure
+
+
+asyncio.run(main())
+"""
+
+TIMEOUT_ERROR = "TimeoutError" if sys.version_info >= (3, 11) else "asyncio.exceptions.TimeoutError"
+
+
+def test_tasks_that_raised_are_listed_first_to_fail_first_with_the_line(tmp_path: Path) -> None:
+    """A background task dying is asyncio's quiet failure: Python says so only when the
+    task is collected, if ever. The report names it, what it raised, and the line."""
+    installed_library(tmp_path, "kvstore", FAILING_LIBRARY, FAILING_TASKS)
+    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    loader = f"prog.py:{marker_line(FAILING_TASKS, 'LOADER')} in loader"
+    fetch = f"kvstore/__init__.py:{marker_line(FAILING_LIBRARY, 'LIB_RAISE')} in fetch"
+    via = f"prog.py:{marker_line(FAILING_TASKS, 'VIA_FETCH')} in worker"
+    wait_for = f"prog.py:{marker_line(FAILING_TASKS, 'WAIT_FOR')} in handler"
+    report = json.loads((tmp_path / "r.json").read_text())
+    # The main task's SystemExit is counted too; before 3.12, wait_for's inner task is cancelled.
+    assert report["tasks"]["raised"] == 6
+    rows = [
+        (row["task"], row["coroutine"], row["exception"], row["message"], row["at"], row["times"])
+        for row in report["failed_tasks"]
+    ]
+    assert rows == [
+        ("loader", "loader", "KeyError", "'config'", loader, 1),
+        ("worker-0", "worker", "LookupError", "no 0", f"{fetch} via {via}", 3),
+        # Raised in asyncio's wait_for: the line is the program's that awaited it.
+        ("handler", "handler", TIMEOUT_ERROR, "", wait_for, 1),
+    ]
+    lines = report_lines(result.stderr)
+    at = next(n for n, line in enumerate(lines) if line.startswith("Tasks: "))
+    assert lines[at + 1 : at + 4] == [
+        f"  loader raised KeyError: 'config' at {loader}",
+        f"  worker-0 (worker) raised LookupError: no 0 at {fetch} via {via}; 3 such tasks",
+        f"  handler raised {TIMEOUT_ERROR} at {wait_for}",
+    ]
+    assert lines[at + 4].startswith("Spans: ")
+    # Read back from the trace file, the same.
+    again = aiotrace("report", "t.json", "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["failed_tasks"] == report["failed_tasks"]
+
+
+def test_a_raise_site_is_read_from_the_standard_stacktrace() -> None:
+    from aiotrace.report import raise_site
+
+    asyncio_dir = Path(asyncio.__file__).parent
+    chained = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/db.py", line 3, in connect\n'
+        "    raise OSError\n"
+        "OSError\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/main.py", line 40, in handle\n'
+        "    await client.get(url)\n"
+        '  File "/venv/lib/python3.12/site-packages/httpx/_client.py", line 1700, in get\n'
+        "    raise ConnectError\n"
+        f'  File "{asyncio_dir / "tasks.py"}", line 500, in wait_for\n'
+        "httpx.ConnectError\n"
+    )
+    assert raise_site(chained) == "httpx/_client.py:1700 in get via main.py:40 in handle"
+    assert raise_site("ValueError: no frames\n") is None
+
+
+def test_tasks_that_raised_past_five_kinds_are_counted_not_listed() -> None:
+    builder = ReportBuilder()
+    drafts = []
+    for n in range(9):  # seven kinds of failure, the last kind three times
+        kind = min(n, 6)
+        draft = _draft(
+            semconv.SPAN_TASK,
+            n,
+            100 - n,  # ended last to first: listed first to fail first
+            aiotrace__task__name=f"t{n}",
+            aiotrace__task__coroutine=f"job{kind}",
+            aiotrace__outcome=semconv.OUTCOME_RAISED,
+        )
+        draft.events = [
+            (
+                semconv.EVENT_EXCEPTION,
+                0,
+                {
+                    semconv.ATTR_EXCEPTION_TYPE: "ValueError",
+                    semconv.ATTR_EXCEPTION_MESSAGE: f"bad {kind}",
+                    semconv.ATTR_EXCEPTION_STACKTRACE: (
+                        f'  File "/srv/jobs.py", line {kind + 10}, in job{kind}\n'
+                    ),
+                },
+            )
+        ]
+        drafts.append(draft)
+    builder.add(drafts)
+    report = builder.build()
+    assert [(row.task, row.times) for row in report.failed_tasks] == [
+        ("t8", 3),  # the first of its kind to end: t8 ended before t7 and t6
+        ("t5", 1),
+        ("t4", 1),
+        ("t3", 1),
+        ("t2", 1),
+        ("t1", 1),
+        ("t0", 1),
+    ]
+    console = Console(file=io.StringIO(), width=300)
+    render(report, console)
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    at = lines.index("Tasks: 9 (raised 9)")
+    assert lines[at + 1 : at + 7] == [
+        "  t8 (job6) raised ValueError: bad 6 at jobs.py:16 in job6; 3 such tasks",
+        "  t5 (job5) raised ValueError: bad 5 at jobs.py:15 in job5",
+        "  t4 (job4) raised ValueError: bad 4 at jobs.py:14 in job4",
+        "  t3 (job3) raised ValueError: bad 3 at jobs.py:13 in job3",
+        "  t2 (job2) raised ValueError: bad 2 at jobs.py:12 in job2",
+        "  and 2 more that raised",
+    ]
+    assert Report.from_json(json.loads(json.dumps(report.to_json()))) == report

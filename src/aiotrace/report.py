@@ -20,12 +20,13 @@ instead of leaving the user to find the two spans in a timeline.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from aiotrace import semconv
-from aiotrace._sites import short_path
+from aiotrace._sites import is_internal_file, is_library_file, short_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -191,6 +192,82 @@ class FutureRow:
 
 
 @dataclass
+class FailedTaskRow:
+    """Tasks that ended raising: the first of them, what it raised and where.
+
+    One row per coroutine, exception type and line: a hundred workers
+    failing alike are one culprit.
+    """
+
+    task: str
+    coroutine: str | None
+    exception: str
+    message: str
+    at: str | None
+    """The line that raised (``app.py:12 in fetch``): the innermost frame of the program's;
+    a library's, then with the program's line that led there (``... via app.py:40 in main``)."""
+    process: int | None = None
+    times: int = 1
+    first_ns: int = 0
+    """When the first of them ended: rows are listed first to fail first."""
+
+    def text(self, several: bool = False) -> str:
+        """``loader raised KeyError: 'config' at app.py:7 in loader``."""
+        who = task_text(self.task, self.process, several)
+        if self.coroutine and self.coroutine != self.task:
+            who += f" ({self.coroutine})"
+        raised = f"{self.exception}: {self.message}" if self.message else self.exception
+        at = f" at {self.at}" if self.at else ""
+        more = f"; {self.times} such tasks" if self.times > 1 else ""
+        return f"{who} raised {raised}{at}{more}"
+
+
+_TRACEBACK_LINE: Final = re.compile(r'^  File "(?P<file>.+)", line (?P<line>\d+), in (?P<func>.+)$')
+_MESSAGE_SHOWN: Final = 100
+_FAILED_SHOWN: Final = 5
+
+
+_EXITS: Final = frozenset({"SystemExit", "KeyboardInterrupt"})
+"""Raised by a task, they end the program as asked: counted as raised, not listed as failures."""
+
+
+def _is_exit(draft: SpanDraft) -> bool:
+    return any(
+        name == semconv.EVENT_EXCEPTION and attrs.get(semconv.ATTR_EXCEPTION_TYPE) in _EXITS
+        for name, _, attrs in draft.events
+    )
+
+
+def raise_site(stacktrace: str) -> str | None:
+    """Where an exception was raised, from its standard ``exception.stacktrace``.
+
+    The innermost frame, asyncio's and aiotrace's left out: ``TimeoutError``
+    is raised in asyncio's ``wait_for``, but the line to look at is the
+    program's that awaited it (aiotrace's wrappers only pass asyncio's
+    exceptions on). When that frame is a library's (an HTTP client's), the
+    program's innermost line is added: that is the line its author can
+    change. Read from the text, so that a trace file from another machine,
+    or from another tool, reads alike.
+    """
+    frames = []
+    for line in stacktrace.splitlines():
+        found = _TRACEBACK_LINE.match(line)
+        if found is not None and not is_internal_file(found["file"]):
+            frames.append((found["file"], found["line"], found["func"]))
+    if not frames:
+        return None
+    # Of the last traceback printed: the exception's own, after its causes.
+    file, line, func = frames[-1]
+    at = f"{short_path(file)}:{line} in {func}"
+    if not is_library_file(file):
+        return at
+    for file, line, func in reversed(frames):
+        if not is_library_file(file):
+            return f"{at} via {short_path(file)}:{line} in {func}"
+    return at
+
+
+@dataclass
 class NestedRow:
     """Waits of a holder inside its holds, while others queued for what it held.
 
@@ -250,6 +327,10 @@ class Report:
     unresolved_futures: list[tuple[str, str, int, int]] = field(default_factory=list)
     """Name, outcome (pending or collected), waiters in all and how many such futures."""
     tasks: dict[str, int] = field(default_factory=dict)
+    failed_tasks: list[FailedTaskRow] = field(default_factory=list)
+    """Tasks that ended raising, grouped (see :class:`FailedTaskRow`), first to fail first."""
+    failed_tasks_unlisted: int = 0
+    """Tasks that raised past the groups kept: counted, not listed."""
     processes: int = 0
     """Traced processes whose spans are in the report (those whose process is known)."""
     stats: dict[str, int] = field(default_factory=dict)
@@ -279,10 +360,12 @@ class Report:
             "longest_waits",
             "waits_while_holding",
             "slowest_futures",
+            "failed_tasks",
         )
         report = cls(**{k: v for k, v in data.items() if k not in rows})
         report.longest_waits = [WaitRow(**row) for row in data.get("longest_waits", ())]
         report.slowest_futures = [FutureRow(**row) for row in data.get("slowest_futures", ())]
+        report.failed_tasks = [FailedTaskRow(**row) for row in data.get("failed_tasks", ())]
         report.primitives = [PrimitiveRow(**row) for row in data.get("primitives", ())]
         report.longest_holds = [HoldRow(**row) for row in data.get("longest_holds", ())]
         report.waits_while_holding = [
@@ -380,6 +463,8 @@ class ReportBuilder:
     KEEP_FUTURES: Final = 20
     KEEP_TTR: Final = 100_000
     KEEP_SLOW_FUTURES: Final = 5
+    KEEP_FAILED_TASKS: Final = 200
+    """Groups of tasks that raised (coroutine, exception, line) kept; the rest are counted."""
     KEEP_RECENT: Final = 16
     """Waits and contended holds kept per task for pairing (a wait ends inside its hold)."""
     KEEP_TASKS: Final = 4096
@@ -399,6 +484,8 @@ class ReportBuilder:
         self._slow_futures: _Longest[FutureRow] = _Longest()
         self._unresolved: dict[tuple[str, str], list[int]] = {}
         self._tasks: dict[str, int] = {}
+        self._failed: dict[tuple[str | None, str, str | None, int | None], FailedTaskRow] = {}
+        self._failed_unlisted = 0
         self._spans = 0
         self._run: SpanDraft | None = None
         self._findings: dict[tuple[str, str], dict[str, Any]] = {}
@@ -473,6 +560,8 @@ class ReportBuilder:
             elif name == semconv.SPAN_TASK:
                 outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
                 self._tasks[outcome] = self._tasks.get(outcome, 0) + 1
+                if outcome == semconv.OUTCOME_RAISED and not _is_exit(draft):
+                    self._failed_task(draft)
             elif name == semconv.SPAN_FINDING:
                 self._finding(attrs)
             elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS, semconv.SPAN_TEST_SESSION):
@@ -627,6 +716,52 @@ class ReportBuilder:
         )
         self._slow_futures.add((entry.future, entry.outcome, entry.at or ""), float(ttr), entry)
 
+    def _failed_task(self, draft: SpanDraft) -> None:
+        exception: dict[str, Any] = next(
+            (attrs for name, _, attrs in draft.events if name == semconv.EVENT_EXCEPTION), {}
+        )
+        kind = str(exception.get(semconv.ATTR_EXCEPTION_TYPE) or "an exception")
+        stacktrace = exception.get(semconv.ATTR_EXCEPTION_STACKTRACE)
+        at = raise_site(str(stacktrace)) if stacktrace else None
+        attrs = draft.attributes
+        coroutine = attrs.get(semconv.ATTR_TASK_COROUTINE)
+        coroutine = str(coroutine) if coroutine is not None else None
+        key = (coroutine, kind, at, self._pid)
+        row = self._failed.get(key)
+        if row is not None:
+            row.times += 1
+            if draft.end < row.first_ns:  # batches need not arrive in order
+                replace_with = self._failed_row(draft, coroutine, kind, at, exception)
+                replace_with.times = row.times
+                self._failed[key] = replace_with
+            return
+        if len(self._failed) >= self.KEEP_FAILED_TASKS:
+            self._failed_unlisted += 1
+            return
+        self._failed[key] = self._failed_row(draft, coroutine, kind, at, exception)
+
+    def _failed_row(
+        self,
+        draft: SpanDraft,
+        coroutine: str | None,
+        kind: str,
+        at: str | None,
+        exception: dict[str, Any],
+    ) -> FailedTaskRow:
+        message = str(exception.get(semconv.ATTR_EXCEPTION_MESSAGE) or "")
+        message = message.strip().splitlines()[0] if message.strip() else ""
+        if len(message) > _MESSAGE_SHOWN:
+            message = message[: _MESSAGE_SHOWN - 3] + "..."
+        return FailedTaskRow(
+            task=str(draft.attributes.get(semconv.ATTR_TASK_NAME, "?")),
+            coroutine=coroutine,
+            exception=kind,
+            message=message,
+            at=at,
+            process=self._pid,
+            first_ns=draft.end,
+        )
+
     def _summaries(self, draft: SpanDraft) -> None:
         for name, _, attrs in draft.events:
             if name != semconv.EVENT_PRIMITIVE_SUMMARY:
@@ -735,6 +870,8 @@ class ReportBuilder:
             ],
             slowest_futures=self._slow_futures.top(self.KEEP_SLOW_FUTURES),
             tasks=dict(self._tasks),
+            failed_tasks=sorted(self._failed.values(), key=lambda row: row.first_ns),
+            failed_tasks_unlisted=self._failed_unlisted,
             processes=len(self._pids),
             findings=_by_severity(list(self._findings.values())),
             findings_unlisted=self._findings_unlisted,
@@ -1063,6 +1200,13 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         total = sum(report.tasks.values())
         parts = ", ".join(f"{k} {v}" for k, v in sorted(report.tasks.items()))
         console.print(f"[bold]Tasks[/]: {total} ({parts})")
+        failed = report.failed_tasks
+        shown = min(limit, _FAILED_SHOWN)
+        for failure in failed[:shown]:
+            print_plain(console, f"  {failure.text(several)}")
+        more = sum(failure.times for failure in failed[shown:]) + report.failed_tasks_unlisted
+        if more:
+            console.print(f"  and {more} more that raised")
 
     stats = report.stats
     if stats:
