@@ -65,6 +65,27 @@ def test_a_run_writes_a_timeline_of_its_tasks(tmp_path: Path) -> None:
     assert _data(tmp_path / "again.html")["bars"] == _data(page)["bars"]  # the same picture
 
 
+def test_a_task_that_raised_says_what_and_where() -> None:
+    task = SpanDraft(semconv.SPAN_TASK, 1, 2, 0, 5_000_000)
+    task.attributes = {semconv.ATTR_TASK_NAME: "loader", semconv.ATTR_OUTCOME: "raised"}
+    stacktrace = 'Traceback (most recent call last):\n  File "/srv/app.py", line 7, in loader\n'
+    task.events = [
+        (
+            semconv.EVENT_EXCEPTION,
+            5_000_000,
+            {
+                semconv.ATTR_EXCEPTION_TYPE: "KeyError",
+                semconv.ATTR_EXCEPTION_MESSAGE: "'config'",
+                semconv.ATTR_EXCEPTION_STACKTRACE: stacktrace,
+            },
+        )
+    ]
+    data = TimelineData([task])
+    ((_, _, _, _, _, _, _, _, details),) = data.bars
+    shown = {data.strings[key]: data.strings[value] for key, value in details}
+    assert shown["raised"] == "KeyError: 'config' at app.py:7 in loader"
+
+
 def _data(page: Path) -> Any:
     line = next(x for x in page.read_text().splitlines() if x.startswith("const DATA = "))
     return json.loads(line[len("const DATA = ") : -1])

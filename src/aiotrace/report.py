@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 from aiotrace import semconv
 from aiotrace._sites import is_internal_file, is_library_file, short_path
@@ -216,10 +216,8 @@ class FailedTaskRow:
         who = task_text(self.task, self.process, several)
         if self.coroutine and self.coroutine != self.task:
             who += f" ({self.coroutine})"
-        raised = f"{self.exception}: {self.message}" if self.message else self.exception
-        at = f" at {self.at}" if self.at else ""
         more = f"; {self.times} such tasks" if self.times > 1 else ""
-        return f"{who} raised {raised}{at}{more}"
+        return f"{who} raised {Raised(self.exception, self.message, self.at).text()}{more}"
 
 
 _TRACEBACK_LINE: Final = re.compile(r'^  File "(?P<file>.+)", line (?P<line>\d+), in (?P<func>.+)$')
@@ -231,10 +229,35 @@ _EXITS: Final = frozenset({"SystemExit", "KeyboardInterrupt"})
 """Raised by a task, they end the program as asked: counted as raised, not listed as failures."""
 
 
-def _is_exit(draft: SpanDraft) -> bool:
-    return any(
-        name == semconv.EVENT_EXCEPTION and attrs.get(semconv.ATTR_EXCEPTION_TYPE) in _EXITS
-        for name, _, attrs in draft.events
+class Raised(NamedTuple):
+    """What a span's ``exception`` event says, shortened for a line of text."""
+
+    exception: str
+    message: str
+    """Its first line, up to 100 characters."""
+    at: str | None
+    """See :func:`raise_site`."""
+
+    def text(self) -> str:
+        """``KeyError: 'config' at app.py:7 in loader``."""
+        raised = f"{self.exception}: {self.message}" if self.message else self.exception
+        return f"{raised} at {self.at}" if self.at else raised
+
+
+def raised(draft: SpanDraft) -> Raised | None:
+    """The exception ``draft`` recorded (a task's that raised), if it recorded one."""
+    attrs = next((a for name, _, a in draft.events if name == semconv.EVENT_EXCEPTION), None)
+    if attrs is None:
+        return None
+    message = str(attrs.get(semconv.ATTR_EXCEPTION_MESSAGE) or "").strip()
+    message = message.splitlines()[0] if message else ""
+    if len(message) > _MESSAGE_SHOWN:
+        message = message[: _MESSAGE_SHOWN - 3] + "..."
+    stacktrace = attrs.get(semconv.ATTR_EXCEPTION_STACKTRACE)
+    return Raised(
+        str(attrs.get(semconv.ATTR_EXCEPTION_TYPE) or "an exception"),
+        message,
+        raise_site(str(stacktrace)) if stacktrace else None,
     )
 
 
@@ -560,8 +583,10 @@ class ReportBuilder:
             elif name == semconv.SPAN_TASK:
                 outcome = str(attrs.get(semconv.ATTR_OUTCOME, "unknown"))
                 self._tasks[outcome] = self._tasks.get(outcome, 0) + 1
-                if outcome == semconv.OUTCOME_RAISED and not _is_exit(draft):
-                    self._failed_task(draft)
+                if outcome == semconv.OUTCOME_RAISED:
+                    failure = raised(draft)
+                    if failure is not None and failure.exception not in _EXITS:
+                        self._failed_task(draft, failure)
             elif name == semconv.SPAN_FINDING:
                 self._finding(attrs)
             elif name in (semconv.SPAN_RUN, semconv.SPAN_PROCESS, semconv.SPAN_TEST_SESSION):
@@ -716,49 +741,32 @@ class ReportBuilder:
         )
         self._slow_futures.add((entry.future, entry.outcome, entry.at or ""), float(ttr), entry)
 
-    def _failed_task(self, draft: SpanDraft) -> None:
-        exception: dict[str, Any] = next(
-            (attrs for name, _, attrs in draft.events if name == semconv.EVENT_EXCEPTION), {}
-        )
-        kind = str(exception.get(semconv.ATTR_EXCEPTION_TYPE) or "an exception")
-        stacktrace = exception.get(semconv.ATTR_EXCEPTION_STACKTRACE)
-        at = raise_site(str(stacktrace)) if stacktrace else None
-        attrs = draft.attributes
-        coroutine = attrs.get(semconv.ATTR_TASK_COROUTINE)
+    def _failed_task(self, draft: SpanDraft, failure: Raised) -> None:
+        coroutine = draft.attributes.get(semconv.ATTR_TASK_COROUTINE)
         coroutine = str(coroutine) if coroutine is not None else None
-        key = (coroutine, kind, at, self._pid)
+        key = (coroutine, failure.exception, failure.at, self._pid)
         row = self._failed.get(key)
         if row is not None:
             row.times += 1
             if draft.end < row.first_ns:  # batches need not arrive in order
-                replace_with = self._failed_row(draft, coroutine, kind, at, exception)
-                replace_with.times = row.times
-                self._failed[key] = replace_with
+                self._failed[key] = self._failed_row(draft, coroutine, failure, row.times)
             return
         if len(self._failed) >= self.KEEP_FAILED_TASKS:
             self._failed_unlisted += 1
             return
-        self._failed[key] = self._failed_row(draft, coroutine, kind, at, exception)
+        self._failed[key] = self._failed_row(draft, coroutine, failure, 1)
 
     def _failed_row(
-        self,
-        draft: SpanDraft,
-        coroutine: str | None,
-        kind: str,
-        at: str | None,
-        exception: dict[str, Any],
+        self, draft: SpanDraft, coroutine: str | None, failure: Raised, times: int
     ) -> FailedTaskRow:
-        message = str(exception.get(semconv.ATTR_EXCEPTION_MESSAGE) or "")
-        message = message.strip().splitlines()[0] if message.strip() else ""
-        if len(message) > _MESSAGE_SHOWN:
-            message = message[: _MESSAGE_SHOWN - 3] + "..."
         return FailedTaskRow(
             task=str(draft.attributes.get(semconv.ATTR_TASK_NAME, "?")),
             coroutine=coroutine,
-            exception=kind,
-            message=message,
-            at=at,
+            exception=failure.exception,
+            message=failure.message,
+            at=failure.at,
             process=self._pid,
+            times=times,
             first_ns=draft.end,
         )
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
 from aiotrace._sites import short_path
+from aiotrace.report import raised
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -166,6 +167,10 @@ class TimelineData:
         line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
         if path and line:
             details.append([self._s("at"), self._s(f"{short_path(str(path))}:{line}")])
+        if name == semconv.SPAN_TASK and draft.events:
+            failure = raised(draft)
+            if failure is not None:
+                details.append([self._s("raised"), self._s(failure.text())])
         self.bars.append(
             [
                 lane,
