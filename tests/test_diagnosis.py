@@ -6,6 +6,7 @@ the bug off. They run under ``aiotrace run --hang-timeout 5 --check``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -80,6 +81,7 @@ TWINS = [
     ("lock_order.py", "--consistent"),
     ("loop_blocked.py", "--awaits"),
     ("loop_blocked_elsewhere.py", "--awaits"),
+    ("unread.py", "--read"),
 ]
 
 
@@ -191,8 +193,8 @@ def test_a_hang_names_a_task_that_died_of_an_exception_nobody_read(
     args = ("--retrieved",) if retrieved else ()
     result, findings, _ = diagnose(tmp_path, "hang_dead_consumer.py", *args)
     assert result.returncode == EXIT_HANG, result.stderr
-    (hang,) = findings
-    assert hang["kind"] == "hang"
+    hang = findings[0]
+    assert kinds(findings) == ["hang"] if retrieved else ["hang", "exception never retrieved"]
     put = line("hang_dead_consumer.py", "await queue.put(item)")
     assert f"    hang_dead_consumer.py:{put} in main" in hang["details"]
     raised = line("hang_dead_consumer.py", "raise ValueError")
@@ -202,6 +204,11 @@ def test_a_hang_names_a_task_that_died_of_an_exception_nobody_read(
     )
     assert (died in hang["details"]) is not retrieved
     assert not any("ended raising" in detail for detail in hang["details"] if detail != died)
+    if not retrieved:  # and the failure itself is a finding, as for any task
+        assert findings[1]["summary"] == (
+            'task "consumer" (consume) raised ValueError: cannot handle item 5 at '
+            f"hang_dead_consumer.py:{raised} in consume, and nothing retrieved it"
+        )
 
 
 def test_a_program_running_past_the_hang_timeout_is_stopped(tmp_path: Path) -> None:
@@ -735,6 +742,70 @@ def test_the_watchdog_asks_a_loop_past_the_programs_own_replacements() -> None:
         watchdog.stop()
     assert counts == [0, 0, 0]
     assert max(blocks, default=0.0) >= 0.09, blocks  # still watched, though "closed"
+
+
+def test_exceptions_nothing_retrieved_name_the_task_the_exception_and_the_line(
+    tmp_path: Path,
+) -> None:
+    """A task dropped (collected as it ends), one kept to the end in a list, a future
+    in a dict: each ended raising, and nothing read it (the twin reads them)."""
+    result, findings, trace = diagnose(tmp_path, "unread.py")
+    assert result.returncode == EXIT_FINDINGS, result.stderr
+    assert result.stdout.strip() == "done"
+    assert kinds(findings) == ["exception never retrieved"] * 3
+    refresh = line("unread.py", "REFRESH_RAISES")
+    audit = line("unread.py", "AUDIT_RAISES")
+    future = line("unread.py", "replies = ")
+    assert sorted(f["summary"] for f in findings) == [
+        f"future replies (unread.py:{future}) raised TimeoutError: no reply, "
+        "and nothing retrieved it",
+        f'task "auditor" (audit) raised PermissionError: audit log is read-only at '
+        f"unread.py:{audit} in audit, and nothing retrieved it",
+        f'task "refresher" (refresh) raised ConnectionError: backend down at '
+        f"unread.py:{refresh} in refresh, and nothing retrieved it",
+    ]
+    for finding in findings:  # collected during the run, or still there at its end
+        assert finding["details"][0].startswith("nothing awaited it or read its exception() ")
+    assert len(trace.named(semconv.SPAN_FINDING)) == 3
+    # asyncio's own report of each, when it collects them, goes on as before
+    assert "Task exception was never retrieved" in result.stderr
+
+
+def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
+    """A task kept referenced: asyncio reports it when it is collected, maybe never."""
+    from aiotrace.diagnosis import UNRETRIEVED, Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    diagnoser = Diagnoser(config, None)
+    diagnoser.start()
+    kept: list[asyncio.Task[None]] = []
+
+    async def fails() -> None:
+        raise KeyError("kept-unread")
+
+    async def main() -> None:
+        kept.append(asyncio.create_task(fails(), name="kept-unread"))
+        read = asyncio.create_task(fails(), name="kept-read")
+        kept.append(read)
+        await asyncio.sleep(0)
+        read.exception()
+
+    try:
+        with capture_spans():  # tasks are known as they end when traced
+            asyncio.run(main())
+        diagnoser._unretrieved_at_exit()  # what finish() does at exit (ended here unreported)
+    finally:
+        found = diagnoser.finish(at_exit=False)
+    ours = [f for f in found if f.kind == UNRETRIEVED and '"kept-' in f.summary]
+    assert [f.summary.split(" at ")[0] for f in ours] == [
+        f"task \"kept-unread\" ({fails.__qualname__}) raised KeyError: 'kept-unread'"
+    ]
+    assert ours[0].details[0].startswith("nothing awaited it or read its exception() by the end")
+    assert kept[0]._log_traceback  # type: ignore[attr-defined]  # asyncio's own: still unread
+    kept[0].exception()  # read now, not reported by asyncio when collected
 
 
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:

@@ -456,8 +456,9 @@ def test_a_primitive_made_with_no_python_frame_above_it_is_traced_without_an_err
 async def _diagnosed_program() -> list[str]:
     """What the diagnosis acts on in the program's own thread: a deadlock its graph
     checks find (broken by a cancellation), a dump on SIGUSR1, a lock-order inversion, a
-    block of the loop, a lock left held, and the hang timeout's graph, built on the
-    loop. Its exception handler's calls are part of what it observes."""
+    block of the loop, a lock left held, a task's exception nothing read, and the hang
+    timeout's graph, built on the loop. Its exception handler's calls are part of what
+    it observes."""
     handled: list[str] = []
     asyncio.get_running_loop().set_exception_handler(
         lambda _, context: handled.append(str(context.get("message")))
@@ -483,6 +484,12 @@ async def _diagnosed_program() -> list[str]:
         pass
     time.sleep(0.04)  # noqa: ASYNC251  # blocks the loop past its threshold
     await asyncio.create_task(asyncio.Lock().acquire())  # and ends holding it
+
+    async def fails() -> None:
+        raise LookupError("nobody reads this")
+
+    asyncio.create_task(fails())  # noqa: RUF006  # collected unread: asyncio reports it
+    await asyncio.sleep(0)
     await asyncio.sleep(0.15)  # past the hang timeout
     results.append(handled)
     return [repr(r) for r in results]
@@ -537,6 +544,7 @@ def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
         HANG,
         LOCK_ORDER,
         LOOP_BLOCKED,
+        UNRETRIEVED,
         Diagnoser,
         DiagnosisConfig,
     )
@@ -586,8 +594,12 @@ def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
         called: set[types.CodeType] = set()
         expected, errors, kinds, echoed = run(None)
         assert errors == 0
-        assert expected == ["raised KeyboardInterrupt()", "['CancelledError', 'took both']", "[]"]
-        assert kinds == sorted([DEADLOCK, HANG, LOCK_ORDER, LOOP_BLOCKED])
+        assert expected == [
+            "raised KeyboardInterrupt()",
+            "['CancelledError', 'took both']",
+            "['Task exception was never retrieved']",
+        ]
+        assert kinds == sorted([DEADLOCK, HANG, LOCK_ORDER, LOOP_BLOCKED, UNRETRIEVED])
         assert {"SIGUSR1", "interrupted (Ctrl-C)"} <= set(echoed), echoed  # the dumps
         everything = _diagnosis_code()
         guarded = [name for name, code in everything if _guards_itself(code)]

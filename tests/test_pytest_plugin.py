@@ -17,7 +17,7 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
-from tests.cli_support import PROGRAMS, Trace
+from tests.cli_support import PROGRAMS, Trace, marker_line
 from tests.receivers import GrpcReceiver
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestDeprecationWarning")
@@ -1318,6 +1318,12 @@ def test_inverts_lock_order():
                 pass
     asyncio.run(main())
 
+async def test_passes_while_its_background_task_dies():
+    async def refresh():
+        raise ConnectionError("backend down")  # RAISES
+    asyncio.create_task(refresh(), name="refresher")
+    await asyncio.sleep(0.01)
+
 def test_fine_afterwards():
     asyncio.run(asyncio.sleep(0.01))
 """
@@ -1326,23 +1332,41 @@ def test_fine_afterwards():
 def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_diagnosed=DIAGNOSED)
     result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=5", "--asyncio-mode=auto")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=2)
     out = result.stdout.str()
     assert "FAILED test_diagnosed.py::test_hangs - aiotrace: HANG" in out
     assert "FAILED test_diagnosed.py::test_deadlocks - aiotrace: HANG" in out
     section = out[out.index("= aiotrace =") :]
     findings = section[: section.index("Tests by time spent waiting")]
     lines = [line.strip() for line in findings.splitlines()]
-    heads = [line for line in lines if line.split(":")[0] in ("DEADLOCK", "HANG", "LOCK ORDER")]
-    assert [h.split(":")[0] for h in heads] == ["DEADLOCK", "HANG", "HANG", "LOCK ORDER"]
+    heads = [line for line in lines if line.split(":")[0] in _FINDING_HEADS]
+    assert [h.split(":")[0] for h in heads] == [
+        "DEADLOCK",
+        "HANG",
+        "HANG",
+        "EXCEPTION NEVER RETRIEVED",
+        "LOCK ORDER",
+    ]
     assert heads[0].endswith("[test_diagnosed.py::test_deadlocks]")
-    assert "users (test_diagnosed.py:22) and orders (test_diagnosed.py:23)" in heads[3]
-    assert heads[3].endswith("[test_diagnosed.py::test_inverts_lock_order]")
+    # A test that passed: its task's failure was in a log pytest showed no one.
+    raises = marker_line(DIAGNOSED, "RAISES") - 1  # (the source's first line is blank)
+    assert heads[3] == (
+        'EXCEPTION NEVER RETRIEVED: task "refresher" '
+        "(test_passes_while_its_background_task_dies.<locals>.refresh) raised ConnectionError: "
+        f"backend down at test_diagnosed.py:{raises} in "
+        "test_passes_while_its_background_task_dies.<locals>.refresh, and nothing retrieved it  "
+        "[test_diagnosed.py::test_passes_while_its_background_task_dies]"
+    )
+    assert "users (test_diagnosed.py:22) and orders (test_diagnosed.py:23)" in heads[4]
+    assert heads[4].endswith("[test_diagnosed.py::test_inverts_lock_order]")
     trace = trace_of(suite)
     kinds = sorted(
         s.attributes[semconv.ATTR_FINDING_KIND] for s in trace.named(semconv.SPAN_FINDING)
     )
-    assert kinds == ["deadlock", "hang", "hang", "lock order"]
+    assert kinds == ["deadlock", "exception never retrieved", "hang", "hang", "lock order"]
+
+
+_FINDING_HEADS = ("DEADLOCK", "HANG", "EXCEPTION NEVER RETRIEVED", "LOCK ORDER")
 
 
 BLOCKING = """

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import selectors
@@ -38,6 +39,7 @@ import sysconfig
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -57,6 +59,7 @@ from aiotrace._sites import (
     SITES,
     is_asyncio_file,
     is_internal_file,
+    is_library_file,
     line_of,
     qualname,
     raw_site,
@@ -64,6 +67,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives.tasks import DIED
+from aiotrace.report import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -78,6 +82,7 @@ HANG: Final = semconv.FINDING_HANG
 LEAK: Final = semconv.FINDING_LEAK
 LOCK_ORDER: Final = semconv.FINDING_LOCK_ORDER
 LOOP_BLOCKED: Final = semconv.FINDING_LOOP_BLOCKED
+UNRETRIEVED: Final = semconv.FINDING_UNRETRIEVED
 SEVERITY: Final = semconv.FINDING_SEVERITY
 
 _LABELS: Final = {
@@ -164,6 +169,111 @@ def unread_failures(tasks: list[Any]) -> list[str]:
                 f"{_task_label(task)} ended raising {failure}, and nothing has retrieved it"
             )
     return lines
+
+
+# ===========================================================================
+# Exceptions nothing retrieved
+# ===========================================================================
+
+_NEVER_RETRIEVED: Final = {
+    "Task exception was never retrieved": "task",
+    "Future exception was never retrieved": "future",
+}
+"""asyncio's messages (3.10-3.13) to the loop's exception handler when a task or future
+that ended raising is garbage-collected with its exception unread."""
+_UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None], None]]] = []
+_UNRETRIEVED_PATCH: Final[list[tuple[Any, Any] | None]] = [None]
+"""(asyncio's ``call_exception_handler``, ours) while ours is in place."""
+
+
+def _watch_unretrieved(listener: Callable[[Any, BaseException | None], None]) -> None:
+    """Call ``listener(task or future, exception)`` each time asyncio reports one unread.
+
+    Through ``BaseEventLoop.call_exception_handler``, wrapped: every report
+    asyncio makes passes there, whatever handler the program set, and the
+    wrapper passes each on unchanged. uvloop's loop has its own: not seen there.
+    """
+    _UNRETRIEVED_LISTENERS.append(listener)
+    if _UNRETRIEVED_PATCH[0] is not None:
+        return
+    owner = asyncio.BaseEventLoop
+    original = vars(owner)["call_exception_handler"]
+
+    @functools.wraps(original)
+    def call_exception_handler(self: Any, context: dict[str, Any]) -> None:
+        try:
+            what = _NEVER_RETRIEVED.get(context.get("message"))  # type: ignore[arg-type]
+            if what is not None:
+                unread = context.get("future")
+                for listener in list(_UNRETRIEVED_LISTENERS):
+                    listener(unread, context.get("exception"))
+        except Exception as exc:
+            _failed(exc)
+        return original(self, context)  # type: ignore[no-any-return]
+
+    owner.call_exception_handler = call_exception_handler  # type: ignore[method-assign]
+    _UNRETRIEVED_PATCH[0] = (original, call_exception_handler)
+
+
+def _unwatch_unretrieved(listener: Callable[[Any, BaseException | None], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _UNRETRIEVED_LISTENERS.remove(listener)
+    patch = _UNRETRIEVED_PATCH[0]
+    if _UNRETRIEVED_LISTENERS or patch is None:
+        return
+    _UNRETRIEVED_PATCH[0] = None
+    original, ours = patch
+    owner = asyncio.BaseEventLoop
+    # A wrapper the program put over ours since calls ours, which now only
+    # passes the call on: it stays.
+    if vars(owner).get("call_exception_handler") is ours:
+        owner.call_exception_handler = original  # type: ignore[method-assign]
+
+
+def raise_site(exc: BaseException) -> str | None:
+    """Where ``exc`` was raised: the innermost frame of its traceback, asyncio's and
+    aiotrace's left out; a library's with the program's innermost line added."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not is_internal_file(code.co_filename):
+            frames.append((code, tb.tb_lineno))
+        tb = tb.tb_next
+    if not frames:
+        return None
+    code, line = frames[-1]
+    at = _where(code, line)
+    if is_library_file(code.co_filename):
+        program = next((f for f in reversed(frames) if not is_library_file(f[0].co_filename)), None)
+        if program is not None:
+            at += f" via {_where(*program)}"
+    return at
+
+
+def unretrieved_finding(unread: Any, exc: BaseException | None, at_exit: bool = False) -> Finding:
+    """A task or future that ended raising, whose exception nothing read."""
+    if isinstance(unread, asyncio.Task):
+        label = _task_label(unread)
+    else:
+        ref = getattr(unread, "_aiotrace_ref", None)
+        label = f"future {_base.display_name(ref)}" if ref is not None else "a future"
+    raised = "an exception"
+    if exc is not None:
+        message = one_line(str(exc))
+        raised = f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
+        at = raise_site(exc)
+        if at is not None:
+            raised += f" at {at}"
+    when = "by the end of the program" if at_exit else "before it was garbage-collected"
+    return Finding(
+        UNRETRIEVED,
+        f"{label} raised {raised}, and nothing retrieved it",
+        [
+            f"nothing awaited it or read its exception() {when}: asyncio logs "
+            '"exception was never retrieved" only when it is collected, if ever',
+        ],
+    )
 
 
 def _where(code: Any, line: int | None) -> str:
@@ -845,6 +955,8 @@ class Watchdog:
         )
         self.thread = self._new_thread()
         self._fork_paused = False
+        self.on_tick: Callable[[], None] | None = None
+        """Called first at each tick, on the watchdog's thread."""
 
     def _new_thread(self) -> threading.Thread:
         return _threads.thread(self._run, "aiotrace-watchdog")
@@ -888,6 +1000,8 @@ class Watchdog:
         stop = self._stop  # this thread's own: after a fork, the next thread has another
         while not stop.wait(self.interval):
             with contextlib.suppress(Exception):  # the watchdog must outlive anything
+                if self.on_tick is not None:
+                    self.on_tick()
                 self._tick()
 
     def _tick(self) -> None:
@@ -1407,6 +1521,8 @@ class Diagnoser:
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
         self._watching = False
+        self._unread: deque[Finding] = deque()
+        """Findings made in finalisers, waiting for :meth:`collect`."""
         self._outer_checker: Any = None
         """Lock-order checking's reporter before start(), if it was checking already."""
 
@@ -1416,6 +1532,7 @@ class Diagnoser:
 
         _leaks.watch(every_kind=True)
         self._watching = True
+        _watch_unretrieved(self._unretrieved)
         if self.config.lock_order:
             self._outer_checker = _lock_order.enable(
                 lambda a, b: self.report(lock_order_finding(a, b))
@@ -1428,6 +1545,7 @@ class Diagnoser:
                 hang_timeout=self.config.hang_timeout,
                 block_threshold=self.config.block_threshold or 3600.0,
             )
+            self.watchdog.on_tick = self.collect
             self.watchdog.start()
         if self.config.dump_signals:
             self._install_dumps()
@@ -1463,6 +1581,11 @@ class Diagnoser:
             from aiotrace import _leaks
 
             _leaks.unwatch(every_kind=True)
+            _unwatch_unretrieved(self._unretrieved)
+            if at_exit:
+                with contextlib.suppress(Exception):
+                    self._unretrieved_at_exit()
+        self.collect()
         self._report_blocks()
         return self.sorted()
 
@@ -1482,6 +1605,40 @@ class Diagnoser:
         if echo and finding.kind in (DEADLOCK, HANG, LOCK_ORDER):
             with contextlib.suppress(Exception):
                 self.echo(f"aiotrace: {finding.text()}")
+
+    def _unretrieved(self, unread: Any, exc: BaseException | None) -> None:
+        """asyncio reports a task or future collected with its exception unread.
+
+        From a finaliser: inside a garbage collection, on any thread, maybe
+        while that thread holds a lock of ours (``report``'s, the span
+        pipeline's). So the finding is only made here, and appended (a
+        deque's append takes no lock); :meth:`collect` reports it.
+        """
+        self._unread.append(unretrieved_finding(unread, exc))
+
+    def collect(self) -> None:
+        """Report the findings made where nothing may be locked (see :meth:`_unretrieved`).
+
+        The watchdog calls it at each tick, :meth:`finish` at the end, and a
+        caller that reads :attr:`findings` (the pytest plugin, per test) first.
+        """
+        unread = self._unread
+        while unread:
+            try:
+                finding = unread.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self.report(finding, echo=False)
+
+    def _unretrieved_at_exit(self) -> None:
+        """Tasks that ended raising and are still referenced, their exception unread:
+        asyncio would say so only when they are collected, which may be never."""
+        for ref, _ in list(DIED):
+            task = ref()
+            if task is not None and getattr(task, "_log_traceback", False):
+                # Read as asyncio's own __del__ does: exception() would mark it read.
+                exc = getattr(task, "_exception", None)
+                self.report(unretrieved_finding(task, exc, at_exit=True), echo=False)
 
     def _span(self, finding: Finding) -> None:
         from opentelemetry.trace import Link, SpanContext, TraceFlags
@@ -1809,6 +1966,7 @@ __all__ = [
     "LEAK",
     "LOCK_ORDER",
     "LOOP_BLOCKED",
+    "UNRETRIEVED",
     "Diagnoser",
     "DiagnosisConfig",
     "Finding",

@@ -823,6 +823,8 @@ class AiotracePlugin:
             )
         diagnoser = self.diagnoser
         if diagnoser is not None:
+            with contextlib.suppress(Exception):
+                diagnoser.collect()  # what asyncio reported while the test's objects were freed
             for finding in list(diagnoser.findings)[running.findings_before :]:
                 record.findings.append(f"{finding.kind}: {finding.summary}")
                 running.span.add_event(semconv.SPAN_FINDING, finding.attributes())

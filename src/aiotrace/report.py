@@ -244,15 +244,19 @@ class Raised(NamedTuple):
         return f"{raised} at {self.at}" if self.at else raised
 
 
+def one_line(message: str) -> str:
+    """An exception's message as one line of a report: its first, up to 100 characters."""
+    message = message.strip()
+    message = message.splitlines()[0] if message else ""
+    return message if len(message) <= _MESSAGE_SHOWN else message[: _MESSAGE_SHOWN - 3] + "..."
+
+
 def raised(draft: SpanDraft) -> Raised | None:
     """The exception ``draft`` recorded (a task's that raised), if it recorded one."""
     attrs = next((a for name, _, a in draft.events if name == semconv.EVENT_EXCEPTION), None)
     if attrs is None:
         return None
-    message = str(attrs.get(semconv.ATTR_EXCEPTION_MESSAGE) or "").strip()
-    message = message.splitlines()[0] if message else ""
-    if len(message) > _MESSAGE_SHOWN:
-        message = message[: _MESSAGE_SHOWN - 3] + "..."
+    message = one_line(str(attrs.get(semconv.ATTR_EXCEPTION_MESSAGE) or ""))
     stacktrace = attrs.get(semconv.ATTR_EXCEPTION_STACKTRACE)
     return Raised(
         str(attrs.get(semconv.ATTR_EXCEPTION_TYPE) or "an exception"),

@@ -1,0 +1,39 @@
+"""Background work that fails, its exception read by nothing: one task dropped (collected),
+one kept in a list to the end, a future kept in a dict. The twin (``--read``) reads them."""
+
+import asyncio
+import sys
+
+READ = sys.argv[1:] == ["--read"]
+
+
+async def refresh() -> None:
+    await asyncio.sleep(0)
+    raise ConnectionError("backend down")  # REFRESH_RAISES
+
+
+async def audit() -> None:
+    raise PermissionError("audit log is read-only")  # AUDIT_RAISES
+
+
+def note(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        print("read:", repr(task.exception()))
+
+
+async def main() -> None:
+    dropped = asyncio.create_task(refresh(), name="refresher")
+    if READ:
+        dropped.add_done_callback(note)
+    del dropped  # fire and forget: collected as soon as it ends
+    kept = [asyncio.create_task(audit(), name="auditor")]
+    replies = {"r1": asyncio.get_running_loop().create_future()}
+    replies["r1"].set_exception(TimeoutError("no reply"))
+    await asyncio.sleep(0.05)
+    if READ:
+        await asyncio.gather(*kept, return_exceptions=True)
+        replies["r1"].exception()
+    print("done")
+
+
+asyncio.run(main())
