@@ -251,13 +251,23 @@ def raise_site(exc: BaseException) -> str | None:
     return at
 
 
-def unretrieved_finding(unread: Any, exc: BaseException | None, at_exit: bool = False) -> Finding:
-    """A task or future that ended raising, whose exception nothing read."""
+def unread_label(unread: Any) -> Any:
+    """What names a task or future in :func:`unretrieved_finding`: a task's label; a
+    traced future's reference (its name is worked out later: see ``Diagnoser._unretrieved``)."""
     if isinstance(unread, asyncio.Task):
-        label = _task_label(unread)
+        return _task_label(unread)
+    return getattr(unread, "_aiotrace_ref", None)
+
+
+def unretrieved_finding(unread: Any, exc: BaseException | None, at_exit: bool = False) -> Finding:
+    """A task or future that ended raising, whose exception nothing read.
+
+    ``unread`` is what :func:`unread_label` gave for it.
+    """
+    if isinstance(unread, str):
+        label = unread
     else:
-        ref = getattr(unread, "_aiotrace_ref", None)
-        label = f"future {_base.display_name(ref)}" if ref is not None else "a future"
+        label = f"future {_base.display_name(unread)}" if unread is not None else "a future"
     raised = "an exception"
     if exc is not None:
         message = one_line(str(exc))
@@ -1521,8 +1531,8 @@ class Diagnoser:
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
         self._watching = False
-        self._unread: deque[Finding] = deque()
-        """Findings made in finalisers, waiting for :meth:`collect`."""
+        self._unread: deque[tuple[Any, BaseException | None]] = deque()
+        """Exceptions reported in finalisers, waiting for :meth:`collect`."""
         self._outer_checker: Any = None
         """Lock-order checking's reporter before start(), if it was checking already."""
 
@@ -1611,10 +1621,12 @@ class Diagnoser:
 
         From a finaliser: inside a garbage collection, on any thread, maybe
         while that thread holds a lock of ours (``report``'s, the span
-        pipeline's). So the finding is only made here, and appended (a
-        deque's append takes no lock); :meth:`collect` reports it.
+        pipeline's, the site table's). So only what names the task or future
+        is taken here (never the object itself, which is being freed), and
+        appended (a deque's append takes no lock); :meth:`collect` makes the
+        finding and reports it.
         """
-        self._unread.append(unretrieved_finding(unread, exc))
+        self._unread.append((unread_label(unread), exc))
 
     def collect(self) -> None:
         """Report the findings made where nothing may be locked (see :meth:`_unretrieved`).
@@ -1625,10 +1637,10 @@ class Diagnoser:
         unread = self._unread
         while unread:
             try:
-                finding = unread.popleft()
+                label, exc = unread.popleft()
             except IndexError:  # another thread took the last one
                 return
-            self.report(finding, echo=False)
+            self.report(unretrieved_finding(label, exc), echo=False)
 
     def _unretrieved_at_exit(self) -> None:
         """Tasks that ended raising and are still referenced, their exception unread:
@@ -1638,7 +1650,8 @@ class Diagnoser:
             if task is not None and getattr(task, "_log_traceback", False):
                 # Read as asyncio's own __del__ does: exception() would mark it read.
                 exc = getattr(task, "_exception", None)
-                self.report(unretrieved_finding(task, exc, at_exit=True), echo=False)
+                finding = unretrieved_finding(unread_label(task), exc, at_exit=True)
+                self.report(finding, echo=False)
 
     def _span(self, finding: Finding) -> None:
         from opentelemetry.trace import Link, SpanContext, TraceFlags
