@@ -170,6 +170,37 @@ def test_module_sees_what_python_dash_m_gives_it(tmp_path: Path, module: str) ->
     assert traced.stderr == plain.stderr
 
 
+DASH_C = """\
+import asyncio, json, sys
+lock = asyncio.Lock()
+async def main():
+    async with lock:
+        await asyncio.sleep(0)
+asyncio.run(main())
+print(json.dumps({
+    "argv": sys.argv, "path0": sys.path[0], "name": __name__,
+    "file": globals().get("__file__"), "spec": __spec__, "loader": repr(__loader__),
+}))
+raise ValueError(sys.argv[2])
+"""
+
+
+def test_dash_c_runs_code_as_python_dash_c_does(tmp_path: Path) -> None:
+    plain = python("-c", DASH_C, "x", "-y", cwd=tmp_path)
+    traced = aiotrace("run", "-q", "--min-hold=0", "-c", DASH_C, "x", "-y", cwd=tmp_path)
+    assert plain.returncode == traced.returncode == 1
+    assert json.loads(traced.stdout) == json.loads(plain.stdout)
+    assert json.loads(plain.stdout)["argv"] == ["-c", "x", "-y"]
+    # The traceback (File "<string>", line 12), then where the trace went (-q says that much)
+    assert traced.stderr.startswith(plain.stderr)
+    assert traced.stderr[len(plain.stderr) :].startswith("aiotrace: trace file ")
+    (trace_file,) = tmp_path.glob("aiotrace-python-c-*.json")
+    trace = Trace(trace_file)
+    (run,) = trace.named(semconv.SPAN_RUN)
+    assert run.attributes[semconv.ATTR_PROGRAM] == "-c import asyncio, json, sys..."
+    assert trace.one(semconv.SPAN_LOCK_HOLD).attributes[semconv.ATTR_CODE_LINE_NUMBER] == 4
+
+
 @pytest.mark.parametrize("how", ["script", "module"])
 def test_the_console_script_and_python_dash_m_aiotrace_both_run(tmp_path: Path, how: str) -> None:
     # -m finds a module in the current directory, as python -m does, though
@@ -1315,6 +1346,7 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], dict[str, str], str]]:
     return [
         (["run", "missing.py"], {}, "can't open file 'missing.py'"),
         (["run", "-m", "no_such_module_here"], {}, "no module named 'no_such_module_here'"),
+        (["run", "-c"], {}, "argument -c: expected one argument"),
         (["run"], {}, "nothing to run"),
         (["run", "--bogus", script], {}, "unrecognized arguments: --bogus"),
         (["run", "--min-hold", "soon", script], {}, "expected a number of seconds"),

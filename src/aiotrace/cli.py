@@ -22,6 +22,7 @@ import importlib.machinery
 import importlib.util
 import io
 import json
+import linecache
 import os
 import pkgutil
 import runpy
@@ -111,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
             "goes to stderr; the trace is written to an OTLP JSON file and, with --otlp, "
             "exported to Jaeger or any OTLP collector. Each option has an AIOTRACE_* variable."
         ),
-        usage="aiotrace run [options] (script.py | -m module) [args ...]",
+        usage="aiotrace run [options] (script.py | -m module | -c code) [args ...]",
     )
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m does")
+    run.add_argument(
+        "-c", dest="code", metavar="CODE", help="run a program given as a string, as python -c does"
+    )
     out = run.add_argument_group("where the trace goes")
     out.add_argument(
         "--trace-file",
@@ -255,7 +259,7 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
     ``aiotrace run --min-hold 0 script.py --verbose``: ``script.py --verbose``
     is the program's. Ours end before the first positional argument (the
-    script), or after ``-m MOD``.
+    script), or after ``-m MOD`` or ``-c CODE``.
     """
     takes_value = {
         "--trace-file",
@@ -274,9 +278,9 @@ def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
         arg = argv[index]
         if arg == "--":
             return argv[:index], argv[index + 1 :]
-        if arg == "-m":
+        if arg in ("-m", "-c"):
             return argv[: index + 2], argv[index + 2 :]
-        if arg.startswith("-m") and len(arg) > 2:  # -mpackage.module
+        if arg.startswith(("-m", "-c")) and len(arg) > 2:  # -mpackage.module, -c'code'
             return argv[: index + 1], argv[index + 1 :]
         if arg == "--otlp":
             # an optional value: take it if it looks like a URL, or like the
@@ -385,6 +389,8 @@ def _otlp_settings(
 
 def _program(args: argparse.Namespace, program: list[str]) -> tuple[str, str, list[str]]:
     """(kind, target, argv) of the program to run; usage errors for a missing one."""
+    if args.code is not None:  # (-m and -c each end our options: there is never both)
+        return "command", args.code, ["-c", *program]
     if args.module:
         module = args.module
         # Looked up as python -m will run it: from the current directory
@@ -408,6 +414,26 @@ def _program(args: argparse.Namespace, program: list[str]) -> tuple[str, str, li
     if os.path.isdir(script) and not os.path.exists(os.path.join(script, "__main__.py")):
         raise UsageError(f"can't find '__main__' module in {script!r}")
     return "script", script, [script, *rest]
+
+
+def _label(kind: str, target: str) -> str:
+    """The program's short name: the service's, and the default trace file's."""
+    if kind == "module":
+        return target
+    if kind == "command":
+        return "python-c"
+    return os.path.splitext(os.path.basename(target))[0]
+
+
+def _program_attribute(kind: str, target: str) -> str:
+    """``aiotrace.program``: ``app.py``, ``-m pkg.mod``, or ``-c`` and the code's first line."""
+    if kind == "module":
+        return f"-m {target}"
+    if kind == "command":
+        lines = target.strip().splitlines() or [""]
+        cut = len(lines) > 1 or len(lines[0]) > 60
+        return f"-c {lines[0][:60]}" + ("..." if cut else "")
+    return os.path.basename(target)
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -563,6 +589,19 @@ def _run_script(target: str) -> None:
     exec(code, main.__dict__)
 
 
+def _run_command(code: str) -> None:
+    """Run a program given as a string, as ``python -c code`` does: named ``<string>`` in
+    tracebacks, the current directory first on ``sys.path`` (as ``''``)."""
+    sys.path[0] = ""
+    register = getattr(linecache, "_register_code", None)
+    if sys.version_info >= (3, 13) and register is not None:
+        register("<string>", code, "<string>")  # 3.13's tracebacks show -c's lines, as here
+    compiled = compile(code, "<string>", "exec", dont_inherit=True)  # not our __future__ imports
+    main = _fresh_main()
+    main.__dict__.update(__loader__=importlib.machinery.BuiltinImporter, __spec__=None)
+    exec(compiled, main.__dict__)
+
+
 def _run_module(target: str) -> None:
     """Run a module as ``python -m target`` does (the same runpy function, so the
     same traceback frames), in a ``__main__`` of its own."""
@@ -586,6 +625,8 @@ def _run_program(
         exit_handlers.start()
         if kind == "module":
             _run_module(target)
+        elif kind == "command":
+            _run_command(target)
         else:
             _run_script(target)
         return 0, False
@@ -741,7 +782,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     # Before the program can close or replace sys.stderr (see _stderr).
     STDERR.claim()
     kind, target, argv = _program(args, program)
-    label = target if kind == "module" else os.path.splitext(os.path.basename(target))[0]
+    label = _label(kind, target)
     exporters = traces_exporters()
     otlp = _otlp_settings(args, exporters)
     options = _options(args)
@@ -757,7 +798,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         service_name=label,
         service_override=service,
         root_attributes={
-            semconv.ATTR_PROGRAM: f"-m {target}" if kind == "module" else os.path.basename(target),
+            semconv.ATTR_PROGRAM: _program_attribute(kind, target),
             semconv.ATTR_ARGV: list(argv),
         },
         trace_file=trace_file,
