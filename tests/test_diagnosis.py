@@ -808,6 +808,41 @@ def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
     kept[0].exception()  # read now, not reported by asyncio when collected
 
 
+def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() -> None:
+    """A task that failed before the diagnosis started (an earlier test's, under pytest),
+    collected during it, is not its finding; one that failed during it is."""
+    from aiotrace.diagnosis import UNRETRIEVED, Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    held: list[asyncio.Task[None]] = []
+
+    async def fails() -> None:
+        raise KeyError("unread")
+
+    def failed_task(name: str) -> None:
+        async def main() -> None:
+            held.append(asyncio.create_task(fails(), name=name))
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+
+    with capture_spans():
+        failed_task("before")
+        diagnoser = Diagnoser(config, None)
+        diagnoser.start()
+        try:
+            held.clear()  # collected now: asyncio reports it (and logs it)
+            failed_task("during")
+            held.clear()
+        finally:
+            found = diagnoser.finish(at_exit=False)
+    names = [f.summary.split('"')[1] for f in found if f.kind == UNRETRIEVED]
+    assert names == ["during"]
+
+
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
     result, _, _ = diagnose(tmp_path, "deadlock_locks.py")
     report = result.stderr[result.stderr.index("─ aiotrace:") :]

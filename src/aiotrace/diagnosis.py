@@ -66,7 +66,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import DIED
+from aiotrace.primitives.tasks import DIED, ENDED_RAISING
 from aiotrace.report import one_line
 
 if TYPE_CHECKING:
@@ -1531,6 +1531,7 @@ class Diagnoser:
         self._pending_dump: str | None = None
         self.hung: Finding | None = None
         self._watching = False
+        self._started_ns = 0
         self._unread: deque[tuple[Any, BaseException | None]] = deque()
         """Exceptions reported in finalisers, waiting for :meth:`collect`."""
         self._outer_checker: Any = None
@@ -1542,6 +1543,7 @@ class Diagnoser:
 
         _leaks.watch(every_kind=True)
         self._watching = True
+        self._started_ns = time.perf_counter_ns()
         _watch_unretrieved(self._unretrieved)
         if self.config.lock_order:
             self._outer_checker = _lock_order.enable(
@@ -1625,7 +1627,19 @@ class Diagnoser:
         is taken here (never the object itself, which is being freed), and
         appended (a deque's append takes no lock); :meth:`collect` makes the
         finding and reports it.
+
+        Only this diagnosis's: a task that ended raising before it started (an
+        earlier test's, collected only now), or an untraced one whose loop is
+        closed, is left to asyncio's own report.
         """
+        ended = ENDED_RAISING.pop(id(unread), None)
+        if ended is not None:
+            if ended < self._started_ns:
+                return  # not this diagnosis's: an earlier test's task, freed only now
+        else:  # not a task traced as it ended: one whose loop is gone is not ours either
+            loop = getattr(unread, "get_loop", None)
+            if loop is not None and loop().is_closed():
+                return
         self._unread.append((unread_label(unread), exc))
 
     def collect(self) -> None:
@@ -1647,7 +1661,8 @@ class Diagnoser:
         asyncio would say so only when they are collected, which may be never."""
         for ref, _ in list(DIED):
             task = ref()
-            if task is not None and getattr(task, "_log_traceback", False):
+            ended = ENDED_RAISING.get(id(task), 0) if task is not None else 0
+            if ended >= self._started_ns and getattr(task, "_log_traceback", False):
                 # Read as asyncio's own __del__ does: exception() would mark it read.
                 exc = getattr(task, "_exception", None)
                 finding = unretrieved_finding(unread_label(task), exc, at_exit=True)

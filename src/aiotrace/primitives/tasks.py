@@ -432,6 +432,13 @@ DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 ``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
+ENDED_RAISING: Final[dict[int, int]] = {}
+"""id(task) -> when it ended raising (``perf_counter_ns``), for the latest 1024 such tasks:
+whose "exception was never retrieved" a diagnosis reports (see ``diagnosis``). Read and
+removed while the task is being freed, when its id is still its own."""
+_ENDED_RAISING_KEPT: Final = 1024
+
+
 def _died(task: Any, raised: RaisedException, tb: TracebackType | None) -> None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -439,6 +446,10 @@ def _died(task: Any, raised: RaisedException, tb: TracebackType | None) -> None:
     message = f"{raised.name}: {raised.message}" if raised.message else raised.name
     with contextlib.suppress(TypeError):  # a task type without weak references
         DIED.append((weakref.ref(task), message + where))
+    if len(ENDED_RAISING) >= _ENDED_RAISING_KEPT:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # (another thread)
+            del ENDED_RAISING[next(iter(ENDED_RAISING))]  # the oldest
+    ENDED_RAISING[id(task)] = perf_counter_ns()
 
 
 def _task_done(task: Any) -> None:
