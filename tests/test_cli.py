@@ -86,7 +86,7 @@ def test_help_documents_every_option_and_its_variable() -> None:
         if isinstance(action.choices, dict) and "run" in action.choices
     )
     for action in run._actions:
-        if action.option_strings and action.dest not in ("help", "module"):
+        if action.option_strings and action.dest not in ("help", "module", "code"):
             assert action.help is not None
             assert "AIOTRACE_" in action.help, action.option_strings
 

@@ -181,13 +181,14 @@ _NEVER_RETRIEVED: Final = {
 }
 """asyncio's messages (3.10-3.13) to the loop's exception handler when a task or future
 that ended raising is garbage-collected with its exception unread."""
-_UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None], None]]] = []
+_UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None, int | None], None]]] = []
 _UNRETRIEVED_PATCH: Final[list[tuple[Any, Any] | None]] = [None]
 """(asyncio's ``call_exception_handler``, ours) while ours is in place."""
 
 
-def _watch_unretrieved(listener: Callable[[Any, BaseException | None], None]) -> None:
-    """Call ``listener(task or future, exception)`` each time asyncio reports one unread.
+def _watch_unretrieved(listener: Callable[[Any, BaseException | None, int | None], None]) -> None:
+    """Call ``listener(task or future, exception, ended)`` each time asyncio reports one
+    unread; ``ended``: when a traced task ended raising (``ENDED_RAISING``), else ``None``.
 
     Through ``BaseEventLoop.call_exception_handler``, wrapped: every report
     asyncio makes passes there, whatever handler the program set, and the
@@ -205,8 +206,9 @@ def _watch_unretrieved(listener: Callable[[Any, BaseException | None], None]) ->
             what = _NEVER_RETRIEVED.get(context.get("message"))  # type: ignore[arg-type]
             if what is not None:
                 unread = context.get("future")
+                ended = ENDED_RAISING.pop(id(unread), None)  # (once, for every listener)
                 for listener in list(_UNRETRIEVED_LISTENERS):
-                    listener(unread, context.get("exception"))
+                    listener(unread, context.get("exception"), ended)
         except Exception as exc:
             _failed(exc)
         return original(self, context)  # type: ignore[no-any-return]
@@ -215,7 +217,9 @@ def _watch_unretrieved(listener: Callable[[Any, BaseException | None], None]) ->
     _UNRETRIEVED_PATCH[0] = (original, call_exception_handler)
 
 
-def _unwatch_unretrieved(listener: Callable[[Any, BaseException | None], None]) -> None:
+def _unwatch_unretrieved(
+    listener: Callable[[Any, BaseException | None, int | None], None],
+) -> None:
     with contextlib.suppress(ValueError):
         _UNRETRIEVED_LISTENERS.remove(listener)
     patch = _UNRETRIEVED_PATCH[0]
@@ -1618,7 +1622,7 @@ class Diagnoser:
             with contextlib.suppress(Exception):
                 self.echo(f"aiotrace: {finding.text()}")
 
-    def _unretrieved(self, unread: Any, exc: BaseException | None) -> None:
+    def _unretrieved(self, unread: Any, exc: BaseException | None, ended: int | None) -> None:
         """asyncio reports a task or future collected with its exception unread.
 
         From a finaliser: inside a garbage collection, on any thread, maybe
@@ -1632,7 +1636,6 @@ class Diagnoser:
         earlier test's, collected only now), or an untraced one whose loop is
         closed, is left to asyncio's own report.
         """
-        ended = ENDED_RAISING.pop(id(unread), None)
         if ended is not None:
             if ended < self._started_ns:
                 return  # not this diagnosis's: an earlier test's task, freed only now
