@@ -766,7 +766,16 @@ def test_exceptions_nothing_retrieved_name_the_task_the_exception_and_the_line(
     ]
     for finding in findings:  # collected during the run, or still there at its end
         assert finding["details"][0].startswith("nothing awaited it or read its exception() ")
-    assert len(trace.named(semconv.SPAN_FINDING)) == 3
+    # Each task's finding links to its span (the span records the exception too)
+    tasks = {
+        s.attributes[semconv.ATTR_TASK_NAME]: s.span_id for s in trace.named(semconv.SPAN_TASK)
+    }
+    spans = trace.named(semconv.SPAN_FINDING)
+    assert len(spans) == 3
+    for span in spans:
+        summary = str(span.attributes[semconv.ATTR_FINDING_SUMMARY])
+        named = [tasks[name] for name in ("refresher", "auditor") if f'"{name}"' in summary]
+        assert [link[1] for link in span.links] == named
     # asyncio's own report of each, when it collects them, goes on as before
     assert "Task exception was never retrieved" in result.stderr
 

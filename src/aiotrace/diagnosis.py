@@ -113,6 +113,8 @@ class Finding:
     details: list[str] = field(default_factory=list)
     tasks: list[Any] = field(default_factory=list)
     """The live tasks involved (for links to their spans; not serialised)."""
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
+    """(trace id, span id, flags) of more spans to link to: of tasks no longer live."""
 
     @property
     def severity(self) -> int:
@@ -181,14 +183,18 @@ _NEVER_RETRIEVED: Final = {
 }
 """asyncio's messages (3.10-3.13) to the loop's exception handler when a task or future
 that ended raising is garbage-collected with its exception unread."""
-_UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None, int | None], None]]] = []
+_Ended = tuple[int, int, int, int]
+"""See ``tasks.ENDED_RAISING``: when a traced task ended raising, and its span."""
+_UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None, _Ended | None], None]]] = []
 _UNRETRIEVED_PATCH: Final[list[tuple[Any, Any] | None]] = [None]
 """(asyncio's ``call_exception_handler``, ours) while ours is in place."""
 
 
-def _watch_unretrieved(listener: Callable[[Any, BaseException | None, int | None], None]) -> None:
+def _watch_unretrieved(
+    listener: Callable[[Any, BaseException | None, _Ended | None], None],
+) -> None:
     """Call ``listener(task or future, exception, ended)`` each time asyncio reports one
-    unread; ``ended``: when a traced task ended raising (``ENDED_RAISING``), else ``None``.
+    unread; ``ended``: a traced task's entry in ``ENDED_RAISING``, else ``None``.
 
     Through ``BaseEventLoop.call_exception_handler``, wrapped: every report
     asyncio makes passes there, whatever handler the program set, and the
@@ -218,7 +224,7 @@ def _watch_unretrieved(listener: Callable[[Any, BaseException | None, int | None
 
 
 def _unwatch_unretrieved(
-    listener: Callable[[Any, BaseException | None, int | None], None],
+    listener: Callable[[Any, BaseException | None, _Ended | None], None],
 ) -> None:
     with contextlib.suppress(ValueError):
         _UNRETRIEVED_LISTENERS.remove(listener)
@@ -263,10 +269,13 @@ def unread_label(unread: Any) -> Any:
     return getattr(unread, "_aiotrace_ref", None)
 
 
-def unretrieved_finding(unread: Any, exc: BaseException | None, at_exit: bool = False) -> Finding:
+def unretrieved_finding(
+    unread: Any, exc: BaseException | None, at_exit: bool = False, ended: _Ended | None = None
+) -> Finding:
     """A task or future that ended raising, whose exception nothing read.
 
-    ``unread`` is what :func:`unread_label` gave for it.
+    ``unread`` is what :func:`unread_label` gave for it; ``ended``, a traced
+    task's end and span, to which the finding links.
     """
     if isinstance(unread, str):
         label = unread
@@ -287,6 +296,7 @@ def unretrieved_finding(unread: Any, exc: BaseException | None, at_exit: bool = 
             f"nothing awaited it or read its exception() {when}: asyncio logs "
             '"exception was never retrieved" only when it is collected, if ever',
         ],
+        spans=[ended[1:]] if ended is not None else [],
     )
 
 
@@ -1536,7 +1546,7 @@ class Diagnoser:
         self.hung: Finding | None = None
         self._watching = False
         self._started_ns = 0
-        self._unread: deque[tuple[Any, BaseException | None]] = deque()
+        self._unread: deque[tuple[Any, BaseException | None, _Ended | None]] = deque()
         """Exceptions reported in finalisers, waiting for :meth:`collect`."""
         self._outer_checker: Any = None
         """Lock-order checking's reporter before start(), if it was checking already."""
@@ -1622,7 +1632,7 @@ class Diagnoser:
             with contextlib.suppress(Exception):
                 self.echo(f"aiotrace: {finding.text()}")
 
-    def _unretrieved(self, unread: Any, exc: BaseException | None, ended: int | None) -> None:
+    def _unretrieved(self, unread: Any, exc: BaseException | None, ended: _Ended | None) -> None:
         """asyncio reports a task or future collected with its exception unread.
 
         From a finaliser: inside a garbage collection, on any thread, maybe
@@ -1637,13 +1647,13 @@ class Diagnoser:
         closed, is left to asyncio's own report.
         """
         if ended is not None:
-            if ended < self._started_ns:
+            if ended[0] < self._started_ns:
                 return  # not this diagnosis's: an earlier test's task, freed only now
         else:  # not a task traced as it ended: one whose loop is gone is not ours either
             loop = getattr(unread, "get_loop", None)
             if loop is not None and loop().is_closed():
                 return
-        self._unread.append((unread_label(unread), exc))
+        self._unread.append((unread_label(unread), exc, ended))
 
     def collect(self) -> None:
         """Report the findings made where nothing may be locked (see :meth:`_unretrieved`).
@@ -1654,21 +1664,25 @@ class Diagnoser:
         unread = self._unread
         while unread:
             try:
-                label, exc = unread.popleft()
+                label, exc, ended = unread.popleft()
             except IndexError:  # another thread took the last one
                 return
-            self.report(unretrieved_finding(label, exc), echo=False)
+            self.report(unretrieved_finding(label, exc, ended=ended), echo=False)
 
     def _unretrieved_at_exit(self) -> None:
         """Tasks that ended raising and are still referenced, their exception unread:
         asyncio would say so only when they are collected, which may be never."""
         for ref, _ in list(DIED):
             task = ref()
-            ended = ENDED_RAISING.get(id(task), 0) if task is not None else 0
-            if ended >= self._started_ns and getattr(task, "_log_traceback", False):
+            ended = ENDED_RAISING.get(id(task)) if task is not None else None
+            if (
+                ended is not None
+                and ended[0] >= self._started_ns
+                and getattr(task, "_log_traceback", False)
+            ):
                 # Read as asyncio's own __del__ does: exception() would mark it read.
                 exc = getattr(task, "_exception", None)
-                finding = unretrieved_finding(unread_label(task), exc, at_exit=True)
+                finding = unretrieved_finding(unread_label(task), exc, True, ended)
                 self.report(finding, echo=False)
 
     def _span(self, finding: Finding) -> None:
@@ -1676,14 +1690,18 @@ class Diagnoser:
 
         from aiotrace._context import TASK_SPANS
 
-        links = []
-        for task in finding.tasks:
-            span = TASK_SPANS.get(id(task))
-            if span is not None:
-                context = SpanContext(
-                    span.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(span.flags)
-                )
-                links.append(Link(context, {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER}))
+        ids = [
+            (span.trace_id, span.span_id, span.flags)
+            for span in map(TASK_SPANS.get, map(id, finding.tasks))
+            if span is not None
+        ]
+        links = [
+            Link(
+                SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags)),
+                {semconv.ATTR_LINK_KIND: semconv.LINK_BLOCKER},
+            )
+            for trace_id, span_id, flags in [*ids, *finding.spans]
+        ]
         from aiotrace._session import aiotrace_tracer
 
         tracer = aiotrace_tracer()

@@ -432,14 +432,15 @@ DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 ``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
-ENDED_RAISING: Final[dict[int, int]] = {}
-"""id(task) -> when it ended raising (``perf_counter_ns``), for the latest 1024 such tasks:
-whose "exception was never retrieved" a diagnosis reports (see ``diagnosis``). Read and
-removed while the task is being freed, when its id is still its own."""
+ENDED_RAISING: Final[dict[int, tuple[int, int, int, int]]] = {}
+"""id(task) -> (when it ended raising (``perf_counter_ns``), its span's trace id, span id
+and flags), for the latest 1024 such tasks: whose "exception was never retrieved" a
+diagnosis reports, linked to that span (see ``diagnosis``). Read and removed while the
+task is being freed, when its id is still its own."""
 _ENDED_RAISING_KEPT: Final = 1024
 
 
-def _died(task: Any, raised: RaisedException, tb: TracebackType | None) -> None:
+def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType | None) -> None:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f" ({short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})" if tb else ""
@@ -449,7 +450,7 @@ def _died(task: Any, raised: RaisedException, tb: TracebackType | None) -> None:
     if len(ENDED_RAISING) >= _ENDED_RAISING_KEPT:
         with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # (another thread)
             del ENDED_RAISING[next(iter(ENDED_RAISING))]  # the oldest
-    ENDED_RAISING[id(task)] = perf_counter_ns()
+    ENDED_RAISING[id(task)] = (span.end_ns, span.trace_id, span.span_id, span.flags)
 
 
 def _task_done(task: Any) -> None:
@@ -474,7 +475,7 @@ def _task_done(task: Any) -> None:
             if exc is not None:
                 outcome = span.outcome = semconv.OUTCOME_RAISED
                 raised = span._extras().exception = RaisedException(exc)
-                _died(task, raised, exc.__traceback__)
+                _died(task, span, raised, exc.__traceback__)
             else:
                 outcome = span.outcome = semconv.OUTCOME_COMPLETED
         # Recorder.emit, inline: one call fewer on the commonest record of all.
