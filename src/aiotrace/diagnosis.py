@@ -59,7 +59,6 @@ from aiotrace._sites import (
     SITES,
     is_asyncio_file,
     is_internal_file,
-    is_library_file,
     line_of,
     qualname,
     raw_site,
@@ -67,7 +66,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives.tasks import DIED, ENDED_RAISING
-from aiotrace.report import one_line
+from aiotrace.report import one_line, raise_site_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -177,10 +176,9 @@ def unread_failures(tasks: list[Any]) -> list[str]:
 # Exceptions nothing retrieved
 # ===========================================================================
 
-_NEVER_RETRIEVED: Final = {
-    "Task exception was never retrieved": "task",
-    "Future exception was never retrieved": "future",
-}
+_NEVER_RETRIEVED: Final = frozenset(
+    {"Task exception was never retrieved", "Future exception was never retrieved"}
+)
 """asyncio's messages (3.10-3.13) to the loop's exception handler when a task or future
 that ended raising is garbage-collected with its exception unread."""
 _Ended = tuple[int, int, int, int]
@@ -209,8 +207,7 @@ def _watch_unretrieved(
     @functools.wraps(original)
     def call_exception_handler(self: Any, context: dict[str, Any]) -> None:
         try:
-            what = _NEVER_RETRIEVED.get(context.get("message"))  # type: ignore[arg-type]
-            if what is not None:
+            if context.get("message") in _NEVER_RETRIEVED:
                 unread = context.get("future")
                 ended = ENDED_RAISING.pop(id(unread), None)  # (once, for every listener)
                 for listener in list(_UNRETRIEVED_LISTENERS):
@@ -240,27 +237,6 @@ def _unwatch_unretrieved(
         owner.call_exception_handler = original  # type: ignore[method-assign]
 
 
-def raise_site(exc: BaseException) -> str | None:
-    """Where ``exc`` was raised: the innermost frame of its traceback, asyncio's and
-    aiotrace's left out; a library's with the program's innermost line added."""
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if not is_internal_file(code.co_filename):
-            frames.append((code, tb.tb_lineno))
-        tb = tb.tb_next
-    if not frames:
-        return None
-    code, line = frames[-1]
-    at = _where(code, line)
-    if is_library_file(code.co_filename):
-        program = next((f for f in reversed(frames) if not is_library_file(f[0].co_filename)), None)
-        if program is not None:
-            at += f" via {_where(*program)}"
-    return at
-
-
 def unread_label(unread: Any) -> Any:
     """What names a task or future in :func:`unretrieved_finding`: a task's label; a
     traced future's reference (its name is worked out later: see ``Diagnoser._unretrieved``)."""
@@ -285,7 +261,7 @@ def unretrieved_finding(
     if exc is not None:
         message = one_line(str(exc))
         raised = f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
-        at = raise_site(exc)
+        at = raise_site_of(exc)
         if at is not None:
             raised += f" at {at}"
     when = "by the end of the program" if at_exit else "before it was garbage-collected"

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 from aiotrace import semconv
-from aiotrace._sites import is_internal_file, is_library_file, short_path
+from aiotrace._sites import is_internal_file, is_library_file, qualname, short_path
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -268,22 +268,43 @@ def raised(draft: SpanDraft) -> Raised | None:
 def raise_site(stacktrace: str) -> str | None:
     """Where an exception was raised, from its standard ``exception.stacktrace``.
 
-    The innermost frame, asyncio's and aiotrace's left out: ``TimeoutError``
-    is raised in asyncio's ``wait_for``, but the line to look at is the
-    program's that awaited it (aiotrace's wrappers only pass asyncio's
-    exceptions on). When that frame is a library's (an HTTP client's), the
-    program's innermost line is added: that is the line its author can
-    change. Read from the text, so that a trace file from another machine,
-    or from another tool, reads alike.
+    Read from the text, so that a trace file from another machine, or from
+    another tool, reads alike; see :func:`innermost_site`.
     """
     frames = []
     for line in stacktrace.splitlines():
         found = _TRACEBACK_LINE.match(line)
-        if found is not None and not is_internal_file(found["file"]):
+        if found is not None:
             frames.append((found["file"], found["line"], found["func"]))
+    # Of the last traceback printed: the exception's own, after its causes.
+    return innermost_site(frames)
+
+
+def raise_site_of(exc: BaseException) -> str | None:
+    """Where ``exc`` was raised, from its traceback, as :func:`raise_site` reads one printed,
+    but naming functions as findings do, by their qualified names (``main.<locals>.fetch``)."""
+    frames: list[tuple[str, object, str]] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, tb.tb_lineno, qualname(code)))
+        tb = tb.tb_next
+    return innermost_site(frames)
+
+
+def innermost_site(frames: list[tuple[str, object, str]]) -> str | None:
+    """``app.py:12 in fetch``: the innermost of (file, line, function) ``frames``, outermost
+    first, asyncio's and aiotrace's left out.
+
+    ``TimeoutError`` is raised in asyncio's ``wait_for``, but the line to look
+    at is the program's that awaited it (aiotrace's wrappers only pass
+    asyncio's exceptions on). When that frame is a library's (an HTTP
+    client's), the program's innermost line is added: that is the line its
+    author can change.
+    """
+    frames = [frame for frame in frames if not is_internal_file(frame[0])]
     if not frames:
         return None
-    # Of the last traceback printed: the exception's own, after its causes.
     file, line, func = frames[-1]
     at = f"{short_path(file)}:{line} in {func}"
     if not is_library_file(file):
