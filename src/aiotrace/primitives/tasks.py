@@ -37,7 +37,7 @@ import contextvars
 import functools
 import sys
 import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from random import getrandbits as _getrandbits
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
@@ -432,7 +432,7 @@ DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 ``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
-ENDED_RAISING: Final[dict[int, tuple[int, int, int, int]]] = {}
+ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int]]] = OrderedDict()
 """id(task) -> (when it ended raising (``perf_counter_ns``), its span's trace id, span id
 and flags), for the latest 1024 such tasks: whose "exception was never retrieved" a
 diagnosis reports, linked to that span (see ``diagnosis``). Read and removed while the
@@ -448,8 +448,8 @@ def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType 
     with contextlib.suppress(TypeError):  # a task type without weak references
         DIED.append((weakref.ref(task), message + where))
     if len(ENDED_RAISING) >= _ENDED_RAISING_KEPT:
-        with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # (another thread)
-            del ENDED_RAISING[next(iter(ENDED_RAISING))]  # the oldest
+        with contextlib.suppress(KeyError):  # emptied meanwhile, by another thread
+            ENDED_RAISING.popitem(last=False)  # the oldest
     ENDED_RAISING[id(task)] = (span.end_ns, span.trace_id, span.span_id, span.flags)
 
 
