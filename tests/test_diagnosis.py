@@ -852,6 +852,28 @@ def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() 
     assert names == ["during"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_gather_its_parents_unread_exceptions() -> None:
+    """The parent's diagnosis, copied by the fork, is never collected in the child: its
+    reports would pile up there, each holding its traceback's frames."""
+    from aiotrace import diagnosis
+
+    config = diagnosis.DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    diagnoser = diagnosis.Diagnoser(config, None)
+    diagnoser.start()
+    try:
+        assert diagnosis._UNRETRIEVED_LISTENERS
+        pid = os.fork()
+        if pid == 0:  # the child: its status says whether it still has the parent's listener
+            os._exit(1 if diagnosis._UNRETRIEVED_LISTENERS else 0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        diagnoser.finish(at_exit=False)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_findings_lead_the_report_most_severe_first(tmp_path: Path) -> None:
     result, _, _ = diagnose(tmp_path, "deadlock_locks.py")
     report = result.stderr[result.stderr.index("─ aiotrace:") :]

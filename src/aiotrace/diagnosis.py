@@ -188,6 +188,16 @@ _UNRETRIEVED_PATCH: Final[list[tuple[Any, Any] | None]] = [None]
 """(asyncio's ``call_exception_handler``, ours) while ours is in place."""
 
 
+def _forget_the_parents_listeners() -> None:
+    """A forked child's diagnoses are its own (``_child`` starts one): its parent's,
+    copied by the fork, would gather its reports with nothing left to collect them."""
+    _UNRETRIEVED_LISTENERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents_listeners)
+
+
 def _watch_unretrieved(
     listener: Callable[[Any, BaseException | None, _Ended | None], None],
 ) -> None:
@@ -235,6 +245,11 @@ def _unwatch_unretrieved(
     # passes the call on: it stays.
     if vars(owner).get("call_exception_handler") is ours:
         owner.call_exception_handler = original  # type: ignore[method-assign]
+
+
+_UNREAD_KEPT: Final = 1000
+"""Unread exceptions kept between two :meth:`Diagnoser.collect` calls (the watchdog's
+ticks, 10 ms apart): past this many the oldest go, as a repeated finding is one anyway."""
 
 
 def unread_label(unread: Any) -> Any:
@@ -1522,8 +1537,11 @@ class Diagnoser:
         self.hung: Finding | None = None
         self._watching = False
         self._started_ns = 0
-        self._unread: deque[tuple[Any, BaseException | None, _Ended | None]] = deque()
-        """Exceptions reported in finalisers, waiting for :meth:`collect`."""
+        self._unread: deque[tuple[Any, BaseException | None, _Ended | None]] = deque(
+            maxlen=_UNREAD_KEPT
+        )
+        """Exceptions reported in finalisers, waiting for :meth:`collect` (each holds its
+        traceback's frames: bounded, for a program that fails faster than collect() runs)."""
         self._outer_checker: Any = None
         """Lock-order checking's reporter before start(), if it was checking already."""
 
