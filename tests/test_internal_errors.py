@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import math
@@ -453,13 +454,12 @@ def test_a_primitive_made_with_no_python_frame_above_it_is_traced_without_an_err
     assert "identified: True" in proc.stdout
 
 
-async def _diagnosed_program() -> list[str]:
+async def _diagnosed_program(handled: list[str]) -> list[str]:
     """What the diagnosis acts on in the program's own thread: a deadlock its graph
     checks find (broken by a cancellation), a dump on SIGUSR1, a lock-order inversion, a
     block of the loop, a lock left held, a task's exception nothing read, and the hang
-    timeout's graph, built on the loop. Its exception handler's calls are part of what
-    it observes."""
-    handled: list[str] = []
+    timeout's graph, built on the loop. Its exception handler's calls, into ``handled``,
+    are part of what it observes."""
     asyncio.get_running_loop().set_exception_handler(
         lambda _, context: handled.append(str(context.get("message")))
     )
@@ -491,7 +491,6 @@ async def _diagnosed_program() -> list[str]:
     asyncio.create_task(fails())  # noqa: RUF006  # collected unread: asyncio reports it
     await asyncio.sleep(0)
     await asyncio.sleep(0.15)  # past the hang timeout
-    results.append(handled)
     return [repr(r) for r in results]
 
 
@@ -572,13 +571,21 @@ def test_any_diagnosis_function_failing_leaves_the_program_as_it_was() -> None:
         watchdog.graph_share = math.inf  # every 10 ms, whatever a check costs under settrace
         sys.settrace(inject)
         got: list[str] = []
+        handled: list[str] = []  # what the program's exception handler was called with
         try:
             # Interrupted first: after the hang, Ctrl-C dumps nothing more.
-            for program in (_interrupted_program(), asyncio.wait_for(_diagnosed_program(), 10)):
+            for program in (
+                _interrupted_program(),
+                asyncio.wait_for(_diagnosed_program(handled), 10),
+            ):
                 try:
                     got.extend(asyncio.run(program))
                 except BaseException as exc:  # what the program would see
                     got.append(f"raised {exc!r}")
+            # Its failed task is freed as it ends, or, held a while longer (by a failure's
+            # traceback, another thread's look at the tasks), at a collection: by now.
+            gc.collect()
+            got.append(repr(handled))
         finally:
             sys.settrace(None)
             kinds = sorted({finding.kind for finding in diagnoser.finish(at_exit=False)})
