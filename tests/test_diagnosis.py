@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -776,8 +778,6 @@ def test_exceptions_nothing_retrieved_name_the_task_the_exception_and_the_line(
         summary = str(span.attributes[semconv.ATTR_FINDING_SUMMARY])
         named = [tasks[name] for name in ("refresher", "auditor") if f'"{name}"' in summary]
         assert [link[1] for link in span.links] == named
-    # asyncio's own report of each, when it collects them, goes on as before
-    assert "Task exception was never retrieved" in result.stderr
 
 
 def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
@@ -838,14 +838,25 @@ def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() 
 
         asyncio.run(main())
 
+    def free() -> None:
+        """Drop the task; it is freed now, or (another thread's look at the tasks
+        holding it a moment) soon after: asyncio reports it then (and logs it)."""
+        freed = weakref.ref(held.pop())
+        for _ in range(200):
+            if freed() is None:
+                return
+            gc.collect()
+            time.sleep(0.01)
+        raise AssertionError("the task was not freed")
+
     with capture_spans():
         failed_task("before")
         diagnoser = Diagnoser(config, None)
         diagnoser.start()
         try:
-            held.clear()  # collected now: asyncio reports it (and logs it)
+            free()
             failed_task("during")
-            held.clear()
+            free()
         finally:
             found = diagnoser.finish(at_exit=False)
     names = [f.summary.split('"')[1] for f in found if f.kind == UNRETRIEVED]
