@@ -817,6 +817,56 @@ def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
     kept[0].exception()  # read now, not reported by asyncio when collected
 
 
+def _free_the_last(held: list[Any]) -> None:
+    """Drop the last task; it is freed now, or (another thread's look at the tasks
+    holding it a moment) soon after: asyncio reports it then (and logs it)."""
+    freed = weakref.ref(held.pop())
+    for _ in range(200):
+        if freed() is None:
+            return
+        gc.collect()
+        time.sleep(0.01)
+    raise AssertionError("the task was not freed")
+
+
+@pytest.mark.pristine  # untraced tasks: under pytest --aiotrace every task is traced
+def test_an_untraced_tasks_unread_exception_is_found_while_its_loop_is_open() -> None:
+    """Untraced, when a task failed is not known: one freed while its loop runs is the
+    diagnosis's, one whose loop is closed is not. A message whose str() fails is named as
+    a traceback names it."""
+    from aiotrace.diagnosis import UNRETRIEVED, Diagnoser, DiagnosisConfig
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str()")
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    held: list[asyncio.Task[None]] = []
+
+    async def fails() -> None:
+        raise Unprintable
+
+    async def fail(name: str, free: bool) -> None:
+        held.append(asyncio.create_task(fails(), name=name))
+        await asyncio.sleep(0)
+        if free:
+            _free_the_last(held)
+
+    diagnoser = Diagnoser(config, None)
+    diagnoser.start()
+    try:
+        asyncio.run(fail("loop-closed", free=False))
+        _free_the_last(held)
+        asyncio.run(fail("loop-open", free=True))
+    finally:
+        found = diagnoser.finish(at_exit=False)
+    assert [f.summary.split(" at ")[0] for f in found if f.kind == UNRETRIEVED] == [
+        f'task "loop-open" ({fails.__qualname__}) raised Unprintable: <exception str() failed>'
+    ]
+
+
 def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() -> None:
     """A task that failed before the diagnosis started (an earlier test's, under pytest),
     collected during it, is not its finding; one that failed during it is."""
@@ -838,25 +888,14 @@ def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() 
 
         asyncio.run(main())
 
-    def free() -> None:
-        """Drop the task; it is freed now, or (another thread's look at the tasks
-        holding it a moment) soon after: asyncio reports it then (and logs it)."""
-        freed = weakref.ref(held.pop())
-        for _ in range(200):
-            if freed() is None:
-                return
-            gc.collect()
-            time.sleep(0.01)
-        raise AssertionError("the task was not freed")
-
     with capture_spans():
         failed_task("before")
         diagnoser = Diagnoser(config, None)
         diagnoser.start()
         try:
-            free()
+            _free_the_last(held)
             failed_task("during")
-            free()
+            _free_the_last(held)
         finally:
             found = diagnoser.finish(at_exit=False)
     names = [f.summary.split('"')[1] for f in found if f.kind == UNRETRIEVED]

@@ -57,6 +57,7 @@ from aiotrace._pipeline import Pipeline
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
     SITES,
+    RaisedException,
     is_asyncio_file,
     is_internal_file,
     line_of,
@@ -65,7 +66,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import DIED, ENDED_RAISING
+from aiotrace.primitives.tasks import DIED, ended_raising
 from aiotrace.report import one_line, raise_site_of
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ _NEVER_RETRIEVED: Final = frozenset(
 """asyncio's messages (3.10-3.13) to the loop's exception handler when a task or future
 that ended raising is garbage-collected with its exception unread."""
 _Ended = tuple[int, int, int, int]
-"""See ``tasks.ENDED_RAISING``: when a traced task ended raising, and its span."""
+"""See ``tasks.ended_raising``: when a traced task ended raising, and its span's ids."""
 _UNRETRIEVED_LISTENERS: Final[list[Callable[[Any, BaseException | None, _Ended | None], None]]] = []
 _UNRETRIEVED_PATCH: Final[list[tuple[Any, Any] | None]] = [None]
 """(asyncio's ``call_exception_handler``, ours) while ours is in place."""
@@ -202,7 +203,7 @@ def _watch_unretrieved(
     listener: Callable[[Any, BaseException | None, _Ended | None], None],
 ) -> None:
     """Call ``listener(task or future, exception, ended)`` each time asyncio reports one
-    unread; ``ended``: a traced task's entry in ``ENDED_RAISING``, else ``None``.
+    unread; ``ended``: a traced task's ``tasks.ended_raising``, else ``None``.
 
     Through ``BaseEventLoop.call_exception_handler``, wrapped: every report
     asyncio makes passes there, whatever handler the program set, and the
@@ -219,7 +220,7 @@ def _watch_unretrieved(
         try:
             if context.get("message") in _NEVER_RETRIEVED:
                 unread = context.get("future")
-                ended = ENDED_RAISING.pop(id(unread), None)  # (once, for every listener)
+                ended = ended_raising(unread, pop=True)  # (once, for every listener)
                 for listener in list(_UNRETRIEVED_LISTENERS):
                     listener(unread, context.get("exception"), ended)
         except Exception as exc:
@@ -274,8 +275,9 @@ def unretrieved_finding(
         label = f"future {_base.display_name(unread)}" if unread is not None else "a future"
     raised = "an exception"
     if exc is not None:
-        message = one_line(str(exc))
-        raised = f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
+        recorded = RaisedException(exc)  # as the task's span records it (a str() that fails...)
+        message = one_line(recorded.message)
+        raised = f"{recorded.name}: {message}" if message else recorded.name
         at = raise_site_of(exc)
         if at is not None:
             raised += f" at {at}"
@@ -1661,14 +1663,17 @@ class Diagnoser:
                 label, exc, ended = unread.popleft()
             except IndexError:  # another thread took the last one
                 return
-            self.report(unretrieved_finding(label, exc, ended=ended), echo=False)
+            try:
+                self.report(unretrieved_finding(label, exc, ended=ended), echo=False)
+            except Exception as error:  # finish() must end, whatever the program raised
+                _failed(error)
 
     def _unretrieved_at_exit(self) -> None:
         """Tasks that ended raising and are still referenced, their exception unread:
         asyncio would say so only when they are collected, which may be never."""
         for ref, _ in list(DIED):
             task = ref()
-            ended = ENDED_RAISING.get(id(task)) if task is not None else None
+            ended = ended_raising(task) if task is not None else None
             if (
                 ended is not None
                 and ended[0] >= self._started_ns

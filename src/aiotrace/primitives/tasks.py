@@ -432,12 +432,30 @@ DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 ``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
-ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int]]] = OrderedDict()
+ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int, int]]] = OrderedDict()
 """id(task) -> (when it ended raising (``perf_counter_ns``), its span's trace id, span id
-and flags), for the latest 1024 such tasks: whose "exception was never retrieved" a
-diagnosis reports, linked to that span (see ``diagnosis``). Read and removed while the
-task is being freed, when its id is still its own."""
+and flags, id of its coroutine), for the latest 1024 such tasks: whose "exception was
+never retrieved" a diagnosis reports, linked to that span (see ``diagnosis``). Read
+through :func:`ended_raising`."""
 _ENDED_RAISING_KEPT: Final = 1024
+
+
+def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | None:
+    """When ``task`` ended raising, and its span's ids, if it is a traced task that did.
+
+    An entry outlives its task when nothing took it out as the task was freed
+    (no diagnosis was listening): a later task given the same id is told apart
+    by its coroutine, which the entry names too. ``pop``: take the entry out.
+    """
+    key = id(task)
+    entry = ENDED_RAISING.pop(key, None) if pop else ENDED_RAISING.get(key)
+    if entry is None or entry[4] != id(getattr(task, "get_coro", _no_coro)()):
+        return None
+    return entry[:4]
+
+
+def _no_coro() -> None:
+    return None
 
 
 def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType | None) -> None:
@@ -450,7 +468,8 @@ def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType 
     if len(ENDED_RAISING) >= _ENDED_RAISING_KEPT:
         with contextlib.suppress(KeyError):  # emptied meanwhile, by another thread
             ENDED_RAISING.popitem(last=False)  # the oldest
-    ENDED_RAISING[id(task)] = (span.end_ns, span.trace_id, span.span_id, span.flags)
+    coro = id(task.get_coro())
+    ENDED_RAISING[id(task)] = (span.end_ns, span.trace_id, span.span_id, span.flags, coro)
 
 
 def _task_done(task: Any) -> None:
