@@ -809,14 +809,22 @@ asyncio.run(main())
 """
 
 
+def _run_with_library(
+    tmp_path: Path, package: str, library: str, program: str
+) -> subprocess.CompletedProcess[str]:
+    """``prog.py`` using ``package`` as if installed, run traced to ``t.json`` and ``r.json``."""
+    installed_library(tmp_path, package, library, program)
+    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_a_wake_at_a_library_line_says_which_line_of_the_program_led_to_it(
     tmp_path: Path,
 ) -> None:
     # A library sets its event, resolves the program's future: at its own
     # line, the same for every caller; the program's line says which call.
-    installed_library(tmp_path, "wakedb", WAKING_LIBRARY, WAKES_THROUGH_LIBRARY)
-    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = _run_with_library(tmp_path, "wakedb", WAKING_LIBRARY, WAKES_THROUGH_LIBRARY)
 
     set_at = f"wakedb/__init__.py:{marker_line(WAKING_LIBRARY, 'LIB_SET')}"
     resolved_at = f"wakedb/__init__.py:{marker_line(WAKING_LIBRARY, 'LIB_RESOLVE')}"
@@ -1188,9 +1196,7 @@ TIMEOUT_ERROR = "TimeoutError" if sys.version_info >= (3, 11) else "asyncio.exce
 def test_tasks_that_raised_are_listed_first_to_fail_first_with_the_line(tmp_path: Path) -> None:
     """A background task dying is asyncio's quiet failure: Python says so only when the
     task is collected, if ever. The report names it, what it raised, and the line."""
-    installed_library(tmp_path, "kvstore", FAILING_LIBRARY, FAILING_TASKS)
-    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = _run_with_library(tmp_path, "kvstore", FAILING_LIBRARY, FAILING_TASKS)
     loader = f"prog.py:{marker_line(FAILING_TASKS, 'LOADER')} in loader"
     fetch = f"kvstore/__init__.py:{marker_line(FAILING_LIBRARY, 'LIB_RAISE')} in fetch"
     via = f"prog.py:{marker_line(FAILING_TASKS, 'VIA_FETCH')} in worker"
