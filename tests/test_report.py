@@ -24,7 +24,17 @@ from rich.console import Console
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
 from aiotrace.cli import EXIT_FINDINGS
-from aiotrace.report import NestedRow, PrimitiveRow, Report, ReportBuilder, queue_text, render
+from aiotrace.report import (
+    NestedRow,
+    PrimitiveRow,
+    Report,
+    ReportBuilder,
+    counted,
+    queue_text,
+    render,
+    times,
+    were_waiting,
+)
 from tests.cli_support import (
     Trace,
     aiotrace,
@@ -102,6 +112,16 @@ def _run(tmp_path: Path, which: str) -> tuple[dict[str, Any], list[str]]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads((tmp_path / "r.json").read_text()), report_lines(result.stderr)
+
+
+def test_counts_read_as_prose() -> None:
+    assert [counted(n, "finding") for n in (0, 1, 2)] == ["0 findings", "1 finding", "2 findings"]
+    assert [times(n) for n in (1, 40)] == ["once", "40 times"]
+    assert [were_waiting(n) for n in (0, 1, 3)] == [
+        "no task was waiting",
+        "1 task was waiting",
+        "3 tasks were waiting",
+    ]
 
 
 def test_a_lock_held_across_waits_names_each_wait_and_its_line(tmp_path: Path) -> None:
@@ -507,7 +527,7 @@ def test_one_leak_made_in_a_loop_is_one_finding_counted_not_a_page_of_copies(
         "run", "--check", "--no-trace-file", "--report-json=r.json", "forgetful.py", cwd=tmp_path
     )
     assert result.returncode == EXIT_FINDINGS, result.stderr
-    assert f"aiotrace: --check: 251 finding(s); exit status {EXIT_FINDINGS}" in result.stderr
+    assert f"aiotrace: --check: 251 findings; exit status {EXIT_FINDINGS}" in result.stderr
     lines = report_lines(result.stderr)
     start = lines.index("Findings (251), most severe first")
     assert lines[start + 1 : start + 5] == [
@@ -515,13 +535,13 @@ def test_one_leak_made_in_a_loop_is_one_finding_counted_not_a_page_of_copies(
         "    acquired at forgetful.py:17 in main.<locals>.grab, "
         "which finished without releasing it",
         "LEAK: future unresolved: start_next (forgetful.py:6)  (250 times; the first shown)",
-        '    created by task "Task-1", garbage-collected unresolved, 0 task(s) were waiting',
+        '    created by task "Task-1", garbage-collected unresolved, no task was waiting',
     ]
     assert lines[start + 5].startswith("No contention")
     futures = lines[lines.index("Futures: 250 (collected 250)") + 1 :]
     assert futures[0] == (
         "  start_next (forgetful.py:6): garbage-collected unresolved (250 futures made there), "
-        "0 task(s) were waiting"
+        "no task was waiting"
     )
     assert futures[1].startswith("Tasks: ")
     report = json.loads((tmp_path / "r.json").read_text())

@@ -131,6 +131,7 @@ def _where(frame: Any) -> str:
 def find(since_ns: int) -> list[Leak]:
     """Everything left behind now: held locks and permits, and futures made after ``since_ns``."""
     from aiotrace.primitives.tasks import PENDING
+    from aiotrace.report import counted, were_waiting  # the report's words; imported when read
 
     leaks: list[Leak] = []
     watched = list(WATCHED[0] or ())
@@ -152,7 +153,7 @@ def find(since_ns: int) -> list[Leak]:
                     FUTURE_UNRESOLVED,
                     display_name(ref),
                     f"created at {site}{f' by {state.creator}' if state.creator else ''}, "
-                    f"still pending, {state.waiters} task(s) waiting",
+                    f"still pending, {counted(state.waiters, 'task')} waiting",
                     (id(state), 0),
                 )
             )
@@ -163,7 +164,7 @@ def find(since_ns: int) -> list[Leak]:
                 Leak(
                     FUTURE_UNRESOLVED,
                     display_name(collected),
-                    f"{by}garbage-collected unresolved, {waiters} task(s) were waiting",
+                    f"{by}garbage-collected unresolved, {were_waiting(waiters)}",
                     (created_ns, waiters),
                 )
             )

@@ -930,7 +930,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         STDERR.write(f"aiotrace: stopped: {hung[0].summary} (exit status {EXIT_HANG})\n")
         return EXIT_HANG
     if check and findings[0] and code == 0 and not interrupted:
-        STDERR.write(f"aiotrace: --check: {findings[0]} finding(s); exit status {EXIT_FINDINGS}\n")
+        from aiotrace.report import counted
+
+        found = counted(findings[0], "finding")
+        STDERR.write(f"aiotrace: --check: {found}; exit status {EXIT_FINDINGS}\n")
         return EXIT_FINDINGS
     return _finish_exit(code, interrupted)
 

@@ -67,7 +67,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives.tasks import DIED, ended_raising
-from aiotrace.report import one_line, raise_site_of
+from aiotrace.report import counted, one_line, raise_site_of, times
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -1766,7 +1766,7 @@ class Diagnoser:
             self.report(
                 Finding(
                     LOOP_BLOCKED,
-                    f"the event loop was blocked {len(items)} time(s), up to "
+                    f"the event loop was blocked {times(len(items))}, up to "
                     f"{seconds * 1000:.0f} ms, at {label} in {who}",
                     ["stack while it blocked:", *stack[-6:]]
                     if stack
@@ -1824,7 +1824,7 @@ class Diagnoser:
         graph = snapshot()
         if not graph.tasks:
             return None
-        lines = [f"aiotrace: {why}: {len(graph.tasks)} pending task(s)"]
+        lines = [f"aiotrace: {why}: {counted(len(graph.tasks), 'pending task')}"]
         for finding in deadlock_findings(graph):
             lines.append(f"  DEADLOCK: {finding.summary}")
         lines.extend(f"  {line}" for line in graph.format())

@@ -244,6 +244,23 @@ class Raised(NamedTuple):
         return f"{raised} at {self.at}" if self.at else raised
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 task``, ``3 tasks``: a report reads as prose, not as ``task(s)``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def times(n: int) -> str:
+    """``once``, ``3 times``."""
+    return "once" if n == 1 else f"{n} times"
+
+
+def were_waiting(n: int) -> str:
+    """``no task was waiting``, ``1 task was waiting``, ``3 tasks were waiting``."""
+    if n == 0:
+        return "no task was waiting"
+    return f"{counted(n, 'task')} {'was' if n == 1 else 'were'} waiting"
+
+
 def one_line(message: str) -> str:
     """An exception's message as one line of a report: its first, up to 100 characters."""
     message = message.strip()
@@ -1036,8 +1053,7 @@ def queue_text(row: PrimitiveRow) -> str:
     for operation in ("put", "get", "join"):
         count, ms = row.by_operation.get(operation, (0, 0.0))
         if count:
-            times = "once" if count == 1 else f"{int(count)} times"
-            parts.append(f"{operation} waited {times}, {duration_text(ms)}")
+            parts.append(f"{operation} waited {times(int(count))}, {duration_text(ms)}")
     puts = row.by_operation.get("put", (0, 0.0))[1]
     gets = row.by_operation.get("get", (0, 0.0))[1]
     verdict = ""
@@ -1157,9 +1173,10 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
     else:
         console.print("No contention: no wait or hold passed its threshold.")
     if report.uncontended:
+        kind = "other primitive" if report.primitives else "primitive"
         console.print(
-            f"  {report.uncontended} {'other ' if report.primitives else ''}primitive(s) used "
-            f"{report.uncontended_operations} times, never waited on and never held long"
+            f"  {counted(report.uncontended, kind)} used {times(report.uncontended_operations)}, "
+            "never waited on and never held long"
         )
 
     several = report.processes > 1  # then task names need their process
@@ -1226,8 +1243,8 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 if outcome == semconv.OUTCOME_PENDING
                 else "garbage-collected unresolved"
             )
-            times = f" ({count} futures made there)" if count > 1 else ""
-            console.print(f"  [yellow]{name}[/]: {what}{times}, {waiters} task(s) were waiting")
+            made = f" ({count} futures made there)" if count > 1 else ""
+            console.print(f"  [yellow]{name}[/]: {what}{made}, {were_waiting(waiters)}")
 
     if report.tasks:
         total = sum(report.tasks.values())
@@ -1253,7 +1270,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         dropped = stats.get("spans_dropped", 0)
         counts.append(f"[red]{dropped} dropped[/]" if dropped else "0 dropped")
         line = f"[bold]Spans[/]: {', '.join(counts)}; "
-        line += f"{stats.get('below_threshold', 0)} operations below threshold"
+        line += f"{counted(stats.get('below_threshold', 0), 'operation')} below threshold"
         if stats.get("internal_errors"):
             line += f"; [red]{stats['internal_errors']} internal errors[/]"
         if stats.get("pressure_timeouts"):
