@@ -35,6 +35,7 @@ from tests.cli_support import (
     marker_line,
     started_and_ready,
 )
+from tests.conftest import line_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -751,16 +752,23 @@ def test_exceptions_nothing_retrieved_name_the_task_the_exception_and_the_line(
     tmp_path: Path,
 ) -> None:
     """A task dropped (collected as it ends), one kept to the end in a list, a future
-    in a dict: each ended raising, and nothing read it (the twin reads them)."""
+    in a dict, one given an exception raised elsewhere: each ended raising, and nothing
+    read it (the twin reads them). A future's finding says where it was given it."""
     result, findings, trace = diagnose(tmp_path, "unread.py")
     assert result.returncode == EXIT_FINDINGS, result.stderr
     assert result.stdout.strip() == "done"
-    assert kinds(findings) == ["exception never retrieved"] * 3
+    assert kinds(findings) == ["exception never retrieved"] * 4
     refresh = line("unread.py", "REFRESH_RAISES")
     audit = line("unread.py", "AUDIT_RAISES")
     future = line("unread.py", "replies = ")
+    parsed = line("unread.py", "parsed = ")
     assert sorted(f["summary"] for f in findings) == [
-        f"future replies (unread.py:{future}) raised TimeoutError: no reply, "
+        f"future parsed (unread.py:{parsed}) got ValueError: invalid literal for int() with "
+        f"base 10: 'twelve' (raised at unread.py:{line('unread.py', 'PARSE_RAISES')} in parse), "
+        f"set at unread.py:{line('unread.py', 'PARSE_SETS')} in parse, "  # (a callback's: no task)
+        "and nothing retrieved it",
+        f"future replies (unread.py:{future}) got TimeoutError: no reply, set at "
+        f'unread.py:{line("unread.py", "REPLY_SETS")} in main by task "Task-1", '
         "and nothing retrieved it",
         f'task "auditor" (audit) raised PermissionError: audit log is read-only at '
         f"unread.py:{audit} in audit, and nothing retrieved it",
@@ -774,7 +782,7 @@ def test_exceptions_nothing_retrieved_name_the_task_the_exception_and_the_line(
         s.attributes[semconv.ATTR_TASK_NAME]: s.span_id for s in trace.named(semconv.SPAN_TASK)
     }
     spans = trace.named(semconv.SPAN_FINDING)
-    assert len(spans) == 3
+    assert len(spans) == 4
     for span in spans:
         summary = str(span.attributes[semconv.ATTR_FINDING_SUMMARY])
         named = [tasks[name] for name in ("refresher", "auditor") if f'"{name}"' in summary]
@@ -901,6 +909,72 @@ def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() 
             found = diagnoser.finish(at_exit=False)
     names = [f.summary.split('"')[1] for f in found if f.kind == UNRETRIEVED]
     assert names == ["during"]
+
+
+def test_a_task_that_ended_raising_is_not_taken_for_a_later_one_given_its_id() -> None:
+    """The entry a traced task leaves as it ends raising outlives it when its exception
+    was read: a later task at the same address, whose coroutine may be at the same
+    address too (as a test suite's repeated tasks often are), is told apart by its
+    exception and its name."""
+    from aiotrace.primitives import tasks
+
+    async def fails() -> None:
+        raise KeyError("later")
+
+    async def main() -> asyncio.Task[None]:
+        task = asyncio.create_task(fails(), name="later")
+        await asyncio.sleep(0)
+        return task
+
+    task = asyncio.run(main())
+    coro, exc = id(task.get_coro()), id(task._exception)  # type: ignore[attr-defined]
+    try:
+        tasks.ENDED_RAISING[id(task)] = (1, 2, 3, 1, coro, exc, "later")
+        assert tasks.ended_raising(task) == (1, 2, 3, 1)
+        for stale in ((coro + 1, exc, "later"), (coro, exc + 1, "later"), (coro, exc, "earlier")):
+            tasks.ENDED_RAISING[id(task)] = (1, 2, 3, 1, *stale)
+            assert tasks.ended_raising(task) is None, stale
+    finally:
+        tasks.ENDED_RAISING.pop(id(task), None)
+        task.exception()
+
+
+def test_a_futures_unread_exception_is_the_diagnosis_it_was_set_under() -> None:
+    """A traced future is told by when it was given its exception, not by its loop: one
+    given it before the diagnosis started is not its finding; one given it during is,
+    though its loop closed before it was freed (as one kept by its traceback's reference
+    cycle is, at a collection after the program's loop closed)."""
+    from aiotrace.diagnosis import UNRETRIEVED, Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    held: list[asyncio.Future[None]] = []
+
+    def given(loop: asyncio.AbstractEventLoop, name: str) -> None:
+        future = loop.create_future()  # GIVEN_MADE
+        future.set_exception(KeyError(name))  # GIVEN_SET
+        held.append(future)
+
+    with capture_spans():
+        loop = asyncio.new_event_loop()
+        given(loop, "before")
+        diagnoser = Diagnoser(config, None)
+        diagnoser.start()
+        try:
+            given(loop, "during")
+            loop.close()
+            while held:
+                _free_the_last(held)
+            diagnoser.collect()
+        finally:
+            found = diagnoser.finish(at_exit=False)
+    assert [f.summary for f in found if f.kind == UNRETRIEVED] == [
+        f"future future (test_diagnosis.py:{line_of('GIVEN_MADE')}) got KeyError: 'during', "
+        f"set at test_diagnosis.py:{line_of('GIVEN_SET')} in {given.__qualname__}, "
+        "and nothing retrieved it"
+    ]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

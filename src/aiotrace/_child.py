@@ -282,13 +282,14 @@ def _forget_the_parents() -> None:
     """
     from aiotrace._context import TASK_SPANS
     from aiotrace._loops import inherit_loops
-    from aiotrace.primitives.tasks import DIED, ENDED_RAISING, PENDING
+    from aiotrace.primitives.tasks import DIED, ENDED_RAISING, GIVEN_EXCEPTION, PENDING
 
     inherit_loops()
     TASK_SPANS.clear()
     PENDING.clear()
     DIED.clear()  # their failures are the parent's to report
     ENDED_RAISING.clear()
+    GIVEN_EXCEPTION.clear()
     leaks = sys.modules.get("aiotrace._leaks")
     if leaks is not None:
         leaks.COLLECTED.clear()

@@ -41,7 +41,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
@@ -66,7 +66,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import DIED, ended_raising
+from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_raising
 from aiotrace.report import counted, one_line, raise_site_of, times
 
 if TYPE_CHECKING:
@@ -253,38 +253,66 @@ _UNREAD_KEPT: Final = 1000
 ticks, 10 ms apart): past this many the oldest go, as a repeated finding is one anyway."""
 
 
-def unread_label(unread: Any) -> Any:
+class UnreadFuture(NamedTuple):
+    """A future whose exception nothing read, as :func:`unread_label` takes it: from a
+    finaliser, so only what names it, and where it was given its exception, as raw
+    values (a site is resolved under a lock: later, by :func:`unretrieved_finding`)."""
+
+    ref: Any
+    """Its reference (named as the report names it), or None: a future not traced."""
+    setter: str | None
+    """The task that called ``set_exception()``, where tracing saw it."""
+    site: Any
+    """Where: a raw site, or None."""
+
+
+def unread_label(unread: Any) -> str | UnreadFuture:
     """What names a task or future in :func:`unretrieved_finding`: a task's label; a
-    traced future's reference (its name is worked out later: see ``Diagnoser._unretrieved``)."""
+    future's reference and where its exception was set (see ``Diagnoser._unretrieved``)."""
     if isinstance(unread, asyncio.Task):
         return _task_label(unread)
-    return getattr(unread, "_aiotrace_ref", None)
+    resolved = getattr(unread, "_aiotrace_resolved", None)  # (span, t, task, site, via)
+    if resolved is None:
+        return UnreadFuture(getattr(unread, "_aiotrace_ref", None), None, None)
+    return UnreadFuture(getattr(unread, "_aiotrace_ref", None), resolved[2], resolved[3])
 
 
 def unretrieved_finding(
-    unread: Any, exc: BaseException | None, at_exit: bool = False, ended: _Ended | None = None
+    unread: str | UnreadFuture,
+    exc: BaseException | None,
+    at_exit: bool = False,
+    ended: _Ended | None = None,
 ) -> Finding:
     """A task or future that ended raising, whose exception nothing read.
 
     ``unread`` is what :func:`unread_label` gave for it; ``ended``, a traced
-    task's end and span, to which the finding links.
+    task's end and span, to which the finding links. A task raised its
+    exception; a future was given one, by a ``set_exception()`` whose line
+    is the one to look at (the exception's own raise site, if it was raised
+    at all, is said too).
     """
-    if isinstance(unread, str):
-        label = unread
-    else:
-        label = f"future {_base.display_name(unread)}" if unread is not None else "a future"
     raised = "an exception"
+    at = None
     if exc is not None:
         recorded = RaisedException(exc)  # as the task's span records it (a str() that fails...)
         message = one_line(recorded.message)
         raised = f"{recorded.name}: {message}" if message else recorded.name
         at = raise_site_of(exc)
-        if at is not None:
-            raised += f" at {at}"
+    if isinstance(unread, str):
+        what = f"{unread} raised {raised}" + (f" at {at}" if at else "")
+    else:
+        ref, setter, site = unread
+        label = f"future {_base.display_name(ref)}" if ref is not None else "a future"
+        what = f"{label} got {raised}" + (f" (raised at {at})" if at else "")
+        if site is not None:
+            resolved = SITES.resolve(site)
+            what += f", set at {resolved.label} in {resolved.function}"
+            if setter:
+                what += f' by task "{setter}"'
     when = "by the end of the program" if at_exit else "before it was garbage-collected"
     return Finding(
         UNRETRIEVED,
-        f"{label} raised {raised}, and nothing retrieved it",
+        f"{what}, and nothing retrieved it",
         [
             f"nothing awaited it or read its exception() {when}: asyncio logs "
             '"exception was never retrieved" only when it is collected, if ever',
@@ -1638,14 +1666,22 @@ class Diagnoser:
         appended (a deque's append takes no lock); :meth:`collect` makes the
         finding and reports it.
 
-        Only this diagnosis's: a task that ended raising before it started (an
-        earlier test's, collected only now), or an untraced one whose loop is
-        closed, is left to asyncio's own report.
+        Only this diagnosis's: a task that ended raising, or a traced future
+        given its exception, before it started (an earlier test's, collected
+        only now), or an untraced one whose loop is closed, is left to
+        asyncio's own report. A traced future is told by when it was given its
+        exception, not by its loop: one its exception's traceback keeps in a
+        reference cycle (the frame that set it holds it) is freed by a
+        collection, often after its loop closed.
         """
+        resolved = getattr(unread, "_aiotrace_resolved", None)  # a traced future's
         if ended is not None:
             if ended[0] < self._started_ns:
                 return  # not this diagnosis's: an earlier test's task, freed only now
-        else:  # not a task traced as it ended: one whose loop is gone is not ours either
+        elif resolved is not None:
+            if resolved[1] < self._started_ns:
+                return
+        else:  # neither: one whose loop is gone is not ours either
             loop = getattr(unread, "get_loop", None)
             if loop is not None and loop().is_closed():
                 return
@@ -1669,8 +1705,10 @@ class Diagnoser:
                 _failed(error)
 
     def _unretrieved_at_exit(self) -> None:
-        """Tasks that ended raising and are still referenced, their exception unread:
-        asyncio would say so only when they are collected, which may be never."""
+        """Tasks that ended raising and futures given an exception, still referenced,
+        their exception unread: asyncio would say so only when they are collected, which
+        may be never, or after the report (a future its exception's traceback keeps in a
+        reference cycle waits for a collection)."""
         for ref, _ in list(DIED):
             task = ref()
             ended = ended_raising(task) if task is not None else None
@@ -1683,6 +1721,16 @@ class Diagnoser:
                 exc = getattr(task, "_exception", None)
                 finding = unretrieved_finding(unread_label(task), exc, True, ended)
                 self.report(finding, echo=False)
+        for ref in list(GIVEN_EXCEPTION):
+            future = ref()
+            resolved = getattr(future, "_aiotrace_resolved", None)
+            if (
+                resolved is not None
+                and resolved[1] >= self._started_ns
+                and getattr(future, "_log_traceback", False)
+            ):
+                exc = getattr(future, "_exception", None)
+                self.report(unretrieved_finding(unread_label(future), exc, True), echo=False)
 
     def _span(self, finding: Finding) -> None:
         from opentelemetry.trace import Link, SpanContext, TraceFlags

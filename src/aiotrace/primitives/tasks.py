@@ -91,7 +91,7 @@ from aiotrace.primitives._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import CodeType, TracebackType
+    from types import CodeType
 
     from opentelemetry.util import types
 
@@ -432,9 +432,18 @@ DIED: Final[deque[tuple[weakref.ref[Any], str]]] = deque(maxlen=32)
 ``Type: message (file:line)``, for a hang's report (see ``diagnosis``)."""
 
 
-ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int, int]]] = OrderedDict()
+GIVEN_EXCEPTION: Final[deque[weakref.ref[Any]]] = deque(maxlen=32)
+"""The latest traced futures given an exception (weakly): those still referenced at the
+end, their exception unread, a diagnosis reports (asyncio says so only when they are
+collected, which may be after the report, or never)."""
+
+
+ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int, int, int, str | None]]] = (
+    OrderedDict()
+)
 """id(task) -> (when it ended raising (``perf_counter_ns``), its span's trace id, span id
-and flags, id of its coroutine), for the latest 1024 such tasks: whose "exception was
+and flags; and, to tell it from a later task given its id, the ids of its coroutine and
+its exception, and its name), for the latest 1024 such tasks: whose "exception was
 never retrieved" a diagnosis reports, linked to that span (see ``diagnosis``). Read
 through :func:`ended_raising`."""
 _ENDED_RAISING_KEPT: Final = 1024
@@ -444,21 +453,30 @@ def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | N
     """When ``task`` ended raising, and its span's ids, if it is a traced task that did.
 
     An entry outlives its task when nothing took it out as the task was freed
-    (no diagnosis was listening): a later task given the same id is told apart
-    by its coroutine, which the entry names too. ``pop``: take the entry out.
+    (its exception was read, or no diagnosis was listening). A later task
+    given the same id is told apart by its coroutine, its exception and its
+    name, which the entry notes too: a program that makes the same tasks
+    over and over (a test suite) gets the same ids for the first two as
+    often as not, since the memory freed is reused for objects of its size.
+    ``pop``: take the entry out.
     """
     key = id(task)
     entry = ENDED_RAISING.pop(key, None) if pop else ENDED_RAISING.get(key)
-    if entry is None or entry[4] != id(getattr(task, "get_coro", _no_coro)()):
+    if entry is None:
         return None
-    return entry[:4]
+    try:
+        same = (
+            entry[4] == id(task.get_coro())
+            and entry[5] == id(getattr(task, "_exception", None))
+            and entry[6] == task.get_name()
+        )
+    except Exception:  # a Task subclass with a broken get_name(): not one to vouch for
+        return None
+    return entry[:4] if same else None
 
 
-def _no_coro() -> None:
-    return None
-
-
-def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType | None) -> None:
+def _died(task: Any, span: TaskSpan, raised: RaisedException, exc: BaseException) -> None:
+    tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     where = f" ({short_path(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno})" if tb else ""
@@ -468,8 +486,15 @@ def _died(task: Any, span: TaskSpan, raised: RaisedException, tb: TracebackType 
     if len(ENDED_RAISING) >= _ENDED_RAISING_KEPT:
         with contextlib.suppress(KeyError):  # emptied meanwhile, by another thread
             ENDED_RAISING.popitem(last=False)  # the oldest
-    coro = id(task.get_coro())
-    ENDED_RAISING[id(task)] = (span.end_ns, span.trace_id, span.span_id, span.flags, coro)
+    ENDED_RAISING[id(task)] = (
+        span.end_ns,
+        span.trace_id,
+        span.span_id,
+        span.flags,
+        id(task.get_coro()),
+        id(exc),
+        span.task_name,
+    )
 
 
 def _task_done(task: Any) -> None:
@@ -494,7 +519,7 @@ def _task_done(task: Any) -> None:
             if exc is not None:
                 outcome = span.outcome = semconv.OUTCOME_RAISED
                 raised = span._extras().exception = RaisedException(exc)
-                _died(task, span, raised, exc.__traceback__)
+                _died(task, span, raised, exc)
             else:
                 outcome = span.outcome = semconv.OUTCOME_COMPLETED
         # Recorder.emit, inline: one call fewer on the commonest record of all.
@@ -1083,6 +1108,8 @@ def _future_resolved(fut: TracedFuture, outcome: str) -> None:
             if point[0] is not None:
                 links = ((semconv.LINK_WAKER, point[0]),)
             fut._aiotrace_resolved = (state.span_id, t, point[1], point[2], point[4])
+            if outcome == semconv.OUTCOME_EXCEPTION:
+                GIVEN_EXCEPTION.append(weakref.ref(fut))
         stats = ref.stats
         stats.holds += 1
         stats.spanned += 1
