@@ -832,9 +832,17 @@ asyncio.run(main())
 def _run_with_library(
     tmp_path: Path, package: str, library: str, program: str
 ) -> subprocess.CompletedProcess[str]:
-    """``prog.py`` using ``package`` as if installed, run traced to ``t.json`` and ``r.json``."""
+    """``aiotrace run`` of ``program`` beside ``library`` installed as ``package``; the trace
+    goes to ``t.json`` and the report to ``r.json``."""
     installed_library(tmp_path, package, library, program)
-    result = aiotrace("run", "--trace-file=t.json", "--report-json=r.json", "prog.py", cwd=tmp_path)
+    result = aiotrace(
+        "run",
+        "--trace-file=t.json",
+        "--report-json=r.json",
+        "prog.py",
+        cwd=tmp_path,
+        env=clean_env(),
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -962,24 +970,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def _run_with_library(
-    tmp_path: Path, package: str, library: str, program: str
-) -> subprocess.CompletedProcess[str]:
-    """``aiotrace run`` of ``program`` beside ``library`` installed as ``package``; the trace
-    goes to ``t.json`` and the report to ``r.json``."""
-    installed_library(tmp_path, package, library, program)
-    result = aiotrace(
-        "run",
-        "--trace-file=t.json",
-        "--report-json=r.json",
-        "prog.py",
-        cwd=tmp_path,
-        env=clean_env(),
-    )
-    assert result.returncode == 0, result.stderr
-    return result
 
 
 def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(
