@@ -972,6 +972,57 @@ asyncio.run(main())
 """
 
 
+CHANNEL_LIBRARY = """\
+import asyncio
+from dataclasses import dataclass, field
+
+
+class Signal:
+    def __init__(self):
+        self.event = asyncio.Event()  # LIB_EVENT
+
+
+@dataclass
+class Channel:
+    ready: Signal = field(default_factory=Signal)
+
+
+def open_channel():
+    return Channel()
+"""
+
+OPENS_CHANNEL = """\
+import asyncio
+import sys
+
+sys.path.insert(0, "site-packages")
+import minichan
+
+
+async def main():
+    channel = minichan.open_channel()  # VIA_OPEN
+    asyncio.get_running_loop().call_later(0.02, channel.ready.event.set)
+    await channel.ready.event.wait()
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_librarys_dataclass_default_is_placed_at_the_program_line_past_its_init(
+    tmp_path: Path,
+) -> None:
+    # The library's dataclass makes the event in its generated __init__, whose
+    # line (<string>:3) names nothing: the program's line that led there does.
+    _run_with_library(tmp_path, "minichan", CHANNEL_LIBRARY, OPENS_CHANNEL)
+    report = json.loads((tmp_path / "r.json").read_text())
+    site = f"minichan/__init__.py:{marker_line(CHANNEL_LIBRARY, 'LIB_EVENT')}"
+    via = f"prog.py:{marker_line(OPENS_CHANNEL, 'VIA_OPEN')}"
+    assert [(r["name"], r["site"], r["via"]) for r in report["primitives"]] == [
+        (f"self.event ({site}) via {via}", site, via)
+    ]
+
+
 def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(
     tmp_path: Path,
 ) -> None:

@@ -244,7 +244,8 @@ def _running_task(loop: object) -> tuple[object, FrameType | None]:
 
 def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite | None:
     """The program's own line at or above ``frame``: ``frame``'s, or the first of its callers'
-    that is not a library's.
+    that is not a library's, nor a method generated from a string (a dataclass's
+    ``__init__`` making a field's default: ``<string>:3`` names no line of anyone's).
 
     Inside a task whose stack holds nothing of the program's (a task a
     library started, or a library's coroutine the program made a task of),
@@ -285,8 +286,11 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
         elif kind:  # asyncio's or aiotrace's
             if code.co_name == "_run" and code.co_filename.endswith("events.py"):
                 break  # the loop's callback runner
-        else:  # the program's
+        elif code.co_filename[:1] != "<" or code.co_name[:2] != "__":  # the program's
             return raw_site(code, frame.f_lasti)
+        # else a method generated from a string (a dataclass's __init__, attrs'
+        # "<attrs generated init ...>"): its line (<string>:3) says nothing, its
+        # caller's does; walked past, as a library's frame is.
         if frame is top:
             known, origin = TASK_ORIGIN[0](task)
             if known:
