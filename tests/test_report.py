@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from rich.console import Console
 
 from aiotrace import semconv
 from aiotrace._assemble import SpanDraft
+from aiotrace._sites import is_library_file
 from aiotrace.cli import EXIT_FINDINGS
 from aiotrace.report import (
     NestedRow,
@@ -41,6 +43,7 @@ from tests.cli_support import (
     clean_env,
     installed_library,
     marker_line,
+    python,
     report_lines,
 )
 
@@ -1021,6 +1024,50 @@ def test_a_librarys_dataclass_default_is_placed_at_the_program_line_past_its_ini
     assert [(r["name"], r["site"], r["via"]) for r in report["primitives"]] == [
         (f"self.event ({site}) via {via}", site, via)
     ]
+
+
+RUNNER_LIBRARY = """\
+import asyncio
+
+
+def run():
+    event = asyncio.Event()  # made outside any task, under nothing of the program's
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.02, event.set)
+        await event.wait()
+
+    asyncio.run(main())
+"""
+
+# As pytest-xdist starts a worker: `python -c` code that execs more code from a string,
+# which runs the library.
+BOOTSTRAP = """\
+import json, sys
+sys.path.insert(0, "site-packages")
+from aiotrace import semconv
+from aiotrace.testing import capture_spans
+with capture_spans() as captured:
+    exec(compile("import minirun\\nminirun.run()", "<string>", "exec"))
+(wait,) = [s for s in captured.spans if s.name == semconv.SPAN_EVENT_WAIT]
+print(json.dumps(dict(wait.attributes)))
+"""
+
+
+def test_a_bootstrap_and_a_console_script_are_not_the_program_line_behind_a_library(
+    tmp_path: Path,
+) -> None:
+    # What runs a library's code is not the program when it is a `python -c`
+    # bootstrap (a pytest-xdist worker's) or the environment's console script
+    # (bin/pytest): a primitive the library made names no line of theirs.
+    installed_library(tmp_path, "minirun", RUNNER_LIBRARY, "")
+    result = python("-c", BOOTSTRAP, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    attributes = json.loads(result.stdout)
+    assert str(attributes[semconv.ATTR_CODE_FILE_PATH]).endswith("minirun/__init__.py")
+    assert semconv.ATTR_PRIMITIVE_VIA_SITE not in attributes
+    assert is_library_file(os.path.join(sys.prefix, "bin", "pytest"))
+    assert not is_library_file(str(tmp_path / "pytest"))
 
 
 def test_a_librarys_primitives_are_counted_apart_by_the_program_line_that_made_them(

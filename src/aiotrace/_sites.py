@@ -116,6 +116,13 @@ _PACKAGES: Final = re.compile(r".*[/\\](?:site|dist)-packages[/\\]")
 """Up to the last ``site-packages`` (``dist-packages``): an installed package's file follows."""
 _STDLIB: Final = re.compile(r".*?[/\\]lib[/\\]python3\.\d+t?[/\\]")
 """Up to ``lib/python3.X/``: a standard library module follows."""
+_SCRIPTS: Final = tuple(
+    os.path.join(prefix, scripts, "")
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_prefix))
+    for scripts in ("bin", "Scripts")
+)
+"""The environment's scripts folders: a console script there (``bin/pytest``) is the
+entry point an installed package's installer wrote, not the program."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,7 +194,9 @@ class _LibraryFiles(dict[str, bool]):
 
     def __missing__(self, filename: str) -> bool:
         flag = self[filename] = bool(
-            _PACKAGES.match(filename) or _STDLIB.match(filename) or filename.startswith("<frozen ")
+            _PACKAGES.match(filename)
+            or _STDLIB.match(filename)
+            or filename.startswith(("<frozen ", *_SCRIPTS))
         )
         return flag
 
@@ -246,6 +255,9 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     """The program's own line at or above ``frame``: ``frame``'s, or the first of its callers'
     that is not a library's, nor a method generated from a string (a dataclass's
     ``__init__`` making a field's default: ``<string>:3`` names no line of anyone's).
+    A console script in the environment's scripts folder (``bin/pytest``) is a
+    library's, and ``python -c`` code at the bottom of the stack (the bootstrap of
+    pytest-xdist's workers, of multiprocessing's spawned children) is nobody's.
 
     Inside a task whose stack holds nothing of the program's (a task a
     library started, or a library's coroutine the program made a task of),
@@ -286,11 +298,16 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
         elif kind:  # asyncio's or aiotrace's
             if code.co_name == "_run" and code.co_filename.endswith("events.py"):
                 break  # the loop's callback runner
-        elif code.co_filename[:1] != "<" or code.co_name[:2] != "__":  # the program's
+        elif code.co_filename[:1] != "<":  # the program's
             return raw_site(code, frame.f_lasti)
-        # else a method generated from a string (a dataclass's __init__, attrs'
-        # "<attrs generated init ...>"): its line (<string>:3) says nothing, its
-        # caller's does; walked past, as a library's frame is.
+        elif code.co_name[:2] == "__":
+            pass  # a method generated from a string (a dataclass's __init__, attrs'
+            # "<attrs generated init ...>"): its line (<string>:3) says nothing, its
+            # caller's does; walked past, as a library's frame is.
+        elif code.co_name == "<module>" and _bootstrap(frame):
+            return None
+        else:  # the program's, compiled from a string (aiotrace run -c)
+            return raw_site(code, frame.f_lasti)
         if frame is top:
             known, origin = TASK_ORIGIN[0](task)
             if known:
@@ -304,6 +321,19 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     if task is None:
         task = _running_task(loop)[0]
     return TASK_ORIGIN[0](task)[1] if task is not None else None
+
+
+def _bootstrap(frame: FrameType) -> bool:
+    """Whether ``frame``, module code compiled from a string, is ``python -c`` code at the
+    bottom of the stack, or code it ran with ``exec``: the bootstrap a program is run
+    under (pytest-xdist's worker, multiprocessing's spawned child), not the program.
+    (``aiotrace run -c`` code runs under aiotrace's own frames: it is the program.)"""
+    back = frame.f_back
+    while back is not None:
+        if back.f_code.co_name != "<module>" or back.f_code.co_filename[:1] != "<":
+            return False
+        back = back.f_back
+    return True
 
 
 def via_label(frame: FrameType) -> str | None:
