@@ -911,6 +911,28 @@ def test_an_unread_exception_is_found_only_by_the_diagnosis_it_happened_under() 
     assert names == ["during"]
 
 
+def test_a_pending_futures_leak_names_the_task_that_made_it() -> None:
+    from aiotrace import _leaks
+    from aiotrace.testing import capture_spans
+
+    kept: list[asyncio.Future[None]] = []
+
+    async def make() -> None:
+        kept.append(asyncio.get_running_loop().create_future())  # MADE_BY_MAKER
+
+    async def main() -> None:
+        await asyncio.create_task(make(), name="maker")
+
+    with capture_spans():
+        since = time.perf_counter_ns()
+        asyncio.run(main())
+        found = [leak for leak in _leaks.find(since) if leak.kind == _leaks.FUTURE_UNRESOLVED]
+    assert [leak.detail for leak in found] == [
+        f'created at test_diagnosis.py:{line_of("MADE_BY_MAKER")} by task "maker", '
+        "still pending, 0 tasks waiting"
+    ]
+
+
 def test_a_task_that_ended_raising_is_not_taken_for_a_later_one_given_its_id() -> None:
     """The entry a traced task leaves as it ends raising outlives it when its exception
     was read: a later task at the same address, whose coroutine may be at the same

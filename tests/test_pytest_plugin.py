@@ -1116,6 +1116,10 @@ def test_leaks_are_reported_by_default_and_fail_strict_tests(suite: pytest.Pytes
     assert "\n    test_leaks.py::test_lock_left_held: " in section
     assert f"  permit taken: pool ({at('pool =')}), by 1 test:\n" in section
     assert f"  future unresolved: reply ({at('reply =')}), by 1 test:\n" in section
+    assert (
+        f"    test_leaks.py::test_future_never_resolved: created at {at('reply =')}, "
+        "still pending, 0 tasks waiting\n"
+    ) in section
     assert "test_clean:" not in section
     assert f"acquired at {at('await cache_lock.acquire()')} in test_lock_left_held." in out
     trace = trace_of(suite)

@@ -148,11 +148,12 @@ def find(since_ns: int) -> list[Leak]:
     for state, ref in list(PENDING.values()):
         if state.t0 >= since_ns:
             site = SITES.resolve(state.site).label if state.site is not None else "?"
+            by = f' by task "{state.creator}"' if state.creator else ""
             leaks.append(
                 Leak(
                     FUTURE_UNRESOLVED,
                     display_name(ref),
-                    f"created at {site}{f' by {state.creator}' if state.creator else ''}, "
+                    f"created at {site}{by}, "
                     f"still pending, {counted(state.waiters, 'task')} waiting",
                     (id(state), 0),
                 )
