@@ -1376,19 +1376,23 @@ _FINDING_HEADS = ("DEADLOCK", "HANG", "EXCEPTION NEVER RETRIEVED", "LOCK ORDER")
 BLOCKING = """
 import time
 
-def crunch():
-    time.sleep(0.3)  # the blocking line
+def crunch(seconds):
+    time.sleep(seconds)  # the blocking line
 
 async def test_blocks():
-    crunch()
+    crunch(0.3)
+
+async def test_blocks_less():
+    crunch(0.15)
 """
 
 
 def test_the_summary_shows_where_a_blocked_loop_blocked(suite: pytest.Pytester) -> None:
-    """A loop block's stack runs outermost first: the summary keeps its innermost lines."""
+    """A loop block's stack runs outermost first: the summary keeps its innermost lines,
+    and says during which tests the loop was blocked there, the longest block's first."""
     suite.makepyfile(test_blocking=BLOCKING)
     result = run(suite, "--aiotrace", "--asyncio-mode=auto")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     out = result.stdout.str()
     section = out[out.index("= aiotrace =") :].splitlines()
     (at,) = [i for i, line in enumerate(section) if line.strip().startswith("LOOP BLOCKED:")]
@@ -1399,10 +1403,14 @@ def test_the_summary_shows_where_a_blocked_loop_blocked(suite: pytest.Pytester) 
         if not line.startswith("      "):
             break
         details.append(line.strip())
-    assert details[0] == "stack while it blocked:"
+    assert "the event loop was blocked 2 times, up to " in section[at]
+    assert details[:2] == [
+        "during test_blocking.py::test_blocks (and 1 more)",
+        "stack while it blocked:",
+    ]
     assert details[-2:] == [
         f'File "{suite.path / "test_blocking.py"}", line {blocking}, in crunch',
-        "time.sleep(0.3)  # the blocking line",
+        "time.sleep(seconds)  # the blocking line",
     ]
 
 

@@ -67,7 +67,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_raising
-from aiotrace.report import counted, one_line, raise_site_of, times
+from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, times
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -1558,6 +1558,9 @@ class Diagnoser:
         self.findings: list[Finding] = []
         self._lock = threading.Lock()
         self._blocks: dict[str, list[Any]] = {}
+        self.scope: Callable[[], str | None] | None = None
+        """What the program is doing now, for a finding made of many moments at the end
+        (a blocked loop's): the pytest plugin's running test. Called from the watchdog."""
         self.watchdog: Watchdog | None = None
         self._saved_signals: list[tuple[int, Any, Any]] = []
         """(signal, its handler before ours, ours)."""
@@ -1796,9 +1799,13 @@ class Diagnoser:
         )
         span.end(end_time=end_ns)
         label = f"{short_path(where[0])}:{where[1]}" if where is not None else callback or "?"
+        during = None
+        if self.scope is not None:
+            with contextlib.suppress(Exception):
+                during = self.scope()
         with self._lock:
             self._blocks.setdefault(label, []).append(
-                (end - start, task, coroutine, stack, callback)
+                (end - start, task, coroutine, stack, callback, during)
             )
 
     def _report_blocks(self) -> None:
@@ -1806,7 +1813,14 @@ class Diagnoser:
             blocks, self._blocks = self._blocks, {}
         for label, items in sorted(blocks.items(), key=lambda kv: -max(i[0] for i in kv[1])):
             longest = max(items, key=lambda i: i[0])
-            seconds, task, coroutine, stack, callback = longest
+            seconds, task, coroutine, stack, callback, during = longest
+            # Where the program was (under pytest, which tests), the longest block's first.
+            scopes = [scope for scope in dict.fromkeys([during, *(i[5] for i in items)]) if scope]
+            where = (
+                [f"during {scopes[0]}" + (f" (and {len(scopes) - 1} more)" if scopes[1:] else "")]
+                if scopes
+                else []
+            )
             if task:
                 who = f'task "{task}"' + (f" ({coroutine})" if coroutine else "")
             else:
@@ -1816,9 +1830,12 @@ class Diagnoser:
                     LOOP_BLOCKED,
                     f"the event loop was blocked {times(len(items))}, up to "
                     f"{seconds * 1000:.0f} ms, at {label} in {who}",
-                    ["stack while it blocked:", *stack[-6:]]
-                    if stack
-                    else ["no stack: not sampled (subinterpreters were running)"],
+                    where
+                    + (
+                        [STACK_HEADING, *stack[-6:]]
+                        if stack
+                        else ["no stack: not sampled (subinterpreters were running)"]
+                    ),
                 ),
                 echo=False,
             )

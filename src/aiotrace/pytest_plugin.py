@@ -385,6 +385,7 @@ class _Running:
     """The phase that ended and waits for its report to end its span (see ``_Phase``)."""
     record: TestRecord | None = None
     findings_before: int = 0
+    nodeid: str = ""
 
     def end_unreported(self) -> None:
         """End the waiting phase's span without its report, which never came (an
@@ -745,8 +746,10 @@ class AiotracePlugin:
         span = tracer.start_span(semconv.SPAN_TEST, context=self.parent, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, otel_context.Context()))
         running = _Running(span, token, time.perf_counter_ns(), _wait_counters())
+        running.nodeid = item.nodeid
         diagnoser = self.diagnoser
         if diagnoser is not None:
+            diagnoser.scope = self._running_test  # a blocked loop says during which tests
             self.hung = None
             running.findings_before = len(diagnoser.findings)
             if diagnoser.watchdog is not None:
@@ -754,6 +757,11 @@ class AiotracePlugin:
         item.stash[_RUNNING] = running
         self._current = running
         return running
+
+    def _running_test(self) -> str | None:
+        """The test running now, if any (asked from the diagnosis's watchdog thread)."""
+        running = self._current
+        return running.nodeid if running is not None else None
 
     def _end_test(self, item: pytest.Item, running: _Running) -> None:
         from opentelemetry import context as otel_context

@@ -1064,18 +1064,25 @@ def queue_text(row: PrimitiveRow) -> str:
     return f"{row.name}: {size}; {'; '.join(parts)}{verdict}"
 
 
+STACK_HEADING: Final = "stack while it blocked:"
+"""The line a loop block's details begin its stack with."""
+
+
 def detail_lines(finding: dict[str, Any], budget: int) -> list[str]:
     """At most ``budget`` of a finding's detail lines, the ones that say most.
 
-    A loop block's details are a stack, outermost first: where it blocked is
-    at the end, so a short listing keeps its heading and its last lines.
-    Anything else leads with what matters (who waits on what).
+    A loop block's details end with a stack, outermost first: where it blocked
+    is at the end, so a short listing keeps what comes before the stack (under
+    pytest, during which tests), its heading, and its last lines. Anything
+    else leads with what matters (who waits on what).
     """
     lines = [line for line in finding.get("details", []) if line]
     if len(lines) <= budget:
         return lines
-    if finding.get("kind") == semconv.FINDING_LOOP_BLOCKED and budget > 1:
-        return [lines[0], *lines[len(lines) - budget + 1 :]]
+    if finding.get("kind") == semconv.FINDING_LOOP_BLOCKED:
+        head = next((n + 1 for n, line in enumerate(lines) if line == STACK_HEADING), 1)
+        if budget > head:
+            return [*lines[:head], *lines[len(lines) - budget + head :]]
     return lines[:budget]
 
 
