@@ -709,6 +709,26 @@ _ASSIGN = re.compile(r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=(?!=)")
 _OPENS_ASSIGNMENT = re.compile(
     r"^\s*(?P<target>[A-Za-z_][\w.]*)\s*(?::[^=]+)?=\s*[(\\]?\s*(?:#.*)?$"
 )
+_SOURCES: Final[dict[str, list[str]]] = {}
+"""Source of code with no file, by the name it was compiled under: ``aiotrace run -c``'s
+program (``<string>``), registered here rather than in ``linecache``, which before 3.13
+would make the program's own tracebacks show lines ``python -c`` does not."""
+
+
+def register_source(path: str, source: str) -> None:
+    """Make ``source`` the text of ``path`` for naming and reports (see :data:`_SOURCES`)."""
+    _SOURCES[path] = source.splitlines(keepends=True)
+
+
+def source_line(path: str, line: int) -> str:
+    """Line ``line`` of ``path``: ``linecache``'s, else a registered source's, else ``""``."""
+    text = linecache.getline(path, line)
+    if not text and path in _SOURCES:
+        lines = _SOURCES[path]
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+    return text
+
+
 _NAME_CACHE: dict[tuple[str, int, int | None], str | None] = {}
 
 
@@ -729,7 +749,7 @@ def variable_name(site: Site) -> str | None:
     key = (site.path, site.line, site.column)
     if key in _NAME_CACHE:
         return _NAME_CACHE[key]
-    text = linecache.getline(site.path, site.line)
+    text = source_line(site.path, site.line)
     if ";" in text:
         text = _statement_at(text, site.column)
     name: str | None = None
@@ -743,7 +763,7 @@ def variable_name(site: Site) -> str | None:
         if name is None and site.column is not None:
             name = _subscripted_name(text, site.column)
     if name is None and site.line > 1 and _is_the_lines_call(text, site.column):
-        match = _OPENS_ASSIGNMENT.match(linecache.getline(site.path, site.line - 1))
+        match = _OPENS_ASSIGNMENT.match(source_line(site.path, site.line - 1))
         if match and not keyword.iskeyword(match.group("target")):
             name = match.group("target")
     if len(_NAME_CACHE) > 10_000:
@@ -791,7 +811,7 @@ def _tokens(line: str) -> tuple[list[tokenize.TokenInfo], bool]:
 
 def code_text(path: str, line: int, width: int = 100) -> str:
     """The code on a line of a file, its comment left out, at most ``width`` characters."""
-    text = linecache.getline(path, line)
+    text = source_line(path, line)
     with contextlib.suppress(tokenize.TokenError, SyntaxError):  # a line not Python alone
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
             if token.type == tokenize.COMMENT and token.start[0] == 1:

@@ -593,6 +593,9 @@ def _run_command(code: str) -> None:
     """Run a program given as a string, as ``python -c code`` does: named ``<string>`` in
     tracebacks, the current directory first on ``sys.path`` (as ``''``)."""
     sys.path[0] = ""
+    from aiotrace._sites import register_source
+
+    register_source("<string>", code)  # its lines name its primitives, on every version
     register = getattr(linecache, "_register_code", None)
     if sys.version_info >= (3, 13) and register is not None:
         register("<string>", code, "<string>")  # 3.13's tracebacks show -c's lines, as here
