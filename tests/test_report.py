@@ -230,6 +230,48 @@ def test_a_librarys_wait_names_the_programs_line_behind_it_once() -> None:
     )
 
 
+TWO_ON_ONE_LINE = """\
+import asyncio
+
+
+async def main():
+    a, b = asyncio.Lock(), asyncio.Lock()
+
+    async def one():
+        async with a:  # TAKES_A
+            await asyncio.sleep(0.05)
+
+    async def two():
+        async with b:  # TAKES_B
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(one(), one(), two(), two())
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps no columns to name them by")
+def test_two_primitives_made_on_one_line_are_two_rows(tmp_path: Path) -> None:
+    # Counted per line, they were one row, named after one of them, with the
+    # other's holds listed under its name: the report pointed at the wrong lock.
+    (tmp_path / "prog.py").write_text(TWO_ON_ONE_LINE)
+    result = aiotrace("run", "--report-json=r.json", "prog.py", cwd=tmp_path, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    made = marker_line(TWO_ON_ONE_LINE, "TAKES_A") - 3
+    assert sorted((r["name"], r["waits"], r["times_held"]) for r in report["primitives"]) == [
+        (f"a (prog.py:{made})", 1, 2),
+        (f"b (prog.py:{made})", 1, 2),
+    ]
+    held = {(h["primitive"], h["site"]) for h in report["longest_holds"]}
+    assert held == {
+        (f"a (prog.py:{made})", f"prog.py:{marker_line(TWO_ON_ONE_LINE, 'TAKES_A')}"),
+        (f"b (prog.py:{made})", f"prog.py:{marker_line(TWO_ON_ONE_LINE, 'TAKES_B')}"),
+    }
+
+
 def test_the_longest_lists_give_one_row_per_primitive_and_line_with_its_count() -> None:
     """Ten tasks holding one lock at one line are one culprit, listed once: room for the next."""
 
@@ -622,7 +664,11 @@ def _summary(kind: str, min_wait_ms: float, **totals: float) -> SpanDraft:
 
 
 def test_the_longest_wait_is_exact_when_a_span_reached_the_threshold_or_all_were_spans() -> None:
-    lock = {"aiotrace.primitive.kind": "Lock", "aiotrace.primitive.site": "a.py:1"}
+    lock = {
+        "aiotrace.primitive.kind": "Lock",
+        "aiotrace.primitive.site": "a.py:1",
+        "aiotrace.primitive.name": "lock (a.py:1)",  # as every span and summary of it says
+    }
     cases = [
         # (spans, summaries) -> (longest wait, longest hold)
         ([], [_summary("Lock", 1.0, waits=3, wait_ms=0.9, operations=4, holds=3)]),

@@ -48,13 +48,21 @@ _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 """Waits that can hold up a task holding a lock: on primitives and on futures."""
 
 
-_RowKey = tuple[str, str, "str | None"]
-"""A report row: kind, creation site and, for a library's primitive, the program's line."""
+_RowKey = tuple[str, str, "str | None", "str | None"]
+"""A report row: kind, creation site, for a library's primitive the program's line, and
+the name aiotrace gave it (None when the program named it)."""
 
 
 def _row_key(attrs: dict[str, Any], kind: str, site: str) -> _RowKey:
+    """Primitives are counted per creation line (a lock made in a loop is one row), but
+    two made on one line and named apart by it (``a, b = Lock(), Lock()``, from 3.11)
+    are two rows: one row would show one's name with the other's waits and holds. A name
+    given with ``aiotrace.name()`` is shown, not keyed: the row is the line's."""
     via = attrs.get(semconv.ATTR_PRIMITIVE_VIA_SITE)
-    return kind, site, None if via is None else str(via)
+    via_text = None if via is None else str(via)
+    name = str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site))
+    ending = f"({site})" if via_text is None else f"({site}) via {via_text}"
+    return kind, site, via_text, name if name.endswith(ending) else None
 
 
 @dataclass
