@@ -1333,6 +1333,32 @@ def test_fine_afterwards():
 """
 
 
+SLOW_OUTSIDE_TESTS = """
+import asyncio, time
+
+time.sleep(1.2)  # a slow import, while pytest collects
+
+def test_quick():
+    asyncio.run(asyncio.sleep(0.01))
+
+def test_quick_too():
+    asyncio.run(asyncio.sleep(0.01))
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_the_hang_timeout_runs_only_while_a_test_does(
+    suite: pytest.Pytester, workers: str | None
+) -> None:
+    """Collection, the time between tests, and pytest-xdist's controller (which runs no
+    test, and whose session outlasts the timeout) are not a test that hung."""
+    suite.makepyfile(test_slow_outside=SLOW_OUTSIDE_TESTS)
+    xdist = ["-n", workers] if workers else []
+    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=0.5", *xdist)
+    result.assert_outcomes(passed=2)
+    assert "HANG" not in result.stdout.str() + result.stderr.str()
+
+
 def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_diagnosed=DIAGNOSED)
     result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=5", "--asyncio-mode=auto")

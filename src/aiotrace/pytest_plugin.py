@@ -461,6 +461,7 @@ class AiotracePlugin:
                 self.parent = otel_context.get_current()
             else:
                 self._start_session()
+            self._hang_clock(None)  # until the first test starts
             _leaks.watch()
             from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
@@ -752,11 +753,18 @@ class AiotracePlugin:
             diagnoser.scope = self._running_test  # a blocked loop says during which tests
             self.hung = None
             running.findings_before = len(diagnoser.findings)
-            if diagnoser.watchdog is not None:
-                diagnoser.watchdog.restart_clock(self.settings.hang_timeout)
+            self._hang_clock(self.settings.hang_timeout)
         item.stash[_RUNNING] = running
         self._current = running
         return running
+
+    def _hang_clock(self, seconds: float | None) -> None:
+        """``--aiotrace-hang-timeout`` is per test: its clock runs while a test does, not
+        while pytest collects, between tests, after the last, nor in pytest-xdist's
+        controller, which runs none (where a session longer than the timeout was a hang)."""
+        diagnoser = self.diagnoser
+        if diagnoser is not None and diagnoser.watchdog is not None:
+            diagnoser.watchdog.restart_clock(seconds)
 
     def _running_test(self) -> str | None:
         """The test running now, if any (asked from the diagnosis's watchdog thread)."""
@@ -770,6 +778,8 @@ class AiotracePlugin:
         from aiotrace import semconv
 
         self._current = None
+        with contextlib.suppress(Exception):
+            self._hang_clock(None)
         span = running.span
         running.end_unreported()
         record = running.record or self._measure(item, running)
