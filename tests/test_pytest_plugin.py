@@ -156,11 +156,18 @@ def test_importing_the_plugin_patches_nothing() -> None:
     assert snapshot() == PRISTINE
 
 
-def test_inert_without_the_flag_and_gone_with_no_aiotrace(suite: pytest.Pytester) -> None:
+def test_inert_without_the_flag_or_a_test_to_run_and_gone_with_no_aiotrace(
+    suite: pytest.Pytester,
+) -> None:
     suite.makepyfile(test_mixed=MIXED)
     plain = run(suite, trace=None)
     assert "= aiotrace =" not in plain.stdout.str()
     assert not list(suite.path.glob("aiotrace-*.json"))
+    for listing in ("--collect-only", "--fixtures", "--markers"):  # no test runs: no trace
+        listed = run(suite, "--aiotrace", listing, trace=None)
+        assert listed.ret == pytest.ExitCode.OK, listed.stderr.str()
+        assert "= aiotrace =" not in listed.stdout.str()
+        assert not list(suite.path.glob("aiotrace-*.json"))
     gone = run(suite, "-p", "no:aiotrace", "--aiotrace", trace=None)
     assert gone.ret == pytest.ExitCode.USAGE_ERROR  # the option does not even exist
     assert "unrecognized arguments: --aiotrace" in gone.stderr.str()

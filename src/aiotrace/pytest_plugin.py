@@ -313,6 +313,17 @@ def _text(config: pytest.Config, name: str) -> str | None:
 # ---------------------------------------------------------------------------
 
 
+def _runs_no_tests(config: pytest.Config) -> bool:
+    """``--collect-only``, ``--fixtures``, ``--markers``: nothing to trace, and no trace
+    file to leave behind (an editor's test discovery runs ``--collect-only`` with the
+    project's ``addopts``, ``--aiotrace`` included, again and again)."""
+    option = config.option
+    return any(
+        getattr(option, name, False)
+        for name in ("collectonly", "showfixtures", "show_fixtures_per_test", "markers")
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker; if enabled, start tracing (a session, or an xdist worker's part)."""
     config.addinivalue_line(
@@ -321,7 +332,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "semaphore permit taken, or a future unresolved (needs --aiotrace)",
     )
     settings = Settings.from_config(config)
-    if not settings.enabled:
+    if not settings.enabled or _runs_no_tests(config):
         return
     plugin = AiotracePlugin(config, settings)
     config.pluginmanager.register(plugin, PLUGIN_NAME)
