@@ -50,7 +50,8 @@ _NESTED_WAITS: Final = _WAIT_SPANS | {semconv.SPAN_FUTURE_WAIT}
 
 _RowKey = tuple[str, str, "str | None", "str | None"]
 """A report row: kind, creation site, for a library's primitive the program's line, and
-the name aiotrace gave it (None when the program named it)."""
+the name aiotrace read for it from its line (None when the program named it with
+``aiotrace.name()``, or the line gave no name)."""
 
 
 def _row_key(attrs: dict[str, Any], kind: str, site: str) -> _RowKey:
