@@ -559,6 +559,41 @@ def test_eager_tasks_get_spans() -> None:
     assert eager[semconv.ATTR_OUTCOME] == semconv.OUTCOME_COMPLETED
 
 
+EAGER_RAISES = """
+import asyncio, gc
+
+async def boom():
+    raise KeyError("eager")
+
+async def main():
+    asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+    try:
+        await asyncio.create_task(boom(), name="read")
+    except KeyError:
+        pass
+    asyncio.create_task(boom(), name="dropped")
+    await asyncio.sleep(0)
+    gc.collect()
+    print("done")
+
+asyncio.run(main())
+"""
+
+
+def test_an_eager_task_that_raised_in_its_first_step_is_read_without_get_coro(
+    tmp_path: Path,
+) -> None:
+    """3.12's get_coro() of an eager task that finished in its first step crashed the
+    interpreter (a segmentation fault): read as a task that raised, its exception unread,
+    it is asked nothing but its ``_coro``."""
+    if sys.version_info < (3, 12):
+        pytest.skip("eager_task_factory is 3.12+")
+    result = python("-m", "aiotrace", "run", "--check", "-c", EAGER_RAISES, cwd=tmp_path)
+    assert result.stdout == "done\n", result.stderr
+    assert 'EXCEPTION NEVER RETRIEVED: task "dropped" raised KeyError: ' in result.stderr
+    assert '"read"' not in result.stderr
+
+
 def test_a_task_spans_every_slot_is_set_however_the_task_was_made(traced: Captured) -> None:
     """A task made by a task gets its span's slots set in ``create_task`` itself, and
     one made elsewhere through ``TaskSpan()``: each path sets them all."""

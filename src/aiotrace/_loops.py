@@ -22,6 +22,25 @@ def loop_of(task: Any) -> Any:
     return type(task).get_loop(task)
 
 
+def coro_of(task: Any) -> Any:
+    """``task.get_coro()``, without calling it: asyncio's own Task keeps it as ``_coro``.
+
+    On 3.12 (3.12.1 here), ``get_coro()`` of an eager task that finished in
+    its first step (``asyncio.eager_task_factory``) dereferences the coroutine
+    it dropped, and the interpreter dies of a segmentation fault; ``_coro``
+    reads ``None`` there, as ``get_coro()`` does from 3.13. A task of another
+    kind, with no ``_coro``, is asked ``get_coro()``; ``None`` if that fails.
+    """
+    try:
+        return task._coro
+    except AttributeError:
+        pass
+    try:
+        return task.get_coro()
+    except Exception:  # a task type of the program's with a broken get_coro()
+        return None
+
+
 def is_closed(loop: Any) -> bool:
     return bool(type(loop).is_closed(loop))
 

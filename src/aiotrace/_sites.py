@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from aiotrace._loops import coro_of
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -245,9 +247,9 @@ def _running_task(loop: object) -> tuple[object, FrameType | None]:
     """The running task and its coroutine's outermost frame (``None``, ``None`` outside one)."""
     try:
         task = asyncio.current_task(loop)  # type: ignore[arg-type]
-        coro = task.get_coro() if task is not None else None
-    except Exception:  # a Task subclass of the user's with a get_coro() of its own
+    except Exception:  # a loop of another kind
         return None, None
+    coro = coro_of(task) if task is not None else None
     return task, getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
 
 

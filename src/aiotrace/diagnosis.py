@@ -47,6 +47,7 @@ from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
 from aiotrace._loops import (
     call_soon_threadsafe,
+    coro_of,
     is_closed,
     is_running,
     loop_of,
@@ -144,8 +145,7 @@ def _task_name(task: Any) -> str:
 
 
 def _coroutine_name(task: Any) -> str | None:
-    coro = getattr(task, "get_coro", lambda: None)()
-    return getattr(coro, "__qualname__", None)
+    return getattr(coro_of(task), "__qualname__", None)
 
 
 def _task_label(task: Any) -> str:
@@ -1166,8 +1166,7 @@ class Watchdog:
         task = _base.tasks_by_loop(loop)
         state.sample_task_span = TASK_SPANS.get(id(task)) if task is not None else None
         state.sample_task = task.get_name() if task is not None else None
-        coro = task.get_coro() if task is not None else None
-        state.sample_coro = getattr(coro, "__qualname__", None)
+        state.sample_coro = getattr(coro_of(task), "__qualname__", None)
         state.blocked = True
 
     def _block_start(self, state: _LoopState) -> float:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace import semconv
 from aiotrace._context import current_span
+from aiotrace._loops import coro_of
 from aiotrace._recorder import R_HOLD, R_OPTIONAL, R_SPAN, RECORDER
 from aiotrace._sites import (
     SITES,
@@ -211,10 +212,7 @@ def chain_frames(task: Any) -> Iterator[FrameType]:
     A running task's chain stops at its outermost coroutine: the rest is on
     its thread's stack.
     """
-    try:
-        coro = task.get_coro()
-    except Exception:  # a Task subclass of the program's with a broken get_coro()
-        return
+    coro = coro_of(task)
     for _ in range(256):
         if coro is None:
             return

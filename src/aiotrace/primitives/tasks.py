@@ -49,6 +49,7 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from aiotrace import _leaks, semconv
 from aiotrace._context import _CONTEXT_VAR, SPAN_KEY, TASK_SPANS, current_span, ids_of
+from aiotrace._loops import coro_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import LOGGER, R_SPAN, R_TASK, RECORDER
 from aiotrace._sites import (
@@ -466,7 +467,7 @@ def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | N
         return None
     try:
         same = (
-            entry[4] == id(task.get_coro())
+            entry[4] == id(coro_of(task))
             and entry[5] == id(getattr(task, "_exception", None))
             and entry[6] == task.get_name()
         )
@@ -491,7 +492,7 @@ def _died(task: Any, span: TaskSpan, raised: RaisedException, exc: BaseException
         span.trace_id,
         span.span_id,
         span.flags,
-        id(task.get_coro()),
+        id(coro_of(task)),
         id(exc),
         span.task_name,
     )
