@@ -1050,14 +1050,14 @@ def test_sigusr1_dumps_every_task_and_its_wait(tmp_path: Path) -> None:
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert "aiotrace: SIGUSR1: 1 pending task" in stderr
+    assert "aiotrace: SIGUSR1: 1 pending task\n" in stderr
     assert 'task "Task-1" (main) waits for event gate (waits.py:4)' in stderr
     assert "waits.py:9 in main" in stderr
     assert (  # a task that failed, its exception unread: a likely culprit
         'task "worker" (main.<locals>.fail) ended raising RuntimeError: lost (waits.py:5), '
         "and nothing has retrieved it"
     ) in stderr
-    assert "aiotrace: interrupted (Ctrl-C): 1 pending task" in stderr
+    assert "aiotrace: interrupted (Ctrl-C): 1 pending task\n" in stderr
 
 
 FORK_SIGNALS = """\
