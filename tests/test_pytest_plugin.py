@@ -1361,7 +1361,7 @@ def test_the_hang_timeout_runs_only_while_a_test_does(
     test, and whose session outlasts the timeout) are not a test that hung."""
     suite.makepyfile(test_slow_outside=SLOW_OUTSIDE_TESTS)
     xdist = ["-n", workers] if workers else []
-    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=0.5", *xdist)
+    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=1", *xdist)
     result.assert_outcomes(passed=2)
     assert "HANG" not in result.stdout.str() + result.stderr.str()
 
