@@ -264,6 +264,8 @@ class UnreadFuture(NamedTuple):
     """The task that called ``set_exception()``, where tracing saw it."""
     site: Any
     """Where: a raw site, or None."""
+    set_ns: int | None
+    """When (``perf_counter_ns``), for a traced future: which diagnosis it belongs to."""
 
 
 def unread_label(unread: Any) -> str | UnreadFuture:
@@ -271,10 +273,11 @@ def unread_label(unread: Any) -> str | UnreadFuture:
     future's reference and where its exception was set (see ``Diagnoser._unretrieved``)."""
     if isinstance(unread, asyncio.Task):
         return _task_label(unread)
+    ref = getattr(unread, "_aiotrace_ref", None)
     resolved = getattr(unread, "_aiotrace_resolved", None)  # (span, t, task, site, via)
     if resolved is None:
-        return UnreadFuture(getattr(unread, "_aiotrace_ref", None), None, None)
-    return UnreadFuture(getattr(unread, "_aiotrace_ref", None), resolved[2], resolved[3])
+        return UnreadFuture(ref, None, None, None)
+    return UnreadFuture(ref, resolved[2], resolved[3], resolved[1])
 
 
 def unretrieved_finding(
@@ -301,7 +304,7 @@ def unretrieved_finding(
     if isinstance(unread, str):
         what = f"{unread} raised {raised}" + (f" at {at}" if at else "")
     else:
-        ref, setter, site = unread
+        ref, setter, site, _ = unread
         label = f"future {_base.display_name(ref)}" if ref is not None else "a future"
         what = f"{label} got {raised}" + (f" (raised at {at})" if at else "")
         if site is not None:
@@ -1676,18 +1679,16 @@ class Diagnoser:
         reference cycle (the frame that set it holds it) is freed by a
         collection, often after its loop closed.
         """
-        resolved = getattr(unread, "_aiotrace_resolved", None)  # a traced future's
-        if ended is not None:
-            if ended[0] < self._started_ns:
-                return  # not this diagnosis's: an earlier test's task, freed only now
-        elif resolved is not None:
-            if resolved[1] < self._started_ns:
-                return
-        else:  # neither: one whose loop is gone is not ours either
+        label = unread_label(unread)
+        when = ended[0] if ended is not None else getattr(label, "set_ns", None)
+        if when is not None:
+            if when < self._started_ns:
+                return  # not this diagnosis's: an earlier test's, freed only now
+        else:  # not traced: one whose loop is gone is not ours either
             loop = getattr(unread, "get_loop", None)
             if loop is not None and loop().is_closed():
                 return
-        self._unread.append((unread_label(unread), exc, ended))
+        self._unread.append((label, exc, ended))
 
     def collect(self) -> None:
         """Report the findings made where nothing may be locked (see :meth:`_unretrieved`).
@@ -1725,14 +1726,12 @@ class Diagnoser:
                 self.report(finding, echo=False)
         for ref in list(GIVEN_EXCEPTION):
             future = ref()
-            resolved = getattr(future, "_aiotrace_resolved", None)
-            if (
-                resolved is not None
-                and resolved[1] >= self._started_ns
-                and getattr(future, "_log_traceback", False)
-            ):
+            if future is None or not getattr(future, "_log_traceback", False):
+                continue
+            label = unread_label(future)
+            if isinstance(label, UnreadFuture) and (label.set_ns or 0) >= self._started_ns:
                 exc = getattr(future, "_exception", None)
-                self.report(unretrieved_finding(unread_label(future), exc, True), echo=False)
+                self.report(unretrieved_finding(label, exc, True), echo=False)
 
     def _span(self, finding: Finding) -> None:
         from opentelemetry.trace import Link, SpanContext, TraceFlags

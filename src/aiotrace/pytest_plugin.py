@@ -473,6 +473,8 @@ class AiotracePlugin:
             else:
                 self._start_session()
             self._hang_clock(None)  # until the first test starts
+            if self.diagnoser is not None:
+                self.diagnoser.scope = self._running_test  # a blocked loop names its tests
             _leaks.watch()
             from aiotrace._session import EXIT_DELIVERY, SIGTERM_DELIVERY
 
@@ -761,7 +763,6 @@ class AiotracePlugin:
         running.nodeid = item.nodeid
         diagnoser = self.diagnoser
         if diagnoser is not None:
-            diagnoser.scope = self._running_test  # a blocked loop says during which tests
             self.hung = None
             running.findings_before = len(diagnoser.findings)
             self._hang_clock(self.settings.hang_timeout)

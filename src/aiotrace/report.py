@@ -655,8 +655,7 @@ class ReportBuilder:
         name = str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site))
         if row is None:
             row = self._rows[key] = PrimitiveRow(name=name, kind=key[0], site=key[1], via=key[2])
-        ending = f"({site})" if key[2] is None else f"({site}) via {key[2]}"
-        if not name.endswith(ending) and name != site:
+        if key[3] is None and name != site:
             self._named[key] = name  # an explicit aiotrace.name(): show it
         return row
 
