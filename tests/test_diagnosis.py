@@ -929,7 +929,7 @@ def test_a_pending_futures_leak_names_the_task_that_made_it() -> None:
         found = [leak for leak in _leaks.find(since) if leak.kind == _leaks.FUTURE_UNRESOLVED]
     assert [leak.detail for leak in found] == [
         f'created at test_diagnosis.py:{line_of("MADE_BY_MAKER")} by task "maker", '
-        "still pending, 0 tasks waiting"
+        "still pending, no task waiting"
     ]
 
 

@@ -131,7 +131,7 @@ def _where(frame: Any) -> str:
 def find(since_ns: int) -> list[Leak]:
     """Everything left behind now: held locks and permits, and futures made after ``since_ns``."""
     from aiotrace.primitives.tasks import PENDING
-    from aiotrace.report import counted, were_waiting  # the report's words; imported when read
+    from aiotrace.report import waiting, were_waiting  # the report's words; imported when read
 
     leaks: list[Leak] = []
     watched = list(WATCHED[0] or ())
@@ -147,14 +147,17 @@ def find(since_ns: int) -> list[Leak]:
             continue
     for state, ref in list(PENDING.values()):
         if state.t0 >= since_ns:
-            site = SITES.resolve(state.site).label if state.site is not None else "?"
+            name = display_name(ref)
+            site = SITES.resolve(state.site).label if state.site is not None else None
+            # The line is said once: a name derived from it already shows it.
+            at = f" at {site}" if site is not None and f"({site})" not in name else ""
             by = f' by task "{state.creator}"' if state.creator else ""
+            created = f"created{at}{by}, " if at or by else ""
             leaks.append(
                 Leak(
                     FUTURE_UNRESOLVED,
-                    display_name(ref),
-                    f"created at {site}{by}, "
-                    f"still pending, {counted(state.waiters, 'task')} waiting",
+                    name,
+                    f"{created}still pending, {waiting(state.waiters)}",
                     (id(state), 0),
                 )
             )

@@ -263,6 +263,11 @@ def times(n: int) -> str:
     return "once" if n == 1 else f"{n} times"
 
 
+def waiting(n: int) -> str:
+    """``no task waiting``, ``1 task waiting``, ``3 tasks waiting``."""
+    return "no task waiting" if n == 0 else f"{counted(n, 'task')} waiting"
+
+
 def were_waiting(n: int) -> str:
     """``no task was waiting``, ``1 task was waiting``, ``3 tasks were waiting``."""
     if n == 0:
