@@ -1938,9 +1938,15 @@ def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_on
             lines.extend(diagnosis.snapshot().format())
             gate.set()
 
+        async def awaiter(task: asyncio.Task[None]) -> None:
+            await task
+
+        qualnames["awaiter"] = awaiter.__qualname__
+        awaiting = asyncio.create_task(awaiter(tasks[0]), name="awaiter")
         looking = asyncio.create_task(look(), name="look")
         await asyncio.gather(*tasks)
         await looking
+        await awaiting
 
     with _diagnosed():
         asyncio.run(main())
@@ -1957,5 +1963,7 @@ def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_on
     assert [line.split(" (", 1)[0] for line in watchers] == ['task "watcher0"', 'task "watcher1"']
     (gathering,) = [line for line in entries if "gather(" in line]
     assert gathering.startswith('task "Task-')
-    assert "and 10 more)" in gathering  # the 15 it gathers: five named
-    assert gathering.endswith(" and 10 more")  # the 15 that can end it: five named
+    # The 15 it gathers, five named; they alone can end it, which goes unsaid.
+    assert gathering.endswith(" and 10 more)")
+    holder = f'task "holder" ({qualnames["holder"]})'
+    assert f'task "awaiter" ({qualnames["awaiter"]}) waits for {holder}' in entries

@@ -346,6 +346,9 @@ class Wait:
     """``any``: one releaser is enough (lock, semaphore); ``all``: each must finish (gather)."""
     held_at: dict[int, str] = field(default_factory=dict)
     """id(releaser) -> where it took what it holds (``bank.py:14 in transfer``)."""
+    named: bool = False
+    """``what`` names every releaser (an awaited task, a gather's children),
+    so that they are not listed twice."""
     internal: Any = None
     """A future of asyncio's own that it waits on: put in words only when shown
     (:func:`_internal_wait` reads the loop's timers; the watchdog takes a
@@ -472,6 +475,8 @@ class Graph:
             return " is not waiting on anything aiotrace knows"
         what = self._what(wait)
         line = f" waits for {what}"
+        if wait.releasers and wait.named:
+            return line  # the awaited tasks are named in ``what``
         if wait.releasers:
             shown = wait.releasers[:RELEASERS_SHOWN]
             holders = ", ".join(
@@ -619,7 +624,7 @@ def _classify(
     if fut is None:
         return None
     if isinstance(fut, asyncio.Task):
-        return Wait(task, _task_label(fut), [fut] if not fut.done() else None)
+        return Wait(task, _task_label(fut), [fut] if not fut.done() else None, named=True)
     children = getattr(fut, "_children", None)
     if children is not None:  # gather()
         pending = [c for c in children if not c.done()]
@@ -627,7 +632,7 @@ def _classify(
             names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
             if len(pending) > RELEASERS_SHOWN:
                 names += f" and {len(pending) - RELEASERS_SHOWN} more"
-            return Wait(task, f"gather({names})", pending, mode="all")
+            return Wait(task, f"gather({names})", pending, mode="all", named=True)
         return Wait(task, "gather(...)", None)
     entry = waiters.get(id(fut))
     if entry is not None:
