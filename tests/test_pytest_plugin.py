@@ -698,11 +698,40 @@ def test_sigterm_during_a_test_delivers_the_trace_first(
 # ---------------------------------------------------------------------------
 
 
+SERVER_THREAD = """
+import asyncio
+import threading
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server():
+    async def serve(stop):
+        idle = asyncio.Event()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(idle.wait(), 0.005)
+            except asyncio.TimeoutError:
+                pass
+
+    stop = threading.Event()
+    thread = threading.Thread(target=asyncio.run, args=(serve(stop),))
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+"""
+"""A server on a thread of its own for the whole session, waiting on its own event:
+none of it is any test's waiting."""
+
+
 def test_summary_ranks_tests_and_primitives_and_says_where_the_trace_went(
     suite: pytest.Pytester,
 ) -> None:
     receiver = GrpcReceiver()
     try:
+        suite.makeconftest(SERVER_THREAD)
         suite.makepyfile(test_contended=CONTENDED)
         result = run(suite, "--aiotrace", f"--aiotrace-otlp={receiver.endpoint}")
     finally:

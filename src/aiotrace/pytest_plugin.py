@@ -27,6 +27,7 @@ import inspect
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -811,16 +812,20 @@ class AiotracePlugin:
             self.records.append(record)
 
     def _measure(self, item: pytest.Item, running: _Running) -> TestRecord:
-        """Waits since the test began (every wait, spanned or not), and what it left behind."""
+        """Waits since the test began (every wait, spanned or not, on primitives made on
+        the test's thread), and what it left behind."""
         from aiotrace import _leaks, semconv
         from aiotrace._recorder import RECORDER
 
         before = running.counters
         waits = wait_ns = 0
         per_site: list[tuple[float, str]] = []
+        here = threading.get_ident()  # the test's thread
         for site in list(RECORDER.sites):
             if not site.waits or site.internal or site.kind == semconv.KIND_FUTURE:
                 continue  # awaiting a future is not waiting on a primitive
+            if site.thread and site.thread != here:
+                continue  # made by another thread alone: a session's server, say
             w0, ns0 = before.get(id(site), (0, 0))
             if site.waits > w0:
                 waits += site.waits - w0

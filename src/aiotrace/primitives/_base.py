@@ -32,6 +32,7 @@ import re
 import sys
 import threading
 import weakref
+from _thread import get_ident
 from asyncio.events import _get_running_loop
 from time import perf_counter_ns
 from types import CodeType, FrameType
@@ -318,6 +319,7 @@ class SiteStats:
         "owner",
         "raw",
         "spanned",
+        "thread",
         "via",
         "wait_ns",
         "waits",
@@ -362,6 +364,14 @@ class SiteStats:
         self.held_at: dict[tuple[CodeType, int], int] | None = None
         """(code, line) -> how often a holder of one of these was sampled there while
         others waited (see ``_lock_order.sample_holders``); None until then."""
+        self.thread = get_ident() if raw is not None else 0
+        """The thread that made those made here, or 0: several did, or not known.
+
+        The pytest plugin counts a test's waits from these counters, which
+        every thread adds to; a server that a session fixture runs on a
+        thread of its own, waiting on its own events all session, is not
+        any test's waiting (see ``pytest_plugin._measure``).
+        """
 
     def display_name(self) -> str:
         """The name reports show for this site: given, derived from an owner, or from the site."""
@@ -563,6 +573,8 @@ def on_create(prim: Any, kind: str) -> PrimRef:
         stats = stats_for(kind, raw, internal, via)
         if frame is not None and keep_program_site(frame, kind, raw, stats):
             raw = stats.raw
+    if stats.thread != get_ident():
+        stats.thread = 0
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
     prim._aiotrace_stats = stats
