@@ -66,6 +66,28 @@ def test_two_loops_in_two_threads(traced: Captured) -> None:
                 assert by_id[span_id][semconv.ATTR_PRIMITIVE_NAME] == f"lock-{tag}"
 
 
+def test_a_site_knows_the_one_thread_that_made_its_primitives(traced: Captured) -> None:
+    """The pytest plugin leaves out of a test's waits a site that only another thread
+    made primitives at (a session's server thread): 0 says several threads did."""
+
+    def make() -> asyncio.Event:
+        return asyncio.Event()
+
+    def on_a_thread(made: list[Any]) -> None:
+        made.append(asyncio.Lock())
+        made.append(make())
+
+    made: list[Any] = []
+    thread = threading.Thread(target=on_a_thread, args=(made,))
+    thread.start()
+    thread.join()
+    lock, event = made
+    assert lock._aiotrace_stats.thread == thread.ident
+    assert event._aiotrace_stats.thread == thread.ident
+    make()  # this thread makes one there too
+    assert event._aiotrace_stats.thread == 0
+
+
 class Cache:
     def __init__(self) -> None:
         self._lock: asyncio.Lock = asyncio.Lock()  # attribute-lock
