@@ -67,7 +67,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_raising
+from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_coroutine, ended_raising
 from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, times
 
 if TYPE_CHECKING:
@@ -145,7 +145,10 @@ def _task_name(task: Any) -> str:
 
 
 def _coroutine_name(task: Any) -> str | None:
-    return getattr(coro_of(task), "__qualname__", None)
+    coro = coro_of(task)
+    if coro is None:  # an eager task that raised in create_task: its coroutine dropped
+        return ended_coroutine(task)
+    return getattr(coro, "__qualname__", None)
 
 
 def _task_label(task: Any) -> str:
@@ -220,9 +223,11 @@ def _watch_unretrieved(
         try:
             if context.get("message") in _NEVER_RETRIEVED:
                 unread = context.get("future")
-                ended = ended_raising(unread, pop=True)  # (once, for every listener)
+                ended = ended_raising(unread)
                 for listener in list(_UNRETRIEVED_LISTENERS):
                     listener(unread, context.get("exception"), ended)
+                if ended is not None:  # read once, for every listener (which name it)
+                    ended_raising(unread, pop=True)
         except Exception as exc:
             _failed(exc)
         return original(self, context)  # type: ignore[no-any-return]

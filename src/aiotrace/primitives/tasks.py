@@ -439,14 +439,14 @@ end, their exception unread, a diagnosis reports (asyncio says so only when they
 collected, which may be after the report, or never)."""
 
 
-ENDED_RAISING: Final[OrderedDict[int, tuple[int, int, int, int, int, int, str | None]]] = (
-    OrderedDict()
-)
+ENDED_RAISING: Final[
+    OrderedDict[int, tuple[int, int, int, int, int, int, str | None, str | None]]
+] = OrderedDict()
 """id(task) -> (when it ended raising (``perf_counter_ns``), its span's trace id, span id
 and flags; and, to tell it from a later task given its id, the ids of its coroutine and
-its exception, and its name), for the latest 1024 such tasks: whose "exception was
-never retrieved" a diagnosis reports, linked to that span (see ``diagnosis``). Read
-through :func:`ended_raising`."""
+its exception, and its name; and its coroutine's qualified name), for the latest 1024
+such tasks: whose "exception was never retrieved" a diagnosis reports, linked to that
+span (see ``diagnosis``). Read through :func:`ended_raising` and :func:`ended_coroutine`."""
 _ENDED_RAISING_KEPT: Final = 1024
 
 
@@ -476,6 +476,17 @@ def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | N
     return entry[:4] if same else None
 
 
+def ended_coroutine(task: Any) -> str | None:
+    """The qualified name of the coroutine of ``task``, a traced task that ended raising.
+
+    For an eager task that raised in its first step, inside ``create_task``:
+    asyncio has dropped its coroutine, and a finding would name it by its
+    task's name alone.
+    """
+    entry = ENDED_RAISING.get(id(task))
+    return entry[7] if entry is not None and ended_raising(task) is not None else None
+
+
 def _died(task: Any, span: TaskSpan, raised: RaisedException, exc: BaseException) -> None:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
@@ -495,6 +506,7 @@ def _died(task: Any, span: TaskSpan, raised: RaisedException, exc: BaseException
         id(coro_of(task)),
         id(exc),
         span.task_name,
+        span.coroutine,
     )
 
 
