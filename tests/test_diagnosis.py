@@ -1967,3 +1967,78 @@ def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_on
     assert gathering.endswith(" and 10 more)")
     holder = f'task "holder" ({qualnames["holder"]})'
     assert f'task "awaiter" ({qualnames["awaiter"]}) waits for {holder}' in entries
+
+
+class _Guard:
+    """A context manager of the program's own around a lock or semaphore: an explicit
+    ``acquire()`` in ``__aenter__``, which returns holding it."""
+
+    def __init__(self, prim: asyncio.Lock | asyncio.Semaphore) -> None:
+        self.prim = prim
+
+    async def __aenter__(self) -> None:
+        await self.prim.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.prim.release()
+
+
+@contextlib.asynccontextmanager
+async def _guard(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
+    """The same as a generator, suspended at its ``yield`` while the body runs."""
+    await prim.acquire()
+    try:
+        yield
+    finally:
+        prim.release()
+
+
+@pytest.mark.parametrize("guard", [_Guard, _guard], ids=["__aenter__", "asynccontextmanager"])
+def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard: Any) -> None:
+    """The frame that took the lock returns (``__aenter__``) or is suspended out of the
+    task's await chain (an ``@asynccontextmanager`` generator) while its task holds it:
+    the holder is the frame running the ``async with``. Before, a deadlock through two
+    such guards was a hang "which no pending task can end", and lock order never saw
+    their nesting, for locks and semaphores alike."""
+    from aiotrace import diagnosis
+
+    described: list[str] = []
+    cycles: list[list[str]] = []
+
+    async def transfer(first: Any, second: Any) -> None:
+        async with guard(first):  # TAKEN_THROUGH_A_GUARD
+            await asyncio.sleep(0)
+            async with guard(second):
+                pass
+
+    async def deadlock() -> None:
+        a, b = asyncio.Lock(), asyncio.Semaphore(1)
+        tasks = [
+            asyncio.create_task(transfer(a, b), name="a-then-b"),
+            asyncio.create_task(transfer(b, a), name="b-then-a"),
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)  # both hold one, and wait for the other
+        graph = diagnosis.snapshot(tasks)
+        cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
+        described.extend(graph.describe_wait(task) for task in tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def in_turn() -> None:  # both orders, one after the other: no deadlock
+        a, b = asyncio.Lock(), asyncio.Semaphore(1)
+        await transfer(a, b)
+        await transfer(b, a)
+
+    with _diagnosed() as diagnoser:
+        asyncio.run(deadlock())
+        asyncio.run(in_turn())
+        found = [f.kind for f in diagnoser.findings]
+    assert cycles == [["a-then-b", "b-then-a"]]
+    taken = f"taken at test_diagnosis.py:{line_of('TAKEN_THROUGH_A_GUARD')} in "
+    for waiter, holder in zip(described, ("b-then-a", "a-then-b"), strict=True):
+        held = waiter.split(", held by ", 1)[1]
+        assert held.startswith(f'task "{holder}" ('), described
+        assert taken in held, described
+    assert found == ["lock order"]

@@ -170,6 +170,34 @@ def test_explicit_acquire_release_by_another_task(traced: Captured) -> None:
     assert hold[semconv.ATTR_RELEASER_TASK] == "releaser"
 
 
+def test_a_hold_through_a_programs_own_context_manager_names_its_task(traced: Captured) -> None:
+    """``__aenter__`` takes the lock and returns: its frame is no task's when the paired
+    ``__aexit__`` gives the lock back, in the task that entered it, which is the holder
+    (it read as unknown, and the releaser as another task)."""
+
+    class Guard:
+        def __init__(self, lock: asyncio.Lock) -> None:
+            self.lock = lock
+
+        async def __aenter__(self) -> None:
+            await self.lock.acquire()
+
+        async def __aexit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    async def work(guard: Guard) -> None:
+        async with guard:
+            await asyncio.sleep(0.002)
+
+    async def main() -> None:
+        await asyncio.create_task(work(Guard(asyncio.Lock())), name="worker")
+
+    asyncio.run(main())
+    (hold,) = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert hold[semconv.ATTR_TASK_NAME] == "worker"
+    assert semconv.ATTR_RELEASER_TASK not in hold.attributes
+
+
 @pytest.mark.parametrize("entry", ["async with", "acquire()"])
 def test_a_lock_taken_after_a_wait_names_its_holder_when_another_task_releases_it(
     entry: str,

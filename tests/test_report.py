@@ -27,6 +27,7 @@ from aiotrace._assemble import SpanDraft
 from aiotrace._sites import is_library_file
 from aiotrace.cli import EXIT_FINDINGS
 from aiotrace.report import (
+    HoldRow,
     NestedRow,
     PrimitiveRow,
     Report,
@@ -339,6 +340,11 @@ def test_the_longest_lists_give_one_row_per_primitive_and_line_with_its_count() 
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "60 ms  a.py:1 held by t60 at a.py:10; 3 holds there, 150 ms in all\n" in text
     assert "30 ms  a.py:1 held by t30 at a.py:11\n" in text
+    # Taken by a coroutine that returned holding it, released elsewhere: no holder known.
+    unknown = Report(longest_holds=[HoldRow(12.0, "a.py:7", "?", "a.py:70", 0)])
+    console = Console(file=io.StringIO(), width=300)
+    render(unknown, console)
+    assert "12 ms  a.py:7 held at a.py:70\n" in console.file.getvalue()  # type: ignore[attr-defined]
     assert (
         "90 ms  w2 at a.py:30, for a.py:3: set, woken by setter at a.py:40; "
         "3 such waits there, 240 ms in all\n"

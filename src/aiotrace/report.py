@@ -1204,10 +1204,13 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
         console.print("[bold]Longest holds")
         for hold in report.longest_holds:
             waiting = f" ({hold.waiters} waiting)" if hold.waiters else ""
-            holder = task_text(hold.holder, hold.process, several)
+            # Unknown: taken by a coroutine that returned holding it, released elsewhere.
+            holder = (
+                f" by {task_text(hold.holder, hold.process, several)}" if hold.holder != "?" else ""
+            )
             print_plain(
                 console,
-                f"  {duration_text(hold.ms):>8}  {hold.primitive} held by {holder} "
+                f"  {duration_text(hold.ms):>8}  {hold.primitive} held{holder} "
                 f"at {hold.site}{waiting}{times_text(hold, 'holds')}",
             )
 

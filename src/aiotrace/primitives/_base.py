@@ -100,6 +100,35 @@ def current_task_name() -> str | None:
 # someone asks (a span is built, a deadlock is diagnosed).
 
 
+ASYNC_GENERATOR: Final = inspect.CO_ASYNC_GENERATOR
+ENTER: Final = "__aenter__"
+EXIT: Final = "__aexit__"
+
+
+def outliving(frame: FrameType) -> FrameType:
+    """The frame that holds what ``frame`` just took, where ``frame`` returns holding it.
+
+    An explicit ``acquire()`` in a context manager of the program's own: a
+    class's ``__aenter__`` returns holding the lock, and an
+    ``@asynccontextmanager`` generator is suspended at its ``yield``, out of
+    its task's await chain. Neither runs while the ``async with`` body does,
+    so neither maps back to the holding task: a deadlock through two such
+    guards read as a hang nobody could end, and their nesting was never seen
+    by lock-order checking. The holder is the frame running the ``async
+    with`` (or the ``async for`` over a generator holding it): up past every
+    ``__aenter__`` and async generator. Called only for those two kinds of
+    frame, tested by the caller with ``co_flags`` and ``co_name``.
+    """
+    back = frame.f_back
+    while back is not None:
+        frame = back
+        code = frame.f_code
+        if not (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+            break
+        back = frame.f_back
+    return frame
+
+
 def in_stack(target: FrameType, frame: FrameType | None, limit: int = 64) -> bool:
     """Whether ``target`` is ``frame`` or one of its callers (the running stack)."""
     while frame is not None and limit:

@@ -61,6 +61,9 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
+    ASYNC_GENERATOR,
+    ENTER,
+    EXIT,
     PLAIN_CREATE_FUTURE,
     CancelledError,
     adopt_preexisting,
@@ -73,6 +76,7 @@ from aiotrace.primitives._base import (
     live_flag,
     on_create,
     outcome_of,
+    outliving,
     preexisting_stats,
     ref_of,
     shared_attrs,
@@ -105,6 +109,12 @@ def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, st
     if owner is None or owner is caller or in_stack(owner, caller):
         return current_span(), current_task_name(), None
     holder = task_of_frame(owner, t0)
+    if holder is None and owner.f_code.co_name == ENTER and caller.f_code.co_name == EXIT:
+        # A context manager's ``__aenter__`` took it, and returned (its frame is
+        # no task's now); its ``__aexit__`` gives it back, in the task that
+        # entered it. (Under diagnosis the owner is the frame of the ``async
+        # with`` itself, found above: see ``_base.outliving``.)
+        return current_span(), current_task_name(), None
     span = task_span_of(holder)
     return (
         span if span is not None else current_span(),
@@ -386,6 +396,11 @@ def lock_patches() -> list[Patch]:
                     if code is condition_wait_code:
                         frame = waiter_of(frame)
                         code = frame.f_code
+                    elif diagnosing[0] and (
+                        code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER
+                    ):
+                        frame = outliving(frame)  # a context manager of the program's
+                        code = frame.f_code
                     # An explicit acquire() may be released far away: remember
                     # where it was taken (``async with`` gets it at release).
                     self._aiotrace_asite = (t0, code, frame.f_lasti)
@@ -447,6 +462,9 @@ def lock_patches() -> list[Patch]:
         else:
             if code is condition_wait_code:
                 frame = waiter_of(frame)
+                code = frame.f_code
+            elif diagnosing[0] and (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+                frame = outliving(frame)
                 code = frame.f_code
             self._aiotrace_asite = (t1, code, frame.f_lasti)
         self._aiotrace_owner = frame
@@ -968,6 +986,9 @@ def semaphore_patches() -> list[Patch]:
                 frame = user_frame(2)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
             else:  # (a frame's attributes take no fast path: f_code once)
+                if diagnosing[0] and (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+                    frame = outliving(frame)  # a context manager of the program's
+                    code = frame.f_code
                 site = (code, frame.f_lasti)
             permit = (t0, frame, site)
             try:
