@@ -1400,6 +1400,7 @@ def test_a_raise_site_is_read_from_the_standard_stacktrace() -> None:
         "Traceback (most recent call last):\n"
         '  File "/srv/app/main.py", line 40, in handle\n'
         "    await client.get(url)\n"
+        '  File "<decorator generated wrapper for get>", line 2, in get\n'
         '  File "/venv/lib/python3.12/site-packages/httpx/_client.py", line 1700, in get\n'
         "    raise ConnectError\n"
         f'  File "{asyncio_dir / "tasks.py"}", line 500, in wait_for\n'
@@ -1407,6 +1408,11 @@ def test_a_raise_site_is_read_from_the_standard_stacktrace() -> None:
     )
     assert raise_site(chained) == "httpx/_client.py:1700 in get via main.py:40 in handle"
     assert raise_site("ValueError: no frames\n") is None
+    # Code a library generated is the library's; the program's own strings are not.
+    assert is_library_file("<sqlalchemy generated warned() wrapper for create_engine>")
+    assert is_library_file("<attrs generated init app.Pool>")
+    for program in ("<string>", "<stdin>", "<doctest app.rst[3]>", "<ipython-input-4-ab>"):
+        assert not is_library_file(program)
 
 
 def test_tasks_that_raised_past_five_kinds_are_counted_not_listed() -> None:

@@ -118,6 +118,11 @@ _PACKAGES: Final = re.compile(r".*[/\\](?:site|dist)-packages[/\\]")
 """Up to the last ``site-packages`` (``dist-packages``): an installed package's file follows."""
 _STDLIB: Final = re.compile(r".*?[/\\]lib[/\\]python3\.\d+t?[/\\]")
 """Up to ``lib/python3.X/``: a standard library module follows."""
+_GENERATED: Final = re.compile(r"<(?!string>|stdin>|doctest |ipython-input-).*>\Z", re.DOTALL)
+"""A name a library gives code it generates and compiles: ``<sqlalchemy generated
+warned() wrapper for ...>``, ``<attrs generated init ...>``, ``<decorator-gen-3>``. Not
+the program's ``-c`` or ``exec`` code (``<string>``), what it reads from ``<stdin>``,
+a doctest's or an IPython cell's."""
 _SCRIPTS: Final = tuple(
     os.path.join(prefix, scripts, "")
     for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix, sys.base_prefix))
@@ -199,6 +204,7 @@ class _LibraryFiles(dict[str, bool]):
             _PACKAGES.match(filename)
             or _STDLIB.match(filename)
             or filename.startswith(("<frozen ", *_SCRIPTS))
+            or _GENERATED.match(filename)
         )
         return flag
 
