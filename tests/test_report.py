@@ -1415,6 +1415,32 @@ def test_a_raise_site_is_read_from_the_standard_stacktrace() -> None:
         assert not is_library_file(program)
 
 
+def test_a_relative_name_that_is_no_file_here_is_a_compiled_librarys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cython names a frame by the source it compiled, as on the machine that built it:
+    that is no line of the program's, whose relative names are files from here."""
+    from aiotrace.report import raise_site
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib").mkdir()  # a folder of that name here changes nothing
+    (tmp_path / "src" / "shop").mkdir(parents=True)
+    (tmp_path / "src" / "shop" / "orders.py").write_text("")
+    (tmp_path / "shop.pyz").write_bytes(b"")
+    assert is_library_file("lib/sqlalchemy/engine/_result_ct.py")
+    assert is_library_file("asyncpg/protocol/protocol_t.pyx")
+    assert not is_library_file("src/shop/orders.py")  # PYTHONPATH=src
+    assert not is_library_file("shop.pyz/shop/main.py")  # a zipapp's
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "src/shop/orders.py", line 20, in worker\n'
+        "    return r.scalar_one().id\n"
+        '  File "lib/sqlalchemy/engine/_result_ct.py", line 539, in _only_one_row\n'
+        "sqlalchemy.exc.NoResultFound\n"
+    )
+    assert raise_site(trace) == "_result_ct.py:539 in _only_one_row via orders.py:20 in worker"
+
+
 def test_tasks_that_raised_past_five_kinds_are_counted_not_listed() -> None:
     builder = ReportBuilder()
     drafts = []

@@ -205,8 +205,32 @@ class _LibraryFiles(dict[str, bool]):
             or _STDLIB.match(filename)
             or filename.startswith(("<frozen ", *_SCRIPTS))
             or _GENERATED.match(filename)
+            or _compiled_elsewhere(filename)
         )
         return flag
+
+
+def _compiled_elsewhere(filename: str) -> bool:
+    """Whether ``filename`` is relative and no file from here: the source an extension
+    module was compiled from, named as on the machine that built it (Cython's
+    ``lib/sqlalchemy/engine/_result_cy.py``, ``asyncpg/protocol/protocol.pyx``).
+
+    The program's own relative names (``PYTHONPATH=src``) are files from the
+    working directory, or inside a zip archive that is one (a zipapp's).
+    """
+    if not filename or filename[0] == "<" or os.path.isabs(filename):
+        return False
+    try:
+        if os.path.exists(filename):
+            return False
+        head = os.path.dirname(filename)
+        while head:
+            if os.path.isfile(head):
+                return False  # an archive's member
+            head = os.path.dirname(head)
+    except (OSError, ValueError):  # a name the file system refuses: not a file here either
+        pass
+    return True
 
 
 is_library_file: Final[Callable[[str], bool]] = _LibraryFiles().__getitem__
