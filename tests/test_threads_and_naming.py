@@ -88,6 +88,36 @@ def test_a_site_knows_the_one_thread_that_made_its_primitives(traced: Captured) 
     assert event._aiotrace_stats.thread == 0
 
 
+LIBRARY_IN_A_GREENLET = """
+import asyncio
+
+def make():
+    return asyncio.Event()
+"""
+
+
+def test_a_primitive_a_library_makes_in_a_greenlet_is_the_line_that_switched_to_it(
+    traced: Captured,
+) -> None:
+    """SQLAlchemy runs its synchronous code in a greenlet that the task's await
+    switched to: what the library makes there is the program's line that switched
+    (awaited), not the task's origin, below which the greenlet's stack has nothing."""
+    from aiotrace.primitives._base import via_label_of
+
+    greenlet = pytest.importorskip("greenlet")
+    library: dict[str, Any] = {}
+    path = "/venv/lib/python3.11/site-packages/greenlib/__init__.py"
+    exec(compile(LIBRARY_IN_A_GREENLET, path, "exec"), library)
+
+    async def main() -> asyncio.Event:
+        event: asyncio.Event = greenlet.greenlet(library["make"]).switch()  # SWITCHED_HERE
+        return event
+
+    event = asyncio.run(main())
+    switched = f"test_threads_and_naming.py:{line_of('# SWITCHED_HERE')}"
+    assert via_label_of(event._aiotrace_stats) == switched  # type: ignore[attr-defined]
+
+
 class Cache:
     def __init__(self) -> None:
         self._lock: asyncio.Lock = asyncio.Lock()  # attribute-lock

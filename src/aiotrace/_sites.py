@@ -30,7 +30,7 @@ import tokenize
 import traceback
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiotrace._loops import coro_of
 
@@ -319,9 +319,12 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
         task, top = _running_task(loop)
     # A step costs what a library's frame (the commonest) asks first: it is
     # run once per frame of a library between a creation and the program.
+    glet: Any = None
     for _ in _PROGRAM_FRAME_STEPS:
         if frame is None:
-            break
+            frame, glet = _greenlet_switcher(glet)
+            if frame is None:
+                break
         code = frame.f_code
         kind = file_kind(code.co_filename)
         if kind is None:  # a library's
@@ -353,6 +356,27 @@ def program_site(frame: FrameType | None, past_imports: bool = True) -> RawSite 
     if task is None:
         task = _running_task(loop)[0]
     return TASK_ORIGIN[0](task)[1] if task is not None else None
+
+
+def _greenlet_switcher(glet: Any) -> tuple[FrameType | None, Any]:
+    """Past the bottom of a greenlet's stack (of ``glet``, or the current one): the frame
+    that switched to it, in its parent, and that parent; ``(None, None)`` if none.
+
+    SQLAlchemy's asyncio layer runs its synchronous code in a greenlet that
+    the task's ``await session.execute(...)`` switched to: a lock or a future
+    made there (a connection's) is the program's line's that awaited, not
+    the bottom of a stack of the library's. The frames of the waiting parent
+    do not follow the greenlet's own.
+    """
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is None:
+        return None, None
+    try:
+        parent = (glet if glet is not None else greenlet.getcurrent()).parent
+        frame = parent.gr_frame if parent is not None else None
+    except Exception:  # not the greenlet we know
+        return None, None
+    return (frame, parent) if isinstance(frame, FrameType) else (None, None)
 
 
 def _bootstrap(frame: FrameType) -> bool:
