@@ -2042,3 +2042,50 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard:
         assert held.startswith(f'task "{holder}" ('), described
         assert taken in held, described
     assert found == ["lock order"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.10, 3.11 drop a finished frame's caller")
+def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
+    """``connect()`` takes the lock that ``close()`` gives back, and returns holding it:
+    its caller's task holds it. From 3.12 the helper's finished frame still names its
+    caller, so the waiters' wait, a leak check and the hold's span all name that task."""
+    from aiotrace import _leaks, diagnosis
+    from aiotrace.testing import capture_spans
+
+    described: list[str] = []
+    leaks: list[Any] = []
+
+    class Client:
+        def __init__(self) -> None:
+            self.lock = asyncio.Lock()
+
+        async def connect(self) -> None:
+            await self.lock.acquire()
+
+        def close(self) -> None:
+            self.lock.release()
+
+    async def session(client: Client, gate: asyncio.Event) -> None:
+        await client.connect()
+        await gate.wait()
+        client.close()
+
+    async def main() -> None:
+        client, gate = Client(), asyncio.Event()
+        holder = asyncio.create_task(session(client, gate), name="session")
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(client.connect(), name="second")
+        await asyncio.sleep(0)
+        described.append(diagnosis.snapshot().describe_wait(waiter))
+        leaks.extend(_leaks.find(0))
+        gate.set()
+        await holder
+        await waiter
+        client.close()
+
+    with capture_spans(min_hold=0) as traced, _diagnosed():
+        asyncio.run(main())
+    assert 'held by task "session"' in described[0], described
+    assert [leak for leak in leaks if leak.kind == _leaks.LOCK_HELD] == []
+    holds = traced.named(semconv.SPAN_LOCK_HOLD)
+    assert [hold.get(semconv.ATTR_TASK_NAME) for hold in holds][:1] == ["session"]

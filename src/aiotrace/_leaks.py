@@ -23,7 +23,14 @@ from typing import Any, Final
 from aiotrace import semconv
 from aiotrace._loops import pending_tasks
 from aiotrace._sites import SITES, line_of, qualname, short_path
-from aiotrace.primitives._base import WATCHED, PrimRef, display_name, ref_of, tasks_by_frame
+from aiotrace.primitives._base import (
+    WATCHED,
+    PrimRef,
+    display_name,
+    holding,
+    ref_of,
+    tasks_by_frame,
+)
 
 COLLECTED: Final[deque[tuple[int, PrimRef, int, str | None]]] = deque(maxlen=1000)
 """Futures garbage-collected unresolved while watching: (created ns, ref, waiters, creator).
@@ -179,7 +186,7 @@ def _prim_leaks(prim: Any, running: set[int]) -> list[Leak]:
     """``prim``'s leaks: held by a frame not in ``running`` (the frames tasks still run)."""
     if isinstance(prim, asyncio.Lock):
         owner = getattr(prim, "_aiotrace_owner", None)
-        if not prim.locked() or owner is None or id(owner) in running:
+        if not prim.locked() or owner is None or holding(owner, running) is not None:
             return []
         name = display_name(ref_of(prim, semconv.KIND_LOCK))
         line = line_of(owner.f_code, getattr(prim, "_aiotrace_olasti", owner.f_lasti))
@@ -207,7 +214,7 @@ def _prim_leaks(prim: Any, running: set[int]) -> list[Leak]:
     for _, owner, site in list(permits):
         if owner is None:
             continue
-        if id(owner) in running:
+        if holding(owner, running) is not None:
             held += 1
             continue
         where = SITES.resolve(site).label if site is not None else _where(owner)

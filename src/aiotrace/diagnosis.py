@@ -710,7 +710,8 @@ def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wai
     owner = getattr(lock, "_aiotrace_owner", None)
     if owner is None or not lock.locked():
         return Wait(task, what, None)  # released just now, or taken before tracing
-    holder = by_frame.get(id(owner))
+    frame = _base.holding(owner, by_frame)  # the owner, or its caller it returned to
+    holder = by_frame.get(id(frame)) if frame is not None else None
     if holder is None:
         return Wait(task, what, [])  # held by a coroutine that is no task's any more
     lasti = getattr(lock, "_aiotrace_olasti", owner.f_lasti)
@@ -724,7 +725,8 @@ def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) ->
     held_at: dict[int, str] = {}
     unknown = False
     for _, owner, site in list(permits):
-        holder = by_frame.get(id(owner)) if owner is not None else None
+        frame = _base.holding(owner, by_frame) if owner is not None else None
+        holder = by_frame.get(id(frame)) if frame is not None else None
         if holder is None:
             unknown = unknown or owner is None
             continue
@@ -805,7 +807,8 @@ def _unfinished_holds(
         attrs[semconv.ATTR_SEMAPHORE_CAPACITY] = ref.capacity
     count = 0
     for t0, owner, site in entries:
-        holder = by_frame.get(id(owner)) if owner is not None else None
+        frame = _base.holding(owner, by_frame) if owner is not None else None
+        holder = by_frame.get(id(frame)) if frame is not None else None
         if holder is None or not t0:
             continue  # held by a task that finished: a leak, reported as one
         holder_name = _base.task_name(holder)

@@ -55,7 +55,7 @@ from aiotrace._sites import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator
 
 _pid_counter = itertools.count(1)
 next_pid: Final[Callable[[], int]] = _pid_counter.__next__
@@ -101,6 +101,13 @@ def current_task_name() -> str | None:
 
 
 ASYNC_GENERATOR: Final = inspect.CO_ASYNC_GENERATOR
+ASYNC_CODE: Final = (
+    inspect.CO_COROUTINE
+    | inspect.CO_ITERABLE_COROUTINE
+    | inspect.CO_ASYNC_GENERATOR
+    | inspect.CO_GENERATOR
+)
+"""Flags of the code a frame that can hold a primitive runs: a task's, not the loop's."""
 ENTER: Final = "__aenter__"
 EXIT: Final = "__aexit__"
 
@@ -127,6 +134,40 @@ def outliving(frame: FrameType) -> FrameType:
             break
         back = frame.f_back
     return frame
+
+
+def holding(owner: FrameType, frames: Container[int]) -> FrameType | None:
+    """``owner`` if ``frames`` (ids) has it, else the first of its callers it has.
+
+    A coroutine that returns holding what it took (``connect()`` taking the
+    lock that ``close()`` gives back) leaves it to its caller, the frame that
+    holds it now. From 3.12 a finished frame still names that caller
+    (``f_back``); 3.10 and 3.11 drop it, and such a hold stays nobody's.
+    A live owner's callers are its own task's: asked only when ``frames``
+    lacks the owner, they are not there either, unless it is such a caller.
+    The walk stops at the first plain function: the event loop's, below a
+    task's first coroutine, which every task's stack shares.
+    """
+    frame: FrameType | None = owner
+    for _ in range(64):
+        if frame is None:
+            return None
+        if id(frame) in frames:
+            return frame
+        frame = frame.f_back
+        if frame is not None and not frame.f_code.co_flags & ASYNC_CODE:
+            return None
+    return None
+
+
+def stack_ids(frame: FrameType | None, limit: int = 64) -> set[int]:
+    """The ids of ``frame`` and its callers: a stack to look frames up in."""
+    ids = set()
+    while frame is not None and limit:
+        ids.add(id(frame))
+        frame = frame.f_back
+        limit -= 1
+    return ids
 
 
 def in_stack(target: FrameType, frame: FrameType | None, limit: int = 64) -> bool:

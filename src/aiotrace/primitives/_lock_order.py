@@ -18,11 +18,11 @@ is held at all.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace._recorder import RECORDER
+from aiotrace.primitives._base import ASYNC_CODE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,13 +39,6 @@ The fast paths test this one flag and nothing else when diagnosis is off."""
 DEPTH: Final = 8
 """How many callers up an acquisition looks for primitives already held."""
 
-_ASYNC_CODE: Final = (
-    inspect.CO_COROUTINE
-    | inspect.CO_ITERABLE_COROUTINE
-    | inspect.CO_ASYNC_GENERATOR
-    | inspect.CO_GENERATOR
-)
-"""Flags of the code a frame that can hold a primitive runs."""
 
 HELD: Final[dict[Any, Any]] = {}
 """Owner frame -> the primitive it holds, or a :class:`Holding` when it holds several.
@@ -287,7 +280,7 @@ def _check(prim: Any, frame: FrameType) -> None:
         elif held is not None and held is not prim:
             _nested(held, prim, stats, frame)
         back = f.f_back
-        if back is None or not back.f_code.co_flags & _ASYNC_CODE:
+        if back is None or not back.f_code.co_flags & ASYNC_CODE:
             break
         f = back
 

@@ -72,6 +72,7 @@ from aiotrace.primitives._base import (
     defaults_setter,
     emit_hold,
     emit_wait,
+    holding,
     in_stack,
     live_flag,
     on_create,
@@ -81,6 +82,7 @@ from aiotrace.primitives._base import (
     ref_of,
     shared_attrs,
     source_is,
+    stack_ids,
     task_name,
     task_of_frame,
     wait_spanned,
@@ -107,6 +109,10 @@ def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, st
     and the hold is parented under the holder's task span, if it has one.
     """
     if owner is None or owner is caller or in_stack(owner, caller):
+        return current_span(), current_task_name(), None
+    if owner.f_back is not None and holding(owner, stack_ids(caller)) is not None:
+        # Taken by a coroutine that returned holding it, to a caller that
+        # releases it now (its finished frame names that caller from 3.12).
         return current_span(), current_task_name(), None
     holder = task_of_frame(owner, t0)
     if holder is None and owner.f_code.co_name == ENTER and caller.f_code.co_name == EXIT:
