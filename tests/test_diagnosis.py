@@ -1993,7 +1993,17 @@ async def _guard(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
         prim.release()
 
 
-@pytest.mark.parametrize("guard", [_Guard, _guard], ids=["__aenter__", "asynccontextmanager"])
+@contextlib.asynccontextmanager
+async def _stacked(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
+    """A guard entered through an ``AsyncExitStack``, as a server's set-up enters many."""
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(_Guard(prim))
+        yield
+
+
+@pytest.mark.parametrize(
+    "guard", [_Guard, _guard, _stacked], ids=["__aenter__", "asynccontextmanager", "exit stack"]
+)
 def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard: Any) -> None:
     """The frame that took the lock returns (``__aenter__``) or is suspended out of the
     task's await chain (an ``@asynccontextmanager`` generator) while its task holds it:

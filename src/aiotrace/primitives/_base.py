@@ -26,6 +26,7 @@ first time a read finds one missing. The slow path creates a ref lazily.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import re
@@ -123,17 +124,26 @@ def outliving(frame: FrameType) -> FrameType:
     guards read as a hang nobody could end, and their nesting was never seen
     by lock-order checking. The holder is the frame running the ``async
     with`` (or the ``async for`` over a generator holding it): up past every
-    ``__aenter__`` and async generator. Called only for those two kinds of
-    frame, tested by the caller with ``co_flags`` and ``co_name``.
+    ``__aenter__``, async generator and ``contextlib`` frame (a context
+    entered through ``AsyncExitStack.enter_async_context``). Called only for
+    the first two kinds of frame, tested by the caller with ``co_flags`` and
+    ``co_name``.
     """
     back = frame.f_back
     while back is not None:
         frame = back
         code = frame.f_code
-        if not (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+        if not (
+            code.co_flags & ASYNC_GENERATOR
+            or code.co_name == ENTER
+            or code.co_filename == _CONTEXTLIB  # AsyncExitStack.enter_async_context
+        ):
             break
         back = frame.f_back
     return frame
+
+
+_CONTEXTLIB: Final = contextlib.AsyncExitStack.enter_async_context.__code__.co_filename
 
 
 def holding(owner: FrameType, frames: Container[int]) -> FrameType | None:
