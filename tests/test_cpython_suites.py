@@ -40,6 +40,19 @@ def test_cpython_asyncio_suites_pass_traced() -> None:
     assert set(verdicts.values()) <= {"same", "absent"}, proc.stdout
 
 
+def test_the_lock_and_queue_suites_pass_traced_with_the_diagnosis(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``aiotrace run`` traces with the diagnosis on: ownership and lock order on every
+    acquisition, the watchdog, deadlock and hang detection. The primitives' own suites
+    give the same results so too (``--checks``; every module: ``tools/selftest-all
+    --checks``)."""
+    assert compare(["test_locks", "test_queues"], jobs=2, checks=True)
+    table = capsys.readouterr().out.splitlines()
+    assert "untraced vs traced with the diagnosis" in table[0]
+    assert [line.split()[-1] for line in table[2:4]] == ["same", "same"]
+
+
 _IN_THE_BACKGROUND = """
 import os, resource, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to a background job

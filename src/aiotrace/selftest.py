@@ -87,6 +87,8 @@ class ModuleResult:
     seconds: float = 0.0
     spans: int = 0
     internal_errors: int = 0
+    findings: int = 0
+    """With ``--checks``: what the diagnosis found (a suite's deliberate deadlocks...)."""
     error: str | None = None
     skipped_module: str | None = None
     """Why the whole module skipped itself on import (``Windows only``), if it did."""
@@ -119,7 +121,7 @@ class _Result(unittest.TextTestResult):
             self.failed_ids.append(subtest.id())
 
 
-def _child(module: str, traced: bool, out: str) -> int:
+def _child(module: str, traced: bool, out: str, checks: bool = False) -> int:
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # A shell starts a background job (``tools/selftest-all &``) with
         # Ctrl-C ignored, and Python then keeps it so. The suites assume
@@ -146,6 +148,12 @@ def _child(module: str, traced: bool, out: str) -> int:
         provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Counting(), max_queue_size=1 << 20))
         aiotrace.instrument(provider, min_wait=0, min_hold=0, internal_futures=True)
+        diagnoser = None
+        if checks:
+            from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+            diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
+            diagnoser.start()
     started = time.perf_counter()
     try:
         suite = unittest.defaultTestLoader.loadTestsFromName(f"test.test_asyncio.{module}")
@@ -164,6 +172,9 @@ def _child(module: str, traced: bool, out: str) -> int:
     if traced:
         import aiotrace
 
+        if diagnoser is not None:
+            diagnoser.finish(at_exit=False)
+            result.findings = len(diagnoser.findings)
         aiotrace.flush()
         provider.force_flush()
         stats = aiotrace.stats()
@@ -182,13 +193,17 @@ def _available(module: str) -> bool:
         return False
 
 
-def run_module(module: str, traced: bool, timeout: float = 900.0) -> ModuleResult:
+def run_module(
+    module: str, traced: bool, timeout: float = 900.0, checks: bool = False
+) -> ModuleResult:
     """Run one module in a fresh interpreter and return its result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
         cmd = [sys.executable, "-m", "aiotrace.selftest", "--child", module, "--out", out]
         if traced:
             cmd.append("--traced")
+            if checks:
+                cmd.append("--checks")
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
@@ -203,7 +218,7 @@ def run_module(module: str, traced: bool, timeout: float = 900.0) -> ModuleResul
 
 
 def _run_all(
-    modules: Sequence[str], jobs: int
+    modules: Sequence[str], jobs: int, checks: bool = False
 ) -> Iterator[tuple[str, ModuleResult | None, ModuleResult | None]]:
     """Each module's untraced and traced results, in order, ``jobs`` interpreters at a time.
 
@@ -213,7 +228,7 @@ def _run_all(
     """
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         runs = {
-            (module, traced): pool.submit(run_module, module, traced)
+            (module, traced): pool.submit(run_module, module, traced, checks=checks)
             for module in modules
             if _available(module)
             for traced in (False, True)
@@ -225,14 +240,22 @@ def _run_all(
                 yield module, runs[module, False].result(), runs[module, True].result()
 
 
-def compare(modules: Sequence[str], verbose: bool = True, jobs: int = 1) -> bool:
-    """Run every module untraced and traced; print a table; True if all outcomes match."""
+def compare(
+    modules: Sequence[str], verbose: bool = True, jobs: int = 1, checks: bool = False
+) -> bool:
+    """Run every module untraced and traced; print a table; True if all outcomes match.
+
+    ``checks``: traced as ``aiotrace run`` traces by default, the diagnosis on
+    too (ownership and lock order on every acquisition, the watchdog thread,
+    deadlock and hang detection); its findings are counted, not failures.
+    """
     all_same = True
     version = ".".join(map(str, sys.version_info[:3]))
     if verbose:
-        print(f"aiotrace selftest on Python {version}: CPython asyncio suites, untraced vs traced")
+        how = "traced with the diagnosis" if checks else "traced"
+        print(f"aiotrace selftest on Python {version}: CPython asyncio suites, untraced vs {how}")
         print(f"{'module':<16} {'tests':>6} {'untraced':>12} {'traced':>12} {'spans':>8}  verdict")
-    for module, bare, traced in _run_all(modules, jobs):
+    for module, bare, traced in _run_all(modules, jobs, checks):
         if bare is None or traced is None:
             if verbose:
                 print(f"{module:<16} {'-':>6} {'not in this Python':>26}")
@@ -294,18 +317,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.cpu_count() or 1,
         help="interpreters to run at once (default: one per CPU, %(default)s here)",
     )
+    parser.add_argument(
+        "--checks",
+        action="store_true",
+        help="trace as `aiotrace run` does by default: with the diagnosis on",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return _child(args.child, args.traced, args.out)
+        return _child(args.child, args.traced, args.out, args.checks)
     if args.all and args.modules:
         parser.error("give modules or --all, not both")
     modules = all_modules() if args.all else args.modules or DEFAULT_MODULES
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    return 0 if compare(modules, jobs=args.jobs) else 1
+    return 0 if compare(modules, jobs=args.jobs, checks=args.checks) else 1
 
 
 if __name__ == "__main__":
