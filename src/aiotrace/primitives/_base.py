@@ -152,11 +152,10 @@ def holding(owner: FrameType, frames: Container[int]) -> FrameType | None:
     A coroutine that returns holding what it took (``connect()`` taking the
     lock that ``close()`` gives back) leaves it to its caller, the frame that
     holds it now. From 3.12 a finished frame still names that caller
-    (``f_back``); 3.10 and 3.11 drop it, and such a hold stays nobody's.
-    A live owner's callers are its own task's: asked only when ``frames``
-    lacks the owner, they are not there either, unless it is such a caller.
-    The walk stops at the first plain function: the event loop's, below a
-    task's first coroutine, which every task's stack shares.
+    (``f_back``); 3.10 and 3.11 drop it, and such a hold stays nobody's. A
+    suspended owner has no caller to follow (its task's chain has it, or
+    nothing does). The walk stops at the first plain function: the event
+    loop's, below a task's first coroutine, which every task's stack shares.
     """
     frame: FrameType | None = owner
     for _ in range(64):
@@ -445,7 +444,8 @@ class SiteStats:
         """(code, line) -> how often a holder of one of these was sampled there while
         others waited (see ``_lock_order.sample_holders``); None until then."""
         self.thread = get_ident() if raw is not None else 0
-        """The thread that made those made here, or 0: several did, or not known.
+        """The thread that made this site's primitives, or 0: several threads did, or
+        it is not known.
 
         The pytest plugin counts a test's waits from these counters, which
         every thread adds to; a server that a session fixture runs on a
