@@ -88,7 +88,8 @@ class ModuleResult:
     spans: int = 0
     internal_errors: int = 0
     findings: int = 0
-    """With ``--checks``: what the diagnosis found (a suite's deliberate deadlocks...)."""
+    """With ``--checks``: how many findings the diagnosis made (a suite's deliberate
+    deadlocks, locks it leaves held, ...): shown, not a failure."""
     error: str | None = None
     skipped_module: str | None = None
     """Why the whole module skipped itself on import (``Windows only``), if it did."""
@@ -254,7 +255,11 @@ def compare(
     if verbose:
         how = "traced with the diagnosis" if checks else "traced"
         print(f"aiotrace selftest on Python {version}: CPython asyncio suites, untraced vs {how}")
-        print(f"{'module':<16} {'tests':>6} {'untraced':>12} {'traced':>12} {'spans':>8}  verdict")
+        findings = f" {'findings':>8}" if checks else ""
+        print(
+            f"{'module':<16} {'tests':>6} {'untraced':>12} {'traced':>12} {'spans':>8}"
+            f"{findings}  verdict"
+        )
     for module, bare, traced in _run_all(modules, jobs, checks):
         if bare is None or traced is None:
             if verbose:
@@ -281,9 +286,10 @@ def compare(
                 return f"{len(r.failed)} fail" if r.failed else f"ok {r.seconds:.1f}s"
 
             verdict = "same" if same else "DIFFERENT"
+            found = f" {traced.findings:>8}" if checks else ""
             print(
                 f"{module:<16} {bare.run:>6} {cell(bare):>12} {cell(traced):>12} "
-                f"{traced.spans:>8}  {verdict}"
+                f"{traced.spans:>8}{found}  {verdict}"
             )
             if not same:
                 for label, r in (("untraced", bare), ("traced", traced)):
