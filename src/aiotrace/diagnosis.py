@@ -41,7 +41,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 from aiotrace import _fork, _stderr, _threads, semconv
 from aiotrace._context import TASK_SPANS
@@ -72,12 +72,14 @@ from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, tim
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from types import FrameType
+    from types import CodeType, FrameType
 
     from aiotrace.primitives._lock_order import Nesting
 
 _AIOTRACE_PRIMITIVES: Final = os.path.dirname(_base.__file__)
 """The patched waits' directory: their frames keep the wait's start as ``t0``."""
+_R = TypeVar("_R")
+
 DEADLOCK: Final = semconv.FINDING_DEADLOCK
 HANG: Final = semconv.FINDING_HANG
 LEAK: Final = semconv.FINDING_LEAK
@@ -1078,7 +1080,7 @@ class Watchdog:
             # with many tasks, less often (as the graph checks).
             cost = time.monotonic() - now
             self._discover_every = max(self.discover_interval, cost / self.graph_share)
-        frames_now: dict[int, FrameType] | None = None
+        waiting_for_io: set[int] | None = None  # thread ids
         for key, (loop, state) in list(self._loops.items()):
             if is_closed(loop):
                 del self._loops[key]
@@ -1097,9 +1099,9 @@ class Watchdog:
                 # A loop waiting for I/O is blocked by nothing: seen so, it
                 # needs no ping but the graph's. An idle program's loop then
                 # wakes twice a second for us, not a hundred times.
-                if frames_now is None:
-                    frames_now = _current_frames() or {}
-                if _waiting_for_io(frames_now.get(thread_id)):
+                if waiting_for_io is None:
+                    waiting_for_io = _from_frames(_threads_waiting_for_io) or set()
+                if thread_id in waiting_for_io:
                     state.alive = now  # as good as an answer to a ping
                     continue
             state.pending = True
@@ -1139,14 +1141,13 @@ class Watchdog:
         thread_id = state.thread_id or getattr(loop, "_thread_id", None)
         if state.blocked or thread_id is None:
             return
-        frames: list[FrameType] = []
-        frames_now = _current_frames()
-        if frames_now is not None:  # else not safe to look: a block without a stack
-            frame = frames_now.get(thread_id)
-            if frame is None:
-                return
-            frames = _stack_frames(frame)
-        if any(f.f_code is _PIPELINE_DRAIN for f in frames):
+        read = _from_frames(functools.partial(_stack_of, thread_id))
+        if read is None:  # not safe to look: a block without a stack
+            read = [], None
+        stack, callback = read
+        if callback is _NO_THREAD:
+            return
+        if any(code is _PIPELINE_DRAIN for code, _ in stack):
             # aiotrace's own back-pressure (the buffer is full and the program
             # waits for the pipeline): not the program's doing, not reported.
             # Should the program go on blocking after it, that block counts
@@ -1164,11 +1165,11 @@ class Watchdog:
             getattr(getattr(cli, name, None), "__code__", None)
             for name in ("_run_script", "_run_module")
         }
-        for index, f in enumerate(frames):
-            if f.f_code in launchers:
-                del frames[: index + 1]
+        for index, (code, _) in enumerate(stack):
+            if code in launchers:
+                del stack[: index + 1]
                 break
-        raw = [(f.f_code.co_filename, f.f_lineno, f.f_code.co_name) for f in frames]
+        raw = [(code.co_filename, line, code.co_name) for code, line in stack]
         state.sample = [
             entry for entry in raw if not is_internal_file(entry[0]) and "runpy" not in entry[0]
         ][-12:] or [
@@ -1178,7 +1179,7 @@ class Watchdog:
             for entry in raw
             if "/aiotrace/" not in entry[0]
         ][-12:]
-        state.sample_callback = _running_callback(frames[-1]) if frames else None
+        state.sample_callback = callback
         task = _base.tasks_by_loop(loop)
         state.sample_task_span = TASK_SPANS.get(id(task)) if task is not None else None
         state.sample_task = task.get_name() if task is not None else None
@@ -1345,21 +1346,20 @@ def _ours(handle: Any) -> bool:
 
 def _other_threads_busy() -> bool:
     """A thread other than ours and idle pool workers: it may call back into the loop."""
-    frames = _current_frames()
-    if frames is None:
-        return True  # cannot look: assume they may
-    for thread in threading.enumerate():
-        if thread is threading.current_thread() or thread.name.startswith("aiotrace-"):
-            continue
-        frame = frames.get(thread.ident or -1)
-        if frame is None:
-            continue
-        if thread is threading.main_thread():
-            continue  # the loop's own thread, usually: its state is what we judged
-        if _idle_pool_worker(frame):
-            continue
-        return True
-    return False
+    others = [
+        thread.ident or -1
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread()
+        and not thread.name.startswith("aiotrace-")
+        and thread is not threading.main_thread()  # the loop's own, usually: judged already
+    ]
+
+    def busy(frames: dict[int, FrameType]) -> bool:
+        tops = [frames.get(thread) for thread in others]
+        return any(top is not None and not _idle_pool_worker(top) for top in tops)
+
+    found = _from_frames(busy)
+    return True if found is None else found  # cannot look: assume they may
 
 
 _SELECTS: Final = frozenset(
@@ -1384,6 +1384,33 @@ def _waiting_for_io(frame: FrameType | None) -> bool:
     return caller is not None and caller.f_code is _RUN_ONCE
 
 
+def _frame_ids(frames: dict[int, FrameType]) -> set[int]:
+    """The ids of every frame on the stacks of ``frames``' threads."""
+    return {id(frame) for top in frames.values() for frame in _stack_frames(top)}
+
+
+def _threads_waiting_for_io(frames: dict[int, FrameType]) -> set[int]:
+    """The threads of ``frames`` that are in a loop's own wait for I/O (see
+    :func:`_waiting_for_io`)."""
+    return {thread for thread, frame in frames.items() if _waiting_for_io(frame)}
+
+
+_NO_THREAD: Final = "no such thread"
+"""What :func:`_stack_of` gives as the callback of a thread that has no frame (it ended)."""
+
+
+def _stack_of(
+    thread: int, frames: dict[int, FrameType]
+) -> tuple[list[tuple[CodeType, int]], str | None]:
+    """``thread``'s stack as (code, line) pairs, outermost first, and the callback its
+    loop runs (see :func:`_running_callback`); :data:`_NO_THREAD` if it has no frame."""
+    top = frames.get(thread)
+    if top is None:
+        return [], _NO_THREAD
+    stack = _stack_frames(top)
+    return [(frame.f_code, frame.f_lineno) for frame in stack], _running_callback(top)
+
+
 def _forget_finished_holds(pending: list[Any]) -> None:
     """Lock-order checking forgets what coroutines that have finished still held
     (see ``_lock_order.forget_finished``): every frame a pending task awaits in,
@@ -1393,12 +1420,10 @@ def _forget_finished_holds(pending: list[Any]) -> None:
     if not _lock_order.HELD:
         return
     try:  # run in the loop's callback: nothing of ours may reach the program's handler
-        frames = _current_frames()
-        if frames is None:  # other threads' stacks unseen: nothing is known to be gone
+        threads_run = _from_frames(_frame_ids)
+        if threads_run is None:  # other threads' stacks unseen: nothing is known to be gone
             return
-        running = set(_tasks_by_frame(pending))
-        for top in frames.values():
-            running.update(id(frame) for frame in _stack_frames(top))
+        running = set(_tasks_by_frame(pending)) | threads_run
         _lock_order.forget_finished(running)
     except Exception as exc:  # a bug of ours: counted, and lock-order checking stops
         _lock_order._failed(exc)
@@ -1423,6 +1448,24 @@ def _current_frames() -> dict[int, FrameType] | None:
             except Exception:
                 return None
     return _all_frames()
+
+
+def _from_frames(read: Callable[[dict[int, FrameType]], _R]) -> _R | None:
+    """``read(frames)`` of every thread's current frame, those frames held no longer than
+    ``read`` takes, and never while another thread runs; ``None`` if they cannot be read.
+
+    A frame held when its thread returns from it outlives the call, with its
+    locals: held across a switch of the GIL, what a callback had just finished
+    with stayed alive until the watchdog let go of it (CPython's ``test_ssl``
+    checks that an SSL context is freed the moment its loop stops, and failed
+    so about one run in two under the diagnosis). A thread that waits for the
+    GIL takes it from its holder only after the switch interval (5 ms): a fresh
+    turn, taken by ``time.sleep(0)`` just before, leaves ``read`` that long. It
+    must take far less, and keep no frame in what it returns.
+    """
+    time.sleep(0)
+    frames = _current_frames()
+    return read(frames) if frames is not None else None
 
 
 def _failed(exc: Exception) -> None:
