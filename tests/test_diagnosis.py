@@ -2099,3 +2099,42 @@ def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
     assert [leak for leak in leaks if leak.kind == _leaks.LOCK_HELD] == []
     holds = traced.named(semconv.SPAN_LOCK_HOLD)
     assert [hold.get(semconv.ATTR_TASK_NAME) for hold in holds][:1] == ["session"]
+
+
+def test_what_the_watchdog_reads_from_other_threads_frames_keeps_no_frame() -> None:
+    """A frame held while its thread returns from it keeps that call's locals alive:
+    what the watchdog reads from other threads' frames (a blocked loop's stack, the
+    threads waiting for I/O, every running frame's id) holds none of them."""
+    import functools
+    import types
+
+    from aiotrace import diagnosis
+
+    def frames_in(value: Any) -> list[Any]:
+        if isinstance(value, types.FrameType):
+            return [value]
+        if isinstance(value, (list, tuple, set)):
+            return [frame for item in value for frame in frames_in(item)]
+        return []
+
+    stop = threading.Event()
+
+    def parked() -> None:
+        stop.wait(10)
+
+    thread = threading.Thread(target=parked)
+    thread.start()
+    try:
+        assert thread.ident is not None
+        read = [
+            diagnosis._from_frames(functools.partial(diagnosis._stack_of, thread.ident)),
+            diagnosis._from_frames(diagnosis._threads_waiting_for_io),
+            diagnosis._from_frames(diagnosis._frame_ids),
+        ]
+    finally:
+        stop.set()
+        thread.join()
+    stack, callback = read[0]  # type: ignore[misc]
+    assert "parked" in [code.co_name for code, _ in stack]
+    assert callback is None  # no loop's callback runs there
+    assert frames_in(read) == []
