@@ -1903,7 +1903,8 @@ def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_on
     """A dump of many pending tasks names the one the others queue behind first, and
     tasks of one coroutine waiting alike (the same wait and stack), four or more, once:
     twelve requests queued on a lock are one entry, behind the holder's. A wait that
-    many tasks can end names five of them and counts the rest."""
+    many tasks can end names five of them and counts the rest; a wait for tasks (a
+    gather, an awaited task) names them once, as what it waits for."""
     import asyncio
 
     from aiotrace import diagnosis
