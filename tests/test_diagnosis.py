@@ -2002,10 +2002,16 @@ async def _stacked(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
         yield
 
 
-@pytest.mark.parametrize(
-    "guard", [_Guard, _guard, _stacked], ids=["__aenter__", "asynccontextmanager", "exit stack"]
-)
-def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard: Any) -> None:
+_GUARDED = {  # each guard's pair made at a line of its own: lock order is per line, and
+    # an inversion is reported once a process (a traced session runs the three in one)
+    "__aenter__": (_Guard, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
+    "asynccontextmanager": (_guard, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
+    "exit stack": (_stacked, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
+}
+
+
+@pytest.mark.parametrize("kind", list(_GUARDED))
+def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: str) -> None:
     """The frame that took the lock returns (``__aenter__``) or is suspended out of the
     task's await chain (an ``@asynccontextmanager`` generator) while its task holds it:
     the holder is the frame running the ``async with``. Before, a deadlock through two
@@ -2013,6 +2019,7 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard:
     their nesting, for locks and semaphores alike."""
     from aiotrace import diagnosis
 
+    guard, make = _GUARDED[kind]
     described: list[str] = []
     cycles: list[list[str]] = []
 
@@ -2023,7 +2030,7 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard:
                 pass
 
     async def deadlock() -> None:
-        a, b = asyncio.Lock(), asyncio.Semaphore(1)
+        a, b = make()
         tasks = [
             asyncio.create_task(transfer(a, b), name="a-then-b"),
             asyncio.create_task(transfer(b, a), name="b-then-a"),
@@ -2038,7 +2045,7 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(guard:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def in_turn() -> None:  # both orders, one after the other: no deadlock
-        a, b = asyncio.Lock(), asyncio.Semaphore(1)
+        a, b = make()
         await transfer(a, b)
         await transfer(b, a)
 
@@ -2079,6 +2086,7 @@ def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
     async def session(client: Client, gate: asyncio.Event) -> None:
         await client.connect()
         await gate.wait()
+        await asyncio.sleep(0.002)  # a hold spanned at any threshold (a traced session's)
         client.close()
 
     async def main() -> None:
@@ -2094,8 +2102,17 @@ def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
         await waiter
         client.close()
 
-    with capture_spans(min_hold=0) as traced, _diagnosed():
-        asyncio.run(main())
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    # A diagnosis of its own inside the capture (``_diagnosed()`` instruments too,
+    # which under ``pytest --aiotrace`` would nest past the capture).
+    with capture_spans(min_hold=0) as traced:
+        diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
+        diagnoser.start()
+        try:
+            asyncio.run(main())
+        finally:
+            diagnoser.finish(at_exit=False)
     assert 'held by task "session"' in described[0], described
     assert [leak for leak in leaks if leak.kind == _leaks.LOCK_HELD] == []
     holds = traced.named(semconv.SPAN_LOCK_HOLD)
