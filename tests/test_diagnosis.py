@@ -2062,6 +2062,22 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
     assert found == ["lock order"]
 
 
+def test_an_aenter_run_as_a_task_of_its_own_holds_what_it_took() -> None:
+    """The frame that holds what a context manager took is found up the ``async with``'s
+    coroutines, never past a task's first one into the loop's own frames."""
+    owners: list[Any] = []
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        await asyncio.create_task(_Guard(lock).__aenter__())  # no async with: a task's
+        owners.append(lock._aiotrace_owner)  # type: ignore[attr-defined]
+        lock.release()
+
+    with _diagnosed():
+        asyncio.run(main())
+    assert [owner.f_code.co_name for owner in owners] == ["__aenter__"]
+
+
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.10, 3.11 drop a finished frame's caller")
 def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
     """``connect()`` takes the lock that ``close()`` gives back, and returns holding it:

@@ -130,7 +130,9 @@ def outliving(frame: FrameType) -> FrameType:
     ``co_name``.
     """
     back = frame.f_back
-    while back is not None:
+    # Never past a task's first coroutine, into the loop's frames (an
+    # ``__aenter__`` run as a task of its own holds what it took itself).
+    while back is not None and back.f_code.co_flags & ASYNC_CODE:
         frame = back
         code = frame.f_code
         if not (
