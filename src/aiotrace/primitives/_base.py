@@ -110,7 +110,6 @@ ASYNC_CODE: Final = (
 )
 """Flags of the code a frame that can hold a primitive runs: a task's, not the loop's."""
 ENTER: Final = "__aenter__"
-EXIT: Final = "__aexit__"
 
 
 def outliving(frame: FrameType) -> FrameType:
@@ -655,8 +654,9 @@ def on_create(prim: Any, kind: str) -> PrimRef:
         stats = stats_for(kind, raw, internal, via)
         if frame is not None and keep_program_site(frame, kind, raw, stats):
             raw = stats.raw
-    if stats.thread != get_ident():
-        stats.thread = 0
+    thread = stats.thread
+    if thread and thread != get_ident():
+        stats.thread = 0  # made on several threads
     ref = PrimRef(kind, raw, stats)
     prim._aiotrace_ref = ref
     prim._aiotrace_stats = stats

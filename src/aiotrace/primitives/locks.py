@@ -63,7 +63,6 @@ from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     ASYNC_GENERATOR,
     ENTER,
-    EXIT,
     PLAIN_CREATE_FUTURE,
     CancelledError,
     adopt_preexisting,
@@ -108,19 +107,16 @@ def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, st
     and the parent is the current span. Otherwise another task released it,
     and the hold is parented under the holder's task span, if it has one.
     """
-    if owner is None or owner is caller or in_stack(owner, caller):
-        return current_span(), current_task_name(), None
-    if owner.f_back is not None and holding(owner, stack_ids(caller)) is not None:
+    if (
+        owner is None
+        or owner is caller
+        or in_stack(owner, caller)
         # Taken by a coroutine that returned holding it, to a caller that
         # releases it now (its finished frame names that caller from 3.12).
+        or (owner.f_back is not None and holding(owner, stack_ids(caller)) is not None)
+    ):
         return current_span(), current_task_name(), None
     holder = task_of_frame(owner, t0)
-    if holder is None and owner.f_code.co_name == ENTER and caller.f_code.co_name == EXIT:
-        # A context manager's ``__aenter__`` took it, and returned (its frame is
-        # no task's now); its ``__aexit__`` gives it back, in the task that
-        # entered it. (Under diagnosis the owner is the frame of the ``async
-        # with`` itself, found above: see ``_base.outliving``.)
-        return current_span(), current_task_name(), None
     span = task_span_of(holder)
     return (
         span if span is not None else current_span(),
@@ -402,9 +398,7 @@ def lock_patches() -> list[Patch]:
                     if code is condition_wait_code:
                         frame = waiter_of(frame)
                         code = frame.f_code
-                    elif diagnosing[0] and (
-                        code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER
-                    ):
+                    elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
                         frame = outliving(frame)  # a context manager of the program's
                         code = frame.f_code
                     # An explicit acquire() may be released far away: remember
@@ -469,7 +463,7 @@ def lock_patches() -> list[Patch]:
             if code is condition_wait_code:
                 frame = waiter_of(frame)
                 code = frame.f_code
-            elif diagnosing[0] and (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+            elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
                 frame = outliving(frame)
                 code = frame.f_code
             self._aiotrace_asite = (t1, code, frame.f_lasti)
@@ -992,7 +986,7 @@ def semaphore_patches() -> list[Patch]:
                 frame = user_frame(2)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
             else:  # (a frame's attributes take no fast path: f_code once)
-                if diagnosing[0] and (code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER):
+                if code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
                     frame = outliving(frame)  # a context manager of the program's
                     code = frame.f_code
                 site = (code, frame.f_lasti)

@@ -461,6 +461,25 @@ def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | N
     often as not, since the memory freed is reused for objects of its size.
     ``pop``: take the entry out.
     """
+    entry = _ended_entry(task, pop)
+    return entry[:4] if entry is not None else None
+
+
+def ended_coroutine(task: Any) -> str | None:
+    """The qualified name of the coroutine of ``task``, a traced task that ended raising.
+
+    For an eager task that raised in its first step, inside ``create_task``:
+    asyncio has dropped its coroutine, and a finding would name it by its
+    task's name alone.
+    """
+    entry = _ended_entry(task, False)
+    return entry[7] if entry is not None else None
+
+
+def _ended_entry(
+    task: Any, pop: bool
+) -> tuple[int, int, int, int, int, int, str | None, str | None] | None:
+    """``task``'s :data:`ENDED_RAISING` entry, if it is this task's (see :func:`ended_raising`)."""
     key = id(task)
     entry = ENDED_RAISING.pop(key, None) if pop else ENDED_RAISING.get(key)
     if entry is None:
@@ -473,18 +492,7 @@ def ended_raising(task: Any, pop: bool = False) -> tuple[int, int, int, int] | N
         )
     except Exception:  # a Task subclass with a broken get_name(): not one to vouch for
         return None
-    return entry[:4] if same else None
-
-
-def ended_coroutine(task: Any) -> str | None:
-    """The qualified name of the coroutine of ``task``, a traced task that ended raising.
-
-    For an eager task that raised in its first step, inside ``create_task``:
-    asyncio has dropped its coroutine, and a finding would name it by its
-    task's name alone.
-    """
-    entry = ENDED_RAISING.get(id(task))
-    return entry[7] if entry is not None and ended_raising(task) is not None else None
+    return entry if same else None
 
 
 def _died(task: Any, span: TaskSpan, raised: RaisedException, exc: BaseException) -> None:
