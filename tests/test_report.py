@@ -934,6 +934,7 @@ def test_a_wake_at_a_library_line_says_which_line_of_the_program_led_to_it(
     text = "\n".join(report_lines(result.stderr))
     assert f"woken by Task-3 at {set_at} via {connect}" in text
     assert f"its result set by Task-4 at {resolved_at} via {deliver}" in text
+    assert re.search(r"^Futures: .*; waited for longest:$", text, re.M)
 
 
 def test_a_library_primitive_says_which_line_of_the_program_led_to_it(tmp_path: Path) -> None:

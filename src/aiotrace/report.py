@@ -1257,6 +1257,9 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 f"; time to resolve p50 {duration_text(report.future_p50_ms)}, "
                 f"max {duration_text(report.future_max_ms)}"
             )
+        if report.slowest_futures:
+            # The max can be a future nobody awaited, which the list leaves out.
+            line += "; waited for longest:"
         console.print(line)
         for slow in report.slowest_futures[:3]:
             print_plain(console, f"  {future_text(slow, several)}")
