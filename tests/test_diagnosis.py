@@ -187,6 +187,27 @@ def test_a_hang_without_a_cycle_names_the_wait_nobody_will_end(tmp_path: Path, s
     assert "KeyboardInterrupt" not in result.stderr  # our interrupt, not the program's
 
 
+def test_a_hang_through_a_lock_aiotrace_cannot_see_names_the_async_with_each_task_is_in(
+    tmp_path: Path,
+) -> None:
+    result, findings, _ = diagnose(tmp_path, "hang_own_lock.py")
+    assert result.returncode == EXIT_HANG, result.stderr
+    (hang,) = findings
+    # transfer: accounts, then ledger; audit: ledger, then accounts
+    accounts, audit_waits = (line("hang_own_lock.py", "async with accounts:", i) for i in (0, 1))
+    transfer_waits, ledger = (line("hang_own_lock.py", "async with ledger:", i) for i in (0, 1))
+    assert (
+        f"    hang_own_lock.py:{transfer_waits} in transfer, "
+        f"inside async with accounts (line {accounts})"
+    ) in hang["details"]
+    assert (
+        f"    hang_own_lock.py:{audit_waits} in audit, inside async with ledger (line {ledger})"
+    ) in hang["details"]
+    # The lock's own frame is inside none: the line waiting on the future is in no block.
+    waiting = line("hang_own_lock.py", "await waiter")
+    assert f"    hang_own_lock.py:{waiting} in FutureLock.__aenter__" in hang["details"]
+
+
 @pytest.mark.parametrize("retrieved", [False, True])
 def test_a_hang_names_a_task_that_died_of_an_exception_nobody_read(
     tmp_path: Path, retrieved: bool

@@ -14,7 +14,7 @@ import pytest
 
 import aiotrace
 from aiotrace import semconv
-from aiotrace._sites import short_path
+from aiotrace._sites import async_with_around, short_path
 from aiotrace.testing import Captured, capture_spans
 from tests.cli_support import python
 from tests.conftest import line_of, snapshot
@@ -859,3 +859,28 @@ def test_qualified_names_are_looked_up_within_a_budget_that_refills(
     monkeypatch.setattr(_sites, "_QUALNAMES", {})
     monkeypatch.setattr(_sites, "_QUALNAME_BUDGET", [-1.0, time.perf_counter() - 1000])
     assert _sites.qualname(code).endswith("outer.<locals>.inner")  # refilled since
+
+
+def test_the_async_with_blocks_around_a_line_are_those_entered_by_name(tmp_path: Path) -> None:
+    source = tmp_path / "blocks.py"
+    source.write_text(
+        "class Store:\n"  # 1
+        "    async def save(self, lock, key):\n"  # 2
+        "        async with lock:\n"  # 3
+        "            async with self._locks[key] as held, asyncio.timeout(3), (\n"  # 4
+        "                other\n"  # 5
+        "            ):\n"  # 6
+        "                await asyncio.sleep(\n"  # 7
+        "                    1)\n"  # 8
+        "            async with session.get(url):\n"  # 9
+        "                await flush()\n"  # 10
+        "        async with done: pass\n"  # 11
+        "        await after()  # async with lock:\n"  # 12
+    )
+    path = str(source)
+    around = {line: async_with_around(path, 2, line) for line in range(3, 13)}
+    assert around[3] == ()  # entering, not inside yet
+    assert around[7] == around[8] == (("lock", 3), ("self._locks[key]", 4))
+    assert around[10] == (("lock", 3),)  # what a call makes is left out
+    assert around[11] == around[12] == ()
+    assert async_with_around(str(tmp_path / "missing.py"), 1, 5) == ()

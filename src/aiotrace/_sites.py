@@ -877,6 +877,77 @@ def code_text(path: str, line: int, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+_AROUND_LINES: Final = 400
+"""At most this many lines of a function are read back by :func:`async_with_around`."""
+
+
+@functools.lru_cache(maxsize=1024)
+def async_with_around(path: str, first: int, line: int) -> tuple[tuple[str, int], ...]:
+    """The ``async with`` blocks that ``line`` of a function (starting at ``first``) is
+    inside, outermost first: what each entered (``accounts.writer_lock``) and its line.
+
+    A hang through a lock aiotrace does not know (aiorwlock's, a library's own
+    made of futures) has no holder to name; the ``async with`` a stuck task
+    is inside is where it took what it holds, and names it as written. Only
+    what is entered by name (``lock``, ``self._locks[key]``), not what a call
+    makes (``asyncio.timeout(1)``, ``session.get(url)``): those are rarely
+    the culprit. Read with ``tokenize`` (see :data:`SHARED_SYNTAX_TREE_DEPTH`),
+    from the source lines: an unreadable one gives nothing.
+    """
+    start = max(first, line - _AROUND_LINES)
+    text = "".join(source_line(path, number) for number in range(start, line + 1))
+    lines = text.splitlines()
+    stack: list[tuple[int, str, int]] = []  # (indent, what, header line)
+    inside: list[tuple[int, str, int]] = []
+    statement: list[tokenize.TokenInfo] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                stack.extend(_entered(statement, lines, start))
+                statement = []
+                continue
+            if token.type in _SKIPPED_TOKENS:
+                continue
+            if not statement:  # a statement begins: the blocks it is not in end
+                row, column = token.start
+                if row > line - start + 1:
+                    break
+                stack = [block for block in stack if block[0] < column]
+                inside = list(stack)
+            statement.append(token)
+    except (tokenize.TokenError, SyntaxError):  # the line's statement goes on past it
+        pass
+    return tuple((what, header) for _, what, header in inside)
+
+
+def _entered(
+    statement: list[tokenize.TokenInfo], lines: list[str], start: int
+) -> list[tuple[int, str, int]]:
+    """``[(indent, what, line)]`` for an ``async with`` statement entering something
+    by name, else ``[]`` (see :func:`async_with_around`)."""
+    if len(statement) < 3 or [t.string for t in statement[:2]] != ["async", "with"]:
+        return []
+    items: list[str] = []
+    parts = _split(statement[2:], ":")  # the items, then the body if on the same line
+    if len(parts) < 2:
+        return []
+    for item in _split(parts[0], ","):
+        if not item or item[0].string == "(":
+            continue  # ``async with (a, b):``: rare, left out
+        primary = _primary(item, 0)
+        if primary is None or primary[1] == "(" or not primary[2]:
+            continue
+        end = primary[0]
+        if end < len(item) and item[end].string != "as":
+            continue  # ``await x``, ``a or b``
+        first, last = item[0], item[end - 1]
+        if first.start[0] != last.end[0]:
+            continue
+        items.append(lines[first.start[0] - 1][first.start[1] : last.end[1]])
+    row, column = statement[0].start
+    return [(column, what, start + row - 1) for what in items]
+
+
 def _bracketed(tokens: list[tokenize.TokenInfo], start: int) -> int | None:
     """The index just past the bracket opened at ``start`` and its match; None if unclosed."""
     depth = 0

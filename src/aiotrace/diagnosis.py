@@ -59,6 +59,7 @@ from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
     SITES,
     RaisedException,
+    async_with_around,
     is_asyncio_file,
     is_internal_file,
     line_of,
@@ -335,6 +336,30 @@ def _where(code: Any, line: int | None) -> str:
     return f"{short_path(code.co_filename)}:{line} in {qualname(code)}"
 
 
+def _stack_lines(task: Any) -> list[str]:
+    """``task``'s await stack as report lines, aiotrace's and asyncio's frames left out.
+
+    A frame inside ``async with`` blocks says what they entered: in a hang
+    through a lock aiotrace cannot see into (aiorwlock's, made of futures),
+    that is what each stuck task holds.
+    """
+    lines = []
+    for frame in await_frames(task):
+        code = frame.f_code
+        if is_internal_file(code.co_filename):
+            continue
+        line = frame.f_lineno
+        text = f"    {_where(code, line)}"
+        if line is not None:
+            around = async_with_around(code.co_filename, code.co_firstlineno, line)
+            if around:
+                text += ", inside async with " + ", ".join(
+                    f"{what} (line {header})" for what, header in around
+                )
+        lines.append(text)
+    return lines
+
+
 # ===========================================================================
 # The wait-for graph
 # ===========================================================================
@@ -515,11 +540,7 @@ class Graph:
         ordered = sorted(self.tasks, key=lambda t: (-waited_on.get(id(t), 0), _creation_order(t)))
         alike: dict[tuple[str | None, str, tuple[str, ...]], list[Any]] = {}
         for task in ordered:
-            stack = tuple(
-                f"    {_where(frame.f_code, frame.f_lineno)}"
-                for frame in await_frames(task)
-                if not is_internal_file(frame.f_code.co_filename)
-            )
+            stack = tuple(_stack_lines(task))
             key = (_coroutine_name(task), self._waits_for(task, stuck), stack)
             alike.setdefault(key, []).append(task)
         lines: list[str] = []
@@ -885,11 +906,7 @@ def deadlock_findings(graph: Graph) -> list[Finding]:
         details = [graph.describe_wait(t) for t in cycle]
         for task in cycle:
             details.append(f"{_task_label(task)}, stack:")
-            details.extend(
-                f"    {_where(f.f_code, f.f_lineno)}"
-                for f in await_frames(task)
-                if not is_internal_file(f.f_code.co_filename)
-            )
+            details.extend(_stack_lines(task))
         findings.append(
             Finding(DEADLOCK, f"{len(cycle)} tasks wait for each other: {names}", details, cycle)
         )
