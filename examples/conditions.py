@@ -10,7 +10,7 @@ What to look for:
 * ``asyncio.Condition.wait`` spans in the consumers, each ending when the
   producer notified, linked (``waker``) to the ``producer`` task's span,
   which has an ``asyncio.Condition.notify`` event per notification;
-* the condition's own lock as ``items_changed (conditions.py:26).lock``:
+* the condition's own lock as ``items_changed.lock (conditions.py:26)``:
   re-acquiring it after being notified is that lock's business, not part
   of the condition wait. Its holds here are far below a millisecond, so
   they are only counted (the report's "used ... times, never waited on"

@@ -172,7 +172,7 @@ def check_conditions(trace: Trace, report: dict[str, Any]) -> None:
     assert rows[name]["waits"] == len(waits)
     # Its own lock, held far below 1 ms each time: counted, under its own name.
     # (A busy machine may stretch one hold past 1 ms: the lock then has a row.)
-    lock_name = f"{name}.lock"
+    lock_name = name.replace(" (", ".lock (", 1)
     if lock_name in rows:
         assert set(rows) == {name, lock_name}
         assert rows[lock_name]["kind"] == semconv.KIND_LOCK

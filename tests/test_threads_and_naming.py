@@ -754,7 +754,7 @@ def test_a_rename_mid_run_reaches_the_spans_after_it() -> None:
     cond_line = line_of("# mid-run-cond")
     assert holds == [
         f"lock (test_threads_and_naming.py:{lock_line})",
-        f"jobs (test_threads_and_naming.py:{cond_line}).lock",
+        f"jobs.lock (test_threads_and_naming.py:{cond_line})",
         "renamed",
         "jobs.lock",
         "renamed",
@@ -782,7 +782,7 @@ def test_names_reach_the_totals_of_operations_never_spanned() -> None:
         }
     site = line_of("cond = asyncio.Condition()")
     assert totals == {  # the Condition itself was never waited on: no line of its own
-        f"cond (test_threads_and_naming.py:{site}).lock": 3,
+        f"cond.lock (test_threads_and_naming.py:{site})": 3,
         "db-pool": 3,
     }
 

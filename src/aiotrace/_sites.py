@@ -697,9 +697,15 @@ class Site:
         attribute (``self._lock``) and what a constructor makes are named as
         they are.
         """
+        return self.named_with("")
+
+    def named_with(self, suffix: str) -> str:
+        """:attr:`named` with ``suffix`` after the variable: ``cond.lock (app.py:12)``
+        names the Lock asyncio made for the Condition ``cond``."""
         var = variable_name(self)
         if not var:
-            return self.label
+            return self.label + suffix
+        var += suffix
         function = self.function
         if (
             "." not in var

@@ -48,7 +48,6 @@ from aiotrace._sites import (
     RawSite,
     as_untraced,
     capture_creation,
-    default_name,
     field_name,
     file_kind,
     site_and_via,
@@ -454,16 +453,19 @@ class SiteStats:
         any test's waiting (see ``pytest_plugin._measure``).
         """
 
-    def display_name(self) -> str:
-        """The name reports show for this site: given, derived from an owner, or from the site."""
+    def display_name(self, suffix: str = "") -> str:
+        """The name reports show for this site: given, derived from an owner, or from the site.
+
+        ``suffix``: a helper's, named after this site's primitive (see :func:`site_name`).
+        """
         if self.owner is not None:
-            owner, suffix = self.owner
-            return owner.display_name() + suffix
+            owner, own = self.owner
+            return owner.display_name(own + suffix)
         if self.label is not None:
-            return self.label
+            return self.label + suffix
         if self.raw is None:
-            return f"{self.kind} {semconv.UNKNOWN_SITE}"
-        return site_name(self.raw, self.via)
+            return f"{self.kind}{suffix} {semconv.UNKNOWN_SITE}"
+        return site_name(self.raw, self.via, suffix)
 
     @property
     def operations(self) -> int:
@@ -1087,26 +1089,35 @@ def site_attributes(raw: RawSite) -> dict[str, Any]:
     }
 
 
-def display_name(ref: PrimRef) -> str:
-    """The name a primitive is shown by: explicit, derived from its owner, or from its site."""
+def display_name(ref: PrimRef, suffix: str = "") -> str:
+    """The name a primitive is shown by: explicit, derived from its owner, or from its site.
+
+    ``suffix``: a helper's, named after this primitive (see :func:`site_name`).
+    """
     if ref.name:
-        return ref.name
+        return ref.name + suffix
     owned = ref_suffix.get(ref.pid)
     if owned is not None:
-        return display_name(owned[0]) + owned[1]
+        return display_name(owned[0], owned[1] + suffix)
     if ref.raw is None:
-        return f"{ref.kind} #{ref.pid} {semconv.UNKNOWN_SITE}"
-    return site_name(ref.raw, ref.stats.via)
+        return f"{ref.kind} #{ref.pid}{suffix} {semconv.UNKNOWN_SITE}"
+    return site_name(ref.raw, ref.stats.via, suffix)
 
 
-def site_name(raw: RawSite, via: RawSite | None) -> str:
+def site_name(raw: RawSite, via: RawSite | None, suffix: str = "") -> str:
     """``cache_lock (app.py:12)``; for a library's primitive, the program's line too:
     ``self._lock (pool.py:40) via app.py:7``; for a dataclass field's default, the
-    field and the program's line that made the instance: ``Pool.lock (app.py:17)``."""
+    field and the program's line that made the instance: ``Pool.lock (app.py:17)``.
+
+    ``suffix`` goes after the variable, for a helper named after the
+    primitive made here: ``self._cond.lock (pool.py:40) via app.py:7``, the
+    Lock asyncio made for that Condition, not ``... via app.py:7.lock``.
+    """
     field = field_name(raw)
     if field is not None:
+        field += suffix
         return field if via is None else f"{field} ({SITES.resolve(via).label})"
-    name = default_name(SITES.resolve(raw))
+    name = SITES.resolve(raw).named_with(suffix)
     return name if via is None else f"{name} via {SITES.resolve(via).label}"
 
 
