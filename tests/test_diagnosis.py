@@ -145,8 +145,8 @@ def test_deadlock_through_a_condition(tmp_path: Path) -> None:
         'task "scheduler" (main.<locals>.scheduler) waits for lock registry'
     )
     assert details[1].startswith(
-        f'task "auditor" (main.<locals>.auditor) waits for lock jobs (deadlock_condition.py:{jobs})'
-        '.lock, held by task "scheduler"'
+        f'task "auditor" (main.<locals>.auditor) waits for lock jobs.lock '
+        f'(deadlock_condition.py:{jobs}), held by task "scheduler"'
     )
 
 
