@@ -1991,6 +1991,72 @@ def test_a_hang_dump_leads_with_the_task_most_waited_on_and_shows_alike_waits_on
     assert f'task "awaiter" ({qualnames["awaiter"]}) waits for {holder}' in entries
 
 
+class _Awaiting:
+    """An awaitable whose ``__await__`` is a coroutine's, as aiohttp's ``session.get()`` is."""
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Any:
+        return self.coro.__await__()
+
+
+def test_a_stuck_tasks_stack_goes_on_into_the_async_generator_it_iterates() -> None:
+    """``async for`` over an async generator awaits an ``async_generator_asend``, an
+    awaitable whose ``__await__`` is a coroutine's a ``coroutine_wrapper``: neither
+    names the next link, yet the task is stuck in what they step. Its stack shows
+    it, and a lock the generator took while it waits is that task's."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    lines: list[str] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+        lock = asyncio.Lock()
+
+        async def rows() -> Any:
+            async with lock:
+                yield 1
+                await gate.wait()  # rows-waits
+                yield 2
+
+        async def reader() -> None:
+            async for _ in rows():
+                pass
+
+        async def fetch() -> None:
+            await gate.wait()  # fetch-waits
+
+        async def client() -> None:
+            await _Awaiting(fetch())
+
+        async def request() -> None:
+            async with lock:
+                pass
+
+        tasks = [asyncio.create_task(reader(), name="reader")]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(request(), name="request")]
+        tasks += [asyncio.create_task(client(), name="client")]
+        await asyncio.sleep(0)
+        lines.extend(diagnosis.snapshot(tasks).format())
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    with _diagnosed():
+        asyncio.run(main())
+    here = os.path.basename(__file__)
+    assert any(
+        line.startswith('task "request"') and 'held by task "reader"' in line for line in lines
+    ), lines
+    rows_waits = f"    {here}:{line_of('# rows-waits')} in "
+    fetch_waits = f"    {here}:{line_of('# fetch-waits')} in "
+    assert any(line.startswith(rows_waits) and "inside async with lock" in line for line in lines)
+    assert any(line.startswith(fetch_waits) for line in lines), lines
+
+
 class _Guard:
     """A context manager of the program's own around a lock or semaphore: an explicit
     ``acquire()`` in ``__aenter__``, which returns holding it."""

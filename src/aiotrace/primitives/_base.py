@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import itertools
 import re
@@ -286,11 +287,25 @@ class HolderLookups:
 HOLDERS: Final = HolderLookups()
 
 
+_OPAQUE_AWAITABLES: Final = frozenset(
+    {"async_generator_asend", "async_generator_athrow", "coroutine_wrapper"}
+)
+"""What an await chain can pass through without a name for the next link:
+``async for`` over an async generator awaits an ``async_generator_asend``
+(``_athrow``, closing it), an awaitable whose ``__await__`` returns a
+coroutine's (aiohttp's ``session.get()``) a ``coroutine_wrapper``. Each
+refers to the generator or coroutine it steps, which the garbage
+collector's referents give. By name: making one to take its type would
+start an async generator, which a running loop's hooks would then keep."""
+
+
 def chain_frames(task: Any) -> Iterator[FrameType]:
     """The frames of ``task``'s suspended await chain, outermost first.
 
     A running task's chain stops at its outermost coroutine: the rest is on
-    its thread's stack.
+    its thread's stack. The chain goes on through the awaitables of
+    :data:`_OPAQUE_AWAITABLES`: a task stuck inside an async generator it
+    iterates, or inside a library's request, is stuck where that one is.
     """
     coro = coro_of(task)
     for _ in range(256):
@@ -303,11 +318,21 @@ def chain_frames(task: Any) -> Iterator[FrameType]:
         )
         if frame is not None:
             yield frame
-        coro = (
+        awaited = (
             getattr(coro, "cr_await", None)
             or getattr(coro, "gi_yieldfrom", None)
             or getattr(coro, "ag_await", None)
         )
+        if awaited is None and type(coro).__name__ in _OPAQUE_AWAITABLES:
+            awaited = next(
+                (
+                    r
+                    for r in gc.get_referents(coro)
+                    if hasattr(r, "cr_frame") or hasattr(r, "ag_frame")
+                ),
+                None,
+            )
+        coro = awaited
 
 
 def tasks_by_frame(tasks: Iterable[Any], stack: FrameType | None) -> dict[int, Any]:
