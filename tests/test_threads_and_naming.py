@@ -861,7 +861,9 @@ def test_qualified_names_are_looked_up_within_a_budget_that_refills(
     assert _sites.qualname(code).endswith("outer.<locals>.inner")  # refilled since
 
 
-def test_the_async_with_blocks_around_a_line_are_those_entered_by_name(tmp_path: Path) -> None:
+def test_the_async_with_blocks_around_a_line_say_what_they_entered_as_written(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "blocks.py"
     source.write_text(
         "class Store:\n"  # 1
@@ -872,7 +874,7 @@ def test_the_async_with_blocks_around_a_line_are_those_entered_by_name(tmp_path:
         "            ):\n"  # 6
         "                await asyncio.sleep(\n"  # 7
         "                    1)\n"  # 8
-        "            async with session.get(url):\n"  # 9
+        "            async with pool.acquire() as conn:\n"  # 9
         "                await flush()\n"  # 10
         "        async with done: pass\n"  # 11
         "        await after()  # async with lock:\n"  # 12
@@ -880,7 +882,14 @@ def test_the_async_with_blocks_around_a_line_are_those_entered_by_name(tmp_path:
     path = str(source)
     around = {line: async_with_around(path, 2, line) for line in range(3, 13)}
     assert around[3] == ()  # entering, not inside yet
-    assert around[7] == around[8] == (("lock", 3), ("self._locks[key]", 4))
-    assert around[10] == (("lock", 3),)  # what a call makes is left out
+    assert (
+        around[7]
+        == around[8]
+        == (
+            ("lock", 3),
+            ("self._locks[key] as held, asyncio.timeout(3), ( ...", 4),
+        )
+    )
+    assert around[10] == (("lock", 3), ("pool.acquire() as conn", 9))
     assert around[11] == around[12] == ()
     assert async_with_around(str(tmp_path / "missing.py"), 1, 5) == ()

@@ -894,10 +894,8 @@ def async_with_around(path: str, first: int, line: int) -> tuple[tuple[str, int]
 
     A hang through a lock aiotrace does not know (aiorwlock's, a library's own
     made of futures) has no holder to name; the ``async with`` a stuck task
-    is inside is where it took what it holds, and names it as written. Only
-    what is entered by name (``lock``, ``self._locks[key]``), not what a call
-    makes (``asyncio.timeout(1)``, ``session.get(url)``): those are rarely
-    the culprit. Read with ``tokenize`` (see :data:`SHARED_SYNTAX_TREE_DEPTH`),
+    is inside is where it took what it holds (``pool.acquire() as conn``),
+    and names it as written. Read with ``tokenize`` (see :data:`SHARED_SYNTAX_TREE_DEPTH`),
     from the source lines: an unreadable one gives nothing.
     """
     start = max(first, line - _AROUND_LINES)
@@ -926,32 +924,29 @@ def async_with_around(path: str, first: int, line: int) -> tuple[tuple[str, int]
     return tuple((what, header) for _, what, header in inside)
 
 
+_ENTERED_WIDTH: Final = 80
+
+
 def _entered(
     statement: list[tokenize.TokenInfo], lines: list[str], start: int
 ) -> list[tuple[int, str, int]]:
-    """``[(indent, what, line)]`` for an ``async with`` statement entering something
-    by name, else ``[]`` (see :func:`async_with_around`)."""
+    """``[(indent, what, line)]`` for an ``async with`` statement (what it enters, as
+    written), else ``[]`` (see :func:`async_with_around`)."""
     if len(statement) < 3 or [t.string for t in statement[:2]] != ["async", "with"]:
         return []
-    items: list[str] = []
     parts = _split(statement[2:], ":")  # the items, then the body if on the same line
-    if len(parts) < 2:
+    if len(parts) < 2 or not parts[0]:
         return []
-    for item in _split(parts[0], ","):
-        if not item or item[0].string == "(":
-            continue  # ``async with (a, b):``: rare, left out
-        primary = _primary(item, 0)
-        if primary is None or primary[1] == "(" or not primary[2]:
-            continue
-        end = primary[0]
-        if end < len(item) and item[end].string != "as":
-            continue  # ``await x``, ``a or b``
-        first, last = item[0], item[end - 1]
-        if first.start[0] != last.end[0]:
-            continue
-        items.append(lines[first.start[0] - 1][first.start[1] : last.end[1]])
+    first, last = parts[0][0], parts[0][-1]
+    text = lines[first.start[0] - 1]
+    if first.start[0] == last.end[0]:
+        what = text[first.start[1] : last.end[1]]
+    else:
+        what = text[first.start[1] :].rstrip() + " ..."
+    if len(what) > _ENTERED_WIDTH:
+        what = what[: _ENTERED_WIDTH - 4] + " ..."
     row, column = statement[0].start
-    return [(column, what, start + row - 1) for what in items]
+    return [(column, what, start + row - 1)]
 
 
 def _bracketed(tokens: list[tokenize.TokenInfo], start: int) -> int | None:
