@@ -374,7 +374,17 @@ async def main() -> None:
             if SLOW_CONSUMER:
                 await asyncio.sleep(0.01)
 
-    await asyncio.gather(producer(), consumer())
+    async def borrower() -> None:  # the queue as a pool: take an item, give it back
+        item = await jobs.get()
+        await asyncio.sleep(0.01)
+        jobs.put_nowait(item)
+
+    if sys.argv[1] == "pool":
+        jobs.put_nowait("a")
+        jobs.put_nowait("b")
+        await asyncio.gather(*(borrower() for _ in range(12)))
+    else:
+        await asyncio.gather(producer(), consumer())
 
 
 asyncio.run(main())
@@ -405,6 +415,30 @@ def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
     assert texts["slow-consumer"].endswith("(full more than empty: its consumers fall behind)")
     assert texts["slow-producer"].startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
     assert texts["slow-producer"].endswith("(empty more than full: its producers fall behind)")
+
+
+def test_a_queue_used_as_a_pool_says_its_items_are_too_few_or_held_too_long(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pipeline.py").write_text(QUEUE)
+    result = aiotrace(
+        "run", "--no-trace-file", "--report-json=r.json", "pipeline.py", "pool", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+    given_back, woken = row["gets_given_back"]
+    # 12 borrowers of 2 items: 10 gets wait; the first 2 are woken by borrowers that
+    # never waited, the rest by ones that did.
+    assert woken == row["by_operation"]["get"][0] == 10
+    assert given_back == 8
+    assert "put" not in row["by_operation"]
+    lines = report_lines(result.stderr)
+    text = lines[lines.index("Queues (waits that became spans)") + 1]
+    assert text.startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
+    assert text.endswith(
+        f"(a pool: {given_back} of {woken} gets waited for an item a borrower gave back:"
+        " too few items, or each held too long)"
+    )
 
 
 def test_a_queue_line_counts_a_single_wait_as_once() -> None:

@@ -106,6 +106,13 @@ class PrimitiveRow:
     """Where holders were, sampled while others waited: line (with its code) -> samples."""
     held_samples: int = 0
     """Every such sample, the lines not in ``held_at`` included."""
+    gets_given_back: list[int] = field(default_factory=list)
+    """A queue's spanned ``get()`` waits that a put ended: ``[given back, all of them]``.
+    Mostly given back: the queue is a pool (asyncpg's connections), whose items are
+    taken and given back, not produced and consumed. Given back: by a task that had
+    waited to get from it too, or from the program's line the get came from (a
+    library's pool, ``async with pool.acquire()``, which asyncpg gives back from a
+    task of its own)."""
 
     def held_at_text(self) -> str | None:
         """``app.py:11 in get: v = await fetch(k) (31 of 33 samples)``: where the holder
@@ -572,6 +579,8 @@ class ReportBuilder:
         self._trace_ids: dict[int, int] = {}
         self._recent: dict[_TaskKey, tuple[deque[_Wait], deque[_Hold]]] = {}
         self._nested: dict[tuple[str, str, str, str], NestedRow] = {}
+        self._getters: dict[int, set[tuple[int | None, str]]] = {}
+        """id(queue row) -> the tasks seen waiting to get from it (see ``gets_given_back``)."""
         self._pids: set[int] = set()
         self._pid: int | None = None
         """The process of the batch being added."""
@@ -623,6 +632,8 @@ class ReportBuilder:
                         maxsize = attrs.get(semconv.ATTR_QUEUE_MAXSIZE)
                         if maxsize is not None:
                             row.capacity = int(maxsize)
+                        if operation == "get":
+                            self._get_waited(row, attrs)
                     self._pair_wait(draft, row.name)
             elif name in _HOLD_SPANS:
                 row = self._row(attrs)
@@ -649,6 +660,26 @@ class ReportBuilder:
                 if name == semconv.SPAN_RUN:
                     self._run = draft
                 self._summaries(draft)
+
+    _GETTERS_KEPT: Final = 10_000
+
+    def _get_waited(self, row: PrimitiveRow, attrs: dict[str, Any]) -> None:
+        """Count, for a queue, whether the put that ended a get's wait was a getter's."""
+        getters = self._getters.get(id(row))
+        if getters is None:
+            getters = self._getters[id(row)] = set()
+        putter = attrs.get(semconv.ATTR_WAKER_TASK)
+        if putter is not None and attrs.get(semconv.ATTR_OUTCOME) == semconv.OUTCOME_GOT:
+            if not row.gets_given_back:
+                row.gets_given_back = [0, 0]
+            via = attrs.get(semconv.ATTR_VIA_SITE)
+            row.gets_given_back[0] += (self._pid, str(putter)) in getters or (
+                via is not None and via == attrs.get(semconv.ATTR_WAKER_VIA_SITE)
+            )
+            row.gets_given_back[1] += 1
+        task = attrs.get(semconv.ATTR_TASK_NAME)
+        if task is not None and len(getters) < self._GETTERS_KEPT:
+            getters.add((self._pid, str(task)))
 
     def _row(self, attrs: dict[str, Any]) -> PrimitiveRow | None:
         site = attrs.get(semconv.ATTR_PRIMITIVE_SITE)
@@ -887,6 +918,7 @@ class ReportBuilder:
                 merged.max_hold_ms = max(merged.max_hold_ms, spanned.max_hold_ms)
                 merged.capacity = merged.capacity or spanned.capacity
                 merged.by_operation = spanned.by_operation
+                merged.gets_given_back = spanned.gets_given_back
             min_wait, min_hold = self._thresholds.get(key, (0.0, 0.0))
             merged.max_wait_under_ms = _longest_under(
                 merged.max_wait_ms, spanned.waits if spanned else 0, merged.waits, min_wait
@@ -1070,7 +1102,13 @@ def queue_text(row: PrimitiveRow) -> str:
     puts = row.by_operation.get("put", (0, 0.0))[1]
     gets = row.by_operation.get("get", (0, 0.0))[1]
     verdict = ""
-    if puts > gets:
+    given_back, woken = row.gets_given_back or (0, 0)
+    if gets > puts and woken and given_back * 2 > woken:
+        verdict = (
+            f" (a pool: {given_back} of {woken} gets waited for an item a borrower gave back:"
+            " too few items, or each held too long)"
+        )
+    elif puts > gets:
         verdict = " (full more than empty: its consumers fall behind)"
     elif gets > puts:
         verdict = " (empty more than full: its producers fall behind)"
