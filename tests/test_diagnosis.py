@@ -2057,6 +2057,60 @@ def test_a_stuck_tasks_stack_goes_on_into_the_async_generator_it_iterates() -> N
     assert any(line.startswith(fetch_waits) for line in lines), lines
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup and cancelling() are 3.11+")
+def test_a_task_group_waits_for_its_tasks_and_one_that_swallowed_its_cancellation_says_so() -> None:
+    """The classic hang at the end: a TaskGroup's body fails, and a task of the group
+    catches the cancellation the group sends and goes on waiting. The group's owner
+    waits for that task, which is named, and the task is shown cancelled yet running."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    lines: list[str] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def worker() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                await stop.wait()  # swallowed: the bug
+
+        async def look() -> None:
+            await asyncio.sleep(0.01)  # the group has cancelled the worker, which waits
+            lines.extend(diagnosis.snapshot().format())
+            stop.set()
+
+        looking = asyncio.create_task(look(), name="look")
+        with contextlib.suppress(Exception):  # the group's ExceptionGroup
+            async with asyncio.TaskGroup() as group:
+                group.create_task(worker(), name="worker")
+                await asyncio.sleep(0)
+                raise RuntimeError("shutting down")
+        await looking
+
+    with _diagnosed():
+        asyncio.run(main())
+    entries = [line for line in lines if not line.startswith(" ")]
+    worker = next(line for line in entries if line.startswith('task "worker"'))
+    assert worker.endswith(
+        "; cancelled, yet still running: it caught the CancelledError and went on,"
+        " or its clean-up waits"
+    )
+    main_line = next(line for line in entries if line.startswith('task "Task-'))
+    assert main_line.endswith(
+        'waits for its TaskGroup\'s tasks (task "worker" ('
+        + (
+            "test_a_task_group_waits_for_its_tasks_and_one_that_swallowed_its_cancellation_says_so"
+            ".<locals>.main.<locals>.worker))"
+        )
+    )
+    # The other tasks were never cancelled: no such note.
+    assert "cancelled" not in main_line
+    assert entries.index(worker) < entries.index(main_line)  # the one waited for first
+
+
 class _Guard:
     """A context manager of the program's own around a lock or semaphore: an explicit
     ``acquire()`` in ``__aenter__``, which returns holding it."""

@@ -403,6 +403,27 @@ def await_frames(task: Any) -> list[FrameType]:
     return frames
 
 
+def _cancelled_text(task: Any) -> str:
+    """``; cancelled, yet still running ...`` for a pending task whose cancellation
+    was delivered (3.11+: ``cancelling()``) and that has not ended, else ``""``.
+
+    A task that caught its ``CancelledError`` and went on (or whose clean-up
+    hangs) keeps the ``TaskGroup``, ``asyncio.timeout()`` or shutdown that
+    cancelled it waiting for ever: the usual cause of a hang at the end.
+    """
+    try:
+        cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
+    except Exception:  # a Task subclass's own cancelling()
+        return ""
+    if not cancelling or getattr(task, "_must_cancel", False):
+        return ""  # not cancelled, or its cancellation not delivered yet
+    times = "" if cancelling == 1 else f" {cancelling} times"
+    return (
+        f"; cancelled{times}, yet still running: it caught the CancelledError and went on,"
+        " or its clean-up waits"
+    )
+
+
 def _creation_order(task: Any) -> tuple[float, str]:
     """Older tasks first (by their span's start), then by name."""
     from aiotrace._context import TASK_SPANS
@@ -502,6 +523,9 @@ class Graph:
 
     def _waits_for(self, task: Any, stuck: bool) -> str:
         """:meth:`describe_wait` after the task's label: `` waits for ...``."""
+        return self._wait_text(task, stuck) + _cancelled_text(task)
+
+    def _wait_text(self, task: Any, stuck: bool) -> str:
         wait = self.waits.get(id(task))
         if wait is None:
             return " is not waiting on anything aiotrace knows"
@@ -662,6 +686,14 @@ def _classify(
                 names += f" and {len(pending) - RELEASERS_SHOWN} more"
             return Wait(task, f"gather({names})", pending, mode="all", named=True)
         return Wait(task, "gather(...)", None)
+    group = _task_group_exiting(task, fut)
+    if group is not None:
+        pending = [t for t in list(getattr(group, "_tasks", ())) if not t.done()]
+        if pending:
+            names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
+            if len(pending) > RELEASERS_SHOWN:
+                names += f" and {len(pending) - RELEASERS_SHOWN} more"
+            return Wait(task, f"its TaskGroup's tasks ({names})", pending, mode="all", named=True)
     entry = waiters.get(id(fut))
     if entry is not None:
         prim, kind, role = entry
@@ -684,6 +716,23 @@ def _classify(
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
         return Wait(task, what, None)
     return Wait(task, "an asyncio internal future", None, internal=fut)
+
+
+def _task_group_exiting(task: Any, fut: Any) -> Any:
+    """The ``TaskGroup`` whose ``async with`` ``task`` waits at the end of, for its tasks
+    to finish (``fut`` its ``_on_completed_fut``), else None.
+
+    Its tasks are what can end the wait, every one of them: a child that
+    never ends (one that swallowed its cancellation) is the culprit.
+    """
+    frames = await_frames(task)
+    inner = frames[-1] if frames else None
+    if inner is None or not is_asyncio_file(inner.f_code.co_filename):
+        return None
+    if qualname(inner.f_code) not in ("TaskGroup.__aexit__", "TaskGroup._aexit"):
+        return None
+    group = inner.f_locals.get("self")
+    return group if getattr(group, "_on_completed_fut", None) is fut else None
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:
