@@ -1106,13 +1106,14 @@ asyncio.run(main())
 
 
 @contextlib.contextmanager
-def _diagnosed(**config: Any) -> Iterator[Any]:
-    """aiotrace instrumented (primitives only) and a diagnosis running, as ``aiotrace
-    run`` has them; the watchdog, if any, forgets finished holds at every graph check."""
+def _diagnosed(futures: bool = False, **config: Any) -> Iterator[Any]:
+    """aiotrace instrumented (primitives only, unless ``futures``: tasks and futures too)
+    and a diagnosis running, as ``aiotrace run`` has them; the watchdog, if any, forgets
+    finished holds at every graph check."""
     import aiotrace
     from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
 
-    aiotrace.instrument(tasks=False, futures=False)
+    aiotrace.instrument(tasks=futures, futures=futures)
     diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False, **config), None)
     try:
         diagnoser.start()
@@ -2109,6 +2110,71 @@ def test_a_task_group_waits_for_its_tasks_and_one_that_swallowed_its_cancellatio
     # The other tasks were never cancelled: no such note.
     assert "cancelled" not in main_line
     assert entries.index(worker) < entries.index(main_line)  # the one waited for first
+
+
+@pytest.mark.parametrize("resolver", ["none", "task", "holder", "callback"])
+def test_a_future_another_task_or_a_callback_will_resolve_makes_no_deadlock(
+    resolver: str,
+) -> None:
+    """The main task awaits a task that awaits the main task's future: a cycle, if the
+    creator were all that could resolve it. A task that has the future at hand (in
+    its locals, or an object's attribute), or a callback the loop has scheduled with
+    it, can too (aiohttp's test_data_stream_exc gives it to a task that sets it 10 ms
+    later): no deadlock then."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    seen: list[list[str]] = []
+    main_name: list[str] = []
+
+    class Box:
+        def __init__(self, fut: asyncio.Future[int]) -> None:
+            self.fut = fut
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        main_name.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+
+        async def waiter() -> int:
+            return await fut
+
+        async def setter() -> None:
+            await asyncio.sleep(0.05)
+            fut.set_result(1)
+
+        async def boxed(box: Box) -> None:
+            await asyncio.sleep(0.05)
+            box.fut.set_result(1)
+
+        if resolver == "task":
+            helper = asyncio.create_task(setter(), name="setter")
+        elif resolver == "holder":
+            helper = asyncio.create_task(boxed(Box(fut)), name="setter")
+        elif resolver == "callback":
+            loop.call_later(0.05, fut.set_result, 1)
+
+        async def look() -> None:  # it must not refer to the future itself
+            await asyncio.sleep(0.01)
+            seen.append([t.get_name() for t in diagnosis.snapshot().deadlocked()])
+            if resolver == "none":
+                waiting.cancel()
+
+        looking = asyncio.create_task(look(), name="look")
+        waiting = asyncio.create_task(waiter(), name="waiter")
+        with contextlib.suppress(asyncio.CancelledError):
+            assert await waiting == 1
+        await looking
+        if resolver in ("task", "holder"):
+            await helper
+
+    with _diagnosed(futures=True):
+        asyncio.run(main())
+    if resolver == "none":
+        assert sorted(seen[0]) == sorted([main_name[0], "waiter"])
+    else:
+        assert seen == [[]]
 
 
 class _Guard:

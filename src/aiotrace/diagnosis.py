@@ -29,6 +29,7 @@ this module turns its inversions into findings.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import math
@@ -39,6 +40,7 @@ import sysconfig
 import threading
 import time
 import traceback
+import types
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
@@ -385,6 +387,10 @@ class Wait:
     """A future of asyncio's own that it waits on: put in words only when shown
     (:func:`_internal_wait` reads the loop's timers; the watchdog takes a
     snapshot every half second)."""
+    future: Any = None
+    """A program's future it waits on, its creator taken to be what resolves it:
+    who else could is looked for only when that would make a deadlock
+    (:meth:`Graph.deadlocked`)."""
 
 
 def await_frames(task: Any) -> list[FrameType]:
@@ -470,7 +476,30 @@ class Graph:
         return self.waits.get(id(task))
 
     def deadlocked(self) -> list[Any]:
-        """Tasks that can never proceed: every way out leads back into the set."""
+        """Tasks that can never proceed: every way out leads back into the set.
+
+        A future's creator is only the likely one to resolve it: when one
+        would close a cycle, every task that refers to the future, and every
+        callback the loop has scheduled with it, is counted too (a test
+        gives its future to a task that sets it 10 ms later: no deadlock).
+        """
+        stuck = self._stuck()
+        unsure = [w for w in stuck if w.future is not None]
+        if not unsure:
+            return [w.task for w in stuck]
+        creators = {}
+        for wait in unsure:
+            creators[id(wait)] = wait.releasers
+            wait.releasers = _could_resolve(wait, self.tasks)
+            wait.future = None
+        stuck = self._stuck()
+        for wait in stuck:
+            # Deadlocked all the same: every task that could resolve it is stuck
+            # too. The creator is the one to name (the others only refer to it).
+            wait.releasers = creators.get(id(wait), wait.releasers)
+        return [w.task for w in stuck]
+
+    def _stuck(self) -> list[Wait]:
         blocked = {id(w.task): w for w in self.waits.values() if w is not None and w.releasers}
         changed = True
         while changed:
@@ -481,7 +510,7 @@ class Graph:
                 if not stuck:
                     del blocked[key]
                     changed = True
-        return [w.task for w in blocked.values()]
+        return list(blocked.values())
 
     def cycles(self) -> list[list[Any]]:
         """The deadlocked tasks as cycles (each task once), for a readable chain."""
@@ -711,11 +740,69 @@ def _classify(
         what = f"future {_base.display_name(ref)}" if ref is not None else "a future"
         creator = live.get(state.creator_id) if state.creator_id else None
         if creator is not None and creator is not task:
-            return Wait(task, what, [creator])
+            return Wait(task, what, [creator], future=fut)
         if state.creator_id and creator is None:
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
         return Wait(task, what, None)
     return Wait(task, "an asyncio internal future", None, internal=fut)
+
+
+def _could_resolve(wait: Wait, tasks: list[Any]) -> list[Any] | None:
+    """``wait.releasers`` and every other task whose await chain refers to the future
+    ``wait`` waits on; None (anyone) if a callback the loop has scheduled does."""
+    fut = wait.future
+    loop = loop_of(fut)
+    handles = [*getattr(loop, "_ready", ()), *getattr(loop, "_scheduled", ())]
+    for handle in handles:
+        callback = getattr(handle, "_callback", None)
+        if _refers(callback, fut) or any(_refers(a, fut) for a in getattr(handle, "_args", ())):
+            return None
+    releasers = list(wait.releasers or ())
+    known = {id(t) for t in releasers} | {id(wait.task)}
+    for task in tasks:
+        if id(task) in known:
+            continue
+        for frame in _base.chain_frames(task):
+            if any(_refers(value, fut) for value in list(frame.f_locals.values())):
+                releasers.append(task)
+                break
+    return releasers
+
+
+def _refers(value: Any, fut: Any) -> bool:
+    """Whether ``value`` is ``fut``, one of its methods, or holds it directly (an
+    attribute, an item): what a task that will resolve it has at hand.
+
+    By exact types and ``object.__getattribute__``: the program's own
+    ``__getattr__``, ``__class__`` or ``__eq__`` is never run.
+    """
+    kind = type(value)
+    if value is fut:
+        return True
+    if kind in _METHOD_TYPES:
+        return value.__self__ is fut
+    if kind in _SEQUENCE_TYPES:
+        return any(v is fut for v in list(value)[:_REFERS_ITEMS])
+    if kind in _MAPPING_TYPES:
+        return any(v is fut for v in list(value.values())[:_REFERS_ITEMS])
+    if kind.__module__ == "builtins":
+        return False
+    try:
+        attributes = object.__getattribute__(value, "__dict__")
+    except Exception:  # slots, or no instance dict
+        return False
+    if type(attributes) is not dict:
+        return False
+    return any(v is fut for v in list(attributes.values())[:_REFERS_ITEMS])
+
+
+_METHOD_TYPES: Final = (types.MethodType, types.BuiltinMethodType)
+_SEQUENCE_TYPES: Final = (list, tuple, set, frozenset, deque)
+_MAPPING_TYPES: Final = (dict, collections.OrderedDict, collections.defaultdict)
+
+
+_REFERS_ITEMS: Final = 1000
+"""Items of one container or object looked through for a future, at most."""
 
 
 def _task_group_exiting(task: Any, fut: Any) -> Any:
