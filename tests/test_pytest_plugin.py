@@ -981,7 +981,7 @@ def test_ini_options_apply_and_command_line_options_win(suite: pytest.Pytester) 
     trace = trace_of(suite)
     assert trace.resource["service.name"] == "from-ini"
     assert len(trace.named(semconv.SPAN_LOCK_HOLD)) == 6  # min_hold 0: the short ones too
-    assert "... and 1 more tests that waited" in result.stdout.str()  # summary 1
+    assert "... and 1 more test that waited" in result.stdout.str()  # summary 1
     run(
         suite, "--aiotrace-min-hold=1", "--aiotrace-min-wait=1", "--aiotrace-service-name=from-flag"
     )

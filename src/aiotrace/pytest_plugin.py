@@ -951,7 +951,7 @@ class AiotracePlugin:
     # -- the summary --------------------------------------------------------
     def _write_findings(self, write: Callable[[str], None], limit: int) -> None:
         """Findings first, most severe first: from the collector, so every worker's."""
-        from aiotrace.report import detail_lines, repeats_text
+        from aiotrace.report import counted, detail_lines, repeats_text
 
         report = self.report
         if report is None or not report.findings:
@@ -973,7 +973,7 @@ class AiotracePlugin:
                 write(f"      {line}")
         unlisted = report.findings_after(listed)
         if unlisted:
-            write(f"  ... and {unlisted} more findings")
+            write(f"  ... and {counted(unlisted, 'more finding')}")
 
     def _write_leaks(self, write: Callable[[str], None], limit: int) -> None:
         """What tests left behind, grouped by primitive.
@@ -982,6 +982,7 @@ class AiotracePlugin:
         named once with a few of its tests, not in fifty lines.
         """
         from aiotrace import _leaks
+        from aiotrace.report import counted
 
         by_primitive: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for record in self.records:
@@ -1002,20 +1003,18 @@ class AiotracePlugin:
         )
         shown = max(limit, 1)
         for (kind, primitive), tests in groups[:shown]:
-            count = f"{len(tests)} test{'s' if len(tests) != 1 else ''}"
-            write(f"  {kind}: {primitive}, by {count}:")
+            write(f"  {kind}: {primitive}, by {counted(len(tests), 'test')}:")
             for nodeid, detail in tests[:3]:
                 write(f"    {nodeid}: {detail}")
             if len(tests) > 3:
-                write(f"    ... and {len(tests) - 3} more tests")
+                write(f"    ... and {counted(len(tests) - 3, 'more test')}")
         if len(groups) > shown:
-            more = len(groups) - shown
-            write(f"  ... and {more} more primitive{'s' if more != 1 else ''} left behind")
+            write(f"  ... and {counted(len(groups) - shown, 'more primitive')} left behind")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker_id is not None:
             return
-        from aiotrace.report import duration_text, jaeger_link
+        from aiotrace.report import counted, duration_text, jaeger_link
 
         limit = self.settings.summary
         write = terminalreporter.write_line
@@ -1028,10 +1027,10 @@ class AiotracePlugin:
             write("Tests by time spent waiting on asyncio primitives:")
             for record in waiting[:limit]:
                 top = ", ".join(f"{name} {duration_text(ms)}" for name, ms in record.top)
-                waits = f"{record.waits} wait{'s' if record.waits != 1 else ''}"
+                waits = counted(record.waits, "wait")
                 write(f"  {duration_text(record.wait_ms):>9}  {record.nodeid}  ({waits}: {top})")
             if len(waiting) > limit:
-                write(f"  ... and {len(waiting) - limit} more tests that waited")
+                write(f"  ... and {counted(len(waiting) - limit, 'more test')} that waited")
         elif limit:
             write("No test waited on an asyncio primitive.")
         report = self.report

@@ -1199,7 +1199,7 @@ def render(report: Report, console: Console, limit: int = 10) -> None:
                 print_plain(console, f"    {line}")
         unlisted = report.findings_after(limit * 3)
         if unlisted:
-            console.print(f"  ... and {unlisted} more findings")
+            console.print(f"  ... and {counted(unlisted, 'more finding')}")
 
     if report.primitives:
         table = Table(
