@@ -570,6 +570,28 @@ def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path
     assert "threading.py" in waiter[semconv.ATTR_BLOCKED_STACK].splitlines()[-2]  # still shown
 
 
+def test_a_block_in_a_librarys_line_names_the_programs_line_that_called_it() -> None:
+    """The same library line blocks for every caller: the program's line says which."""
+    import asyncio
+    import sysconfig
+
+    from aiotrace.diagnosis import _blocking_line
+
+    library = os.path.join(sysconfig.get_paths()["purelib"], "slowlib", "io.py")
+    stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "json", "decoder.py")
+    program = os.path.join(os.path.dirname(__file__), "app.py")
+    loop = os.path.join(os.path.dirname(asyncio.__file__), "events.py")
+    stack = [(loop, 80, "_run"), (program, 12, "handler"), (program, 31, "fetch")]
+    assert _blocking_line([*stack, (library, 120, "read"), (stdlib, 9, "decode")]) == (
+        library,
+        120,
+        "app.py:31",
+    )
+    # The program's own line is named alone; a library called from no program line too.
+    assert _blocking_line([*stack, (stdlib, 9, "decode")]) == (program, 31, None)
+    assert _blocking_line([(loop, 80, "_run"), (library, 120, "read")]) == (library, 120, None)
+
+
 class _RunningLoop:
     """A loop as the watchdog asks it: running, not closed."""
 

@@ -64,6 +64,7 @@ from aiotrace._sites import (
     async_with_around,
     is_asyncio_file,
     is_internal_file,
+    is_library_file,
     line_of,
     qualname,
     raw_site,
@@ -1998,6 +1999,8 @@ class Diagnoser:
         if where is not None:
             attributes[semconv.ATTR_CODE_FILE_PATH] = where[0]
             attributes[semconv.ATTR_CODE_LINE_NUMBER] = where[1]
+            if where[2] is not None:
+                attributes[semconv.ATTR_VIA_SITE] = where[2]
         from aiotrace._session import aiotrace_tracer
 
         tracer = aiotrace_tracer()
@@ -2005,7 +2008,12 @@ class Diagnoser:
             semconv.SPAN_LOOP_BLOCKED, context=parent, attributes=attributes, start_time=start_ns
         )
         span.end(end_time=end_ns)
-        label = f"{short_path(where[0])}:{where[1]}" if where is not None else callback or "?"
+        if where is not None:
+            label = f"{short_path(where[0])}:{where[1]}"
+            if where[2] is not None:
+                label += f" via {where[2]}"
+        else:
+            label = callback or "?"
         during = None
         if self.scope is not None:
             with contextlib.suppress(Exception):
@@ -2212,20 +2220,34 @@ def format_stack(sample: list[SampledFrame]) -> list[str]:
     ]
 
 
-def _blocking_line(sample: list[SampledFrame]) -> tuple[str, int] | None:
-    """Where a sampled stack blocked: (path, line).
+def _blocking_line(sample: list[SampledFrame]) -> tuple[str, int, str | None] | None:
+    """Where a sampled stack blocked: (path, line, the program's line that led there).
 
     The innermost frame that is neither asyncio's nor aiotrace's nor the
     standard library's: the line that called ``json.loads`` or
     ``thread.join()``, rather than the library's own line where it spent
     the time (which the stack shows). Only the standard library on the
-    stack: its innermost frame.
+    stack: its innermost frame. A third-party library's line comes with the
+    program's innermost line that called into it (``app.py:12``), as a
+    library's primitive does: the same library line blocks for every caller.
     """
     outside = [entry for entry in sample if not is_internal_file(entry[0])]
-    for path, line, _ in reversed(outside):
-        if not _is_stdlib_file(path):
-            return path, line
-    return (outside[-1][0], outside[-1][1]) if outside else None
+    for index in range(len(outside) - 1, -1, -1):
+        path, line, _ = outside[index]
+        if _is_stdlib_file(path):
+            continue
+        via = None
+        if is_library_file(path):
+            via = next(
+                (
+                    f"{short_path(p)}:{n}"
+                    for p, n, _ in reversed(outside[:index])
+                    if not is_library_file(p)
+                ),
+                None,
+            )
+        return path, line, via
+    return (outside[-1][0], outside[-1][1], None) if outside else None
 
 
 _STDLIB_DIRS: Final = tuple(

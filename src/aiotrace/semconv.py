@@ -208,8 +208,8 @@ ATTR_WAKER_TASK: Final = "aiotrace.waker.task"
 ATTR_WAKER_SITE: Final = "aiotrace.waker.site"
 """``file:line`` of the waking call."""
 ATTR_VIA_SITE: Final = "aiotrace.via.site"
-"""On a wait or hold whose line (``code.*``) is a library's (``aiohttp/streams.py:716``):
-``file:line`` of the program's own call it came from."""
+"""On a wait, hold or loop block whose line (``code.*``) is a library's
+(``aiohttp/streams.py:716``): ``file:line`` of the program's own call it came from."""
 ATTR_WAKER_VIA_SITE: Final = "aiotrace.waker.via.site"
 """The same for the waking call, when ``aiotrace.waker.site`` is a library's line."""
 ATTR_WOKEN: Final = "aiotrace.woken"
