@@ -900,14 +900,16 @@ def async_with_around(path: str, first: int, line: int) -> tuple[tuple[str, int]
     """
     start = max(first, line - _AROUND_LINES)
     text = "".join(source_line(path, number) for number in range(start, line + 1))
-    lines = text.splitlines()
+    lines = text.split("\n")  # as tokenize counts rows
     stack: list[tuple[int, str, int]] = []  # (indent, what, header line)
     inside: list[tuple[int, str, int]] = []
     statement: list[tokenize.TokenInfo] = []
     try:
         for token in tokenize.generate_tokens(io.StringIO(text).readline):
             if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
-                stack.extend(_entered(statement, lines, start))
+                entered = _entered(statement, lines, start)
+                if entered is not None:
+                    stack.append(entered)
                 statement = []
                 continue
             if token.type in _SKIPPED_TOKENS:
@@ -929,14 +931,14 @@ _ENTERED_WIDTH: Final = 80
 
 def _entered(
     statement: list[tokenize.TokenInfo], lines: list[str], start: int
-) -> list[tuple[int, str, int]]:
-    """``[(indent, what, line)]`` for an ``async with`` statement (what it enters, as
-    written), else ``[]`` (see :func:`async_with_around`)."""
+) -> tuple[int, str, int] | None:
+    """``(indent, what, line)`` for an ``async with`` statement (what it enters, as
+    written), else None (see :func:`async_with_around`)."""
     if len(statement) < 3 or [t.string for t in statement[:2]] != ["async", "with"]:
-        return []
+        return None
     parts = _split(statement[2:], ":")  # the items, then the body if on the same line
     if len(parts) < 2 or not parts[0]:
-        return []
+        return None
     first, last = parts[0][0], parts[0][-1]
     text = lines[first.start[0] - 1]
     if first.start[0] == last.end[0]:
@@ -946,7 +948,7 @@ def _entered(
     if len(what) > _ENTERED_WIDTH:
         what = what[: _ENTERED_WIDTH - 4] + " ..."
     row, column = statement[0].start
-    return [(column, what, start + row - 1)]
+    return column, what, start + row - 1
 
 
 def _bracketed(tokens: list[tokenize.TokenInfo], start: int) -> int | None:
