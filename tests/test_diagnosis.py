@@ -1473,7 +1473,7 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
         ".<locals>.main.<locals>.notified) waits for condition changed",
         'task "getter" (Queue.get) waits for queue inbox (get)',
         'task "putter" (Queue.put) waits for queue outbox (put)',
-        'task "joiner" (Queue.join) waits for queue jobs (join)',
+        'task "joiner" (Queue.join) waits for queue jobs (join: 1 item not marked task_done())',
     ]
     if sys.version_info >= (3, 11):
         expected.append('task "party" (Barrier.wait) waits for barrier start')

@@ -728,7 +728,12 @@ def _classify(
     if entry is not None:
         prim, kind, role = entry
         what = f"{_LABELS.get(kind, kind.lower())} {_name(prim, kind)}"
-        if role != "wait":
+        unfinished = getattr(prim, "_unfinished_tasks", None) if role == "join" else None
+        if isinstance(unfinished, int):
+            # What join() waits for: items taken but never marked done, as a
+            # rule by a consumer that died holding one.
+            what = f"{what} (join: {counted(unfinished, 'item')} not marked task_done())"
+        elif role != "wait":
             what = f"{what} ({role})"
         if isinstance(prim, asyncio.Lock):
             return _lock_wait(task, prim, what, by_frame)
