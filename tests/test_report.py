@@ -391,26 +391,31 @@ asyncio.run(main())
 """
 
 
-def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
+def _queue_run(tmp_path: Path, mode: str) -> tuple[dict[str, Any], str]:
+    """The pipeline's queue: its report row, and its line under "Queues"."""
     (tmp_path / "pipeline.py").write_text(QUEUE)
+    result = aiotrace(
+        "run", "--no-trace-file", "--report-json=r.json", "pipeline.py", mode, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+    assert row["name"] == "jobs (pipeline.py:8)"
+    assert row["capacity"] == 2
+    lines = report_lines(result.stderr)
+    return row, lines[lines.index("Queues (waits that became spans)") + 1]
+
+
+def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
     texts = {}
     for which, operation, other in (
         ("slow-consumer", "put", "get"),
         ("slow-producer", "get", "put"),
     ):
-        result = aiotrace(
-            "run", "--no-trace-file", "--report-json=r.json", "pipeline.py", which, cwd=tmp_path
-        )
-        assert result.returncode == 0, result.stderr
-        (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
-        assert row["name"] == "jobs (pipeline.py:8)"
-        assert row["capacity"] == 2
+        row, texts[which] = _queue_run(tmp_path, which)
         count, ms = row["by_operation"][operation]
         assert count >= 7  # ten items, each waited for about 10 ms
         assert ms >= 7 * 5
         assert other not in row["by_operation"]
-        lines = report_lines(result.stderr)
-        texts[which] = lines[lines.index("Queues (waits that became spans)") + 1]
     assert texts["slow-consumer"].startswith("  jobs (pipeline.py:8): maxsize 2; put waited ")
     assert texts["slow-consumer"].endswith("(full more than empty: its consumers fall behind)")
     assert texts["slow-producer"].startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
@@ -420,20 +425,13 @@ def test_a_queue_says_which_side_waited(tmp_path: Path) -> None:
 def test_a_queue_used_as_a_pool_says_its_items_are_too_few_or_held_too_long(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "pipeline.py").write_text(QUEUE)
-    result = aiotrace(
-        "run", "--no-trace-file", "--report-json=r.json", "pipeline.py", "pool", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    (row,) = json.loads((tmp_path / "r.json").read_text())["primitives"]
+    row, text = _queue_run(tmp_path, "pool")
     given_back, woken = row["gets_given_back"]
     # 12 borrowers of 2 items: 10 gets wait; the first 2 are woken by borrowers that
     # never waited, the rest by ones that did.
     assert woken == row["by_operation"]["get"][0] == 10
     assert given_back == 8
     assert "put" not in row["by_operation"]
-    lines = report_lines(result.stderr)
-    text = lines[lines.index("Queues (waits that became spans)") + 1]
     assert text.startswith("  jobs (pipeline.py:8): maxsize 2; get waited ")
     assert text.endswith(
         f"(a pool: {given_back} of {woken} gets waited for an item a borrower gave back:"
