@@ -543,7 +543,7 @@ def test_a_block_inside_the_import_machinery_is_placed_at_the_line_that_imported
         ("<frozen importlib._bootstrap>", 1176, "_find_and_load"),
         ("<frozen importlib._bootstrap_external>", 147, "_path_stat"),
     ]
-    assert _blocking_line(sample) == ("/app/prog.py", 12)
+    assert _blocking_line(sample) == ("/app/prog.py", 12, None)
     assert _blocking_line(sample[1:]) == ("<frozen importlib._bootstrap_external>", 147)
 
 
