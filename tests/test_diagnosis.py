@@ -544,7 +544,7 @@ def test_a_block_inside_the_import_machinery_is_placed_at_the_line_that_imported
         ("<frozen importlib._bootstrap_external>", 147, "_path_stat"),
     ]
     assert _blocking_line(sample) == ("/app/prog.py", 12, None)
-    assert _blocking_line(sample[1:]) == ("<frozen importlib._bootstrap_external>", 147)
+    assert _blocking_line(sample[1:]) == ("<frozen importlib._bootstrap_external>", 147, None)
 
 
 def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path: Path) -> None:
