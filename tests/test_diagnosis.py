@@ -2080,6 +2080,65 @@ def test_a_stuck_tasks_stack_goes_on_into_the_async_generator_it_iterates() -> N
     assert any(line.startswith(fetch_waits) for line in lines), lines
 
 
+@pytest.mark.parametrize("return_when", ["ALL_COMPLETED", "FIRST_COMPLETED"])
+def test_asyncio_wait_waits_for_its_tasks_and_a_cycle_through_it_is_a_deadlock(
+    return_when: str,
+) -> None:
+    """``asyncio.wait()`` on a task that awaits the waiter's future is a cycle; with a
+    second task, which ends, FIRST_COMPLETED is not stuck and ALL_COMPLETED is."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    seen: list[tuple[list[str], list[str]]] = []
+    seen_main: list[str] = []
+
+    async def main() -> None:
+        fut = asyncio.get_running_loop().create_future()
+
+        async def child() -> None:
+            await fut
+
+        async def other() -> None:
+            await asyncio.sleep(10)
+
+        async def look(task: asyncio.Task[Any]) -> None:  # it must not refer to the future
+            await asyncio.sleep(0.01)
+            graph = diagnosis.snapshot()
+            seen.append(
+                (sorted(t.get_name() for t in graph.deadlocked()), [graph.describe_wait(task)])
+            )
+            for t in asyncio.all_tasks():
+                if t.get_name() in ("child", "other"):
+                    t.cancel()
+
+        me = asyncio.current_task()
+        assert me is not None
+        seen_main.append(me.get_name())
+        looking = asyncio.create_task(look(me), name="look")
+        tasks = [asyncio.create_task(child(), name="child")]
+        if return_when == "FIRST_COMPLETED":
+            tasks.append(asyncio.create_task(other(), name="other"))
+        await asyncio.wait(tasks, return_when=getattr(asyncio, return_when))
+        await asyncio.gather(*tasks, looking, return_exceptions=True)
+
+    with _diagnosed(futures=True):
+        asyncio.run(main())
+    ((stuck, (line,)),) = seen
+    if return_when == "ALL_COMPLETED":
+        assert line.endswith(
+            'waits for asyncio.wait (task "child" ('
+            + (
+                "test_asyncio_wait_waits_for_its_tasks_and_a_cycle_through_it_is_a_deadlock"
+                ".<locals>.main.<locals>.child))"
+            )
+        )
+        assert stuck == sorted(["child", seen_main[0]])
+    else:
+        assert "; the first to end)" in line
+        assert stuck == []  # "other" may end it
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup and cancelling() are 3.11+")
 def test_a_task_group_waits_for_its_tasks_and_one_that_swallowed_its_cancellation_says_so() -> None:
     """The classic hang at the end: a TaskGroup's body fails, and a task of the group

@@ -716,14 +716,9 @@ def _classify(
                 names += f" and {len(pending) - RELEASERS_SHOWN} more"
             return Wait(task, f"gather({names})", pending, mode="all", named=True)
         return Wait(task, "gather(...)", None)
-    group = _task_group_exiting(task, fut)
-    if group is not None:
-        pending = [t for t in list(getattr(group, "_tasks", ())) if not t.done()]
-        if pending:
-            names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
-            if len(pending) > RELEASERS_SHOWN:
-                names += f" and {len(pending) - RELEASERS_SHOWN} more"
-            return Wait(task, f"its TaskGroup's tasks ({names})", pending, mode="all", named=True)
+    awaiting = _tasks_awaited(task, fut)
+    if awaiting is not None:
+        return awaiting
     entry = waiters.get(id(fut))
     if entry is not None:
         prim, kind, role = entry
@@ -811,21 +806,43 @@ _REFERS_ITEMS: Final = 1000
 """Items of one container or object looked through for a future, at most."""
 
 
-def _task_group_exiting(task: Any, fut: Any) -> Any:
-    """The ``TaskGroup`` whose ``async with`` ``task`` waits at the end of, for its tasks
-    to finish (``fut`` its ``_on_completed_fut``), else None.
+def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
+    """A wait in asyncio's own code for tasks to end, ``fut`` its future: at the end of a
+    ``TaskGroup``'s ``async with`` (every task of the group), or in ``asyncio.wait()``
+    (every one, or the first). None for any other wait, or one a timeout ends.
 
-    Its tasks are what can end the wait, every one of them: a child that
-    never ends (one that swallowed its cancellation) is the culprit.
+    The tasks are what can end the wait: a child that never ends (one that
+    swallowed its cancellation, one in a cycle) is the culprit.
     """
     frames = await_frames(task)
     inner = frames[-1] if frames else None
     if inner is None or not is_asyncio_file(inner.f_code.co_filename):
         return None
-    if qualname(inner.f_code) not in ("TaskGroup.__aexit__", "TaskGroup._aexit"):
+    name = qualname(inner.f_code)
+    if name in ("TaskGroup.__aexit__", "TaskGroup._aexit"):
+        group = inner.f_locals.get("self")
+        if getattr(group, "_on_completed_fut", None) is not fut:
+            return None
+        awaited, mode, what = list(getattr(group, "_tasks", ())), "all", "its TaskGroup's tasks"
+        first = ""
+    elif name == "_wait":
+        local = inner.f_locals
+        if local.get("waiter") is not fut or local.get("timeout") is not None:
+            return None
+        awaited, what = list(local.get("fs") or ()), "asyncio.wait"
+        # FIRST_EXCEPTION ends at the first to raise, which any of them may:
+        # stuck only if all are, as FIRST_COMPLETED.
+        mode = "all" if local.get("return_when") == asyncio.ALL_COMPLETED else "any"
+        first = "" if mode == "all" else "; the first to end"
+    else:
         return None
-    group = inner.f_locals.get("self")
-    return group if getattr(group, "_on_completed_fut", None) is fut else None
+    pending = [t for t in awaited if not t.done()]
+    if not pending or not all(isinstance(t, asyncio.Task) for t in pending):
+        return None
+    names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
+    if len(pending) > RELEASERS_SHOWN:
+        names += f" and {len(pending) - RELEASERS_SHOWN} more"
+    return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:
