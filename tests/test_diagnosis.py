@@ -274,7 +274,7 @@ def test_a_wait_on_asyncios_own_futures_says_what_it_waits_for(tmp_path: Path) -
         "threader": "a thread (asyncio.to_thread)",
         "executor": "a thread or process (run_in_executor)",
         "subprocess": "a subprocess to exit",
-        "waiter": "asyncio.wait()",
+        "waiter": 'asyncio.wait (task "nap" (sleep))',  # the tasks it waits for, named
     }
 
 

@@ -41,6 +41,7 @@ import threading
 import time
 import traceback
 import types
+import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
@@ -696,6 +697,14 @@ def snapshot(tasks: Iterable[Any] | None = None) -> Graph:
     return Graph(pending, waits)
 
 
+_NOT_AWAITING_TASKS: dict[int, weakref.ref[Any]] = {}
+"""id(future) -> the future, weakly: asyncio's own futures that no TaskGroup's end
+or ``asyncio.wait()`` waits on (see :func:`_tasks_awaited`). A task waits on one
+future for as long as it waits (an idle connection's read, a long sleep): its
+await chain is walked once for it, not at every graph check."""
+_NOT_AWAITING_KEPT: Final = 100_000
+
+
 def _classify(
     task: Any,
     by_frame: dict[int, Any],
@@ -716,9 +725,6 @@ def _classify(
                 names += f" and {len(pending) - RELEASERS_SHOWN} more"
             return Wait(task, f"gather({names})", pending, mode="all", named=True)
         return Wait(task, "gather(...)", None)
-    awaiting = _tasks_awaited(task, fut)
-    if awaiting is not None:
-        return awaiting
     entry = waiters.get(id(fut))
     if entry is not None:
         prim, kind, role = entry
@@ -745,6 +751,11 @@ def _classify(
         if state.creator_id and creator is None:
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
         return Wait(task, what, None)
+    known = _NOT_AWAITING_TASKS.get(id(fut))
+    if known is None or known() is not fut:
+        awaiting = _tasks_awaited(task, fut)
+        if awaiting is not None:
+            return awaiting
     return Wait(task, "an asyncio internal future", None, internal=fut)
 
 
@@ -812,20 +823,29 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     (every one, or the first). None for any other wait, or one a timeout ends.
 
     The tasks are what can end the wait: a child that never ends (one that
-    swallowed its cancellation, one in a cycle) is the culprit.
+    swallowed its cancellation, one in a cycle) is the culprit. A future no
+    such wait is on is remembered (:data:`_NOT_AWAITING_TASKS`).
     """
-    frames = await_frames(task)
-    inner = frames[-1] if frames else None
-    if inner is None or not is_asyncio_file(inner.f_code.co_filename):
+    inner = None
+    for frame in _base.chain_frames(task):
+        inner = frame
+    if (
+        inner is None
+        or qualname(inner.f_code) not in _AWAITING_TASKS
+        or not is_asyncio_file(inner.f_code.co_filename)
+    ):
+        if len(_NOT_AWAITING_TASKS) >= _NOT_AWAITING_KEPT:
+            _NOT_AWAITING_TASKS.clear()
+        with contextlib.suppress(TypeError):  # a future that takes no weak reference
+            _NOT_AWAITING_TASKS[id(fut)] = weakref.ref(fut)
         return None
-    name = qualname(inner.f_code)
-    if name in ("TaskGroup.__aexit__", "TaskGroup._aexit"):
+    if qualname(inner.f_code) != "_wait":
         group = inner.f_locals.get("self")
         if getattr(group, "_on_completed_fut", None) is not fut:
             return None
         awaited, mode, what = list(getattr(group, "_tasks", ())), "all", "its TaskGroup's tasks"
         first = ""
-    elif name == "_wait":
+    else:
         local = inner.f_locals
         if local.get("waiter") is not fut or local.get("timeout") is not None:
             return None
@@ -834,8 +854,6 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
         # stuck only if all are, as FIRST_COMPLETED.
         mode = "all" if local.get("return_when") == asyncio.ALL_COMPLETED else "any"
         first = "" if mode == "all" else "; the first to end"
-    else:
-        return None
     pending = [t for t in awaited if not t.done()]
     if not pending or not all(isinstance(t, asyncio.Task) for t in pending):
         return None
@@ -843,6 +861,10 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     if len(pending) > RELEASERS_SHOWN:
         names += f" and {len(pending) - RELEASERS_SHOWN} more"
     return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
+
+
+_AWAITING_TASKS: Final = frozenset({"TaskGroup.__aexit__", "TaskGroup._aexit", "_wait"})
+"""asyncio's coroutines that wait for tasks to end (see :func:`_tasks_awaited`)."""
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:

@@ -299,6 +299,19 @@ collector's referents give. By name: making one to take its type would
 start an async generator, which a running loop's hooks would then keep."""
 
 
+_OPAQUE_TYPES: dict[type, bool] = {}
+
+
+def _opaque(kind: type) -> bool:
+    """Whether objects of ``kind`` are :data:`_OPAQUE_AWAITABLES` (known by type once)."""
+    known = _OPAQUE_TYPES.get(kind)
+    if known is None:
+        if len(_OPAQUE_TYPES) > 1000:  # classes made on the fly, say
+            _OPAQUE_TYPES.clear()
+        known = _OPAQUE_TYPES[kind] = kind.__name__ in _OPAQUE_AWAITABLES
+    return known
+
+
 def chain_frames(task: Any) -> Iterator[FrameType]:
     """The frames of ``task``'s suspended await chain, outermost first.
 
@@ -323,7 +336,7 @@ def chain_frames(task: Any) -> Iterator[FrameType]:
             or getattr(coro, "gi_yieldfrom", None)
             or getattr(coro, "ag_await", None)
         )
-        if awaited is None and type(coro).__name__ in _OPAQUE_AWAITABLES:
+        if awaited is None and _opaque(type(coro)):
             awaited = next(
                 (
                     r

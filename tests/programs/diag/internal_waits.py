@@ -36,7 +36,7 @@ async def main() -> None:
         await child.wait()
 
     async def waiter() -> None:
-        await asyncio.wait([asyncio.create_task(asyncio.sleep(3600))])
+        await asyncio.wait([asyncio.create_task(asyncio.sleep(3600), name="nap")])
 
     await asyncio.gather(
         *(
