@@ -575,7 +575,7 @@ def test_a_block_in_a_librarys_line_names_the_programs_line_that_called_it() -> 
     import asyncio
     import sysconfig
 
-    from aiotrace.diagnosis import _blocking_line
+    from aiotrace.diagnosis import _blocking_line, _innermost
 
     library = os.path.join(sysconfig.get_paths()["purelib"], "slowlib", "io.py")
     stdlib = os.path.join(sysconfig.get_paths()["stdlib"], "json", "decoder.py")
@@ -590,6 +590,13 @@ def test_a_block_in_a_librarys_line_names_the_programs_line_that_called_it() -> 
     # The program's own line is named alone; a library called from no program line too.
     assert _blocking_line([*stack, (stdlib, 9, "decode")]) == (program, 31, None)
     assert _blocking_line([(loop, 80, "_run"), (library, 120, "read")]) == (library, 120, None)
+    # A sample keeps the innermost frames, and the program's line above them if
+    # none of them is the program's: a sync client's deep socket read.
+    deep = [(program, 31, "fetch"), *[(library, n, "step") for n in range(1, 21)]]
+    kept = _innermost([(program, 12, "handler"), *deep])
+    assert kept == [(program, 31, "fetch"), *deep[-12:]]
+    assert _blocking_line(kept) == (library, 20, "app.py:31")
+    assert _innermost(deep[:5]) == deep[:5]
 
 
 class _RunningLoop:

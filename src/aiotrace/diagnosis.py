@@ -1368,15 +1368,22 @@ class Watchdog:
                 del stack[: index + 1]
                 break
         raw = [(code.co_filename, line, code.co_name) for code, line in stack]
-        state.sample = [
-            entry for entry in raw if not is_internal_file(entry[0]) and "runpy" not in entry[0]
-        ][-12:] or [
-            # Nothing of the program's on the stack (a callback of asyncio's
-            # own, a thread starting): asyncio's frames, rather than none.
-            entry
-            for entry in raw
-            if "/aiotrace/" not in entry[0]
-        ][-12:]
+        state.sample = (
+            _innermost(
+                [
+                    entry
+                    for entry in raw
+                    if not is_internal_file(entry[0]) and "runpy" not in entry[0]
+                ]
+            )
+            or [
+                # Nothing of the program's on the stack (a callback of asyncio's
+                # own, a thread starting): asyncio's frames, rather than none.
+                entry
+                for entry in raw
+                if "/aiotrace/" not in entry[0]
+            ][-_SAMPLED_FRAMES:]
+        )
         state.sample_callback = callback
         task = _base.tasks_by_loop(loop)
         state.sample_task_span = TASK_SPANS.get(id(task)) if task is not None else None
@@ -2252,6 +2259,23 @@ def _stack_frames(frame: Any) -> list[Any]:
         frames.append(frame)
         frame = frame.f_back
     return frames[::-1]
+
+
+_SAMPLED_FRAMES: Final = 12
+
+
+def _innermost(entries: list[SampledFrame]) -> list[SampledFrame]:
+    """The innermost :data:`_SAMPLED_FRAMES` of a sampled stack, and the program's
+    innermost frame before them if none of them is the program's: a library's
+    deep stack (a sync database client's socket read) still says which line of
+    the program called it (see :func:`_blocking_line`)."""
+    kept = entries[-_SAMPLED_FRAMES:]
+    if len(entries) > len(kept) and all(is_library_file(entry[0]) for entry in kept):
+        dropped = entries[:-_SAMPLED_FRAMES]
+        caller = next((e for e in reversed(dropped) if not is_library_file(e[0])), None)
+        if caller is not None:
+            kept.insert(0, caller)
+    return kept
 
 
 def format_stack(sample: list[SampledFrame]) -> list[str]:
