@@ -2087,6 +2087,38 @@ def test_a_stuck_tasks_stack_goes_on_into_the_async_generator_it_iterates() -> N
     assert any(line.startswith(fetch_waits) for line in lines), lines
 
 
+def test_an_anyio_task_group_waits_for_its_tasks() -> None:
+    """anyio's task group keeps its tasks and the future its end waits on as asyncio's
+    does: the wait names them (the future is anyio's, made by the waiting task)."""
+    import anyio
+
+    from aiotrace import diagnosis
+
+    lines: list[str] = []
+
+    async def main() -> None:
+        done = anyio.Event()
+
+        async def child() -> None:
+            await done.wait()
+
+        async def look() -> None:
+            await anyio.sleep(0.01)
+            lines.extend(diagnosis.snapshot().format())
+            done.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(child, name="child")
+            group.start_soon(look, name="look")
+
+    with _diagnosed(futures=True):
+        anyio.run(main)
+    (waiting,) = [line for line in lines if " waits for its TaskGroup's tasks (" in line]
+    assert waiting.startswith('task "')
+    assert 'task "child"' in waiting
+    assert 'task "look"' in waiting
+
+
 @pytest.mark.parametrize("return_when", ["ALL_COMPLETED", "FIRST_COMPLETED"])
 def test_asyncio_wait_waits_for_its_tasks_and_a_cycle_through_it_is_a_deadlock(
     return_when: str,

@@ -750,13 +750,9 @@ def _classify(
             return Wait(task, what, [creator], future=fut)
         if state.creator_id and creator is None:
             return Wait(task, what, [])  # its creator is gone: who else would resolve it?
-        return Wait(task, what, None)
-    known = _NOT_AWAITING_TASKS.get(id(fut))
-    if known is None or known() is not fut:
-        awaiting = _tasks_awaited(task, fut)
-        if awaiting is not None:
-            return awaiting
-    return Wait(task, "an asyncio internal future", None, internal=fut)
+        # Its own: anyio's TaskGroup makes the future its end waits on.
+        return _tasks_awaited(task, fut) or Wait(task, what, None)
+    return _tasks_awaited(task, fut) or Wait(task, "an asyncio internal future", None, internal=fut)
 
 
 def _could_resolve(wait: Wait, tasks: list[Any]) -> list[Any] | None:
@@ -823,27 +819,37 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     (every one, or the first). None for any other wait, or one a timeout ends.
 
     The tasks are what can end the wait: a child that never ends (one that
-    swallowed its cancellation, one in a cycle) is the culprit. A future no
-    such wait is on is remembered (:data:`_NOT_AWAITING_TASKS`).
+    swallowed its cancellation, one in a cycle) is the culprit. anyio's task
+    group, which keeps its tasks and its future as asyncio's does, too. A
+    future no such wait is on is remembered (:data:`_NOT_AWAITING_TASKS`).
     """
+    known = _NOT_AWAITING_TASKS.get(id(fut))
+    if known is not None and known() is fut:
+        return None
     inner = None
     for frame in _base.chain_frames(task):
-        inner = frame
-    if (
-        inner is None
-        or qualname(inner.f_code) not in _AWAITING_TASKS
-        or not is_asyncio_file(inner.f_code.co_filename)
-    ):
+        if _AIOTRACE_PRIMITIVES not in frame.f_code.co_filename:  # a traced future's __await__
+            inner = frame
+    code = inner.f_code if inner is not None else None
+    waits = code is not None and (
+        code.co_name in ("__aexit__", "_aexit")
+        or (code.co_name == "_wait" and is_asyncio_file(code.co_filename))
+    )
+    if inner is None or not waits:
         if len(_NOT_AWAITING_TASKS) >= _NOT_AWAITING_KEPT:
             _NOT_AWAITING_TASKS.clear()
         with contextlib.suppress(TypeError):  # a future that takes no weak reference
             _NOT_AWAITING_TASKS[id(fut)] = weakref.ref(fut)
         return None
-    if qualname(inner.f_code) != "_wait":
-        group = inner.f_locals.get("self")
-        if getattr(group, "_on_completed_fut", None) is not fut:
+    if inner.f_code.co_name != "_wait":
+        try:  # the program's __getattr__ is never run
+            group = object.__getattribute__(inner.f_locals.get("self"), "__dict__")
+        except Exception:
             return None
-        awaited, mode, what = list(getattr(group, "_tasks", ())), "all", "its TaskGroup's tasks"
+        tasks = group.get("_tasks") if type(group) is dict else None
+        if group.get("_on_completed_fut") is not fut or type(tasks) not in (set, list):
+            return None
+        awaited, mode, what = list(tasks or ()), "all", "its TaskGroup's tasks"
         first = ""
     else:
         local = inner.f_locals
@@ -861,10 +867,6 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     if len(pending) > RELEASERS_SHOWN:
         names += f" and {len(pending) - RELEASERS_SHOWN} more"
     return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
-
-
-_AWAITING_TASKS: Final = frozenset({"TaskGroup.__aexit__", "TaskGroup._aexit", "_wait"})
-"""asyncio's coroutines that wait for tasks to end (see :func:`_tasks_awaited`)."""
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:
