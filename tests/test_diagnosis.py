@@ -570,6 +570,21 @@ def test_a_block_names_the_callers_line_or_the_callback_not_the_library(tmp_path
     assert "threading.py" in waiter[semconv.ATTR_BLOCKED_STACK].splitlines()[-2]  # still shown
 
 
+def test_aiotraces_own_waits_never_run_a_time_sleep_the_program_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """blockbuster (anyio's and aiohttp's suites use it) makes ``time.sleep`` raise in an
+    event loop's thread, where the watchdog reads frames after a fresh turn of the GIL:
+    the diagnosis went off for the rest of anyio's suite, logging an error."""
+    from aiotrace.diagnosis import _from_frames
+
+    def forbidden(seconds: float) -> None:
+        raise AssertionError("blocking call to time.sleep")
+
+    monkeypatch.setattr(time, "sleep", forbidden)
+    assert _from_frames(len) is not None
+
+
 def test_a_block_in_a_librarys_line_names_the_programs_line_that_called_it() -> None:
     """The same library line blocks for every caller: the program's line says which."""
     import asyncio

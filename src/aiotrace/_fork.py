@@ -27,6 +27,7 @@ import weakref
 from typing import Any, Final, Protocol
 
 from aiotrace._recorder import RECORDER
+from aiotrace._threads import sleep
 
 
 class Pausable(Protocol):
@@ -81,7 +82,7 @@ def _before() -> None:
         expected = counted - (running - threading.active_count())
         deadline = time.monotonic() + SETTLE_SECONDS
         while os_threads() > expected and time.monotonic() < deadline:
-            time.sleep(0.0002)
+            sleep(0.0002)
         _SINGLE[0] = expected <= 1 and threading.active_count() == 1
     except Exception as exc:  # a fork must never fail because of us
         RECORDER.fail("fork", exc)

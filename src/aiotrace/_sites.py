@@ -899,7 +899,10 @@ def async_with_around(path: str, first: int, line: int) -> tuple[tuple[str, int]
     from the source lines: an unreadable one gives nothing.
     """
     start = max(first, line - _AROUND_LINES)
-    text = "".join(source_line(path, number) for number in range(start, line + 1))
+    try:
+        text = "".join(source_line(path, number) for number in range(start, line + 1))
+    except Exception:  # unreadable here (a program's blockbuster forbids reading files)
+        return ()
     lines = text.split("\n")  # as tokenize counts rows
     stack: list[tuple[int, str, int]] = []  # (indent, what, header line)
     inside: list[tuple[int, str, int]] = []

@@ -30,6 +30,13 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+sleep: Final = time.sleep
+"""``time.sleep`` as it was when aiotrace was imported. aiotrace's own short waits,
+some in a program's thread (the watchdog's fresh turn of the GIL, taken on the
+event loop's thread; a fork settling; a collection ending), never run what a
+program put there since: blockbuster's, which raises in an event loop's thread,
+turned the diagnosis off for the rest of anyio's test suite."""
+
 _real_collect: Final = gc.collect
 _wrapped = [_real_collect]
 """CPython's ``gc.collect``, then what ``gc.collect`` was each time our wrapper went in
@@ -91,7 +98,7 @@ def _collect(*args: Any, **kwargs: Any) -> Any:
                 # later calls do not wait for this collection again.
                 _gave_up[0] = running
                 break
-            time.sleep(0.0005)
+            sleep(0.0005)
     _depth.n = depth + 1
     try:
         return target(*args, **kwargs)

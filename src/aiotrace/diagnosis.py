@@ -1667,10 +1667,11 @@ def _from_frames(read: Callable[[dict[int, FrameType]], _R]) -> _R | None:
     checks that an SSL context is freed the moment its loop stops, and failed
     so about one run in two under the diagnosis). A thread that waits for the
     GIL takes it from its holder only after the switch interval (5 ms): a fresh
-    turn, taken by ``time.sleep(0)`` just before, leaves ``read`` that long. It
-    must take far less, and keep no frame in what it returns.
+    turn, taken by ``time.sleep(0)`` (:data:`_threads.sleep`) just before,
+    leaves ``read`` that long. It must take far less, and keep no frame in what
+    it returns.
     """
-    time.sleep(0)
+    _threads.sleep(0)
     frames = _current_frames()
     return read(frames) if frames is not None else None
 
