@@ -208,6 +208,32 @@ def test_a_hang_through_a_lock_aiotrace_cannot_see_names_the_async_with_each_tas
     assert f"    hang_own_lock.py:{waiting} in FutureLock.__aenter__" in hang["details"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup and cancelling() are 3.11+")
+def test_a_hang_its_interrupt_cannot_end_is_ended_once_stuck_again(tmp_path: Path) -> None:
+    """The swallowed cancellation: the hang names the task and the group waiting for it,
+    and, the interrupt having changed nothing, the run ends two seconds after, not ten."""
+    started = time.monotonic()
+    result = aiotrace(
+        "run",
+        "--hang-timeout=0.5",
+        "--no-trace-file",
+        "--report-json=r.json",
+        DIAG / "hang_swallowed_cancel.py",
+        cwd=tmp_path,
+    )
+    assert result.returncode == EXIT_HANG, result.stderr
+    assert time.monotonic() - started < 8
+    assert "aiotrace: the hung program did not stop; ending it" in result.stderr
+    (hang,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    worker = 'task "worker" (main.<locals>.worker)'
+    assert hang["details"][0].startswith(f"{worker} waits for event stop")
+    assert hang["details"][0].endswith(
+        "; cancelled, yet still running: it caught the CancelledError and went on,"
+        " or its clean-up waits"
+    )
+    assert f'task "Task-1" (main) waits for its TaskGroup\'s tasks ({worker})' in hang["details"]
+
+
 @pytest.mark.parametrize("retrieved", [False, True])
 def test_a_hang_names_a_task_that_died_of_an_exception_nobody_read(
     tmp_path: Path, retrieved: bool

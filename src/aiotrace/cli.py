@@ -30,8 +30,9 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import types
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from aiotrace import _env
 from aiotrace._stderr import STDERR
@@ -777,6 +778,11 @@ def _join_threads() -> None:
                 thread.join()
 
 
+STUCK_AGAIN: Final = 2.0
+"""Seconds a hung program, interrupted, may be stuck again (no task able to progress)
+before it is ended rather than given the rest of its ten seconds."""
+
+
 def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     """``aiotrace run``."""
     from aiotrace import semconv
@@ -822,6 +828,10 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         import _thread
 
         hung.append(finding)
+        diagnoser = session.diagnoser
+        watchdog = diagnoser.watchdog if diagnoser is not None else None
+        if watchdog is not None:
+            watchdog.forget_stuck()  # stuck again after the interrupt: see last_resort
         if callable(signal.getsignal(signal.SIGINT)):
             _thread.interrupt_main()
         else:
@@ -833,7 +843,18 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
         session.signal_children(signal.SIGINT)
 
         def last_resort() -> None:
-            if not concluded.wait(10.0):
+            # Ten seconds for the program's clean-up; less if, interrupted, it is
+            # stuck again, no task able to progress (a TaskGroup whose task
+            # swallowed its cancellation does not cancel it twice): it never will.
+            deadline = time.monotonic() + 10.0
+            while not concluded.wait(0.25):
+                if time.monotonic() >= deadline or (
+                    watchdog is not None and watchdog.stuck_for() >= STUCK_AGAIN
+                ):
+                    break
+            else:
+                return
+            if not concluded.is_set():
                 STDERR.write("aiotrace: the hung program did not stop; ending it\n")
                 # Its children too (they ship their spans as they go): else
                 # one the program waited for outlives the run, hung.

@@ -1475,6 +1475,18 @@ class Watchdog:
                 stuck=True,
             )
 
+    def stuck_for(self) -> float:
+        """Seconds the longest-stuck loop has been unable to make progress; 0 if none is
+        (or none has been since :meth:`forget_stuck`)."""
+        now = time.monotonic()
+        since = [s.stuck_since for _, s in list(self._loops.values()) if s.stuck_since]
+        return now - min(since) if since else 0.0
+
+    def forget_stuck(self) -> None:
+        """Count a loop stuck only from its next graph check on (a hang's interrupt)."""
+        for _, state in list(self._loops.values()):
+            state.stuck_since = None
+
     def _stuck_grace(self) -> float:
         limit = 1.0
         return min(limit, self.hang_timeout) if self.hang_timeout is not None else limit
