@@ -1394,6 +1394,41 @@ def test_the_hang_timeout_runs_only_while_a_test_does(
     assert "HANG" not in result.stdout.str() + result.stderr.str()
 
 
+SWALLOWS_CANCELLATION = """
+import asyncio, contextlib, sys
+import pytest
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup")
+def test_swallows():
+    async def main():
+        stop = asyncio.Event()
+        async def worker():
+            while True:
+                with contextlib.suppress(asyncio.CancelledError):  # every time: the bug
+                    await stop.wait()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(worker(), name="worker")
+            await asyncio.sleep(0.01)
+            raise RuntimeError("shutting down")
+    asyncio.run(main())
+
+def test_afterwards():
+    asyncio.run(asyncio.sleep(0.01))
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup")
+def test_a_hung_test_its_cancellation_cannot_end_fails_and_the_run_goes_on(
+    suite: pytest.Pytester,
+) -> None:
+    """A task swallowing every cancellation hangs the test, and asyncio.run's own clean-up
+    after it: the test's loop is made to raise each time it is stuck again."""
+    suite.makepyfile(test_swallowing=SWALLOWS_CANCELLATION)
+    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=0.5")  # hung: a timeout
+    result.assert_outcomes(passed=1, failed=1)
+    assert "FAILED test_swallowing.py::test_swallows - aiotrace: HANG" in result.stdout.str()
+
+
 def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_diagnosed=DIAGNOSED)
     result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=5", "--asyncio-mode=auto")

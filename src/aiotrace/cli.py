@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import types
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from aiotrace import _env
 from aiotrace._stderr import STDERR
@@ -778,11 +778,6 @@ def _join_threads() -> None:
                 thread.join()
 
 
-STUCK_AGAIN: Final = 2.0
-"""Seconds a hung program, interrupted, may be stuck again (no task able to progress)
-before it is ended rather than given the rest of its ten seconds."""
-
-
 def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
     """``aiotrace run``."""
     from aiotrace import semconv
@@ -849,7 +844,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
             deadline = time.monotonic() + 10.0
             while not concluded.wait(0.25):
                 if time.monotonic() >= deadline or (
-                    watchdog is not None and watchdog.stuck_for() >= STUCK_AGAIN
+                    watchdog is not None and watchdog.stuck_again()
                 ):
                     break
             else:

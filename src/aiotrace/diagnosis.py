@@ -1155,6 +1155,19 @@ class _LoopState:
     stuck_since: float | None = None
 
 
+class HangStopped(SystemExit):
+    """Raised by a hung test's event loop, from a callback of its own, when cancelling its
+    tasks could not end it: the test fails with it, and the session goes on. A
+    ``SystemExit``: the one exception besides ``KeyboardInterrupt`` (which would end
+    pytest's session) that an event loop lets out of a callback, and that a task's
+    ``except Exception`` does not take."""
+
+
+def raise_hang_stopped() -> None:
+    """The callback that makes a loop raise :class:`HangStopped`."""
+    raise HangStopped("aiotrace: the hung test did not stop when its tasks were cancelled")
+
+
 GRAPH_SHARE: Final = 0.02
 """The share of a loop's time the graph checks may take (``math.inf``: no bound).
 
@@ -1486,6 +1499,18 @@ class Watchdog:
         """Count a loop stuck only from its next graph check on (a hang's interrupt)."""
         for _, state in list(self._loops.values()):
             state.stuck_since = None
+
+    def stuck_again(self) -> bool:
+        """After :meth:`forget_stuck` (a hang's interrupt): whether a loop has since been
+        stuck, no task able to progress, as long as a hang takes to be found (its clock
+        then starts over). A hung program or test then is stopped harder: ended, or its
+        loop made to raise :class:`HangStopped`. A task that swallows every
+        cancellation (a ``TaskGroup``, already cancelling its tasks, does not cancel
+        them twice) is never ended by one: it would never be."""
+        if self.stuck_for() < self._stuck_grace():
+            return False
+        self.forget_stuck()
+        return True
 
     def _stuck_grace(self) -> float:
         limit = 1.0

@@ -650,13 +650,42 @@ class AiotracePlugin:
         self._echo(text)
 
     def _on_hang(self, finding: Any) -> None:
-        """From the watchdog: the running test hung. Cancel its tasks; the test fails."""
+        """From the watchdog: the running test hung. Cancel its tasks; the test fails.
+
+        Should that not end it (a task swallowing every cancellation, which
+        also hangs ``asyncio.run``'s own clean-up), its loop raises
+        :class:`~aiotrace.diagnosis.HangStopped` each time it is stuck again,
+        until the test is over: the session goes on.
+        """
         self.hung = finding
+        from aiotrace import _threads
         from aiotrace._loops import call_soon_threadsafe, loop_of, pending_tasks
 
+        diagnoser = self.diagnoser
+        watchdog = diagnoser.watchdog if diagnoser is not None else None
+        if watchdog is not None:
+            watchdog.forget_stuck()
         for task in pending_tasks():
             with contextlib.suppress(RuntimeError):
                 call_soon_threadsafe(loop_of(task), task.cancel)
+        if watchdog is not None:
+            _threads.thread(self._stop_if_stuck, "aiotrace-hang-stop", finding, watchdog).start()
+
+    def _stop_if_stuck(self, finding: Any, watchdog: Any) -> None:
+        """While the hung test runs: each time its loop is stuck again, make it raise."""
+        from aiotrace import _threads
+        from aiotrace._loops import call_soon_threadsafe, is_running, loop_of, pending_tasks
+        from aiotrace.diagnosis import raise_hang_stopped
+
+        while self.hung is finding and not self._finished:
+            _threads.sleep(0.25)
+            if not watchdog.stuck_again():
+                continue
+            loops = {id(loop_of(task)): loop_of(task) for task in pending_tasks()}
+            for loop in loops.values():
+                if is_running(loop):
+                    with contextlib.suppress(RuntimeError):  # closed meanwhile
+                        call_soon_threadsafe(loop, raise_hang_stopped)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
