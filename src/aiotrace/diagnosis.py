@@ -2421,6 +2421,7 @@ __all__ = [
     "DiagnosisConfig",
     "Finding",
     "Graph",
+    "HangStopped",
     "Wait",
     "Watchdog",
     "await_frames",
