@@ -844,7 +844,7 @@ def cmd_run(args: argparse.Namespace, program: list[str]) -> int:
             deadline = time.monotonic() + 10.0
             while not concluded.wait(0.25):
                 if time.monotonic() >= deadline or (
-                    watchdog is not None and watchdog.stuck_again()
+                    watchdog is not None and watchdog.stuck_again(threading.main_thread().ident)
                 ):
                     break
             else:

@@ -1488,11 +1488,15 @@ class Watchdog:
                 stuck=True,
             )
 
-    def stuck_for(self) -> float:
-        """Seconds the longest-stuck loop has been unable to make progress; 0 if none is
-        (or none has been since :meth:`forget_stuck`)."""
+    def stuck_for(self, thread_id: int | None = None) -> float:
+        """Seconds the longest-stuck loop (of those ``thread_id`` runs, if given) has been
+        unable to make progress; 0 if none is (or none has been since :meth:`forget_stuck`)."""
         now = time.monotonic()
-        since = [s.stuck_since for _, s in list(self._loops.values()) if s.stuck_since]
+        since = [
+            s.stuck_since
+            for _, s in list(self._loops.values())
+            if s.stuck_since and (thread_id is None or s.thread_id == thread_id)
+        ]
         return now - min(since) if since else 0.0
 
     def forget_stuck(self) -> None:
@@ -1500,14 +1504,16 @@ class Watchdog:
         for _, state in list(self._loops.values()):
             state.stuck_since = None
 
-    def stuck_again(self) -> bool:
+    def stuck_again(self, thread_id: int | None = None) -> bool:
         """After :meth:`forget_stuck` (a hang's interrupt): whether a loop has since been
         stuck, no task able to progress, as long as a hang takes to be found (its clock
         then starts over). A hung program or test then is stopped harder: ended, or its
         loop made to raise :class:`HangStopped`. A task that swallows every
         cancellation (a ``TaskGroup``, already cancelling its tasks, does not cancel
-        them twice) is never ended by one: it would never be."""
-        if self.stuck_for() < self._stuck_grace():
+        them twice) is never ended by one: it would never be. ``thread_id``: only the
+        loops that thread runs (the program's main thread: not a helper loop of its
+        own, idle in a thread of its own, or a test session's server)."""
+        if self.stuck_for(thread_id) < self._stuck_grace():
             return False
         self.forget_stuck()
         return True

@@ -677,13 +677,14 @@ class AiotracePlugin:
         from aiotrace._loops import call_soon_threadsafe, is_running, loop_of, pending_tasks
         from aiotrace.diagnosis import raise_hang_stopped
 
+        main = threading.main_thread().ident  # the tests' thread: not a server's loop
         while self.hung is finding and not self._finished:
             _threads.sleep(0.25)
-            if not watchdog.stuck_again():
+            if not watchdog.stuck_again(main):
                 continue
             loops = {id(loop_of(task)): loop_of(task) for task in pending_tasks()}
             for loop in loops.values():
-                if is_running(loop):
+                if is_running(loop) and getattr(loop, "_thread_id", main) == main:
                     with contextlib.suppress(RuntimeError):  # closed meanwhile
                         call_soon_threadsafe(loop, raise_hang_stopped)
 
