@@ -213,18 +213,13 @@ def test_a_hang_its_interrupt_cannot_end_is_ended_once_stuck_again(tmp_path: Pat
     """The swallowed cancellation: the hang names the task and the group waiting for it,
     and, the interrupt having changed nothing, the run ends once stuck again, not 10 s after."""
     started = time.monotonic()
-    result = aiotrace(
-        "run",
-        "--hang-timeout=0.5",
-        "--no-trace-file",
-        "--report-json=r.json",
-        DIAG / "hang_swallowed_cancel.py",
-        cwd=tmp_path,
+    result, findings, _ = diagnose(
+        tmp_path, "hang_swallowed_cancel.py", flags=("--hang-timeout=0.5",)
     )
     assert result.returncode == EXIT_HANG, result.stderr
     assert time.monotonic() - started < 8
     assert "aiotrace: the hung program did not stop; ending it" in result.stderr
-    (hang,) = json.loads((tmp_path / "r.json").read_text())["findings"]
+    (hang,) = findings
     worker = 'task "worker" (main.<locals>.worker)'
     assert hang["details"][0].startswith(f"{worker} waits for event stop")
     assert hang["details"][0].endswith(
