@@ -668,17 +668,19 @@ class AiotracePlugin:
         for task in pending_tasks():
             with contextlib.suppress(RuntimeError):
                 call_soon_threadsafe(loop_of(task), task.cancel)
-        if watchdog is not None:
-            _threads.thread(self._stop_if_stuck, "aiotrace-hang-stop", finding, watchdog).start()
+        running = self._current
+        if watchdog is not None and running is not None:
+            _threads.thread(self._stop_if_stuck, "aiotrace-hang-stop", running, watchdog).start()
 
-    def _stop_if_stuck(self, finding: Any, watchdog: Any) -> None:
-        """While the hung test runs: each time its loop is stuck again, make it raise."""
+    def _stop_if_stuck(self, running: _Running, watchdog: Any) -> None:
+        """While the hung test runs (its teardown too: pytest-asyncio's loop, closing,
+        cancels and awaits what is left): each time its loop is stuck again, make it raise."""
         from aiotrace import _threads
         from aiotrace._loops import call_soon_threadsafe, is_running, loop_of, pending_tasks
         from aiotrace.diagnosis import raise_hang_stopped
 
         main = threading.main_thread().ident  # the tests' thread: not a server's loop
-        while self.hung is finding and not self._finished:
+        while self._current is running and not self._finished:
             _threads.sleep(0.25)
             if not watchdog.stuck_again(main):
                 continue
