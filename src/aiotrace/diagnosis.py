@@ -821,27 +821,41 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     The tasks are what can end the wait: a child that never ends (one that
     swallowed its cancellation, one in a cycle) is the culprit. anyio's task
     group, which keeps its tasks and its future as asyncio's does, too. A
-    future no such wait is on is remembered (:data:`_NOT_AWAITING_TASKS`).
+    future no such wait is on is remembered (:data:`_NOT_AWAITING_TASKS`): the
+    answer for a future does not change.
     """
     known = _NOT_AWAITING_TASKS.get(id(fut))
     if known is not None and known() is fut:
         return None
-    inner = None
-    for frame in _base.chain_frames(task):
-        if _AIOTRACE_PRIMITIVES not in frame.f_code.co_filename:  # a traced future's __await__
-            inner = frame
-    code = inner.f_code if inner is not None else None
-    waits = code is not None and (
-        code.co_name in ("__aexit__", "_aexit")
-        or (code.co_name == "_wait" and is_asyncio_file(code.co_filename))
-    )
-    if inner is None or not waits:
+    awaiting = _awaiting_tasks(task, fut)
+    if awaiting is None:
         if len(_NOT_AWAITING_TASKS) >= _NOT_AWAITING_KEPT:
             _NOT_AWAITING_TASKS.clear()
         with contextlib.suppress(TypeError):  # a future that takes no weak reference
             _NOT_AWAITING_TASKS[id(fut)] = weakref.ref(fut)
         return None
-    if inner.f_code.co_name != "_wait":
+    awaited, mode, what = awaiting
+    pending = [t for t in awaited if not t.done()]
+    if not pending or not all(isinstance(t, asyncio.Task) for t in pending):
+        return None
+    names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
+    if len(pending) > RELEASERS_SHOWN:
+        names += f" and {len(pending) - RELEASERS_SHOWN} more"
+    first = "" if mode == "all" else "; the first to end"
+    return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
+
+
+def _awaiting_tasks(task: Any, fut: Any) -> tuple[list[Any], str, str] | None:
+    """For :func:`_tasks_awaited`: (the tasks awaited, ``all`` or ``any``, in words), from
+    the innermost frame of ``task``'s await chain (not a traced future's ``__await__``)."""
+    inner = None
+    for frame in _base.chain_frames(task):
+        if _AIOTRACE_PRIMITIVES not in frame.f_code.co_filename:
+            inner = frame
+    if inner is None:
+        return None
+    code = inner.f_code
+    if code.co_name in ("__aexit__", "_aexit"):
         try:  # the program's __getattr__ is never run
             group = object.__getattribute__(inner.f_locals.get("self"), "__dict__")
         except Exception:
@@ -849,24 +863,16 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
         tasks = group.get("_tasks") if type(group) is dict else None
         if group.get("_on_completed_fut") is not fut or type(tasks) not in (set, list):
             return None
-        awaited, mode, what = list(tasks or ()), "all", "its TaskGroup's tasks"
-        first = ""
-    else:
+        return list(tasks or ()), "all", "its TaskGroup's tasks"
+    if code.co_name == "_wait" and is_asyncio_file(code.co_filename):
         local = inner.f_locals
         if local.get("waiter") is not fut or local.get("timeout") is not None:
             return None
-        awaited, what = list(local.get("fs") or ()), "asyncio.wait"
         # FIRST_EXCEPTION ends at the first to raise, which any of them may:
         # stuck only if all are, as FIRST_COMPLETED.
         mode = "all" if local.get("return_when") == asyncio.ALL_COMPLETED else "any"
-        first = "" if mode == "all" else "; the first to end"
-    pending = [t for t in awaited if not t.done()]
-    if not pending or not all(isinstance(t, asyncio.Task) for t in pending):
-        return None
-    names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
-    if len(pending) > RELEASERS_SHOWN:
-        names += f" and {len(pending) - RELEASERS_SHOWN} more"
-    return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
+        return list(local.get("fs") or ()), mode, "asyncio.wait"
+    return None
 
 
 # asyncio's coroutines that await a future of their own, by qualified name:
