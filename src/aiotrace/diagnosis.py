@@ -73,7 +73,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_coroutine, ended_raising
-from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, times
+from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, times, via_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -720,10 +720,7 @@ def _classify(
     if children is not None:  # gather()
         pending = [c for c in children if not c.done()]
         if pending and all(isinstance(c, asyncio.Task) for c in pending):
-            names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
-            if len(pending) > RELEASERS_SHOWN:
-                names += f" and {len(pending) - RELEASERS_SHOWN} more"
-            return Wait(task, f"gather({names})", pending, mode="all", named=True)
+            return Wait(task, f"gather({_named(pending)})", pending, mode="all", named=True)
         return Wait(task, "gather(...)", None)
     entry = waiters.get(id(fut))
     if entry is not None:
@@ -838,11 +835,16 @@ def _tasks_awaited(task: Any, fut: Any) -> Wait | None:
     pending = [t for t in awaited if not t.done()]
     if not pending or not all(isinstance(t, asyncio.Task) for t in pending):
         return None
-    names = ", ".join(_task_label(c) for c in pending[:RELEASERS_SHOWN])
-    if len(pending) > RELEASERS_SHOWN:
-        names += f" and {len(pending) - RELEASERS_SHOWN} more"
     first = "" if mode == "all" else "; the first to end"
-    return Wait(task, f"{what} ({names}{first})", pending, mode=mode, named=True)
+    return Wait(task, f"{what} ({_named(pending)}{first})", pending, mode=mode, named=True)
+
+
+def _named(tasks: list[Any]) -> str:
+    """``task "a" (fetch), task "b" (fetch) and 12 more``: the tasks a wait is for."""
+    names = ", ".join(_task_label(c) for c in tasks[:RELEASERS_SHOWN])
+    if len(tasks) > RELEASERS_SHOWN:
+        names += f" and {len(tasks) - RELEASERS_SHOWN} more"
+    return names
 
 
 def _awaiting_tasks(task: Any, fut: Any) -> tuple[list[Any], str, str] | None:
@@ -2111,12 +2113,11 @@ class Diagnoser:
             semconv.SPAN_LOOP_BLOCKED, context=parent, attributes=attributes, start_time=start_ns
         )
         span.end(end_time=end_ns)
-        if where is not None:
-            label = f"{short_path(where[0])}:{where[1]}"
-            if where[2] is not None:
-                label += f" via {where[2]}"
-        else:
-            label = callback or "?"
+        label = (
+            via_text(f"{short_path(where[0])}:{where[1]}", where[2])
+            if where is not None
+            else callback or "?"
+        )
         during = None
         if self.scope is not None:
             with contextlib.suppress(Exception):

@@ -60,10 +60,10 @@ def _row_key(attrs: dict[str, Any], kind: str, site: str) -> _RowKey:
     are two rows: one row would show one's name with the other's waits and holds. A name
     given with ``aiotrace.name()`` is shown, not keyed: the row is the line's."""
     via = attrs.get(semconv.ATTR_PRIMITIVE_VIA_SITE)
-    via_text = None if via is None else str(via)
+    via_label = None if via is None else str(via)
     name = str(attrs.get(semconv.ATTR_PRIMITIVE_NAME, site))
-    ending = f"({site})" if via_text is None else f"({site}) via {via_text}"
-    return kind, site, via_text, name if name.endswith(ending) else None
+    ending = f"({site})" if via_label is None else f"({site}) via {via_label}"
+    return kind, site, via_label, name if name.endswith(ending) else None
 
 
 @dataclass
@@ -480,16 +480,17 @@ def _code_site(attrs: dict[str, Any]) -> str:
     path = attrs.get(semconv.ATTR_CODE_FILE_PATH)
     line = attrs.get(semconv.ATTR_CODE_LINE_NUMBER)
     site = f"{short_path(str(path))}:{line}" if path and line else "?"
-    return _via(site, attrs.get(semconv.ATTR_VIA_SITE))
+    return via_text(site, attrs.get(semconv.ATTR_VIA_SITE))
 
 
 def _waker_site(attrs: dict[str, Any]) -> str | None:
     """Where the waking call was (``set()``, ``set_result()``); ``via`` as in :func:`_code_site`."""
     at = attrs.get(semconv.ATTR_WAKER_SITE)
-    return None if at is None else _via(str(at), attrs.get(semconv.ATTR_WAKER_VIA_SITE))
+    return None if at is None else via_text(str(at), attrs.get(semconv.ATTR_WAKER_VIA_SITE))
 
 
-def _via(site: str, via: Any) -> str:
+def via_text(site: str, via: Any) -> str:
+    """``aiohttp/streams.py:716 via app.py:40``: a library's line and the program's."""
     return f"{site} via {via}" if via else site
 
 
