@@ -1434,6 +1434,72 @@ def test_a_hung_test_its_cancellation_cannot_end_fails_and_the_run_goes_on(
     assert all(" - aiotrace.diagnosis.Hang" in line for line in errors), errors  # (cut short)
 
 
+SESSION_SERVER = """
+import asyncio, threading
+import pytest
+
+@pytest.fixture(scope="session")
+def server():  # a loop of its own in a thread, serving every test
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    box = {}
+    async def serve():
+        box["requests"] = asyncio.Queue()
+        ready.set()
+        while True:
+            reply = await box["requests"].get()
+            reply.set_result("pong")
+    def run():
+        box["task"] = loop.create_task(serve(), name="server")
+        loop.run_forever()
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait()
+    def ask():
+        async def request():
+            reply = loop.create_future()
+            box["requests"].put_nowait(reply)
+            return await reply
+        return asyncio.run_coroutine_threadsafe(request(), loop).result(timeout=5)
+    yield ask, loop, box
+    loop.call_soon_threadsafe(loop.stop)
+
+def test_before(server):
+    assert server[0]() == "pong"
+
+def test_hangs_in_its_own_loop(server):
+    async def main():
+        await asyncio.Event().wait()
+    asyncio.run(main())
+
+def test_hangs_on_a_request_to_the_server(server):
+    async def stuck():
+        await asyncio.Event().wait()
+    asyncio.run_coroutine_threadsafe(stuck(), server[1]).result()
+
+def test_after(server):
+    assert not server[2]["task"].done()
+    assert server[0]() == "pong"
+"""
+
+
+def test_a_hung_tests_cancellation_spares_a_session_servers_tasks(
+    suite: pytest.Pytester,
+) -> None:
+    """A hang cancels the test's tasks, and those it started on another thread's loop (the
+    request it is stuck on), not a session's server's, which later tests need; and the
+    test's own tasks are listed first."""
+    suite.makepyfile(test_server=SESSION_SERVER)
+    result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=0.5")
+    outcomes = result.parseoutcomes()
+    assert (outcomes["passed"], outcomes["failed"]) == (2, 2), result.stdout.str()
+    out = result.stdout.str()
+    for test, task in [("in_its_own_loop", "main"), ("on_a_request_to_the_server", "stuck")]:
+        dump = out[out.index(f"___ test_hangs_{test}") :]
+        first, server = dump.index('  task "'), dump.index('task "server"')
+        assert dump[first:].startswith('  task "Task-'), dump
+        assert f"test_hangs_{test}.<locals>.{task}) waits for event" in dump[first:server]
+
+
 def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:
     suite.makepyfile(test_diagnosed=DIAGNOSED)
     result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=5", "--asyncio-mode=auto")

@@ -579,11 +579,14 @@ class Graph:
             line += ", which no pending task can end"
         return line
 
-    def format(self, stuck: bool = False) -> list[str]:
+    def format(self, stuck: bool = False, since: int = 0) -> list[str]:
         """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``).
 
         The tasks most waited on come first: the holder that a queue of others
-        waits behind is the one to look at. Tasks of one coroutine waiting
+        waits behind is the one to look at; but tasks begun before ``since``
+        (``perf_counter_ns``; a test's start) come last, whatever waits on
+        them: a session's server idling in its own thread is not what a hung
+        test is stuck on, unless the test's own tasks say so. Tasks of one coroutine waiting
         alike (the same wait, the same stack), from :data:`GROUP_FROM` of them
         on, are shown once: 5,000 requests queued on one lock are one entry,
         not 10,000 lines in front of the holder's.
@@ -592,7 +595,12 @@ class Graph:
         for wait in self.waits.values():
             for releaser in (wait.releasers or ()) if wait is not None else ():
                 waited_on[id(releaser)] = waited_on.get(id(releaser), 0) + 1
-        ordered = sorted(self.tasks, key=lambda t: (-waited_on.get(id(t), 0), _creation_order(t)))
+
+        def order(task: Any) -> tuple[bool, int, tuple[float, str]]:
+            began = _creation_order(task)
+            return began[0] < since, -waited_on.get(id(task), 0), began
+
+        ordered = sorted(self.tasks, key=order)
         alike: dict[tuple[str | None, str, tuple[str, ...]], list[Any]] = {}
         for task in ordered:
             stack = tuple(_stack_lines(task))
@@ -1230,6 +1238,9 @@ class Watchdog:
         self._discover_every = discover_interval
         self._discovered = 0.0
         self.started = time.monotonic()
+        self.clock_ns = 0
+        """When the clock last started over (``perf_counter_ns``; 0: at the start): a
+        hang lists the tasks begun since first (see :meth:`Graph.format`)."""
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
         self._stop = threading.Event()
         self._reported: set[frozenset[int]] = set()
@@ -1275,6 +1286,7 @@ class Watchdog:
         """A new deadline from now (the pytest plugin: per test)."""
         self.hang_timeout = hang_timeout
         self.deadline = time.monotonic() + hang_timeout if hang_timeout is not None else None
+        self.clock_ns = time.perf_counter_ns()
         self._hang_reported = False
         for _, state in self._loops.values():
             state.stuck_since = None
@@ -1563,7 +1575,7 @@ class Watchdog:
         details = []
         if deadlocks:
             details.append("deadlocked: " + deadlocks[0].summary)
-        details.extend(graph.format(stuck))
+        details.extend(graph.format(stuck, self.clock_ns))
         details.extend(unread_failures(graph.tasks))
         finding = Finding(HANG, why, details, list(graph.tasks))
         self._report(finding)

@@ -407,6 +407,25 @@ class _Running:
             phase.finish(None, None)
 
 
+def _the_tests(task: Any, started: int) -> bool:
+    """Whether a hung test's cancellation is for ``task``: not for a session's server.
+
+    A task of a loop the tests' thread runs now is the test's (its own, or
+    one it awaits), unless it began before the test (a session-scoped loop's
+    background task); on another thread's loop (a session fixture's server),
+    only a task begun during the test is (the request the test is stuck
+    on). The rest serve the tests still to come.
+    """
+    from aiotrace._context import TASK_SPANS
+    from aiotrace._loops import is_running, loop_of
+
+    span = TASK_SPANS.get(id(task))
+    if span is not None:
+        return bool(span.start_ns >= started)
+    loop = loop_of(task)
+    return is_running(loop) and getattr(loop, "_thread_id", None) == threading.main_thread().ident
+
+
 def _wait_counters() -> dict[int, tuple[int, int]]:
     from aiotrace._recorder import RECORDER
 
@@ -665,10 +684,11 @@ class AiotracePlugin:
         watchdog = diagnoser.watchdog if diagnoser is not None else None
         if watchdog is not None:
             watchdog.forget_stuck()
-        for task in pending_tasks():
-            with contextlib.suppress(RuntimeError):
-                call_soon_threadsafe(loop_of(task), task.cancel)
         running = self._current
+        for task in pending_tasks():
+            if running is None or _the_tests(task, running.started):
+                with contextlib.suppress(RuntimeError):
+                    call_soon_threadsafe(loop_of(task), task.cancel)
         if watchdog is not None and running is not None:
             _threads.thread(self._stop_if_stuck, "aiotrace-hang-stop", running, watchdog).start()
 
