@@ -439,6 +439,16 @@ def test_a_queue_used_as_a_pool_says_its_items_are_too_few_or_held_too_long(
     )
 
 
+def test_an_unbounded_queues_consumers_waiting_is_not_called_a_slow_producer() -> None:
+    """An unbounded queue is never full: that its gets waited is all a report can say."""
+    row = PrimitiveRow(name="q (app.py:3)", kind="Queue", site="app.py:3", capacity=0)
+    row.by_operation = {"get": [1, 1300.0]}
+    assert queue_text(row) == (
+        "q (app.py:3): unbounded; get waited once, 1.30 s"
+        " (its consumers waited for items: idle, or fed by a slow producer)"
+    )
+
+
 def test_a_queue_line_counts_a_single_wait_as_once() -> None:
     row = PrimitiveRow(name="q (app.py:3)", kind="Queue", site="app.py:3", capacity=2)
     row.by_operation = {"put": [1, 11.0], "get": [2, 0.0]}

@@ -1111,6 +1111,10 @@ def queue_text(row: PrimitiveRow) -> str:
         )
     elif puts > gets:
         verdict = " (full more than empty: its consumers fall behind)"
+    elif gets > puts and not row.capacity:
+        # Never full: its consumers waiting says only that they had nothing to do
+        # (a server's queue of requests, a lifespan's of events), or a slow feed.
+        verdict = " (its consumers waited for items: idle, or fed by a slow producer)"
     elif gets > puts:
         verdict = " (empty more than full: its producers fall behind)"
     return f"{row.name}: {size}; {'; '.join(parts)}{verdict}"
