@@ -2123,6 +2123,67 @@ def test_a_stuck_tasks_stack_goes_on_into_the_async_generator_it_iterates() -> N
     assert any(line.startswith(fetch_waits) for line in lines), lines
 
 
+_MIDDLEWARE = """
+async def layer(app, depth):
+    if depth:
+        return await layer(app, depth - 1)
+    return await app()
+"""
+
+
+def test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count() -> None:
+    """A request stuck under a web framework's middleware: the framework's dozen
+    frames are its first (where the program called in), a count with the
+    packages, and its last two; the program's frames are all there."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    namespace: dict[str, Any] = {}
+    site = "/venv/lib/python3.11/site-packages"
+    exec(compile(_MIDDLEWARE, f"{site}/webframe/middleware.py", "exec"), namespace)
+    layer = namespace["layer"]
+    lines: list[str] = []
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def handler() -> None:
+            await gate.wait()  # handler-waits
+
+        async def endpoint() -> None:
+            await layer(handler, 1)  # short: shown whole
+
+        task = asyncio.create_task(layer(endpoint, 7), name="request")
+        await asyncio.sleep(0)
+        lines.extend(diagnosis.snapshot([task]).format())
+        gate.set()
+        await task
+
+    with _diagnosed():
+        asyncio.run(main())
+    here = os.path.basename(__file__)
+    calls, last = "    webframe/middleware.py:4 in layer", "    webframe/middleware.py:5 in layer"
+    assert lines[0].startswith('task "request" (layer) waits for event gate ('), lines
+    assert lines[1:] == [
+        calls,
+        "    ... 5 frames in webframe ...",
+        calls,
+        last,
+        f"    {here}:{line_of('await layer(handler, 1)')} in {endpoint_name()}",
+        calls,
+        last,
+        f"    {here}:{line_of('# handler-waits')} in {endpoint_name('handler')}",
+    ], lines
+
+
+def endpoint_name(name: str = "endpoint") -> str:
+    return (
+        "test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count"
+        f".<locals>.main.<locals>.{name}"
+    )
+
+
 def test_an_anyio_task_group_waits_for_its_tasks() -> None:
     """anyio's task group keeps its tasks and the future its end waits on as asyncio's
     does: the wait names them (the future is anyio's, made by the waiting task)."""

@@ -348,6 +348,7 @@ def _stack_lines(task: Any) -> list[str]:
     that is what each stuck task holds.
     """
     lines = []
+    library: list[tuple[str, str]] = []  # the run of library frames now: (package, line)
     for frame in await_frames(task):
         code = frame.f_code
         if is_internal_file(code.co_filename):
@@ -360,8 +361,41 @@ def _stack_lines(task: Any) -> list[str]:
                 text += ", inside async with " + ", ".join(
                     f"{what} (line {header})" for what, header in around
                 )
+        if is_library_file(code.co_filename):
+            library.append((_package(code.co_filename), text))
+            continue
+        lines.extend(_library_run(library))
+        library.clear()
         lines.append(text)
+    lines.extend(_library_run(library))
     return lines
+
+
+LIBRARY_FRAMES_KEPT: Final = (1, 2)
+"""Of a longer run of library frames in a stack, the first and last kept (the rest
+counted): where the program called in, and where inside it is now."""
+
+
+def _library_run(run: list[tuple[str, str]]) -> list[str]:
+    """A run of library frames, its middle told as a count: a web framework's dozen
+    middleware frames are not what a stuck request's reader is looking for."""
+    first, last = LIBRARY_FRAMES_KEPT
+    if len(run) <= first + last + 1:
+        return [text for _, text in run]
+    middle = run[first:-last]
+    packages = ", ".join(dict.fromkeys(package for package, _ in middle))
+    return [
+        *(text for _, text in run[:first]),
+        f"    ... {len(middle)} frames in {packages} ...",
+        *(text for _, text in run[-last:]),
+    ]
+
+
+def _package(path: str) -> str:
+    """``starlette`` for ``.../site-packages/starlette/routing.py``; ``contextlib`` for
+    the standard library's ``contextlib.py``."""
+    head = short_path(path).split("/", 1)[0]
+    return head[:-3] if head.endswith(".py") else head
 
 
 # ===========================================================================
