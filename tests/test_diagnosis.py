@@ -2184,6 +2184,31 @@ def endpoint_name(name: str = "endpoint") -> str:
     )
 
 
+def test_the_running_tasks_stack_is_its_own_not_what_ran_the_loop() -> None:
+    """The task that asks (a Ctrl-C handler runs inside it) is shown down to where it
+    is; not the frames above its coroutine: the loop, asyncio.run, pytest."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    lines: list[str] = []
+
+    def look() -> None:
+        lines.extend(diagnosis.snapshot().format())  # looks
+
+    async def main() -> None:
+        look()  # calls-look
+
+    with _diagnosed():
+        asyncio.run(main())
+    here = os.path.basename(__file__)
+    name = "test_the_running_tasks_stack_is_its_own_not_what_ran_the_loop.<locals>"
+    assert lines[1:] == [
+        f"    {here}:{line_of('# calls-look')} in {name}.main",
+        f"    {here}:{line_of('# looks')} in {name}.look",
+    ], lines
+
+
 def test_an_anyio_task_group_waits_for_its_tasks() -> None:
     """anyio's task group keeps its tasks and the future its end waits on as asyncio's
     does: the wait names them (the future is anyio's, made by the waiting task)."""

@@ -435,13 +435,17 @@ def await_frames(task: Any) -> list[FrameType]:
     if not frames or task is _current_task_here():
         # A running task's suspended chain stops at the running coroutine;
         # its callers are on this thread's stack.
+        # Only those below its innermost frame: the ones above are the loop's and
+        # what ran the loop (asyncio.run, a CLI's main, runpy), not the task's.
+        innermost = frames[-1] if frames else None
         stack: list[FrameType] = []
         frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
+        while frame is not None and frame is not innermost:
             stack.append(frame)
             frame = frame.f_back
-        own = {id(f) for f in frames}
-        frames.extend(f for f in reversed(stack) if id(f) not in own)
+        if frame is None:  # not on this thread's stack after all: as it was
+            stack = []
+        frames.extend(reversed(stack))
     return frames
 
 
