@@ -597,6 +597,8 @@ class Graph:
     def _wait_text(self, task: Any, stuck: bool) -> str:
         wait = self.waits.get(id(task))
         if wait is None:
+            if task is _current_task_here():  # what asked runs in it (a Ctrl-C handler)
+                return " is running: this was taken from inside it"
             return " is not waiting on anything aiotrace knows"
         what = self._what(wait)
         line = f" waits for {what}"
