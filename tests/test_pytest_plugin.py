@@ -1481,23 +1481,59 @@ def test_after(server):
     assert server[0]() == "pong"
 """
 
+SESSION_LOOP = """
+import asyncio
+import pytest
+import pytest_asyncio
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def ticker():  # set up for the test that hangs, on the loop every test runs on
+    box = {"ticks": 0}
+    async def tick():
+        while True:
+            await asyncio.sleep(0.01)
+            box["ticks"] += 1
+    box["task"] = asyncio.create_task(tick(), name="ticker")
+    yield box
+    box["task"].cancel()
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_hangs_on_the_sessions_loop(ticker):
+    await asyncio.Event().wait()
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_after_on_the_sessions_loop(ticker):
+    before = ticker["ticks"]
+    await asyncio.sleep(0.05)
+    assert ticker["ticks"] > before
+"""
+
 
 def test_a_hung_tests_cancellation_spares_a_session_servers_tasks(
     suite: pytest.Pytester,
 ) -> None:
-    """A hang cancels the test's tasks, and those it started on another thread's loop (the
-    request it is stuck on), not a session's server's, which later tests need; and the
-    test's own tasks are listed first."""
-    suite.makepyfile(test_server=SESSION_SERVER)
+    """A hang cancels the tasks begun in the phase that hung, on any thread's loop (the
+    request it is stuck on, too); not a session's server's or background task's, though
+    set up for that very test, which later tests need. The test's tasks are listed
+    first."""
+    suite.makepyfile(test_server=SESSION_SERVER, test_session_loop=SESSION_LOOP)
     result = run(suite, "--aiotrace", "--aiotrace-hang-timeout=0.5")
     outcomes = result.parseoutcomes()
-    assert (outcomes["passed"], outcomes["failed"]) == (2, 2), result.stdout.str()
+    assert (outcomes["passed"], outcomes["failed"]) == (3, 3), result.stdout.str()
     out = result.stdout.str()
-    for test, task in [("in_its_own_loop", "main"), ("on_a_request_to_the_server", "stuck")]:
-        dump = out[out.index(f"___ test_hangs_{test}") :]
-        first, server = dump.index('  task "'), dump.index('task "server"')
+    waiting = {
+        "test_hangs_in_its_own_loop": ("test_hangs_in_its_own_loop.<locals>.main", "server"),
+        "test_hangs_on_a_request_to_the_server": (
+            "test_hangs_on_a_request_to_the_server.<locals>.stuck",
+            "server",
+        ),
+        "test_hangs_on_the_sessions_loop": ("test_hangs_on_the_sessions_loop", "ticker"),
+    }
+    for test, (coroutine, spared) in waiting.items():
+        dump = out[out.index(f"___ {test} ___") :]
+        first, other = dump.index('  task "'), dump.index(f'task "{spared}"')
         assert dump[first:].startswith('  task "Task-'), dump
-        assert f"test_hangs_{test}.<locals>.{task}) waits for event" in dump[first:server]
+        assert f"({coroutine}) waits for event" in dump[first:other], dump
 
 
 def test_hung_tests_fail_with_the_finding_and_the_run_goes_on(suite: pytest.Pytester) -> None:

@@ -1278,9 +1278,10 @@ class Watchdog:
         self._discover_every = discover_interval
         self._discovered = 0.0
         self.started = time.monotonic()
-        self.clock_ns = 0
-        """When the clock last started over (``perf_counter_ns``; 0: at the start): a
-        hang lists the tasks begun since first (see :meth:`Graph.format`)."""
+        self.since_ns = 0
+        """A hang lists the tasks begun since then (``perf_counter_ns``) first (see
+        :meth:`Graph.format`): from when the clock last started over, or when the
+        pytest plugin says (the hung phase of a test: not a session fixture's tasks)."""
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
         self._stop = threading.Event()
         self._reported: set[frozenset[int]] = set()
@@ -1326,7 +1327,7 @@ class Watchdog:
         """A new deadline from now (the pytest plugin: per test)."""
         self.hang_timeout = hang_timeout
         self.deadline = time.monotonic() + hang_timeout if hang_timeout is not None else None
-        self.clock_ns = time.perf_counter_ns()
+        self.since_ns = time.perf_counter_ns()
         self._hang_reported = False
         for _, state in self._loops.values():
             state.stuck_since = None
@@ -1615,7 +1616,7 @@ class Watchdog:
         details = []
         if deadlocks:
             details.append("deadlocked: " + deadlocks[0].summary)
-        details.extend(graph.format(stuck, self.clock_ns))
+        details.extend(graph.format(stuck, self.since_ns))
         details.extend(unread_failures(graph.tasks))
         finding = Finding(HANG, why, details, list(graph.tasks))
         self._report(finding)

@@ -398,6 +398,9 @@ class _Running:
     record: TestRecord | None = None
     findings_before: int = 0
     nodeid: str = ""
+    phase_started: int = 0
+    """When (``perf_counter_ns``) the phase now running (setup, call, teardown) began:
+    the tasks begun since are what a hang then cancels (see ``_the_tests``)."""
 
     def end_unreported(self) -> None:
         """End the waiting phase's span without its report, which never came (an
@@ -410,11 +413,13 @@ class _Running:
 def _the_tests(task: Any, started: int) -> bool:
     """Whether a hung test's cancellation is for ``task``: not for a session's server.
 
-    A task of a loop the tests' thread runs now is the test's (its own, or
-    one it awaits), unless it began before the test (a session-scoped loop's
-    background task); on another thread's loop (a session fixture's server),
-    only a task begun during the test is (the request the test is stuck
-    on). The rest serve the tests still to come.
+    A task begun during the phase that hung (``started``: the test's call,
+    or the setup or teardown it is in) is: the test's own, what it awaits,
+    the request it made of another thread's loop. One begun before (a
+    session fixture's server or background task, though set up for this
+    very test) is not: it serves the tests still to come, and the test's
+    loop, closing, cancels what of the test's own is left. A task with no
+    span (never traced) is, if the tests' thread runs its loop now.
     """
     from aiotrace._context import TASK_SPANS
     from aiotrace._loops import is_running, loop_of
@@ -686,7 +691,7 @@ class AiotracePlugin:
             watchdog.forget_stuck()
         running = self._current
         for task in pending_tasks():
-            if running is None or _the_tests(task, running.started):
+            if running is None or _the_tests(task, running.phase_started or running.started):
                 with contextlib.suppress(RuntimeError):
                     call_soon_threadsafe(loop_of(task), task.cancel)
         if watchdog is not None and running is not None:
@@ -949,7 +954,8 @@ class AiotracePlugin:
         return result
 
     def _phase(self, item: pytest.Item, when: str) -> _Phase:
-        return _Phase(item.stash.get(_RUNNING, None), when)
+        watchdog = self.diagnoser.watchdog if self.diagnoser is not None else None
+        return _Phase(item.stash.get(_RUNNING, None), when, watchdog)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -1162,9 +1168,10 @@ class _Phase:
     expected failure, not an error.
     """
 
-    def __init__(self, running: _Running | None, when: str) -> None:
+    def __init__(self, running: _Running | None, when: str, watchdog: Any = None) -> None:
         self.running = running
         self.when = when
+        self.watchdog = watchdog
         self.span: Any = None
         self.token: object = None
         self.ambient: Any = None
@@ -1194,6 +1201,9 @@ class _Phase:
         # Threads the test starts (a blocking portal, a server) nest in it too.
         self.ambient, AMBIENT[0] = AMBIENT[0], self.span
         running.phase = self.span
+        running.phase_started = time.perf_counter_ns()
+        if self.watchdog is not None:  # a hang lists the phase's tasks first
+            self.watchdog.since_ns = running.phase_started
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
