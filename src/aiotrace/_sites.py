@@ -565,6 +565,8 @@ def capture_creation(
                 frame = frame.f_back
                 continue
         break
+    while frame is not None and frame.f_code.co_name in _WRAPPING_NAMES and _wraps(frame.f_code):
+        frame = frame.f_back
     if frame is None:
         return None, False, None
     internal = is_asyncio_file(frame.f_code.co_filename)
@@ -577,6 +579,31 @@ def capture_creation(
     code = frame.f_code
     via = via_site(frame) if not internal and is_library_file(code.co_filename) else None
     return (code, frame.f_lasti), internal, via
+
+
+_WRAPPING: Final = frozenset(
+    {
+        ("anyio/_backends/_asyncio.py", "Event.__init__"),
+        ("anyio/_backends/_asyncio.py", "AsyncIOBackend.create_event"),
+        ("anyio/_core/_synchronization.py", "Event.__new__"),
+    }
+)
+"""A library's constructors that make one asyncio primitive to wrap it: the wrapper's
+creation is the primitive's. ``anyio.Event()`` on asyncio is ``self._event =
+asyncio.Event()``, two factories down, for every Event of anyio's, starlette's,
+httpx's and the program's own: named ``self._event (anyio/_backends/_asyncio.py:1997)``
+each, until the line that called ``anyio.Event()`` named it (``receive_event =
+Event()`` in anyio's memory streams, ``done = anyio.Event()`` in the program)."""
+_WRAPPING_NAMES: Final = frozenset(name.rsplit(".", 1)[1] for _, name in _WRAPPING)
+
+
+class _Wraps(dict[CodeType, bool]):
+    def __missing__(self, code: CodeType) -> bool:
+        flag = self[code] = (short_path(code.co_filename), qualname(code)) in _WRAPPING
+        return flag
+
+
+_wraps: Final[Callable[[CodeType], bool]] = _Wraps().__getitem__
 
 
 _FIELD_NAMES: dict[tuple[int, int], tuple[CodeType, str | None]] = {}
