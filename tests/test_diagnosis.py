@@ -1477,8 +1477,8 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
         inbox: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(), "inbox")
         outbox: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(1), "outbox")
         jobs: asyncio.Queue[int] = aiotrace.name(asyncio.Queue(), "jobs")
-        await lock.acquire()
-        await sem.acquire()
+        await lock.acquire()  # main-takes-gate
+        await sem.acquire()  # main-takes-pool
         outbox.put_nowait(0)
         jobs.put_nowait(0)
 
@@ -1499,7 +1499,10 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
             waits["party"] = aiotrace.name(asyncio.Barrier(2), "start").wait()  # type: ignore[attr-defined]
         tasks = [asyncio.create_task(coro, name=name) for name, coro in waits.items()]
         await asyncio.sleep(0.01)
-        graph = snapshot(tasks)
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        main_task.set_name("main")
+        graph = snapshot([*tasks, main_task])  # main: what holds the lock and the permit
         lines = [graph.describe_wait(task) for task in tasks]
         for task in tasks:
             task.cancel()
@@ -1508,9 +1511,13 @@ def test_a_wait_on_each_kind_of_primitive_is_named_with_its_role() -> None:
 
     with _diagnosed(deadlocks=False, lock_order=False):
         lines = asyncio.run(main())
+    main = "test_a_wait_on_each_kind_of_primitive_is_named_with_its_role.<locals>.main"
+    here = os.path.basename(__file__)
     expected = [
-        'task "locker" (Lock.acquire) waits for lock gate, which no pending task can end',
-        'task "permit" (Semaphore.acquire) waits for semaphore pool, which no pending task can end',
+        f'task "locker" (Lock.acquire) waits for lock gate, held by task "main" ({main})'
+        f" (taken at {here}:{line_of('# main-takes-gate')} in {main})",
+        f'task "permit" (Semaphore.acquire) waits for semaphore pool, held by task "main"'
+        f" ({main}) (taken at {here}:{line_of('# main-takes-pool')} in {main})",
         'task "waiter" (Event.wait) waits for event ready',
         'task "notified" (test_a_wait_on_each_kind_of_primitive_is_named_with_its_role'
         ".<locals>.main.<locals>.notified) waits for condition changed",
@@ -1887,6 +1894,83 @@ def test_a_diagnosis_ended_leaves_nothing_on_and_an_outer_one_running() -> None:
         if session_on:
             session.finish(at_exit=False)
         aiotrace.uninstrument()
+
+
+class _Box:
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+
+
+_SHARED: dict[str, Any] = {}
+"""The stranded test's primitives, as a program's module-level ones: no task's local."""
+
+
+def test_a_task_stranded_behind_a_leaked_permit_is_reported_as_the_program_runs() -> None:
+    """A request waiting behind permits that earlier requests' error path kept is found
+    while the program runs (a server may never reach its end), with where they were
+    taken; not a wait that a scheduled callback (a rate limiter's ``call_later(...,
+    sem.release)``) or another task with the lock at hand will end."""
+    from aiotrace.diagnosis import LEAK
+
+    told: list[str] = []
+
+    async def query() -> None:
+        await _SHARED["slots"].acquire()  # leaked-here
+        raise RuntimeError("bad query")
+
+    async def limited() -> None:
+        await _SHARED["limiter"].acquire()
+        asyncio.get_running_loop().call_later(0.6, _SHARED["limiter"].release)
+
+    async def take() -> None:
+        await _SHARED["handed"].acquire()
+
+    async def release_later(box: _Box) -> None:
+        await asyncio.sleep(0.6)
+        box.lock.release()
+
+    async def main(diagnoser: Any) -> None:
+        _SHARED["slots"] = asyncio.Semaphore(2)  # slots-made
+        _SHARED["limiter"] = asyncio.Semaphore(1)
+        _SHARED["handed"] = asyncio.Lock()
+        for made in (query, query, limited, take):
+            with contextlib.suppress(RuntimeError):
+                await asyncio.create_task(made())
+        later = asyncio.create_task(release_later(_Box(_SHARED["handed"])))
+        waiting = [
+            asyncio.create_task(_SHARED["slots"].acquire(), name="stranded"),
+            asyncio.create_task(_SHARED["limiter"].acquire(), name="rate-limited"),
+            asyncio.create_task(_SHARED["handed"].acquire(), name="handed-over"),
+        ]
+        await asyncio.sleep(0.45)  # several graph checks
+        told.extend(f.text() for f in diagnoser.findings if f.kind == LEAK)
+        await later
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+    try:
+        with _diagnosed() as diagnoser:
+            diagnoser.watchdog.graph_interval = 0.05
+            diagnoser.watchdog.stranded_after = 0.1
+            asyncio.run(main(diagnoser))
+    finally:
+        _SHARED.clear()
+    here = os.path.basename(__file__)
+    assert told == [
+        'LEAK: task "stranded" (Semaphore.acquire) is stranded\n'
+        '  task "stranded" (Semaphore.acquire) waits for semaphore _SHARED["slots"]'
+        f" ({here}:{line_of('# slots-made')}), which no pending task can"
+        f" end: 2 permits taken at {here}:{line_of('# leaked-here')} in"
+        f" {_qualified('query')} by tasks that finished without releasing them",
+    ], told
+
+
+def _qualified(name: str) -> str:
+    return (
+        "test_a_task_stranded_behind_a_leaked_permit_is_reported_as_the_program_runs"
+        f".<locals>.{name}"
+    )
 
 
 def test_a_permit_given_back_before_it_was_taken_is_no_leak() -> None:

@@ -60,6 +60,7 @@ from aiotrace._loops import (
 from aiotrace._pipeline import Pipeline
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
+    _AIOTRACE_DIR,
     SITES,
     RaisedException,
     async_with_around,
@@ -419,6 +420,11 @@ class Wait:
     named: bool = False
     """``what`` names every releaser (an awaited task, a gather's children),
     so that they are not listed twice."""
+    left_at: list[str] = field(default_factory=list)
+    """Where what it waits for was taken by coroutines that finished holding it, one entry
+    a hold (``leak.py:9 in query``): a lock or permits never given back (a leak)."""
+    primitive: Any = None
+    """The lock or semaphore, for those: who else has it at hand (see ``_at_hand``)."""
     internal: Any = None
     """A future of asyncio's own that it waits on: put in words only when shown
     (:func:`_internal_wait` reads the loop's timers; the watchdog takes a
@@ -617,6 +623,8 @@ class Graph:
             line += f", {verb} {holders}"
         elif wait.releasers == [] or stuck:
             line += ", which no pending task can end"
+        if wait.left_at and not wait.releasers:
+            line += ": " + _left_text(wait.left_at, permits=what.startswith("semaphore"))
         return line
 
     def format(self, stuck: bool = False, since: int = 0) -> list[str]:
@@ -803,8 +811,14 @@ def _classify(
 def _could_resolve(wait: Wait, tasks: list[Any]) -> list[Any] | None:
     """``wait.releasers`` and every other task whose await chain refers to the future
     ``wait`` waits on; None (anyone) if a callback the loop has scheduled does."""
-    fut = wait.future
-    loop = loop_of(fut)
+    return _at_hand(wait.future, wait, tasks)
+
+
+def _at_hand(fut: Any, wait: Wait, tasks: list[Any]) -> list[Any] | None:
+    """:func:`_could_resolve` for ``fut``, or a lock or semaphore: ``wait.releasers``
+    and the other tasks that have it at hand, or None if a scheduled callback does
+    (``loop.call_later(1, sem.release)``, a rate limiter's)."""
+    loop = loop_of(wait.task)
     handles = [*getattr(loop, "_ready", ()), *getattr(loop, "_scheduled", ())]
     for handle in handles:
         callback = getattr(handle, "_callback", None)
@@ -816,6 +830,8 @@ def _could_resolve(wait: Wait, tasks: list[Any]) -> list[Any] | None:
         if id(task) in known:
             continue
         for frame in _base.chain_frames(task):
+            if frame.f_code.co_filename.startswith(_AIOTRACE_DIR):
+                continue  # ours (a patched acquire's closure has every hold at hand)
             if any(_refers(value, fut) for value in list(frame.f_locals.values())):
                 releasers.append(task)
                 break
@@ -968,16 +984,32 @@ def _internal_wait(task: Any, fut: Any, timer: Any) -> str:
     return what
 
 
+def _left_text(left_at: list[str], permits: bool = False) -> str:
+    """``taken at leak.py:9 in query by a task that finished without releasing it``; for a
+    semaphore, ``2 permits taken at ... by tasks that ...`` (each place counted)."""
+    counts = dict.fromkeys(left_at, 0)
+    for site in left_at:
+        counts[site] += 1
+
+    def taken(n: int) -> str:
+        return f"{n} permits taken" if n > 1 else "a permit taken" if permits else "taken"
+
+    places = ", ".join(f"{taken(n)} at {site}" for site, n in counts.items())
+    if len(left_at) == 1:
+        return f"{places} by a task that finished without releasing it"
+    return f"{places} by tasks that finished without releasing them"
+
+
 def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wait:
     owner = getattr(lock, "_aiotrace_owner", None)
     if owner is None or not lock.locked():
         return Wait(task, what, None)  # released just now, or taken before tracing
     frame = _base.holding(owner, by_frame)  # the owner, or its caller it returned to
     holder = by_frame.get(id(frame)) if frame is not None else None
-    if holder is None:
-        return Wait(task, what, [])  # held by a coroutine that is no task's any more
     lasti = getattr(lock, "_aiotrace_olasti", owner.f_lasti)
     site = _where(owner.f_code, line_of(owner.f_code, lasti))
+    if holder is None:  # held by a coroutine that is no task's any more
+        return Wait(task, what, [], left_at=[site], primitive=lock)
     return Wait(task, what, [holder], held_at={id(holder): site})
 
 
@@ -985,21 +1017,27 @@ def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) ->
     permits = getattr(sem, "_aiotrace_permits", None) or []
     holders: list[Any] = []
     held_at: dict[int, str] = {}
+    left_at: list[str] = []
     unknown = False
     for _, owner, site in list(permits):
         frame = _base.holding(owner, by_frame) if owner is not None else None
         holder = by_frame.get(id(frame)) if frame is not None else None
+        where = None
+        if site is not None:
+            resolved = SITES.resolve(site)
+            where = f"{resolved.label} in {resolved.function}"
         if holder is None:
             unknown = unknown or owner is None
+            if owner is not None and where is not None:
+                left_at.append(where)
             continue
         if holder not in holders:
             holders.append(holder)
-            if site is not None:
-                resolved = SITES.resolve(site)
-                held_at[id(holder)] = f"{resolved.label} in {resolved.function}"
+            if where is not None:
+                held_at[id(holder)] = where
     if unknown or (not holders and not permits):
         return Wait(task, what, None)
-    return Wait(task, what, holders, held_at=held_at)
+    return Wait(task, what, holders, held_at=held_at, left_at=left_at, primitive=sem)
 
 
 # ===========================================================================
@@ -1285,6 +1323,12 @@ class Watchdog:
         self._loops: dict[int, tuple[Any, _LoopState]] = {}
         self._stop = threading.Event()
         self._reported: set[frozenset[int]] = set()
+        self.stranded_after = STRANDED_AFTER
+        self._stranded: dict[tuple[int, int], float] = {}
+        """(id(task), id(primitive)) -> since when (monotonic) the task waits on a lock
+        or permits only finished tasks took (see :meth:`_check_stranded`)."""
+        self.stranded_told: set[tuple[int, int]] = set()
+        """Those reported as the program ran: not again at its end while still stranded."""
         self._hang_reported = False
         self.deadline: float | None = (
             self.started + hang_timeout if hang_timeout is not None else None
@@ -1536,6 +1580,7 @@ class Watchdog:
             if key not in self._reported:
                 self._reported.add(key)
                 self._report(finding)
+        self._check_stranded(graph, now)
         if _can_progress(loop):
             state.stuck_since = None
             return
@@ -1548,6 +1593,29 @@ class Watchdog:
                 "no callback, timer, I/O, signal handler or thread that could wake them",
                 stuck=True,
             )
+
+    def _check_stranded(self, graph: Graph, now: float) -> None:
+        """A task waiting on a lock, or permits, that only finished tasks took and never
+        gave back (a request behind the permit an earlier request's error path kept):
+        reported as the program runs on, once so for :attr:`stranded_after` seconds, not
+        only at its end, which a server may never reach. Not while a scheduled callback
+        or another pending task has the primitive at hand: a rate limiter's
+        ``loop.call_later(1, sem.release)``, a hand-off to another task."""
+        seen: dict[tuple[int, int], float] = {}
+        for task in graph.tasks:
+            wait = graph.waits.get(id(task))
+            if wait is None or wait.releasers != [] or not wait.left_at:
+                continue
+            key = (id(task), id(wait.primitive))
+            since = seen[key] = self._stranded.get(key, now)
+            if now - since < self.stranded_after or key in self.stranded_told:
+                continue
+            if _at_hand(wait.primitive, wait, graph.tasks) != []:
+                continue
+            self.stranded_told.add(key)
+            self._report(stranded_finding(graph, task))
+        self._stranded = seen
+        self.stranded_told = self.stranded_told & set(seen)
 
     def stuck_for(self, thread_id: int | None = None) -> float:
         """Seconds the longest-stuck loop (of those ``thread_id`` runs, if given) has been
@@ -1851,18 +1919,26 @@ def leak_findings(since_ns: int = 0) -> list[Finding]:
     return findings
 
 
-def stranded_findings(graph: Graph) -> list[Finding]:
-    """Pending tasks waiting on something no pending task can end (a finished holder)."""
+def stranded_findings(graph: Graph, told: set[tuple[int, int]] | None = None) -> list[Finding]:
+    """Pending tasks waiting on something no pending task can end (a finished holder);
+    not those ``told`` as the program ran (see ``Watchdog._check_stranded``)."""
     findings = []
     for task in graph.tasks:
         wait = graph.wait_of(task)
         if wait is not None and wait.releasers == []:
-            findings.append(
-                Finding(
-                    LEAK, f"{_task_label(task)} is stranded", [graph.describe_wait(task)], [task]
-                )
-            )
+            if told and (id(task), id(wait.primitive)) in told:
+                continue
+            findings.append(stranded_finding(graph, task))
     return findings
+
+
+def stranded_finding(graph: Graph, task: Any) -> Finding:
+    return Finding(LEAK, f"{_task_label(task)} is stranded", [graph.describe_wait(task)], [task])
+
+
+STRANDED_AFTER: Final = 1.0
+"""Seconds a task waits behind a lock or permits that finished tasks never gave back
+before it is reported as stranded while the program runs (see ``Watchdog``)."""
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
@@ -1991,7 +2067,8 @@ class Diagnoser:
         if at_exit and self.config.leaks_at_exit:
             with contextlib.suppress(Exception):
                 graph = snapshot()
-                for finding in stranded_findings(graph):
+                told = self.watchdog.stranded_told if self.watchdog is not None else None
+                for finding in stranded_findings(graph, told):
                     self.report(finding, echo=False)
             with contextlib.suppress(Exception):
                 for finding in leak_findings():
@@ -2025,7 +2102,9 @@ class Diagnoser:
             self.findings.append(finding)
         with contextlib.suppress(Exception):
             self._span(finding)
-        if echo and finding.kind in (DEADLOCK, HANG, LOCK_ORDER):
+        if echo and finding.kind in (DEADLOCK, HANG, LOCK_ORDER, LEAK):
+            # (A leak reported as the program runs is a task stranded behind one:
+            # those found at the end are reported without.)
             with contextlib.suppress(Exception):
                 self.echo(f"aiotrace: {finding.text()}")
 
