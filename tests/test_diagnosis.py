@@ -2261,6 +2261,41 @@ def test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count() -> None:
     ], lines
 
 
+def test_a_task_stuck_in_the_programs_code_is_listed_before_those_only_in_a_librarys() -> None:
+    """A test client's portal waiting to be stopped was listed first, before the request
+    handler waiting on the program's event: older, as it is."""
+    import asyncio
+
+    from aiotrace import diagnosis
+
+    namespace: dict[str, Any] = {}
+    site = "/venv/lib/python3.11/site-packages"
+    exec(compile(_MIDDLEWARE, f"{site}/webframe/middleware.py", "exec"), namespace)
+    layer = namespace["layer"]
+    lines: list[str] = []
+
+    async def main() -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+
+        async def handler() -> None:
+            await ready.wait()
+
+        tasks = [
+            asyncio.create_task(layer(stop.wait, 0), name="portal"),
+            asyncio.create_task(layer(handler, 0), name="request"),
+        ]
+        await asyncio.sleep(0)
+        lines.extend(diagnosis.snapshot(tasks).format())
+        stop.set()
+        ready.set()
+        await asyncio.gather(*tasks)
+
+    with _diagnosed():
+        asyncio.run(main())
+    heads = [line.split(" (")[0] for line in lines if line.startswith("task ")]
+    assert heads == ['task "request"', 'task "portal"'], lines
+
+
 def endpoint_name(name: str = "endpoint") -> str:
     return (
         "test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count"

@@ -476,6 +476,19 @@ def _cancelled_text(task: Any) -> str:
     )
 
 
+def _in_program(task: Any) -> bool:
+    """Whether ``task`` is stuck in the program's own code, not only a library's: of
+    the tasks a hang lists, those come first (a request's handler waiting on the
+    program's event, before the test client's portal waiting to be stopped)."""
+    try:
+        return any(
+            not is_internal_file(f.f_code.co_filename) and not is_library_file(f.f_code.co_filename)
+            for f in await_frames(task)
+        )
+    except Exception:  # a task in a state we do not know
+        return False
+
+
 def _creation_order(task: Any) -> tuple[float, str]:
     """Older tasks first (by their span's start), then by name."""
     from aiotrace._context import TASK_SPANS
@@ -631,11 +644,12 @@ class Graph:
         """Every pending task, its wait and its await stack (like ``python -m asyncio pstree``).
 
         The tasks most waited on come first: the holder that a queue of others
-        waits behind is the one to look at; but tasks begun before ``since``
-        (``perf_counter_ns``; a test's start) come last, whatever waits on
-        them: a session's server idling in its own thread is not what a hung
-        test is stuck on, unless the test's own tasks say so. Tasks of one coroutine waiting
-        alike (the same wait, the same stack), from :data:`GROUP_FROM` of them
+        waits behind is the one to look at; then those stuck in the program's
+        own code before those only in a library's; but tasks begun before
+        ``since`` (``perf_counter_ns``; a test's start) come last, whatever
+        waits on them: a session's server idling in its own thread is not what
+        a hung test is stuck on, unless the test's own tasks say so. Tasks of
+        one coroutine waiting alike (the same wait, the same stack), from :data:`GROUP_FROM` of them
         on, are shown once: 5,000 requests queued on one lock are one entry,
         not 10,000 lines in front of the holder's.
         """
@@ -644,9 +658,9 @@ class Graph:
             for releaser in (wait.releasers or ()) if wait is not None else ():
                 waited_on[id(releaser)] = waited_on.get(id(releaser), 0) + 1
 
-        def order(task: Any) -> tuple[bool, int, tuple[float, str]]:
+        def order(task: Any) -> tuple[bool, int, bool, tuple[float, str]]:
             began = _creation_order(task)
-            return began[0] < since, -waited_on.get(id(task), 0), began
+            return began[0] < since, -waited_on.get(id(task), 0), not _in_program(task), began
 
         ordered = sorted(self.tasks, key=order)
         alike: dict[tuple[str | None, str, tuple[str, ...]], list[Any]] = {}
