@@ -2215,6 +2215,15 @@ async def layer(app, depth):
 """
 
 
+def _library_layer() -> Any:
+    """``layer(app, depth)``: ``depth`` + 1 frames of a library's (an installed package's
+    file, as its path says) around awaiting ``app()``, as a web framework's middleware."""
+    namespace: dict[str, Any] = {}
+    site = "/venv/lib/python3.11/site-packages"
+    exec(compile(_MIDDLEWARE, f"{site}/webframe/middleware.py", "exec"), namespace)
+    return namespace["layer"]
+
+
 def test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count() -> None:
     """A request stuck under a web framework's middleware: the framework's dozen
     frames are its first (where the program called in), a count with the
@@ -2223,10 +2232,7 @@ def test_a_long_run_of_library_frames_is_told_by_its_ends_and_a_count() -> None:
 
     from aiotrace import diagnosis
 
-    namespace: dict[str, Any] = {}
-    site = "/venv/lib/python3.11/site-packages"
-    exec(compile(_MIDDLEWARE, f"{site}/webframe/middleware.py", "exec"), namespace)
-    layer = namespace["layer"]
+    layer = _library_layer()
     lines: list[str] = []
 
     async def main() -> None:
@@ -2268,10 +2274,7 @@ def test_a_task_stuck_in_the_programs_code_is_listed_before_those_only_in_a_libr
 
     from aiotrace import diagnosis
 
-    namespace: dict[str, Any] = {}
-    site = "/venv/lib/python3.11/site-packages"
-    exec(compile(_MIDDLEWARE, f"{site}/webframe/middleware.py", "exec"), namespace)
-    layer = namespace["layer"]
+    layer = _library_layer()
     lines: list[str] = []
 
     async def main() -> None:
