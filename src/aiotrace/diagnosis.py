@@ -649,9 +649,9 @@ class Graph:
         ``since`` (``perf_counter_ns``; a test's start) come last, whatever
         waits on them: a session's server idling in its own thread is not what
         a hung test is stuck on, unless the test's own tasks say so. Tasks of
-        one coroutine waiting alike (the same wait, the same stack), from :data:`GROUP_FROM` of them
-        on, are shown once: 5,000 requests queued on one lock are one entry,
-        not 10,000 lines in front of the holder's.
+        one coroutine waiting alike (the same wait, the same stack), from
+        :data:`GROUP_FROM` of them on, are shown once: 5,000 requests queued on
+        one lock are one entry, not 10,000 lines in front of the holder's.
         """
         waited_on: dict[int, int] = {}
         for wait in self.waits.values():
