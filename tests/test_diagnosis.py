@@ -1909,7 +1909,8 @@ def test_a_task_stranded_behind_a_leaked_permit_is_reported_as_the_program_runs(
     """A request waiting behind permits that earlier requests' error path kept is found
     while the program runs (a server may never reach its end), with where they were
     taken; not a wait that a scheduled callback (a rate limiter's ``call_later(...,
-    sem.release)``) or another task with the lock at hand will end."""
+    sem.release)``) or another task with the lock at hand will end, nor one for a lock
+    an ``@asynccontextmanager``'s generator holds, suspended at its ``yield``."""
     from aiotrace.diagnosis import LEAK
 
     told: list[str] = []
@@ -1929,18 +1930,30 @@ def test_a_task_stranded_behind_a_leaked_permit_is_reported_as_the_program_runs(
         await asyncio.sleep(0.6)
         box.lock.release()
 
+    @contextlib.asynccontextmanager
+    async def guarded() -> Any:
+        async with _SHARED["guard"]:
+            yield  # suspended here, in no task's await chain, holding the lock
+
+    async def hold_guarded() -> None:
+        async with guarded():
+            await asyncio.sleep(0.6)
+
     async def main(diagnoser: Any) -> None:
         _SHARED["slots"] = asyncio.Semaphore(2)  # slots-made
         _SHARED["limiter"] = asyncio.Semaphore(1)
         _SHARED["handed"] = asyncio.Lock()
+        _SHARED["guard"] = asyncio.Lock()
         for made in (query, query, limited, take):
             with contextlib.suppress(RuntimeError):
                 await asyncio.create_task(made())
-        later = asyncio.create_task(release_later(_Box(_SHARED["handed"])))
+        later = asyncio.gather(release_later(_Box(_SHARED["handed"])), hold_guarded())
+        await asyncio.sleep(0)
         waiting = [
             asyncio.create_task(_SHARED["slots"].acquire(), name="stranded"),
             asyncio.create_task(_SHARED["limiter"].acquire(), name="rate-limited"),
             asyncio.create_task(_SHARED["handed"].acquire(), name="handed-over"),
+            asyncio.create_task(_SHARED["guard"].acquire(), name="guarded"),
         ]
         await asyncio.sleep(0.45)  # several graph checks
         told.extend(f.text() for f in diagnoser.findings if f.kind == LEAK)

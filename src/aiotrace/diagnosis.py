@@ -1022,9 +1022,21 @@ def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wai
     holder = by_frame.get(id(frame)) if frame is not None else None
     lasti = getattr(lock, "_aiotrace_olasti", owner.f_lasti)
     site = _where(owner.f_code, line_of(owner.f_code, lasti))
-    if holder is None:  # held by a coroutine that is no task's any more
+    if holder is None:
+        if _suspended_elsewhere(owner):
+            return Wait(task, what, None)
+        # held by a coroutine that is no task's any more
         return Wait(task, what, [], left_at=[site], primitive=lock)
     return Wait(task, what, [holder], held_at={id(holder): site})
+
+
+def _suspended_elsewhere(owner: FrameType) -> bool:
+    """Whether ``owner``, no pending task's frame, may yet be live: an async generator's
+    (``async with lock: yield`` in an ``@asynccontextmanager``) is suspended at its
+    ``yield``, out of every await chain, while the ``async with`` around it runs. Its
+    holder is then unknown, not gone: a frame does not tell whether its generator
+    finished."""
+    return bool(owner.f_code.co_flags & _base.ASYNC_GENERATOR)
 
 
 def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) -> Wait:
@@ -1041,7 +1053,7 @@ def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) ->
             resolved = SITES.resolve(site)
             where = f"{resolved.label} in {resolved.function}"
         if holder is None:
-            unknown = unknown or owner is None
+            unknown = unknown or owner is None or _suspended_elsewhere(owner)
             if owner is not None and where is not None:
                 left_at.append(where)
             continue
