@@ -2648,6 +2648,72 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
     assert found == ["lock order"]
 
 
+FRAMEWORK = """
+import contextlib
+
+
+async def solve(dependency, body):
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(contextlib.asynccontextmanager(dependency)())
+        await body
+"""
+
+_DEPENDENCY: dict[str, Any] = {}
+
+
+async def _with_lock() -> Any:
+    await _DEPENDENCY["lock"].acquire()  # dependency-takes-lock
+    try:
+        yield
+    finally:
+        _DEPENDENCY["lock"].release()
+
+
+async def _with_semaphore() -> Any:
+    async with _DEPENDENCY["sem"]:  # dependency-takes-semaphore
+        yield
+
+
+def test_a_dependency_a_framework_enters_is_held_at_the_programs_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A framework enters the program's generator through an ``AsyncExitStack`` (FastAPI's
+    ``Depends``): the hold's site was the framework's line, which enters every
+    dependency (``fastapi/dependencies/utils.py:659``), for the holds that never waited.
+    It is the program's line that took the lock or the permit; the holder is still the
+    frame that runs the framework's ``async with``."""
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / "fakefw.py").write_text(FRAMEWORK)
+    monkeypatch.syspath_prepend(str(site_packages))
+    monkeypatch.delitem(sys.modules, "fakefw", raising=False)
+    import fakefw  # type: ignore[import-not-found]
+
+    async def main() -> None:
+        _DEPENDENCY.update(lock=asyncio.Lock(), sem=asyncio.Semaphore(1))
+        await fakefw.solve(_with_lock, asyncio.sleep(0.002))
+        await fakefw.solve(_with_semaphore, asyncio.sleep(0.002))
+
+    try:
+        with capture_spans(min_hold=0) as captured:
+            diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
+            diagnoser.start()
+            try:
+                asyncio.run(main())
+            finally:
+                diagnoser.finish(at_exit=False)
+    finally:
+        _DEPENDENCY.clear()
+    (lock_hold,) = captured.named(semconv.SPAN_LOCK_HOLD)
+    (permit_hold,) = captured.named(semconv.SPAN_SEMAPHORE_HOLD)
+    assert lock_hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# dependency-takes-lock")
+    assert permit_hold[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# dependency-takes-semaphore")
+    assert lock_hold[semconv.ATTR_CODE_FILE_PATH].endswith("test_diagnosis.py")
+
+
 def test_an_aenter_run_as_a_task_of_its_own_holds_what_it_took() -> None:
     """The frame that holds what a context manager took is found up the ``async with``'s
     coroutines, never past a task's first one into the loop's own frames."""

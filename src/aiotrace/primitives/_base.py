@@ -144,6 +144,21 @@ def outliving(frame: FrameType) -> FrameType:
     return frame
 
 
+def outliving_and_site(frame: FrameType) -> tuple[FrameType, FrameType]:
+    """:func:`outliving`, and the frame whose line is the hold's site.
+
+    That is the outliving frame's line, the program's ``async with`` of its own
+    context manager, unless a library's code entered the context manager (FastAPI's
+    dependency injection, through an ``AsyncExitStack``): then ``frame``'s, the
+    program's line that took it. ``fastapi/dependencies/utils.py:659`` says
+    nothing of which dependency holds the pool.
+    """
+    outer = outliving(frame)
+    if file_kind(outer.f_code.co_filename) is None and file_kind(frame.f_code.co_filename) is False:
+        return outer, frame
+    return outer, outer
+
+
 _CONTEXTLIB: Final = contextlib.AsyncExitStack.enter_async_context.__code__.co_filename
 
 

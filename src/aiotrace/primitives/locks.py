@@ -76,7 +76,7 @@ from aiotrace.primitives._base import (
     live_flag,
     on_create,
     outcome_of,
-    outliving,
+    outliving_and_site,
     preexisting_stats,
     ref_of,
     shared_attrs,
@@ -395,15 +395,17 @@ def lock_patches() -> list[Patch]:
                 if code is aenter_code or code is mixin_code:
                     frame = frame.f_back
                 else:
-                    if code is condition_wait_code:
-                        frame = waiter_of(frame)
-                        code = frame.f_code
-                    elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-                        frame = outliving(frame)  # a context manager of the program's
-                        code = frame.f_code
                     # An explicit acquire() may be released far away: remember
                     # where it was taken (``async with`` gets it at release).
-                    self._aiotrace_asite = (t0, code, frame.f_lasti)
+                    if code is condition_wait_code:
+                        frame = waiter_of(frame)
+                        self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
+                    elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
+                        # A context manager of the program's: held by its ``async with``.
+                        frame, at = outliving_and_site(frame)
+                        self._aiotrace_asite = (t0, at.f_code, at.f_lasti)
+                    else:
+                        self._aiotrace_asite = (t0, code, frame.f_lasti)
                 self._aiotrace_owner = frame
                 if diagnosing[0]:
                     self._aiotrace_olasti = frame.f_lasti
@@ -459,13 +461,13 @@ def lock_patches() -> list[Patch]:
         code = frame.f_code
         if code is aenter_code or code is mixin_code:
             frame = frame.f_back
+        elif code is condition_wait_code:
+            frame = waiter_of(frame)
+            self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
+        elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
+            frame, at = outliving_and_site(frame)
+            self._aiotrace_asite = (t1, at.f_code, at.f_lasti)
         else:
-            if code is condition_wait_code:
-                frame = waiter_of(frame)
-                code = frame.f_code
-            elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-                frame = outliving(frame)
-                code = frame.f_code
             self._aiotrace_asite = (t1, code, frame.f_lasti)
         self._aiotrace_owner = frame
         # The common case inline: handed the lock after a short wait (the
@@ -985,10 +987,10 @@ def semaphore_patches() -> list[Patch]:
             elif is_internal_file(code.co_filename):
                 frame = user_frame(2)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
+            elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
+                frame, at = outliving_and_site(frame)  # a context manager of the program's
+                site = (at.f_code, at.f_lasti)
             else:  # (a frame's attributes take no fast path: f_code once)
-                if code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-                    frame = outliving(frame)  # a context manager of the program's
-                    code = frame.f_code
                 site = (code, frame.f_lasti)
             permit = (t0, frame, site)
             try:
