@@ -1092,6 +1092,12 @@ def timed_out_text(row: PrimitiveRow) -> str:
     return f"{waits} timed out, after up to {duration_text(row.max_timed_out_ms)}"
 
 
+POOL_EVIDENCE: Final = 3
+"""Gets woken by a put, at least, before a queue is called a pool. A library's tasks all
+trace back to one program line (``uvicorn.run(app)``): uvicorn's lifespan queue, one get
+woken by its server's put, both "via" that line, read as a borrower giving back."""
+
+
 def queue_text(row: PrimitiveRow) -> str:
     """Which side of a queue waited: the answer to "who is too slow?"."""
     size = f"maxsize {row.capacity}" if row.capacity else "unbounded"
@@ -1104,7 +1110,7 @@ def queue_text(row: PrimitiveRow) -> str:
     gets = row.by_operation.get("get", (0, 0.0))[1]
     verdict = ""
     given_back, woken = row.gets_given_back or (0, 0)
-    if gets > puts and woken and given_back * 2 > woken:
+    if gets > puts and woken >= POOL_EVIDENCE and given_back * 2 > woken:
         verdict = (
             f" (a pool: {given_back} of {woken} gets waited for an item a borrower gave back:"
             " too few items, or each held too long)"
