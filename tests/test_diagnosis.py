@@ -38,7 +38,9 @@ from tests.cli_support import (
 from tests.conftest import line_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
+
+    from aiotrace.testing import Captured
 
 DIAG = PROGRAMS / "diag"
 
@@ -2648,6 +2650,23 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
     assert found == ["lock order"]
 
 
+def _captured_and_diagnosed(main: Callable[[], Coroutine[Any, Any, None]]) -> Captured:
+    """``asyncio.run(main())`` with every hold a span, captured, and a diagnosis of its
+    own inside the capture (``_diagnosed()`` instruments too, which under ``pytest
+    --aiotrace`` would nest past the capture)."""
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    with capture_spans(min_hold=0) as captured:
+        diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
+        diagnoser.start()
+        try:
+            asyncio.run(main())
+        finally:
+            diagnoser.finish(at_exit=False)
+    return captured
+
+
 FRAMEWORK = """
 import contextlib
 
@@ -2682,8 +2701,6 @@ def test_a_dependency_a_framework_enters_is_held_at_the_programs_line(
     dependency (``fastapi/dependencies/utils.py:659``), for the holds that never waited.
     It is the program's line that took the lock or the permit; the holder is still the
     frame that runs the framework's ``async with``."""
-    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
-    from aiotrace.testing import capture_spans
 
     site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
     site_packages.mkdir(parents=True)
@@ -2698,13 +2715,7 @@ def test_a_dependency_a_framework_enters_is_held_at_the_programs_line(
         await fakefw.solve(_with_semaphore, asyncio.sleep(0.002))
 
     try:
-        with capture_spans(min_hold=0) as captured:
-            diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
-            diagnoser.start()
-            try:
-                asyncio.run(main())
-            finally:
-                diagnoser.finish(at_exit=False)
+        captured = _captured_and_diagnosed(main)
     finally:
         _DEPENDENCY.clear()
     (lock_hold,) = captured.named(semconv.SPAN_LOCK_HOLD)
@@ -2736,7 +2747,6 @@ def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
     its caller's task holds it. From 3.12 the helper's finished frame still names its
     caller, so the waiters' wait, a leak check and the hold's span all name that task."""
     from aiotrace import _leaks, diagnosis
-    from aiotrace.testing import capture_spans
 
     described: list[str] = []
     leaks: list[Any] = []
@@ -2770,17 +2780,7 @@ def test_a_lock_a_helper_returned_holding_is_its_callers_task() -> None:
         await waiter
         client.close()
 
-    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
-
-    # A diagnosis of its own inside the capture (``_diagnosed()`` instruments too,
-    # which under ``pytest --aiotrace`` would nest past the capture).
-    with capture_spans(min_hold=0) as traced:
-        diagnoser = Diagnoser(DiagnosisConfig(block_threshold=None, dump_signals=False), None)
-        diagnoser.start()
-        try:
-            asyncio.run(main())
-        finally:
-            diagnoser.finish(at_exit=False)
+    traced = _captured_and_diagnosed(main)
     assert 'held by task "session"' in described[0], described
     assert [leak for leak in leaks if leak.kind == _leaks.LOCK_HELD] == []
     holds = traced.named(semconv.SPAN_LOCK_HOLD)
