@@ -341,8 +341,9 @@ def _where(code: Any, line: int | None) -> str:
     return f"{short_path(code.co_filename)}:{line} in {qualname(code)}"
 
 
-def _stack_lines(task: Any) -> list[str]:
-    """``task``'s await stack as report lines, aiotrace's and asyncio's frames left out.
+def _stack_lines(task: Any, frames: list[FrameType] | None = None) -> list[str]:
+    """``task``'s await stack (``frames``, if read already) as report lines, aiotrace's
+    and asyncio's frames left out.
 
     A frame inside ``async with`` blocks says what they entered: in a hang
     through a lock aiotrace cannot see into (aiorwlock's, made of futures),
@@ -350,7 +351,7 @@ def _stack_lines(task: Any) -> list[str]:
     """
     lines = []
     library: list[tuple[str, str]] = []  # the run of library frames now: (package, line)
-    for frame in await_frames(task):
+    for frame in await_frames(task) if frames is None else frames:
         code = frame.f_code
         if is_internal_file(code.co_filename):
             continue
@@ -476,17 +477,15 @@ def _cancelled_text(task: Any) -> str:
     )
 
 
-def _in_program(task: Any) -> bool:
-    """Whether ``task`` is stuck in the program's own code, not only a library's: of
-    the tasks a hang lists, those come first (a request's handler waiting on the
-    program's event, before the test client's portal waiting to be stopped)."""
-    try:
-        return any(
-            not is_internal_file(f.f_code.co_filename) and not is_library_file(f.f_code.co_filename)
-            for f in await_frames(task)
-        )
-    except Exception:  # a task in a state we do not know
-        return False
+def _in_program(frames: list[FrameType]) -> bool:
+    """Whether a task whose await stack is ``frames`` is stuck in the program's own code,
+    not only a library's: of the tasks a hang lists, those come first (a request's
+    handler waiting on the program's event, before the test client's portal waiting to
+    be stopped)."""
+    return any(
+        not is_internal_file(f.f_code.co_filename) and not is_library_file(f.f_code.co_filename)
+        for f in frames
+    )
 
 
 def _creation_order(task: Any) -> tuple[float, str]:
@@ -658,14 +657,17 @@ class Graph:
             for releaser in (wait.releasers or ()) if wait is not None else ():
                 waited_on[id(releaser)] = waited_on.get(id(releaser), 0) + 1
 
+        chains = {id(task): await_frames(task) for task in self.tasks}  # each read once
+
         def order(task: Any) -> tuple[bool, int, bool, tuple[float, str]]:
             began = _creation_order(task)
-            return began[0] < since, -waited_on.get(id(task), 0), not _in_program(task), began
+            in_program = _in_program(chains[id(task)])
+            return began[0] < since, -waited_on.get(id(task), 0), not in_program, began
 
         ordered = sorted(self.tasks, key=order)
         alike: dict[tuple[str | None, str, tuple[str, ...]], list[Any]] = {}
         for task in ordered:
-            stack = tuple(_stack_lines(task))
+            stack = tuple(_stack_lines(task, chains[id(task)]))
             key = (_coroutine_name(task), self._waits_for(task, stuck), stack)
             alike.setdefault(key, []).append(task)
         lines: list[str] = []

@@ -348,6 +348,17 @@ def lock_patches() -> list[Patch]:
     condition_wait = vars(asyncio.Condition)["wait"]
     condition_wait_code = getattr(condition_wait, "__wrapped__", condition_wait).__code__
     waiter_of = _waiter_of
+
+    def held_elsewhere(frame: Any) -> tuple[Any, Any]:
+        """For an explicit acquire() whose caller does not hold what it took: the frame
+        that does, and the one whose line is the site. A Condition's wait() taking
+        the lock again: the frame that waits. A context manager of the program's
+        (an ``__aenter__``, an async generator): the frame running its ``async with``."""
+        if frame.f_code is condition_wait_code:
+            waiter = waiter_of(frame)
+            return waiter, waiter
+        return outliving_and_site(frame)
+
     # Per-instance, never class-level (see _base): t0 and owner are the
     # current hold's start and frame, asite an explicit acquire()'s site.
     defaults: dict[str, Any] = {
@@ -394,18 +405,17 @@ def lock_patches() -> list[Patch]:
                 code = frame.f_code  # (a frame's attributes take no fast path)
                 if code is aenter_code or code is mixin_code:
                     frame = frame.f_back
+                # An explicit acquire() may be released far away: remember
+                # where it was taken (``async with`` gets it at release).
+                elif (
+                    code is condition_wait_code
+                    or code.co_flags & ASYNC_GENERATOR
+                    or code.co_name == ENTER
+                ):
+                    frame, at = held_elsewhere(frame)
+                    self._aiotrace_asite = (t0, at.f_code, at.f_lasti)
                 else:
-                    # An explicit acquire() may be released far away: remember
-                    # where it was taken (``async with`` gets it at release).
-                    if code is condition_wait_code:
-                        frame = waiter_of(frame)
-                        self._aiotrace_asite = (t0, frame.f_code, frame.f_lasti)
-                    elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-                        # A context manager of the program's: held by its ``async with``.
-                        frame, at = outliving_and_site(frame)
-                        self._aiotrace_asite = (t0, at.f_code, at.f_lasti)
-                    else:
-                        self._aiotrace_asite = (t0, code, frame.f_lasti)
+                    self._aiotrace_asite = (t0, code, frame.f_lasti)
                 self._aiotrace_owner = frame
                 if diagnosing[0]:
                     self._aiotrace_olasti = frame.f_lasti
@@ -461,11 +471,10 @@ def lock_patches() -> list[Patch]:
         code = frame.f_code
         if code is aenter_code or code is mixin_code:
             frame = frame.f_back
-        elif code is condition_wait_code:
-            frame = waiter_of(frame)
-            self._aiotrace_asite = (t1, frame.f_code, frame.f_lasti)
-        elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-            frame, at = outliving_and_site(frame)
+        elif (
+            code is condition_wait_code or code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER
+        ):
+            frame, at = held_elsewhere(frame)
             self._aiotrace_asite = (t1, at.f_code, at.f_lasti)
         else:
             self._aiotrace_asite = (t1, code, frame.f_lasti)
