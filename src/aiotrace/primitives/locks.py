@@ -354,10 +354,14 @@ def lock_patches() -> list[Patch]:
         that does, and the one whose line is the site. A Condition's wait() taking
         the lock again: the frame that waits. A context manager of the program's
         (an ``__aenter__``, an async generator): the frame running its ``async with``."""
-        if frame.f_code is condition_wait_code:
-            waiter = waiter_of(frame)
-            return waiter, waiter
-        return outliving_and_site(frame)
+        try:
+            if frame.f_code is condition_wait_code:
+                waiter = waiter_of(frame)
+                return waiter, waiter
+            return outliving_and_site(frame)
+        except Exception as exc:  # the lock is the program's: taken, held by its caller
+            rec.fail(FAMILY_LOCK, exc)
+        return frame, frame
 
     # Per-instance, never class-level (see _base): t0 and owner are the
     # current hold's start and frame, asite an explicit acquire()'s site.
