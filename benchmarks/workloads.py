@@ -7,8 +7,9 @@ the same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 Workload = Callable[[int], Coroutine[Any, Any, int]]
@@ -19,6 +20,23 @@ async def uncontended_lock(n: int) -> int:
     lock = asyncio.Lock()
     for _ in range(n):
         async with lock:
+            pass
+    return n
+
+
+@contextlib.asynccontextmanager
+async def _locked(lock: asyncio.Lock) -> AsyncIterator[None]:
+    async with lock:
+        yield
+
+
+async def uncontended_lock_in_context_manager(n: int) -> int:
+    """``async with locked(lock): pass``, ``locked`` an ``@asynccontextmanager`` around
+    ``async with lock``: a program's guard. Under diagnosis (``checks``) each entry
+    notes which frame entered the generator, which holds the lock for it."""
+    lock = asyncio.Lock()
+    for _ in range(n):
+        async with _locked(lock):
             pass
     return n
 
@@ -257,6 +275,11 @@ TASKS: dict[str, Any] = {"tasks": True, "futures": True}
 WORKLOADS: dict[str, tuple[Workload, int, dict[str, Any]]] = {
     "uncontended lock (async with)": (uncontended_lock, 40_000, PRIMITIVES),
     "uncontended Semaphore (async with)": (uncontended_semaphore, 40_000, PRIMITIVES),
+    "uncontended lock, through an @asynccontextmanager": (
+        uncontended_lock_in_context_manager,
+        20_000,
+        PRIMITIVES,
+    ),
     "contended lock, 10 tasks": (contended_lock, 20_000, PRIMITIVES),
     "Semaphore(2), 10 tasks": (semaphore_2_of_10, 20_000, PRIMITIVES),
     "Event fan-out to 10": (event_fan_out, 20_000, PRIMITIVES),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import compileall
+import contextlib
 import inspect
 import os
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ def _patched_owners() -> list[Any]:
         asyncio.base_futures,
         asyncio.futures,
         asyncio,
+        contextlib._AsyncGeneratorContextManager,  # who entered an @asynccontextmanager
     ]
     for name in ("Barrier",):
         if hasattr(asyncio, name):

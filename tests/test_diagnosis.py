@@ -1235,6 +1235,91 @@ def test_a_holder_is_sampled_only_while_others_wait_for_what_it_holds() -> None:
     assert seen == [{}, {}, {here: 2}, {here: 2}, {here: 2}, {here: 2}]
 
 
+def test_a_holder_inside_an_asynccontextmanager_is_sampled_where_its_task_is() -> None:
+    """A lock an ``@asynccontextmanager`` took is held by its generator, suspended at its
+    ``yield`` for as long as the ``async with`` body runs: every sample read that
+    ``yield``. It is the body's line that says what the holder is doing."""
+    import asyncio
+
+    from aiotrace.primitives import _lock_order
+
+    async def main() -> dict[tuple[str, int], int]:
+        lock, go = asyncio.Lock(), asyncio.Event()
+
+        async def hold() -> None:
+            async with _holding(lock):
+                await go.wait()  # HOLDING_THROUGH_A_GENERATOR
+
+        async def want() -> None:
+            async with lock:
+                pass
+
+        tasks = [asyncio.create_task(hold())]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(want()))
+        await asyncio.sleep(0)
+        _lock_order.sample_holders()
+        counts = dict(lock._aiotrace_stats.held_at or {})  # type: ignore[attr-defined]
+        go.set()
+        await asyncio.gather(*tasks)
+        return {(code.co_name, line): n for (code, line), n in counts.items()}
+
+    with _diagnosed():
+        got = asyncio.run(main())
+    assert got == {("hold", line_of("HOLDING_THROUGH_A_GENERATOR")): 1}
+
+
+def test_a_generators_hold_is_kept_while_its_task_is_inside_and_forgotten_after() -> None:
+    """Lock-order checking forgets the holds of frames that run nowhere (twice missed).
+    A generator suspended at its ``yield`` is in no await chain, but runs for the task
+    inside its ``async with``: its hold is kept, or a lock taken after the watchdog's
+    second look would not be seen nested in it. A context entered and never left, by
+    a task that has ended, is forgotten as a finished frame's hold is."""
+    import asyncio
+
+    from aiotrace import diagnosis
+    from aiotrace.primitives import _lock_order
+
+    def forget() -> None:
+        for _ in range(2):
+            diagnosis._forget_finished_holds(list(asyncio.all_tasks()))
+
+    async def main() -> list[object]:
+        lock = asyncio.Lock()  # a line each: lock order is per line
+        second = asyncio.Lock()
+        other = asyncio.Lock()
+        abandoned, go = asyncio.Lock(), asyncio.Event()
+
+        async def hold() -> None:
+            async with _holding(lock), _holding(second):  # one frame enters both
+                await go.wait()
+                async with other:
+                    pass
+
+        async def enter_and_leave_it() -> None:
+            await _holding(abandoned).__aenter__()  # never left
+
+        task = asyncio.create_task(hold())
+        await asyncio.create_task(enter_and_leave_it())
+        await asyncio.sleep(0)
+        entered = len(_lock_order.ENTERED_BY)
+        forget()
+        held = list(_lock_order.HELD.values())
+        seen: list[object] = [entered, lock in held, second in held, len(_lock_order.ENTERED)]
+        go.set()
+        await task
+        return [*seen, len(_lock_order.ENTERED_BY), len(_lock_order.ENTERED)]
+
+    with _diagnosed():
+        seen = asyncio.run(main())
+        nested = sorted(
+            (edge.first.display_name().split()[0], edge.second.display_name().split()[0])
+            for edge in _lock_order._EDGES.values()
+        )
+    assert seen == [3, True, True, 1, 0, 0]
+    assert nested == [("lock", "other"), ("lock", "second"), ("second", "other")]
+
+
 def test_sampling_holders_is_not_upset_by_the_program_changing_what_is_held() -> None:
     """The watchdog's thread reads what the program's thread changes. Building a
     tuple per held item could start a collection, whose finalisers let the program's
@@ -2590,11 +2675,20 @@ async def _stacked(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
         yield
 
 
+@contextlib.asynccontextmanager
+async def _holding(prim: asyncio.Lock | asyncio.Semaphore) -> Any:
+    """``async with`` inside the generator: a Lock's owner is then the generator's frame,
+    which the ``async with`` entering it leads to (``_lock_order.ENTERED``)."""
+    async with prim:  # HELD_INSIDE_THE_GENERATOR
+        yield
+
+
 _GUARDED = {  # each guard's pair made at a line of its own: lock order is per line, and
-    # an inversion is reported once a process (a traced session runs the three in one)
+    # an inversion is reported once a process (a traced session runs them all in one)
     "__aenter__": (_Guard, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
     "asynccontextmanager": (_guard, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
     "exit stack": (_stacked, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
+    "async with inside": (_holding, lambda: (asyncio.Lock(), asyncio.Semaphore(1))),
 }
 
 
@@ -2642,11 +2736,19 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
         asyncio.run(in_turn())
         found = [f.kind for f in diagnoser.findings]
     assert cycles == [["a-then-b", "b-then-a"]]
-    taken = f"taken at test_diagnosis.py:{line_of('TAKEN_THROUGH_A_GUARD')} in "
+    line = line_of("TAKEN_THROUGH_A_GUARD")
     for waiter, holder in zip(described, ("b-then-a", "a-then-b"), strict=True):
         held = waiter.split(", held by ", 1)[1]
         assert held.startswith(f'task "{holder}" ('), described
-        assert taken in held, described
+        if kind == "async with inside" and "waits for lock" in waiter:
+            # the generator's line, and which async with entered it
+            inside = line_of("HELD_INSIDE_THE_GENERATOR")
+            assert (
+                f"taken at test_diagnosis.py:{inside} in _holding, "
+                f"entered at test_diagnosis.py:{line} in " in held
+            ), described
+        else:
+            assert f"taken at test_diagnosis.py:{line} in " in held, described
     assert found == ["lock order"]
 
 

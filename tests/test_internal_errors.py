@@ -16,7 +16,7 @@ import textwrap
 import time
 import types
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -26,6 +26,9 @@ from aiotrace.primitives import _lock_order, locks
 from aiotrace.testing import capture_spans
 from tests.cli_support import python
 from tests.conftest import PRISTINE, snapshot
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 async def _contend() -> list[int]:
@@ -138,9 +141,16 @@ async def _every_primitive() -> list[object]:
     event, cond, queue = asyncio.Event(), asyncio.Condition(), asyncio.Queue[int](2)
     passed: list[int] = []
 
-    async def worker(i: int) -> int:
+    @contextlib.asynccontextmanager
+    async def guarded() -> AsyncIterator[None]:
         async with lock:
+            yield
+
+    async def worker(i: int) -> int:
+        async with guarded():  # held by a generator for the task, another taken inside
             await asyncio.sleep(0.001)
+            async with bounded:
+                pass
         async with sem, bounded:
             passed.append(i)
         await event.wait()
@@ -318,6 +328,7 @@ def _nested_helpers() -> list[tuple[str, types.CodeType]]:
 
     installed: set[types.CodeType] = set()
     aiotrace.instrument()
+    _lock_order.track_ownership()  # which installs the @asynccontextmanager's
     try:
         for owner in _patched_owners():
             for value in vars(owner).values():
@@ -325,6 +336,7 @@ def _nested_helpers() -> list[tuple[str, types.CodeType]]:
                 if isinstance(function, types.FunctionType):
                     installed.add(function.__code__)
     finally:
+        _lock_order.untrack_ownership()
         aiotrace.uninstrument()
     found: dict[types.CodeType, str] = {}
 

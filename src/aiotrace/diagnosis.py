@@ -341,6 +341,19 @@ def _where(code: Any, line: int | None) -> str:
     return f"{short_path(code.co_filename)}:{line} in {qualname(code)}"
 
 
+def _entered_text(owner: FrameType | None) -> str:
+    """``, entered at app.py:18 in audit`` for what an ``@asynccontextmanager``'s
+    generator took: the line it names is the context manager's, the same for
+    every caller; this one says which caller."""
+    from aiotrace.primitives import _lock_order
+
+    via = _lock_order.entered_at(owner)
+    if via is None:
+        return ""
+    code, lasti = via
+    return f", entered at {_where(code, line_of(code, lasti))}"
+
+
 def _stack_lines(task: Any, frames: list[FrameType] | None = None) -> list[str]:
     """``task``'s await stack (``frames``, if read already) as report lines, aiotrace's
     and asyncio's frames left out.
@@ -750,8 +763,20 @@ def _name(prim: Any, kind: str) -> str:
 
 
 def _tasks_by_frame(tasks: list[Any]) -> dict[int, Any]:
-    """id(frame) -> the task running it: who holds what a frame took."""
-    return _base.tasks_by_frame(tasks, sys._getframe(1))
+    """id(frame) -> the task running it: who holds what a frame took.
+
+    With the generators of the ``@asynccontextmanager`` contexts the tasks are
+    inside (``_lock_order.ENTERED``): suspended at their ``yield``, they are in
+    no await chain, yet they hold what they took for the task.
+    """
+    from aiotrace.primitives import _lock_order
+
+    by_frame = _base.tasks_by_frame(tasks, sys._getframe(1))
+    for gen_frame, frame in _lock_order.entering_frames():
+        holder = _base.holding(frame, by_frame)
+        if holder is not None:
+            by_frame.setdefault(id(gen_frame), by_frame[id(holder)])
+    return by_frame
 
 
 def snapshot(tasks: Iterable[Any] | None = None) -> Graph:
@@ -1023,7 +1048,7 @@ def _lock_wait(task: Any, lock: Any, what: str, by_frame: dict[int, Any]) -> Wai
     frame = _base.holding(owner, by_frame)  # the owner, or its caller it returned to
     holder = by_frame.get(id(frame)) if frame is not None else None
     lasti = getattr(lock, "_aiotrace_olasti", owner.f_lasti)
-    site = _where(owner.f_code, line_of(owner.f_code, lasti))
+    site = _where(owner.f_code, line_of(owner.f_code, lasti)) + _entered_text(owner)
     if holder is None:
         if _suspended_elsewhere(owner):
             return Wait(task, what, None)
@@ -1053,7 +1078,7 @@ def _semaphore_wait(task: Any, sem: Any, what: str, by_frame: dict[int, Any]) ->
         where = None
         if site is not None:
             resolved = SITES.resolve(site)
-            where = f"{resolved.label} in {resolved.function}"
+            where = f"{resolved.label} in {resolved.function}{_entered_text(owner)}"
         if holder is None:
             unknown = unknown or owner is None or _suspended_elsewhere(owner)
             if owner is not None and where is not None:
@@ -1224,21 +1249,25 @@ def lock_order_finding(earlier: Nesting, now: Nesting) -> Finding:
     def name(stats: Any) -> str:
         return str(stats.display_name())
 
-    def at(site: tuple[Any, int] | None) -> str:
+    def at(site: tuple[Any, int] | None, via: tuple[Any, int] | None = None) -> str:
         if site is None:
             return "?"
         resolved = SITES.resolve(site)
-        return f"{resolved.label} in {resolved.function}"
+        text = f"{resolved.label} in {resolved.function}"
+        if via is not None:  # inside an @asynccontextmanager: where it was entered
+            entered = SITES.resolve(via)
+            text += f" (entered at {entered.label} in {entered.function})"
+        return text
 
     a, b = name(earlier.first), name(earlier.second)
     return Finding(
         LOCK_ORDER,
         f"{a} and {b} are taken in both orders: a possible deadlock",
         [
-            f'task "{earlier.task}" took {a} at {at(earlier.first_site)}, '
-            f"then {b} at {at(earlier.second_site)}",
-            f'task "{now.task}" took {b} at {at(now.first_site)}, '
-            f"then {a} at {at(now.second_site)}",
+            f'task "{earlier.task}" took {a} at {at(earlier.first_site, earlier.first_via)}, '
+            f"then {b} at {at(earlier.second_site, earlier.second_via)}",
+            f'task "{now.task}" took {b} at {at(now.first_site, now.first_via)}, '
+            f"then {a} at {at(now.second_site, now.second_via)}",
             "if both run at once, each can hold one and wait forever for the other",
         ],
     )
@@ -1824,7 +1853,7 @@ def _forget_finished_holds(pending: list[Any]) -> None:
     or a thread runs now, is still running."""
     from aiotrace.primitives import _lock_order
 
-    if not _lock_order.HELD:
+    if not (_lock_order.HELD or _lock_order.ENTERED):
         return
     try:  # run in the loop's callback: nothing of ours may reach the program's handler
         threads_run = _from_frames(_frame_ids)

@@ -60,8 +60,14 @@ tests never run a loop) and that is no failure.
 """
 
 
+ALSO_PATCHED = ("test.test_contextlib_async",)
+"""Suites outside ``test.test_asyncio`` of what aiotrace patches too, run by ``--all``:
+``@asynccontextmanager``'s ``__aenter__`` and ``__aexit__`` (ownership, under diagnosis)."""
+
+
 def all_modules() -> list[str]:
-    """Every test module of this Python's ``test.test_asyncio``, the default ones first."""
+    """Every test module of this Python's ``test.test_asyncio``, the default ones first,
+    then :data:`ALSO_PATCHED`."""
     try:
         spec = importlib.util.find_spec("test.test_asyncio")
     except ModuleNotFoundError:  # no ``test`` package at all (see docs/transparency.md)
@@ -73,7 +79,7 @@ def all_modules() -> list[str]:
         for info in pkgutil.iter_modules(spec.submodule_search_locations)
         if info.name.startswith("test_") and info.name not in DEFAULT_MODULES
     )
-    return [*DEFAULT_MODULES, *found]
+    return [*DEFAULT_MODULES, *found, *ALSO_PATCHED]
 
 
 @dataclass
@@ -157,7 +163,7 @@ def _child(module: str, traced: bool, out: str, checks: bool = False) -> int:
             diagnoser.start()
     started = time.perf_counter()
     try:
-        suite = unittest.defaultTestLoader.loadTestsFromName(f"test.test_asyncio.{module}")
+        suite = unittest.defaultTestLoader.loadTestsFromName(_qualified(module))
         runner = unittest.TextTestRunner(
             stream=sys.stderr, verbosity=0, resultclass=_Result, buffer=True
         )
@@ -187,9 +193,14 @@ def _child(module: str, traced: bool, out: str, checks: bool = False) -> int:
     return 0
 
 
+def _qualified(module: str) -> str:
+    """``test_locks`` is ``test.test_asyncio``'s; a dotted name is taken as it is."""
+    return module if "." in module else f"test.test_asyncio.{module}"
+
+
 def _available(module: str) -> bool:
     try:
-        return importlib.util.find_spec(f"test.test_asyncio.{module}") is not None
+        return importlib.util.find_spec(_qualified(module)) is not None
     except ModuleNotFoundError:
         return False
 

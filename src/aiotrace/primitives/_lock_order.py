@@ -18,11 +18,17 @@ is held at all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import inspect
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from aiotrace._patching import Patch, PatchSet
 from aiotrace._recorder import RECORDER
-from aiotrace.primitives._base import ASYNC_CODE
+from aiotrace.primitives._base import ASYNC_CODE, ASYNC_GENERATOR, ENTER, outliving
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -100,6 +106,176 @@ class Holding(list[Any]):
             )
 
 
+ENTERED: Final[dict[Any, Any]] = {}
+"""Frame running an ``async with`` -> the async generator of each ``@asynccontextmanager``
+it has entered and not left (one, or a list of them); kept while ownership is tracked.
+
+A generator holding a lock (``async with lock: yield``) is suspended at its
+``yield``, out of every task's await chain, while the ``async with`` around
+it runs: its frame holds the lock, and nothing leads from that frame to the
+task. This leads there: the frame that entered it, which is in the task's
+chain (or on its stack). Read by lock-order checking (what the task holds up
+its stack), and by diagnosis (who holds what such a generator took).
+"""
+
+ENTERED_BY: Final[dict[Any, tuple[Any, int]]] = {}
+"""The other way: async generator -> the frame that entered its context manager, and
+where (its ``f_lasti`` then: the ``async with``)."""
+
+
+def entered_generators(frame: Any) -> list[Any]:
+    """The async generators whose context managers ``frame`` entered and has not left."""
+    gens = ENTERED.get(frame)
+    if gens is None:
+        return []
+    return list(gens) if type(gens) is list else [gens]
+
+
+def entering_frames() -> list[tuple[Any, Any]]:
+    """(generator frame, the frame that entered its context manager), for each entered
+    ``@asynccontextmanager`` whose generator is suspended. Safe from another thread:
+    the dict is copied, which runs no Python code."""
+    pairs = []
+    for gen, (frame, _) in ENTERED_BY.copy().items():
+        gen_frame = getattr(gen, "ag_frame", None)
+        if gen_frame is not None:
+            pairs.append((gen_frame, frame))
+    return pairs
+
+
+def entered_at(gen_frame: Any) -> tuple[Any, int] | None:
+    """(code, lasti) of the ``async with`` that entered the context manager whose generator
+    runs ``gen_frame``, if one did. A walk of every entered one: for the rare
+    reader (a new nesting, a report), never the hot path."""
+    if gen_frame is None or not ENTERED_BY:
+        return None
+    for gen, (frame, lasti) in ENTERED_BY.copy().items():
+        if getattr(gen, "ag_frame", None) is gen_frame:
+            return (frame.f_code, lasti)
+    return None
+
+
+def _entered_another(frame: Any, gens: Any, gen: Any) -> None:
+    """``frame`` entered ``gen``'s context inside one it entered before: both are held."""
+    if type(gens) is list:
+        gens.append(gen)
+    else:
+        ENTERED[frame] = [gens, gen]
+
+
+def _left(gen: Any) -> None:
+    """``gen``'s context was left (or its generator finished): no longer :data:`ENTERED`."""
+    entry = ENTERED_BY.pop(gen, None)
+    if entry is not None:
+        _left_one_of(entry[0], gen)
+
+
+def _left_one_of(frame: Any, gen: Any) -> None:
+    """Of the contexts ``frame`` entered, ``gen``'s was left."""
+    gens = ENTERED.pop(frame, None)
+    if type(gens) is list:
+        with contextlib.suppress(ValueError):
+            gens.remove(gen)
+        if len(gens) > 1:
+            ENTERED[frame] = gens
+        elif gens:
+            ENTERED[frame] = gens[0]
+    elif gens is not None and gens is not gen:  # another's, still entered
+        ENTERED[frame] = gens
+
+
+def _context_manager_patches() -> list[Patch]:
+    """``@asynccontextmanager``'s ``__aenter__`` and ``__aexit__``, noting who entered which
+    generator (:data:`ENTERED`). Each hands back contextlib's own coroutine, unawaited:
+    no frame of ours is left in a traceback, nor in the program's await chain.
+    Installed only while ownership is tracked (see :func:`_follow_context_managers`).
+    """
+    cls: Any = getattr(contextlib, "_AsyncGeneratorContextManager", None)
+    if cls is None or "__aenter__" not in vars(cls) or "__aexit__" not in vars(cls):
+        return []  # pragma: no cover - a contextlib we do not know: nothing noted
+    orig_aenter = vars(cls)["__aenter__"]
+    orig_aexit = vars(cls)["__aexit__"]
+    entered = ENTERED
+    entered_by = ENTERED_BY
+    getframe = sys._getframe
+    contextlib_file = orig_aenter.__code__.co_filename
+
+    @functools.wraps(orig_aenter)
+    def __aenter__(self: Any) -> Any:
+        try:
+            frame = getframe(1)  # the ``async with``, as a rule
+            code = frame.f_code
+            flags = code.co_flags
+            if flags & ASYNC_CODE:  # (else not a task's: nothing to note)
+                if (
+                    flags & ASYNC_GENERATOR
+                    or code.co_filename == contextlib_file  # AsyncExitStack's
+                    or code.co_name == ENTER
+                ):
+                    frame = outliving(frame)  # the frame running the ``async with``
+                gen = self.gen
+                entered_by[gen] = (frame, frame.f_lasti)
+                gens = entered.get(frame)
+                if gens is None:
+                    entered[frame] = gen
+                elif gens is not gen:
+                    _entered_another(frame, gens, gen)
+        except Exception as exc:
+            _failed(exc)
+        return orig_aenter(self)
+
+    @functools.wraps(orig_aexit)
+    def __aexit__(self: Any, typ: Any, value: Any, traceback: Any) -> Any:
+        try:
+            gen = self.gen
+            entry = entered_by.pop(gen, None)
+            if entry is not None:
+                frame = entry[0]
+                if entered.get(frame) is gen:  # the one its frame entered, as a rule
+                    entered.pop(frame, None)
+                else:
+                    _left_one_of(frame, gen)
+        except Exception as exc:
+            _failed(exc)
+        return orig_aexit(self, typ, value, traceback)
+
+    for method in (__aenter__, __aexit__):
+        _as_coroutine_function(method)
+    return [Patch(cls, "__aenter__", __aenter__), Patch(cls, "__aexit__", __aexit__)]
+
+
+_CONTEXT_PATCHES: Final[list[PatchSet]] = []
+"""The ``@asynccontextmanager`` patches while they are installed."""
+
+
+def _follow_context_managers() -> None:
+    """Install :func:`_context_manager_patches` when ownership tracking starts, and take
+    them out when it stops. A program traced without diagnosis pays nothing for them."""
+    try:
+        if DIAGNOSING[0]:
+            if not _CONTEXT_PATCHES:
+                patches = PatchSet(_context_manager_patches())
+                patches.apply()
+                _CONTEXT_PATCHES.append(patches)
+        else:
+            ENTERED.clear()
+            ENTERED_BY.clear()
+            if _CONTEXT_PATCHES:
+                _CONTEXT_PATCHES.pop().revert()
+    except Exception as exc:  # the holder of such a generator's lock stays unknown
+        RECORDER.fail("lock_order", exc)
+
+
+def _as_coroutine_function(function: Any) -> None:
+    """Let ``inspect`` and ``asyncio`` (``iscoroutinefunction``) take a plain function
+    that returns the original's coroutine for the ``async def`` it stands in for."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # 3.12+
+    if mark is not None:
+        mark(function)
+    else:  # 3.10-3.11: asyncio's own mark
+        function._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+
 _SUSPECTS: Final[set[int]] = set()
 """ids of the frames in :data:`HELD` that :func:`forget_finished` last found running nowhere."""
 
@@ -115,15 +291,22 @@ def forget_finished(running: set[int]) -> None:
     every five seconds) is gone for good: one just made, or moving between a
     thread's stack and its task's await chain, may be missed once. The
     primitive stays held, and its leak is reported as before while the
-    program keeps it.
+    program keeps it. The same goes for the frames that entered context
+    managers (:data:`ENTERED`), and for generators that finished without
+    their context being left.
     """
+    for gen in list(ENTERED_BY):
+        if getattr(gen, "ag_frame", None) is None:  # finished, its context never left
+            _left(gen)
     missing: set[int] = set()
-    for frame in list(HELD):
+    for frame in [*HELD, *ENTERED]:
         key = id(frame)
         if key in running:
             continue
         if key in _SUSPECTS:
             HELD.pop(frame, None)
+            for gen in entered_generators(frame):
+                _left(gen)
         else:
             missing.add(key)
     _SUSPECTS.clear()
@@ -139,6 +322,9 @@ class Nesting:
     first_site: tuple[Any, int] | None  # (code, lasti) where the first was taken
     second_site: tuple[Any, int]  # where the second was taken
     task: str | None
+    first_via: tuple[Any, int] | None = None
+    """Where the ``@asynccontextmanager`` that took the first was entered, if one did."""
+    second_via: tuple[Any, int] | None = None
 
 
 _EDGES: Final[dict[tuple[int, int], Nesting]] = {}
@@ -156,6 +342,7 @@ def track_ownership() -> None:
     until a matching :func:`untrack_ownership`."""
     _TRACKERS[0] += 1
     DIAGNOSING[0] = True
+    _follow_context_managers()
 
 
 def untrack_ownership() -> int:
@@ -164,6 +351,7 @@ def untrack_ownership() -> int:
     if _TRACKERS[0] > 0:
         _TRACKERS[0] -= 1
     DIAGNOSING[0] = bool(_TRACKERS[0]) or LOCK_ORDER[0]
+    _follow_context_managers()
     return _TRACKERS[0]
 
 
@@ -179,6 +367,7 @@ def enable(
     _reporter[0] = reporter
     DIAGNOSING[0] = True
     LOCK_ORDER[0] = True
+    _follow_context_managers()
     return previous
 
 
@@ -192,6 +381,7 @@ def disable(previous: Callable[[Nesting, Nesting], None] | None = None) -> None:
     DIAGNOSING[0] = bool(_TRACKERS[0])  # a leak watcher still needs the owners
     _reporter[0] = None
     HELD.clear()
+    _follow_context_managers()
     _SUSPECTS.clear()
     _EDGES.clear()
     _REPORTED.clear()
@@ -273,16 +463,30 @@ def _check(prim: Any, frame: FrameType) -> None:
     f = frame
     for _ in range(DEPTH):
         held = HELD.get(f)
-        if type(held) is Holding:
-            for held_stats, _, other in held.classes.values():
-                if held_stats is not stats:
-                    _nested(other, prim, stats, frame)
-        elif held is not None and held is not prim:
-            _nested(held, prim, stats, frame)
+        if held is not None:
+            _check_held(held, prim, stats, frame)
+        if ENTERED:
+            gens = ENTERED.get(f)
+            if gens is not None:  # what its ``@asynccontextmanager`` generators hold
+                for gen in gens if type(gens) is list else (gens,):
+                    gen_frame = gen.ag_frame
+                    held = HELD.get(gen_frame) if gen_frame is not frame else None
+                    if held is not None:
+                        _check_held(held, prim, stats, frame)
         back = f.f_back
         if back is None or not back.f_code.co_flags & ASYNC_CODE:
             break
         f = back
+
+
+def _check_held(held: Any, prim: Any, stats: Any, frame: FrameType) -> None:
+    """Note a nesting for each class in ``held`` (what one frame holds) before ``prim``."""
+    if type(held) is Holding:
+        for held_stats, _, other in held.classes.values():
+            if held_stats is not stats:
+                _nested(other, prim, stats, frame)
+    elif held is not None and held is not prim:
+        _nested(held, prim, stats, frame)
 
 
 def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> None:
@@ -299,12 +503,15 @@ def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> Non
         return
     from aiotrace.primitives._base import current_task_name
 
+    owner = _acquire_owner(first)
     nesting = Nesting(
         first_stats,
         second_stats,
         _acquire_site(first),
         (frame.f_code, frame.f_lasti),
         current_task_name(),
+        entered_at(owner) if owner is not None else None,
+        entered_at(frame),
     )
     _EDGES[key] = nesting
     reverse = _EDGES.get((key[1], key[0]))
@@ -334,6 +541,9 @@ def sample_holders() -> int:
     # start a garbage collection, whose finalisers can let the program's
     # thread run: "dictionary changed size during iteration".)
     entries = HELD.copy()
+    # A generator holding for the ``async with`` around it is at its ``yield``:
+    # the line that says something is where the frame that entered it is.
+    entering = {id(gen_frame): frame for gen_frame, frame in entering_frames()}
     for frame, held in entries.items():
         for prim in list(held) if type(held) is Holding else (held,):
             if not getattr(prim, "_waiters", None) or not _owned_by(prim, frame):
@@ -344,7 +554,8 @@ def sample_holders() -> int:
             counts = stats.held_at
             if counts is None:
                 counts = stats.held_at = {}
-            key = (frame.f_code, frame.f_lineno)
+            at = entering.get(id(frame), frame) if entering else frame
+            key = (at.f_code, at.f_lineno)
             counts[key] = counts.get(key, 0) + 1
     return len(entries)
 
@@ -357,6 +568,15 @@ def _owned_by(prim: Any, frame: FrameType) -> bool:
     if not permits:
         return False
     return any(permit[1] is frame for permit in list(permits))  # a copy: see above
+
+
+def _acquire_owner(prim: Any) -> FrameType | None:
+    """The frame that took ``prim`` (a semaphore: the latest permit's)."""
+    owner = getattr(prim, "_aiotrace_owner", None)
+    if owner is not None:
+        return owner  # type: ignore[no-any-return]
+    permits = getattr(prim, "_aiotrace_permits", None)
+    return permits[-1][1] if permits else None
 
 
 def _acquire_site(prim: Any) -> tuple[Any, int] | None:
