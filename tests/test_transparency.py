@@ -15,7 +15,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -547,6 +547,37 @@ def test_a_forked_child_gets_gc_collect_back_while_the_parents_thread_runs() -> 
     finally:
         stop.set()
         ours.join(10)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before a fork, aiotrace counts the process's threads from ``/proc``. anyio's suite
+    runs ``blockbuster``, which makes ``open(...).read()`` and a blocking ``os.read``
+    raise inside a running loop: a subprocess started there counted an internal error,
+    and fork handling stopped for the rest of the run."""
+    import builtins
+
+    def forbidden(*args: object, **kwargs: object) -> NoReturn:
+        raise RuntimeError("blocking call inside the event loop")
+
+    async def main() -> int:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "read", forbidden)
+            patch.setattr(builtins, "open", forbidden)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+                pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+        return pid
+
+    with capture_spans():  # its pipeline's thread is paused for forks
+        errors = aiotrace.stats().internal_errors
+        _, status = os.waitpid(asyncio.run(main()), 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert aiotrace.stats().internal_errors == errors
 
 
 FRAMES_WITH_GARBAGE = """\
