@@ -914,6 +914,96 @@ def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
     kept[0].exception()  # read now, not reported by asyncio when collected
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
+def test_a_task_that_swallows_its_cancellation_is_found() -> None:
+    """A task cancelled that returns (or raises something else) caught its CancelledError
+    and went on: whatever cancelled it takes it to have stopped. Its twins end cancelled,
+    were cancelled once done, or went on with asyncio's own say-so (``asyncio.timeout()``,
+    a ``TaskGroup`` cancelling its parent, ``uncancel()``): none is a finding."""
+    from aiotrace.diagnosis import SWALLOWED, Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    async def swallows() -> str:
+        try:  # noqa: SIM105  # the bug, spelt as programs spell it
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+        return "went on"
+
+    async def raises_instead() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise KeyError("not a cancellation") from None
+
+    async def reraises() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise
+
+    async def uncancels() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def times_out() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.001):  # type: ignore[attr-defined]
+                await asyncio.sleep(10)
+
+    async def group_fails() -> None:
+        async def fail() -> None:
+            raise KeyError("child")
+
+        with contextlib.suppress(BaseException):
+            async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]
+                group.create_task(fail())
+                await asyncio.sleep(10)  # this task is cancelled, and uncancelled
+
+    async def main() -> None:
+        done = asyncio.create_task(asyncio.sleep(0), name="done-first")
+        await done
+        tasks = [
+            asyncio.create_task(swallows(), name="swallows"),  # SWALLOWS_CREATED
+            asyncio.create_task(raises_instead(), name="raises-instead"),
+            asyncio.create_task(reraises(), name="reraises"),
+            asyncio.create_task(uncancels(), name="uncancels"),
+        ]
+        others = [
+            asyncio.create_task(times_out(), name="times-out"),
+            asyncio.create_task(group_fails(), name="group-fails"),
+        ]
+        await asyncio.sleep(0.01)
+        for task in [*tasks, done]:
+            task.cancel()
+        await asyncio.gather(*tasks, *others, return_exceptions=True)
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    diagnoser = Diagnoser(config, None)
+    diagnoser.start()
+    try:
+        with capture_spans():  # tasks are known as they end when traced
+            asyncio.run(main())
+    finally:
+        found = [f for f in diagnoser.finish(at_exit=False) if f.kind == SWALLOWED]
+    assert [f.summary for f in found] == [
+        f'task "swallows" ({swallows.__qualname__}) was cancelled, and returned instead of'
+        " ending cancelled: it swallowed the CancelledError",
+        f'task "raises-instead" ({raises_instead.__qualname__}) was cancelled, and raised'
+        " instead of ending cancelled: it swallowed the CancelledError",
+    ]
+    assert (
+        found[0]
+        .details[0]
+        .startswith(f"created at test_diagnosis.py:{line_of('SWALLOWS_CREATED')} in ")
+    )
+    assert all(len(f.spans) == 1 for f in found)  # linked to the task's span
+
+
 def _free_the_last(held: list[Any]) -> None:
     """Drop the last task; it is freed now, or (another thread's look at the tasks
     holding it a moment) soon after: asyncio reports it then (and logs it)."""

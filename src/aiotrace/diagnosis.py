@@ -73,7 +73,14 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives.tasks import DIED, GIVEN_EXCEPTION, ended_coroutine, ended_raising
+from aiotrace.primitives import tasks as _tasks
+from aiotrace.primitives.tasks import (
+    DIED,
+    GIVEN_EXCEPTION,
+    Swallowed,
+    ended_coroutine,
+    ended_raising,
+)
 from aiotrace.report import STACK_HEADING, counted, one_line, raise_site_of, times, via_text
 
 if TYPE_CHECKING:
@@ -92,6 +99,7 @@ LEAK: Final = semconv.FINDING_LEAK
 LOCK_ORDER: Final = semconv.FINDING_LOCK_ORDER
 LOOP_BLOCKED: Final = semconv.FINDING_LOOP_BLOCKED
 UNRETRIEVED: Final = semconv.FINDING_UNRETRIEVED
+SWALLOWED: Final = semconv.FINDING_SWALLOWED
 SEVERITY: Final = semconv.FINDING_SEVERITY
 
 _LABELS: Final = {
@@ -334,6 +342,33 @@ def unretrieved_finding(
             '"exception was never retrieved" only when it is collected, if ever',
         ],
         spans=[ended[1:]] if ended is not None else [],
+    )
+
+
+def swallowed_finding(task: Swallowed) -> Finding:
+    """A task cancelled that ended otherwise (see ``tasks.SWALLOWED``): it caught the
+    ``CancelledError``. Its line is gone with its frame; its name, coroutine and
+    creation line are what is left to find it by, and its span, linked."""
+    label = f'task "{task.name}"' + (
+        f" ({task.coroutine})" if task.coroutine and task.coroutine != task.name else ""
+    )
+    ended = "returned" if task.outcome == semconv.OUTCOME_COMPLETED else "raised"
+    times = "" if task.cancels == 1 else f" {task.cancels} times"
+    details = []
+    if task.site is not None:
+        resolved = SITES.resolve(task.site)
+        details.append(f"created at {resolved.label} in {resolved.function}")
+    details.append(
+        "what cancelled it (a TaskGroup, task.cancel(), wait_for, asyncio.run's shutdown)"
+        " takes it to have stopped: catch CancelledError only to clean up, and re-raise it"
+        " (or call uncancel() where going on is meant)"
+    )
+    return Finding(
+        SWALLOWED,
+        f"{label} was cancelled{times}, and {ended} instead of ending cancelled:"
+        " it swallowed the CancelledError",
+        details,
+        spans=[(task.trace_id, task.span_id, task.flags)],
     )
 
 
@@ -2089,6 +2124,7 @@ class Diagnoser:
         self._watching = True
         self._started_ns = time.perf_counter_ns()
         _watch_unretrieved(self._unretrieved)
+        _tasks.WATCH_SWALLOWED[0] += 1
         if self.config.lock_order:
             self._outer_checker = _lock_order.enable(
                 lambda a, b: self.report(lock_order_finding(a, b))
@@ -2139,6 +2175,7 @@ class Diagnoser:
 
             _leaks.unwatch(every_kind=True)
             _unwatch_unretrieved(self._unretrieved)
+            _tasks.WATCH_SWALLOWED[0] = max(0, _tasks.WATCH_SWALLOWED[0] - 1)
             if at_exit:
                 with contextlib.suppress(Exception):
                     self._unretrieved_at_exit()
@@ -2205,10 +2242,22 @@ class Diagnoser:
             try:
                 label, exc, ended = unread.popleft()
             except IndexError:  # another thread took the last one
-                return
+                break
             try:
                 self.report(unretrieved_finding(label, exc, ended=ended), echo=False)
             except Exception as error:  # finish() must end, whatever the program raised
+                _failed(error)
+        swallowed = _tasks.SWALLOWED
+        while swallowed:
+            try:
+                task = swallowed.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            if task.end_ns < self._started_ns:
+                continue  # an earlier diagnosis's
+            try:
+                self.report(swallowed_finding(task), echo=False)
+            except Exception as error:
                 _failed(error)
 
     def _unretrieved_at_exit(self) -> None:
@@ -2618,6 +2667,7 @@ __all__ = [
     "LEAK",
     "LOCK_ORDER",
     "LOOP_BLOCKED",
+    "SWALLOWED",
     "UNRETRIEVED",
     "Diagnoser",
     "DiagnosisConfig",

@@ -290,18 +290,21 @@ FINDING_LOCK_ORDER: Final = "lock order"
 FINDING_LOOP_BLOCKED: Final = "loop blocked"
 FINDING_UNRETRIEVED: Final = "exception never retrieved"
 """A task (or future) that ended raising, which nothing awaited or asked for its exception."""
+FINDING_SWALLOWED: Final = "cancellation swallowed"
+"""A task that was cancelled, caught its ``CancelledError`` and ended as if it had not been."""
 FINDING_SEVERITY: Final = (
     FINDING_DEADLOCK,
     FINDING_HANG,
     FINDING_LEAK,
     FINDING_UNRETRIEVED,
+    FINDING_SWALLOWED,
     FINDING_LOCK_ORDER,
     FINDING_LOOP_BLOCKED,
 )
 """Values of ``aiotrace.finding.kind``, most severe first (reports list findings in this order)."""
 ATTR_FINDING_KIND: Final = "aiotrace.finding.kind"
-"""On a finding span: deadlock, hang, leak, exception never retrieved, lock order,
-loop blocked."""
+"""On a finding span: deadlock, hang, leak, exception never retrieved, cancellation
+swallowed, lock order, loop blocked."""
 ATTR_FINDING_SUMMARY: Final = "aiotrace.finding.summary"
 """On a finding span: the problem in one line."""
 ATTR_FINDING_DETAIL: Final = "aiotrace.finding.detail"

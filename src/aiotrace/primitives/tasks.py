@@ -40,7 +40,7 @@ import weakref
 from collections import OrderedDict, deque
 from random import getrandbits as _getrandbits
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -476,6 +476,56 @@ def ended_coroutine(task: Any) -> str | None:
     return entry[7] if entry is not None else None
 
 
+WATCH_SWALLOWED: Final[list[int]] = [0]
+"""How many diagnoses want :data:`SWALLOWED` (``Diagnoser.start`` counts itself in)."""
+
+SWALLOWED: Final[deque[Swallowed]] = deque(maxlen=256)
+"""Traced tasks that ended otherwise than cancelled after being cancelled (3.11+:
+``cancelling()`` still above 0), for a diagnosis to report: each caught its
+``CancelledError`` and went on to return (or raise something else), so whatever
+cancelled it (a ``TaskGroup``, ``task.cancel()``, ``asyncio.run``'s shutdown)
+was told it stopped when it had not. asyncio's own ways of cancelling that a
+task may outlive (``asyncio.timeout()``, a ``TaskGroup``'s cancelling of its
+parent) call ``uncancel()`` as they finish with it: those count no more."""
+
+
+class Swallowed(NamedTuple):
+    """A task that swallowed its cancellation (see :data:`SWALLOWED`)."""
+
+    end_ns: int
+    trace_id: int
+    span_id: int
+    flags: int
+    name: str | None
+    coroutine: str | None
+    site: tuple[Any, int] | None
+    cancels: int
+    outcome: str
+
+
+def _swallowed(task: Any, span: TaskSpan, outcome: str) -> None:
+    """Note ``task`` in :data:`SWALLOWED` if it is cancelled yet ends ``outcome``."""
+    cancelling = getattr(task, "cancelling", None)  # 3.11+
+    if cancelling is None:
+        return
+    cancels = cancelling()
+    if type(cancels) is int and cancels > 0:
+        code = span.site_code
+        SWALLOWED.append(
+            Swallowed(
+                span.end_ns,
+                span.trace_id,
+                span.span_id,
+                span.flags,
+                span.task_name,
+                span.coroutine,
+                (code, span.site_lasti) if code is not None else None,
+                cancels,
+                outcome,
+            )
+        )
+
+
 def _ended_entry(
     task: Any, pop: bool
 ) -> tuple[int, int, int, int, int, int, str | None, str | None] | None:
@@ -543,6 +593,8 @@ def _task_done(task: Any) -> None:
                 _died(task, span, raised, exc)
             else:
                 outcome = span.outcome = semconv.OUTCOME_COMPLETED
+            if WATCH_SWALLOWED[0]:
+                _swallowed(task, span, outcome)
         # Recorder.emit, inline: one call fewer on the commonest record of all.
         rec = RECORDER
         if rec.recording:
