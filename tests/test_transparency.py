@@ -550,13 +550,14 @@ def test_a_forked_child_gets_gc_collect_back_while_the_parents_thread_runs() -> 
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_reads(
+def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Before a fork, aiotrace counts the process's threads from ``/proc``. anyio's suite
-    runs ``blockbuster``, which makes ``open(...).read()`` and a blocking ``os.read``
-    raise inside a running loop: a subprocess started there counted an internal error,
-    and fork handling stopped for the rest of the run."""
+    """Before a fork, aiotrace stops its threads and counts the process's threads from
+    ``/proc``. anyio's suite runs ``blockbuster``, which makes ``open(...).read()``, a
+    blocking ``os.read`` and a blocking lock acquire (``join()``) raise inside a running
+    loop: a subprocess started there counted an internal error, fork handling stopped
+    for the rest of the run, and the watchdog was never started again."""
     import builtins
 
     def forbidden(*args: object, **kwargs: object) -> NoReturn:
@@ -566,6 +567,7 @@ def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_re
         with monkeypatch.context() as patch:
             patch.setattr(os, "read", forbidden)
             patch.setattr(builtins, "open", forbidden)
+            patch.setattr(threading.Thread, "join", forbidden)  # a blocking acquire
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
                 pid = os.fork()
@@ -573,11 +575,20 @@ def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_re
                 os._exit(0)
         return pid
 
-    with capture_spans():  # its pipeline's thread is paused for forks
-        errors = aiotrace.stats().internal_errors
-        _, status = os.waitpid(asyncio.run(main()), 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert aiotrace.stats().internal_errors == errors
+    from aiotrace.diagnosis import Diagnoser, DiagnosisConfig
+
+    with capture_spans():  # its pipeline's thread is paused for forks, and the watchdog's
+        diagnoser = Diagnoser(DiagnosisConfig(dump_signals=False), None)
+        diagnoser.start()
+        try:
+            errors = aiotrace.stats().internal_errors
+            _, status = os.waitpid(asyncio.run(main()), 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert aiotrace.stats().internal_errors == errors
+            assert diagnoser.watchdog is not None
+            assert diagnoser.watchdog.thread.is_alive()  # started again after the fork
+        finally:
+            diagnoser.finish(at_exit=False)
 
 
 FRAMES_WITH_GARBAGE = """\

@@ -83,7 +83,12 @@ def _before() -> None:
         _SINGLE[0] = False
         _PAUSED.clear()
         counted, running = os_threads(), threading.active_count()
-        _PAUSED.extend(owner for owner in list(_OWNERS) if owner.pause_for_fork())
+        for owner in list(_OWNERS):
+            try:
+                if owner.pause_for_fork():
+                    _PAUSED.append(owner)
+            except Exception as exc:  # that owner's thread may run on; the others stop
+                RECORDER.fail("fork", exc)
         if not _PAUSED:
             return
         if counted < 0:  # not Linux: Python's own count is all there is

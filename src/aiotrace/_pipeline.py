@@ -146,25 +146,29 @@ class Pipeline:
     a fork is then delayed this long, and goes on with the thread running.
     """
 
-    def _stop_thread(self, timeout: float | None) -> None:
+    def _stop_thread(self, timeout: float | None, for_fork: bool = False) -> None:
         """End the running thread's generation and wait for it, at most ``timeout``.
 
         A thread still busy past the timeout ends after its drain; a thread
-        started meanwhile drains too, one at a time (the drain lock).
+        started meanwhile drains too, one at a time (the drain lock). Before a
+        fork, waited for without a blocking acquire (``_threads.wait_ended``).
         """
         thread, self._thread = self._thread, None
         if thread is not None:
             self._generation += 1
             self._wake.set()
             if thread is not threading.current_thread():
-                thread.join(timeout)
+                if for_fork and timeout is not None:
+                    _threads.wait_ended(thread, timeout)
+                else:
+                    thread.join(timeout)
 
     def pause_for_fork(self) -> bool:
         """Stop the thread, without draining: the records stay buffered (see ``_fork``)."""
         if self._thread is None or self._thread is threading.current_thread():
             return False
-        self._stop_thread(self.FORK_PATIENCE)  # still busy: the fork is warned of
-        self._fork_paused = True
+        self._fork_paused = True  # resumed after, whatever the wait below meets
+        self._stop_thread(self.FORK_PATIENCE, for_fork=True)  # still busy: the fork is warned of
         return True
 
     def resume_after_fork(self) -> None:

@@ -37,6 +37,17 @@ event loop's thread; a fork settling; a collection ending), never run what a
 program put there since: blockbuster's, which raises in an event loop's thread,
 turned the diagnosis off for the rest of anyio's test suite."""
 
+
+def wait_ended(thread: threading.Thread, timeout: float) -> None:
+    """Wait at most ``timeout`` for ``thread`` to end, polling: ``join()`` blocks on a lock,
+    and before a fork this runs in the program's thread, maybe inside its event loop,
+    where blockbuster (anyio's suite) makes a blocking acquire raise. That stopped
+    aiotrace's fork handling for the rest of the run, and the watchdog for good."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        sleep(0.0002)
+
+
 _real_collect: Final = gc.collect
 _wrapped = [_real_collect]
 """CPython's ``gc.collect``, then what ``gc.collect`` was each time our wrapper went in

@@ -1447,9 +1447,9 @@ class Watchdog:
         thread = self.thread
         if self._stop.is_set() or not thread.is_alive() or thread is threading.current_thread():
             return False  # stopped, or a finding's handler forking on this very thread
+        self._fork_paused = True  # resumed after, whatever the wait below meets
         self._stop.set()
-        thread.join(Pipeline.FORK_PATIENCE)
-        self._fork_paused = True
+        _threads.wait_ended(thread, Pipeline.FORK_PATIENCE)
         return True
 
     def resume_after_fork(self) -> None:
