@@ -914,14 +914,41 @@ def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
     kept[0].exception()  # read now, not reported by asyncio when collected
 
 
+SCOPED_LIBRARY = """
+import asyncio
+
+
+async def scoped():  # cancels by scopes, as anyio does: the scope's end takes it
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        return "scope ended"
+"""
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
-def test_a_task_that_swallows_its_cancellation_is_found() -> None:
-    """A task cancelled that returns (or raises something else) caught its CancelledError
-    and went on: whatever cancelled it takes it to have stopped. Its twins end cancelled,
+def test_a_task_that_swallows_its_cancellation_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task cancelled that returns caught its CancelledError and went on: whatever
+    cancelled it takes it to have stopped. One that raises something else instead is
+    reported as raising that (a clean-up that fails loses the cancellation as surely,
+    and its error is the thing to read). Its twins end cancelled,
     were cancelled once done, or went on with asyncio's own say-so (``asyncio.timeout()``,
-    a ``TaskGroup`` cancelling its parent, ``uncancel()``): none is a finding."""
+    a ``TaskGroup`` cancelling its parent, ``uncancel()``): none is a finding. An
+    ``asyncio.timeout()`` whose body swallows its cancellation raises no TimeoutError:
+    a finding at its line (the task, uncancelled by the timeout, is not one). A
+    library's coroutine is its own business (anyio catches cancellations at the end of
+    its cancel scopes, in its own tasks)."""
     from aiotrace.diagnosis import SWALLOWED, Diagnoser, DiagnosisConfig
     from aiotrace.testing import capture_spans
+
+    site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / "scopedlib.py").write_text(SCOPED_LIBRARY)
+    monkeypatch.syspath_prepend(str(site_packages))
+    monkeypatch.delitem(sys.modules, "scopedlib", raising=False)
+    import scopedlib  # type: ignore[import-not-found]
 
     async def swallows() -> str:
         try:  # noqa: SIM105  # the bug, spelt as programs spell it
@@ -953,6 +980,13 @@ def test_a_task_that_swallows_its_cancellation_is_found() -> None:
             async with asyncio.timeout(0.001):  # type: ignore[attr-defined]
                 await asyncio.sleep(10)
 
+    async def timeout_swallowed() -> None:
+        async with asyncio.timeout(0.001):  # type: ignore[attr-defined]  # TIMEOUT_SWALLOWED
+            try:  # noqa: SIM105  # the bug, spelt as programs spell it
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass
+
     async def group_fails() -> None:
         async def fail() -> None:
             raise KeyError("child")
@@ -970,9 +1004,11 @@ def test_a_task_that_swallows_its_cancellation_is_found() -> None:
             asyncio.create_task(raises_instead(), name="raises-instead"),
             asyncio.create_task(reraises(), name="reraises"),
             asyncio.create_task(uncancels(), name="uncancels"),
+            asyncio.create_task(scopedlib.scoped(), name="a-librarys"),
         ]
         others = [
             asyncio.create_task(times_out(), name="times-out"),
+            asyncio.create_task(timeout_swallowed(), name="timeout-swallowed"),
             asyncio.create_task(group_fails(), name="group-fails"),
         ]
         await asyncio.sleep(0.01)
@@ -990,11 +1026,18 @@ def test_a_task_that_swallows_its_cancellation_is_found() -> None:
             asyncio.run(main())
     finally:
         found = [f for f in diagnoser.finish(at_exit=False) if f.kind == SWALLOWED]
+    timeouts = [f for f in found if f.summary.startswith("asyncio.timeout()")]
+    found = [f for f in found if f not in timeouts]
+    assert [f.summary.split(" in ")[0] for f in timeouts] == [
+        f"asyncio.timeout() at test_diagnosis.py:{line_of('TIMEOUT_SWALLOWED')}"
+    ]
+    assert timeouts[0].summary.endswith(
+        ' in task "timeout-swallowed" expired, and its body went on:'
+        " it swallowed the CancelledError"
+    )
     assert [f.summary for f in found] == [
         f'task "swallows" ({swallows.__qualname__}) was cancelled, and returned instead of'
         " ending cancelled: it swallowed the CancelledError",
-        f'task "raises-instead" ({raises_instead.__qualname__}) was cancelled, and raised'
-        " instead of ending cancelled: it swallowed the CancelledError",
     ]
     assert (
         found[0]
@@ -1002,6 +1045,39 @@ def test_a_task_that_swallows_its_cancellation_is_found() -> None:
         .startswith(f"created at test_diagnosis.py:{line_of('SWALLOWS_CREATED')} in ")
     )
     assert all(len(f.spans) == 1 for f in found)  # linked to the task's span
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="wait_for is a timeout from 3.12")
+def test_a_wait_for_whose_awaitable_swallows_its_cancellation_is_found_at_its_call() -> None:
+    """``wait_for`` returns what its awaitable returned after swallowing the timeout's
+    cancellation: no TimeoutError. Found at the program's call, not asyncio's line."""
+    from aiotrace.diagnosis import SWALLOWED, Diagnoser, DiagnosisConfig
+    from aiotrace.testing import capture_spans
+
+    async def stale() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "stale"
+        return "fresh"
+
+    async def main() -> str:
+        return await asyncio.wait_for(stale(), 0.001)  # WAIT_FOR_SWALLOWED
+
+    config = DiagnosisConfig(
+        deadlocks=False, block_threshold=None, dump_signals=False, lock_order=False
+    )
+    diagnoser = Diagnoser(config, None)
+    diagnoser.start()
+    try:
+        with capture_spans():
+            assert asyncio.run(main()) == "stale"
+    finally:
+        found = [f for f in diagnoser.finish(at_exit=False) if f.kind == SWALLOWED]
+    assert [f.summary.split(" in ")[0] for f in found] == [
+        f"asyncio.wait_for() at test_diagnosis.py:{line_of('WAIT_FOR_SWALLOWED')}"
+    ]
+    assert "expired, and what it awaited went on" in found[0].summary
 
 
 def _free_the_last(held: list[Any]) -> None:

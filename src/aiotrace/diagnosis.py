@@ -74,6 +74,7 @@ from aiotrace._sites import (
 )
 from aiotrace.primitives import _base
 from aiotrace.primitives import tasks as _tasks
+from aiotrace.primitives._timeouts import SWALLOWED_TIMEOUTS
 from aiotrace.primitives.tasks import (
     DIED,
     GIVEN_EXCEPTION,
@@ -346,13 +347,12 @@ def unretrieved_finding(
 
 
 def swallowed_finding(task: Swallowed) -> Finding:
-    """A task cancelled that ended otherwise (see ``tasks.SWALLOWED``): it caught the
+    """A task cancelled that returned (see ``tasks.SWALLOWED``): it caught the
     ``CancelledError``. Its line is gone with its frame; its name, coroutine and
     creation line are what is left to find it by, and its span, linked."""
     label = f'task "{task.name}"' + (
         f" ({task.coroutine})" if task.coroutine and task.coroutine != task.name else ""
     )
-    ended = "returned" if task.outcome == semconv.OUTCOME_COMPLETED else "raised"
     times = "" if task.cancels == 1 else f" {task.cancels} times"
     details = []
     if task.site is not None:
@@ -365,10 +365,33 @@ def swallowed_finding(task: Swallowed) -> Finding:
     )
     return Finding(
         SWALLOWED,
-        f"{label} was cancelled{times}, and {ended} instead of ending cancelled:"
+        f"{label} was cancelled{times}, and returned instead of ending cancelled:"
         " it swallowed the CancelledError",
         details,
         spans=[(task.trace_id, task.span_id, task.flags)],
+    )
+
+
+def swallowed_timeout_finding(
+    task: str | None, site: Any, what: str = "asyncio.timeout()"
+) -> Finding:
+    """An ``asyncio.timeout()`` (or 3.12+ ``wait_for``) that expired and ended without an
+    exception (see ``_timeouts.SWALLOWED_TIMEOUTS``): its body caught the cancellation."""
+    where = what
+    if site is not None:
+        resolved = SITES.resolve(site)
+        where += f" at {resolved.label} in {resolved.function}"
+    by = f' in task "{task}"' if task else ""
+    return Finding(
+        SWALLOWED,
+        f"{where}{by} expired, and "
+        + ("what it awaited" if what == "asyncio.wait_for()" else "its body")
+        + " went on: it swallowed the CancelledError",
+        [
+            "the timeout cancels the task, and only the CancelledError that reaches the"
+            " timeout becomes TimeoutError: caught before, no TimeoutError is raised, and"
+            " what follows runs as if it had been in time",
+        ],
     )
 
 
@@ -2124,7 +2147,7 @@ class Diagnoser:
         self._watching = True
         self._started_ns = time.perf_counter_ns()
         _watch_unretrieved(self._unretrieved)
-        _tasks.WATCH_SWALLOWED[0] += 1
+        _base.WATCH_SWALLOWED[0] += 1
         if self.config.lock_order:
             self._outer_checker = _lock_order.enable(
                 lambda a, b: self.report(lock_order_finding(a, b))
@@ -2175,7 +2198,7 @@ class Diagnoser:
 
             _leaks.unwatch(every_kind=True)
             _unwatch_unretrieved(self._unretrieved)
-            _tasks.WATCH_SWALLOWED[0] = max(0, _tasks.WATCH_SWALLOWED[0] - 1)
+            _base.WATCH_SWALLOWED[0] = max(0, _base.WATCH_SWALLOWED[0] - 1)
             if at_exit:
                 with contextlib.suppress(Exception):
                     self._unretrieved_at_exit()
@@ -2252,11 +2275,23 @@ class Diagnoser:
             try:
                 task = swallowed.popleft()
             except IndexError:  # another thread took the last one
-                return
+                break
             if task.end_ns < self._started_ns:
                 continue  # an earlier diagnosis's
             try:
                 self.report(swallowed_finding(task), echo=False)
+            except Exception as error:
+                _failed(error)
+        timeouts = SWALLOWED_TIMEOUTS
+        while timeouts:
+            try:
+                when, name, site, what = timeouts.popleft()
+            except IndexError:
+                return
+            if when < self._started_ns:
+                continue
+            try:
+                self.report(swallowed_timeout_finding(name, site, what), echo=False)
             except Exception as error:
                 _failed(error)
 

@@ -112,6 +112,16 @@ ASYNC_CODE: Final = (
 ENTER: Final = "__aenter__"
 
 
+def as_coroutine_function(function: Any) -> None:
+    """Let ``inspect`` and ``asyncio`` (``iscoroutinefunction``) take a plain function
+    that returns the original's coroutine for the ``async def`` it stands in for."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # 3.12+
+    if mark is not None:
+        mark(function)
+    else:  # 3.10-3.11: asyncio's own mark
+        function._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
+
+
 def outliving(frame: FrameType) -> FrameType:
     """The frame that holds what ``frame`` just took, where ``frame`` returns holding it.
 
@@ -844,6 +854,10 @@ def retire_since(mark: int) -> None:
 # --------------------------------------------------------------------------
 # Cancellation that was really a timeout
 # --------------------------------------------------------------------------
+
+WATCH_SWALLOWED: Final[list[int]] = [0]
+"""How many diagnoses want swallowed cancellations noted (``Diagnoser.start`` counts
+itself in): a task's (``tasks.SWALLOWED``), a timeout's (``_timeouts.SWALLOWED_TIMEOUTS``)."""
 
 TIMED_OUT: Final[weakref.WeakKeyDictionary[Any, Any]] = weakref.WeakKeyDictionary()
 """Task -> ``True`` or a weak reference to the timeout that cancelled it (see ``_timeouts.py``)."""

@@ -18,17 +18,21 @@ is held at all.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import inspect
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace._patching import Patch, PatchSet
 from aiotrace._recorder import RECORDER
-from aiotrace.primitives._base import ASYNC_CODE, ASYNC_GENERATOR, ENTER, outliving
+from aiotrace.primitives._base import (
+    ASYNC_CODE,
+    ASYNC_GENERATOR,
+    ENTER,
+    as_coroutine_function,
+    outliving,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,7 +244,7 @@ def _context_manager_patches() -> list[Patch]:
         return orig_aexit(self, typ, value, traceback)
 
     for method in (__aenter__, __aexit__):
-        _as_coroutine_function(method)
+        as_coroutine_function(method)
     return [Patch(cls, "__aenter__", __aenter__), Patch(cls, "__aexit__", __aexit__)]
 
 
@@ -264,16 +268,6 @@ def _follow_context_managers() -> None:
                 _CONTEXT_PATCHES.pop().revert()
     except Exception as exc:  # the holder of such a generator's lock stays unknown
         RECORDER.fail("lock_order", exc)
-
-
-def _as_coroutine_function(function: Any) -> None:
-    """Let ``inspect`` and ``asyncio`` (``iscoroutinefunction``) take a plain function
-    that returns the original's coroutine for the ``async def`` it stands in for."""
-    mark = getattr(inspect, "markcoroutinefunction", None)  # 3.12+
-    if mark is not None:
-        mark(function)
-    else:  # 3.10-3.11: asyncio's own mark
-        function._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
 
 
 _SUSPECTS: Final[set[int]] = set()

@@ -23,17 +23,47 @@ import asyncio
 import functools
 import sys
 import weakref
+from collections import deque
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
-from aiotrace.primitives._base import TIMED_OUT
+from aiotrace._sites import RawSite, file_kind, raw_site
+from aiotrace.primitives._base import (
+    TIMED_OUT,
+    WATCH_SWALLOWED,
+    as_coroutine_function,
+    current_task_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 FAMILY_TIMEOUT: Final = "timeout"
 """Whose failures :meth:`Recorder.fail` counts: noting timeouts stops, the program goes on."""
+
+
+SWALLOWED_TIMEOUTS: Final[deque[tuple[int, str | None, RawSite | None, str]]] = deque(maxlen=256)
+"""``asyncio.timeout()`` blocks that expired and ended without an exception, for a
+diagnosis to report: (when, ``perf_counter_ns``; the task; the program's line of
+the ``async with``, or of the ``wait_for`` call; which of the two). A library's
+are left out. The timeout cancelled the task
+and its body caught the ``CancelledError`` and went on: no ``TimeoutError`` is
+raised, and the code after the block runs as if it had been in time."""
+
+
+def _swallowed_timeout(frame: Any, wait_for_code: Any) -> None:
+    """Note in :data:`SWALLOWED_TIMEOUTS` the timeout whose ``__aexit__`` ``frame`` calls,
+    if that is the program's: a library's own timeouts are its business."""
+    what = "asyncio.timeout()"
+    if frame.f_code is wait_for_code:
+        what, frame = "asyncio.wait_for()", frame.f_back
+    code = frame.f_code if frame is not None else None
+    if code is not None and file_kind(code.co_filename) is False:
+        SWALLOWED_TIMEOUTS.append(
+            (perf_counter_ns(), current_task_name(), raw_site(code, frame.f_lasti), what)
+        )
 
 
 def cancelled_with(task: Any, limit: int = 1000) -> Iterator[Any]:
@@ -84,6 +114,24 @@ def timeout_patches() -> list[Patch]:
             orig_on_timeout(self)
 
         patches.append(Patch(timeout_cls, "_on_timeout", _on_timeout))
+        orig_aexit = vars(timeout_cls).get("__aexit__")
+        wait_for_code = getattr(asyncio.tasks.wait_for, "__code__", None)  # 3.12+: a timeout's
+        if orig_aexit is not None:
+
+            @functools.wraps(orig_aexit)
+            def __aexit__(self: Any, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+                # (Plain, handing back asyncio's coroutine: no frame of ours in the
+                # TimeoutError's traceback.)
+                if exc_type is None and WATCH_SWALLOWED[0]:
+                    try:
+                        if self.expired():  # fired, and the body ended all the same
+                            _swallowed_timeout(sys._getframe(1), wait_for_code)
+                    except Exception as exc:
+                        RECORDER.fail(FAMILY_TIMEOUT, exc)
+                return orig_aexit(self, exc_type, exc_val, exc_tb)
+
+            as_coroutine_function(__aexit__)
+            patches.append(Patch(timeout_cls, "__aexit__", __aexit__))
 
     tasks_module = asyncio.tasks
     orig_cancel_and_wait = vars(tasks_module).get("_cancel_and_wait")

@@ -72,6 +72,7 @@ from aiotrace.primitives._base import (
     PLAIN_CREATE_FUTURE,
     PROGRAM_SITES,
     TASK_SPAN_TYPE,
+    WATCH_SWALLOWED,
     CancelledError,
     PrimRef,
     current_task,
@@ -476,13 +477,10 @@ def ended_coroutine(task: Any) -> str | None:
     return entry[7] if entry is not None else None
 
 
-WATCH_SWALLOWED: Final[list[int]] = [0]
-"""How many diagnoses want :data:`SWALLOWED` (``Diagnoser.start`` counts itself in)."""
-
 SWALLOWED: Final[deque[Swallowed]] = deque(maxlen=256)
-"""Traced tasks that ended otherwise than cancelled after being cancelled (3.11+:
-``cancelling()`` still above 0), for a diagnosis to report: each caught its
-``CancelledError`` and went on to return (or raise something else), so whatever
+"""Traced tasks that returned after being cancelled (3.11+: ``cancelling()`` still
+above 0), for a diagnosis to report: each caught its ``CancelledError`` and
+went on to return, so whatever
 cancelled it (a ``TaskGroup``, ``task.cancel()``, ``asyncio.run``'s shutdown)
 was told it stopped when it had not. asyncio's own ways of cancelling that a
 task may outlive (``asyncio.timeout()``, a ``TaskGroup``'s cancelling of its
@@ -500,16 +498,26 @@ class Swallowed(NamedTuple):
     coroutine: str | None
     site: tuple[Any, int] | None
     cancels: int
-    outcome: str
 
 
-def _swallowed(task: Any, span: TaskSpan, outcome: str) -> None:
-    """Note ``task`` in :data:`SWALLOWED` if it is cancelled yet ends ``outcome``."""
+def _swallowed(task: Any, span: TaskSpan) -> None:
+    """Note ``task``, which returned, in :data:`SWALLOWED` if it was cancelled.
+
+    Only a task of the program's own coroutine: a library that cancels by
+    scopes (anyio's ``CancelScope``) catches the cancellation at the scope's
+    end by design, in its own coroutines. Nor one that raised: a clean-up that
+    fails after a cancellation (an ``__aexit__`` raising) loses the
+    ``CancelledError`` too, but what it raised is the thing to read, and it
+    is reported as raised.
+    """
     cancelling = getattr(task, "cancelling", None)  # 3.11+
     if cancelling is None:
         return
     cancels = cancelling()
     if type(cancels) is int and cancels > 0:
+        coro_code = getattr(task.get_coro(), "cr_code", None)
+        if coro_code is None or file_kind(coro_code.co_filename) is not False:
+            return  # a library's coroutine (or not a coroutine): its own way of cancelling
         code = span.site_code
         SWALLOWED.append(
             Swallowed(
@@ -521,7 +529,6 @@ def _swallowed(task: Any, span: TaskSpan, outcome: str) -> None:
                 span.coroutine,
                 (code, span.site_lasti) if code is not None else None,
                 cancels,
-                outcome,
             )
         )
 
@@ -593,8 +600,8 @@ def _task_done(task: Any) -> None:
                 _died(task, span, raised, exc)
             else:
                 outcome = span.outcome = semconv.OUTCOME_COMPLETED
-            if WATCH_SWALLOWED[0]:
-                _swallowed(task, span, outcome)
+                if WATCH_SWALLOWED[0]:
+                    _swallowed(task, span)
         # Recorder.emit, inline: one call fewer on the commonest record of all.
         rec = RECORDER
         if rec.recording:
