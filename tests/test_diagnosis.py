@@ -1486,6 +1486,37 @@ def test_a_generators_hold_is_kept_while_its_task_is_inside_and_forgotten_after(
     assert nested == [("lock", "other"), ("lock", "second"), ("second", "other")]
 
 
+def test_contexts_whose_entering_failed_are_forgotten_without_a_watchdog() -> None:
+    """A generator that raises before its ``yield`` (a connection that cannot be made)
+    is entered but never left: where no watchdog forgets it (a leak watcher alone, as
+    ``pytest --aiotrace`` without the diagnosis), each would be kept, and its caller's
+    frame with it, for as long as the run."""
+    from aiotrace import _leaks
+    from aiotrace.primitives import _lock_order
+
+    @contextlib.asynccontextmanager
+    async def connect() -> Any:
+        raise ConnectionError("refused")
+        yield  # pragma: no cover
+
+    async def request() -> None:
+        with contextlib.suppress(ConnectionError):
+            async with connect():
+                pass  # pragma: no cover
+
+    async def main() -> int:
+        for _ in range(5000):
+            await request()
+        return len(_lock_order.ENTERED_BY)
+
+    _leaks.watch()
+    try:
+        kept = asyncio.run(main())
+    finally:
+        _leaks.unwatch()
+    assert kept <= 1024
+
+
 def test_sampling_holders_is_not_upset_by_the_program_changing_what_is_held() -> None:
     """The watchdog's thread reads what the program's thread changes. Building a
     tuple per held item could start a collection, whose finalisers let the program's

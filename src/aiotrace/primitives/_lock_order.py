@@ -188,6 +188,21 @@ def _left_one_of(frame: Any, gen: Any) -> None:
         ENTERED[frame] = gens
 
 
+_PRUNE_AT: Final = [1024]
+"""Past this many entered contexts, those whose generator finished are forgotten."""
+
+
+def _prune_entered() -> None:
+    """Forget the contexts whose generator finished without ``__aexit__``: one whose
+    entering raised (the generator failed before its ``yield``, as a connection that
+    cannot be made), which nothing else takes out where no watchdog runs
+    (:func:`forget_finished`). Then wait for twice as many before looking again."""
+    for gen in list(ENTERED_BY):
+        if getattr(gen, "ag_frame", None) is None:
+            _left(gen)
+    _PRUNE_AT[0] = max(1024, 2 * len(ENTERED_BY))
+
+
 def _context_manager_patches() -> list[Patch]:
     """``@asynccontextmanager``'s ``__aenter__`` and ``__aexit__``, noting who entered which
     generator (:data:`ENTERED`). Each hands back contextlib's own coroutine, unawaited:
@@ -219,6 +234,8 @@ def _context_manager_patches() -> list[Patch]:
                     frame = outliving(frame)  # the frame running the ``async with``
                 gen = self.gen
                 entered_by[gen] = (frame, frame.f_lasti)
+                if len(entered_by) > _PRUNE_AT[0]:
+                    _prune_entered()
                 gens = entered.get(frame)
                 if gens is None:
                     entered[frame] = gen
