@@ -7,6 +7,11 @@ one of its callers, already holds another primitive records the nesting
 first time the opposite nesting "B then A" is seen, on any code path, the
 reporter is told: a possible deadlock, even if this run never hung.
 
+A lock an ``@asynccontextmanager``'s generator took is held by a frame
+suspended at its ``yield``, on no stack: :data:`ENTERED` leads from the frame
+running the ``async with`` to it, while ownership is tracked (contextlib's
+``__aenter__`` and ``__aexit__`` are wrapped for that long).
+
 Nestings of two primitives of the same class (locks made at one line, such
 as one per account) are not checked: their order is by instance, which a
 class cannot tell. ``aiotrace.ignore_lock_order(primitive)`` exempts a class.
@@ -462,7 +467,8 @@ def _failed(exc: Exception) -> None:
 
 
 def _check(prim: Any, frame: FrameType) -> None:
-    """Note a nesting for each class held by ``frame`` or its callers, up to :data:`DEPTH`.
+    """Note a nesting for each class held by ``frame`` or its callers, up to :data:`DEPTH`,
+    or by the ``@asynccontextmanager`` generators they are inside (:data:`ENTERED`).
 
     Only coroutines (and generators) hold primitives, and the first plain
     function up the stack is the event loop's, which runs the task: the walk
