@@ -487,6 +487,10 @@ task may outlive (``asyncio.timeout()``, a ``TaskGroup``'s cancelling of its
 parent) call ``uncancel()`` as they finish with it: those count no more."""
 
 
+_CANCELLING: Final = hasattr(asyncio.Task, "cancelling")
+"""Whether tasks count the cancellations asked of them (3.11+): what :data:`SWALLOWED` reads."""
+
+
 class Swallowed(NamedTuple):
     """A task that swallowed its cancellation (see :data:`SWALLOWED`)."""
 
@@ -500,8 +504,9 @@ class Swallowed(NamedTuple):
     cancels: int
 
 
-def _swallowed(task: Any, span: TaskSpan) -> None:
-    """Note ``task``, which returned, in :data:`SWALLOWED` if it was cancelled.
+def _swallowed(task: Any, span: TaskSpan, cancels: Any) -> None:
+    """Note ``task``, which returned, in :data:`SWALLOWED`: it was cancelled ``cancels`` times
+    (``cancelling()``), and did not end cancelled.
 
     Only a task of the program's own coroutine: a library that cancels by
     scopes (anyio's ``CancelScope``) catches the cancellation at the scope's
@@ -510,10 +515,6 @@ def _swallowed(task: Any, span: TaskSpan) -> None:
     ``CancelledError`` too, but what it raised is the thing to read, and it
     is reported as raised.
     """
-    cancelling = getattr(task, "cancelling", None)  # 3.11+
-    if cancelling is None:
-        return
-    cancels = cancelling()
     if type(cancels) is int and cancels > 0:
         coro_code = getattr(task.get_coro(), "cr_code", None)
         if coro_code is None or file_kind(coro_code.co_filename) is not False:
@@ -600,8 +601,13 @@ def _task_done(task: Any) -> None:
                 _died(task, span, raised, exc)
             else:
                 outcome = span.outcome = semconv.OUTCOME_COMPLETED
-                if WATCH_SWALLOWED[0]:
-                    _swallowed(task, span)
+                if WATCH_SWALLOWED[0] and _CANCELLING:  # (not cancelled: answered inline)
+                    try:
+                        cancels = task.cancelling()
+                    except AttributeError:  # a task type of its own, without it
+                        cancels = 0
+                    if cancels:
+                        _swallowed(task, span, cancels)
         # Recorder.emit, inline: one call fewer on the commonest record of all.
         rec = RECORDER
         if rec.recording:
