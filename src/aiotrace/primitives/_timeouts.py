@@ -47,10 +47,10 @@ FAMILY_TIMEOUT: Final = "timeout"
 SWALLOWED_TIMEOUTS: Final[deque[tuple[int, str | None, RawSite | None, str]]] = deque(maxlen=256)
 """``asyncio.timeout()`` blocks that expired and ended without an exception, for a
 diagnosis to report: (when, ``perf_counter_ns``; the task; the program's line of
-the ``async with``, or of the ``wait_for`` call; which of the two). A library's
-are left out. The timeout cancelled the task
-and its body caught the ``CancelledError`` and went on: no ``TimeoutError`` is
-raised, and the code after the block runs as if it had been in time."""
+the ``async with``, or of the ``wait_for`` call; which of the two). The timeout
+cancelled the task, and its body caught the ``CancelledError`` and went on: no
+``TimeoutError`` is raised, and the code after the block runs as if it had been
+in time. A library's timeouts are left out."""
 
 
 def _swallowed_timeout(frame: Any, wait_for_code: Any) -> None:
