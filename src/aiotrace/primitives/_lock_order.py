@@ -341,6 +341,7 @@ class Nesting:
     first_via: tuple[Any, int] | None = None
     """Where the ``@asynccontextmanager`` that took the first was entered, if one did."""
     second_via: tuple[Any, int] | None = None
+    """The same for the second."""
 
 
 _EDGES: Final[dict[tuple[int, int], Nesting]] = {}
@@ -486,7 +487,7 @@ def _check(prim: Any, frame: FrameType) -> None:
             gens = ENTERED.get(f)
             if gens is not None:  # what its ``@asynccontextmanager`` generators hold
                 for gen in gens if type(gens) is list else (gens,):
-                    gen_frame = gen.ag_frame
+                    gen_frame = getattr(gen, "ag_frame", None)
                     held = HELD.get(gen_frame) if gen_frame is not frame else None
                     if held is not None:
                         _check_held(held, prim, stats, frame)
