@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -914,6 +916,18 @@ def test_an_exception_still_unread_at_the_end_is_found_then() -> None:
     kept[0].exception()  # read now, not reported by asyncio when collected
 
 
+def _installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str
+) -> types.ModuleType:
+    """``source`` imported as ``name`` from a ``site-packages`` folder: a library's code."""
+    site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(site_packages))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(name)
+
+
 SCOPED_LIBRARY = """
 import asyncio
 
@@ -943,12 +957,7 @@ def test_a_task_that_swallows_its_cancellation_is_found(
     from aiotrace.diagnosis import SWALLOWED, Diagnoser, DiagnosisConfig
     from aiotrace.testing import capture_spans
 
-    site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
-    site_packages.mkdir(parents=True)
-    (site_packages / "scopedlib.py").write_text(SCOPED_LIBRARY)
-    monkeypatch.syspath_prepend(str(site_packages))
-    monkeypatch.delitem(sys.modules, "scopedlib", raising=False)
-    import scopedlib  # type: ignore[import-not-found]
+    scopedlib = _installed(tmp_path, monkeypatch, "scopedlib", SCOPED_LIBRARY)
 
     async def swallows() -> str:
         try:  # noqa: SIM105  # the bug, spelt as programs spell it
@@ -3001,12 +3010,7 @@ def test_a_dependency_a_framework_enters_is_held_at_the_programs_line(
     It is the program's line that took the lock or the permit; the holder is still the
     frame that runs the framework's ``async with``."""
 
-    site_packages = tmp_path / "lib" / "python3.99" / "site-packages"
-    site_packages.mkdir(parents=True)
-    (site_packages / "fakefw.py").write_text(FRAMEWORK)
-    monkeypatch.syspath_prepend(str(site_packages))
-    monkeypatch.delitem(sys.modules, "fakefw", raising=False)
-    import fakefw  # type: ignore[import-not-found]
+    fakefw = _installed(tmp_path, monkeypatch, "fakefw", FRAMEWORK)
 
     async def main() -> None:
         _DEPENDENCY.update(lock=asyncio.Lock(), sem=asyncio.Semaphore(1))
