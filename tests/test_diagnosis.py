@@ -723,7 +723,6 @@ def test_while_another_interpreter_exists_no_frames_are_asked_for(
 ) -> None:
     """Other threads then count as busy (no false hang), and a block has no stack, not a crash."""
     import threading
-    import types
 
     from aiotrace import diagnosis
 
@@ -3095,7 +3094,6 @@ def test_what_the_watchdog_reads_from_other_threads_frames_keeps_no_frame() -> N
     what the watchdog reads from other threads' frames (a blocked loop's stack, the
     threads waiting for I/O, every running frame's id) holds none of them."""
     import functools
-    import types
 
     from aiotrace import diagnosis
 
