@@ -73,8 +73,7 @@ from aiotrace._sites import (
     short_path,
 )
 from aiotrace.primitives import _base
-from aiotrace.primitives import tasks as _tasks
-from aiotrace.primitives._timeouts import SWALLOWED_TIMEOUTS
+from aiotrace.primitives._timeouts import SwallowedTimeout
 from aiotrace.primitives.tasks import (
     DIED,
     GIVEN_EXCEPTION,
@@ -347,7 +346,7 @@ def unretrieved_finding(
 
 
 def swallowed_finding(task: Swallowed) -> Finding:
-    """A task cancelled that returned (see ``tasks.SWALLOWED``): it caught the
+    """A task cancelled that returned (``tasks.Swallowed``): it caught the
     ``CancelledError``. Its line is gone with its frame; its name, coroutine and
     creation line are what is left to find it by, and its span, linked."""
     label = f'task "{task.name}"' + (
@@ -376,7 +375,7 @@ def swallowed_timeout_finding(
     task: str | None, site: Any, what: str = "asyncio.timeout()"
 ) -> Finding:
     """An ``asyncio.timeout()`` (or 3.12+ ``wait_for``) that expired and ended without an
-    exception (see ``_timeouts.SWALLOWED_TIMEOUTS``): its body caught the cancellation."""
+    exception (``_timeouts.SwallowedTimeout``): its body caught the cancellation."""
     where = what
     if site is not None:
         resolved = SITES.resolve(site)
@@ -2136,6 +2135,9 @@ class Diagnoser:
         )
         """Exceptions reported in finalisers, waiting for :meth:`collect` (each holds its
         traceback's frames: bounded, for a program that fails faster than collect() runs)."""
+        self._collecting = threading.Lock()
+        self._swallowed_seen = 0
+        """The number of the last swallowed cancellation read (see ``_base.SWALLOWED``)."""
         self._outer_checker: Any = None
         """Lock-order checking's reporter before start(), if it was checking already."""
 
@@ -2270,30 +2272,30 @@ class Diagnoser:
                 self.report(unretrieved_finding(label, exc, ended=ended), echo=False)
             except Exception as error:  # finish() must end, whatever the program raised
                 _failed(error)
-        swallowed = _tasks.SWALLOWED
-        while swallowed:
-            try:
-                task = swallowed.popleft()
-            except IndexError:  # another thread took the last one
-                break
-            if task.end_ns < self._started_ns:
-                continue  # an earlier diagnosis's
-            try:
-                self.report(swallowed_finding(task), echo=False)
-            except Exception as error:
-                _failed(error)
-        timeouts = SWALLOWED_TIMEOUTS
-        while timeouts:
-            try:
-                when, name, site, what = timeouts.popleft()
-            except IndexError:
-                return
-            if when < self._started_ns:
-                continue
-            try:
-                self.report(swallowed_timeout_finding(name, site, what), echo=False)
-            except Exception as error:
-                _failed(error)
+        self._collect_swallowed()
+
+    def _collect_swallowed(self) -> None:
+        """Report the swallowed cancellations noted since the last look (``_base.SWALLOWED``,
+        read, not emptied: a diagnosis nested in another sees them too)."""
+        noted = _base.SWALLOWED
+        if not noted or noted[-1][0] <= self._swallowed_seen:
+            return
+        with self._collecting:  # the watchdog's tick and the plugin's look, one at a time
+            for number, record in list(noted):  # a copy: another thread may append
+                if number <= self._swallowed_seen:
+                    continue
+                self._swallowed_seen = number
+                try:
+                    if isinstance(record, SwallowedTimeout):
+                        if record.when_ns >= self._started_ns:
+                            finding = swallowed_timeout_finding(
+                                record.task, record.site, record.what
+                            )
+                            self.report(finding, echo=False)
+                    elif record.end_ns >= self._started_ns:
+                        self.report(swallowed_finding(record), echo=False)
+                except Exception as error:
+                    _failed(error)
 
     def _unretrieved_at_exit(self) -> None:
         """Tasks that ended raising and futures given an exception, still referenced,

@@ -36,6 +36,7 @@ import threading
 import weakref
 from _thread import get_ident
 from asyncio.events import _get_running_loop
+from collections import deque
 from time import perf_counter_ns
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any, Final
@@ -857,7 +858,19 @@ def retire_since(mark: int) -> None:
 
 WATCH_SWALLOWED: Final[list[int]] = [0]
 """How many diagnoses want swallowed cancellations noted (``Diagnoser.start`` counts
-itself in): a task's (``tasks.SWALLOWED``), a timeout's (``_timeouts.SWALLOWED_TIMEOUTS``)."""
+itself in): a task's (``tasks.Swallowed``), a timeout's (``_timeouts.SwallowedTimeout``)."""
+
+SWALLOWED: Final[deque[tuple[int, Any]]] = deque(maxlen=512)
+"""(sequence number, record) of the latest swallowed cancellations, for every diagnosis
+to read: each reads past the last number it saw (a test's own diagnosis inside a
+diagnosed session sees them as the session's does), none takes them out."""
+_SWALLOWED_SEQUENCE: Final = itertools.count(1)
+
+
+def note_swallowed(record: Any) -> None:
+    """Add ``record`` to :data:`SWALLOWED`, numbered."""
+    SWALLOWED.append((next(_SWALLOWED_SEQUENCE), record))
+
 
 TIMED_OUT: Final[weakref.WeakKeyDictionary[Any, Any]] = weakref.WeakKeyDictionary()
 """Task -> ``True`` or a weak reference to the timeout that cancelled it (see ``_timeouts.py``)."""

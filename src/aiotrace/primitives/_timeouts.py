@@ -23,9 +23,8 @@ import asyncio
 import functools
 import sys
 import weakref
-from collections import deque
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
@@ -35,6 +34,7 @@ from aiotrace.primitives._base import (
     WATCH_SWALLOWED,
     as_coroutine_function,
     current_task_name,
+    note_swallowed,
 )
 
 if TYPE_CHECKING:
@@ -44,25 +44,33 @@ FAMILY_TIMEOUT: Final = "timeout"
 """Whose failures :meth:`Recorder.fail` counts: noting timeouts stops, the program goes on."""
 
 
-SWALLOWED_TIMEOUTS: Final[deque[tuple[int, str | None, RawSite | None, str]]] = deque(maxlen=256)
-"""``asyncio.timeout()`` blocks that expired and ended without an exception, for a
-diagnosis to report: (when, ``perf_counter_ns``; the task; the program's line of
-the ``async with``, or of the ``wait_for`` call; which of the two). The timeout
-cancelled the task, and its body caught the ``CancelledError`` and went on: no
-``TimeoutError`` is raised, and the code after the block runs as if it had been
-in time. A library's timeouts are left out."""
+class SwallowedTimeout(NamedTuple):
+    """An ``asyncio.timeout()`` block that expired and ended without an exception, for a
+    diagnosis to report (``_base.SWALLOWED``). The timeout cancelled the task, and
+    its body caught the ``CancelledError`` and went on: no ``TimeoutError`` is
+    raised, and the code after the block runs as if it had been in time."""
+
+    when_ns: int
+    """``perf_counter_ns`` as the block ended."""
+    task: str | None
+    site: RawSite
+    """The program's ``async with``, or its call of ``wait_for``."""
+    what: str
+    """``asyncio.timeout()`` or ``asyncio.wait_for()`` (3.12+, itself a timeout)."""
 
 
 def _swallowed_timeout(frame: Any, wait_for_code: Any) -> None:
-    """Note in :data:`SWALLOWED_TIMEOUTS` the timeout whose ``__aexit__`` ``frame`` calls,
-    if that is the program's: a library's own timeouts are its business."""
+    """Note the timeout whose ``__aexit__`` ``frame`` calls as a :class:`SwallowedTimeout`,
+    if that frame is the program's: a library's own timeouts are its business."""
     what = "asyncio.timeout()"
     if frame.f_code is wait_for_code:
         what, frame = "asyncio.wait_for()", frame.f_back
     code = frame.f_code if frame is not None else None
     if code is not None and file_kind(code.co_filename) is False:
-        SWALLOWED_TIMEOUTS.append(
-            (perf_counter_ns(), current_task_name(), raw_site(code, frame.f_lasti), what)
+        note_swallowed(
+            SwallowedTimeout(
+                perf_counter_ns(), current_task_name(), raw_site(code, frame.f_lasti), what
+            )
         )
 
 

@@ -82,6 +82,7 @@ from aiotrace.primitives._base import (
     live_flag,
     mark_point,
     normalized_source,
+    note_swallowed,
     outcome_of,
     preexisting_stats,
     source_is,
@@ -477,22 +478,18 @@ def ended_coroutine(task: Any) -> str | None:
     return entry[7] if entry is not None else None
 
 
-SWALLOWED: Final[deque[Swallowed]] = deque(maxlen=256)
-"""Traced tasks that returned after being cancelled (3.11+: ``cancelling()`` still
-above 0), for a diagnosis to report: each caught its ``CancelledError`` and
-went on to return, so whatever
-cancelled it (a ``TaskGroup``, ``task.cancel()``, ``asyncio.run``'s shutdown)
-was told it stopped when it had not. asyncio's own ways of cancelling that a
-task may outlive (``asyncio.timeout()``, a ``TaskGroup``'s cancelling of its
-parent) call ``uncancel()`` as they finish with it: those count no more."""
-
-
 _CANCELLING: Final = hasattr(asyncio.Task, "cancelling")
-"""Whether tasks count the cancellations asked of them (3.11+): what :data:`SWALLOWED` reads."""
+"""Whether tasks count the cancellations asked of them (3.11+): what :class:`Swallowed` reads."""
 
 
 class Swallowed(NamedTuple):
-    """A task that swallowed its cancellation (see :data:`SWALLOWED`)."""
+    """A traced task that returned after being cancelled (3.11+: ``cancelling()`` still
+    above 0), for a diagnosis to report (``_base.SWALLOWED``): it caught its
+    ``CancelledError`` and went on, so whatever cancelled it (a ``TaskGroup``,
+    ``task.cancel()``, ``asyncio.run``'s shutdown) was told it stopped when it had
+    not. asyncio's own ways of cancelling that a task may outlive
+    (``asyncio.timeout()``, a ``TaskGroup``'s cancelling of its parent) call
+    ``uncancel()`` as they finish with it: those count no more."""
 
     end_ns: int
     trace_id: int
@@ -505,7 +502,7 @@ class Swallowed(NamedTuple):
 
 
 def _swallowed(task: Any, span: TaskSpan, cancels: Any) -> None:
-    """Note ``task``, which returned, in :data:`SWALLOWED`: it was cancelled ``cancels`` times
+    """Note ``task``, which returned, as :class:`Swallowed`: it was cancelled ``cancels`` times
     (``cancelling()``), and did not end cancelled.
 
     Only a task of the program's own coroutine: a library that cancels by
@@ -520,7 +517,7 @@ def _swallowed(task: Any, span: TaskSpan, cancels: Any) -> None:
         if coro_code is None or file_kind(coro_code.co_filename) is not False:
             return  # a library's coroutine (or not a coroutine): its own way of cancelling
         code = span.site_code
-        SWALLOWED.append(
+        note_swallowed(
             Swallowed(
                 span.end_ns,
                 span.trace_id,
