@@ -156,8 +156,12 @@ def entered_at(gen_frame: Any) -> tuple[Any, int] | None:
     """(code, lasti) of the ``async with`` that entered the context manager whose generator
     runs ``gen_frame``, if one did. A walk of every entered one: for the rare
     reader (a new nesting, a report), never the hot path."""
-    if gen_frame is None or not ENTERED_BY:
-        return None
+    if (
+        gen_frame is None
+        or not ENTERED_BY
+        or not getattr(getattr(gen_frame, "f_code", None), "co_flags", 0) & ASYNC_GENERATOR
+    ):
+        return None  # (a plain coroutine's frame, as a rule: no walk)
     for gen, (frame, lasti) in ENTERED_BY.copy().items():
         if getattr(gen, "ag_frame", None) is gen_frame:
             return (frame.f_code, lasti)
