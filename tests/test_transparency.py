@@ -591,6 +591,41 @@ def test_a_fork_in_the_loop_is_prepared_for_past_a_tool_that_forbids_blocking_ca
             diagnoser.finish(at_exit=False)
 
 
+def test_an_owner_failing_to_stop_for_a_fork_leaves_the_others_stopped_and_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each thread of aiotrace's is stopped for a fork on its own: one that fails (a tool
+    refusing the wait) is counted, and the others are still stopped, and started again
+    after. Before, the first failure left the rest running through the fork, and never
+    to be started again if they had stopped."""
+    from aiotrace import _fork
+
+    class Owner:
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+            self.seen: list[str] = []
+
+        def pause_for_fork(self) -> bool:
+            if self.fails:
+                raise RuntimeError("cannot wait here")
+            self.seen.append("stopped")
+            return True
+
+        def resume_after_fork(self) -> None:
+            self.seen.append("started")
+
+    failing, other = Owner(True), Owner(False)
+    monkeypatch.setattr(_fork, "_OWNERS", [failing, other])  # the failing one first
+    errors = aiotrace.stats().internal_errors
+    try:
+        _fork._before()
+        _fork._after_in_parent()
+    finally:
+        _fork._withdraw_filter()  # no loop here to take out a fork warning's filter
+    assert other.seen == ["stopped", "started"]
+    assert aiotrace.stats().internal_errors == errors + 1
+
+
 FRAMES_WITH_GARBAGE = """\
 import gc, sys, threading
 from aiotrace.diagnosis import _all_frames

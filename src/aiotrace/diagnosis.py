@@ -168,7 +168,11 @@ def _coroutine_name(task: Any) -> str | None:
 
 
 def _task_label(task: Any) -> str:
-    name, qualname = _task_name(task), _coroutine_name(task)
+    return _named_task(_task_name(task), _coroutine_name(task))
+
+
+def _named_task(name: str | None, qualname: str | None) -> str:
+    """``task "worker-1" (worker)``; the coroutine only where it says more than the name."""
     return f'task "{name}"' + (f" ({qualname})" if qualname and qualname != name else "")
 
 
@@ -349,9 +353,7 @@ def swallowed_finding(task: Swallowed) -> Finding:
     """A task cancelled that returned (``tasks.Swallowed``): it caught the
     ``CancelledError``. Its line is gone with its frame; its name, coroutine and
     creation line are what is left to find it by, and its span, linked."""
-    label = f'task "{task.name}"' + (
-        f" ({task.coroutine})" if task.coroutine and task.coroutine != task.name else ""
-    )
+    label = _named_task(task.name, task.coroutine)
     times = "" if task.cancels == 1 else f" {task.cancels} times"
     details = []
     if task.site is not None:

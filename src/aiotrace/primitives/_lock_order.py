@@ -204,8 +204,9 @@ _PRUNE_AT: Final = [1024]
 def _prune_entered() -> None:
     """Forget the contexts whose generator finished without ``__aexit__``: one whose
     entering raised (the generator failed before its ``yield``, as a connection that
-    cannot be made), which nothing else takes out where no watchdog runs
-    (:func:`forget_finished`). Then wait for twice as many before looking again."""
+    cannot be made). The watchdog's :func:`forget_finished` calls it; where no watchdog
+    runs, so does the next entering past :data:`_PRUNE_AT`, which then waits for twice
+    as many before looking again."""
     for gen in list(ENTERED_BY):
         if getattr(gen, "ag_frame", None) is None:
             _left(gen)
@@ -315,9 +316,7 @@ def forget_finished(running: set[int]) -> None:
     managers (:data:`ENTERED`), and for generators that finished without
     their context being left.
     """
-    for gen in list(ENTERED_BY):
-        if getattr(gen, "ag_frame", None) is None:  # finished, its context never left
-            _left(gen)
+    _prune_entered()
     missing: set[int] = set()
     for frame in [*HELD, *ENTERED]:
         key = id(frame)
