@@ -2957,6 +2957,112 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
     assert found == ["lock order"]
 
 
+_STACKED = {  # each kind's pair made at a line of its own, as in _GUARDED
+    "lock": lambda: (asyncio.Lock(), asyncio.Lock()),
+    "semaphore": lambda: (asyncio.Semaphore(1), asyncio.Semaphore(1)),
+    "condition": lambda: (asyncio.Condition(), asyncio.Condition()),
+}
+
+
+async def _stack_transfer(first: Any, second: Any) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(first)  # ENTERED_BY_A_STACK
+        await asyncio.sleep(0)
+        await stack.enter_async_context(second)  # THEN_THE_SECOND
+
+
+@pytest.mark.parametrize("kind", list(_STACKED))
+def test_what_an_exit_stack_enters_is_held_by_the_frame_running_it(kind: str) -> None:
+    """``await stack.enter_async_context(lock)`` takes the lock in contextlib's
+    ``enter_async_context``, which returns at once: the holder is the frame running
+    ``async with AsyncExitStack()``. Before, the finished ``enter_async_context`` was
+    the owner. On 3.10-3.11 a deadlock through two stacks read as two tasks stranded by
+    locks "taken by a task that finished"; on every Python lock order never saw the
+    second lock nested in the first, and holders were sampled at contextlib's
+    ``return``."""
+    from aiotrace import diagnosis
+    from aiotrace.primitives import _lock_order
+
+    described: list[str] = []
+    cycles: list[list[str]] = []
+    sampled: list[set[tuple[str, int]]] = []
+
+    async def deadlock() -> None:
+        a, b = _STACKED[kind]()
+        tasks = [
+            asyncio.create_task(_stack_transfer(a, b), name="a-then-b"),
+            asyncio.create_task(_stack_transfer(b, a), name="b-then-a"),
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)  # both hold one, and wait for the other
+        graph = diagnosis.snapshot(tasks)
+        cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
+        described.extend(graph.describe_wait(task) for task in tasks)
+        _lock_order.sample_holders()
+        stats = getattr(a, "_lock", a)._aiotrace_stats
+        sampled.append({(c.co_name, line) for c, line in stats.held_at or {}})  # (the watchdog
+        # samples too, as it may)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def in_turn() -> None:  # both orders, one after the other: no deadlock
+        a, b = _STACKED[kind]()
+        await _stack_transfer(a, b)
+        await _stack_transfer(b, a)
+
+    with _diagnosed() as diagnoser:
+        asyncio.run(deadlock())
+        asyncio.run(in_turn())
+        found = [f.kind for f in diagnoser.findings]
+    assert cycles == [["a-then-b", "b-then-a"]]
+    line = line_of("ENTERED_BY_A_STACK")
+    for waiter, holder in zip(described, ("b-then-a", "a-then-b"), strict=True):
+        held = waiter.split(", held by ", 1)[1]
+        assert held.startswith(f'task "{holder}" ('), described
+        assert f"taken at test_diagnosis.py:{line} in _stack_transfer" in held, described
+    assert sampled == [{("_stack_transfer", line_of("THEN_THE_SECOND"))}]
+    # (the watchdog may find the deadlock too, as it is one, while it lasts)
+    assert found.count("lock order") == 1 and set(found) <= {"lock order", "deadlock"}, found
+
+
+@pytest.mark.parametrize("diagnosing", [False, True], ids=["traced", "diagnosed"])
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_a_hold_an_exit_stack_entered_is_its_tasks_at_the_programs_line(
+    kind: str, diagnosing: bool
+) -> None:
+    """Released by the stack's exit, in contextlib, a hold was sited there
+    (``contextlib.py:728``) and, on 3.10-3.11, said to be released by another task: its
+    own. The site is the program's: where it was entered when diagnosis knows it, else
+    the ``async with`` of the stack; contended or not alike."""
+    from aiotrace.testing import capture_spans
+
+    async def main() -> None:
+        prim = asyncio.Lock() if kind == "lock" else asyncio.Semaphore(1)
+
+        async def hold() -> None:
+            async with contextlib.AsyncExitStack() as stack:  # THE_STACK
+                await stack.enter_async_context(prim)  # ENTERS_IT
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(
+            asyncio.create_task(hold(), name="first"), asyncio.create_task(hold(), name="second")
+        )
+
+    if diagnosing:
+        captured = _captured_and_diagnosed(main)
+    else:
+        with capture_spans(min_hold=0, min_wait=0) as captured:
+            asyncio.run(main())
+    holds = [s for s in captured.primitive_spans if s.name.endswith(".hold")]
+    waits = [s for s in captured.primitive_spans if s.name.endswith(".acquire")]
+    line = line_of("ENTERS_IT") if diagnosing else line_of("THE_STACK")
+    assert [s.get(semconv.ATTR_CODE_LINE_NUMBER) for s in holds] == [line, line]
+    assert [s.get(semconv.ATTR_TASK_NAME) for s in holds] == ["first", "second"]
+    assert [s.get(semconv.ATTR_RELEASER_TASK) for s in holds] == [None, None]
+    assert [s.get(semconv.ATTR_CODE_LINE_NUMBER) for s in waits] == [line_of("ENTERS_IT")]
+
+
 def _captured_and_diagnosed(main: Callable[[], Coroutine[Any, Any, None]]) -> Captured:
     """``asyncio.run(main())`` with every hold a span, captured, and a diagnosis of its
     own inside the capture (``_diagnosed()`` instruments too, which under ``pytest

@@ -171,6 +171,17 @@ class _FileFlags(dict[str, bool]):
 is_internal_file: Final[Callable[[str], bool]] = _FileFlags(_ASYNCIO_DIR, _AIOTRACE_DIR).__getitem__
 """Whether a frame in ``filename`` is asyncio's or aiotrace's, not the user's."""
 
+CONTEXTLIB_FILE: Final = contextlib.AsyncExitStack.enter_async_context.__code__.co_filename
+"""``contextlib``'s file. Its frames are the program's for a site's purpose, save one:
+``AsyncExitStack`` entering or leaving a primitive for the program (``await
+stack.enter_async_context(lock)``), whose line is the program's that called it."""
+
+
+def is_contextlib(code: CodeType) -> bool:
+    """Whether ``code`` is ``contextlib``'s: an ``AsyncExitStack`` entering or leaving."""
+    return code.co_filename == CONTEXTLIB_FILE
+
+
 _LOOP_FILES: Final = ("uvloop/loop.pyx", "winloop/loop.pyx")
 """Event loops written in Cython: their coroutines' code names these files, relative."""
 
@@ -411,12 +422,14 @@ def first_user_frame(frame: FrameType | None) -> FrameType | None:
     """``frame`` or the first of its callers that is the user's (see :func:`user_frame`).
 
     For a caller that holds a frame near the user's already: the walk then
-    starts there, not from aiotrace's innermost frame.
+    starts there, not from aiotrace's innermost frame. ``contextlib``'s frames
+    are passed too: an ``AsyncExitStack`` waiting for a primitive, or letting it
+    go, for the program's line that entered it or closes the stack.
     """
     while frame is not None:
         code = frame.f_code
         filename = code.co_filename
-        if not is_internal_file(filename):
+        if not is_internal_file(filename) and filename != CONTEXTLIB_FILE:
             return frame
         if code.co_name == "_run" and filename.endswith("events.py"):
             return None

@@ -52,11 +52,12 @@ from aiotrace._context import current_span, task_span_of
 from aiotrace._patching import Patch
 from aiotrace._recorder import RECORDER
 from aiotrace._sites import (
-    capture,
     first_user_frame,
+    is_contextlib,
     is_internal_file,
     is_library_file,
     raw_site,
+    site_from,
     user_frame,
 )
 from aiotrace.primitives import _lock_order
@@ -64,6 +65,8 @@ from aiotrace.primitives._base import (
     ASYNC_GENERATOR,
     ENTER,
     PLAIN_CREATE_FUTURE,
+    STACK_ENTER,
+    STACK_ENTER_LASTI,
     CancelledError,
     adopt_preexisting,
     current_task,
@@ -76,6 +79,7 @@ from aiotrace.primitives._base import (
     live_flag,
     on_create,
     outcome_of,
+    outliving,
     outliving_and_site,
     preexisting_stats,
     ref_of,
@@ -114,6 +118,9 @@ def _hold_context(owner: Any, caller: Any, t0: int) -> tuple[Any, str | None, st
         # Taken by a coroutine that returned holding it, to a caller that
         # releases it now (its finished frame names that caller from 3.12).
         or (owner.f_back is not None and holding(owner, stack_ids(caller)) is not None)
+        # Entered by an AsyncExitStack, and its exit releasing it: the stack's own
+        # task, as a rule (3.10-3.11 keep no caller for the finished frame to name).
+        or (owner.f_code is STACK_ENTER and is_contextlib(caller.f_code))
     ):
         return current_span(), current_task_name(), None
     holder = task_of_frame(owner, t0)
@@ -130,14 +137,30 @@ def _site_at_release(asite: Any, t0: int, caller: Any) -> Any:
 
     For ``async with`` both are the same line: CPython attributes the
     ``__aexit__`` call to the ``async with`` statement. Only if ``caller`` is
-    asyncio's own (a Condition's ``__aexit__``) do we walk further.
+    asyncio's own (a Condition's ``__aexit__``) do we walk further, or if it is an
+    ``AsyncExitStack`` letting go of what it entered: its ``async with`` (or
+    ``aclose()``), which diagnosis, knowing where each was entered, does better.
     """
     if asite is not None and asite[0] == t0:
         return raw_site(asite[1], asite[2])
     code = caller.f_code
-    if is_internal_file(code.co_filename):
-        return capture()
+    if is_internal_file(code.co_filename) or is_contextlib(code):
+        return site_from(caller)
     return raw_site(code, caller.f_lasti)
+
+
+def _stack_holder(lock: Any, frame: Any, t0: int) -> Any:
+    """``lock``'s holder, ``AsyncExitStack.enter_async_context`` (``frame``) having taken it:
+    the frame whose ``async with AsyncExitStack()`` releases it (see ``_base.STACK_ENTER``),
+    with the line that entered it as the hold's site."""
+    try:
+        holder = lock._aiotrace_owner = outliving(frame)
+        lock._aiotrace_asite = (t0, holder.f_code, holder.f_lasti)
+        lock._aiotrace_olasti = holder.f_lasti
+        return holder
+    except Exception as exc:  # held by the stack's frame, as before
+        RECORDER.fail(FAMILY_LOCK, exc)
+        return frame
 
 
 def _waiter_of(frame: Any) -> Any:
@@ -422,6 +445,8 @@ def lock_patches() -> list[Patch]:
                     self._aiotrace_asite = (t0, code, frame.f_lasti)
                 self._aiotrace_owner = frame
                 if diagnosing[0]:
+                    if frame.f_code is STACK_ENTER:  # a Condition's, entered by a stack
+                        frame = _stack_holder(self, frame, t0)
                     self._aiotrace_olasti = frame.f_lasti
                     if lock_order[0]:
                         if held:
@@ -513,6 +538,8 @@ def lock_patches() -> list[Patch]:
         try:
             self._aiotrace_owner = frame
             if diagnosing[0]:
+                if frame.f_code is STACK_ENTER:  # as the fast paths have it
+                    frame = _stack_holder(self, frame, self._aiotrace_t0)
                 self._aiotrace_olasti = frame.f_lasti
                 if lock_order[0]:
                     order_acquired(self, frame)
@@ -693,7 +720,11 @@ def lock_patches() -> list[Patch]:
             self._aiotrace_t0 = pc()
             frame = self._aiotrace_owner = getframe(1)
             if diagnosing[0]:
+                # await stack.enter_async_context(lock)? (f_code only if maybe:
+                # see _base.STACK_ENTER_LASTI)
                 self._aiotrace_olasti = frame.f_lasti
+                if self._aiotrace_olasti == STACK_ENTER_LASTI and frame.f_code is STACK_ENTER:
+                    frame = _stack_holder(self, frame, self._aiotrace_t0)
                 if lock_order[0]:
                     if held:
                         order_acquired(self, frame)
@@ -988,14 +1019,19 @@ def semaphore_patches() -> list[Patch]:
     def take(self: Any, t0: int, frame: Any, entered: bool = False) -> None:
         # ``frame`` called acquire(): the user, or asyncio's __aenter__ for
         # ``async with sem``, whose caller is then the user; or, ``entered``,
-        # the caller of our __aenter__, which waited itself. The site of an
+        # the caller of our __aenter__, which waited itself. Either may be an
+        # AsyncExitStack's enter_async_context, whose caller holds the permit
+        # (see _base.STACK_ENTER). The site of an
         # ``async with`` is its release's (see released()): kept here only
         # for diagnosis, which may need it while the permit is held.
         try:
             code = frame.f_code
-            if entered or code is aenter_code or code is mixin_aenter_code:
-                if not entered:
+            site: tuple[Any, int] | None
+            if entered or code is aenter_code or code is mixin_aenter_code or code is STACK_ENTER:
+                if not (entered or code is STACK_ENTER):
                     frame = frame.f_back
+                if frame.f_code is STACK_ENTER:  # await stack.enter_async_context(sem)
+                    frame = outliving(frame)  # (see _base.STACK_ENTER)
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
             elif is_internal_file(code.co_filename):
                 frame = user_frame(2)
