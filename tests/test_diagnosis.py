@@ -3023,24 +3023,33 @@ def test_what_an_exit_stack_enters_is_held_by_the_frame_running_it(kind: str) ->
         assert f"taken at test_diagnosis.py:{line} in _stack_transfer" in held, described
     assert sampled == [{("_stack_transfer", line_of("THEN_THE_SECOND"))}]
     # (the watchdog may find the deadlock too, as it is one, while it lasts)
-    assert found.count("lock order") == 1 and set(found) <= {"lock order", "deadlock"}, found
+    assert found.count("lock order") == 1, found
+    assert set(found) <= {"lock order", "deadlock"}, found
 
 
 @pytest.mark.parametrize("diagnosing", [False, True], ids=["traced", "diagnosed"])
 @pytest.mark.parametrize("kind", ["lock", "semaphore"])
-def test_a_hold_an_exit_stack_entered_is_its_tasks_at_the_programs_line(
-    kind: str, diagnosing: bool
+@pytest.mark.parametrize("how", ["exit stack", "wait_for"])
+def test_a_hold_taken_for_the_program_is_its_tasks_at_the_programs_line(
+    how: str, kind: str, diagnosing: bool
 ) -> None:
-    """Released by the stack's exit, in contextlib, a hold was sited there
+    """Released by an ``AsyncExitStack``'s exit, in contextlib, a hold was sited there
     (``contextlib.py:728``) and, on 3.10-3.11, said to be released by another task: its
-    own. The site is the program's: where it was entered when diagnosis knows it, else
-    the ``async with`` of the stack; contended or not alike."""
+    own. Its site is the program's: where it was entered when diagnosis knows it, else
+    the ``async with`` of the stack; contended or not alike. A Lock taken through
+    ``asyncio.wait_for(lock.acquire(), t)`` was sited in ``asyncio/tasks.py`` (3.12+) or
+    at the loop's ``Handle._run`` (3.10-3.11): it is the ``wait_for`` call's."""
     from aiotrace.testing import capture_spans
 
     async def main() -> None:
         prim = asyncio.Lock() if kind == "lock" else asyncio.Semaphore(1)
 
         async def hold() -> None:
+            if how == "wait_for":
+                await asyncio.wait_for(prim.acquire(), 10)  # ACQUIRED_WITH_A_LIMIT
+                await asyncio.sleep(0.01)
+                prim.release()
+                return
             async with contextlib.AsyncExitStack() as stack:  # THE_STACK
                 await stack.enter_async_context(prim)  # ENTERS_IT
                 await asyncio.sleep(0.01)
@@ -3056,11 +3065,83 @@ def test_a_hold_an_exit_stack_entered_is_its_tasks_at_the_programs_line(
             asyncio.run(main())
     holds = [s for s in captured.primitive_spans if s.name.endswith(".hold")]
     waits = [s for s in captured.primitive_spans if s.name.endswith(".acquire")]
-    line = line_of("ENTERS_IT") if diagnosing else line_of("THE_STACK")
+    taken = line_of("ACQUIRED_WITH_A_LIMIT") if how == "wait_for" else line_of("ENTERS_IT")
+    line = taken if diagnosing or how == "wait_for" else line_of("THE_STACK")
     assert [s.get(semconv.ATTR_CODE_LINE_NUMBER) for s in holds] == [line, line]
     assert [s.get(semconv.ATTR_TASK_NAME) for s in holds] == ["first", "second"]
     assert [s.get(semconv.ATTR_RELEASER_TASK) for s in holds] == [None, None]
-    assert [s.get(semconv.ATTR_CODE_LINE_NUMBER) for s in waits] == [line_of("ENTERS_IT")]
+    assert [s.get(semconv.ATTR_CODE_LINE_NUMBER) for s in waits] == [taken]
+
+
+async def _in_time(first: Any, second: Any) -> None:
+    await asyncio.wait_for(first.acquire(), 10)  # TAKEN_WITHIN_A_TIME_LIMIT
+    try:
+        await asyncio.sleep(0)
+        await asyncio.wait_for(second.acquire(), 10)  # THE_SECOND_IN_TIME
+        second.release()
+    finally:
+        first.release()
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_what_wait_for_takes_is_held_by_the_frame_awaiting_it(kind: str) -> None:
+    """``await asyncio.wait_for(lock.acquire(), timeout)``, the way to take a lock with a
+    time limit. From 3.12 ``wait_for`` awaits the acquire in the caller's task; on
+    3.10-3.11 in a task of its own, which ends holding the lock. Either way the holder
+    is the frame awaiting ``wait_for``. Before, a Lock's holder was ``wait_for``'s frame
+    (``asyncio/tasks.py``) or, on 3.10-3.11, the loop's ``Handle._run``: a deadlock
+    through two such locks read as two leaks there, and lock order never saw them
+    nested (a semaphore's, on 3.10-3.11, as a hang)."""
+    from aiotrace import diagnosis
+
+    described: list[str] = []
+    cycles: list[set[str]] = []
+    tasks_named: list[str] = []
+
+    def make() -> tuple[Any, Any]:
+        if kind == "lock":
+            return asyncio.Lock(), asyncio.Lock()
+        return asyncio.Semaphore(1), asyncio.Semaphore(1)
+
+    async def deadlock() -> None:
+        a, b = make()
+        tasks = [
+            asyncio.create_task(_in_time(a, b), name="a-then-b"),
+            asyncio.create_task(_in_time(b, a), name="b-then-a"),
+        ]
+        for _ in range(20):  # (on 3.10-3.11 each wait_for is a task's round trip)
+            await asyncio.sleep(0)  # both hold one, and wait for the other
+        everyone = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        graph = diagnosis.snapshot(everyone)
+        cycles.extend({task.get_name() for task in cycle} for cycle in graph.cycles())
+        described.extend(graph.describe_wait(task) for task in everyone)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def in_turn() -> None:  # both orders, one after the other: no deadlock
+        asyncio.current_task().set_name("in-turn")  # type: ignore[union-attr]
+        a, b = make()
+        await _in_time(a, b)
+        await _in_time(b, a)
+
+    with _diagnosed() as diagnoser:
+        asyncio.run(deadlock())
+        asyncio.run(in_turn())
+        found = [f for f in diagnoser.findings if f.kind == "lock order"]
+        tasks_named.extend(f.text() for f in found)
+    # (on 3.10-3.11 the cycle goes through wait_for's own tasks too)
+    assert len(cycles) == 1, cycles
+    assert {"a-then-b", "b-then-a"} <= cycles[0], cycles
+    line = line_of("TAKEN_WITHIN_A_TIME_LIMIT")
+    holds = sorted(d.split(", held by ", 1)[1] for d in described if ", held by " in d)
+    assert holds == [
+        f'task "{holder}" (_in_time) (taken at test_diagnosis.py:{line} in _in_time)'
+        for holder in ("a-then-b", "b-then-a")
+    ], described
+    assert len(found) == 1
+    assert 'task "in-turn" took ' in tasks_named[0], tasks_named
+    assert f"at test_diagnosis.py:{line_of('THE_SECOND_IN_TIME')} in _in_time" in tasks_named[0]
 
 
 def _captured_and_diagnosed(main: Callable[[], Coroutine[Any, Any, None]]) -> Captured:

@@ -1030,6 +1030,14 @@ def _awaiting_tasks(task: Any, fut: Any) -> tuple[list[Any], str, str] | None:
         if group.get("_on_completed_fut") is not fut or type(tasks) not in (set, list):
             return None
         return list(tasks or ()), "all", "its TaskGroup's tasks"
+    if code.co_name == "wait_for" and is_asyncio_file(code.co_filename):
+        # 3.10-3.11: wait_for runs what it is given as a task of its own, and
+        # awaits a future of its own that the task's end resolves.
+        local = inner.f_locals
+        awaited = local.get("fut")
+        if local.get("waiter") is not fut or not isinstance(awaited, asyncio.Task):
+            return None
+        return [awaited], "all", "asyncio.wait_for()"
     if code.co_name == "_wait" and is_asyncio_file(code.co_filename):
         local = inner.f_locals
         if local.get("waiter") is not fut or local.get("timeout") is not None:

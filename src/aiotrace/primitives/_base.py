@@ -53,6 +53,7 @@ from aiotrace._sites import (
     capture_creation,
     field_name,
     file_kind,
+    first_user_frame,
     site_and_via,
     via_label,
 )
@@ -112,6 +113,11 @@ ASYNC_CODE: Final = (
 )
 """Flags of the code a frame that can hold a primitive runs: a task's, not the loop's."""
 ENTER: Final = "__aenter__"
+COROUTINE_NOT_GENERATOR: Final = (
+    inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_GENERATOR
+)
+"""A frame whose code has none of these flags is an async generator's or no coroutine's
+(the loop's, running a task made of an ``acquire()``): one test for both."""
 
 
 def as_coroutine_function(function: Any) -> None:
@@ -214,6 +220,58 @@ def _stack_enter_lasti() -> int:
 
 
 STACK_ENTER_LASTI: Final = _stack_enter_lasti()
+
+
+def asyncio_callers_holder(frame: FrameType) -> FrameType | None:
+    """Who holds what an ``acquire()`` that asyncio called (``frame``, asyncio's) took.
+
+    ``await asyncio.wait_for(lock.acquire(), timeout)``, the common way to take
+    a lock with a time limit. From 3.12 ``wait_for`` awaits it in the caller's
+    own task: the holder is the first frame up that is not asyncio's. On 3.10
+    and 3.11 ``wait_for`` runs it as a task of its own, which finishes holding
+    it: the holder is the frame awaiting ``wait_for``, in the task that
+    ``wait_for`` wakes (see :func:`_wait_for_caller`). Taken for the owner,
+    ``asyncio/tasks.py`` (or the loop's ``Handle._run``, on 3.10 and 3.11) was
+    the line reported, lock order never saw such locks nested, and on 3.10
+    and 3.11 a deadlock through two of them read as two leaks. Any other
+    task made of an ``acquire()`` (``create_task(lock.acquire())``) holds it
+    for nobody we can name: None, as for a lock taken before tracing.
+    """
+    user = first_user_frame(frame)
+    if user is not None:
+        return user if user.f_code.co_flags & ASYNC_CODE else None
+    return _wait_for_caller(current_task())
+
+
+WAIT_FOR: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
+"""``asyncio.wait_for``'s code: from 3.12 it awaits what it is given itself."""
+_RELEASE_WAITER: Final = getattr(asyncio.tasks, "_release_waiter", None)
+"""3.10-3.11's ``wait_for`` wakes itself through this, given its task's ``done`` callback."""
+
+
+def _wait_for_caller(task: Any) -> FrameType | None:
+    """The frame awaiting the ``asyncio.wait_for()`` that runs ``task`` (3.10-3.11), if any.
+
+    That ``wait_for`` gave ``task`` a done callback, ``partial(_release_waiter,
+    waiter)``, and awaits ``waiter``: whose own callback wakes the task awaiting
+    ``wait_for`` (a bound method of that task). In that task's await chain the
+    frame before ``wait_for``'s is the caller.
+    """
+    if _RELEASE_WAITER is None or task is None:
+        return None
+    for callback, _ in getattr(task, "_callbacks", None) or ():
+        if getattr(callback, "func", None) is not _RELEASE_WAITER or not callback.args:
+            continue
+        for wake, _ in getattr(callback.args[0], "_callbacks", None) or ():
+            outer = getattr(wake, "__self__", None)
+            if not isinstance(outer, asyncio.Task):
+                continue
+            caller = None
+            for frame in chain_frames(outer):
+                if frame.f_code is WAIT_FOR:
+                    return caller
+                caller = frame
+    return None
 
 
 def holding(owner: FrameType, frames: Container[int]) -> FrameType | None:

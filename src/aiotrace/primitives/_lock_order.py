@@ -522,15 +522,18 @@ def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> Non
     key = (id(first_stats), id(second_stats))
     if key in _EDGES:
         return
-    from aiotrace.primitives._base import current_task_name
+    from aiotrace.primitives._base import current_task_name, task_name, task_of_frame
 
     owner = _acquire_owner(first)
+    # The holder's task: the running one, as a rule, but not for asyncio.wait_for(
+    # lock.acquire(), t) on 3.10-3.11, which takes it in a task of its own.
+    holder = task_of_frame(frame)
     nesting = Nesting(
         first_stats,
         second_stats,
         _acquire_site(first),
         (frame.f_code, frame.f_lasti),
-        current_task_name(),
+        task_name(holder) if holder is not None else current_task_name(),
         entered_at(owner) if owner is not None else None,
         entered_at(frame),
     )

@@ -58,17 +58,20 @@ from aiotrace._sites import (
     is_library_file,
     raw_site,
     site_from,
-    user_frame,
 )
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
+    ASYNC_CODE,
     ASYNC_GENERATOR,
+    COROUTINE_NOT_GENERATOR,
     ENTER,
     PLAIN_CREATE_FUTURE,
     STACK_ENTER,
     STACK_ENTER_LASTI,
+    WAIT_FOR,
     CancelledError,
     adopt_preexisting,
+    asyncio_callers_holder,
     current_task,
     current_task_name,
     defaults_setter,
@@ -372,19 +375,28 @@ def lock_patches() -> list[Patch]:
     condition_wait_code = getattr(condition_wait, "__wrapped__", condition_wait).__code__
     waiter_of = _waiter_of
 
-    def held_elsewhere(frame: Any) -> tuple[Any, Any]:
+    def held_elsewhere(frame: Any, t0: int) -> tuple[Any, Any]:
         """For an explicit acquire() whose caller does not hold what it took: the frame
-        that does, and the one whose line is the site. A Condition's wait() taking
-        the lock again: the frame that waits. A context manager of the program's
-        (an ``__aenter__``, an async generator): the frame running its ``async with``."""
+        that does (None: no frame we can name), and the hold's ``_aiotrace_asite``.
+        A Condition's wait() taking the lock again: the frame that waits. A context
+        manager of the program's (an ``__aenter__``, an async generator): the frame
+        running its ``async with``. Another of asyncio's (``asyncio.wait_for``): see
+        ``_base.asyncio_callers_holder``."""
         try:
-            if frame.f_code is condition_wait_code:
+            code = frame.f_code
+            if code is condition_wait_code:
                 waiter = waiter_of(frame)
-                return waiter, waiter
-            return outliving_and_site(frame)
+                return waiter, (t0, waiter.f_code, waiter.f_lasti)
+            if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
+                holder = asyncio_callers_holder(frame)
+                if holder is None:  # the site is then the release's
+                    return None, None
+                return holder, (t0, holder.f_code, holder.f_lasti)
+            outer, at = outliving_and_site(frame)
+            return outer, (t0, at.f_code, at.f_lasti)
         except Exception as exc:  # the lock is the program's: taken, held by its caller
             rec.fail(FAMILY_LOCK, exc)
-        return frame, frame
+        return frame, (t0, frame.f_code, frame.f_lasti)
 
     # Per-instance, never class-level (see _base): t0 and owner are the
     # current hold's start and frame, asite an explicit acquire()'s site.
@@ -432,21 +444,24 @@ def lock_patches() -> list[Patch]:
                 code = frame.f_code  # (a frame's attributes take no fast path)
                 if code is aenter_code or code is mixin_code:
                     frame = frame.f_back
+                    if diagnosing[0] and frame.f_code is STACK_ENTER:  # entered by a stack
+                        frame = _stack_holder(self, frame, t0)
                 # An explicit acquire() may be released far away: remember
                 # where it was taken (``async with`` gets it at release).
                 elif (
                     code is condition_wait_code
-                    or code.co_flags & ASYNC_GENERATOR
+                    or not code.co_flags & COROUTINE_NOT_GENERATOR  # or the loop's
                     or code.co_name == ENTER
+                    or code is WAIT_FOR  # asyncio.wait_for(lock.acquire(), timeout)
                 ):
-                    frame, at = held_elsewhere(frame)
-                    self._aiotrace_asite = (t0, at.f_code, at.f_lasti)
+                    frame, self._aiotrace_asite = held_elsewhere(frame, t0)
+                    if frame is None:  # held for no frame we can name
+                        self._aiotrace_owner = None
+                        return True
                 else:
                     self._aiotrace_asite = (t0, code, frame.f_lasti)
                 self._aiotrace_owner = frame
                 if diagnosing[0]:
-                    if frame.f_code is STACK_ENTER:  # a Condition's, entered by a stack
-                        frame = _stack_holder(self, frame, t0)
                     self._aiotrace_olasti = frame.f_lasti
                     if lock_order[0]:
                         if held:
@@ -501,10 +516,12 @@ def lock_patches() -> list[Patch]:
         if code is aenter_code or code is mixin_code:
             frame = frame.f_back
         elif (
-            code is condition_wait_code or code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER
+            code is condition_wait_code
+            or not code.co_flags & COROUTINE_NOT_GENERATOR  # or the loop's
+            or code.co_name == ENTER
+            or code is WAIT_FOR  # asyncio.wait_for(lock.acquire(), timeout)
         ):
-            frame, at = held_elsewhere(frame)
-            self._aiotrace_asite = (t1, at.f_code, at.f_lasti)
+            frame, self._aiotrace_asite = held_elsewhere(frame, t1)
         else:
             self._aiotrace_asite = (t1, code, frame.f_lasti)
         self._aiotrace_owner = frame
@@ -537,7 +554,7 @@ def lock_patches() -> list[Patch]:
         """
         try:
             self._aiotrace_owner = frame
-            if diagnosing[0]:
+            if diagnosing[0] and frame is not None:
                 if frame.f_code is STACK_ENTER:  # as the fast paths have it
                     frame = _stack_holder(self, frame, self._aiotrace_t0)
                 self._aiotrace_olasti = frame.f_lasti
@@ -1033,8 +1050,8 @@ def semaphore_patches() -> list[Patch]:
                 if frame.f_code is STACK_ENTER:  # await stack.enter_async_context(sem)
                     frame = outliving(frame)  # (see _base.STACK_ENTER)
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
-            elif is_internal_file(code.co_filename):
-                frame = user_frame(2)
+            elif is_internal_file(code.co_filename):  # asyncio.wait_for(sem.acquire(), t)
+                frame = asyncio_callers_holder(frame)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
             elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
                 frame, at = outliving_and_site(frame)  # a context manager of the program's
