@@ -40,7 +40,7 @@ from tests.cli_support import (
 from tests.conftest import line_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
 
     from aiotrace.testing import Captured
 
@@ -2897,24 +2897,33 @@ _GUARDED = {  # each guard's pair made at a line of its own: lock order is per l
 }
 
 
-@pytest.mark.parametrize("kind", list(_GUARDED))
-def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: str) -> None:
-    """The frame that took the lock returns (``__aenter__``) or is suspended out of the
-    task's await chain (an ``@asynccontextmanager`` generator) while its task holds it:
-    the holder is the frame running the ``async with``. Before, a deadlock through two
-    such guards was a hang "which no pending task can end", and lock order never saw
-    their nesting, for locks and semaphores alike."""
+class _Inversion:
+    """What :func:`_invert` saw: the wait-for graph's cycles (task names), each task's
+    wait in words, the findings, and where the first primitive's holder was sampled."""
+
+    def __init__(self) -> None:
+        self.cycles: list[list[str]] = []
+        self.waits: dict[str, str] = {}
+        self.findings: list[Any] = []
+        self.held_at: set[tuple[str, int]] = set()
+
+    def held(self, waiter: str) -> str:
+        """What ``waiter``'s wait says of the primitive's holder."""
+        return self.waits[waiter].split(", held by ", 1)[1]
+
+    def kinds(self) -> list[str]:
+        """The findings' kinds; a deadlock, if the watchdog looked while it lasted, aside."""
+        return [f.kind for f in self.findings if f.kind != "deadlock"]
+
+
+def _invert(transfer: Callable[[Any, Any], Awaitable[None]], make: Callable[[], Any]) -> _Inversion:
+    """``transfer(a, b)`` and ``transfer(b, a)`` in two tasks at once, "a-then-b" and
+    "b-then-a": a deadlock, read while it lasts; then one after the other in a task
+    "in-turn": no deadlock, but lock order's finding. Under a diagnosis."""
     from aiotrace import diagnosis
+    from aiotrace.primitives import _lock_order
 
-    guard, make = _GUARDED[kind]
-    described: list[str] = []
-    cycles: list[list[str]] = []
-
-    async def transfer(first: Any, second: Any) -> None:
-        async with guard(first):  # TAKEN_THROUGH_A_GUARD
-            await asyncio.sleep(0)
-            async with guard(second):
-                pass
+    got = _Inversion()
 
     async def deadlock() -> None:
         a, b = make()
@@ -2922,16 +2931,21 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
             asyncio.create_task(transfer(a, b), name="a-then-b"),
             asyncio.create_task(transfer(b, a), name="b-then-a"),
         ]
-        for _ in range(5):
+        for _ in range(20):  # (on 3.10-3.11 each wait_for is a task's round trip)
             await asyncio.sleep(0)  # both hold one, and wait for the other
-        graph = diagnosis.snapshot(tasks)
-        cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
-        described.extend(graph.describe_wait(task) for task in tasks)
+        everyone = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        graph = diagnosis.snapshot(everyone)
+        got.cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
+        got.waits.update({task.get_name(): graph.describe_wait(task) for task in everyone})
+        _lock_order.sample_holders()
+        stats = getattr(a, "_lock", a)._aiotrace_stats
+        got.held_at.update((code.co_name, line) for code, line in stats.held_at or {})
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def in_turn() -> None:  # both orders, one after the other: no deadlock
+    async def in_turn() -> None:
+        asyncio.current_task().set_name("in-turn")  # type: ignore[union-attr]
         a, b = make()
         await transfer(a, b)
         await transfer(b, a)
@@ -2939,22 +2953,41 @@ def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: 
     with _diagnosed() as diagnoser:
         asyncio.run(deadlock())
         asyncio.run(in_turn())
-        found = [f.kind for f in diagnoser.findings]
-    assert cycles == [["a-then-b", "b-then-a"]]
+        got.findings.extend(diagnoser.findings)
+    return got
+
+
+@pytest.mark.parametrize("kind", list(_GUARDED))
+def test_locks_taken_through_a_programs_own_context_manager_are_its_tasks(kind: str) -> None:
+    """The frame that took the lock returns (``__aenter__``) or is suspended out of the
+    task's await chain (an ``@asynccontextmanager`` generator) while its task holds it:
+    the holder is the frame running the ``async with``. Before, a deadlock through two
+    such guards was a hang "which no pending task can end", and lock order never saw
+    their nesting, for locks and semaphores alike."""
+    guard, make = _GUARDED[kind]
+
+    async def transfer(first: Any, second: Any) -> None:
+        async with guard(first):  # TAKEN_THROUGH_A_GUARD
+            await asyncio.sleep(0)
+            async with guard(second):
+                pass
+
+    got = _invert(transfer, make)
+    assert got.cycles == [["a-then-b", "b-then-a"]]
     line = line_of("TAKEN_THROUGH_A_GUARD")
-    for waiter, holder in zip(described, ("b-then-a", "a-then-b"), strict=True):
-        held = waiter.split(", held by ", 1)[1]
-        assert held.startswith(f'task "{holder}" ('), described
-        if kind == "async with inside" and "waits for lock" in waiter:
+    for waiter, holder in (("a-then-b", "b-then-a"), ("b-then-a", "a-then-b")):
+        held = got.held(waiter)
+        assert held.startswith(f'task "{holder}" ('), got.waits
+        if kind == "async with inside" and "waits for lock" in got.waits[waiter]:
             # the generator's line, and which async with entered it
             inside = line_of("HELD_INSIDE_THE_GENERATOR")
             assert (
                 f"taken at test_diagnosis.py:{inside} in _holding, "
                 f"entered at test_diagnosis.py:{line} in " in held
-            ), described
+            ), got.waits
         else:
-            assert f"taken at test_diagnosis.py:{line} in " in held, described
-    assert found == ["lock order"]
+            assert f"taken at test_diagnosis.py:{line} in " in held, got.waits
+    assert got.kinds() == ["lock order"]
 
 
 _STACKED = {  # each kind's pair made at a line of its own, as in _GUARDED
@@ -2980,51 +3013,15 @@ def test_what_an_exit_stack_enters_is_held_by_the_frame_running_it(kind: str) ->
     locks "taken by a task that finished"; on every Python lock order never saw the
     second lock nested in the first, and holders were sampled at contextlib's
     ``return``."""
-    from aiotrace import diagnosis
-    from aiotrace.primitives import _lock_order
-
-    described: list[str] = []
-    cycles: list[list[str]] = []
-    sampled: list[set[tuple[str, int]]] = []
-
-    async def deadlock() -> None:
-        a, b = _STACKED[kind]()
-        tasks = [
-            asyncio.create_task(_stack_transfer(a, b), name="a-then-b"),
-            asyncio.create_task(_stack_transfer(b, a), name="b-then-a"),
-        ]
-        for _ in range(5):
-            await asyncio.sleep(0)  # both hold one, and wait for the other
-        graph = diagnosis.snapshot(tasks)
-        cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
-        described.extend(graph.describe_wait(task) for task in tasks)
-        _lock_order.sample_holders()
-        stats = getattr(a, "_lock", a)._aiotrace_stats
-        sampled.append({(c.co_name, line) for c, line in stats.held_at or {}})  # (the watchdog
-        # samples too, as it may)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def in_turn() -> None:  # both orders, one after the other: no deadlock
-        a, b = _STACKED[kind]()
-        await _stack_transfer(a, b)
-        await _stack_transfer(b, a)
-
-    with _diagnosed() as diagnoser:
-        asyncio.run(deadlock())
-        asyncio.run(in_turn())
-        found = [f.kind for f in diagnoser.findings]
-    assert cycles == [["a-then-b", "b-then-a"]]
+    got = _invert(_stack_transfer, _STACKED[kind])
+    assert got.cycles == [["a-then-b", "b-then-a"]]
     line = line_of("ENTERED_BY_A_STACK")
-    for waiter, holder in zip(described, ("b-then-a", "a-then-b"), strict=True):
-        held = waiter.split(", held by ", 1)[1]
-        assert held.startswith(f'task "{holder}" ('), described
-        assert f"taken at test_diagnosis.py:{line} in _stack_transfer" in held, described
-    assert sampled == [{("_stack_transfer", line_of("THEN_THE_SECOND"))}]
-    # (the watchdog may find the deadlock too, as it is one, while it lasts)
-    assert found.count("lock order") == 1, found
-    assert set(found) <= {"lock order", "deadlock"}, found
+    for waiter, holder in (("a-then-b", "b-then-a"), ("b-then-a", "a-then-b")):
+        held = got.held(waiter)
+        assert held.startswith(f'task "{holder}" ('), got.waits
+        assert f"taken at test_diagnosis.py:{line} in _stack_transfer" in held, got.waits
+    assert got.held_at == {("_stack_transfer", line_of("THEN_THE_SECOND"))}
+    assert got.kinds() == ["lock order"]
 
 
 @pytest.mark.parametrize("diagnosing", [False, True], ids=["traced", "diagnosed"])
@@ -3092,56 +3089,27 @@ def test_what_wait_for_takes_is_held_by_the_frame_awaiting_it(kind: str) -> None
     (``asyncio/tasks.py``) or, on 3.10-3.11, the loop's ``Handle._run``: a deadlock
     through two such locks read as two leaks there, and lock order never saw them
     nested (a semaphore's, on 3.10-3.11, as a hang)."""
-    from aiotrace import diagnosis
-
-    described: list[str] = []
-    cycles: list[set[str]] = []
-    tasks_named: list[str] = []
 
     def make() -> tuple[Any, Any]:
         if kind == "lock":
             return asyncio.Lock(), asyncio.Lock()
         return asyncio.Semaphore(1), asyncio.Semaphore(1)
 
-    async def deadlock() -> None:
-        a, b = make()
-        tasks = [
-            asyncio.create_task(_in_time(a, b), name="a-then-b"),
-            asyncio.create_task(_in_time(b, a), name="b-then-a"),
-        ]
-        for _ in range(20):  # (on 3.10-3.11 each wait_for is a task's round trip)
-            await asyncio.sleep(0)  # both hold one, and wait for the other
-        everyone = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        graph = diagnosis.snapshot(everyone)
-        cycles.extend({task.get_name() for task in cycle} for cycle in graph.cycles())
-        described.extend(graph.describe_wait(task) for task in everyone)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def in_turn() -> None:  # both orders, one after the other: no deadlock
-        asyncio.current_task().set_name("in-turn")  # type: ignore[union-attr]
-        a, b = make()
-        await _in_time(a, b)
-        await _in_time(b, a)
-
-    with _diagnosed() as diagnoser:
-        asyncio.run(deadlock())
-        asyncio.run(in_turn())
-        found = [f for f in diagnoser.findings if f.kind == "lock order"]
-        tasks_named.extend(f.text() for f in found)
+    got = _invert(_in_time, make)
     # (on 3.10-3.11 the cycle goes through wait_for's own tasks too)
-    assert len(cycles) == 1, cycles
-    assert {"a-then-b", "b-then-a"} <= cycles[0], cycles
+    assert len(got.cycles) == 1, got.cycles
+    assert {"a-then-b", "b-then-a"} <= set(got.cycles[0]), got.cycles
     line = line_of("TAKEN_WITHIN_A_TIME_LIMIT")
-    holds = sorted(d.split(", held by ", 1)[1] for d in described if ", held by " in d)
+    holds = sorted(w.split(", held by ", 1)[1] for w in got.waits.values() if ", held by " in w)
     assert holds == [
         f'task "{holder}" (_in_time) (taken at test_diagnosis.py:{line} in _in_time)'
         for holder in ("a-then-b", "b-then-a")
-    ], described
-    assert len(found) == 1
-    assert 'task "in-turn" took ' in tasks_named[0], tasks_named
-    assert f"at test_diagnosis.py:{line_of('THE_SECOND_IN_TIME')} in _in_time" in tasks_named[0]
+    ], got.waits
+    assert got.held_at == {("_in_time", line_of("THE_SECOND_IN_TIME"))}
+    assert got.kinds() == ["lock order"]
+    nesting = next(f.text() for f in got.findings if f.kind == "lock order")
+    assert 'task "in-turn" took ' in nesting, nesting
+    assert f"at test_diagnosis.py:{line_of('THE_SECOND_IN_TIME')} in _in_time" in nesting
 
 
 def _captured_and_diagnosed(main: Callable[[], Coroutine[Any, Any, None]]) -> Captured:
