@@ -1443,6 +1443,48 @@ def test_a_holder_inside_an_asynccontextmanager_is_sampled_where_its_task_is() -
     assert got == {("hold", line_of("HOLDING_THROUGH_A_GENERATOR")): 1}
 
 
+def test_a_holder_whose_helper_returned_holding_is_sampled_where_its_caller_is() -> None:
+    """A pool's ``acquire()`` takes a permit and returns holding it: its finished frame
+    sat at its ``return`` in every sample. From 3.12 that frame names the caller it
+    returned to, whose line is where the holder is; 3.10 and 3.11 name none."""
+    import asyncio
+
+    from aiotrace.primitives import _lock_order
+
+    async def main() -> set[tuple[str, int]]:
+        sem, go = asyncio.Semaphore(1), asyncio.Event()
+
+        async def take() -> None:
+            await sem.acquire()
+            return  # RETURNS_HOLDING
+
+        async def hold() -> None:
+            await take()
+            await go.wait()  # THE_CALLER_WAITS
+            sem.release()
+
+        async def want() -> None:
+            async with sem:
+                pass
+
+        tasks = [asyncio.create_task(hold())]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(want()))
+        await asyncio.sleep(0)
+        _lock_order.sample_holders()
+        lines = {(code.co_name, line) for code, line in sem._aiotrace_stats.held_at or {}}  # type: ignore[attr-defined]
+        go.set()
+        await asyncio.gather(*tasks)
+        return lines
+
+    with _diagnosed():
+        got = asyncio.run(main())
+    if sys.version_info >= (3, 12):
+        assert got == {("hold", line_of("THE_CALLER_WAITS"))}
+    else:
+        assert got == {("take", line_of("RETURNS_HOLDING"))}
+
+
 def test_a_generators_hold_is_kept_while_its_task_is_inside_and_forgotten_after() -> None:
     """Lock-order checking forgets the holds of frames that run nowhere (twice missed).
     A generator suspended at its ``yield`` is in no await chain, but runs for the task

@@ -37,6 +37,7 @@ from aiotrace.primitives._base import (
     ENTER,
     as_coroutine_function,
     outliving,
+    stack_ids,
 )
 
 if TYPE_CHECKING:
@@ -568,6 +569,7 @@ def sample_holders() -> int:
     # A generator holding for the ``async with`` around it is at its ``yield``:
     # the line that says something is where the frame that entered it is.
     entering = {id(gen_frame): frame for gen_frame, frame in entering_frames()}
+    running: set[int] | None = None  # the frames threads run now, once needed
     for frame, held in entries.items():
         for prim in list(held) if type(held) is Holding else (held,):
             if not getattr(prim, "_waiters", None) or not _owned_by(prim, frame):
@@ -579,9 +581,38 @@ def sample_holders() -> int:
             if counts is None:
                 counts = stats.held_at = {}
             at = entering.get(id(frame), frame) if entering else frame
+            if at.f_back is not None:  # running now, or it returned holding it (3.12+)
+                if running is None:
+                    running = _running_frames()
+                at = _where_now(at, running)
             key = (at.f_code, at.f_lineno)
             counts[key] = counts.get(key, 0) + 1
     return len(entries)
+
+
+def _running_frames() -> set[int]:
+    """The ids of the frames every thread is running now."""
+    ids: set[int] = set()
+    for top in sys._current_frames().values():
+        ids |= stack_ids(top, 256)
+    return ids
+
+
+def _where_now(frame: FrameType, running: set[int]) -> FrameType:
+    """The frame whose line tells where ``frame``'s hold is now.
+
+    ``frame`` itself, suspended or running; but a coroutine that returned
+    holding what it took (a pool's ``acquire()``) sat at its ``return`` in
+    every sample: from 3.12 its finished frame names the caller it returned
+    to, whose line it is (or that one's, if it returned too). 3.10 and 3.11
+    name none: their samples stay at the ``return``.
+    """
+    for _ in range(64):
+        back = frame.f_back
+        if back is None or id(frame) in running:
+            return frame
+        frame = back
+    return frame
 
 
 def _owned_by(prim: Any, frame: FrameType) -> bool:
