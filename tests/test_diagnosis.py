@@ -2958,10 +2958,15 @@ class _Inversion:
         return [f.kind for f in self.findings if f.kind != "deadlock"]
 
 
-def _invert(transfer: Callable[[Any, Any], Awaitable[None]], make: Callable[[], Any]) -> _Inversion:
+def _invert(
+    transfer: Callable[[Any, Any], Awaitable[None]],
+    make: Callable[[], Any],
+    run: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run,
+) -> _Inversion:
     """``transfer(a, b)`` and ``transfer(b, a)`` in two tasks at once, "a-then-b" and
     "b-then-a": a deadlock, read while it lasts; then one after the other in a task
-    "in-turn": no deadlock, but lock order's finding. Under a diagnosis."""
+    "in-turn": no deadlock, but lock order's finding. Under a diagnosis, each ``run``
+    (``uvloop.run``, say)."""
     from aiotrace import diagnosis
     from aiotrace.primitives import _lock_order
 
@@ -2993,8 +2998,8 @@ def _invert(transfer: Callable[[Any, Any], Awaitable[None]], make: Callable[[], 
         await transfer(b, a)
 
     with _diagnosed() as diagnoser:
-        asyncio.run(deadlock())
-        asyncio.run(in_turn())
+        run(deadlock())
+        run(in_turn())
         got.findings.extend(diagnoser.findings)
     return got
 
@@ -3122,22 +3127,14 @@ async def _in_time(first: Any, second: Any) -> None:
         first.release()
 
 
-@pytest.mark.parametrize("kind", ["lock", "semaphore"])
-def test_what_wait_for_takes_is_held_by_the_frame_awaiting_it(kind: str) -> None:
-    """``await asyncio.wait_for(lock.acquire(), timeout)``, the way to take a lock with a
-    time limit. From 3.12 ``wait_for`` awaits the acquire in the caller's task; on
-    3.10-3.11 in a task of its own, which ends holding the lock. Either way the holder
-    is the frame awaiting ``wait_for``. Before, a Lock's holder was ``wait_for``'s frame
-    (``asyncio/tasks.py``) or, on 3.10-3.11, the loop's ``Handle._run``: a deadlock
-    through two such locks read as two leaks there, and lock order never saw them
-    nested (a semaphore's, on 3.10-3.11, as a hang)."""
+def _two_of(kind: str) -> tuple[Any, Any]:
+    if kind == "lock":
+        return asyncio.Lock(), asyncio.Lock()
+    return asyncio.Semaphore(1), asyncio.Semaphore(1)
 
-    def make() -> tuple[Any, Any]:
-        if kind == "lock":
-            return asyncio.Lock(), asyncio.Lock()
-        return asyncio.Semaphore(1), asyncio.Semaphore(1)
 
-    got = _invert(_in_time, make)
+def _check_taken_in_time(got: _Inversion) -> None:
+    """What :func:`_invert` of :func:`_in_time` must find."""
     # (on 3.10-3.11 the cycle goes through wait_for's own tasks too)
     assert len(got.cycles) == 1, got.cycles
     assert {"a-then-b", "b-then-a"} <= set(got.cycles[0]), got.cycles
@@ -3152,6 +3149,18 @@ def test_what_wait_for_takes_is_held_by_the_frame_awaiting_it(kind: str) -> None
     nesting = next(f.text() for f in got.findings if f.kind == "lock order")
     assert 'task "in-turn" took ' in nesting, nesting
     assert f"at test_diagnosis.py:{line_of('THE_SECOND_IN_TIME')} in _in_time" in nesting
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_what_wait_for_takes_is_held_by_the_frame_awaiting_it(kind: str) -> None:
+    """``await asyncio.wait_for(lock.acquire(), timeout)``, the way to take a lock with a
+    time limit. From 3.12 ``wait_for`` awaits the acquire in the caller's task; on
+    3.10-3.11 in a task of its own, which ends holding the lock. Either way the holder
+    is the frame awaiting ``wait_for``. Before, a Lock's holder was ``wait_for``'s frame
+    (``asyncio/tasks.py``) or, on 3.10-3.11, the loop's ``Handle._run``: a deadlock
+    through two such locks read as two leaks there, and lock order never saw them
+    nested (a semaphore's, on 3.10-3.11, as a hang)."""
+    _check_taken_in_time(_invert(_in_time, lambda: _two_of(kind)))
 
 
 def _captured_and_diagnosed(main: Callable[[], Coroutine[Any, Any, None]]) -> Captured:

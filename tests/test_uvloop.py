@@ -15,6 +15,7 @@ from aiotrace import semconv
 from aiotrace.testing import Captured
 from tests.cli_support import marker_line
 from tests.conftest import line_of
+from tests.test_diagnosis import _check_taken_in_time, _in_time, _invert, _two_of
 from tests.test_events_and_conditions import _producer_consumer, _two_waiters_one_setter
 from tests.test_futures import _tutorial
 from tests.test_lock_contention import _three_contenders
@@ -121,3 +122,12 @@ def test_a_librarys_coroutine_made_a_task_names_the_programs_line(
     )
     assert wait[semconv.ATTR_PRIMITIVE_VIA_SITE] == made
     assert wait[semconv.ATTR_VIA_SITE] == made
+
+
+@pytest.mark.parametrize("kind", ["lock", "semaphore"])
+def test_what_wait_for_takes_on_uvloop_is_held_by_the_frame_awaiting_it(kind: str) -> None:
+    """As under asyncio's loop. uvloop's runs a task's first coroutine with no frame
+    of its own below it: on 3.10-3.11 the acquire that ``wait_for`` runs as a task
+    found ``asyncio.run()``'s caller there, a frame of the program's but no coroutine,
+    and its holder went unknown (a hang, not the deadlock it is)."""
+    _check_taken_in_time(_invert(_in_time, lambda: _two_of(kind), run=uvloop.run))

@@ -238,8 +238,10 @@ def asyncio_callers_holder(frame: FrameType) -> FrameType | None:
     for nobody we can name: None, as for a lock taken before tracing.
     """
     user = first_user_frame(frame)
-    if user is not None:
-        return user if user.f_code.co_flags & ASYNC_CODE else None
+    if user is not None and user.f_code.co_flags & ASYNC_CODE:
+        return user
+    # (A task's first coroutine has below it the loop's frame, or under uvloop,
+    # whose loop has none, ``asyncio.run()``'s and the program's that called it.)
     return _wait_for_caller(current_task())
 
 

@@ -1050,7 +1050,9 @@ def semaphore_patches() -> list[Patch]:
                 if frame.f_code is STACK_ENTER:  # await stack.enter_async_context(sem)
                     frame = outliving(frame)  # (see _base.STACK_ENTER)
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
-            elif is_internal_file(code.co_filename):  # asyncio.wait_for(sem.acquire(), t)
+            elif not code.co_flags & ASYNC_CODE or is_internal_file(code.co_filename):
+                # asyncio.wait_for(sem.acquire(), t): asyncio's frame, or the loop's
+                # (under uvloop the program's that called asyncio.run()).
                 frame = asyncio_callers_holder(frame)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
             elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
