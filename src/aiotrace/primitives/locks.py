@@ -62,7 +62,6 @@ from aiotrace._sites import (
 from aiotrace.primitives import _lock_order
 from aiotrace.primitives._base import (
     ASYNC_CODE,
-    ASYNC_GENERATOR,
     COROUTINE_NOT_GENERATOR,
     ENTER,
     PLAIN_CREATE_FUTURE,
@@ -1050,14 +1049,17 @@ def semaphore_patches() -> list[Patch]:
                 if frame.f_code is STACK_ENTER:  # await stack.enter_async_context(sem)
                     frame = outliving(frame)  # (see _base.STACK_ENTER)
                 site = (frame.f_code, frame.f_lasti) if diagnosing[0] else None
-            elif not code.co_flags & ASYNC_CODE or is_internal_file(code.co_filename):
-                # asyncio.wait_for(sem.acquire(), t): asyncio's frame, or the loop's
-                # (under uvloop the program's that called asyncio.run()).
+            elif is_internal_file(code.co_filename):  # asyncio.wait_for(sem.acquire(), t)
                 frame = asyncio_callers_holder(frame)
                 site = None if frame is None else (frame.f_code, frame.f_lasti)
-            elif code.co_flags & ASYNC_GENERATOR or code.co_name == ENTER:
-                frame, at = outliving_and_site(frame)  # a context manager of the program's
-                site = (at.f_code, at.f_lasti)
+            elif not code.co_flags & COROUTINE_NOT_GENERATOR or code.co_name == ENTER:
+                if not code.co_flags & ASYNC_CODE:  # a task made of the acquire(), run
+                    # by uvloop's loop, with the program's frame below: as above
+                    frame = asyncio_callers_holder(frame)
+                    site = None if frame is None else (frame.f_code, frame.f_lasti)
+                else:  # a context manager of the program's
+                    frame, at = outliving_and_site(frame)
+                    site = (at.f_code, at.f_lasti)
             else:  # (a frame's attributes take no fast path: f_code once)
                 site = (code, frame.f_lasti)
             permit = (t0, frame, site)
