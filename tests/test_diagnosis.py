@@ -1409,37 +1409,44 @@ def test_a_holder_is_sampled_only_while_others_wait_for_what_it_holds() -> None:
     assert seen == [{}, {}, {here: 2}, {here: 2}, {here: 2}, {here: 2}]
 
 
-def test_a_holder_inside_an_asynccontextmanager_is_sampled_where_its_task_is() -> None:
-    """A lock an ``@asynccontextmanager`` took is held by its generator, suspended at its
-    ``yield`` for as long as the ``async with`` body runs: every sample read that
-    ``yield``. It is the body's line that says what the holder is doing."""
-    import asyncio
-
+def _sampled_while_waited_for(
+    make: Callable[[], Any], hold: Callable[[Any, asyncio.Event], Awaitable[None]]
+) -> dict[tuple[str, int], int]:
+    """Where one sample (``sample_holders``) finds ``hold(prim, go)`` holding ``make()``'s
+    primitive, while another task waits for it: (function, line) -> samples."""
     from aiotrace.primitives import _lock_order
 
     async def main() -> dict[tuple[str, int], int]:
-        lock, go = asyncio.Lock(), asyncio.Event()
-
-        async def hold() -> None:
-            async with _holding(lock):
-                await go.wait()  # HOLDING_THROUGH_A_GENERATOR
+        prim, go = make(), asyncio.Event()
 
         async def want() -> None:
-            async with lock:
+            async with prim:
                 pass
 
-        tasks = [asyncio.create_task(hold())]
+        tasks = [asyncio.create_task(hold(prim, go))]
         await asyncio.sleep(0)
         tasks.append(asyncio.create_task(want()))
         await asyncio.sleep(0)
         _lock_order.sample_holders()
-        counts = dict(lock._aiotrace_stats.held_at or {})  # type: ignore[attr-defined]
+        counts = dict(prim._aiotrace_stats.held_at or {})
         go.set()
         await asyncio.gather(*tasks)
         return {(code.co_name, line): n for (code, line), n in counts.items()}
 
     with _diagnosed():
-        got = asyncio.run(main())
+        return asyncio.run(main())
+
+
+def test_a_holder_inside_an_asynccontextmanager_is_sampled_where_its_task_is() -> None:
+    """A lock an ``@asynccontextmanager`` took is held by its generator, suspended at its
+    ``yield`` for as long as the ``async with`` body runs: every sample read that
+    ``yield``. It is the body's line that says what the holder is doing."""
+
+    async def hold(lock: Any, go: asyncio.Event) -> None:
+        async with _holding(lock):
+            await go.wait()  # HOLDING_THROUGH_A_GENERATOR
+
+    got = _sampled_while_waited_for(asyncio.Lock, hold)
     assert got == {("hold", line_of("HOLDING_THROUGH_A_GENERATOR")): 1}
 
 
@@ -1447,38 +1454,17 @@ def test_a_holder_whose_helper_returned_holding_is_sampled_where_its_caller_is()
     """A pool's ``acquire()`` takes a permit and returns holding it: its finished frame
     sat at its ``return`` in every sample. From 3.12 that frame names the caller it
     returned to, whose line is where the holder is; 3.10 and 3.11 name none."""
-    import asyncio
 
-    from aiotrace.primitives import _lock_order
+    async def take(sem: Any) -> None:
+        await sem.acquire()
+        return  # RETURNS_HOLDING
 
-    async def main() -> set[tuple[str, int]]:
-        sem, go = asyncio.Semaphore(1), asyncio.Event()
+    async def hold(sem: Any, go: asyncio.Event) -> None:
+        await take(sem)
+        await go.wait()  # THE_CALLER_WAITS
+        sem.release()
 
-        async def take() -> None:
-            await sem.acquire()
-            return  # RETURNS_HOLDING
-
-        async def hold() -> None:
-            await take()
-            await go.wait()  # THE_CALLER_WAITS
-            sem.release()
-
-        async def want() -> None:
-            async with sem:
-                pass
-
-        tasks = [asyncio.create_task(hold())]
-        await asyncio.sleep(0)
-        tasks.append(asyncio.create_task(want()))
-        await asyncio.sleep(0)
-        _lock_order.sample_holders()
-        lines = {(code.co_name, line) for code, line in sem._aiotrace_stats.held_at or {}}  # type: ignore[attr-defined]
-        go.set()
-        await asyncio.gather(*tasks)
-        return lines
-
-    with _diagnosed():
-        got = asyncio.run(main())
+    got = set(_sampled_while_waited_for(lambda: asyncio.Semaphore(1), hold))
     if sys.version_info >= (3, 12):
         assert got == {("hold", line_of("THE_CALLER_WAITS"))}
     else:
