@@ -2925,6 +2925,40 @@ _GUARDED = {  # each guard's pair made at a line of its own: lock order is per l
 }
 
 
+async def _flush(lock: asyncio.Lock) -> None:
+    async with lock:
+        pass
+
+
+async def _save(lock: asyncio.Lock) -> None:
+    async with lock:  # TAKEN_BY_THE_CALLER
+        await _flush(lock)
+
+
+def test_a_task_taking_again_a_lock_it_holds_waits_for_itself() -> None:
+    """asyncio's Lock is not re-entrant: ``async with lock`` in a call made inside
+    ``async with lock`` waits for its own task, forever. The finding says so, where it
+    said "1 tasks wait for each other"."""
+    from aiotrace import diagnosis
+
+    found: list[Any] = []
+
+    async def main() -> None:
+        task = asyncio.create_task(_save(asyncio.Lock()), name="saver")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        found.extend(diagnosis.deadlock_findings(diagnosis.snapshot([task])))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    with _diagnosed():
+        asyncio.run(main())
+    assert [f.summary for f in found] == ['task "saver" (_save) waits for what it holds itself']
+    line = line_of("TAKEN_BY_THE_CALLER")
+    held = f'held by task "saver" (_save) (taken at test_diagnosis.py:{line} in _save)'
+    assert held in found[0].details[0], found[0].details
+
+
 class _Inversion:
     """What :func:`_invert` saw: the wait-for graph's cycles (task names), each task's
     wait in words, the findings, and where the first primitive's holder was sampled."""

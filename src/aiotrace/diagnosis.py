@@ -1304,9 +1304,11 @@ def deadlock_findings(graph: Graph) -> list[Finding]:
         for task in cycle:
             details.append(f"{_task_label(task)}, stack:")
             details.extend(_stack_lines(task))
-        findings.append(
-            Finding(DEADLOCK, f"{len(cycle)} tasks wait for each other: {names}", details, cycle)
-        )
+        if len(cycle) == 1:  # a lock taken again by its holder (not re-entrant), say
+            summary = f"{_task_label(cycle[0])} waits for what it holds itself"
+        else:
+            summary = f"{len(cycle)} tasks wait for each other: {names}"
+        findings.append(Finding(DEADLOCK, summary, details, cycle))
     return findings
 
 
