@@ -2959,6 +2959,39 @@ def test_a_task_taking_again_a_lock_it_holds_waits_for_itself() -> None:
     assert held in found[0].details[0], found[0].details
 
 
+async def _shielding(lock: asyncio.Lock, child: Coroutine[Any, Any, None]) -> None:
+    async with lock:
+        await asyncio.shield(asyncio.create_task(child, name="child"))
+
+
+def test_a_task_awaiting_what_it_shields_waits_for_that_task() -> None:
+    """``await asyncio.shield(task)`` waits for a future of shield()'s own, which only the
+    task's end resolves: the wait is for that task, and a deadlock through it (the
+    child wants the lock its shielding parent holds) is found. Before, it read "waits
+    for an asyncio internal future, which no pending task can end"."""
+    from aiotrace import diagnosis
+
+    found: list[Any] = []
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        parent = asyncio.create_task(_shielding(lock, _flush(lock)), name="parent")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        found.extend(diagnosis.deadlock_findings(diagnosis.snapshot(others)))
+        parent.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    with _diagnosed():
+        asyncio.run(main())
+    (deadlock,) = found
+    assert deadlock.summary.startswith("2 tasks wait for each other: ")
+    assert sorted(task.get_name() for task in deadlock.tasks) == ["child", "parent"]
+    shielding = 'task "parent" (_shielding) waits for asyncio.shield() (task "child" (_flush))'
+    assert shielding in deadlock.details, deadlock.details
+
+
 class _Inversion:
     """What :func:`_invert` saw: the wait-for graph's cycles (task names), each task's
     wait in words, the findings, and where the first primitive's holder was sampled."""

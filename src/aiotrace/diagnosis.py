@@ -1011,9 +1011,40 @@ def _named(tasks: list[Any]) -> str:
     return names
 
 
+def _shield_outer_done() -> types.CodeType | None:
+    """The code of the callback ``asyncio.shield()`` gives the future it returns."""
+    shield = getattr(asyncio.tasks.shield, "__code__", None)
+    for const in shield.co_consts if shield is not None else ():
+        if isinstance(const, types.CodeType) and const.co_name == "_outer_done_callback":
+            return const
+    return None
+
+
+_SHIELD_OUTER_DONE: Final[types.CodeType | None] = _shield_outer_done()
+
+
+def _shielded(fut: Any) -> Any:
+    """What ``asyncio.shield()`` guards, if ``fut`` is the future it returned: the
+    ``inner`` its callback holds (None otherwise)."""
+    outer_done = _SHIELD_OUTER_DONE
+    if outer_done is None:
+        return None
+    names = outer_done.co_freevars
+    for callback, _ in getattr(fut, "_callbacks", None) or ():
+        if getattr(callback, "__code__", None) is outer_done:
+            for name, cell in zip(names, callback.__closure__ or (), strict=False):
+                if name == "inner":
+                    return cell.cell_contents
+    return None
+
+
 def _awaiting_tasks(task: Any, fut: Any) -> tuple[list[Any], str, str] | None:
     """For :func:`_tasks_awaited`: (the tasks awaited, ``all`` or ``any``, in words), from
-    the innermost frame of ``task``'s await chain (not a traced future's ``__await__``)."""
+    the innermost frame of ``task``'s await chain (not a traced future's ``__await__``),
+    or for ``asyncio.shield()``'s future, from its callback: the task it guards."""
+    shielded = _shielded(fut)
+    if isinstance(shielded, asyncio.Task):
+        return [shielded], "all", "asyncio.shield()"
     inner = None
     for frame in _base.chain_frames(task):
         if _AIOTRACE_PRIMITIVES not in frame.f_code.co_filename:
