@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -256,6 +257,37 @@ def test_the_hold_a_condition_wait_takes_again_is_the_waiters(traced: Captured) 
     assert [h.get(semconv.ATTR_TASK_NAME) for h in holds] == ["waiter", "notifier", "waiter"]
     after = holds[-1]
     assert after[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# re-taken-here")
+    assert after[semconv.ATTR_CODE_FILE_PATH] == __file__
+    assert semconv.ATTR_RELEASER_TASK not in after.attributes
+
+
+async def _wait_in_time(cond: asyncio.Condition) -> None:
+    async with cond:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(cond.wait(), 0.001)  # re-taken-in-time
+        await asyncio.sleep(0.002)
+
+
+def test_the_hold_a_condition_wait_with_a_time_limit_takes_again_is_the_waiters(
+    traced: Captured,
+) -> None:
+    """``await asyncio.wait_for(cond.wait(), t)``, a condition wait with a time limit:
+    the lock taken again when it times out is the waiter's, at its line. It was sited
+    in ``asyncio/tasks.py`` (3.12+), or on 3.10-3.11, where ``wait_for`` runs the wait
+    as a task of its own, at the loop's ``events.py`` with no holder at all."""
+
+    async def main() -> None:
+        await asyncio.create_task(_wait_in_time(asyncio.Condition()), name="waiter")
+
+    asyncio.run(main())
+    holds = [
+        h
+        for h in traced.named(semconv.SPAN_LOCK_HOLD)
+        if h[semconv.ATTR_PRIMITIVE_NAME].split(" (")[0].endswith(".lock")
+    ]
+    assert [h.get(semconv.ATTR_TASK_NAME) for h in holds] == ["waiter", "waiter"]
+    after = holds[-1]
+    assert after[semconv.ATTR_CODE_LINE_NUMBER] == line_of("# re-taken-in-time")
     assert after[semconv.ATTR_CODE_FILE_PATH] == __file__
     assert semconv.ATTR_RELEASER_TASK not in after.attributes
 

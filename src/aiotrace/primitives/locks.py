@@ -169,13 +169,21 @@ def _waiter_of(frame: Any) -> Any:
     """For asyncio's ``Condition.wait()`` frame, taking its lock again after a notify: the
     frame that waits (the ``async with cond:`` around ``await cond.wait()``), whose hold it
     is. As asyncio's, the hold went without its holder's name, sited in
-    ``asyncio/locks.py``, and lock order missed what the waiter took next."""
+    ``asyncio/locks.py``, and lock order missed what the waiter took next. A wait with a
+    time limit, ``await asyncio.wait_for(cond.wait(), t)``: the frame awaiting
+    ``wait_for`` (see ``_base.asyncio_callers_holder``), which holds the lock; None if
+    that cannot be told (before, ``wait_for``'s line, or on 3.10-3.11 the loop's)."""
     try:
         ours, wait_for = CONDITION_WAIT_CALLERS  # the frames in between, known by code
         waiter = frame.f_back
         while waiter is not None and (waiter.f_code is ours or waiter.f_code is wait_for):
             waiter = waiter.f_back
-        return waiter or frame
+        if waiter is None:
+            return frame
+        code = waiter.f_code
+        if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
+            return asyncio_callers_holder(waiter)
+        return waiter
     except Exception:  # the hold stays asyncio's frame's, as before
         return frame
 
@@ -385,6 +393,8 @@ def lock_patches() -> list[Patch]:
             code = frame.f_code
             if code is condition_wait_code:
                 waiter = waiter_of(frame)
+                if waiter is None:  # the site is then the release's
+                    return None, None
                 return waiter, (t0, waiter.f_code, waiter.f_lasti)
             if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
                 holder = asyncio_callers_holder(frame)
