@@ -188,6 +188,19 @@ took was never seen nested in the first, and holders were sampled at its
 :func:`outliving`)."""
 
 
+class _StackProbe:
+    """For :func:`_stack_enter_lasti`: notes its caller's ``f_lasti`` when entered."""
+
+    def __init__(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    async def __aenter__(self) -> None:
+        self.seen.append(sys._getframe(1).f_lasti)
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 def _stack_enter_lasti() -> int:
     """``enter_async_context``'s ``f_lasti`` while the ``__aenter__`` it awaits runs.
 
@@ -198,16 +211,8 @@ def _stack_enter_lasti() -> int:
     tell: what a stack enters is then held by its finished frame, as before.)
     """
     seen: list[int] = []
-
-    class Probe:
-        async def __aenter__(self) -> None:
-            seen.append(sys._getframe(1).f_lasti)
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
     try:
-        entering = contextlib.AsyncExitStack().enter_async_context(Probe())
+        entering = contextlib.AsyncExitStack().enter_async_context(_StackProbe(seen))
         try:
             entering.send(None)
         except StopIteration:
