@@ -28,7 +28,7 @@ import pytest
 
 from aiotrace import semconv
 from aiotrace.cli import EXIT_FINDINGS, EXIT_HANG
-from aiotrace.diagnosis import _blocking_line
+from aiotrace.diagnosis import _blocking_line, threads_running
 from tests.cli_support import (
     PROGRAMS,
     Trace,
@@ -1391,16 +1391,16 @@ def test_a_holder_is_sampled_only_while_others_wait_for_what_it_holds() -> None:
 
         holders = [asyncio.create_task(hold(p)) for p in (lock, pool)]
         await asyncio.sleep(0)
-        _lock_order.sample_holders()  # held, nobody waiting
+        _lock_order.sample_holders(threads_running)  # held, nobody waiting
         seen = [held_at(lock), held_at(pool)]
         wanting = [asyncio.create_task(want(p)) for p in (lock, pool)]
         await asyncio.sleep(0)
-        _lock_order.sample_holders()
-        _lock_order.sample_holders()
+        _lock_order.sample_holders(threads_running)
+        _lock_order.sample_holders(threads_running)
         seen += [held_at(lock), held_at(pool)]
         go.set()
         await asyncio.gather(*holders, *wanting)
-        _lock_order.sample_holders()  # released
+        _lock_order.sample_holders(threads_running)  # released
         return [*seen, held_at(lock), held_at(pool)]
 
     with _diagnosed():
@@ -1427,7 +1427,7 @@ def _sampled_while_waited_for(
         await asyncio.sleep(0)
         tasks.append(asyncio.create_task(want()))
         await asyncio.sleep(0)
-        _lock_order.sample_holders()
+        _lock_order.sample_holders(threads_running)
         counts = dict(prim._aiotrace_stats.held_at or {})
         go.set()
         await asyncio.gather(*tasks)
@@ -1590,7 +1590,7 @@ def test_sampling_holders_is_not_upset_by_the_program_changing_what_is_held() ->
         gc.set_threshold(1)  # each allocation of a tracked object collects
         Cycle()
         for _ in range(20):
-            _lock_order.sample_holders()
+            _lock_order.sample_holders(threads_running)
     finally:
         Cycle.left = 0  # the chain ends, and its last finaliser runs now, not in a later test
         gc.set_threshold(*thresholds)
@@ -1723,7 +1723,7 @@ def test_samples_of_where_holders_are_that_cost_more_come_further_apart(
 
     samples: list[tuple[threading.Thread, float]] = []
 
-    def costly() -> int:
+    def costly(threads_running: object) -> int:
         samples.append((threading.current_thread(), time.monotonic()))
         time.sleep(0.01)  # as 13,000 contended holds or so would cost
         return 0
@@ -3037,7 +3037,7 @@ def _invert(
         graph = diagnosis.snapshot(everyone)
         got.cycles.extend([task.get_name() for task in cycle] for cycle in graph.cycles())
         got.waits.update({task.get_name(): graph.describe_wait(task) for task in everyone})
-        _lock_order.sample_holders()
+        _lock_order.sample_holders(threads_running)
         stats = getattr(a, "_lock", a)._aiotrace_stats
         got.held_at.update((code.co_name, line) for code, line in stats.held_at or {})
         for task in tasks:

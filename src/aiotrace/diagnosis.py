@@ -1604,7 +1604,7 @@ class Watchdog:
             return
         began = time.monotonic()
         try:
-            _lock_order.sample_holders()
+            _lock_order.sample_holders(threads_running)
         except Exception as exc:  # a bug of ours: counted, and sampling stops
             self._sample_every = math.inf
             _failed(exc)
@@ -1956,13 +1956,19 @@ def _forget_finished_holds(pending: list[Any]) -> None:
     if not (_lock_order.HELD or _lock_order.ENTERED):
         return
     try:  # run in the loop's callback: nothing of ours may reach the program's handler
-        threads_run = _from_frames(_frame_ids)
+        threads_run = threads_running()
         if threads_run is None:  # other threads' stacks unseen: nothing is known to be gone
             return
         running = set(_tasks_by_frame(pending)) | threads_run
         _lock_order.forget_finished(running)
     except Exception as exc:  # a bug of ours: counted, and lock-order checking stops
         _lock_order._failed(exc)
+
+
+def threads_running() -> set[int] | None:
+    """The ids of the frames every thread runs now (see :func:`_from_frames`); None if
+    they cannot be read."""
+    return _from_frames(_frame_ids)
 
 
 def _current_frames() -> dict[int, FrameType] | None:

@@ -250,6 +250,15 @@ def asyncio_callers_holder(frame: FrameType) -> FrameType | None:
     return _wait_for_caller(current_task())
 
 
+def held_past_asyncio(frame: FrameType) -> FrameType | None:
+    """``frame``, the caller of an ``acquire()``, unless it is ``asyncio.wait_for``'s or no
+    coroutine's (a task made of the ``acquire()``): then :func:`asyncio_callers_holder`."""
+    code = frame.f_code
+    if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
+        return asyncio_callers_holder(frame)
+    return frame
+
+
 WAIT_FOR: Final = getattr(asyncio.tasks.wait_for, "__code__", None)
 """``asyncio.wait_for``'s code: from 3.12 it awaits what it is given itself."""
 _RELEASE_WAITER: Final = getattr(asyncio.tasks, "_release_waiter", None)

@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiotrace._patching import Patch, PatchSet
 from aiotrace._recorder import RECORDER
+from aiotrace._sites import CONTEXTLIB_FILE
 from aiotrace.primitives._base import (
     ASYNC_CODE,
     ASYNC_GENERATOR,
     ENTER,
     as_coroutine_function,
     outliving,
-    stack_ids,
 )
 
 if TYPE_CHECKING:
@@ -228,7 +228,6 @@ def _context_manager_patches() -> list[Patch]:
     entered = ENTERED
     entered_by = ENTERED_BY
     getframe = sys._getframe
-    contextlib_file = orig_aenter.__code__.co_filename
 
     @functools.wraps(orig_aenter)
     def __aenter__(self: Any) -> Any:
@@ -239,7 +238,7 @@ def _context_manager_patches() -> list[Patch]:
             if flags & ASYNC_CODE:  # (else not a task's: nothing to note)
                 if (
                     flags & ASYNC_GENERATOR
-                    or code.co_filename == contextlib_file  # AsyncExitStack's
+                    or code.co_filename == CONTEXTLIB_FILE  # AsyncExitStack's
                     or code.co_name == ENTER
                 ):
                     frame = outliving(frame)  # the frame running the ``async with``
@@ -548,7 +547,7 @@ def _nested(first: Any, second: Any, second_stats: Any, frame: FrameType) -> Non
             reporter(reverse, nesting)
 
 
-def sample_holders() -> int:
+def sample_holders(threads_running: Callable[[], set[int] | None]) -> int:
     """Note where each holder that others queue for is now: one sample each.
 
     Run by the watchdog's thread at each tick. A lock held while others wait
@@ -558,7 +557,10 @@ def sample_holders() -> int:
     (``SiteStats.held_at``); reports show the lines most sampled. Only
     what :data:`HELD` knows (lock-order checking on) is sampled, and only
     the holders whose primitive has waiters. Returns how many holding
-    frames were looked at: the sample's cost.
+    frames were looked at: the sample's cost. ``threads_running`` reads the
+    ids of the frames threads run now (the diagnosis's safe read of
+    ``sys._current_frames()``; None if they cannot be read), asked only for a
+    holder that may have returned holding (see :func:`_where_now`).
     """
     # Copies, never iterations of what the program's thread changes: a copy
     # runs no Python code midway, so no other thread runs meanwhile. (A
@@ -570,6 +572,7 @@ def sample_holders() -> int:
     # the line that says something is where the frame that entered it is.
     entering = {id(gen_frame): frame for gen_frame, frame in entering_frames()}
     running: set[int] | None = None  # the frames threads run now, once needed
+    asked = False
     for frame, held in entries.items():
         for prim in list(held) if type(held) is Holding else (held,):
             if not getattr(prim, "_waiters", None) or not _owned_by(prim, frame):
@@ -582,20 +585,13 @@ def sample_holders() -> int:
                 counts = stats.held_at = {}
             at = entering.get(id(frame), frame) if entering else frame
             if at.f_back is not None:  # running now, or it returned holding it (3.12+)
-                if running is None:
-                    running = _running_frames()
-                at = _where_now(at, running)
+                if not asked:
+                    running, asked = threads_running(), True
+                if running is not None:
+                    at = _where_now(at, running)
             key = (at.f_code, at.f_lineno)
             counts[key] = counts.get(key, 0) + 1
     return len(entries)
-
-
-def _running_frames() -> set[int]:
-    """The ids of the frames every thread is running now."""
-    ids: set[int] = set()
-    for top in sys._current_frames().values():
-        ids |= stack_ids(top, 256)
-    return ids
 
 
 def _where_now(frame: FrameType, running: set[int]) -> FrameType:

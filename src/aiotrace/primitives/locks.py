@@ -76,6 +76,7 @@ from aiotrace.primitives._base import (
     defaults_setter,
     emit_hold,
     emit_wait,
+    held_past_asyncio,
     holding,
     in_stack,
     live_flag,
@@ -178,12 +179,7 @@ def _waiter_of(frame: Any) -> Any:
         waiter = frame.f_back
         while waiter is not None and (waiter.f_code is ours or waiter.f_code is wait_for):
             waiter = waiter.f_back
-        if waiter is None:
-            return frame
-        code = waiter.f_code
-        if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
-            return asyncio_callers_holder(waiter)
-        return waiter
+        return frame if waiter is None else held_past_asyncio(waiter)
     except Exception:  # the hold stays asyncio's frame's, as before
         return frame
 
@@ -390,19 +386,16 @@ def lock_patches() -> list[Patch]:
         running its ``async with``. Another of asyncio's (``asyncio.wait_for``): see
         ``_base.asyncio_callers_holder``."""
         try:
-            code = frame.f_code
-            if code is condition_wait_code:
-                waiter = waiter_of(frame)
-                if waiter is None:  # the site is then the release's
-                    return None, None
-                return waiter, (t0, waiter.f_code, waiter.f_lasti)
-            if code is WAIT_FOR or not code.co_flags & ASYNC_CODE:
-                holder = asyncio_callers_holder(frame)
-                if holder is None:  # the site is then the release's
-                    return None, None
-                return holder, (t0, holder.f_code, holder.f_lasti)
-            outer, at = outliving_and_site(frame)
-            return outer, (t0, at.f_code, at.f_lasti)
+            if frame.f_code is condition_wait_code:
+                holder = waiter_of(frame)
+            else:
+                holder = held_past_asyncio(frame)
+                if holder is not None and holder is frame:  # the program's
+                    outer, at = outliving_and_site(holder)
+                    return outer, (t0, at.f_code, at.f_lasti)
+            if holder is None:  # the site is then the release's
+                return None, None
+            return holder, (t0, holder.f_code, holder.f_lasti)
         except Exception as exc:  # the lock is the program's: taken, held by its caller
             rec.fail(FAMILY_LOCK, exc)
         return frame, (t0, frame.f_code, frame.f_lasti)
